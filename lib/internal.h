@@ -1,0 +1,67 @@
+/* SPDX-License-Identifier: MIT */
+/* Internal helpers shared by every file of the library.  Not installed. */
+#ifndef CVM_INTERNAL_H
+#define CVM_INTERNAL_H
+
+#include "config.h"
+
+#include <errno.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <syslog.h>
+
+#include "cvmdma.h"
+
+/* Marks the definition of every public function; everything else is hidden. */
+#define CVM_EXPORT __attribute__((visibility("default")))
+
+#define likely(x)   __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+#define container_of(ptr, type, member) \
+	((type *)((char *)(ptr) - offsetof(type, member)))
+#define offsetofend(type, member) \
+	(offsetof(type, member) + sizeof(((type *)0)->member))
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+static inline bool is_pow2_u64(uint64_t x) { return x && !(x & (x - 1)); }
+static inline bool is_aligned_u64(uint64_t x, uint64_t a) { return (x & (a - 1)) == 0; }
+static inline uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+static inline uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
+
+/*
+ * Copy a caller's sz-prefixed struct into a zeroed struct of the size this
+ * library knows (libbpf-style): the caller must cover at least min_sz bytes;
+ * bytes past what we know must be zero (-E2BIG otherwise).
+ */
+int cvm_copy_sized(void *dst, size_t dst_sz, const void *src, size_t min_sz);
+
+/* Logging: nothing is formatted unless a callback is installed at that level. */
+void cvm_log_impl(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+bool cvm_log_enabled(int prio);
+#define cvm_log(prio, ...) \
+	do { if (cvm_log_enabled(prio)) cvm_log_impl(prio, __VA_ARGS__); } while (0)
+#define cvm_err(...)   cvm_log(LOG_ERR, __VA_ARGS__)
+#define cvm_warn(...)  cvm_log(LOG_WARNING, __VA_ARGS__)
+#define cvm_info(...)  cvm_log(LOG_INFO, __VA_ARGS__)
+#define cvm_dbg(...)   cvm_log(LOG_DEBUG, __VA_ARGS__)
+
+/*
+ * Test hook: when set, every library allocation goes through it, so tests
+ * can fail the Nth allocation.  NULL means malloc/realloc/calloc.
+ */
+struct cvm_alloc_hooks {
+	void *(*realloc)(void *opaque, void *ptr, size_t size);
+	void *opaque;
+};
+void cvm_set_alloc_hooks(const struct cvm_alloc_hooks *hooks);
+void *cvm_malloc(size_t size);
+void *cvm_calloc(size_t n, size_t size);
+void *cvm_realloc(void *ptr, size_t size);
+/* realloc for arrays: fails (NULL) on n * size overflow. */
+void *cvm_reallocarray(void *ptr, size_t n, size_t size);
+void cvm_free(void *ptr);
+
+#endif

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: MIT
+/* Logging, version, sized-struct copying and the allocation hook. */
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static void (*log_fn)(void *opaque, int priority, const char *msg);
+static void *log_opaque;
+/* Read on every log site without the lock: a stale value only costs one
+ * formatted message or one skipped one while cvm_set_log() races. */
+static int log_max = -1;
+
+CVM_EXPORT void cvm_set_log(void (*fn)(void *opaque, int priority, const char *msg),
+			    void *opaque, int max_priority)
+{
+	pthread_mutex_lock(&log_lock);
+	log_fn = fn;
+	log_opaque = opaque;
+	__atomic_store_n(&log_max, fn ? max_priority : -1, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&log_lock);
+}
+
+bool cvm_log_enabled(int prio)
+{
+	return prio <= __atomic_load_n(&log_max, __ATOMIC_ACQUIRE);
+}
+
+void cvm_log_impl(int prio, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* The lock keeps fn and opaque consistent and serialises callbacks, so
+	 * a log callback need not be thread-safe itself. */
+	pthread_mutex_lock(&log_lock);
+	if (log_fn && prio <= log_max)
+		log_fn(log_opaque, prio, msg);
+	pthread_mutex_unlock(&log_lock);
+}
+
+CVM_EXPORT const char *cvm_version(void)
+{
+	return PACKAGE_VERSION;
+}
+
+int cvm_copy_sized(void *dst, size_t dst_sz, const void *src, size_t min_sz)
+{
+	size_t sz;
+
+	if (!src)
+		return -EINVAL;
+	memcpy(&sz, src, sizeof(sz));
+	if (sz < min_sz)
+		return -EINVAL;
+	if (sz > dst_sz) {
+		const unsigned char *p = (const unsigned char *)src + dst_sz;
+
+		for (size_t i = 0; i < sz - dst_sz; i++)
+			if (p[i])
+				return -E2BIG;
+	}
+	memset(dst, 0, dst_sz);
+	memcpy(dst, src, sz < dst_sz ? sz : dst_sz);
+	return 0;
+}
+
+static struct cvm_alloc_hooks alloc_hooks;
+
+void cvm_set_alloc_hooks(const struct cvm_alloc_hooks *hooks)
+{
+	if (hooks)
+		alloc_hooks = *hooks;
+	else
+		memset(&alloc_hooks, 0, sizeof(alloc_hooks));
+}
+
+void *cvm_realloc(void *ptr, size_t size)
+{
+	if (unlikely(alloc_hooks.realloc))
+		return alloc_hooks.realloc(alloc_hooks.opaque, ptr, size);
+	return realloc(ptr, size);
+}
+
+void *cvm_malloc(size_t size)
+{
+	return cvm_realloc(NULL, size);
+}
+
+void *cvm_calloc(size_t n, size_t size)
+{
+	void *p;
+
+	if (size && n > SIZE_MAX / size)
+		return NULL;
+	p = cvm_malloc(n * size);
+	if (p)
+		memset(p, 0, n * size);
+	return p;
+}
+
+void *cvm_reallocarray(void *ptr, size_t n, size_t size)
+{
+	if (size && n > SIZE_MAX / size)
+		return NULL;
+	return cvm_realloc(ptr, n * size);
+}
+
+void cvm_free(void *ptr)
+{
+	free(ptr);
+}

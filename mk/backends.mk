@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+# backends: see the component it builds.

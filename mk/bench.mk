@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+# bench: see the component it builds.

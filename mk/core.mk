@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+# core: see the component it builds.

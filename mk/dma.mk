@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+# dma: see the component it builds.

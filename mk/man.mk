@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+# man: see the component it builds.

@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+# maptable: see the component it builds.

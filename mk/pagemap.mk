@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+# pagemap: see the component it builds.

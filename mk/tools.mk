@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+# tools: see the component it builds.

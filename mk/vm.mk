@@ -1,0 +1,2 @@
+# SPDX-License-Identifier: MIT
+# vm: see the component it builds.

@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: MIT
+/* The foundation: version, logging, sized structs, allocation hooks. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+
+#include "internal.h"
+
+Test(util, version_is_the_package_version)
+{
+	cr_assert_str_eq(cvm_version(), PACKAGE_VERSION);
+}
+
+struct logged { int n; int prio; char msg[256]; };
+
+static void log_cb(void *opaque, int prio, const char *msg)
+{
+	struct logged *l = opaque;
+
+	l->n++;
+	l->prio = prio;
+	snprintf(l->msg, sizeof(l->msg), "%s", msg);
+}
+
+Test(util, log_callback_gets_messages_up_to_max_priority)
+{
+	struct logged l = { 0 };
+
+	cvm_set_log(log_cb, &l, LOG_INFO);
+	cvm_err("boom %d", 42);
+	cvm_dbg("hidden");
+	cr_assert_eq(l.n, 1);
+	cr_assert_eq(l.prio, LOG_ERR);
+	cr_assert_str_eq(l.msg, "boom 42");
+	cvm_set_log(NULL, NULL, LOG_DEBUG);
+	cvm_err("silenced");
+	cr_assert_eq(l.n, 1);
+}
+
+struct sized { size_t sz; uint64_t a; uint32_t b; };
+
+Test(util, sized_struct_rejects_short_and_nonzero_tail)
+{
+	struct { struct sized s; uint64_t extra; } big = { { sizeof(big), 1, 2 }, 0 };
+	struct sized dst;
+
+	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), &big, offsetofend(struct sized, a)), 0);
+	cr_assert_eq(dst.a, 1);
+	big.extra = 7;
+	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), &big, sizeof(size_t)), -E2BIG);
+	big.s.sz = sizeof(size_t);
+	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), &big, offsetofend(struct sized, a)), -EINVAL);
+	/* An old caller's smaller struct: the unknown tail reads as zero. */
+	big.s.sz = offsetofend(struct sized, a);
+	big.s.b = 99;
+	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), &big, sizeof(size_t)), 0);
+	cr_assert_eq(dst.b, 0);
+	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), NULL, 0), -EINVAL);
+}
+
+static void *fail_all(void *opaque, void *ptr, size_t size)
+{
+	return NULL;
+}
+
+Test(util, alloc_hook_can_fail_allocations)
+{
+	struct cvm_alloc_hooks h = { .realloc = fail_all };
+
+	cvm_set_alloc_hooks(&h);
+	cr_assert_null(cvm_malloc(16));
+	cvm_set_alloc_hooks(NULL);
+	void *p = cvm_malloc(16);
+	cr_assert_not_null(p);
+	cvm_free(p);
+	cr_assert_null(cvm_calloc(SIZE_MAX / 2, 4));
+}
