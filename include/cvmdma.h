@@ -23,6 +23,146 @@ extern "C" {
 #define CVMDMA_VERSION_MAJOR 0
 #define CVMDMA_VERSION_MINOR 1
 
+/* ---- page state ---- */
+
+enum cvm_state { CVM_PRIVATE = 0, CVM_SHARED = 1, CVM_MIXED = 2 };
+
+#define CVM_REGION_INIT_SHARED  (1u << 0)   /* start all-shared (default: all-private) */
+#define CVM_REGION_IOVA         (1u << 1)   /* use cfg->iova (default: IOVA == GPA)     */
+
+struct cvm_region_config {
+	size_t   sz;
+	uint64_t gpa;        /* guest-physical base, page aligned                  */
+	uint64_t length;     /* bytes, page aligned, > 0, at most 2^32 pages        */
+	void    *hva;        /* host address backing gpa's shared pages (for DMA)  */
+	uint64_t iova;       /* with CVM_REGION_IOVA                                */
+	uint32_t page_size;  /* 0 = 4096; a power of two >= 4096                    */
+	uint32_t flags;
+};
+struct cvm_region;
+struct cvm_listener;
+
+int  cvm_region_create(const struct cvm_region_config *cfg, struct cvm_region **out);
+/* Also detaches every listener (without notifying) and every DMA context
+ * (unmapping what they mapped for this region).  NULL is a no-op. */
+void cvm_region_destroy(struct cvm_region *region);
+
+/* gpa/length: absolute guest-physical, page aligned, inside the region.
+ * to: CVM_SHARED or CVM_PRIVATE.  flags: none defined yet (must be 0). */
+int cvm_convert(struct cvm_region *region, uint64_t gpa, uint64_t length,
+		enum cvm_state to, uint32_t flags);
+struct cvm_range { uint64_t gpa, length; };
+/* All or nothing.  Ranges may be in any order and may overlap or touch;
+ * listeners hear the maximal changed runs of their union, ascending. */
+int cvm_convert_batch(struct cvm_region *region, const struct cvm_range *ranges,
+		      size_t count, enum cvm_state to, uint32_t flags);
+
+/* >= 0: enum cvm_state of the whole range; < 0: -errno. */
+int cvm_region_query(struct cvm_region *region, uint64_t gpa, uint64_t length);
+/* Calls fn for each maximal run in [gpa, gpa+length) that is in `state`
+ * (clipped to the window), ascending; a non-zero return from fn stops the
+ * walk and is returned. */
+int cvm_region_for_each_run(struct cvm_region *region, uint64_t gpa, uint64_t length,
+			    enum cvm_state state,
+			    int (*fn)(void *opaque, uint64_t gpa, uint64_t length), void *opaque);
+
+struct cvm_region_stats {
+	size_t   sz;
+	uint64_t pages;            /* pages in the region                              */
+	uint64_t shared_pages;
+	uint64_t shared_runs;      /* maximal runs of shared pages                     */
+	uint64_t conversions;      /* successful cvm_convert/cvm_convert_batch calls    */
+	uint64_t notifications;    /* listener callbacks made (rollbacks included)      */
+	uint64_t pagemap_bytes;    /* memory the page-state map uses                   */
+	uint32_t page_size;
+	uint32_t listeners;        /* plain listeners (DMA contexts not counted)        */
+};
+int cvm_region_stats(struct cvm_region *region, struct cvm_region_stats *st);
+
+struct cvm_listener_ops {
+	size_t sz;
+	/* pages [gpa, gpa+length) became shared; a negative return vetoes the conversion */
+	int  (*to_shared)(void *opaque, uint64_t gpa, uint64_t length);
+	/* pages became private; cannot fail */
+	void (*to_private)(void *opaque, uint64_t gpa, uint64_t length);
+};
+#define CVM_LISTENER_REPLAY_PRIVATE (1u << 0)   /* on remove: to_private for every shared run */
+/* Replays every current shared run (maximal, ascending) to to_shared before returning;
+ * if a replay call fails, the runs already replayed get to_private, nothing is added,
+ * and the error is returned. */
+int  cvm_listener_add(struct cvm_region *region, const struct cvm_listener_ops *ops,
+		      void *opaque, uint32_t flags, struct cvm_listener **out);
+/* NULL is a no-op.  From inside a callback of the same region the call is
+ * refused (logged at LOG_ERR) and the listener stays registered. */
+void cvm_listener_remove(struct cvm_listener *listener, uint32_t flags);
+
+/* ---- DMA ---- */
+
+enum cvm_backend { CVM_BACKEND_AUTO = 0, CVM_BACKEND_TYPE1, CVM_BACKEND_IOMMUFD, CVM_BACKEND_MODEL };
+enum cvm_model_rules { CVM_MODEL_TYPE1 = 0, CVM_MODEL_IOMMUFD, CVM_MODEL_CUT };
+
+#define CVM_DMA_PER_PAGE  (1u << 0)  /* one mapping per page: today's VMM behaviour, baseline */
+#define CVM_DMA_NO_CUT    (1u << 1)  /* never use a kernel cut even where one is available   */
+#define CVM_DMA_COMPACT   (1u << 2)  /* may merge neighbours (disruptively) near the limit    */
+
+struct cvm_dma_config {
+	size_t   sz;
+	uint32_t backend;           /* enum cvm_backend                                        */
+	int      fd;                /* TYPE1: container fd with the IOMMU set; IOMMUFD: /dev/iommu fd; -1: open own where possible */
+	uint32_t ioas_id;           /* IOMMUFD: IOAS to manage; 0: allocate one                */
+	uint32_t flags;
+	uint64_t split_granule;     /* 0: auto; else a power of two >= page size; UINT64_MAX: never split */
+	uint32_t model_rules;       /* MODEL only: enum cvm_model_rules                        */
+	uint32_t model_entry_limit; /* MODEL only: 0 = 65535 for TYPE1 rules, unlimited otherwise */
+};
+struct cvm_dma;
+int  cvm_dma_open(const struct cvm_dma_config *cfg, struct cvm_dma **out);
+int  cvm_dma_add_region(struct cvm_dma *dma, struct cvm_region *region);  /* maps current shared runs */
+int  cvm_dma_remove_region(struct cvm_dma *dma, struct cvm_region *region); /* unmaps them */
+void cvm_dma_close(struct cvm_dma *dma);   /* unmaps everything it mapped; closes what it opened */
+
+struct cvm_dma_stats {
+	size_t   sz;
+	uint64_t mappings;          /* live                                                  */
+	uint64_t mappings_peak;
+	uint64_t mapped_bytes;
+	uint64_t map_calls;         /* backend map operations (ioctls on real backends)      */
+	uint64_t unmap_calls;
+	uint64_t cut_calls;
+	uint64_t disruptive_splits; /* times a still-shared range was unmapped and remapped  */
+	uint64_t disrupted_bytes;
+	uint64_t entries_avail;     /* backend's remaining mappings; UINT64_MAX: no limit     */
+};
+int cvm_dma_stats(struct cvm_dma *dma, struct cvm_dma_stats *st);
+/* Each live mapping, ascending IOVA; a non-zero return from fn stops the walk
+ * and is returned. */
+int cvm_dma_for_each_mapping(struct cvm_dma *dma,
+			     int (*fn)(void *opaque, uint64_t iova, uint64_t length), void *opaque);
+
+struct cvm_dma_info {
+	size_t   sz;
+	uint32_t backend;           /* enum cvm_backend actually in use                      */
+	int      fd;                /* the container or /dev/iommu fd                         */
+	uint32_t ioas_id;           /* IOMMUFD: the IOAS (attach devices to it)              */
+	uint32_t can_cut;           /* 1: private conversions cut mappings hitlessly          */
+	uint64_t split_granule;     /* effective; UINT64_MAX: unlimited                       */
+	uint64_t iova_pgsizes;      /* IOMMU page sizes the backend reported                  */
+};
+int cvm_dma_info(struct cvm_dma *dma, struct cvm_dma_info *info);
+
+/* ---- pinning ---- */
+
+struct cvm_pin_info {
+	size_t   sz;
+	uint32_t cap_ipc_lock;      /* 1: CAP_IPC_LOCK is effective: no limit applies        */
+	uint64_t memlock_limit;     /* RLIMIT_MEMLOCK soft limit, bytes (UINT64_MAX: none)   */
+	uint64_t locked_bytes;      /* already locked by this process (VmLck)                */
+};
+/* Can this process pin `bytes` more bytes for DMA?  0: yes; -ENOMEM: no (it
+ * lacks CAP_IPC_LOCK and the request would pass RLIMIT_MEMLOCK); other
+ * -errno: could not tell.  info (may be NULL) receives what was found. */
+int cvm_pin_check(uint64_t bytes, struct cvm_pin_info *info);
+
 /* ---- logging and version ---- */
 
 /*
