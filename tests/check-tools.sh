@@ -43,7 +43,7 @@ check "tracegen: -o FILE writes what stdout gets" \
 check "tracegen: an unknown workload is refused with exit 2" \
 	sh -c '"$1" no-such-workload >/dev/null 2>&1; test $? -eq 2' sh "$gen"
 check "tracegen: a guest size that is not a multiple of 2M is refused" \
-	sh -c '! "$1" tdx-boot --guest-size 1000M >/dev/null 2>&1' sh "$gen"
+	sh -c '! "$1" tdx-boot --guest-size 1001M >/dev/null 2>&1' sh "$gen"
 check "tracegen: tdx-boot on 64G has 2 regions and a 1 GiB swiotlb" \
 	sh -c '"$1" tdx-boot --ops 0 | grep -c "^region" | grep -qx 2 &&
 	       "$1" tdx-boot --ops 0 | grep -q "^# swiotlb: 1.0 GiB"' sh "$gen"

@@ -273,11 +273,11 @@ static void print_header(const struct opts *o, const struct trace *t)
 		total += t->regions[i].size;
 		shared += t->regions[i].init == CVM_SHARED;
 	}
-	printf("trace    %s: %u region%s, %s (%s), %s lines: %s to shared, %s to private\n",
+	printf("trace    %s: %u region%s, %s (%s), %s line%s: %s to shared, %s to private\n",
 	       t->name, t->nregions, t->nregions > 1 ? "s" : "",
 	       tool_fmt_bytes(total, a, sizeof(a)),
 	       !shared ? "starts private" : shared == t->nregions ? "starts shared" :
-	       "starts mixed", tool_fmt_count(t->nops, b, sizeof(b)),
+	       "starts mixed", tool_fmt_count(t->nops, b, sizeof(b)), t->nops == 1 ? "" : "s",
 	       tool_fmt_bytes(t->bytes_to_shared, c, sizeof(c)),
 	       tool_fmt_bytes(t->bytes_to_private, d, sizeof(d)));
 	if (o->cfg.backend != CVM_BACKEND_MODEL) {
@@ -293,6 +293,26 @@ static void print_header(const struct opts *o, const struct trace *t)
 	printf("backend  model, %s rules, %s\n\n", rules_names[o->cfg.rules], a);
 }
 
+/* A centred "--- title ---" over the columns from `first` to the last. */
+static void print_group(const size_t *w, unsigned int first, const char *title)
+{
+	size_t pad = 0, span = 0, t = strlen(title) + 2, i;
+
+	for (i = 0; i < first; i++)
+		pad += w[i] + 2;
+	for (i = first; i < NCOLS; i++)
+		span += w[i] + (i + 1 < NCOLS ? 2 : 0);
+	if (span < t + 2)
+		span = t + 2;
+	printf("%*s", (int)pad, "");
+	for (i = 0; i < (span - t) / 2; i++)
+		putchar('-');
+	printf(" %s ", title);
+	for (i = 0; i < span - t - (span - t) / 2; i++)
+		putchar('-');
+	putchar('\n');
+}
+
 static void print_table(const struct opts *o, const struct trace *t,
 			const struct result *res, unsigned int n)
 {
@@ -305,6 +325,7 @@ static void print_table(const struct opts *o, const struct trace *t,
 	size_t w[NCOLS];
 	unsigned int i, j;
 	bool flagged = false, failed = false;
+	char lim[32];
 
 	if (!cells)
 		return;
@@ -317,8 +338,7 @@ static void print_table(const struct opts *o, const struct trace *t,
 				w[j] = strlen(cells[i][j]);
 	}
 	print_header(o, t);
-	printf("%*s\n", (int)(w[0] + w[1] + w[2] + w[3] + w[4] + w[5] + w[6] + w[7] + w[8] +
-			      w[9] + w[10] + w[11] + w[12] + 24), "vs per-page ");
+	print_group(w, 10, "vs per-page");
 	for (j = 0; j < NCOLS; j++)
 		printf(j < 2 ? "%-*s  " : j == NCOLS - 1 ? "%*s\n" : "%*s  ", (int)w[j], head[j]);
 	for (i = 0; i < n; i++) {
@@ -334,9 +354,9 @@ static void print_table(const struct opts *o, const struct trace *t,
 	     "moment;\nvs per-page: how many times fewer mappings at peak, calls and time "
 	     "than one\nmapping per 4 KiB page, what VMMs do today.");
 	if (flagged)
-		printf("! peak above %u, VFIO type1's default dma_entry_limit: on a default "
+		printf("! peak above %s, VFIO type1's default dma_entry_limit: on a default "
 		       "type1 host this\n  policy fails with ENOSPC (iommufd has no such "
-		       "limit).\n", TYPE1_DEFAULT_LIMIT);
+		       "limit).\n", tool_fmt_count(TYPE1_DEFAULT_LIMIT, lim, sizeof(lim)));
 	if (failed)
 		putchar('\n');
 	for (i = 0; i < n; i++)
