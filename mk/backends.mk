@@ -2,7 +2,8 @@
 # backends: the VFIO type1 and iommufd backends, and the capability probes
 # (pinning limits, the hitless-cut probe).  Their kernel behaviour is tested
 # in the guest (tests/vm/conf-guest.c); here only what a host can check.
-lib_libcvmdma_internal_la_SOURCES += lib/backend-type1.c lib/caps.c lib/caps.h
+lib_libcvmdma_internal_la_SOURCES += lib/backend-type1.c lib/backend-iommufd.c \
+	lib/caps.c lib/caps.h
 
 if ENABLE_TESTS
 check_PROGRAMS += tests/test-caps
