@@ -76,16 +76,40 @@ static int iommufd_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_
 	return ioas_unmap(be, iova, len, unmapped);
 }
 
-/* The VFIO-compat unmap on the same fd: acts on the compat IOAS, which is
- * ours while compat_set. */
+static int vfio_ioas(struct cvm_be *be, uint16_t op, uint32_t *ioas_id)
+{
+	struct iommu_vfio_ioas v = { .size = sizeof(v), .op = op, .ioas_id = *ioas_id };
+
+	if (ioctl(be->fd, IOMMU_VFIO_IOAS, &v))
+		return -errno;
+	*ioas_id = v.ioas_id;
+	return 0;
+}
+
+/*
+ * The VFIO-compat unmap on the same fd acts on whichever IOAS is the fd's
+ * compat IOAS.  We claimed it at open, but the fd's owner can switch it
+ * (IOMMU_VFIO_IOAS SET): check first, so that a cut never lands in someone
+ * else's address space.  One more ioctl per cut buys that.
+ */
 static int iommufd_cut(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped)
 {
 	struct vfio_iommu_type1_dma_unmap u = {
 		.argsz = sizeof(u), .iova = iova, .size = len,
 	};
+	uint32_t cur = 0;
+	int ret;
 
 	if (unmapped)
 		*unmapped = 0;
+	ret = vfio_ioas(be, IOMMU_VFIO_IOAS_GET, &cur);
+	if (!ret && cur != be->ioas_id)
+		ret = -EBUSY;
+	if (ret) {
+		cvm_err("iommufd: IOAS %u is no longer the fd's VFIO-compat IOAS (%s): "
+			"cannot cut", be->ioas_id, strerror(-ret));
+		return ret;
+	}
 	if (ioctl(be->fd, VFIO_IOMMU_UNMAP_DMA, &u))
 		return -errno;
 	if (unmapped)
@@ -184,16 +208,6 @@ static int get_option(struct cvm_be *be, uint32_t option, uint64_t *val)
 	if (ioctl(be->fd, IOMMU_OPTION, &o))
 		return -errno;
 	*val = o.val64;
-	return 0;
-}
-
-static int vfio_ioas(struct cvm_be *be, uint16_t op, uint32_t *ioas_id)
-{
-	struct iommu_vfio_ioas v = { .size = sizeof(v), .op = op, .ioas_id = *ioas_id };
-
-	if (ioctl(be->fd, IOMMU_VFIO_IOAS, &v))
-		return -errno;
-	*ioas_id = v.ioas_id;
 	return 0;
 }
 

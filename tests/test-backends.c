@@ -641,6 +641,23 @@ Test(iommufd, want_cut_sets_small_pages_and_the_compat_ioas_before_the_first_map
 	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0, "an adopted fd stays open");
 }
 
+Test(iommufd, a_cut_never_lands_in_another_ioas_made_the_compat_one)
+{
+	struct cvm_be *be;
+	uint64_t got = 1;
+
+	as_iommufd();
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 0, true, &be), 0);
+	cr_assert(be->can_cut);
+	cr_assert_eq(be->ops->map(be, 0x100000, 8 * PG, NULL), 0);
+	fk.compat_ioas = 42;   /* the fd's owner switched it */
+	cr_assert_eq(be->ops->cut(be, 0x100000 + PG, PG, &got), -EBUSY);
+	cr_assert_eq(got, 0);
+	cr_assert_eq(fk.nmaps, 1, "the cut went through");
+	cvm_backend_destroy(be);
+	cr_assert_eq(fk.compat_ioas, 42, "someone else's compat IOAS was cleared");
+}
+
 Test(iommufd, without_want_cut_nothing_is_changed_on_the_ioas)
 {
 	struct cvm_be *be;
