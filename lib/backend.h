@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The kernel-facing side: one struct cvm_backend per IOMMU address space,
+ * The kernel-facing side: one struct cvm_be per IOMMU address space (not
+ * "struct cvm_backend": C shares one tag namespace between structs and
+ * enums, and the public header already has enum cvm_backend),
  * behind a static const ops table (NULL op = unsupported).  Ops report the
  * kernel's raw results (errno and reported sizes exactly as the kernel, or
  * the model of it, gives them): normalisation (type1's "unmap of nothing is
@@ -18,7 +20,7 @@
 
 struct cvm_iova_range { uint64_t start, last; };   /* inclusive, like the uapi */
 
-struct cvm_backend {
+struct cvm_be {
 	const struct cvm_backend_ops *ops;
 	enum cvm_backend kind;           /* TYPE1, IOMMUFD or MODEL */
 	int fd;                          /* container or /dev/iommu fd; -1 for the model */
@@ -36,48 +38,48 @@ struct cvm_backend {
 struct cvm_backend_ops {
 	const char *name;                /* "type1", "iommufd", "model-type1", ... */
 	/* Map [iova, iova+len) to vaddr, read+write.  0 or the raw -errno. */
-	int (*map)(struct cvm_backend *be, uint64_t iova, uint64_t len, void *vaddr);
+	int (*map)(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr);
 	/* Unmap [iova, iova+len) by the kernel's own rules; *unmapped receives
 	 * the bytes the kernel reports removed (0 on error). */
-	int (*unmap)(struct cvm_backend *be, uint64_t iova, uint64_t len, uint64_t *unmapped);
+	int (*unmap)(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped);
 	/* Hitless cut: remove [iova, iova+len) even where it splits mappings;
 	 * what stays mapped is never unmapped, not even for a moment.  May
 	 * also remove whole mappings inside the range.  NULL: cannot cut.  Only
 	 * called when be->can_cut. */
-	int (*cut)(struct cvm_backend *be, uint64_t iova, uint64_t len, uint64_t *unmapped);
+	int (*cut)(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped);
 	/* Remove every mapping in the address space. */
-	int (*unmap_all)(struct cvm_backend *be);
+	int (*unmap_all)(struct cvm_be *be);
 	/* Re-read IOVA ranges, page sizes and remaining entries. */
-	int (*refresh)(struct cvm_backend *be);
+	int (*refresh)(struct cvm_be *be);
 	/* Free everything; closes the fd / destroys the IOAS only if own_*. */
-	void (*destroy)(struct cvm_backend *be);
+	void (*destroy)(struct cvm_be *be);
 };
 
 /* MODEL: rules = enum cvm_model_rules; entry_limit 0 = 65535 for TYPE1
  * rules, unlimited otherwise. */
-int cvm_backend_model_open(uint32_t rules, uint32_t entry_limit, struct cvm_backend **out);
+int cvm_backend_model_open(uint32_t rules, uint32_t entry_limit, struct cvm_be **out);
 /* TYPE1: adopt a container fd whose IOMMU is already set (VFIO_SET_IOMMU). */
-int cvm_backend_type1_open(int container_fd, struct cvm_backend **out);
+int cvm_backend_type1_open(int container_fd, struct cvm_be **out);
 /* IOMMUFD: adopt fd (or open /dev/iommu when fd < 0) and IOAS (or allocate
  * one when ioas_id == 0).  want_cut: set up and probe the hitless cut
  * (KERNEL-FACTS.md §2a) where it can be had. */
-int cvm_backend_iommufd_open(int fd, uint32_t ioas_id, bool want_cut, struct cvm_backend **out);
-void cvm_backend_destroy(struct cvm_backend *be);   /* NULL is a no-op */
+int cvm_backend_iommufd_open(int fd, uint32_t ioas_id, bool want_cut, struct cvm_be **out);
+void cvm_backend_destroy(struct cvm_be *be);   /* NULL is a no-op */
 
 /* [iova, iova+len) lies inside one valid IOVA range. */
-bool cvm_backend_iova_valid(const struct cvm_backend *be, uint64_t iova, uint64_t len);
+bool cvm_backend_iova_valid(const struct cvm_be *be, uint64_t iova, uint64_t len);
 /* A scratch IOVA window of len bytes for probes: the top of the highest
  * valid range that can hold it (regions rarely live there); 0 and *iova,
  * or -ENOSPC.  The caller must make sure nothing is mapped there. */
-int cvm_backend_scratch_iova(const struct cvm_backend *be, uint64_t len, uint64_t *iova);
+int cvm_backend_scratch_iova(const struct cvm_be *be, uint64_t len, uint64_t *iova);
 
 /* ---- MODEL test hooks (tests only; not exported) ---- */
 /* Fail the nth backend call from now (1 = the next one; map, unmap, cut and
  * unmap_all count) with err, once; nth 0 disables. */
-void cvm_model_inject(struct cvm_backend *be, uint64_t nth, int err);
+void cvm_model_inject(struct cvm_be *be, uint64_t nth, int err);
 /* Calls fn for each mapping the model kernel holds, ascending. */
-int  cvm_model_for_each(struct cvm_backend *be,
+int  cvm_model_for_each(struct cvm_be *be,
 			int (*fn)(void *opaque, uint64_t iova, uint64_t len), void *opaque);
-uint64_t cvm_model_count(struct cvm_backend *be);
+uint64_t cvm_model_count(struct cvm_be *be);
 
 #endif
