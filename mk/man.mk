@@ -4,6 +4,8 @@
 dist_man_MANS += \
 	doc/man/cvm_convert.3 \
 	doc/man/cvm_convert_batch.3 \
+	doc/man/cvm_listener_add.3 \
+	doc/man/cvm_listener_remove.3 \
 	doc/man/cvm_region_create.3 \
 	doc/man/cvm_region_destroy.3 \
 	doc/man/cvm_region_for_each_run.3 \
