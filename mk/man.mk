@@ -4,6 +4,13 @@
 dist_man_MANS += \
 	doc/man/cvm_convert.3 \
 	doc/man/cvm_convert_batch.3 \
+	doc/man/cvm_dma_add_region.3 \
+	doc/man/cvm_dma_close.3 \
+	doc/man/cvm_dma_for_each_mapping.3 \
+	doc/man/cvm_dma_info.3 \
+	doc/man/cvm_dma_open.3 \
+	doc/man/cvm_dma_remove_region.3 \
+	doc/man/cvm_dma_stats.3 \
 	doc/man/cvm_listener_add.3 \
 	doc/man/cvm_listener_remove.3 \
 	doc/man/cvm_region_create.3 \
