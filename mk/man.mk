@@ -13,8 +13,11 @@ dist_man_MANS += \
 	doc/man/cvm_dma_stats.3 \
 	doc/man/cvm_listener_add.3 \
 	doc/man/cvm_listener_remove.3 \
+	doc/man/cvm_pin_check.3 \
 	doc/man/cvm_region_create.3 \
 	doc/man/cvm_region_destroy.3 \
 	doc/man/cvm_region_for_each_run.3 \
 	doc/man/cvm_region_query.3 \
-	doc/man/cvm_region_stats.3
+	doc/man/cvm_region_stats.3 \
+	doc/man/cvm_set_log.3 \
+	doc/man/cvm_version.3
