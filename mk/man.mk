@@ -2,6 +2,7 @@
 # man: one hand-written page per public function, the overview in
 # libcvmdma(7), and a check that they lint clean and match the header.
 dist_man_MANS += \
+	doc/man/libcvmdma.7 \
 	doc/man/cvm_convert.3 \
 	doc/man/cvm_convert_batch.3 \
 	doc/man/cvm_dma_add_region.3 \
