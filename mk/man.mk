@@ -22,3 +22,8 @@ dist_man_MANS += \
 	doc/man/cvm_region_stats.3 \
 	doc/man/cvm_set_log.3 \
 	doc/man/cvm_version.3
+
+if ENABLE_TESTS
+TESTS += tests/check-man.sh
+endif
+EXTRA_DIST += tests/check-man.sh
