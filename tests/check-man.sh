@@ -238,17 +238,25 @@ for f in "$mandir"/*.[137]; do
 		fi
 	fi
 
-	# EXAMPLES: every block that includes a header is C that must compile.
+	# EXAMPLES: every block that includes a header is C that must compile;
+	# a block after a line ending in "prints:" is that program's output.
 	awk -v out="$tmp/$page.ex" '
 		/^\.SH/ { ex = ($0 ~ /EXAMPLES?/); next }
-		ex && /^\.EX/ { n++; inx = 1; next }
+		ex && /^\.EX/ {
+			if (last ~ /prints:$/) file = out n ".expected"
+			else file = out (++n) ".c"
+			inx = 1; next
+		}
 		ex && /^\.EE/ { inx = 0; next }
-		inx { print > (out n ".c") }' "$f"
+		inx { print > file; next }
+		ex && !/^\./ { last = $0 }' "$f"
+	for c in "$tmp/$page".ex*; do
+		[ -e "$c" ] && sed -i -e 's/\\e/\\/g; s/\\-/-/g; s/\\(aq/'"'"'/g; s/\\(dq/"/g' \
+			-e 's/\\&//g; s/\\(ti/~/g; s/\\(ha/^/g; s/\\(rs/\\/g' "$c"
+	done
 	for c in "$tmp/$page".ex*.c; do
 		[ -e "$c" ] || continue
 		grep -q '#include' "$c" || continue
-		sed -i -e 's/\\e/\\/g; s/\\-/-/g; s/\\(aq/'"'"'/g; s/\\(dq/"/g; s/\\&//g' \
-			-e 's/\\(ti/~/g; s/\\(ha/^/g; s/\\(rs/\\/g' "$c"
 		n=${c##*.ex}; n=${n%.c}
 		check "$page: example $n compiles against the header" \
 			${CC:-cc} -std=gnu11 -Wall -Wextra -Werror -Wno-unused-function \
@@ -262,9 +270,13 @@ for f in "$mandir"/*.[137]; do
 			skip "$page: example $n runs" "libcvmdma.so does not export$(printf ' %s' $absent) yet"
 			continue
 		fi
-		check "$page: example $n links and runs (exit 0)" sh -c \
-			'${CC:-cc} $SANITIZED -o "$1.bin" "$1.o" -L"$2" -lcvmdma &&
-			LD_LIBRARY_PATH="$2" "$1.bin"' sh "$c" "${so%/*}"
+		expected=${c%.c}.expected
+		what="links and runs (exit 0)"
+		[ -e "$expected" ] && what="$what and prints what the page says"
+		check "$page: example $n $what" \
+			sh -c '${CC:-cc} $SANITIZED -o "$1.bin" "$1.o" -L"$2" -lcvmdma &&
+			LD_LIBRARY_PATH="$2" "$1.bin" >"$1.stdout" || exit
+			test ! -e "$3" || diff -u "$3" "$1.stdout"' sh "$c" "${so%/*}" "$expected"
 	done
 done
 
