@@ -505,7 +505,8 @@ static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct 
 	err = be_unmap_span(d, sp->s, sp->e, true);
 	if (err)
 		return err;
-	/* Remap what stays shared of the bisected mappings (each inside one G-block). */
+	/* Remap what stays shared of the bisected mappings (each inside one
+	 * G-block).  A split counts once per mapping it disrupted. */
 	if (sp->ls < sp->a) {
 		err = be_map(d, sp->ls, sp->a - sp->ls, hva_of(dr, sp->ls), true);
 		if (err)
@@ -517,7 +518,7 @@ static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct 
 		err = be_map(d, sp->b, sp->rs_end - sp->b, hva_of(dr, sp->b), true);
 		if (err)
 			return err;
-		d->st.disruptive_splits++;
+		d->st.disruptive_splits += !sp->split_one;
 		d->st.disrupted_bytes += sp->rs_end - sp->b;
 	}
 	return 0;
