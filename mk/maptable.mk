@@ -2,7 +2,7 @@
 # maptable: the interval map of live mappings; the backend helpers and the
 # in-process kernel model; the kernel conformance suite run against the model.
 lib_libcvmdma_internal_la_SOURCES += lib/maptable.h lib/maptable.c \
-	lib/backend.h lib/backend.c
+	lib/backend.h lib/backend.c lib/backend-model.c
 
 if ENABLE_TESTS
 check_PROGRAMS += tests/test-maptable
