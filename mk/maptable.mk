@@ -11,3 +11,13 @@ tests_test_maptable_CFLAGS = $(TEST_CFLAGS)
 tests_test_maptable_LDADD = $(TEST_LDADD)
 TESTS += tests/test-maptable
 endif
+
+# What only the model has (fault injection, limits, hooks, errno details,
+# a differential test of the rule sets) and the common backend helpers.
+if ENABLE_TESTS
+check_PROGRAMS += tests/test-model
+tests_test_model_SOURCES = tests/test-model.c
+tests_test_model_CFLAGS = $(TEST_CFLAGS)
+tests_test_model_LDADD = $(TEST_LDADD)
+TESTS += tests/test-model
+endif
