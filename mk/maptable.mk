@@ -21,3 +21,13 @@ tests_test_model_CFLAGS = $(TEST_CFLAGS)
 tests_test_model_LDADD = $(TEST_LDADD)
 TESTS += tests/test-model
 endif
+
+# The kernel conformance suite against the model (plain TAP: the same
+# tests/conformance.c runs in the test guest, which has no Criterion).
+if ENABLE_TESTS
+check_PROGRAMS += tests/conf-model
+tests_conf_model_SOURCES = tests/conf-model.c tests/conformance.c tests/conformance.h
+tests_conf_model_CFLAGS = $(TEST_CFLAGS)
+tests_conf_model_LDADD = $(TEST_LDADD)
+TESTS += tests/conf-model
+endif
