@@ -27,3 +27,10 @@ BENCH_PAGEMAP_ARGS =
 bench-pagemap: bench/bench-pagemap$(EXEEXT)
 	bench/bench-pagemap$(EXEEXT) $(BENCH_PAGEMAP_ARGS)
 .PHONY: bench-pagemap
+
+# Fuzz smoke (TAP; SKIPs without clang/libFuzzer or in a sanitizer build).
+if ENABLE_TESTS
+TESTS += tests/check-fuzz.sh
+endif
+EXTRA_DIST += tests/check-fuzz.sh tests/fuzz-pagemap.c
+CLEANFILES += tests/fuzz-pagemap-crash-* tests/fuzz-pagemap-leak-* tests/fuzz-pagemap-timeout-*
