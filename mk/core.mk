@@ -1,2 +1,14 @@
 # SPDX-License-Identifier: MIT
-# core: see the component it builds.
+# Regions, conversions and listeners.
+lib_libcvmdma_internal_la_SOURCES += lib/region.c lib/region.h
+
+if ENABLE_TESTS
+check_PROGRAMS += tests/test-region tests/test-region-threads
+tests_test_region_SOURCES = tests/test-region.c tests/oracle.h
+tests_test_region_CFLAGS = $(TEST_CFLAGS)
+tests_test_region_LDADD = $(TEST_LDADD)
+tests_test_region_threads_SOURCES = tests/test-region-threads.c
+tests_test_region_threads_CFLAGS = $(TEST_CFLAGS)
+tests_test_region_threads_LDADD = $(TEST_LDADD)
+TESTS += tests/test-region tests/test-region-threads
+endif

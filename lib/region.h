@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * What the DMA layer sees of a region: its geometry and a listener flavour
+ * that is always notified last for to_shared and first for to_private, takes
+ * whole batches of runs, and may fail either way (each call is atomic: on
+ * failure it has undone its own work).
+ */
+#ifndef CVM_REGION_H
+#define CVM_REGION_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cvmdma.h"
+
+struct region_geom {
+	uint64_t gpa, length, iova;
+	void *hva;
+	uint32_t page_size, page_shift;
+};
+const struct region_geom *region_geom(const struct cvm_region *r);
+
+struct region_dma_ops {
+	/* runs: absolute GPA, maximal, ascending, page aligned */
+	int  (*map_runs)(void *opaque, const struct cvm_range *runs, size_t n);
+	int  (*unmap_runs)(void *opaque, const struct cvm_range *runs, size_t n);
+	/* The region is being destroyed: forget it (unmap what was mapped for it). */
+	void (*region_gone)(void *opaque);
+};
+
+/* Attach a DMA listener: map_runs() gets every current shared run (in
+ * batches) first; if it fails the listener is not added and the error is
+ * returned (the DMA layer undoes its own mappings). */
+int region_dma_attach(struct cvm_region *r, const struct region_dma_ops *ops, void *opaque,
+		      struct cvm_listener **out);
+/* Detach: under the region lock, before(opaque) runs first (the DMA layer
+ * unmaps the region there); if it fails, nothing is detached. */
+int region_dma_detach(struct cvm_listener *l, int (*before)(void *opaque), void *opaque);
+/* This thread is inside a callback of r (a mutation of r would deadlock). */
+bool region_in_callback(const struct cvm_region *r);
+
+#endif

@@ -1,0 +1,538 @@
+// SPDX-License-Identifier: MIT
+/* Regions, conversions and listeners: every invariant of DESIGN §5 but threads. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+#include "oracle.h"
+
+#define BASE 0x100000000ull   /* 4 GiB */
+#define NP   256ull
+
+static struct cvm_region *mkregion(uint64_t npages, uint32_t flags)
+{
+	struct cvm_region_config cfg = {
+		.sz = sizeof(cfg), .gpa = BASE, .length = npages * PG, .flags = flags,
+	};
+	struct cvm_region *r = NULL;
+
+	cr_assert_eq(cvm_region_create(&cfg, &r), 0);
+	return r;
+}
+
+static uint64_t G(uint64_t page) { return BASE + page * PG; }
+
+/* ---- creation ---- */
+
+Test(region, create_rejects_bad_config_and_leaves_out_untouched)
+{
+	struct cvm_region *r = (struct cvm_region *)0x1;
+	struct cvm_region_config good = { .sz = sizeof(good), .gpa = BASE, .length = 16 * PG };
+	struct { struct cvm_region_config c; uint64_t tail; } big = { good, 1 };
+	struct cvm_region_config c;
+
+	cr_assert_eq(cvm_region_create(NULL, &r), -EINVAL);
+	cr_assert_eq(cvm_region_create(&good, NULL), -EINVAL);
+	c = good; c.sz = offsetof(struct cvm_region_config, length);
+	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	big.c.sz = sizeof(big);
+	cr_assert_eq(cvm_region_create(&big.c, &r), -E2BIG);
+	c = good; c.flags = 1u << 7;
+	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	c = good; c.page_size = 8192 + 4096;
+	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	c = good; c.page_size = 2048;
+	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	c = good; c.length = 0;
+	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	c = good; c.gpa += 512;
+	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	c = good; c.length += 512;
+	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	c = good; c.gpa = UINT64_MAX - 4095 - 8 * PG;   /* gpa + length wraps */
+	cr_assert_eq(cvm_region_create(&c, &r), -ERANGE);
+	c = good; c.gpa = 0; c.length = ((1ull << 32) + 1) * PG;   /* > 2^32 pages */
+	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	c = good; c.flags = CVM_REGION_IOVA; c.iova = 100;
+	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	c = good; c.hva = (void *)0x1001;
+	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	cr_assert_eq(r, (struct cvm_region *)0x1, "a failed create wrote *out");
+}
+
+Test(region, create_accepts_an_old_callers_shorter_struct)
+{
+	struct cvm_region_config c = { .sz = offsetofend(struct cvm_region_config, length),
+				       .gpa = BASE, .length = 16 * PG };
+	struct cvm_region *r;
+
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_region_query(r, BASE, 16 * PG), CVM_PRIVATE);
+	cvm_region_destroy(r);
+	cvm_region_destroy(NULL);
+}
+
+Test(region, a_region_may_hold_2_to_the_32_pages)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = 0, .length = (1ull << 32) * PG };
+	struct cvm_region *r;
+	struct cvm_region_stats st = { .sz = sizeof(st) };
+
+	/* The naive test pagemap would need 4 GiB: only the real one runs this. */
+	if (getenv("CVM_NAIVE_PAGEMAP"))
+		cr_skip_test("naive pagemap build");
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_convert(r, c.length - PG, PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_region_query(r, c.length - PG, PG), CVM_SHARED);
+	cr_assert_eq(cvm_region_stats(r, &st), 0);
+	cr_assert_eq(st.pages, 1ull << 32);
+	cr_assert_eq(st.shared_pages, 1);
+	cvm_region_destroy(r);
+}
+
+Test(region, initial_state_follows_init_shared)
+{
+	struct cvm_region *p = mkregion(NP, 0), *s = mkregion(NP, CVM_REGION_INIT_SHARED);
+
+	cr_assert_eq(cvm_region_query(p, BASE, NP * PG), CVM_PRIVATE);
+	cr_assert_eq(cvm_region_query(s, BASE, NP * PG), CVM_SHARED);
+	cvm_region_destroy(p);
+	cvm_region_destroy(s);
+}
+
+/* ---- notification ---- */
+
+Test(region, listeners_hear_maximal_changed_runs_exactly_once)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_listener *l;
+	struct view v;
+
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	cr_assert_eq(cvm_convert(r, G(10), 5 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, G(20), 2 * PG, CVM_SHARED, 0), 0);
+	v.loglen = 0; v.log[0] = 0;
+	/* [0, 40): changed runs are [0,10), [15,20), [22,40). */
+	cr_assert_eq(cvm_convert(r, G(0), 40 * PG, CVM_SHARED, 0), 0);
+	cr_assert_str_eq(v.log, "S:0+10 S:15+5 S:22+18 ");
+	v.loglen = 0; v.log[0] = 0;
+	cr_assert_eq(cvm_convert(r, G(5), 30 * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_str_eq(v.log, "P:5+30 ");
+	cvm_listener_remove(l, 0);
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
+Test(region, converting_to_the_current_state_notifies_nobody)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_region_stats st = { .sz = sizeof(st) };
+	struct cvm_listener *l;
+	struct view v;
+
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	cr_assert_eq(cvm_convert(r, G(0), NP * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_convert(r, G(3), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, G(3), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(v.calls_shared, 1);
+	cr_assert_eq(v.calls_private, 0);
+	cr_assert_eq(cvm_region_stats(r, &st), 0);
+	cr_assert_eq(st.notifications, 1);
+	cr_assert_eq(st.conversions, 3);
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
+Test(region, to_shared_in_registration_order_to_private_in_reverse)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_listener *l[3];
+	struct view v[3];
+	char order[64] = "";
+	const char *tags[3] = { "a", "b", "c" };
+
+	for (int i = 0; i < 3; i++) {
+		view_init(&v[i], BASE, NP, false);
+		v[i].tag = tags[i];
+		v[i].order = order;
+		cr_assert_eq(cvm_listener_add(r, &view_ops, &v[i], 0, &l[i]), 0);
+	}
+	cr_assert_eq(cvm_convert(r, G(0), PG, CVM_SHARED, 0), 0);
+	cr_assert_str_eq(order, "abc");
+	order[0] = 0;
+	cr_assert_eq(cvm_convert(r, G(0), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_str_eq(order, "cba");
+	for (int i = 0; i < 3; i++)
+		view_fini(&v[i]);
+	cvm_region_destroy(r);
+}
+
+/* ---- atomicity ---- */
+
+Test(region, convert_rolls_back_when_a_listener_vetoes)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_listener *l[3];
+	struct view v[3];
+	uint8_t want[NP] = { 0 };
+
+	for (int i = 0; i < 3; i++) {
+		view_init(&v[i], BASE, NP, false);
+		cr_assert_eq(cvm_listener_add(r, &view_ops, &v[i], 0, &l[i]), 0);
+	}
+	cr_assert_eq(cvm_convert(r, G(4), 4 * PG, CVM_SHARED, 0), 0);
+	memset(want + 4, 1, 4);
+	/* Three runs change; the middle listener vetoes its second run. */
+	v[1].veto_at = v[1].calls_shared + 2;
+	v[1].veto_err = -EIO;
+	cr_assert_eq(cvm_convert(r, G(0), 12 * PG, CVM_SHARED, 0), -EIO);
+	assert_state(r, BASE, NP, want);
+	for (int i = 0; i < 3; i++)
+		cr_assert(memcmp(v[i].page, want, NP) == 0, "listener %d view not rolled back", i);
+	/* Listener 0 heard both runs and both were taken back; listener 2 heard nothing. */
+	cr_assert_eq(v[2].calls_shared, 1);
+	cr_assert_eq(v[2].calls_private, 0);
+	cr_assert_eq(cvm_region_query(r, G(0), 4 * PG), CVM_PRIVATE);
+	for (int i = 0; i < 3; i++)
+		view_fini(&v[i]);
+	cvm_region_destroy(r);
+}
+
+Test(region, batch_is_all_or_nothing)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_listener *l;
+	struct view v;
+	uint8_t want[NP] = { 0 };
+	struct cvm_range bad[3] = { { G(0), PG }, { G(8), 2 * PG }, { G(NP), PG } };
+	struct cvm_range ok[4] = { { G(30), 4 * PG }, { G(8), 2 * PG }, { G(9), 4 * PG },
+				   { G(13), PG } };
+
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	cr_assert_eq(cvm_convert_batch(r, bad, 3, CVM_SHARED, 0), -ERANGE);
+	assert_state(r, BASE, NP, want);
+	cr_assert_eq(v.calls_shared, 0);
+	/* Overlapping and touching ranges, unsorted: maximal runs of the union. */
+	cr_assert_eq(cvm_convert_batch(r, ok, 4, CVM_SHARED, 0), 0);
+	cr_assert_str_eq(v.log, "S:8+6 S:30+4 ");
+	memset(want + 8, 1, 6);
+	memset(want + 30, 1, 4);
+	assert_state(r, BASE, NP, want);
+	/* A veto on the second run of a batch undoes the first. */
+	struct cvm_range two[2] = { { G(100), PG }, { G(200), PG } };
+	v.veto_at = v.calls_shared + 2;
+	cr_assert_eq(cvm_convert_batch(r, two, 2, CVM_SHARED, 0), -EPERM);
+	assert_state(r, BASE, NP, want);
+	cr_assert(memcmp(v.page, want, NP) == 0);
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
+static int fail_nth;
+static void *failing_realloc(void *opaque, void *ptr, size_t size)
+{
+	if (fail_nth > 0 && --fail_nth == 0)
+		return NULL;
+	return realloc(ptr, size);
+}
+
+Test(region, allocation_failure_inside_a_conversion_changes_nothing)
+{
+	struct cvm_alloc_hooks h = { .realloc = failing_realloc };
+	struct cvm_region *r = mkregion(4096, 0);
+	struct cvm_listener *l;
+	struct cvm_range rs[40];
+	struct view v;
+	uint8_t *want = calloc(4096, 1);
+	int n, err = -ENOMEM;
+
+	view_init(&v, BASE, 4096, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	/* 40 separate runs: the run buffer must grow. */
+	for (int i = 0; i < 40; i++)
+		rs[i] = (struct cvm_range){ G(i * 50), PG * (1 + i % 3) };
+	for (n = 1; err == -ENOMEM && n < 1000; n++) {
+		fail_nth = n;
+		cvm_set_alloc_hooks(&h);
+		err = cvm_convert_batch(r, rs, 40, CVM_SHARED, 0);
+		cvm_set_alloc_hooks(NULL);
+		if (err == -ENOMEM) {
+			assert_state(r, BASE, 4096, want);
+			cr_assert(memcmp(v.page, want, 4096) == 0, "listener heard a failed conversion");
+		}
+	}
+	cr_assert_eq(err, 0, "conversion never succeeded (%d)", err);
+	cr_assert_gt(n, 2, "no allocation was ever failed: the test tests nothing");
+	for (int i = 0; i < 40; i++)
+		memset(want + i * 50, 1, 1 + i % 3);
+	assert_state(r, BASE, 4096, want);
+	cr_assert(memcmp(v.page, want, 4096) == 0);
+	free(want);
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
+/* ---- bad input ---- */
+
+Test(region, bad_input_returns_errno_and_changes_nothing)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_listener *l;
+	struct view v;
+	uint8_t want[NP] = { 0 };
+	struct cvm_range one = { G(0), PG };
+	struct { uint64_t gpa, len; int err; } m[] = {
+		{ G(0), 0, -EINVAL },                       /* zero length */
+		{ G(0) + 1, PG, -EINVAL },                  /* misaligned gpa */
+		{ G(0), PG + 1, -EINVAL },                  /* misaligned length */
+		{ G(0) - PG, 2 * PG, -ERANGE },             /* starts below */
+		{ G(NP - 1), 2 * PG, -ERANGE },             /* ends past */
+		{ G(NP), PG, -ERANGE },                     /* after */
+		{ UINT64_MAX - 4095, 2 * PG, -ERANGE },     /* wraps */
+		{ G(0), UINT64_MAX - 4095, -ERANGE },       /* wraps */
+	};
+
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	for (size_t i = 0; i < ARRAY_SIZE(m); i++) {
+		struct cvm_range rg = { m[i].gpa, m[i].len };
+
+		cr_assert_eq(cvm_convert(r, m[i].gpa, m[i].len, CVM_SHARED, 0), m[i].err, "case %zu", i);
+		cr_assert_eq(cvm_convert_batch(r, &rg, 1, CVM_SHARED, 0), m[i].err, "batch case %zu", i);
+		cr_assert_eq(cvm_region_query(r, m[i].gpa, m[i].len), m[i].err, "query case %zu", i);
+	}
+	cr_assert_eq(cvm_convert(NULL, G(0), PG, CVM_SHARED, 0), -EINVAL);
+	cr_assert_eq(cvm_convert(r, G(0), PG, CVM_MIXED, 0), -EINVAL);
+	cr_assert_eq(cvm_convert(r, G(0), PG, (enum cvm_state)7, 0), -EINVAL);
+	cr_assert_eq(cvm_convert(r, G(0), PG, CVM_SHARED, 1), -EINVAL);
+	cr_assert_eq(cvm_convert_batch(r, NULL, 1, CVM_SHARED, 0), -EINVAL);
+	cr_assert_eq(cvm_convert_batch(r, &one, 0, CVM_SHARED, 0), -EINVAL);
+	cr_assert_eq(cvm_convert_batch(r, &one, 1, CVM_SHARED, 2), -EINVAL);
+	cr_assert_eq(cvm_region_for_each_run(r, G(0), PG, CVM_SHARED, NULL, NULL), -EINVAL);
+	cr_assert_eq(cvm_region_for_each_run(r, G(0), PG, CVM_MIXED, state_walk_fn, NULL), -EINVAL);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 1, &l), -EINVAL);
+	cr_assert_eq(cvm_listener_add(r, NULL, &v, 0, &l), -EINVAL);
+	cr_assert_eq(cvm_listener_add(NULL, &view_ops, &v, 0, &l), -EINVAL);
+	cr_assert_eq(cvm_region_stats(r, NULL), -EINVAL);
+	cr_assert_eq(cvm_region_query(NULL, G(0), PG), -EINVAL);
+	assert_state(r, BASE, NP, want);
+	cr_assert_eq(v.calls_shared + v.calls_private, 0);
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
+/* ---- re-entry ---- */
+
+struct reenter {
+	struct cvm_region *r;
+	int convert_err, batch_err, add_err, query, stats_err;
+	struct cvm_listener *self;
+};
+
+static int reenter_to_shared(void *opaque, uint64_t gpa, uint64_t len)
+{
+	struct reenter *re = opaque;
+	struct cvm_range rg = { gpa, len };
+	struct cvm_listener *l;
+	struct cvm_region_stats st = { .sz = sizeof(st) };
+
+	re->convert_err = cvm_convert(re->r, gpa, len, CVM_PRIVATE, 0);
+	re->batch_err = cvm_convert_batch(re->r, &rg, 1, CVM_PRIVATE, 0);
+	re->add_err = cvm_listener_add(re->r, &view_ops, NULL, 0, &l);
+	re->query = cvm_region_query(re->r, gpa, len);
+	re->stats_err = cvm_region_stats(re->r, &st);
+	cvm_listener_remove(re->self, 0);      /* refused */
+	cvm_region_destroy(re->r);             /* refused */
+	return 0;
+}
+
+Test(region, reentry_from_a_listener_returns_edeadlk_and_queries_see_the_new_state)
+{
+	static const struct cvm_listener_ops ops = { .sz = sizeof(ops),
+						     .to_shared = reenter_to_shared };
+	struct cvm_region *r = mkregion(NP, 0);
+	struct reenter re = { .r = r };
+	struct cvm_region_stats st = { .sz = sizeof(st) };
+
+	cr_assert_eq(cvm_listener_add(r, &ops, &re, 0, &re.self), 0);
+	cr_assert_eq(cvm_convert(r, G(1), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(re.convert_err, -EDEADLK);
+	cr_assert_eq(re.batch_err, -EDEADLK);
+	cr_assert_eq(re.add_err, -EDEADLK);
+	cr_assert_eq(re.query, CVM_SHARED);
+	cr_assert_eq(re.stats_err, 0);
+	cr_assert_eq(cvm_region_query(r, G(1), PG), CVM_SHARED);
+	cr_assert_eq(cvm_region_stats(r, &st), 0);
+	cr_assert_eq(st.listeners, 1, "remove from inside a callback was not refused");
+	cvm_region_destroy(r);
+}
+
+/* ---- listener add/remove ---- */
+
+Test(region, a_late_listener_is_replayed_the_shared_runs)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_range rs[3] = { { G(0), PG }, { G(5), 3 * PG }, { G(NP - 2), 2 * PG } };
+	struct cvm_listener *l;
+	struct view v;
+
+	cr_assert_eq(cvm_convert_batch(r, rs, 3, CVM_SHARED, 0), 0);
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	cr_assert_str_eq(v.log, "S:0+1 S:5+3 S:254+2 ");
+	v.loglen = 0; v.log[0] = 0;
+	cvm_listener_remove(l, CVM_LISTENER_REPLAY_PRIVATE);
+	cr_assert_str_eq(v.log, "P:0+1 P:5+3 P:254+2 ");
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
+Test(region, a_failed_replay_takes_back_what_it_told_and_adds_nothing)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_range rs[3] = { { G(0), PG }, { G(5), 3 * PG }, { G(9), PG } };
+	struct cvm_region_stats st = { .sz = sizeof(st) };
+	struct cvm_listener *l = NULL;
+	struct view v;
+
+	cr_assert_eq(cvm_convert_batch(r, rs, 3, CVM_SHARED, 0), 0);
+	view_init(&v, BASE, NP, false);
+	v.veto_at = 3;
+	v.veto_err = -ENOSPC;
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), -ENOSPC);
+	cr_assert_null(l);
+	cr_assert_str_eq(v.log, "S:0+1 S:5+3 P:0+1 P:5+3 ");
+	for (uint64_t i = 0; i < NP; i++)
+		cr_assert_eq(v.page[i], 0);
+	cr_assert_eq(cvm_region_stats(r, &st), 0);
+	cr_assert_eq(st.listeners, 0);
+	cr_assert_eq(cvm_convert(r, G(20), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(v.calls_shared, 3, "a listener whose replay failed was kept");
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
+/* ---- queries and stats ---- */
+
+static int stop_at_second(void *opaque, uint64_t gpa, uint64_t len)
+{
+	int *n = opaque;
+
+	return ++*n == 2 ? 42 : 0;
+}
+
+Test(region, runs_are_clipped_to_the_window_and_a_callback_can_stop_the_walk)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	uint8_t want[NP] = { 0 };
+	int n = 0;
+
+	cr_assert_eq(cvm_convert(r, G(10), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, G(30), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_region_query(r, G(12), 4 * PG), CVM_SHARED);
+	cr_assert_eq(cvm_region_query(r, G(12), 20 * PG), CVM_MIXED);
+	cr_assert_eq(cvm_region_query(r, G(0), 10 * PG), CVM_PRIVATE);
+	struct state_walk w = { G(15), calloc(20, 1) };
+	cr_assert_eq(cvm_region_for_each_run(r, G(15), 20 * PG, CVM_SHARED, state_walk_fn, &w), 0);
+	memset(want, 1, 5);
+	memset(want + 15, 1, 5);
+	cr_assert(memcmp(w.seen, want, 20) == 0);
+	free(w.seen);
+	cr_assert_eq(cvm_region_for_each_run(r, G(0), NP * PG, CVM_SHARED, stop_at_second, &n), 42);
+	cr_assert_eq(n, 2);
+	n = 0;
+	cr_assert_eq(cvm_region_for_each_run(r, G(0), NP * PG, CVM_PRIVATE, stop_at_second, &n), 42);
+	cvm_region_destroy(r);
+}
+
+Test(region, stats_count_pages_runs_and_listeners)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_region_stats st = { .sz = sizeof(st) };
+	struct { struct cvm_region_stats s; uint64_t future; } big = { { .sz = sizeof(big) }, 0 };
+	struct cvm_listener *l;
+	struct view v;
+
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	cr_assert_eq(cvm_convert(r, G(10), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, G(30), 5 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_region_stats(r, &st), 0);
+	cr_assert_eq(st.pages, NP);
+	cr_assert_eq(st.shared_pages, 15);
+	cr_assert_eq(st.shared_runs, 2);
+	cr_assert_eq(st.conversions, 2);
+	cr_assert_eq(st.notifications, 2);
+	cr_assert_eq(st.page_size, 4096);
+	cr_assert_eq(st.listeners, 1);
+	cr_assert_gt(st.pagemap_bytes, 0);
+	cr_assert_eq(cvm_region_stats(r, &big.s), 0, "a newer caller's zeroed tail is fine");
+	big.future = 1;
+	cr_assert_eq(cvm_region_stats(r, &big.s), -E2BIG);
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
+/* ---- random differential run against the oracle, with random vetoes ---- */
+
+Test(region, random_conversions_match_the_oracle_with_random_vetoes)
+{
+	enum { N = 2048, L = 3, OPS = 20000 };
+	struct cvm_region *r = mkregion(N, 0);
+	struct cvm_listener *l[L];
+	struct view v[L];
+	uint8_t *want = calloc(N, 1);
+	unsigned seed = 12345;
+	int vetoed = 0, ok = 0;
+
+	for (int i = 0; i < L; i++) {
+		view_init(&v[i], BASE, N, false);
+		cr_assert_eq(cvm_listener_add(r, &view_ops, &v[i], 0, &l[i]), 0);
+	}
+	for (int op = 0; op < OPS; op++) {
+		struct cvm_range rs[4];
+		int n = 1 + rand_r(&seed) % 4, to = rand_r(&seed) % 2, err;
+		uint8_t *next = malloc(N);
+
+		memcpy(next, want, N);
+		for (int k = 0; k < n; k++) {
+			uint64_t s = rand_r(&seed) % N, len = 1 + rand_r(&seed) % (rand_r(&seed) % 8 ? 16 : 400);
+
+			if (s + len > N)
+				len = N - s;
+			rs[k] = (struct cvm_range){ G(s), len * PG };
+			memset(next + s, to, len);
+		}
+		int victim = rand_r(&seed) % (L * 8);   /* ~1 in 8 ops: one listener vetoes */
+		if (victim < L)
+			v[victim].veto_at = v[victim].calls_shared + 1 + rand_r(&seed) % 3;
+		err = cvm_convert_batch(r, rs, (size_t)n, to ? CVM_SHARED : CVM_PRIVATE, 0);
+		if (victim < L && v[victim].veto_at > v[victim].calls_shared)
+			v[victim].veto_at = 0;   /* not reached: no veto happened */
+		if (err) {
+			cr_assert_eq(err, -EPERM);
+			vetoed++;
+		} else {
+			memcpy(want, next, N);
+			ok++;
+		}
+		if (victim < L)
+			v[victim].veto_at = 0;
+		free(next);
+		for (int i = 0; i < L; i++)
+			cr_assert(memcmp(v[i].page, want, N) == 0, "op %d: listener %d view differs", op, i);
+		if (op % 64 == 0)
+			assert_state(r, BASE, N, want);
+	}
+	assert_state(r, BASE, N, want);
+	cr_assert_gt(vetoed, 100);
+	cr_assert_gt(ok, 1000);
+	for (int i = 0; i < L; i++)
+		view_fini(&v[i]);
+	free(want);
+	cvm_region_destroy(r);
+}
