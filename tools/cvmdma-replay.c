@@ -294,8 +294,8 @@ static void print_header(const struct opts *o, const struct trace *t)
 		total += t->regions[i].size;
 		shared += t->regions[i].init == CVM_SHARED;
 	}
-	printf("trace    %s: %u region%s, %s (%s), %s line%s: %s to shared, %s to private\n",
-	       t->name, t->nregions, t->nregions > 1 ? "s" : "",
+	printf("trace    %s\n         %u region%s, %s (%s); %s line%s: %s to shared, %s to "
+	       "private\n", t->name, t->nregions, t->nregions > 1 ? "s" : "",
 	       tool_fmt_bytes(total, a, sizeof(a)),
 	       !shared ? "starts private" : shared == t->nregions ? "starts shared" :
 	       "starts mixed", tool_fmt_count(t->nops, b, sizeof(b)), t->nops == 1 ? "" : "s",
