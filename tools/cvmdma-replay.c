@@ -218,6 +218,8 @@ static const char *fmt_time(uint64_t ns, char *buf, size_t sz)
 {
 	if (ns >= 10000000000u)
 		snprintf(buf, sz, "%.1f s", ns / 1e9);
+	else if (ns >= 1000000000u)
+		snprintf(buf, sz, "%.2f s", ns / 1e9);
 	else if (ns < 1000000)
 		snprintf(buf, sz, "%.0f us", ns / 1e3);
 	else
