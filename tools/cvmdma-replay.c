@@ -336,6 +336,33 @@ static void print_group(const size_t *w, unsigned int first, const char *title)
 	putchar('\n');
 }
 
+static void print_legend(const struct result *res, unsigned int n)
+{
+	bool flagged = false, failed = false;
+	unsigned int i;
+	char lim[32];
+
+	for (i = 0; i < n; i++) {
+		flagged |= over_type1(&res[i]);
+		failed |= res[i].stage != FAIL_NONE;
+	}
+	puts("\ngranule: mappings never cross it (page: one per page; none: unbounded;\n"
+	     "  +cut: private conversions cut mappings hitlessly);\n"
+	     "live/peak: IOMMU mappings; map/unmap/cut: backend calls (ioctls on a real kernel);\n"
+	     "splits/disrupted: still-shared memory unmapped and remapped for a moment;\n"
+	     "vs per-page: how many times fewer mappings at peak, calls and time than one\n"
+	     "  mapping per 4 KiB page, what VMMs do today.");
+	if (flagged)
+		printf("! peak above %s, VFIO type1's default dma_entry_limit: on a default "
+		       "type1 host this\n  policy fails with ENOSPC (iommufd has no such "
+		       "limit).\n", tool_fmt_count(TYPE1_DEFAULT_LIMIT, lim, sizeof(lim)));
+	if (failed)
+		putchar('\n');
+	for (i = 0; i < n; i++)
+		if (res[i].stage != FAIL_NONE)
+			printf("%s: %s\n", res[i].pol.name, res[i].msg);
+}
+
 static void print_table(const struct opts *o, const struct trace *t,
 			const struct result *res, unsigned int n)
 {
@@ -347,11 +374,11 @@ static void print_table(const struct opts *o, const struct trace *t,
 	char (*cells)[NCOLS][40] = calloc(n, sizeof(*cells));
 	size_t w[NCOLS];
 	unsigned int i, j;
-	bool flagged = false, failed = false;
-	char lim[32];
 
-	if (!cells)
+	if (!cells) {
+		fputs("cvmdma-replay: out of memory for the table\n", stderr);
 		return;
+	}
 	for (j = 0; j < NCOLS; j++)
 		w[j] = strlen(head[j]);
 	for (i = 0; i < n; i++) {
@@ -364,28 +391,12 @@ static void print_table(const struct opts *o, const struct trace *t,
 	print_group(w, 11, "vs per-page");
 	for (j = 0; j < NCOLS; j++)
 		printf(j < 3 ? "%-*s  " : j == NCOLS - 1 ? "%*s\n" : "%*s  ", (int)w[j], head[j]);
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < n; i++)
 		for (j = 0; j < NCOLS; j++)
 			printf(j < 3 ? "%-*s  " : j == NCOLS - 1 ? "%*s\n" : "%*s  ", (int)w[j],
 			       cells[i][j]);
-		flagged |= over_type1(&res[i]);
-		failed |= res[i].stage != FAIL_NONE;
-	}
 	free(cells);
-	puts("\ngranule: mappings never cross it (page: one per page; none: unbounded;\n"
-	     "+cut: private conversions cut mappings hitlessly);\nlive/peak: IOMMU mappings; map/unmap/cut: backend calls (ioctls on a real "
-	     "kernel);\nsplits/disrupted: still-shared memory unmapped and remapped for a "
-	     "moment;\nvs per-page: how many times fewer mappings at peak, calls and time "
-	     "than one\nmapping per 4 KiB page, what VMMs do today.");
-	if (flagged)
-		printf("! peak above %s, VFIO type1's default dma_entry_limit: on a default "
-		       "type1 host this\n  policy fails with ENOSPC (iommufd has no such "
-		       "limit).\n", tool_fmt_count(TYPE1_DEFAULT_LIMIT, lim, sizeof(lim)));
-	if (failed)
-		putchar('\n');
-	for (i = 0; i < n; i++)
-		if (res[i].stage != FAIL_NONE)
-			printf("%s: %s\n", res[i].pol.name, res[i].msg);
+	print_legend(res, n);
 }
 
 /* ---- JSON ---- */
