@@ -696,74 +696,98 @@ int pagemap_query(const struct pagemap *pm, uint64_t start, uint64_t len)
 	return first;
 }
 
-/* Joins runs that meet (across chunk and leaf edges) before reporting. */
-struct walk {
-	pagemap_run_fn fn;
-	void *opaque;
-	uint64_t base;		/* of the chunk being walked */
-	uint64_t s, e;		/* pending run, empty when s == e */
-};
-
-static inline int walk_emit(struct walk *w, uint64_t s, uint64_t e)
+/* First chunk >= from (< limit) that is not uniformly val, or limit. */
+static uint32_t uniform_end(const struct leaf *leaf, bool val, uint32_t from, uint32_t limit)
 {
-	int ret = 0;
+	const uint64_t *a = val ? leaf->nonempty : leaf->nonfull;
+	const uint64_t *b = val ? leaf->nonfull : leaf->nonempty;
+	uint32_t w = from / 64;
+	uint64_t x = ~(a[w] & ~b[w]) & (~0ull << (from % 64));
 
-	if (w->s != w->e && w->e == s) {
-		w->e = e;
-		return 0;
+	for (;;) {
+		if (x) {
+			uint32_t p = w * 64 + __builtin_ctzll(x);
+
+			return p < limit ? p : limit;
+		}
+		if (++w * 64 >= limit)
+			return limit;
+		x = ~(a[w] & ~b[w]);
 	}
-	if (w->s != w->e)
-		ret = w->fn(w->opaque, w->s, w->e - w->s);
-	w->s = s;
-	w->e = e;
-	return ret;
 }
 
-static int walk_emit_chunk(void *ctx, uint32_t s, uint32_t e)
+/*
+ * The runs of val in [start, end) of one leaf that exists.  A span of
+ * chunks that are all val is one step, whatever holds them.
+ */
+static int walk_leaf(const struct pagemap *pm, uint32_t li, uint64_t start, uint64_t end,
+		     bool val, struct runsink *k)
 {
-	struct walk *w = ctx;
+	const struct leaf *leaf = pm->leaf[li];
+	const uint64_t *m = val ? leaf->nonempty : leaf->nonfull;
+	uint32_t k1 = ((end - 1) >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1);
+	uint64_t lbase = (uint64_t)li << LEAF_PAGE_SHIFT;
+	int si = mnext(m, (start >> CHUNK_SHIFT) & (LEAF_CHUNKS - 1), k1 + 1), next, ret;
+	struct chunkv cv;
 
-	return walk_emit(w, w->base + s, w->base + e);
+	for (; si >= 0; si = next) {
+		uint64_t base = lbase + ((uint64_t)si << CHUNK_SHIFT);
+		uint32_t e = uniform_end(leaf, val, si, k1 + 1);
+		uintptr_t s = leaf->slot[si];
+
+		if (e > (uint32_t)si) {
+			ret = sink_add(k, max_u64(start, base),
+				       min_u64(end, lbase + ((uint64_t)(e - 1) << CHUNK_SHIFT) +
+						    chunk_len(pm, (li << LEAF_SHIFT) + e - 1)));
+			next = mnext(m, e, k1 + 1);
+		} else {
+			next = mnext(m, si + 1, k1 + 1);
+			/* Containers lie anywhere in the heap: start the next miss now. */
+			if (next >= 0)
+				__builtin_prefetch((void *)(leaf->slot[next] & SLOT_PTR));
+			cv.clen = chunk_len(pm, (li << LEAF_SHIFT) + si);
+			cv.c = (struct ctr *)(s & SLOT_PTR);
+			cv.type = s & SLOT_TYPE;
+			ret = cv_walk(&cv, base, max_u64(start, base) - base,
+				      min_u64(end, base + cv.clen) - base, val, k);
+		}
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 static int walk_runs(const struct pagemap *pm, uint64_t start, uint64_t end, bool val,
-		     struct walk *w)
+		     struct runsink *k)
 {
-	int64_t k = start >> CHUNK_SHIFT;
-	struct chunkv cv;
-	int ret;
+	const uint64_t *top = val ? pm->top_nonempty : pm->top_nonfull;
+	uint32_t l1 = (end - 1) >> LEAF_PAGE_SHIFT;
+	int li = start >> LEAF_PAGE_SHIFT, ret;
 
-	while ((k = next_chunk(pm, k, val)) >= 0 && chunk_base(k) < end) {
-		uint32_t li = k >> LEAF_SHIFT;
+	while ((li = mnext(top, li, l1 + 1)) >= 0) {
+		uint64_t ls = (uint64_t)li << LEAF_PAGE_SHIFT;
 
-		w->base = chunk_base(k);
-		if (!pm->leaf[li]) {
-			ret = walk_emit(w, max_u64(start, w->base), min_u64(end, leaf_end(pm, li)));
-			if (ret)
-				return ret;
-			k = (int64_t)(li + 1) << LEAF_SHIFT;
-			continue;
-		}
-		chunk_view(pm, k, &cv);
-		ret = cv_runs(&cv, max_u64(start, w->base) - w->base,
-			      min_u64(end, w->base + cv.clen) - w->base, val,
-			      walk_emit_chunk, w);
+		if (pm->leaf[li])
+			ret = walk_leaf(pm, li, max_u64(start, ls), min_u64(end, leaf_end(pm, li)),
+					val, k);
+		else
+			ret = sink_add(k, max_u64(start, ls), min_u64(end, leaf_end(pm, li)));
 		if (ret)
 			return ret;
-		k++;
+		li++;
 	}
-	return w->s != w->e ? w->fn(w->opaque, w->s, w->e - w->s) : 0;
+	return k->s != k->e ? k->fn(k->opaque, k->s, k->e - k->s) : 0;
 }
 
 int pagemap_for_each_run(const struct pagemap *pm, uint64_t start, uint64_t len,
 			 bool val, pagemap_run_fn fn, void *opaque)
 {
-	struct walk w = { .fn = fn, .opaque = opaque };
+	struct runsink k = { .fn = fn, .opaque = opaque };
 	uint64_t end = start + len;
 
 	if (start >= pm->npages || !len)
 		return 0;
-	return walk_runs(pm, start, min_u64(end, pm->npages), val, &w);
+	return walk_runs(pm, start, min_u64(end, pm->npages), val, &k);
 }
 
 uint64_t pagemap_count_runs(const struct pagemap *pm)
@@ -1043,7 +1067,7 @@ static int assign_range(struct pagemap *pm, uint64_t start, uint64_t end, bool v
 			pagemap_run_fn changed, void *opaque)
 {
 	uint32_t l0 = start >> LEAF_PAGE_SHIFT, l1 = (end - 1) >> LEAF_PAGE_SHIFT;
-	struct walk w = { .fn = changed, .opaque = opaque };
+	struct runsink k = { .fn = changed, .opaque = opaque };
 	struct prep pr = { 0 };
 	int ret;
 
@@ -1051,7 +1075,7 @@ static int assign_range(struct pagemap *pm, uint64_t start, uint64_t end, bool v
 		return 0;
 	ret = prep_range(pm, &pr, start, end, val);
 	if (!ret && changed)
-		ret = walk_runs(pm, start, end, !val, &w);
+		ret = walk_runs(pm, start, end, !val, &k);
 	if (ret) {
 		prep_abort(pm, &pr);
 		return ret;
