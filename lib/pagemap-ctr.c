@@ -681,6 +681,19 @@ void ctr_build(struct ctr *dst, unsigned type, uint32_t cap, const struct chunkv
 	cv_runs(src, hi, src->clen, true, build_add, &b);
 }
 
+void ctr_regrow(struct ctr *dst, unsigned type, uint32_t cap, const struct ctr *src,
+		const struct probe *pr, uint32_t lo, uint32_t hi, bool val, uint32_t card,
+		uint32_t nruns)
+{
+	size_t n = type == CT_ARRAY ? src->card : src->nruns;
+
+	memcpy(dst->data, src->data, ctr_bytes(type, n) - sizeof(*src));
+	dst->card = src->card;
+	dst->nruns = src->nruns;
+	dst->cap = cap;
+	ctr_assign(type, dst, pr, lo, hi, val, card, nruns);
+}
+
 /* ---- invariants ---- */
 
 #define BROKEN(...) (snprintf(why, len, __VA_ARGS__), -EUCLEAN)

@@ -151,6 +151,14 @@ void ctr_assign(unsigned type, struct ctr *c, const struct probe *pr, uint32_t l
  */
 void ctr_build(struct ctr *dst, unsigned type, uint32_t cap, const struct chunkv *src,
 	       uint32_t lo, uint32_t hi, bool val);
+/*
+ * ctr_build() for a container that only moves to a bigger one of its own
+ * type (ARRAY or RUN, cap >= its elements): a copy, then ctr_assign() with
+ * the probe of src, which still describes the copy.
+ */
+void ctr_regrow(struct ctr *dst, unsigned type, uint32_t cap, const struct ctr *src,
+		const struct probe *pr, uint32_t lo, uint32_t hi, bool val, uint32_t card,
+		uint32_t nruns);
 /* Structural invariants of one container: 0, or -EUCLEAN and why. */
 int ctr_check(unsigned type, const struct ctr *c, uint32_t clen, char *why, size_t len);
 

@@ -310,7 +310,11 @@ static void plan_apply(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 		}
 		leaf->slot[si] = 0;
 	} else if (p->fresh) {
-		ctr_build(p->nc, p->type, p->cap, cv, p->lo, p->hi, p->val);
+		if (p->type == cv->type && p->cap >= form_elems(cv->type, card0, cv->c->nruns))
+			ctr_regrow(p->nc, p->type, p->cap, cv->c, &p->pr, p->lo, p->hi, p->val,
+				   p->card, p->nruns);
+		else
+			ctr_build(p->nc, p->type, p->cap, cv, p->lo, p->hi, p->val);
 		if (cv->c)
 			ctr_release(pm, cv->c, cv->type);
 		else
