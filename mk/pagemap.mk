@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: MIT
 # pagemap: the roaring-style page-state map (lib/pagemap*.c), its tests,
 # fuzz smoke and benchmark.
-lib_libcvmdma_internal_la_SOURCES += lib/pagemap.h lib/pagemap.c \
-	lib/pagemap-ctr.h lib/pagemap-ctr.c
+lib_libcvmdma_internal_la_SOURCES += lib/pagemap.h lib/pagemap-int.h lib/pagemap.c \
+	lib/pagemap-query.c lib/pagemap-check.c lib/pagemap-ctr.h lib/pagemap-ctr.c
 
 if ENABLE_TESTS
-# White-box: the test compiles lib/pagemap.c in (see its header comment).
+# White-box: the test reads the map's internals (lib/pagemap-int.h).
 check_PROGRAMS += tests/test-pagemap
 tests_test_pagemap_SOURCES = tests/test-pagemap.c tests/pagemap-diff.h
 tests_test_pagemap_CFLAGS = $(TEST_CFLAGS)

@@ -29,9 +29,9 @@ san="-g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all"
 inc="-I$top_builddir -I$top_srcdir/include -I$top_srcdir/lib"
 # Coverage feedback only from the library: the oracle's loops would drown it.
 build() {
-	for f in pagemap pagemap-ctr util; do
-		"$CLANG" $san -fsanitize=fuzzer-no-link $inc -c "$top_srcdir/lib/$f.c" \
-			-o "$tmp/$f.o" || return 1
+	for f in "$top_srcdir"/lib/pagemap*.c "$top_srcdir/lib/util.c"; do
+		"$CLANG" $san -fsanitize=fuzzer-no-link $inc -c "$f" \
+			-o "$tmp/$(basename "$f" .c).o" || return 1
 	done
 	"$CLANG" $san $inc -c "$top_srcdir/tests/fuzz-pagemap.c" -o "$tmp/fuzz.o" &&
 	"$CLANG" $san -fsanitize=fuzzer "$tmp"/*.o -pthread -o "$fuzzer"

@@ -63,6 +63,8 @@ struct type1_target {
 	int container, device;
 };
 
+static uint64_t type1_fresh_avail;   /* entries_avail of the last opened container */
+
 static int type1_target_open(void *opaque, uint32_t entry_limit, struct cvm_be **out)
 {
 	struct type1_target *t = opaque;
@@ -82,7 +84,20 @@ static int type1_target_open(void *opaque, uint32_t entry_limit, struct cvm_be *
 		guest_set_dma_entry_limit(old, NULL);
 	if (ret)
 		return ret;
-	return cvm_backend_type1_open(t->container, out);
+	ret = cvm_backend_type1_open(t->container, out);
+	if (!ret)
+		type1_fresh_avail = (*out)->entries_avail;
+	return ret;
+}
+
+/* Real type1 can say how many mappings it holds: DMA_AVAIL drops by one per
+ * map (§1), so a fresh container's count minus what is left.  Lets the suite
+ * check that each test leaves the kernel empty. */
+static uint64_t type1_count(struct cvm_be *be)
+{
+	if (be->ops->refresh(be))
+		return UINT64_MAX;
+	return type1_fresh_avail - be->entries_avail;
 }
 
 /* A native iommufd IOAS (the backend opens /dev/iommu and allocates the
@@ -180,7 +195,7 @@ static void fact_iommufd_ranges_real_only_after_attach(void)
 		!cvm_backend_iova_valid(be, 0xfee00000, PAGE) &&
 		(be->pgsizes & -be->pgsizes) == PAGE;
 	tap_ok(before && after, "%s (before: %u ranges, after: %s)", name,
-	    before ? 1 : be->nranges, ret ? strerror(-ret) : "read");
+	       before ? 1 : be->nranges, ret ? strerror(-ret) : "read");
 	cvm_backend_destroy(be);
 	close_fd(&device);
 }
@@ -223,8 +238,8 @@ static void fact_cut_with_huge_pages_fails_safely(void)
 		cut = compat_cut_raw(be->fd, DMA_IOVA + SZ_2M / 2, PAGE, &size);
 		ret = be->ops->unmap(be, DMA_IOVA, SZ_2M, &rest);
 		tap_ok(cut == -ENOENT && size == 0 && !ret && rest == SZ_2M,
-		    "%s (cut %d size %llu, then whole unmap %d size %#llx)", name, cut,
-		    (unsigned long long)size, ret, (unsigned long long)rest);
+		       "%s (cut %d size %llu, then whole unmap %d size %#llx)", name, cut,
+		       (unsigned long long)size, ret, (unsigned long long)rest);
 	}
 	cvm_backend_destroy(be);
 	close_fd(&device);
@@ -261,7 +276,7 @@ static void fact_busy_ioas_opens_without_cut(void)
 		cvm_backend_destroy(be);
 		ret = owner->ops->unmap(owner, DMA_IOVA, SZ_2M, &rest);
 		tap_ok(!cut && !ret && rest == SZ_2M, "%s (can_cut %d, unmap %d size %#llx)",
-		    name, cut, ret, (unsigned long long)rest);
+		       name, cut, ret, (unsigned long long)rest);
 	}
 	cvm_backend_destroy(owner);
 	close_fd(&device);
@@ -342,37 +357,14 @@ static void fact_cut_is_hitless_for_the_device(const char *tname, struct cvm_be 
 	be->ops->unmap(be, DMA_IOVA, SZ_2M, &rest);
 	be->ops->unmap(be, DMA_IOVA + SZ_2M, SZ_2M, &out_rest);
 	tap_ok(!ret && rest == SZ_2M - PAGE,
-	    "%s: after a cut the device reaches both sides of the hole and both ends, "
-	    "not the hole (%s; rest %#llx; DMAR faults %d)", tname,
-	    ret ? strerror(-ret) : "ok", (unsigned long long)rest,
-	    guest_dmesg_count("DMAR: [DMA") - faults0);
+	       "%s: after a cut the device reaches both sides of the hole and both ends, "
+	       "not the hole (%s; rest %#llx; DMAR faults %d)", tname,
+	       ret ? strerror(-ret) : "ok", (unsigned long long)rest,
+	       guest_dmesg_count("DMAR: [DMA") - faults0);
 	if (e.bar0)
 		edu_close(&e);
 	munmap(mem, SZ_2M);
 	munmap(out_mem, SZ_2M);
-}
-
-static void fact_type1_counts_entries(const char *tname, struct cvm_be *be,
-				      uint64_t want_avail_drop)
-{
-	uint64_t avail0 = be->entries_avail, avail1;
-	uint8_t *mem = mem_alloc(4 * PAGE);
-	int ret = mem ? 0 : -ENOMEM;
-
-	for (int i = 0; !ret && i < 4; i++)
-		ret = be->ops->map(be, DMA_IOVA + i * PAGE, PAGE, mem + i * PAGE);
-	if (!ret)
-		ret = be->ops->refresh(be);
-	avail1 = be->entries_avail;
-	be->ops->unmap(be, DMA_IOVA, 4 * PAGE, NULL);
-	be->ops->refresh(be);
-	tap_ok(!ret && avail0 - avail1 == 4 * want_avail_drop && be->entries_avail == avail0,
-	    "%s: DMA_AVAIL %s (%llu -> %llu after 4 adjacent maps)", tname,
-	    want_avail_drop ? "drops by one per map, adjacent maps are not merged" :
-	    "stays put: no entry limit",
-	    (unsigned long long)avail0, (unsigned long long)avail1);
-	if (mem)
-		munmap(mem, 4 * PAGE);
 }
 
 static void describe(const char *tname, const struct cvm_be *be)
@@ -385,8 +377,12 @@ static void describe(const char *tname, const struct cvm_be *be)
 		     (unsigned long long)be->ranges[i].last);
 }
 
-/* Type1-style targets: caps read after the device is open are the real ones. */
-static void type1_facts(const char *tname, unsigned long type, bool compat, bool cut)
+/*
+ * What the conformance targets do not show for a VFIO container: the real
+ * v1 driver (not a target: it must not cut, and never be relied on), the
+ * container fd staying the VMM's, and real DMA around a cut.
+ */
+static void type1_facts(const char *tname, unsigned long type, bool cut)
 {
 	struct type1_target t = { type, -1, -1 };
 	struct cvm_be *be;
@@ -398,20 +394,12 @@ static void type1_facts(const char *tname, unsigned long type, bool compat, bool
 		return;
 	}
 	describe(tname, be);
-	tap_ok(be->can_cut == cut && !cvm_backend_iova_valid(be, 0xfee00000, PAGE) &&
-	    cvm_backend_iova_valid(be, DMA_IOVA, SZ_2M),
-	    "%s: cut probe says %s; IOVA ranges exclude the MSI window", tname,
-	    cut ? "cut" : "no cut");
-	if (compat)
-		tap_ok(be->entries_avail == UINT32_MAX,
-		    "%s: DMA_AVAIL reads 4294967295 (no entry limit)", tname);
-	else
-		fact_type1_counts_entries(tname, be, 1);
+	tap_ok(be->can_cut == cut, "%s: the cut probe says %s", tname, cut ? "cut" : "no cut");
 	if (be->can_cut)
 		fact_cut_is_hitless_for_the_device(tname, be, t.device);
 	cvm_backend_destroy(be);
 	tap_ok(fcntl(t.container, F_GETFD) >= 0, "%s: destroy leaves the VMM's container fd open",
-	    tname);
+	       tname);
 	close_fd(&t.device);
 	close_fd(&t.container);
 }
@@ -434,7 +422,7 @@ static void fact_probe_before_device(const char *tname, unsigned long type, bool
 	}
 	describe(tname, be);
 	tap_ok(be->can_cut == cut, "%s: the cut probe says %s before the device is opened too",
-	    tname, cut ? "cut" : "no cut");
+	       tname, cut ? "cut" : "no cut");
 	cvm_backend_destroy(be);
 	close_fd(&container);
 }
@@ -452,7 +440,7 @@ static void iommufd_cut_facts(void)
 	}
 	describe("iommufd-cut", be);
 	tap_ok(be->can_cut && be->pgsizes == PAGE,
-	    "iommufd-cut: a fresh IOAS gets the hitless cut (HUGE_PAGES=0, 4 KiB IOPTEs)");
+	       "iommufd-cut: a fresh IOAS gets the hitless cut (HUGE_PAGES=0, 4 KiB IOPTEs)");
 	if (be->can_cut)
 		fact_cut_is_hitless_for_the_device("iommufd-cut", be, t.device);
 	cvm_backend_destroy(be);
@@ -470,7 +458,7 @@ static struct iommufd_target t_ifd = { false, -1 };
 static const struct conf_target targets_a[] = {
 	{ .name = "type1-v2", .partial_unmap_err = -EINVAL, .unmap_nothing_err = 0,
 	  .has_entry_limit = true, .expect_cut = false, .real = true,
-	  .open = type1_target_open, .ctx = &t_type1 },
+	  .open = type1_target_open, .ctx = &t_type1, .count = type1_count },
 	{ .name = "iommufd-cut", .partial_unmap_err = -ENOENT, .unmap_nothing_err = -ENOENT,
 	  .has_entry_limit = false, .expect_cut = true, .real = true,
 	  .open = iommufd_target_open, .ctx = &t_ifd_cut },
@@ -480,7 +468,9 @@ static const struct conf_target targets_a[] = {
 };
 
 /* iommufd's compat container: v2 answers a partial unmap with -ENOENT; with
- * v1 semantics the same unmap is the cut, so it succeeds. */
+ * v1 semantics the same unmap is the cut, so it succeeds.  The native IOAS
+ * is the same code as on kernel A: the §2a cut must not depend on which
+ * container the kernel has. */
 static const struct conf_target targets_b[] = {
 	{ .name = "compat-v2", .partial_unmap_err = -ENOENT, .unmap_nothing_err = 0,
 	  .has_entry_limit = false, .expect_cut = false, .real = true,
@@ -488,6 +478,9 @@ static const struct conf_target targets_b[] = {
 	{ .name = "compat-v1", .partial_unmap_err = 0, .unmap_nothing_err = 0,
 	  .has_entry_limit = false, .expect_cut = true, .real = true,
 	  .open = type1_target_open, .ctx = &t_compat_v1 },
+	{ .name = "iommufd-cut", .partial_unmap_err = -ENOENT, .unmap_nothing_err = -ENOENT,
+	  .has_entry_limit = false, .expect_cut = true, .real = true,
+	  .open = iommufd_target_open, .ctx = &t_ifd_cut },
 };
 
 static void close_targets(void)
@@ -536,13 +529,11 @@ int main(int argc, char **argv)
 	if (kernel == 'A') {
 		fact_probe_before_device("type1-v2 (no device)", VFIO_TYPE1v2_IOMMU, false);
 		run_targets(targets_a, ARRAY_SIZE(targets_a));
-		type1_facts("type1-v2", VFIO_TYPE1v2_IOMMU, false, false);
-		type1_facts("type1-v1", VFIO_TYPE1_IOMMU, false, false);
+		type1_facts("type1-v1", VFIO_TYPE1_IOMMU, false);
 	} else {
 		fact_probe_before_device("compat-v1 (no device)", VFIO_TYPE1_IOMMU, true);
 		run_targets(targets_b, ARRAY_SIZE(targets_b));
-		type1_facts("compat-v2", VFIO_TYPE1v2_IOMMU, true, false);
-		type1_facts("compat-v1", VFIO_TYPE1_IOMMU, true, true);
+		type1_facts("compat-v1", VFIO_TYPE1_IOMMU, true);
 	}
 	if (cdev[0]) {
 		/* §2a holds wherever iommufd is, container or not. */
