@@ -34,3 +34,4 @@ TESTS += tests/check-fuzz.sh
 endif
 EXTRA_DIST += tests/check-fuzz.sh tests/fuzz-pagemap.c
 CLEANFILES += tests/fuzz-pagemap-crash-* tests/fuzz-pagemap-leak-* tests/fuzz-pagemap-timeout-*
+EXTRA_DIST += doc/performance-pagemap.md
