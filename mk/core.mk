@@ -7,8 +7,8 @@ check_PROGRAMS += tests/test-region tests/test-region-threads
 tests_test_region_SOURCES = tests/test-region.c tests/oracle.h
 tests_test_region_CFLAGS = $(TEST_CFLAGS)
 tests_test_region_LDADD = $(TEST_LDADD)
-tests_test_region_threads_SOURCES = tests/test-region-threads.c
-tests_test_region_threads_CFLAGS = $(TEST_CFLAGS)
-tests_test_region_threads_LDADD = $(TEST_LDADD)
+tests_test_region_threads_SOURCES = tests/test-region-threads.c tests/mini-test.h
+tests_test_region_threads_CFLAGS = $(AM_CFLAGS) $(CAPNG_CFLAGS)
+tests_test_region_threads_LDADD = lib/libcvmdma-internal.la $(CAPNG_LIBS)
 TESTS += tests/test-region tests/test-region-threads
 endif

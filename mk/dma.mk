@@ -12,9 +12,9 @@ endif
 
 if ENABLE_TESTS
 check_PROGRAMS += tests/test-dma-threads
-tests_test_dma_threads_SOURCES = tests/test-dma-threads.c tests/oracle.h
-tests_test_dma_threads_CFLAGS = $(TEST_CFLAGS)
-tests_test_dma_threads_LDADD = $(TEST_LDADD)
+tests_test_dma_threads_SOURCES = tests/test-dma-threads.c tests/oracle.h tests/mini-test.h
+tests_test_dma_threads_CFLAGS = $(AM_CFLAGS) $(CAPNG_CFLAGS)
+tests_test_dma_threads_LDADD = lib/libcvmdma-internal.la $(CAPNG_LIBS)
 TESTS += tests/test-dma-threads
 endif
 

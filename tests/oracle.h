@@ -7,7 +7,11 @@
 #ifndef CVM_TEST_ORACLE_H
 #define CVM_TEST_ORACLE_H
 
+#ifdef CVM_MINI_TEST
+#include "mini-test.h"
+#else
 #include <criterion/criterion.h>
+#endif
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
