@@ -1,2 +1,37 @@
 # SPDX-License-Identifier: MIT
-# tools: see the component it builds.
+# tools: cvmdma-tracegen and cvmdma-replay (installed), the minimal VMM
+# example (built, run by make check), their man pages, the demo, and the
+# tests.  The programs are consumers: they link the shared library and use
+# only the public header, exactly like a VMM would.
+bin_PROGRAMS += tools/cvmdma-tracegen tools/cvmdma-replay
+noinst_PROGRAMS += examples/minimal-vmm
+
+TOOLS_COMMON = tools/tool-util.h tools/tool-util.c
+
+tools_cvmdma_tracegen_SOURCES = tools/cvmdma-tracegen.c $(TOOLS_COMMON)
+tools_cvmdma_tracegen_CPPFLAGS = -I$(top_srcdir)/include
+
+tools_cvmdma_replay_SOURCES = tools/cvmdma-replay.c tools/replay.c tools/replay.h \
+	tools/trace.c tools/trace.h tools/vfio-setup.c tools/vfio-setup.h $(TOOLS_COMMON)
+tools_cvmdma_replay_CPPFLAGS = -I$(top_srcdir)/include
+tools_cvmdma_replay_LDADD = lib/libcvmdma.la
+
+examples_minimal_vmm_SOURCES = examples/minimal-vmm.c
+examples_minimal_vmm_CPPFLAGS = -I$(top_srcdir)/include
+examples_minimal_vmm_LDADD = lib/libcvmdma.la
+
+dist_man_MANS += doc/man/cvmdma-replay.1 doc/man/cvmdma-tracegen.1
+dist_doc_DATA += doc/trace-format.md
+EXTRA_DIST += scripts/demo tests/check-tools.sh tests/data/share-64m.trace \
+	tests/data/bad-range.trace tests/data/holes.trace
+
+if ENABLE_TESTS
+TESTS += tests/check-tools.sh
+endif
+
+# The demo the README starts with, from an existing build tree.
+demo: tools/cvmdma-tracegen tools/cvmdma-replay
+	CVMDMA_BUILD_DIR='$(abs_top_builddir)' $(top_srcdir)/scripts/demo --no-build
+demo-vm: tools/cvmdma-tracegen tools/cvmdma-replay
+	CVMDMA_BUILD_DIR='$(abs_top_builddir)' $(top_srcdir)/scripts/demo --no-build --vm
+.PHONY: demo demo-vm
