@@ -1,2 +1,35 @@
 # SPDX-License-Identifier: MIT
-# bench: see the component it builds.
+# Benchmarks (not tests).  `make bench` runs them all and regenerates
+# doc/performance.md (scripts/bench-report); make check never runs them and
+# nothing anywhere asserts a time.  The programs are noinst and built by
+# plain `make`, so an API change that breaks them shows at once.
+#
+#   make bench                     everything (model, then the vIOMMU guest)
+#   make bench BENCH_ARGS=--quick  small sizes: checks the pipeline in ~1 min
+#   make bench BENCH_ARGS=--no-vm  skip the real-kernel stage
+noinst_PROGRAMS += bench/bench-core bench/bench-policy
+
+# White-box: it also times the model backend alone (lib/backend.h).
+bench_bench_core_SOURCES = bench/bench-core.c bench/bench-util.h
+bench_bench_core_LDADD = lib/libcvmdma-internal.la $(CAPNG_LIBS)
+
+# A consumer of the shared library, like a VMM; reads cvmdma-tracegen's traces
+# with the tools' own parser.
+bench_bench_policy_SOURCES = bench/bench-policy.c bench/bench-util.h \
+	tools/trace.c tools/trace.h tools/tool-util.c tools/tool-util.h
+bench_bench_policy_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tools
+bench_bench_policy_LDADD = lib/libcvmdma.la
+
+EXTRA_DIST += bench/run.sh bench/policy.gp bench/guest.gp scripts/bench-report
+
+BENCH_ARGS =
+# bench-pagemap (mk/pagemap.mk) and bench-guest (with the vIOMMU harness)
+# are run when they exist in this tree.
+bench_deps = bench/bench-core$(EXEEXT) bench/bench-policy$(EXEEXT) \
+	tools/cvmdma-tracegen$(EXEEXT) $(filter bench/bench-pagemap% bench/bench-guest%, \
+	$(noinst_PROGRAMS) $(EXTRA_PROGRAMS) $(check_PROGRAMS))
+
+bench: $(bench_deps)
+	top_srcdir='$(abs_top_srcdir)' top_builddir='$(abs_top_builddir)' GNUPLOT='$(GNUPLOT)' \
+		CC='$(CC)' $(SHELL) $(top_srcdir)/bench/run.sh $(BENCH_ARGS)
+.PHONY: bench
