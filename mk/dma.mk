@@ -1,2 +1,19 @@
 # SPDX-License-Identifier: MIT
-# dma: see the component it builds.
+# DMA contexts: the mapping policy on top of the backends.
+lib_libcvmdma_internal_la_SOURCES += lib/dma.c lib/dma.h
+
+if ENABLE_TESTS
+check_PROGRAMS += tests/test-dma
+tests_test_dma_SOURCES = tests/test-dma.c tests/oracle.h
+tests_test_dma_CFLAGS = $(TEST_CFLAGS)
+tests_test_dma_LDADD = $(TEST_LDADD)
+TESTS += tests/test-dma
+endif
+
+if ENABLE_TESTS
+check_PROGRAMS += tests/test-dma-threads
+tests_test_dma_threads_SOURCES = tests/test-dma-threads.c tests/oracle.h
+tests_test_dma_threads_CFLAGS = $(TEST_CFLAGS)
+tests_test_dma_threads_LDADD = $(TEST_LDADD)
+TESTS += tests/test-dma-threads
+endif

@@ -1,0 +1,953 @@
+// SPDX-License-Identifier: MIT
+/*
+ * DMA contexts: keep one IOMMU address space (a backend) mapped to exactly
+ * the shared pages of the regions added to it, with the fewest mappings and
+ * kernel calls the backend's rules allow.
+ *
+ * The mapping table mirrors what the kernel holds, entry for entry.  Policy
+ * (DESIGN §6): a mapping never crosses a split_granule (G) boundary; a run
+ * that becomes shared is mapped as one mapping per G-block it touches; a run
+ * that becomes private is removed with the backend's hitless cut where it
+ * has one, else whole mappings are unmapped and the still-shared remainders
+ * of the (at most two) mappings it bisects are mapped again (counted as
+ * disruptive).  Runs separated only by unmapped gaps share one kernel call.
+ *
+ * Every backend mutation made for one listener call is recorded in an undo
+ * log; if a later step fails, the log is replayed backwards so the IOMMU maps
+ * the same pages as before the call (the region then rolls back everyone
+ * else).  Locking: one mutex per context, always taken after a region's lock
+ * (listener callbacks arrive with the region lock held); no user callback
+ * runs under it.
+ */
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "caps.h"
+#include "dma.h"
+#include "internal.h"
+#include "maptable.h"
+#include "region.h"
+
+#define SZ_2M (2ull << 20)
+#define G_UNLIMITED UINT64_MAX
+
+struct dma_region {
+	struct cvm_dma *dma;
+	struct cvm_region *region;
+	struct cvm_listener *listener;
+	struct region_geom g;
+	uint64_t granule;               /* effective for this region */
+	struct dma_region *next;
+};
+
+enum undo_kind { UNDO_MAPPED, UNDO_UNMAPPED, UNDO_CUT };
+
+struct undo_rec {
+	enum undo_kind kind;
+	uint64_t iova, len, hva;
+	const struct dma_region *dr;    /* UNDO_CUT: to split the remap by granule */
+};
+
+struct cvm_dma {
+	pthread_mutex_t lock;
+	struct cvm_be *be;
+	uint32_t flags;
+	uint64_t granule;               /* UINT64_MAX: unlimited */
+	bool use_cut;
+	uint64_t avail;                 /* our estimate of the backend's free entries */
+	struct maptable *mt;            /* data = hva of the mapping's first byte */
+	struct dma_region *regions;
+	struct undo_rec *undo;
+	size_t nundo, cap_undo;
+	struct cvm_dma_stats st;
+};
+
+static uint64_t hva_of(const struct dma_region *dr, uint64_t iova)
+{
+	return (uint64_t)(uintptr_t)dr->g.hva + (iova - dr->g.iova);
+}
+
+static uint64_t iova_of(const struct dma_region *dr, uint64_t gpa)
+{
+	return dr->g.iova + (gpa - dr->g.gpa);
+}
+
+/* End of the G-block holding iova, capped at end. */
+static uint64_t block_end(uint64_t iova, uint64_t g, uint64_t end)
+{
+	uint64_t next;
+
+	if (g == G_UNLIMITED)
+		return end;
+	next = (iova | (g - 1)) + 1;
+	return next && next < end ? next : end;
+}
+
+static uint64_t pieces(uint64_t s, uint64_t e, uint64_t g)
+{
+	return g == G_UNLIMITED ? 1 : (e - 1) / g - s / g + 1;
+}
+
+/* ---- undo log ---- */
+
+static int undo_reserve(struct cvm_dma *d, size_t n)
+{
+	size_t cap = d->cap_undo;
+	void *p;
+
+	if (d->nundo + n <= cap)
+		return 0;
+	while (cap < d->nundo + n)
+		cap = cap ? cap * 2 : 64;
+	p = cvm_reallocarray(d->undo, cap, sizeof(*d->undo));
+	if (!p)
+		return -ENOMEM;
+	d->undo = p;
+	d->cap_undo = cap;
+	return 0;
+}
+
+static void undo_push(struct cvm_dma *d, enum undo_kind kind, uint64_t iova, uint64_t len,
+		      uint64_t hva, const struct dma_region *dr)
+{
+	d->undo[d->nundo++] = (struct undo_rec){ kind, iova, len, hva, dr };
+}
+
+/* ---- entry accounting ---- */
+
+static void account(struct cvm_dma *d, int64_t entries, int64_t bytes)
+{
+	d->st.mappings += (uint64_t)entries;
+	d->st.mapped_bytes += (uint64_t)bytes;
+	if (d->st.mappings > d->st.mappings_peak)
+		d->st.mappings_peak = d->st.mappings;
+	if (d->avail != UINT64_MAX)
+		d->avail -= (uint64_t)entries;
+}
+
+static void refresh_avail(struct cvm_dma *d)
+{
+	if (d->be->ops->refresh && d->be->ops->refresh(d->be) == 0)
+		d->avail = d->be->entries_avail;
+}
+
+/* ---- backend primitives: kernel call + table + undo log ---- */
+
+static int be_map(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t hva, bool log)
+{
+	int err;
+
+	if (log && (err = undo_reserve(d, 1)))
+		return err;
+	if ((err = maptable_reserve(d->mt, 1)))
+		return err;
+	d->st.map_calls++;
+	err = d->be->ops->map(d->be, iova, len, (void *)(uintptr_t)hva);
+	if (err) {
+		if (err == -ENOMEM)
+			cvm_pin_diagnose(len, err);
+		if (err == -ENOSPC)
+			refresh_avail(d);
+		return err;
+	}
+	if (maptable_insert(d->mt, iova, len, hva))
+		cvm_err("dma: mapping table out of step with the kernel at iova 0x%llx",
+			(unsigned long long)iova);
+	account(d, 1, (int64_t)len);
+	if (log)
+		undo_push(d, UNDO_MAPPED, iova, len, hva, NULL);
+	return 0;
+}
+
+struct collect {
+	struct cvm_dma *d;
+	size_t n;
+	uint64_t bytes;
+};
+
+static int collect_entry(void *opaque, const struct mt_entry *e)
+{
+	struct collect *c = opaque;
+
+	undo_push(c->d, UNDO_UNMAPPED, e->iova, e->len, e->data, NULL);
+	c->n++;
+	c->bytes += e->len;
+	return 0;
+}
+
+static int count_entry(void *opaque, const struct mt_entry *e)
+{
+	(*(size_t *)opaque)++;
+	return 0;
+}
+
+/* Drop the table entries recorded in undo[from, nundo); keep the records if log. */
+static void forget_unmapped(struct cvm_dma *d, size_t from, bool log)
+{
+	for (size_t i = from; i < d->nundo; i++)
+		maptable_remove(d->mt, d->undo[i].iova, NULL);
+	if (!log)
+		d->nundo = from;
+}
+
+/* Unmap [s, e), which holds only whole mappings (at least one). */
+static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log)
+{
+	struct collect c = { d, 0, 0 };
+	size_t mark = d->nundo, n = 0;
+	uint64_t done = 0;
+	int err;
+
+	maptable_for_each(d->mt, s, e - s, count_entry, &n);
+	if (!n)
+		return 0;
+	if ((err = undo_reserve(d, n)))
+		return err;
+	maptable_for_each(d->mt, s, e - s, collect_entry, &c);
+	d->st.unmap_calls++;
+	err = d->be->ops->unmap(d->be, s, e - s, &done);
+	if (err) {
+		d->nundo = mark;
+		return err;
+	}
+	if (done != c.bytes)
+		cvm_warn("dma: kernel unmapped %llu bytes at 0x%llx, the table expected %llu",
+			 (unsigned long long)done, (unsigned long long)s,
+			 (unsigned long long)c.bytes);
+	forget_unmapped(d, mark, log);
+	account(d, -(int64_t)c.n, -(int64_t)c.bytes);
+	return 0;
+}
+
+/* Hitless cut of [s, e): whole mappings inside go, the (at most two)
+ * mappings it bisects shrink without ever being unmapped. */
+static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, uint64_t e,
+		  bool log)
+{
+	struct mt_entry l = { 0 }, r = { 0 };
+	bool has_l, has_r, same;
+	struct collect c = { d, 0, 0 };
+	size_t mark, n = 0;
+	uint64_t done = 0, bytes, before;
+	int err;
+
+	has_l = !maptable_lookup_le(d->mt, s, &l) && l.iova < s && l.iova + l.len > s;
+	has_r = !maptable_lookup_le(d->mt, e - 1, &r) && r.iova < e && r.iova + r.len > e;
+	same = has_l && has_r && l.iova == r.iova;     /* [s, e) strictly inside one mapping */
+	maptable_for_each(d->mt, s, e - s, count_entry, &n);
+	if ((err = undo_reserve(d, n + 1)) || (err = maptable_reserve(d->mt, 2)))
+		return err;
+	d->st.cut_calls++;
+	err = d->be->ops->cut(d->be, s, e - s, &done);
+	if (err)
+		return err;
+	/* Whole mappings inside go; bisected ones are re-entered as their parts. */
+	if (has_l)
+		maptable_remove(d->mt, l.iova, NULL);
+	if (has_r && !same)
+		maptable_remove(d->mt, r.iova, NULL);
+	mark = d->nundo;
+	maptable_for_each(d->mt, s, e - s, collect_entry, &c);
+	forget_unmapped(d, mark, false);
+	before = has_l;
+	if (has_l)
+		maptable_insert(d->mt, l.iova, s - l.iova, l.data);
+	if (has_r)
+		maptable_insert(d->mt, e, r.iova + r.len - e, r.data + (e - r.iova));
+	if (same) {
+		bytes = e - s;
+	} else {
+		bytes = c.bytes + (has_l ? l.iova + l.len - s : 0) + (has_r ? e - r.iova : 0);
+		before += has_r;
+	}
+	if (done != bytes)
+		cvm_warn("dma: kernel cut %llu bytes at 0x%llx, the table expected %llu",
+			 (unsigned long long)done, (unsigned long long)s, (unsigned long long)bytes);
+	account(d, (int64_t)(has_l + has_r) - (int64_t)(before + c.n), -(int64_t)bytes);
+	if (log)
+		undo_push(d, UNDO_CUT, s, e - s, hva_of(dr, s), dr);
+	return 0;
+}
+
+/* Map [s, e) of dr, one mapping per G-block. */
+static int map_range(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, uint64_t e,
+		     bool log)
+{
+	for (uint64_t p = s; p < e;) {
+		uint64_t pe = block_end(p, dr->granule, e);
+		int err = be_map(d, p, pe - p, hva_of(dr, p), log);
+
+		if (err)
+			return err;
+		p = pe;
+	}
+	return 0;
+}
+
+/* Replay the undo log backwards: the IOMMU maps what it mapped before. */
+static void rollback(struct cvm_dma *d)
+{
+	while (d->nundo) {
+		struct undo_rec u = d->undo[--d->nundo];
+		uint64_t lo = u.iova, hi = u.iova + u.len;
+		int err = 0;
+
+		switch (u.kind) {
+		case UNDO_MAPPED:
+			/* Mappings made in one go are contiguous: one unmap for all. */
+			while (d->nundo && d->undo[d->nundo - 1].kind == UNDO_MAPPED &&
+			       d->undo[d->nundo - 1].iova + d->undo[d->nundo - 1].len == lo)
+				lo = d->undo[--d->nundo].iova;
+			err = be_unmap_span(d, lo, hi, false);
+			break;
+		case UNDO_UNMAPPED:
+			err = be_map(d, u.iova, u.len, u.hva, false);
+			break;
+		case UNDO_CUT:
+			err = map_range(d, u.dr, u.iova, hi, false);
+			break;
+		}
+		if (err)
+			cvm_err("dma: rollback failed at iova 0x%llx+0x%llx (%d): "
+				"the IOMMU no longer matches the shared pages there",
+				(unsigned long long)u.iova, (unsigned long long)u.len, err);
+	}
+}
+
+/* ---- the entry limit ---- */
+
+struct merge_scan {
+	struct cvm_dma *d;
+	struct mt_entry first, last;
+	size_t k;
+	uint64_t *spans;     /* pairs: start, end of each mergeable sequence */
+	size_t nspans, cap;
+	uint64_t gain, need;
+};
+
+static const struct dma_region *region_at(const struct cvm_dma *d, uint64_t iova)
+{
+	for (const struct dma_region *dr = d->regions; dr; dr = dr->next)
+		if (iova >= dr->g.iova && iova - dr->g.iova < dr->g.length)
+			return dr;
+	return NULL;
+}
+
+static int merge_flush(struct merge_scan *m)
+{
+	if (m->k >= 2 && m->nspans < m->cap) {
+		m->spans[2 * m->nspans] = m->first.iova;
+		m->spans[2 * m->nspans + 1] = m->last.iova + m->last.len;
+		m->nspans++;
+		m->gain += m->k - 1;
+	}
+	m->k = 0;
+	return m->gain >= m->need || m->nspans == m->cap;
+}
+
+static int merge_visit(void *opaque, const struct mt_entry *e)
+{
+	struct merge_scan *m = opaque;
+	const struct dma_region *dr;
+
+	if (m->k && m->last.iova + m->last.len == e->iova &&
+	    m->last.data + m->last.len == e->data &&
+	    (dr = region_at(m->d, m->first.iova)) &&
+	    e->iova + e->len - dr->g.iova <= dr->g.length &&
+	    block_end(m->first.iova, dr->granule, UINT64_MAX) >= e->iova + e->len) {
+		m->last = *e;
+		m->k++;
+		return 0;
+	}
+	if (merge_flush(m))
+		return 1;
+	m->first = m->last = *e;
+	m->k = 1;
+	return 0;
+}
+
+/* CVM_DMA_COMPACT: merge runs of adjacent mappings (disruptively) inside
+ * their G-block until `need` entries are free. */
+static int compact(struct cvm_dma *d, uint64_t need)
+{
+	struct merge_scan m = { .d = d, .need = need - d->avail, .cap = 4096 };
+	int err = 0;
+
+	m.spans = cvm_reallocarray(NULL, 2 * m.cap, sizeof(*m.spans));
+	if (!m.spans)
+		return -ENOMEM;
+	if (!maptable_for_each(d->mt, 0, 0, merge_visit, &m))
+		merge_flush(&m);
+	for (size_t i = 0; i < m.nspans && !err; i++) {
+		uint64_t s = m.spans[2 * i], e = m.spans[2 * i + 1];
+		const struct dma_region *dr = region_at(d, s);
+		size_t mark = d->nundo;
+
+		err = be_unmap_span(d, s, e, true);
+		if (!err)
+			err = be_map(d, s, e - s, hva_of(dr, s), false);
+		if (err) {
+			d->nundo = d->nundo > mark ? d->nundo : mark;
+			rollback(d);
+			break;
+		}
+		d->nundo = mark;
+		d->st.disruptive_splits++;
+		d->st.disrupted_bytes += e - s;
+	}
+	cvm_free(m.spans);
+	if (!err && d->avail < need)
+		err = -ENOSPC;
+	return err;
+}
+
+static int make_room(struct cvm_dma *d, uint64_t need)
+{
+	int err;
+
+	if (d->avail == UINT64_MAX || need <= d->avail)
+		return 0;
+	if (d->flags & CVM_DMA_COMPACT) {
+		size_t saved = d->nundo;
+
+		/* Compaction keeps the mapped set: it is not part of this call's undo. */
+		d->nundo = 0;
+		err = compact(d, need);
+		d->nundo = saved;
+		if (!err)
+			return 0;
+	}
+	cvm_err("dma: %s backend would exceed its mapping limit: %llu more mappings needed, "
+		"%llu left.  Remedies: use the iommufd backend (no mapping limit), raise "
+		"/sys/module/vfio_iommu_type1/parameters/dma_entry_limit (65535 by default), "
+		"a larger split_granule, or CVM_DMA_COMPACT",
+		d->be->ops->name, (unsigned long long)need, (unsigned long long)d->avail);
+	return -ENOSPC;
+}
+
+/* ---- the DMA listener ---- */
+
+static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n)
+{
+	struct dma_region *dr = opaque;
+	struct cvm_dma *d = dr->dma;
+	uint64_t need = 0;
+	int err = 0;
+
+	pthread_mutex_lock(&d->lock);
+	d->nundo = 0;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t s = iova_of(dr, runs[i].gpa);
+
+		need += pieces(s, s + runs[i].length, dr->granule);
+	}
+	err = make_room(d, need);
+	for (size_t i = 0; i < n && !err; i++) {
+		uint64_t s = iova_of(dr, runs[i].gpa);
+
+		err = map_range(d, dr, s, s + runs[i].length, true);
+	}
+	if (err)
+		rollback(d);
+	d->nundo = 0;
+	pthread_mutex_unlock(&d->lock);
+	return err;
+}
+
+/* One kernel call's worth of a private conversion. */
+struct span {
+	uint64_t s, e;          /* what the call covers */
+	uint64_t ls, rs_end;    /* disruptive: remainders [ls, a) and [b, rs_end) */
+	uint64_t a, b;
+	bool cut;
+	bool split_one;         /* strictly inside one mapping: one entry more after */
+};
+
+/* Turn run [a, b) into the span that removes it. */
+static void span_for_run(struct cvm_dma *d, uint64_t a, uint64_t b, struct span *sp)
+{
+	struct mt_entry l, r;
+
+	*sp = (struct span){ .s = a, .e = b, .ls = a, .rs_end = b, .a = a, .b = b };
+	if (!maptable_lookup_le(d->mt, a, &l) && l.iova < a && l.iova + l.len > a) {
+		sp->ls = l.iova;
+		sp->split_one = l.iova + l.len > b;
+	}
+	if (!maptable_lookup_le(d->mt, b - 1, &r) && r.iova < b && r.iova + r.len > b)
+		sp->rs_end = r.iova + r.len;
+	if (sp->ls == a && sp->rs_end == b)
+		return;                         /* whole mappings only */
+	if (d->use_cut) {
+		sp->cut = true;
+		return;
+	}
+	sp->s = sp->ls;
+	sp->e = sp->rs_end;
+}
+
+static bool gap_is_unmapped(struct cvm_dma *d, uint64_t from, uint64_t to)
+{
+	struct mt_entry e;
+
+	return maptable_lookup(d->mt, from, &e) || e.iova >= to;
+}
+
+static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct span *sp)
+{
+	int err;
+
+	if (sp->cut)
+		return be_cut(d, dr, sp->s, sp->e, true);
+	err = be_unmap_span(d, sp->s, sp->e, true);
+	if (err)
+		return err;
+	/* Remap what stays shared of the bisected mappings (each inside one
+	 * G-block).  A split counts once per mapping it disrupted. */
+	if (sp->ls < sp->a) {
+		err = be_map(d, sp->ls, sp->a - sp->ls, hva_of(dr, sp->ls), true);
+		if (err)
+			return err;
+		d->st.disruptive_splits++;
+		d->st.disrupted_bytes += sp->a - sp->ls;
+	}
+	if (sp->rs_end > sp->b) {
+		err = be_map(d, sp->b, sp->rs_end - sp->b, hva_of(dr, sp->b), true);
+		if (err)
+			return err;
+		d->st.disruptive_splits += !sp->split_one;
+		d->st.disrupted_bytes += sp->rs_end - sp->b;
+	}
+	return 0;
+}
+
+static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n)
+{
+	struct dma_region *dr = opaque;
+	struct cvm_dma *d = dr->dma;
+	struct span cur, next;
+	uint64_t need = 0;
+	int err = 0;
+
+	pthread_mutex_lock(&d->lock);
+	d->nundo = 0;
+	/* Splitting one mapping into two (cut or not) needs one more entry. */
+	if (d->avail != UINT64_MAX) {
+		for (size_t i = 0; i < n; i++) {
+			uint64_t a = iova_of(dr, runs[i].gpa);
+
+			span_for_run(d, a, a + runs[i].length, &cur);
+			need += cur.split_one;
+		}
+		err = make_room(d, need);
+	}
+	for (size_t i = 0; i < n && !err; i = i) {
+		uint64_t a = iova_of(dr, runs[i].gpa);
+
+		span_for_run(d, a, a + runs[i].length, &cur);
+		/* Merge following runs while the gap between holds no mapping and
+		 * nothing needs remapping in between. */
+		for (i++; i < n && !cur.cut && cur.rs_end == cur.b; i++) {
+			uint64_t na = iova_of(dr, runs[i].gpa);
+
+			span_for_run(d, na, na + runs[i].length, &next);
+			if (next.cut || next.ls < next.a || !gap_is_unmapped(d, cur.e, next.s))
+				break;
+			cur.e = next.e;
+			cur.b = next.b;
+			cur.rs_end = next.rs_end;
+		}
+		err = do_span(d, dr, &cur);
+	}
+	if (err)
+		rollback(d);
+	d->nundo = 0;
+	pthread_mutex_unlock(&d->lock);
+	return err;
+}
+
+/* ---- regions ---- */
+
+/* Unmap everything mapped for dr (one call: its mappings are whole and
+ * lie inside its IOVA window). */
+static int unmap_region(struct cvm_dma *d, struct dma_region *dr)
+{
+	int err;
+
+	d->nundo = 0;
+	err = be_unmap_span(d, dr->g.iova, dr->g.iova + dr->g.length, false);
+	d->nundo = 0;
+	return err;
+}
+
+static void unlink_region(struct cvm_dma *d, struct dma_region *dr)
+{
+	for (struct dma_region **p = &d->regions; *p; p = &(*p)->next) {
+		if (*p == dr) {
+			*p = dr->next;
+			return;
+		}
+	}
+}
+
+static void dma_region_gone(void *opaque)
+{
+	struct dma_region *dr = opaque;
+	struct cvm_dma *d = dr->dma;
+	int err;
+
+	pthread_mutex_lock(&d->lock);
+	err = unmap_region(d, dr);
+	if (err)
+		cvm_err("dma: unmapping a destroyed region failed (%d)", err);
+	unlink_region(d, dr);
+	pthread_mutex_unlock(&d->lock);
+	cvm_free(dr);
+}
+
+static const struct region_dma_ops dma_listener_ops = {
+	.map_runs = dma_map_runs,
+	.unmap_runs = dma_unmap_runs,
+	.region_gone = dma_region_gone,
+};
+
+static struct dma_region *find_region(struct cvm_dma *d, const struct cvm_region *r)
+{
+	for (struct dma_region *dr = d->regions; dr; dr = dr->next)
+		if (dr->region == r)
+			return dr;
+	return NULL;
+}
+
+/* The region's IOVA window fits the backend and no other region. */
+static int check_window(struct cvm_dma *d, const struct dma_region *dr)
+{
+	uint64_t minpg = d->be->pgsizes ? d->be->pgsizes & -d->be->pgsizes : 4096;
+	uint64_t s = dr->g.iova, e = dr->g.iova + dr->g.length;
+
+	if (dr->g.page_size % minpg || s % minpg || !dr->g.hva)
+		return -EINVAL;
+	if (dr->granule != G_UNLIMITED && dr->granule < dr->g.page_size)
+		return -EINVAL;
+	for (const struct dma_region *o = d->regions; o; o = o->next)
+		if (s < o->g.iova + o->g.length && o->g.iova < e)
+			return -EBUSY;
+	if (!cvm_backend_iova_valid(d->be, s, dr->g.length)) {
+		cvm_err("dma: region IOVA window [0x%llx, 0x%llx] is not inside one of the %s "
+			"backend's valid IOVA ranges (%u ranges, the first [0x%llx, 0x%llx])",
+			(unsigned long long)s, (unsigned long long)(e - 1), d->be->ops->name,
+			d->be->nranges, d->be->nranges ? (unsigned long long)d->be->ranges[0].start : 0,
+			d->be->nranges ? (unsigned long long)d->be->ranges[0].last : 0);
+		return -ERANGE;
+	}
+	return 0;
+}
+
+CVM_EXPORT int cvm_dma_add_region(struct cvm_dma *d, struct cvm_region *r)
+{
+	struct dma_region *dr;
+	int err;
+
+	if (!d || !r)
+		return -EINVAL;
+	if (region_in_callback(r))
+		return -EDEADLK;
+	dr = cvm_calloc(1, sizeof(*dr));
+	if (!dr)
+		return -ENOMEM;
+	dr->dma = d;
+	dr->region = r;
+	dr->g = *region_geom(r);
+	dr->granule = (d->flags & CVM_DMA_PER_PAGE) ? dr->g.page_size : d->granule;
+	pthread_mutex_lock(&d->lock);
+	/* iommufd reports the real IOVA ranges only once a device is attached. */
+	if (d->be->ops->refresh && d->be->ops->refresh(d->be) == 0 && d->st.mappings == 0)
+		d->avail = d->be->entries_avail;
+	err = find_region(d, r) ? -EEXIST : check_window(d, dr);
+	if (!err) {
+		dr->next = d->regions;
+		d->regions = dr;
+	}
+	pthread_mutex_unlock(&d->lock);
+	if (err) {
+		cvm_free(dr);
+		return err;
+	}
+	err = region_dma_attach(r, &dma_listener_ops, dr, &dr->listener);
+	if (err) {
+		pthread_mutex_lock(&d->lock);
+		if (unmap_region(d, dr))
+			cvm_err("dma: cleanup after a failed add_region failed");
+		unlink_region(d, dr);
+		pthread_mutex_unlock(&d->lock);
+		cvm_free(dr);
+	}
+	return err;
+}
+
+static int detach_before(void *opaque)
+{
+	struct dma_region *dr = opaque;
+	int err;
+
+	pthread_mutex_lock(&dr->dma->lock);
+	err = unmap_region(dr->dma, dr);
+	if (!err)
+		unlink_region(dr->dma, dr);
+	pthread_mutex_unlock(&dr->dma->lock);
+	return err;
+}
+
+CVM_EXPORT int cvm_dma_remove_region(struct cvm_dma *d, struct cvm_region *r)
+{
+	struct dma_region *dr;
+	int err;
+
+	if (!d || !r)
+		return -EINVAL;
+	if (region_in_callback(r))
+		return -EDEADLK;
+	pthread_mutex_lock(&d->lock);
+	dr = find_region(d, r);
+	pthread_mutex_unlock(&d->lock);
+	if (!dr || !dr->listener)
+		return -ENOENT;
+	err = region_dma_detach(dr->listener, detach_before, dr);
+	if (!err)
+		cvm_free(dr);
+	return err;
+}
+
+/* ---- open / close ---- */
+
+#define DMA_FLAGS (CVM_DMA_PER_PAGE | CVM_DMA_NO_CUT | CVM_DMA_COMPACT)
+
+static bool fd_is_iommufd(int fd)
+{
+	char path[64], target[64];
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = 0;
+	return strcmp(target, "/dev/iommu") == 0;
+}
+
+static int open_backend(const struct cvm_dma_config *cfg, struct cvm_be **be)
+{
+	bool want_cut = !(cfg->flags & CVM_DMA_NO_CUT);
+	uint32_t kind = cfg->backend;
+	int err;
+
+	if (kind == CVM_BACKEND_AUTO)
+		kind = cfg->fd >= 0 && !fd_is_iommufd(cfg->fd) ? CVM_BACKEND_TYPE1
+							       : CVM_BACKEND_IOMMUFD;
+	switch (kind) {
+	case CVM_BACKEND_MODEL:
+		if (cfg->model_rules > CVM_MODEL_CUT)
+			return -EINVAL;
+		return cvm_backend_model_open(cfg->model_rules, cfg->model_entry_limit, be);
+	case CVM_BACKEND_TYPE1:
+		if (cfg->fd < 0)
+			return -EINVAL;   /* no group: we cannot set a container up */
+		return cvm_backend_type1_open(cfg->fd, be);
+	case CVM_BACKEND_IOMMUFD:
+		err = cvm_backend_iommufd_open(cfg->fd, cfg->ioas_id, want_cut, be);
+		if (cfg->fd < 0 && (err == -ENOENT || err == -ENXIO || err == -ENODEV))
+			err = -ENODEV;
+		return err;
+	default:
+		return -EINVAL;
+	}
+}
+
+static int check_dma_config(const struct cvm_dma_config *cfg)
+{
+	uint64_t g = cfg->split_granule;
+
+	if (cfg->flags & ~DMA_FLAGS)
+		return -EINVAL;
+	if (g && g != G_UNLIMITED && (!is_pow2_u64(g) || g < 4096))
+		return -EINVAL;
+	if ((cfg->flags & CVM_DMA_PER_PAGE) && g)
+		return -EINVAL;
+	if (cfg->backend != CVM_BACKEND_MODEL && (cfg->model_rules || cfg->model_entry_limit))
+		return -EINVAL;
+	return 0;
+}
+
+CVM_EXPORT int cvm_dma_open(const struct cvm_dma_config *ucfg, struct cvm_dma **out)
+{
+	struct cvm_dma_config cfg;
+	struct cvm_dma *d;
+	int err;
+
+	if (!out)
+		return -EINVAL;
+	err = cvm_copy_sized(&cfg, sizeof(cfg), ucfg, offsetofend(struct cvm_dma_config, fd));
+	if (!err)
+		err = check_dma_config(&cfg);
+	if (err)
+		return err;
+	d = cvm_calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	err = maptable_create(&d->mt);
+	if (!err)
+		err = open_backend(&cfg, &d->be);
+	if (err) {
+		maptable_destroy(d->mt);
+		cvm_free(d);
+		return err;
+	}
+	d->flags = cfg.flags;
+	d->use_cut = d->be->can_cut && d->be->ops->cut && !(cfg.flags & CVM_DMA_NO_CUT);
+	d->granule = cfg.split_granule ? cfg.split_granule : d->use_cut ? G_UNLIMITED : SZ_2M;
+	d->avail = d->be->entries_avail;
+	d->st.sz = sizeof(d->st);
+	pthread_mutex_init(&d->lock, NULL);
+	cvm_info("dma: %s backend, %s, split granule %s%llu",
+		 d->be->ops->name, d->use_cut ? "hitless cuts" : "no hitless cut",
+		 d->granule == G_UNLIMITED ? "unlimited" : "", d->granule == G_UNLIMITED ? 0ull :
+		 (unsigned long long)d->granule);
+	*out = d;
+	return 0;
+}
+
+CVM_EXPORT void cvm_dma_close(struct cvm_dma *d)
+{
+	if (!d)
+		return;
+	for (;;) {
+		struct dma_region *dr;
+
+		pthread_mutex_lock(&d->lock);
+		dr = d->regions;
+		pthread_mutex_unlock(&d->lock);
+		if (!dr)
+			break;
+		if (dr->listener && region_dma_detach(dr->listener, detach_before, dr) == 0) {
+			cvm_free(dr);
+			continue;
+		}
+		/* The kernel refused the unmap: forget the region anyway. */
+		cvm_err("dma: close could not unmap a region; its mappings go with the backend");
+		if (dr->listener)
+			region_dma_detach(dr->listener, NULL, NULL);
+		pthread_mutex_lock(&d->lock);
+		unlink_region(d, dr);
+		pthread_mutex_unlock(&d->lock);
+		cvm_free(dr);
+	}
+	cvm_backend_destroy(d->be);
+	maptable_destroy(d->mt);
+	pthread_mutex_destroy(&d->lock);
+	cvm_free(d->undo);
+	cvm_free(d);
+}
+
+/* ---- stats and introspection ---- */
+
+static int copy_out(void *dst, const void *src, size_t known)
+{
+	size_t sz;
+
+	memcpy(&sz, dst, sizeof(sz));
+	memcpy((char *)dst + sizeof(sz), (const char *)src + sizeof(sz),
+	       (sz < known ? sz : known) - sizeof(sz));
+	return 0;
+}
+
+CVM_EXPORT int cvm_dma_stats(struct cvm_dma *d, struct cvm_dma_stats *ust)
+{
+	struct cvm_dma_stats st;
+	int err;
+
+	if (!d)
+		return -EINVAL;
+	err = cvm_copy_sized(&st, sizeof(st), ust, sizeof(size_t));
+	if (err)
+		return err;
+	pthread_mutex_lock(&d->lock);
+	st = d->st;
+	st.entries_avail = d->avail;
+	pthread_mutex_unlock(&d->lock);
+	return copy_out(ust, &st, sizeof(st));
+}
+
+CVM_EXPORT int cvm_dma_info(struct cvm_dma *d, struct cvm_dma_info *uinfo)
+{
+	struct cvm_dma_info info;
+	int err;
+
+	if (!d)
+		return -EINVAL;
+	err = cvm_copy_sized(&info, sizeof(info), uinfo, sizeof(size_t));
+	if (err)
+		return err;
+	info.backend = d->be->kind;
+	info.fd = d->be->fd;
+	info.ioas_id = d->be->ioas_id;
+	info.can_cut = d->use_cut;
+	info.split_granule = (d->flags & CVM_DMA_PER_PAGE) ? 0 : d->granule;
+	info.iova_pgsizes = d->be->pgsizes;
+	return copy_out(uinfo, &info, sizeof(info));
+}
+
+#define WALK_CHUNK 256
+
+struct chunk {
+	struct mt_entry e[WALK_CHUNK];
+	size_t n;
+};
+
+static int chunk_fill(void *opaque, const struct mt_entry *e)
+{
+	struct chunk *c = opaque;
+
+	c->e[c->n++] = *e;
+	return c->n == WALK_CHUNK;
+}
+
+/* Walks in chunks so that fn never runs under the context lock: fn may
+ * call anything in the library.  Not atomic against concurrent conversions. */
+CVM_EXPORT int cvm_dma_for_each_mapping(struct cvm_dma *d,
+					int (*fn)(void *opaque, uint64_t iova, uint64_t length),
+					void *opaque)
+{
+	struct chunk *c;
+	uint64_t pos = 0;
+	bool more = true;
+	int ret = 0;
+
+	if (!d || !fn)
+		return -EINVAL;
+	c = cvm_malloc(sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	while (more && !ret) {
+		c->n = 0;
+		pthread_mutex_lock(&d->lock);
+		maptable_for_each(d->mt, pos, 0, chunk_fill, c);
+		pthread_mutex_unlock(&d->lock);
+		more = c->n == WALK_CHUNK;
+		for (size_t i = 0; i < c->n && !ret; i++) {
+			ret = fn(opaque, c->e[i].iova, c->e[i].len);
+			pos = c->e[i].iova + c->e[i].len;
+		}
+		if (more && !pos)
+			break;   /* the last mapping ends at 2^64 */
+	}
+	cvm_free(c);
+	return ret;
+}
+
+struct cvm_be *cvm_dma_backend(struct cvm_dma *d)
+{
+	return d->be;
+}

@@ -1,0 +1,784 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The type1 and iommufd backends against a fake kernel: this program
+ * defines ioctl(), so the backends' calls land here for the fake fds (the
+ * real kernel's behaviour is asserted in the guest, tests/vm/conf-guest.c).
+ * The fake lets us build what a real kernel rarely hands out: misaligned
+ * and malformed capability chains, answers that grow between two calls,
+ * refusals at each step of the cut set-up.
+ */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <linux/iommufd.h>
+#include <linux/vfio.h>
+
+#include "internal.h"
+#include "backend.h"
+
+#define PG 4096ull
+#define MAX_MAPS 64
+#define MAX_LOG 64
+
+enum fk_unmap_rules {
+	FK_V2,          /* real type1 v2: a bisected mapping is -EINVAL */
+	FK_V1,          /* real type1 v1: covers the start: whole mapping; else 0 bytes */
+	FK_COMPAT_V2,   /* iommufd compat: -ENOENT */
+	FK_CUT,         /* iommufd compat with 4 KiB IOPTEs: splits */
+};
+
+struct fk_map { uint64_t iova, len; };
+
+static struct fake {
+	int fd;
+	enum fk_unmap_rules vfio_rules;
+	struct fk_map maps[MAX_MAPS];
+	int nmaps;
+	/* VFIO_IOMMU_GET_INFO: the caps chain as the kernel would copy it out */
+	uint8_t caps[8192];
+	size_t caps_len;
+	uint64_t pgsizes;
+	int get_info_calls;
+	int refuse_unmap_all;        /* -EINVAL for VFIO_DMA_UNMAP_FLAG_ALL */
+	int map_err;                 /* forced error for every map */
+	/* iommufd */
+	uint32_t next_id, compat_ioas;   /* 0: no compat IOAS */
+	bool huge_pages;
+	int huge_pages_set_err;
+	struct iommu_iova_range ranges[8];
+	uint32_t nranges, ranges_grow_once;
+	uint32_t destroyed;
+	unsigned long log[MAX_LOG];      /* ioctl numbers, in order */
+	int nlog;
+} fk;
+
+static void fk_reset(void)
+{
+	memset(&fk, 0, sizeof(fk));
+	fk.fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	cr_assert_geq(fk.fd, 0);
+	fk.pgsizes = 0x40201000;
+	fk.next_id = 1;
+	fk.huge_pages = true;
+	fk.ranges[0] = (struct iommu_iova_range){ 0, UINT64_MAX };
+	fk.nranges = 1;
+}
+
+static void fk_fini(void)
+{
+	close(fk.fd);
+}
+
+/* ---- the fake address space ---- */
+
+/* Inclusive ends throughout: the scratch window may end at 2^64. */
+static uint64_t m_last(const struct fk_map *m)
+{
+	return m->iova + (m->len - 1);
+}
+
+static bool overlaps(const struct fk_map *m, uint64_t iova, uint64_t last)
+{
+	return m->iova <= last && iova <= m_last(m);
+}
+
+static int fk_do_map(uint64_t iova, uint64_t len)
+{
+	if (fk.map_err)
+		return fk.map_err;
+	if (!len || (iova | len) & (PG - 1))
+		return -EINVAL;
+	for (int i = 0; i < fk.nmaps; i++)
+		if (overlaps(&fk.maps[i], iova, iova + (len - 1)))
+			return -EEXIST;
+	cr_assert_lt(fk.nmaps, MAX_MAPS);
+	fk.maps[fk.nmaps++] = (struct fk_map){ iova, len };
+	return 0;
+}
+
+static void fk_remove(int i)
+{
+	fk.maps[i] = fk.maps[--fk.nmaps];
+}
+
+/* Split the mapping that holds both `last` and `last + 1` between them. */
+static void fk_split_after(uint64_t last)
+{
+	for (int i = 0; i < fk.nmaps; i++) {
+		struct fk_map *m = &fk.maps[i];
+
+		if (m->iova <= last && last < m_last(m)) {
+			uint64_t end = m_last(m);
+
+			m->len = last - m->iova + 1;
+			fk.maps[fk.nmaps++] = (struct fk_map){ last + 1, end - last };
+			return;
+		}
+	}
+}
+
+static bool fk_bisected(uint64_t iova, uint64_t last)
+{
+	for (int i = 0; i < fk.nmaps; i++) {
+		const struct fk_map *m = &fk.maps[i];
+
+		if (overlaps(m, iova, last) && (m->iova < iova || m_last(m) > last))
+			return true;
+	}
+	return false;
+}
+
+static int fk_do_unmap(enum fk_unmap_rules rules, uint64_t iova, uint64_t last, uint64_t *size)
+{
+	*size = 0;
+	if (rules == FK_CUT) {
+		if (iova)
+			fk_split_after(iova - 1);
+		fk_split_after(last);
+	}
+	if (rules != FK_V1 && fk_bisected(iova, last))
+		return rules == FK_V2 ? -EINVAL : -ENOENT;
+	for (int i = fk.nmaps - 1; i >= 0; i--) {
+		const struct fk_map *m = &fk.maps[i];
+		bool gone = rules == FK_V1 ? m->iova >= iova && m->iova <= last :
+			    overlaps(m, iova, last);
+
+		if (gone) {
+			*size += m->len;
+			fk_remove(i);
+		}
+	}
+	return 0;
+}
+
+/* ---- VFIO ---- */
+
+static int fk_get_info(struct vfio_iommu_type1_info *info)
+{
+	size_t need = sizeof(*info) + fk.caps_len;
+
+	fk.get_info_calls++;
+	info->flags = VFIO_IOMMU_INFO_PGSIZES;
+	info->iova_pgsizes = fk.pgsizes;
+	info->cap_offset = 0;
+	if (!fk.caps_len)
+		return 0;
+	info->flags |= VFIO_IOMMU_INFO_CAPS;
+	if (info->argsz < need) {
+		info->argsz = need;
+		return 0;
+	}
+	memcpy(info + 1, fk.caps, fk.caps_len);
+	info->cap_offset = sizeof(*info);
+	return 0;
+}
+
+static int fk_vfio_unmap(struct vfio_iommu_type1_dma_unmap *u, bool on_iommufd)
+{
+	enum fk_unmap_rules rules = fk.vfio_rules;
+	uint64_t size;
+	int ret;
+
+	if (on_iommufd) {
+		if (!fk.compat_ioas)
+			return -ENODEV;
+		rules = fk.huge_pages ? FK_COMPAT_V2 : FK_CUT;
+	}
+	if (u->flags & VFIO_DMA_UNMAP_FLAG_ALL) {
+		if (fk.refuse_unmap_all)
+			return -EINVAL;
+		ret = fk_do_unmap(rules, 0, UINT64_MAX, &size);
+	} else {
+		ret = fk_do_unmap(rules, u->iova, u->iova + (u->size - 1), &size);
+	}
+	u->size = size;
+	return ret;
+}
+
+/* ---- iommufd ---- */
+
+static int fk_ranges(struct iommu_ioas_iova_ranges *q)
+{
+	uint32_t n = fk.nranges, room = q->num_iovas;
+
+	q->num_iovas = n;
+	q->out_iova_alignment = PG;
+	if (room < n) {
+		/* Once: the list grows between the sizing call and the next. */
+		if (fk.ranges_grow_once) {
+			fk.nranges += fk.ranges_grow_once;
+			fk.ranges_grow_once = 0;
+		}
+		return -EMSGSIZE;
+	}
+	memcpy((void *)(uintptr_t)q->allowed_iovas, fk.ranges, n * sizeof(fk.ranges[0]));
+	return 0;
+}
+
+static int fk_option(struct iommu_option *o)
+{
+	if (o->option_id != IOMMU_OPTION_HUGE_PAGES)
+		return -EOPNOTSUPP;
+	if (o->op == IOMMU_OPTION_OP_GET) {
+		o->val64 = fk.huge_pages;
+		return 0;
+	}
+	if (o->val64 == 0 && fk.huge_pages_set_err)
+		return fk.huge_pages_set_err;
+	fk.huge_pages = o->val64;
+	return 0;
+}
+
+static int fk_vfio_ioas(struct iommu_vfio_ioas *v)
+{
+	switch (v->op) {
+	case IOMMU_VFIO_IOAS_GET:
+		if (!fk.compat_ioas)
+			return -ENODEV;
+		v->ioas_id = fk.compat_ioas;
+		return 0;
+	case IOMMU_VFIO_IOAS_SET:
+		fk.compat_ioas = v->ioas_id;
+		return 0;
+	default:
+		fk.compat_ioas = 0;
+		return 0;
+	}
+}
+
+static int fk_ioctl(unsigned long req, void *arg)
+{
+	uint64_t size;
+	int ret;
+
+	switch (req) {
+	case VFIO_IOMMU_GET_INFO:
+		return fk_get_info(arg);
+	case VFIO_IOMMU_MAP_DMA: {
+		struct vfio_iommu_type1_dma_map *m = arg;
+
+		return fk_do_map(m->iova, m->size);
+	}
+	case VFIO_IOMMU_UNMAP_DMA:
+		return fk_vfio_unmap(arg, fk.vfio_rules == (enum fk_unmap_rules)-1);
+	case IOMMU_IOAS_ALLOC:
+		((struct iommu_ioas_alloc *)arg)->out_ioas_id = fk.next_id++;
+		return 0;
+	case IOMMU_DESTROY:
+		fk.destroyed = ((struct iommu_destroy *)arg)->id;
+		return 0;
+	case IOMMU_IOAS_MAP: {
+		struct iommu_ioas_map *m = arg;
+
+		return fk_do_map(m->iova, m->length);
+	}
+	case IOMMU_IOAS_UNMAP: {
+		struct iommu_ioas_unmap *u = arg;
+
+		/* Native: never splits; nothing unmapped is -ENOENT too. */
+		ret = fk_do_unmap(FK_COMPAT_V2, u->iova, u->iova == 0 && u->length == UINT64_MAX ?
+				  UINT64_MAX : u->iova + (u->length - 1), &size);
+		u->length = size;
+		return ret ? ret : size ? 0 : -ENOENT;
+	}
+	case IOMMU_IOAS_IOVA_RANGES:
+		return fk_ranges(arg);
+	case IOMMU_OPTION:
+		return fk_option(arg);
+	case IOMMU_VFIO_IOAS:
+		return fk_vfio_ioas(arg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+int ioctl(int fd, unsigned long req, ...);
+int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	void *arg;
+	int ret;
+
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	if (fd != fk.fd || fd <= 0)
+		return syscall(SYS_ioctl, fd, req, arg);
+	if (fk.nlog < MAX_LOG)
+		fk.log[fk.nlog++] = req;
+	ret = fk_ioctl(req, arg);
+	if (ret < 0) {
+		errno = -ret;
+		return -1;
+	}
+	return 0;
+}
+
+/* Position of the first req in the ioctl log, or MAX_LOG. */
+static int logged_at(unsigned long req)
+{
+	for (int i = 0; i < fk.nlog; i++)
+		if (fk.log[i] == req)
+			return i;
+	return MAX_LOG;
+}
+
+/* ---- capability chains ---- */
+
+/* Appends a capability at the end of fk.caps (no padding: the fake may
+ * misalign on purpose) and links it from the previous one. */
+static size_t last_cap = SIZE_MAX;
+
+static void add_cap(const void *cap, size_t len)
+{
+	struct vfio_info_cap_header h;
+	size_t off = fk.caps_len;
+
+	cr_assert_leq(off + len, sizeof(fk.caps));
+	memcpy(fk.caps + off, cap, len);
+	if (last_cap != SIZE_MAX) {
+		memcpy(&h, fk.caps + last_cap, sizeof(h));
+		h.next = sizeof(struct vfio_iommu_type1_info) + off;
+		memcpy(fk.caps + last_cap, &h, sizeof(h));
+	}
+	last_cap = off;
+	fk.caps_len += len;
+}
+
+static void add_dma_avail(uint32_t avail)
+{
+	struct vfio_iommu_type1_info_dma_avail c = {
+		.header = { .id = VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, .version = 1 },
+		.avail = avail,
+	};
+
+	add_cap(&c, sizeof(c));   /* 12 bytes: the next cap is misaligned */
+}
+
+static void add_iova_ranges(const struct vfio_iova_range *r, uint32_t n)
+{
+	uint8_t buf[4096];
+	struct vfio_iommu_type1_info_cap_iova_range c = {
+		.header = { .id = VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, .version = 1 },
+		.nr_iovas = n,
+	};
+
+	cr_assert_leq(sizeof(c) + n * sizeof(*r), sizeof(buf));
+	memcpy(buf, &c, sizeof(c));
+	memcpy(buf + sizeof(c), r, n * sizeof(*r));
+	add_cap(buf, sizeof(c) + n * sizeof(*r));
+}
+
+static void q35_chain(void)
+{
+	const struct vfio_iova_range r[] = {
+		{ 0xfef00000, 0xffffffffffff }, { 0, 0xfedfffff },   /* out of order */
+	};
+
+	last_cap = SIZE_MAX;
+	add_dma_avail(65535);
+	add_iova_ranges(r, 2);
+}
+
+static void setup(void)
+{
+	fk_reset();
+	last_cap = SIZE_MAX;
+}
+
+static void teardown(void)
+{
+	cvm_set_alloc_hooks(NULL);
+	fk_fini();
+}
+
+TestSuite(type1, .init = setup, .fini = teardown);
+TestSuite(iommufd, .init = setup, .fini = teardown);
+
+/* ---- type1 ---- */
+
+Test(type1, reads_capabilities_through_a_misaligned_chain)
+{
+	struct cvm_be *be;
+
+	q35_chain();
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(be->kind, CVM_BACKEND_TYPE1);
+	cr_assert_eq(be->pgsizes, 0x40201000);
+	cr_assert_eq(be->entries_avail, 65535);
+	cr_assert_eq(be->nranges, 2);
+	cr_assert_eq(be->ranges[0].start, 0);
+	cr_assert_eq(be->ranges[0].last, 0xfedfffff);
+	cr_assert_eq(be->ranges[1].start, 0xfef00000);
+	cr_assert_eq(be->ranges[1].last, 0xffffffffffff);
+	cvm_backend_destroy(be);
+}
+
+Test(type1, asks_again_with_the_size_the_kernel_wants)
+{
+	struct vfio_iova_range r[100];
+	struct cvm_be *be;
+
+	for (int i = 0; i < 100; i++)
+		r[i] = (struct vfio_iova_range){ i * 0x100000ull, i * 0x100000ull + 0xfffff - PG };
+	add_iova_ranges(r, 100);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(be->nranges, 100);
+	cr_assert_eq(be->entries_avail, UINT64_MAX, "no DMA_AVAIL: no limit");
+	fk.get_info_calls = 0;
+	cr_assert_eq(be->ops->refresh(be), 0);
+	cr_assert_eq(fk.get_info_calls, 2, "one short call, one with the right argsz");
+	cvm_backend_destroy(be);
+}
+
+Test(type1, without_an_iova_range_capability_every_iova_is_valid)
+{
+	struct cvm_be *be;
+
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(be->nranges, 1);
+	cr_assert_eq(be->ranges[0].start, 0);
+	cr_assert_eq(be->ranges[0].last, UINT64_MAX);
+	cr_assert_eq(be->entries_avail, UINT64_MAX);
+	cvm_backend_destroy(be);
+}
+
+Test(type1, refuses_a_looping_or_truncated_chain)
+{
+	struct vfio_info_cap_header h;
+	struct cvm_be *be = NULL;
+
+	q35_chain();
+	/* Point the second capability back at the first. */
+	memcpy(&h, fk.caps + 12, sizeof(h));
+	h.next = sizeof(struct vfio_iommu_type1_info);
+	memcpy(fk.caps + 12, &h, sizeof(h));
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), -EPROTO);
+	cr_assert_null(be);
+
+	/* A range count that runs past what the kernel copied out. */
+	fk_fini();
+	setup();
+	q35_chain();
+	memset(fk.caps + 12 + 8, 0xff, 4);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), -EPROTO);
+	cr_assert_null(be);
+}
+
+Test(type1, refuses_overlapping_iova_ranges)
+{
+	const struct vfio_iova_range r[] = { { 0, 0x1fffff }, { 0x100000, 0x2fffff } };
+	struct cvm_be *be = NULL;
+
+	add_iova_ranges(r, 2);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), -EPROTO);
+}
+
+Test(type1, a_failed_refresh_keeps_the_old_capabilities)
+{
+	struct cvm_be *be;
+
+	q35_chain();
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	fk.caps[0] = 0xff;   /* corrupt the chain: header id only, harmless */
+	memset(fk.caps + 12 + 8, 0xff, 4);   /* nr_iovas huge */
+	cr_assert_eq(be->ops->refresh(be), -EPROTO);
+	cr_assert_eq(be->nranges, 2);
+	cr_assert_eq(be->entries_avail, 65535);
+	cvm_backend_destroy(be);
+}
+
+static void probe_as(enum fk_unmap_rules rules, bool want_cut)
+{
+	struct cvm_be *be;
+
+	setup();
+	q35_chain();
+	fk.vfio_rules = rules;
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(be->can_cut, want_cut, "rules %d", rules);
+	cr_assert_eq(be->ops->cut != NULL, want_cut, "rules %d", rules);
+	cr_assert_eq(fk.nmaps, 0, "rules %d: the probe left %d mappings", rules, fk.nmaps);
+	cvm_backend_destroy(be);
+	fk_fini();
+}
+
+Test(type1, only_a_kernel_that_cuts_one_page_and_keeps_the_rest_gets_the_cut)
+{
+	fk_fini();
+	probe_as(FK_V2, false);
+	probe_as(FK_V1, false);
+	probe_as(FK_COMPAT_V2, false);
+	probe_as(FK_CUT, true);
+	setup();
+}
+
+Test(type1, a_taken_scratch_window_means_no_cut_not_a_failed_open)
+{
+	struct cvm_be *be;
+
+	q35_chain();
+	fk.vfio_rules = FK_CUT;
+	fk.map_err = -EEXIST;
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_not(be->can_cut);
+	cvm_backend_destroy(be);
+}
+
+Test(type1, unmap_all_falls_back_to_one_whole_space_unmap)
+{
+	struct cvm_be *be;
+	uint64_t got;
+
+	q35_chain();
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(be->ops->map(be, 0x100000, 2 * PG, NULL), 0);
+	cr_assert_eq(be->ops->map(be, 0x7ffff000, PG, NULL), 0);
+	fk.refuse_unmap_all = -EINVAL;
+	cr_assert_eq(be->ops->unmap_all(be), 0);
+	cr_assert_eq(fk.nmaps, 0);
+	cr_assert_eq(be->ops->unmap(be, 0, PG, &got), 0);
+	cr_assert_eq(got, 0);
+	cvm_backend_destroy(be);
+}
+
+Test(type1, ops_report_the_raw_kernel_answers)
+{
+	struct cvm_be *be;
+	uint64_t got = 1;
+
+	q35_chain();
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(be->ops->map(be, 0x200000, 16 * PG, NULL), 0);
+	cr_assert_eq(be->ops->map(be, 0x200000 + PG, PG, NULL), -EEXIST);
+	cr_assert_eq(be->ops->unmap(be, 0x200000 + PG, PG, &got), -EINVAL);
+	cr_assert_eq(got, 0, "0 bytes reported on error");
+	cr_assert_eq(be->ops->unmap(be, 0x100000, PG, &got), 0);
+	cr_assert_eq(got, 0);
+	cr_assert_eq(be->ops->unmap(be, 0x1ff000, 18 * PG, &got), 0);
+	cr_assert_eq(got, 16 * PG);
+	cvm_backend_destroy(be);
+}
+
+Test(type1, destroy_leaves_the_vmm_container_open)
+{
+	struct cvm_be *be;
+
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cvm_backend_destroy(be);
+	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0);
+}
+
+static int fail_at, allocs;
+
+static void *fail_nth(void *opaque, void *ptr, size_t size)
+{
+	if (++allocs == fail_at)
+		return NULL;
+	return realloc(ptr, size);
+}
+
+Test(type1, open_fails_cleanly_at_every_allocation)
+{
+	struct cvm_alloc_hooks hooks = { .realloc = fail_nth };
+	struct cvm_be *be;
+	int ret;
+
+	q35_chain();
+	cvm_set_alloc_hooks(&hooks);
+	for (fail_at = 1;; fail_at++) {
+		allocs = 0;
+		be = NULL;
+		ret = cvm_backend_type1_open(fk.fd, &be);
+		if (!ret)
+			break;
+		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
+		cr_assert_null(be);
+	}
+	cr_assert_gt(fail_at, 2);
+	cvm_backend_destroy(be);
+}
+
+/* ---- iommufd ---- */
+
+static void as_iommufd(void)
+{
+	fk.vfio_rules = (enum fk_unmap_rules)-1;   /* VFIO ioctls go to the compat IOAS */
+}
+
+Test(iommufd, want_cut_sets_small_pages_and_the_compat_ioas_before_the_first_map)
+{
+	struct cvm_be *be;
+	uint64_t got;
+
+	as_iommufd();
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 0, true, &be), 0);
+	cr_assert(be->can_cut);
+	cr_assert_not_null(be->ops->cut);
+	cr_assert(be->own_ioas);
+	cr_assert_not(be->own_fd);
+	cr_assert_not(fk.huge_pages);
+	cr_assert_eq(fk.compat_ioas, be->ioas_id);
+	cr_assert_lt(logged_at(IOMMU_OPTION), logged_at(IOMMU_IOAS_MAP));
+	cr_assert_lt(logged_at(IOMMU_VFIO_IOAS), logged_at(IOMMU_IOAS_MAP));
+	cr_assert_eq(be->pgsizes, PG, "4 KiB IOPTEs only");
+	cr_assert_eq(fk.nmaps, 0, "the probe left mappings");
+
+	/* The cut keeps the neighbours; the native unmap still refuses. */
+	cr_assert_eq(be->ops->map(be, 0x100000, 8 * PG, NULL), 0);
+	cr_assert_eq(be->ops->unmap(be, 0x100000 + PG, PG, &got), -ENOENT);
+	cr_assert_eq(be->ops->cut(be, 0x100000 + PG, PG, &got), 0);
+	cr_assert_eq(got, PG);
+	cr_assert_eq(be->ops->unmap(be, 0x100000, 8 * PG, &got), 0);
+	cr_assert_eq(got, 7 * PG);
+	cvm_backend_destroy(be);
+	cr_assert_eq(fk.destroyed, 1, "our IOAS is destroyed");
+	cr_assert_eq(fk.compat_ioas, 0, "our compat claim is released");
+	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0, "an adopted fd stays open");
+}
+
+Test(iommufd, a_cut_never_lands_in_another_ioas_made_the_compat_one)
+{
+	struct cvm_be *be;
+	uint64_t got = 1;
+
+	as_iommufd();
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 0, true, &be), 0);
+	cr_assert(be->can_cut);
+	cr_assert_eq(be->ops->map(be, 0x100000, 8 * PG, NULL), 0);
+	fk.compat_ioas = 42;   /* the fd's owner switched it */
+	cr_assert_eq(be->ops->cut(be, 0x100000 + PG, PG, &got), -EBUSY);
+	cr_assert_eq(got, 0);
+	cr_assert_eq(fk.nmaps, 1, "the cut went through");
+	cvm_backend_destroy(be);
+	cr_assert_eq(fk.compat_ioas, 42, "someone else's compat IOAS was cleared");
+}
+
+Test(iommufd, without_want_cut_nothing_is_changed_on_the_ioas)
+{
+	struct cvm_be *be;
+
+	as_iommufd();
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 0, false, &be), 0);
+	cr_assert_not(be->can_cut);
+	cr_assert_null(be->ops->cut);
+	cr_assert(fk.huge_pages);
+	cr_assert_eq(fk.compat_ioas, 0);
+	cr_assert_eq(be->pgsizes, ~(PG - 1));
+	cr_assert_eq(be->entries_avail, UINT64_MAX);
+	cvm_backend_destroy(be);
+}
+
+Test(iommufd, a_refused_huge_pages_switch_means_no_cut_not_a_failed_open)
+{
+	struct cvm_be *be;
+
+	as_iommufd();
+	fk.huge_pages_set_err = -EINVAL;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
+	cr_assert_not(be->can_cut);
+	cr_assert_eq(fk.compat_ioas, 0, "compat claimed although the cut cannot work");
+	cr_assert_eq(logged_at(IOMMU_IOAS_MAP), MAX_LOG, "probed anyway");
+	cvm_backend_destroy(be);
+	cr_assert_eq(fk.destroyed, 0, "an adopted IOAS is not destroyed");
+}
+
+Test(iommufd, another_compat_ioas_is_not_taken_over_and_huge_pages_come_back)
+{
+	struct cvm_be *be;
+
+	as_iommufd();
+	fk.compat_ioas = 42;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
+	cr_assert_not(be->can_cut);
+	cr_assert_eq(fk.compat_ioas, 42);
+	cr_assert(fk.huge_pages, "HUGE_PAGES left off without a cut to show for it");
+	cr_assert_eq(be->pgsizes, ~(PG - 1));
+	cvm_backend_destroy(be);
+	cr_assert_eq(fk.compat_ioas, 42);
+}
+
+Test(iommufd, a_failed_probe_undoes_the_setup)
+{
+	struct cvm_be *be;
+
+	as_iommufd();
+	fk.map_err = -ENOMEM;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
+	cr_assert_not(be->can_cut);
+	cr_assert(fk.huge_pages);
+	cr_assert_eq(fk.compat_ioas, 0);
+	cvm_backend_destroy(be);
+}
+
+Test(iommufd, an_ioas_already_without_huge_pages_keeps_them_off)
+{
+	struct cvm_be *be;
+
+	as_iommufd();
+	fk.huge_pages = false;
+	fk.map_err = -ENOMEM;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
+	cr_assert_not(be->can_cut);
+	cr_assert_not(fk.huge_pages, "the owner's setting was changed");
+	cvm_backend_destroy(be);
+}
+
+Test(iommufd, ranges_are_sized_then_read_even_when_they_grow_in_between)
+{
+	struct cvm_be *be;
+
+	as_iommufd();
+	fk.ranges[0] = (struct iommu_iova_range){ 0, 0xfedfffff };
+	fk.ranges[1] = (struct iommu_iova_range){ 0xfef00000, 0xffffffffffff };
+	fk.ranges[2] = (struct iommu_iova_range){ 0x1000000000000, 0x1ffffffffffff };
+	fk.nranges = 2;
+	fk.ranges_grow_once = 1;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, false, &be), 0);
+	cr_assert_eq(be->nranges, 3);
+	cr_assert_eq(be->ranges[1].start, 0xfef00000);
+	cr_assert_eq(be->ranges[2].last, 0x1ffffffffffff);
+	cvm_backend_destroy(be);
+}
+
+Test(iommufd, raw_answers_and_unmap_all)
+{
+	struct cvm_be *be;
+	uint64_t got = 1;
+
+	as_iommufd();
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, false, &be), 0);
+	cr_assert_eq(be->ops->unmap(be, 0x100000, PG, &got), -ENOENT);
+	cr_assert_eq(got, 0);
+	cr_assert_eq(be->ops->map(be, 0x100000, 4 * PG, NULL), 0);
+	cr_assert_eq(be->ops->map(be, 0x900000, PG, NULL), 0);
+	cr_assert_eq(be->ops->map(be, 0x100000, PG, NULL), -EEXIST);
+	cr_assert_eq(be->ops->unmap_all(be), 0);
+	cr_assert_eq(fk.nmaps, 0);
+	cvm_backend_destroy(be);
+}
+
+Test(iommufd, open_fails_cleanly_at_every_allocation)
+{
+	struct cvm_alloc_hooks hooks = { .realloc = fail_nth };
+	struct cvm_be *be;
+	int ret;
+
+	as_iommufd();
+	cvm_set_alloc_hooks(&hooks);
+	for (fail_at = 1;; fail_at++) {
+		allocs = 0;
+		be = NULL;
+		ret = cvm_backend_iommufd_open(fk.fd, 0, false, &be);
+		if (!ret)
+			break;
+		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
+		cr_assert_null(be);
+		cr_assert_eq(fk.destroyed, fk.next_id - 1, "allocation %d: IOAS leaked", fail_at);
+	}
+	cvm_backend_destroy(be);
+}

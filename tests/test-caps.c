@@ -1,0 +1,269 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Pinning diagnostics against the real process: CAP_IPC_LOCK as found (root
+ * usually has it), then dropped in a forked child with libcap-ng, with
+ * RLIMIT_MEMLOCK lowered there, so the parent keeps its privileges.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cap-ng.h>
+
+#include "internal.h"
+#include "caps.h"
+
+#define SZ_0_1 offsetofend(struct cvm_pin_info, locked_bytes)
+#define SKIP_PREFIX "skip: "
+
+static bool cap_ipc_lock_effective(void)
+{
+	return capng_get_caps_process() == 0 &&
+	       capng_have_capability(CAPNG_EFFECTIVE, CAP_IPC_LOCK) == 1;
+}
+
+static int drop_cap_ipc_lock(void)
+{
+	if (capng_get_caps_process())
+		return -1;
+	capng_update(CAPNG_DROP, CAPNG_EFFECTIVE | CAPNG_PERMITTED | CAPNG_INHERITABLE,
+		     CAP_IPC_LOCK);
+	return capng_apply(CAPNG_SELECT_CAPS);
+}
+
+static int set_memlock(rlim_t bytes)
+{
+	struct rlimit rl = { bytes, bytes };
+
+	return setrlimit(RLIMIT_MEMLOCK, &rl);
+}
+
+/*
+ * Runs fn in a child (so dropped capabilities and lowered limits die with
+ * it); fn returns NULL on success, a failure message, or SKIP_PREFIX + why.
+ */
+static void in_child(const char *(*fn)(void))
+{
+	char msg[512] = "";
+	int pfd[2], status;
+	ssize_t n;
+	pid_t pid;
+
+	cr_assert_eq(pipe(pfd), 0);
+	pid = fork();
+	cr_assert_geq(pid, 0);
+	if (pid == 0) {
+		const char *m = fn();
+
+		close(pfd[0]);
+		if (m && write(pfd[1], m, strlen(m)) < 0)
+			_exit(2);
+		_exit(m ? 1 : 0);
+	}
+	close(pfd[1]);
+	n = read(pfd[0], msg, sizeof(msg) - 1);
+	close(pfd[0]);
+	msg[n > 0 ? n : 0] = '\0';
+	cr_assert_eq(waitpid(pid, &status, 0), pid);
+	cr_assert(WIFEXITED(status), "child died: status %#x", status);
+	if (!strncmp(msg, SKIP_PREFIX, strlen(SKIP_PREFIX)))
+		cr_skip_test("%s", msg + strlen(SKIP_PREFIX));
+	cr_assert_eq(WEXITSTATUS(status), 0, "%s", msg);
+}
+
+static char fail_buf[256];
+
+#define CHILD_CHECK(cond, ...) \
+	do { \
+		if (!(cond)) { \
+			snprintf(fail_buf, sizeof(fail_buf), __VA_ARGS__); \
+			return fail_buf; \
+		} \
+	} while (0)
+
+Test(caps, pin_check_answers_without_info)
+{
+	int ret = cvm_pin_check(4096, NULL);
+
+	cr_assert(ret == 0 || ret == -ENOMEM, "ret %d", ret);
+}
+
+Test(caps, pin_check_rejects_sz_short_of_the_first_release_and_changes_nothing)
+{
+	struct cvm_pin_info info;
+	size_t bad[] = { 0, sizeof(size_t), offsetofend(struct cvm_pin_info, cap_ipc_lock),
+			 SZ_0_1 - 1 };
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		memset(&info, 0xa5, sizeof(info));
+		info.sz = bad[i];
+		cr_assert_eq(cvm_pin_check(4096, &info), -EINVAL, "sz %zu", bad[i]);
+		cr_assert_eq(info.cap_ipc_lock, 0xa5a5a5a5u, "sz %zu: info written", bad[i]);
+		cr_assert_eq(info.sz, bad[i]);
+	}
+}
+
+Test(caps, pin_check_rejects_nonzero_bytes_past_known_fields)
+{
+	struct { struct cvm_pin_info info; uint64_t future; } big;
+	int ret;
+
+	memset(&big, 0, sizeof(big));
+	big.info.sz = sizeof(big);
+	big.future = 1;
+	cr_assert_eq(cvm_pin_check(4096, &big.info), -E2BIG);
+	big.future = 0;
+	ret = cvm_pin_check(4096, &big.info);
+	cr_assert(ret == 0 || ret == -ENOMEM, "ret %d", ret);
+	cr_assert_eq(big.info.sz, sizeof(big), "sz must be kept");
+	cr_assert_eq(big.future, 0, "bytes past the known fields must stay untouched");
+	cr_assert_neq(big.info.memlock_limit, 0);
+}
+
+Test(caps, pin_check_with_cap_ipc_lock_allows_any_size)
+{
+	struct cvm_pin_info info = { .sz = sizeof(info) };
+
+	if (!cap_ipc_lock_effective())
+		cr_skip_test("CAP_IPC_LOCK is not effective in this process");
+	cr_assert_eq(cvm_pin_check(UINT64_MAX, &info), 0);
+	cr_assert_eq(info.cap_ipc_lock, 1);
+}
+
+static const char *memlock_enforced_exactly(void)
+{
+	const uint64_t limit = 256 * 1024;
+	struct cvm_pin_info info = { .sz = sizeof(info) };
+	uint64_t before, room;
+	void *page;
+	int ret;
+
+	CHILD_CHECK(drop_cap_ipc_lock() == 0, "cannot drop CAP_IPC_LOCK");
+	CHILD_CHECK(set_memlock(limit) == 0, "setrlimit: %s", strerror(errno));
+	CHILD_CHECK(cvm_pin_check(0, &info) == 0, "pin_check(0) failed");
+	CHILD_CHECK(info.cap_ipc_lock == 0, "still reports CAP_IPC_LOCK");
+	CHILD_CHECK(info.memlock_limit == limit, "limit %llu", (unsigned long long)info.memlock_limit);
+	before = info.locked_bytes;
+
+	/* Locking a page must show up in what is counted. */
+	page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	CHILD_CHECK(page != MAP_FAILED && mlock(page, 4096) == 0, "mlock: %s", strerror(errno));
+	CHILD_CHECK(cvm_pin_check(0, &info) == 0, "pin_check(0) failed after mlock");
+	CHILD_CHECK(info.locked_bytes == before + 4096, "VmLck %llu, expected %llu",
+		    (unsigned long long)info.locked_bytes, (unsigned long long)before + 4096);
+
+	room = limit - info.locked_bytes;
+	ret = cvm_pin_check(room, NULL);
+	CHILD_CHECK(ret == 0, "exactly the room left: %d", ret);
+	ret = cvm_pin_check(room + 4096, NULL);
+	CHILD_CHECK(ret == -ENOMEM, "one page past the limit: %d", ret);
+	ret = cvm_pin_check(UINT64_MAX, &info);
+	CHILD_CHECK(ret == -ENOMEM, "UINT64_MAX: %d", ret);
+	CHILD_CHECK(info.memlock_limit == limit, "info not filled on -ENOMEM");
+	return NULL;
+}
+
+Test(caps, pin_check_without_cap_ipc_lock_enforces_memlock_to_the_page)
+{
+	in_child(memlock_enforced_exactly);
+}
+
+static const char *unlimited_memlock(void)
+{
+	struct cvm_pin_info info = { .sz = sizeof(info) };
+
+	if (set_memlock(RLIM_INFINITY))
+		return SKIP_PREFIX "cannot raise RLIMIT_MEMLOCK to unlimited here";
+	CHILD_CHECK(drop_cap_ipc_lock() == 0, "cannot drop CAP_IPC_LOCK");
+	CHILD_CHECK(cvm_pin_check(UINT64_MAX, &info) == 0, "unlimited but refused");
+	CHILD_CHECK(info.memlock_limit == UINT64_MAX, "limit %llu",
+		    (unsigned long long)info.memlock_limit);
+	CHILD_CHECK(info.cap_ipc_lock == 0, "still reports CAP_IPC_LOCK");
+	return NULL;
+}
+
+Test(caps, pin_check_without_cap_ipc_lock_allows_any_size_when_memlock_is_unlimited)
+{
+	in_child(unlimited_memlock);
+}
+
+static const char *capng_state_untouched(void)
+{
+	capng_clear(CAPNG_SELECT_BOTH);
+	capng_update(CAPNG_ADD, CAPNG_EFFECTIVE, CAP_NET_ADMIN);
+	cvm_pin_check(4096, NULL);
+	CHILD_CHECK(capng_have_capability(CAPNG_EFFECTIVE, CAP_NET_ADMIN) == 1,
+		    "the caller's libcap-ng state lost CAP_NET_ADMIN");
+	CHILD_CHECK(capng_have_capability(CAPNG_EFFECTIVE, CAP_IPC_LOCK) == 0,
+		    "the caller's libcap-ng state was replaced by the process's");
+	return NULL;
+}
+
+Test(caps, pin_check_keeps_the_callers_libcapng_state)
+{
+	in_child(capng_state_untouched);
+}
+
+struct logged { int n, n_err; char msg[512]; };
+
+static void log_cb(void *opaque, int prio, const char *msg)
+{
+	struct logged *l = opaque;
+
+	l->n++;
+	if (prio == LOG_ERR)
+		l->n_err++;
+	snprintf(l->msg, sizeof(l->msg), "%s", msg);
+}
+
+static const char *diagnose_without_cap(void)
+{
+	static const char *const want[] = {
+		"1024 KiB", "Cannot allocate memory", "no CAP_IPC_LOCK", "RLIMIT_MEMLOCK 64 KiB",
+		"exceeds it", "raise RLIMIT_MEMLOCK", "grant CAP_IPC_LOCK",
+		"IOMMU_OPTION_RLIMIT_MODE",
+	};
+	struct logged l = { 0 };
+
+	CHILD_CHECK(drop_cap_ipc_lock() == 0, "cannot drop CAP_IPC_LOCK");
+	CHILD_CHECK(set_memlock(64 * 1024) == 0, "setrlimit: %s", strerror(errno));
+	cvm_set_log(log_cb, &l, LOG_DEBUG);
+	cvm_pin_diagnose(1024 * 1024, -ENOMEM);
+	CHILD_CHECK(l.n == 1 && l.n_err == 1, "%d lines, %d at LOG_ERR", l.n, l.n_err);
+	for (size_t i = 0; i < ARRAY_SIZE(want); i++)
+		CHILD_CHECK(strstr(l.msg, want[i]), "no \"%s\" in: %s", want[i], l.msg);
+	return NULL;
+}
+
+Test(caps, pin_diagnose_names_missing_cap_the_limit_and_the_remedy)
+{
+	in_child(diagnose_without_cap);
+}
+
+Test(caps, pin_diagnose_with_cap_ipc_lock_blames_memory_not_the_limit)
+{
+	struct logged l = { 0 };
+
+	if (!cap_ipc_lock_effective())
+		cr_skip_test("CAP_IPC_LOCK is not effective in this process");
+	cvm_set_log(log_cb, &l, LOG_DEBUG);
+	cvm_pin_diagnose(4096, -ENOMEM);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert_eq(l.n_err, 1);
+	cr_assert(strstr(l.msg, "has CAP_IPC_LOCK"), "%s", l.msg);
+	cr_assert_null(strstr(l.msg, "raise RLIMIT_MEMLOCK"), "%s", l.msg);
+}
+
+Test(caps, pin_diagnose_costs_nothing_without_a_logger_at_err)
+{
+	struct logged l = { 0 };
+
+	cvm_set_log(log_cb, &l, LOG_CRIT);
+	cvm_pin_diagnose(4096, -ENOMEM);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert_eq(l.n, 0);
+}

@@ -1,0 +1,615 @@
+// SPDX-License-Identifier: MIT
+/*
+ * DMA contexts on the MODEL backend: mapping counts per policy, hitless cuts
+ * vs disruptive splits, the entry limit, compaction, rollback on every
+ * backend failure, and random runs checking after every step that the
+ * mappings equal the shared set, the (model) kernel equals our table, and no
+ * mapping crosses the split granule.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#include "dma.h"
+#include "internal.h"
+#include "oracle.h"
+
+#define BASE  0x100000000ull   /* 4 GiB: inside q35's valid IOVA ranges */
+#define MiB   (1ull << 20)
+
+struct fx {
+	struct cvm_region *r;
+	struct cvm_dma *d;
+	void *hva;
+	uint64_t npages, granule;
+};
+
+static void *reserve(uint64_t bytes)
+{
+	void *p = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	cr_assert_neq(p, MAP_FAILED);
+	return p;
+}
+
+static struct cvm_dma *mkdma(uint32_t rules, uint32_t flags, uint64_t granule, uint32_t limit)
+{
+	struct cvm_dma_config c = {
+		.sz = sizeof(c), .backend = CVM_BACKEND_MODEL, .fd = -1, .flags = flags,
+		.split_granule = granule, .model_rules = rules, .model_entry_limit = limit,
+	};
+	struct cvm_dma *d = NULL;
+
+	cr_assert_eq(cvm_dma_open(&c, &d), 0);
+	return d;
+}
+
+static void fx_init(struct fx *f, uint64_t npages, uint32_t region_flags, uint32_t rules,
+		    uint32_t flags, uint64_t granule, uint32_t limit)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = npages * PG,
+				       .flags = region_flags };
+	struct cvm_dma_info info = { .sz = sizeof(info) };
+
+	f->npages = npages;
+	f->hva = c.hva = reserve(npages * PG);
+	cr_assert_eq(cvm_region_create(&c, &f->r), 0);
+	f->d = mkdma(rules, flags, granule, limit);
+	cr_assert_eq(cvm_dma_add_region(f->d, f->r), 0);
+	cr_assert_eq(cvm_dma_info(f->d, &info), 0);
+	f->granule = (flags & CVM_DMA_PER_PAGE) ? PG : info.split_granule;
+}
+
+static void fx_fini(struct fx *f)
+{
+	cvm_dma_close(f->d);
+	cvm_region_destroy(f->r);
+	munmap(f->hva, f->npages * PG);
+}
+
+static struct cvm_dma_stats stats(struct cvm_dma *d)
+{
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+
+	cr_assert_eq(cvm_dma_stats(d, &st), 0);
+	return st;
+}
+
+/* ---- the invariant checker ---- */
+
+struct maps {
+	uint64_t n, bytes, cap;
+	struct { uint64_t iova, len; } *e;
+};
+
+static int maps_add(void *opaque, uint64_t iova, uint64_t len)
+{
+	struct maps *m = opaque;
+
+	if (m->n == m->cap) {
+		m->cap = m->cap ? 2 * m->cap : 256;
+		m->e = realloc(m->e, m->cap * sizeof(*m->e));
+	}
+	m->e[m->n].iova = iova;
+	m->e[m->n].len = len;
+	m->n++;
+	m->bytes += len;
+	return 0;
+}
+
+/* Mapped == shared (IOVA == GPA here), table == model kernel, granule respected. */
+static void check(struct fx *f)
+{
+	struct maps lib = { 0 }, kern = { 0 };
+	struct cvm_dma_stats st = stats(f->d);
+	uint8_t *mapped = calloc(f->npages, 1), *shared = calloc(f->npages, 1);
+	struct state_walk w = { BASE, shared };
+
+	cr_assert_eq(cvm_dma_for_each_mapping(f->d, maps_add, &lib), 0);
+	cr_assert_eq(cvm_model_for_each(cvm_dma_backend(f->d), maps_add, &kern), 0);
+	cr_assert_eq(lib.n, kern.n, "library table has %llu mappings, the kernel %llu",
+		     (unsigned long long)lib.n, (unsigned long long)kern.n);
+	for (uint64_t i = 0; i < lib.n; i++) {
+		uint64_t s = lib.e[i].iova, l = lib.e[i].len;
+
+		cr_assert(lib.e[i].iova == kern.e[i].iova && l == kern.e[i].len,
+			  "mapping %llu differs from the kernel's", (unsigned long long)i);
+		cr_assert(s >= BASE && s + l <= BASE + f->npages * PG, "mapping outside region");
+		if (i)
+			cr_assert_geq(s, lib.e[i - 1].iova + lib.e[i - 1].len, "not ascending/disjoint");
+		if (f->granule && f->granule != UINT64_MAX)
+			cr_assert_eq(s / f->granule, (s + l - 1) / f->granule,
+				     "mapping 0x%llx+0x%llx crosses the 0x%llx granule",
+				     (unsigned long long)s, (unsigned long long)l,
+				     (unsigned long long)f->granule);
+		memset(mapped + (s - BASE) / PG, 1, l / PG);
+	}
+	cr_assert_eq(st.mappings, lib.n);
+	cr_assert_eq(st.mapped_bytes, lib.bytes);
+	cr_assert_geq(st.mappings_peak, st.mappings);
+	cr_assert_eq(cvm_region_for_each_run(f->r, BASE, f->npages * PG, CVM_SHARED,
+					     state_walk_fn, &w), 0);
+	cr_assert(memcmp(mapped, shared, f->npages) == 0, "mapped != shared");
+	free(lib.e);
+	free(kern.e);
+	free(mapped);
+	free(shared);
+}
+
+static uint64_t A(uint64_t page) { return BASE + page * PG; }
+
+/* ---- mapping counts per policy (DESIGN §4 / issue scenarios) ---- */
+
+Test(dma, a_64MiB_share_is_one_mapping_unbounded_32_at_2MiB_and_16384_per_page)
+{
+	struct { uint32_t flags; uint64_t g; uint64_t want; } c[] = {
+		{ 0, UINT64_MAX, 1 }, { 0, 2 * MiB, 32 }, { CVM_DMA_PER_PAGE, 0, 16384 },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(c); i++) {
+		struct fx f;
+
+		fx_init(&f, 32768, 0, CVM_MODEL_IOMMUFD, c[i].flags, c[i].g, 0);
+		cr_assert_eq(cvm_convert(f.r, A(0), 64 * MiB, CVM_SHARED, 0), 0);
+		cr_assert_eq(stats(f.d).mappings, c[i].want, "case %zu", i);
+		cr_assert_eq(stats(f.d).map_calls, c[i].want, "case %zu", i);
+		check(&f);
+		/* Unsharing whole mappings takes one unmap call, whatever their number. */
+		cr_assert_eq(cvm_convert(f.r, A(0), 64 * MiB, CVM_PRIVATE, 0), 0);
+		cr_assert_eq(stats(f.d).unmap_calls, 1, "case %zu", i);
+		cr_assert_eq(stats(f.d).mappings, 0);
+		check(&f);
+		fx_fini(&f);
+	}
+}
+
+Test(dma, a_hole_without_a_cut_disrupts_only_the_bisected_mapping)
+{
+	struct fx f;
+	struct cvm_dma_stats st;
+
+	/* Unbounded granule, no cut: the whole 64 MiB mapping is disrupted. */
+	fx_init(&f, 32768, 0, CVM_MODEL_IOMMUFD, 0, UINT64_MAX, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 64 * MiB, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(1000), PG, CVM_PRIVATE, 0), 0);
+	st = stats(f.d);
+	cr_assert_eq(st.mappings, 2);
+	cr_assert_eq(st.unmap_calls, 1);
+	cr_assert_eq(st.map_calls, 3);
+	cr_assert_eq(st.cut_calls, 0);
+	cr_assert_eq(st.disruptive_splits, 1, "one mapping was disrupted");
+	cr_assert_eq(st.disrupted_bytes, 64 * MiB - PG);
+	check(&f);
+	fx_fini(&f);
+
+	/* Auto granule without a cut is 2 MiB: the disruption stays inside one block. */
+	fx_init(&f, 32768, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 64 * MiB, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 32);
+	cr_assert_eq(cvm_convert(f.r, A(1000), PG, CVM_PRIVATE, 0), 0);
+	st = stats(f.d);
+	cr_assert_eq(st.mappings, 33);
+	cr_assert_eq(st.disrupted_bytes, 2 * MiB - PG);
+	check(&f);
+	fx_fini(&f);
+}
+
+Test(dma, a_hole_with_a_cut_is_hitless_and_one_call)
+{
+	struct fx f;
+	struct cvm_dma_stats st;
+
+	fx_init(&f, 32768, 0, CVM_MODEL_CUT, 0, 0, 0);
+	cr_assert_eq(f.granule, UINT64_MAX, "auto granule is unlimited where the backend cuts");
+	cr_assert_eq(cvm_convert(f.r, A(0), 64 * MiB, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(1000), PG, CVM_PRIVATE, 0), 0);
+	st = stats(f.d);
+	cr_assert_eq(st.mappings, 2);
+	cr_assert_eq(st.cut_calls, 1);
+	cr_assert_eq(st.map_calls, 1);
+	cr_assert_eq(st.disruptive_splits, 0);
+	cr_assert_eq(st.disrupted_bytes, 0);
+	check(&f);
+	/* Healing the hole maps the page alone: still nothing disrupted. */
+	cr_assert_eq(cvm_convert(f.r, A(1000), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 3);
+	cr_assert_eq(stats(f.d).disruptive_splits, 0);
+	check(&f);
+	fx_fini(&f);
+
+	/* CVM_DMA_NO_CUT: the same backend behaves like one that cannot cut. */
+	fx_init(&f, 32768, 0, CVM_MODEL_CUT, CVM_DMA_NO_CUT, 0, 0);
+	cr_assert_eq(f.granule, 2 * MiB);
+	cr_assert_eq(cvm_convert(f.r, A(0), 64 * MiB, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(1000), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(stats(f.d).cut_calls, 0);
+	cr_assert_eq(stats(f.d).disruptive_splits, 1);
+	check(&f);
+	fx_fini(&f);
+}
+
+Test(dma, private_runs_separated_by_private_gaps_take_one_unmap_call)
+{
+	struct fx f;
+	struct cvm_range rs[8];
+
+	fx_init(&f, 4096, 0, CVM_MODEL_TYPE1, CVM_DMA_PER_PAGE, 0, 0);
+	for (int i = 0; i < 8; i++)
+		rs[i] = (struct cvm_range){ A(i * 10), 3 * PG };
+	cr_assert_eq(cvm_convert_batch(f.r, rs, 8, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 24);
+	cr_assert_eq(cvm_convert(f.r, A(0), 100 * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(stats(f.d).unmap_calls, 1);
+	check(&f);
+	fx_fini(&f);
+}
+
+Test(dma, no_op_conversions_issue_no_backend_call)
+{
+	struct fx f;
+	struct cvm_dma_stats a, b;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 64 * PG, CVM_SHARED, 0), 0);
+	a = stats(f.d);
+	cr_assert_eq(cvm_convert(f.r, A(0), 64 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(100), 64 * PG, CVM_PRIVATE, 0), 0);
+	b = stats(f.d);
+	cr_assert_eq(a.map_calls + a.unmap_calls + a.cut_calls,
+		     b.map_calls + b.unmap_calls + b.cut_calls);
+	fx_fini(&f);
+}
+
+/* ---- ordering against plain listeners ---- */
+
+struct order_probe {
+	struct cvm_dma *d;
+	int overlaps_on_shared, overlaps_on_private, calls;
+	uint64_t gpa, len;
+};
+
+static int overlap_fn(void *opaque, uint64_t iova, uint64_t len)
+{
+	struct order_probe *p = opaque;
+
+	return iova < p->gpa + p->len && p->gpa < iova + len;
+}
+
+static int probe_shared(void *opaque, uint64_t gpa, uint64_t len)
+{
+	struct order_probe *p = opaque;
+
+	p->gpa = gpa;
+	p->len = len;
+	p->calls++;
+	p->overlaps_on_shared += cvm_dma_for_each_mapping(p->d, overlap_fn, p);
+	return 0;
+}
+
+static void probe_private(void *opaque, uint64_t gpa, uint64_t len)
+{
+	struct order_probe *p = opaque;
+
+	p->gpa = gpa;
+	p->len = len;
+	p->calls++;
+	p->overlaps_on_private += cvm_dma_for_each_mapping(p->d, overlap_fn, p);
+}
+
+Test(dma, dma_maps_after_plain_listeners_and_unmaps_before_them)
+{
+	static const struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = probe_shared,
+						     .to_private = probe_private };
+	struct fx f;
+	struct order_probe p = { 0 };
+	struct cvm_listener *l;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	p.d = f.d;
+	/* Added after the DMA context, but still notified before it maps. */
+	cr_assert_eq(cvm_listener_add(f.r, &ops, &p, 0, &l), 0);
+	cr_assert_eq(cvm_convert(f.r, A(8), 16 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(8), 16 * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(p.calls, 2);
+	cr_assert_eq(p.overlaps_on_shared, 0, "mapped before a plain listener accepted");
+	cr_assert_eq(p.overlaps_on_private, 0, "still mapped when a plain listener heard to_private");
+	fx_fini(&f);
+}
+
+Test(dma, a_veto_by_a_plain_listener_maps_nothing)
+{
+	struct fx f;
+	struct view v;
+	struct cvm_listener *l;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	view_init(&v, BASE, 1024, false);
+	v.veto_at = 1;
+	cr_assert_eq(cvm_listener_add(f.r, &view_ops, &v, 0, &l), 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), -EPERM);
+	cr_assert_eq(stats(f.d).map_calls, 0);
+	check(&f);
+	view_fini(&v);
+	fx_fini(&f);
+}
+
+/* ---- failures roll back ---- */
+
+Test(dma, a_failed_unmap_fails_the_private_conversion_and_pages_stay_shared)
+{
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 64 * PG, CVM_SHARED, 0), 0);
+	cvm_model_inject(cvm_dma_backend(f.d), 1, -EIO);
+	cr_assert_eq(cvm_convert(f.r, A(0), 64 * PG, CVM_PRIVATE, 0), -EIO);
+	cr_assert_eq(cvm_region_query(f.r, A(0), 64 * PG), CVM_SHARED);
+	check(&f);
+	fx_fini(&f);
+}
+
+Test(dma, a_failed_remap_after_a_disruptive_split_restores_the_original_mapping)
+{
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, 0, UINT64_MAX, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 256 * PG, CVM_SHARED, 0), 0);
+	/* Call 1 unmaps the mapping, call 2 remaps the left remainder: fail it. */
+	cvm_model_inject(cvm_dma_backend(f.d), 2, -ENOMEM);
+	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_PRIVATE, 0), -ENOMEM);
+	cr_assert_eq(cvm_region_query(f.r, A(0), 256 * PG), CVM_SHARED);
+	cr_assert_eq(stats(f.d).mappings, 1, "the original mapping was not restored");
+	check(&f);
+	fx_fini(&f);
+}
+
+/* Conversions whose backend calls are failed one by one. */
+static const struct { uint64_t page, n; int to; } script[] = {
+	{ 0, 600, CVM_SHARED },        /* crosses a 2 MiB block */
+	{ 700, 3, CVM_SHARED },
+	{ 100, 1, CVM_PRIVATE },       /* a hole */
+	{ 500, 300, CVM_PRIVATE },     /* end of one run, all of another */
+	{ 50, 400, CVM_SHARED },       /* heals the hole, joins */
+	{ 0, 1024, CVM_PRIVATE },
+};
+
+static void run_script_with_fault(uint32_t rules, uint32_t flags, size_t k, uint64_t nth,
+				  bool *failed)
+{
+	struct fx f;
+	uint8_t before[1024];
+	struct state_walk w = { BASE, before };
+	int err;
+
+	fx_init(&f, 1024, 0, rules, flags, 0, 0);
+	for (size_t i = 0; i < k; i++)
+		cr_assert_eq(cvm_convert(f.r, A(script[i].page), script[i].n * PG, script[i].to, 0), 0);
+	memset(before, 0, sizeof(before));
+	cvm_region_for_each_run(f.r, BASE, 1024 * PG, CVM_SHARED, state_walk_fn, &w);
+	cvm_model_inject(cvm_dma_backend(f.d), nth, -EIO);
+	err = cvm_convert(f.r, A(script[k].page), script[k].n * PG, script[k].to, 0);
+	cvm_model_inject(cvm_dma_backend(f.d), 0, 0);
+	*failed = err != 0;
+	if (err) {
+		cr_assert_eq(err, -EIO);
+		assert_state(f.r, BASE, 1024, before);
+	}
+	check(&f);
+	fx_fini(&f);
+}
+
+Test(dma, a_failure_at_every_backend_call_leaves_state_and_iommu_as_before)
+{
+	const struct { uint32_t rules, flags; } cfgs[] = {
+		{ CVM_MODEL_TYPE1, 0 }, { CVM_MODEL_IOMMUFD, 0 }, { CVM_MODEL_CUT, 0 },
+		{ CVM_MODEL_TYPE1, CVM_DMA_PER_PAGE },
+	};
+	int injected = 0;
+
+	for (size_t c = 0; c < ARRAY_SIZE(cfgs); c++) {
+		for (size_t k = 0; k < ARRAY_SIZE(script); k++) {
+			bool failed = true;
+
+			for (uint64_t nth = 1; failed && nth < 2000; nth++) {
+				run_script_with_fault(cfgs[c].rules, cfgs[c].flags, k, nth, &failed);
+				injected += failed;
+			}
+		}
+	}
+	cr_assert_gt(injected, 30, "too few failures were injected to mean anything");
+}
+
+/* ---- the entry limit ---- */
+
+static char last_log[1024];
+static void grab_log(void *opaque, int prio, const char *msg)
+{
+	if (prio <= LOG_ERR)
+		snprintf(last_log, sizeof(last_log), "%s", msg);
+}
+
+Test(dma, the_entry_limit_fails_the_conversion_cleanly_and_names_the_remedy)
+{
+	struct fx f;
+	struct cvm_range rs[101];
+
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 100);
+	cr_assert_eq(stats(f.d).entries_avail, 100);
+	for (int i = 0; i < 101; i++)
+		rs[i] = (struct cvm_range){ A(i * 2), PG };
+	cr_assert_eq(cvm_convert_batch(f.r, rs, 101, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(cvm_region_query(f.r, A(0), 1024 * PG), CVM_PRIVATE);
+	cr_assert_eq(stats(f.d).map_calls, 0, "the library must act before the kernel says no");
+	cr_assert(strstr(last_log, "dma_entry_limit") && strstr(last_log, "iommufd"),
+		  "log: %s", last_log);
+	cr_assert_eq(cvm_convert_batch(f.r, rs, 100, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).entries_avail, 0);
+	cr_assert_eq(cvm_convert(f.r, A(500), PG, CVM_SHARED, 0), -ENOSPC);
+	check(&f);
+	fx_fini(&f);
+	cvm_set_log(NULL, NULL, 0);
+}
+
+Test(dma, compact_merges_neighbours_near_the_limit)
+{
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 10);
+	for (int i = 0; i < 10; i++)
+		cr_assert_eq(cvm_convert(f.r, A(i), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 10);
+	cr_assert_eq(cvm_convert(f.r, A(600), PG, CVM_SHARED, 0), 0);
+	cr_assert_leq(stats(f.d).mappings, 10);
+	cr_assert_geq(stats(f.d).disruptive_splits, 1);
+	check(&f);
+	fx_fini(&f);
+}
+
+/* ---- regions and contexts ---- */
+
+Test(dma, add_region_maps_current_shared_runs_and_remove_unmaps_them)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
+	struct cvm_region *r;
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_convert(r, A(1), 3 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(600), 100 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cr_assert_eq(stats(d).mappings, 2);
+	cr_assert_eq(cvm_dma_add_region(d, r), -EEXIST);
+	cr_assert_eq(cvm_dma_remove_region(d, r), 0);
+	cr_assert_eq(stats(d).mappings, 0);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(d)), 0);
+	cr_assert_eq(cvm_dma_remove_region(d, r), -ENOENT);
+	/* Destroying an attached region unmaps it; the context stays usable. */
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cvm_region_destroy(r);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(d)), 0);
+	cvm_dma_close(d);
+	munmap(c.hva, c.length);
+}
+
+Test(dma, close_unmaps_everything_it_mapped)
+{
+	struct fx f;
+	struct cvm_region_stats rst = { .sz = sizeof(rst) };
+
+	fx_init(&f, 1024, CVM_REGION_INIT_SHARED, CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(stats(f.d).mappings, 2);   /* 4 MiB in 2 MiB blocks */
+	cvm_dma_close(f.d);
+	/* The region carries on without it. */
+	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_region_stats(f.r, &rst), 0);
+	cvm_region_destroy(f.r);
+	munmap(f.hva, f.npages * PG);
+}
+
+Test(dma, a_region_outside_the_valid_iova_ranges_is_refused_with_erange)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG,
+				       .flags = CVM_REGION_IOVA, .iova = 0xfee00000 };
+	struct cvm_region *r;
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), -ERANGE);
+	cr_assert_eq(cvm_dma_remove_region(d, r), -ENOENT);
+	cvm_region_destroy(r);
+	cvm_dma_close(d);
+	munmap(c.hva, c.length);
+}
+
+Test(dma, two_contexts_on_one_region_roll_each_other_back)
+{
+	struct fx f;
+	struct cvm_dma *d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);
+	cvm_model_inject(cvm_dma_backend(d2), 1, -EIO);
+	cr_assert_eq(cvm_convert(f.r, A(0), 8 * PG, CVM_SHARED, 0), -EIO);
+	cr_assert_eq(stats(f.d).mappings, 0, "the first context kept its mapping");
+	cr_assert_eq(cvm_convert(f.r, A(0), 8 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 1);
+	cr_assert_eq(stats(d2).mappings, 1);
+	cvm_dma_close(d2);
+	check(&f);
+	fx_fini(&f);
+}
+
+Test(dma, open_rejects_bad_configs)
+{
+	struct cvm_dma_config good = { .sz = sizeof(good), .backend = CVM_BACKEND_MODEL, .fd = -1 };
+	struct cvm_dma_config c;
+	struct cvm_dma *d = NULL;
+
+	c = good; c.flags = 1u << 9;
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	c = good; c.split_granule = 3 * 4096;
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	c = good; c.split_granule = 2048;
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	c = good; c.model_rules = 9;
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	c = good; c.backend = 42;
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	c = good; c.backend = CVM_BACKEND_TYPE1;
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	c = good; c.sz = sizeof(size_t);
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	cr_assert_eq(cvm_dma_open(NULL, &d), -EINVAL);
+	cr_assert_eq(cvm_dma_open(&good, NULL), -EINVAL);
+	cr_assert_null(d);
+	cr_assert_eq(cvm_dma_add_region(NULL, NULL), -EINVAL);
+	cr_assert_eq(cvm_dma_stats(NULL, NULL), -EINVAL);
+	cr_assert_eq(cvm_dma_for_each_mapping(NULL, maps_add, NULL), -EINVAL);
+	cvm_dma_close(NULL);
+	cr_assert_eq(cvm_dma_open(&good, &d), 0);
+	cr_assert_eq(cvm_dma_stats(d, NULL), -EINVAL);
+	cr_assert_eq(cvm_dma_for_each_mapping(d, NULL, NULL), -EINVAL);
+	cvm_dma_close(d);
+}
+
+/* ---- random differential runs ---- */
+
+static void random_run(uint32_t rules, uint32_t flags, uint64_t granule, unsigned seed, int ops)
+{
+	struct fx f;
+
+	fx_init(&f, 2048, 0, rules, flags, granule, 0);
+	for (int op = 0; op < ops; op++) {
+		struct cvm_range rs[3];
+		int n = 1 + rand_r(&seed) % 3, to = rand_r(&seed) % 2 ? CVM_SHARED : CVM_PRIVATE;
+
+		for (int k = 0; k < n; k++) {
+			uint64_t s = rand_r(&seed) % 2048;
+			uint64_t len = 1 + rand_r(&seed) % (rand_r(&seed) % 4 ? 8 : 700);
+
+			if (s + len > 2048)
+				len = 2048 - s;
+			rs[k] = (struct cvm_range){ A(s), len * PG };
+		}
+		cr_assert_eq(cvm_convert_batch(f.r, rs, (size_t)n, to, 0), 0);
+		check(&f);
+	}
+	fx_fini(&f);
+}
+
+Test(dma, random_conversions_keep_mapped_equal_to_shared_under_every_policy)
+{
+	const struct { uint32_t rules, flags; uint64_t g; } c[] = {
+		{ CVM_MODEL_TYPE1, 0, 0 }, { CVM_MODEL_TYPE1, CVM_DMA_PER_PAGE, 0 },
+		{ CVM_MODEL_TYPE1, 0, 64 * 1024 }, { CVM_MODEL_IOMMUFD, 0, UINT64_MAX },
+		{ CVM_MODEL_CUT, 0, 0 }, { CVM_MODEL_CUT, 0, 256 * 1024 },
+		{ CVM_MODEL_CUT, CVM_DMA_NO_CUT, 0 },
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(c); i++)
+		random_run(c[i].rules, c[i].flags, c[i].g, 1000 + (unsigned)i, 600);
+}

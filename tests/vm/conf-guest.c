@@ -1,0 +1,592 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The kernel conformance suite, run INSIDE the test guest against the real
+ * kernel (KERNEL-FACTS.md §1-§3): every backend target the running kernel
+ * offers goes through conformance_run(), the same suite the model backend
+ * passes, plus the facts only a real kernel and device can show (IOVA
+ * ranges before and after attach, DMA around a cut, failing safely).
+ *
+ *   conf-guest [A|B]     (default: whichever kernel this is)
+ *
+ * Kernel A has the legacy container (real vfio_iommu_type1) and iommufd;
+ * kernel B has iommufd's compatibility container at /dev/vfio/vfio.
+ * Prints TAP; exits 1 if anything failed.
+ */
+#include "config.h"
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <linux/iommufd.h>
+#include <linux/vfio.h>
+
+#include "internal.h"
+#include "backend.h"
+#include "conformance.h"
+#include "guest.h"
+
+#define PAGE		4096ull
+#define SZ_2M		(2ull << 20)
+/* Below 4 GiB (edu's DMA mask) and clear of the MSI window at 0xfee00000. */
+#define DMA_IOVA	0x40000000ull
+/* Short transfers: QEMU 7.2's edu aborts on a full 4096-byte one. */
+#define DMA_LEN		2048
+
+static int test_no;
+static int failures;
+
+static void tap(bool ok, const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("%s %d - ", ok ? "ok" : "not ok", ++test_no);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+	failures += !ok;
+}
+
+static void tap_skip(const char *name, const char *why)
+{
+	printf("ok %d - %s # SKIP %s\n", ++test_no, name, why);
+	fflush(stdout);
+}
+
+static void diag(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("# ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+static void log_to_tap(void *opaque, int prio, const char *msg)
+{
+	diag("libcvmdma[%d]: %s", prio, msg);
+}
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* ---- targets ---- */
+
+/* A VFIO container from guest_open_type1(); the group opens only once, so
+ * each open closes what the previous one left (the backend does not own
+ * the container fd). */
+struct type1_target {
+	unsigned long iommu_type;
+	int container, device;
+};
+
+static int type1_target_open(void *opaque, uint32_t entry_limit, struct cvm_be **out)
+{
+	struct type1_target *t = opaque;
+	unsigned old = 0;
+	int ret;
+
+	close_fd(&t->device);
+	close_fd(&t->container);
+	/* The limit applies to containers created afterwards. */
+	if (entry_limit) {
+		ret = guest_set_dma_entry_limit(entry_limit, &old);
+		if (ret)
+			return ret;
+	}
+	ret = guest_open_type1(t->iommu_type, &t->container, &t->device);
+	if (entry_limit)
+		guest_set_dma_entry_limit(old, NULL);
+	if (ret)
+		return ret;
+	return cvm_backend_type1_open(t->container, out);
+}
+
+/* A native iommufd IOAS (the backend opens /dev/iommu and allocates the
+ * IOAS) with the edu device bound and attached, so its ranges are real. */
+struct iommufd_target {
+	bool want_cut;
+	int device;
+};
+
+static int attach_edu(struct cvm_be *be, int *device)
+{
+	int ret;
+
+	close_fd(device);
+	ret = guest_iommufd_bind(be->fd, device);
+	if (!ret)
+		ret = guest_iommufd_attach(*device, be->ioas_id);
+	if (!ret)
+		ret = be->ops->refresh(be);
+	return ret;
+}
+
+static int iommufd_target_open(void *opaque, uint32_t entry_limit, struct cvm_be **out)
+{
+	struct iommufd_target *t = opaque;
+	struct cvm_be *be;
+	int ret;
+
+	close_fd(&t->device);
+	ret = cvm_backend_iommufd_open(-1, 0, t->want_cut, &be);
+	if (ret)
+		return ret;
+	ret = attach_edu(be, &t->device);
+	if (ret) {
+		cvm_backend_destroy(be);
+		close_fd(&t->device);
+		return ret;
+	}
+	*out = be;
+	return 0;
+}
+
+/* ---- memory ---- */
+
+/* len bytes of anonymous memory aligned to 2 MiB, filled with a pattern
+ * that differs per page. */
+static uint8_t *mem_alloc(size_t len)
+{
+	size_t span = len + SZ_2M;
+	uint8_t *p, *a;
+
+	p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
+		return NULL;
+	a = (uint8_t *)(((uintptr_t)p + SZ_2M - 1) & ~(uintptr_t)(SZ_2M - 1));
+	if (a > p)
+		munmap(p, a - p);
+	munmap(a + len, p + span - (a + len));
+	for (size_t i = 0; i < len; i++)
+		a[i] = (uint8_t)(i / PAGE * 7 + i + 1);
+	return a;
+}
+
+static bool bytes_are(const uint8_t *p, uint8_t v, size_t len)
+{
+	for (size_t i = 0; i < len; i++)
+		if (p[i] != v)
+			return false;
+	return true;
+}
+
+/* ---- guest-only facts ---- */
+
+static void fact_iommufd_ranges_real_only_after_attach(void)
+{
+	const char *name = "iommufd: IOVA ranges are the full space before attach, "
+			   "the real ones (MSI window excluded) after";
+	struct cvm_be *be;
+	int device = -1, ret;
+	bool before, after;
+
+	ret = cvm_backend_iommufd_open(-1, 0, false, &be);
+	if (ret) {
+		tap(false, "%s (open: %s)", name, strerror(-ret));
+		return;
+	}
+	before = be->nranges == 1 && be->ranges[0].start == 0 &&
+		 be->ranges[0].last == UINT64_MAX;
+	ret = attach_edu(be, &device);
+	for (uint32_t i = 0; !ret && i < be->nranges; i++)
+		diag("iommufd range %u: [%#llx, %#llx]", i,
+		     (unsigned long long)be->ranges[i].start,
+		     (unsigned long long)be->ranges[i].last);
+	after = !ret && be->nranges >= 2 && cvm_backend_iova_valid(be, DMA_IOVA, SZ_2M) &&
+		!cvm_backend_iova_valid(be, 0xfee00000, PAGE) &&
+		(be->pgsizes & -be->pgsizes) == PAGE;
+	tap(before && after, "%s (before: %u ranges, after: %s)", name,
+	    before ? 1 : be->nranges, ret ? strerror(-ret) : "read");
+	cvm_backend_destroy(be);
+	close_fd(&device);
+}
+
+static int compat_cut_raw(int fd, uint64_t iova, uint64_t len, uint64_t *size)
+{
+	struct vfio_iommu_type1_dma_unmap u = { .argsz = sizeof(u), .iova = iova, .size = len };
+	int ret = ioctl(fd, VFIO_IOMMU_UNMAP_DMA, &u) ? -errno : 0;
+
+	*size = u.size;
+	return ret;
+}
+
+/* The §2a route without HUGE_PAGES = 0 must refuse, not cut coarsely. */
+static void fact_cut_with_huge_pages_fails_safely(void)
+{
+	const char *name = "iommufd: a VFIO-compat cut with HUGE_PAGES=1 fails with -ENOENT "
+			   "and leaves the mapping whole";
+	struct iommu_vfio_ioas set = { .size = sizeof(set), .op = IOMMU_VFIO_IOAS_SET };
+	uint64_t size = 1, rest = 0;
+	struct cvm_be *be;
+	int device = -1, ret, cut;
+	uint8_t *mem;
+
+	mem = mem_alloc(SZ_2M);
+	ret = mem ? cvm_backend_iommufd_open(-1, 0, false, &be) : -ENOMEM;
+	if (ret) {
+		tap(false, "%s (setup: %s)", name, strerror(-ret));
+		return;
+	}
+	ret = attach_edu(be, &device);
+	if (!ret)
+		ret = be->ops->map(be, DMA_IOVA, SZ_2M, mem);
+	set.ioas_id = be->ioas_id;
+	if (!ret && ioctl(be->fd, IOMMU_VFIO_IOAS, &set))
+		ret = -errno;
+	if (ret) {
+		tap(false, "%s (setup: %s)", name, strerror(-ret));
+	} else {
+		cut = compat_cut_raw(be->fd, DMA_IOVA + SZ_2M / 2, PAGE, &size);
+		ret = be->ops->unmap(be, DMA_IOVA, SZ_2M, &rest);
+		tap(cut == -ENOENT && size == 0 && !ret && rest == SZ_2M,
+		    "%s (cut %d size %llu, then whole unmap %d size %#llx)", name, cut,
+		    (unsigned long long)size, ret, (unsigned long long)rest);
+	}
+	cvm_backend_destroy(be);
+	close_fd(&device);
+	munmap(mem, SZ_2M);
+}
+
+/* An IOAS that already has areas with a device attached cannot turn huge
+ * pages off: the open must still succeed, without the cut. */
+static void fact_busy_ioas_opens_without_cut(void)
+{
+	const char *name = "iommufd: want_cut on an adopted IOAS with areas and a device "
+			   "opens without the cut and leaves its mapping alone";
+	struct cvm_be *owner, *be = NULL;
+	uint64_t rest = 0;
+	int device = -1, ret;
+	uint8_t *mem;
+
+	mem = mem_alloc(SZ_2M);
+	ret = mem ? cvm_backend_iommufd_open(-1, 0, false, &owner) : -ENOMEM;
+	if (ret) {
+		tap(false, "%s (setup: %s)", name, strerror(-ret));
+		return;
+	}
+	ret = attach_edu(owner, &device);
+	if (!ret)
+		ret = owner->ops->map(owner, DMA_IOVA, SZ_2M, mem);
+	if (!ret)
+		ret = cvm_backend_iommufd_open(owner->fd, owner->ioas_id, true, &be);
+	if (ret) {
+		tap(false, "%s (%s)", name, strerror(-ret));
+	} else {
+		bool cut = be->can_cut;
+
+		cvm_backend_destroy(be);
+		ret = owner->ops->unmap(owner, DMA_IOVA, SZ_2M, &rest);
+		tap(!cut && !ret && rest == SZ_2M, "%s (can_cut %d, unmap %d size %#llx)",
+		    name, cut, ret, (unsigned long long)rest);
+	}
+	cvm_backend_destroy(owner);
+	close_fd(&device);
+	munmap(mem, SZ_2M);
+}
+
+/*
+ * The proof that a cut is hitless, with the device: after cutting page 256
+ * out of a 512-page mapping, DMA on both sides of the hole and at both ends
+ * still works with nothing remapped; the hole reads zeros and a write to it
+ * does not land.
+ */
+static int dma_checks(struct edu *e, const uint8_t *mem, uint8_t *out_mem, uint64_t hole)
+{
+	const uint64_t out = DMA_IOVA + SZ_2M;   /* a second, untouched mapping */
+	const uint64_t srcs[] = { hole - PAGE, hole + PAGE, DMA_IOVA, DMA_IOVA + SZ_2M - PAGE };
+	uint8_t before[DMA_LEN];
+	int ret;
+
+	for (size_t i = 0; i < ARRAY_SIZE(srcs); i++) {
+		memset(out_mem, 0xee, DMA_LEN);
+		ret = edu_roundtrip(e, srcs[i], out, DMA_LEN);
+		if (ret)
+			return ret;
+		if (memcmp(out_mem, mem + (srcs[i] - DMA_IOVA), DMA_LEN)) {
+			diag("DMA from %#llx next to the cut read wrong data",
+			     (unsigned long long)srcs[i]);
+			return -EIO;
+		}
+	}
+	/* The hole: reads give zeros, writes are dropped. */
+	memset(out_mem, 0xee, DMA_LEN);
+	ret = edu_roundtrip(e, hole, out, DMA_LEN);
+	if (ret)
+		return ret;
+	if (!bytes_are(out_mem, 0, DMA_LEN)) {
+		diag("DMA from the cut page did not read zeros");
+		return -EIO;
+	}
+	memcpy(before, mem + (hole - DMA_IOVA), DMA_LEN);
+	ret = edu_roundtrip(e, DMA_IOVA, hole, DMA_LEN);
+	if (ret)
+		return ret;
+	if (memcmp(before, mem + (hole - DMA_IOVA), DMA_LEN)) {
+		diag("DMA to the cut page landed");
+		return -EIO;
+	}
+	return 0;
+}
+
+static void fact_cut_is_hitless_for_the_device(const char *tname, struct cvm_be *be,
+					       int device)
+{
+	const uint64_t hole = DMA_IOVA + SZ_2M / 2;
+	uint64_t got = 0, rest = 0, out_rest = 0;
+	struct edu e = { 0 };
+	uint8_t *mem, *out_mem;
+	int ret, faults0;
+
+	mem = mem_alloc(SZ_2M);
+	out_mem = mem_alloc(SZ_2M);
+	if (!mem || !out_mem) {
+		tap(false, "%s: no memory", tname);
+		return;
+	}
+	faults0 = guest_dmesg_count("DMAR: [DMA");
+	ret = edu_open(device, &e);
+	if (!ret)
+		ret = be->ops->map(be, DMA_IOVA, SZ_2M, mem);
+	if (!ret)
+		ret = be->ops->map(be, DMA_IOVA + SZ_2M, SZ_2M, out_mem);
+	if (!ret)
+		ret = be->ops->cut(be, hole, PAGE, &got);
+	if (!ret && got != PAGE)
+		ret = -EPROTO;
+	if (!ret)
+		ret = dma_checks(&e, mem, out_mem, hole);
+	be->ops->unmap(be, DMA_IOVA, SZ_2M, &rest);
+	be->ops->unmap(be, DMA_IOVA + SZ_2M, SZ_2M, &out_rest);
+	tap(!ret && rest == SZ_2M - PAGE,
+	    "%s: after a cut the device reaches both sides of the hole and both ends, "
+	    "not the hole (%s; rest %#llx; DMAR faults %d)", tname,
+	    ret ? strerror(-ret) : "ok", (unsigned long long)rest,
+	    guest_dmesg_count("DMAR: [DMA") - faults0);
+	if (e.bar0)
+		edu_close(&e);
+	munmap(mem, SZ_2M);
+	munmap(out_mem, SZ_2M);
+}
+
+static void fact_type1_counts_entries(const char *tname, struct cvm_be *be,
+				      uint64_t want_avail_drop)
+{
+	uint64_t avail0 = be->entries_avail, avail1;
+	uint8_t *mem = mem_alloc(4 * PAGE);
+	int ret = mem ? 0 : -ENOMEM;
+
+	for (int i = 0; !ret && i < 4; i++)
+		ret = be->ops->map(be, DMA_IOVA + i * PAGE, PAGE, mem + i * PAGE);
+	if (!ret)
+		ret = be->ops->refresh(be);
+	avail1 = be->entries_avail;
+	be->ops->unmap(be, DMA_IOVA, 4 * PAGE, NULL);
+	be->ops->refresh(be);
+	tap(!ret && avail0 - avail1 == 4 * want_avail_drop && be->entries_avail == avail0,
+	    "%s: DMA_AVAIL %s (%llu -> %llu after 4 adjacent maps)", tname,
+	    want_avail_drop ? "drops by one per map, adjacent maps are not merged" :
+	    "stays put: no entry limit",
+	    (unsigned long long)avail0, (unsigned long long)avail1);
+	if (mem)
+		munmap(mem, 4 * PAGE);
+}
+
+static void describe(const char *tname, const struct cvm_be *be)
+{
+	diag("%s: pgsizes %#llx, %u IOVA ranges, entries_avail %llu, can_cut %d", tname,
+	     (unsigned long long)be->pgsizes, be->nranges,
+	     (unsigned long long)be->entries_avail, be->can_cut);
+	for (uint32_t i = 0; i < be->nranges; i++)
+		diag("  [%#llx, %#llx]", (unsigned long long)be->ranges[i].start,
+		     (unsigned long long)be->ranges[i].last);
+}
+
+/* Type1-style targets: caps read after the device is open are the real ones. */
+static void type1_facts(const char *tname, unsigned long type, bool compat, bool cut)
+{
+	struct type1_target t = { type, -1, -1 };
+	struct cvm_be *be;
+	int ret;
+
+	ret = type1_target_open(&t, 0, &be);
+	if (ret) {
+		tap(false, "%s: open (%s)", tname, strerror(-ret));
+		return;
+	}
+	describe(tname, be);
+	tap(be->can_cut == cut && !cvm_backend_iova_valid(be, 0xfee00000, PAGE) &&
+	    cvm_backend_iova_valid(be, DMA_IOVA, SZ_2M),
+	    "%s: cut probe says %s; IOVA ranges exclude the MSI window", tname,
+	    cut ? "cut" : "no cut");
+	if (compat)
+		tap(be->entries_avail == UINT32_MAX,
+		    "%s: DMA_AVAIL reads 4294967295 (no entry limit)", tname);
+	else
+		fact_type1_counts_entries(tname, be, 1);
+	if (be->can_cut)
+		fact_cut_is_hitless_for_the_device(tname, be, t.device);
+	cvm_backend_destroy(be);
+	tap(fcntl(t.container, F_GETFD) >= 0, "%s: destroy leaves the VMM's container fd open",
+	    tname);
+	close_fd(&t.device);
+	close_fd(&t.container);
+}
+
+/* A VMM may hand over its container before it opens the device: the probe
+ * then runs on an IOAS with no domain (compat: full IOVA range) and must give
+ * the same answer. */
+static void fact_probe_before_device(const char *tname, unsigned long type, bool cut)
+{
+	struct cvm_be *be;
+	int container = -1, ret;
+
+	ret = guest_open_type1(type, &container, NULL);
+	if (!ret)
+		ret = cvm_backend_type1_open(container, &be);
+	if (ret) {
+		tap(false, "%s: open before the device (%s)", tname, strerror(-ret));
+		close_fd(&container);
+		return;
+	}
+	describe(tname, be);
+	tap(be->can_cut == cut, "%s: the cut probe says %s before the device is opened too",
+	    tname, cut ? "cut" : "no cut");
+	cvm_backend_destroy(be);
+	close_fd(&container);
+}
+
+static void iommufd_cut_facts(void)
+{
+	struct iommufd_target t = { .want_cut = true, .device = -1 };
+	struct cvm_be *be;
+	int ret;
+
+	ret = iommufd_target_open(&t, 0, &be);
+	if (ret) {
+		tap(false, "iommufd-cut: open (%s)", strerror(-ret));
+		return;
+	}
+	describe("iommufd-cut", be);
+	tap(be->can_cut && be->pgsizes == PAGE,
+	    "iommufd-cut: a fresh IOAS gets the hitless cut (HUGE_PAGES=0, 4 KiB IOPTEs)");
+	if (be->can_cut)
+		fact_cut_is_hitless_for_the_device("iommufd-cut", be, t.device);
+	cvm_backend_destroy(be);
+	close_fd(&t.device);
+}
+
+/* ---- main ---- */
+
+static struct type1_target t_type1 = { VFIO_TYPE1v2_IOMMU, -1, -1 };
+static struct type1_target t_compat_v2 = { VFIO_TYPE1v2_IOMMU, -1, -1 };
+static struct type1_target t_compat_v1 = { VFIO_TYPE1_IOMMU, -1, -1 };
+static struct iommufd_target t_ifd_cut = { true, -1 };
+static struct iommufd_target t_ifd = { false, -1 };
+
+static const struct conf_target targets_a[] = {
+	{ .name = "type1-v2", .partial_unmap_err = -EINVAL, .unmap_nothing_err = 0,
+	  .has_entry_limit = true, .expect_cut = false, .real = true,
+	  .open = type1_target_open, .ctx = &t_type1 },
+	{ .name = "iommufd-cut", .partial_unmap_err = -ENOENT, .unmap_nothing_err = -ENOENT,
+	  .has_entry_limit = false, .expect_cut = true, .real = true,
+	  .open = iommufd_target_open, .ctx = &t_ifd_cut },
+	{ .name = "iommufd", .partial_unmap_err = -ENOENT, .unmap_nothing_err = -ENOENT,
+	  .has_entry_limit = false, .expect_cut = false, .real = true,
+	  .open = iommufd_target_open, .ctx = &t_ifd },
+};
+
+/* iommufd's compat container: v2 answers a partial unmap with -ENOENT; with
+ * v1 semantics the same unmap is the cut, so it succeeds. */
+static const struct conf_target targets_b[] = {
+	{ .name = "compat-v2", .partial_unmap_err = -ENOENT, .unmap_nothing_err = 0,
+	  .has_entry_limit = false, .expect_cut = false, .real = true,
+	  .open = type1_target_open, .ctx = &t_compat_v2 },
+	{ .name = "compat-v1", .partial_unmap_err = 0, .unmap_nothing_err = 0,
+	  .has_entry_limit = false, .expect_cut = true, .real = true,
+	  .open = type1_target_open, .ctx = &t_compat_v1 },
+};
+
+static void close_targets(void)
+{
+	close_fd(&t_type1.device);
+	close_fd(&t_type1.container);
+	close_fd(&t_compat_v2.device);
+	close_fd(&t_compat_v2.container);
+	close_fd(&t_compat_v1.device);
+	close_fd(&t_compat_v1.container);
+	close_fd(&t_ifd_cut.device);
+	close_fd(&t_ifd.device);
+}
+
+static char which_kernel(int argc, char **argv)
+{
+	if (argc > 1)
+		return argv[1][0];
+	/* Kernel A's type1 driver is built in: its parameters are in sysfs. */
+	return access("/sys/module/vfio_iommu_type1", F_OK) ? 'B' : 'A';
+}
+
+static void run_targets(const struct conf_target *t, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		diag("conformance: %s", t[i].name);
+		failures += conformance_run(&t[i], &test_no);
+		close_targets();
+	}
+}
+
+int main(int argc, char **argv)
+{
+	char bdf[32], cdev[256];
+	char kernel = which_kernel(argc, argv);
+	int group, ret;
+
+	if (getenv("CVM_DEBUG"))
+		cvm_set_log(log_to_tap, NULL, LOG_DEBUG);
+	else
+		cvm_set_log(log_to_tap, NULL, LOG_INFO);
+	ret = guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev));
+	if (ret) {
+		printf("1..0 # SKIP no edu device bound to vfio-pci (%s)\n", strerror(-ret));
+		return 0;
+	}
+	diag("kernel %c, edu %s, group %d, cdev %s", kernel, bdf, group, cdev);
+	if (kernel == 'A') {
+		fact_probe_before_device("type1-v2 (no device)", VFIO_TYPE1v2_IOMMU, false);
+		run_targets(targets_a, ARRAY_SIZE(targets_a));
+		type1_facts("type1-v2", VFIO_TYPE1v2_IOMMU, false, false);
+		type1_facts("type1-v1", VFIO_TYPE1_IOMMU, false, false);
+	} else {
+		fact_probe_before_device("compat-v1 (no device)", VFIO_TYPE1_IOMMU, true);
+		run_targets(targets_b, ARRAY_SIZE(targets_b));
+		type1_facts("compat-v2", VFIO_TYPE1v2_IOMMU, true, false);
+		type1_facts("compat-v1", VFIO_TYPE1_IOMMU, true, true);
+	}
+	if (cdev[0]) {
+		/* §2a holds wherever iommufd is, container or not. */
+		iommufd_cut_facts();
+		fact_iommufd_ranges_real_only_after_attach();
+		fact_cut_with_huge_pages_fails_safely();
+		fact_busy_ioas_opens_without_cut();
+	} else {
+		tap_skip("iommufd guest facts", "no vfio cdev (VFIO_DEVICE_CDEV off)");
+	}
+	close_targets();
+	printf("1..%d\n", test_no);
+	return failures ? 1 : 0;
+}
