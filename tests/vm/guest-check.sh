@@ -1,0 +1,96 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# make check's guest stage: boot one guest kernel ONCE, run every guest test
+# program in it, and report each TAP line of each program as one TAP line of
+# our own ("PROGRAM: description"), so every guest test is its own
+# PASS/FAIL/SKIP in make check.
+#
+#   tests/vm/guest-check.sh --kernel A|B [--timeout S] [PROGRAM...]
+#
+# Test 1 checks the harness itself: the kernel boots and edu is bound to
+# vfio-pci.  A program that crashes, hangs (killed after $CVMDMA_VM_TEST_TIMEOUT
+# s, default 300), breaks its plan or exits non-zero without a failed test
+# adds a "not ok".  Without QEMU, busybox-static, cpio or the guest kernel
+# (source or build), every test is a SKIP that says why.  The first run on a
+# machine builds the kernel (tests/vm/build-kernel, ~8 min).
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+kernel=A limit=
+while [ $# -gt 0 ]; do
+	case $1 in
+	--kernel) kernel=${2:-}; shift 2 ;;
+	--timeout) limit=${2:-}; shift 2 ;;
+	*) break ;;
+	esac
+done
+per_prog=${CVMDMA_VM_TEST_TIMEOUT:-300}
+# Boot takes seconds; allow every program its full share on top.
+limit=${limit:-$((120 + per_prog * $#))}
+
+names=
+for p in "$@"; do
+	names="$names $(basename "$p")"
+done
+
+# Every test SKIPs with reason $1 (tooling unavailable: not a failure).
+skip_all() {
+	n=1
+	echo "ok $n - harness: kernel $kernel boots with edu bound to vfio-pci # SKIP $1"
+	for name in $names; do
+		n=$((n + 1))
+		echo "ok $n - $name # SKIP $1"
+	done
+	echo "1..$n"
+	exit 0
+}
+
+# Every test FAILs with reason $1 (the harness is there but broke).
+fail_all() {
+	n=1
+	echo "not ok $n - harness: kernel $kernel boots with edu bound to vfio-pci ($1)"
+	for name in $names; do
+		n=$((n + 1))
+		echo "not ok $n - $name (not run: $1)"
+	done
+	echo "1..$n"
+	exit 1
+}
+
+# Last line of a tool's complaint, for a SKIP reason (TAP wants one line, no '#').
+reason() { tail -n 1 "$1" | tr -d '#' | sed 's/^[a-z-]*: //'; }
+
+case $kernel in A | B) ;; *) echo "Bail out! --kernel must be A or B" ; exit 2 ;; esac
+dups=$(printf '%s\n' $names | sort | uniq -d)
+[ -z "$dups" ] || fail_all "two programs named $dups"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/cvm-check.XXXXXX") || fail_all "mktemp failed"
+trap 'rm -rf "$work"' EXIT INT TERM
+t0=$(date +%s)
+
+"$here/qemu-run" --check 2>"$work/err" || skip_all "$(reason "$work/err")"
+for p in "$@"; do
+	echo "$(basename "$p") /bin/$(basename "$p")"
+done >"$work/run"
+"$here/mkinitramfs" -r "$work/run" "$work/initrd.gz" "$@" 2>"$work/err"
+case $? in
+0) ;;
+77) skip_all "$(reason "$work/err")" ;;
+*) sed 's/^/# /' "$work/err"; fail_all "initramfs: $(reason "$work/err")" ;;
+esac
+echo "# guest kernel $kernel: tests/vm/build-kernel (first run on a machine builds it, ~8 min)"
+if ! bz=$("$here/build-kernel" "$kernel" 2>"$work/err"); then
+	sed 's/^/# build-kernel: /' "$work/err"
+	skip_all "guest kernel $kernel unavailable: $(reason "$work/err")"
+fi
+t1=$(date +%s)
+echo "# kernel ready after $((t1 - t0)) s; booting $bz"
+
+{
+	"$here/qemu-run" --timeout "$limit" --append "CVM_TIMEOUT=$per_prog" \
+		"$bz" "$work/initrd.gz" 2>"$work/qemu.err" || echo "@@CVM-QEMU-EXIT $?"
+} | awk -v kernel="$kernel" -v names="$names" -f "$here/guest-tap.awk"
+status=$?
+sed 's/^/# qemu: /' "$work/qemu.err"
+echo "# guest stage took $(($(date +%s) - t1)) s (boot + tests + poweroff)"
+exit "$status"

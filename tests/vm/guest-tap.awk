@@ -1,0 +1,126 @@
+# SPDX-License-Identifier: MIT
+# Turn the guest's serial console (tests/vm/init's @@CVM markers) into one
+# TAP stream: a harness test, then each TAP line of each program as a line
+# of our own prefixed with the program's name.  Used by guest-check.sh.
+#   awk -v kernel=A -v names="prog1 prog2" -f guest-tap.awk
+# Exit status 1 if any "not ok" was printed.
+
+function emit(ok, desc) {
+	n++
+	# A "not ok ... # TODO" is an expected failure, not a broken run.
+	if (!ok && desc !~ /#[ \t]*[Tt][Oo][Dd][Oo]/)
+		bad = 1
+	print (ok ? "ok " : "not ok ") n " - " desc
+	fflush()
+}
+
+function start(name) {
+	cur = name
+	planned = -1
+	ran = 0
+	failed = 0
+	skipall = ""
+	bailed = 0
+}
+
+# One line of the current program's output.
+function tapline(l,   rest, num) {
+	if (l ~ /^(not )?ok([ \t]|$)/) {
+		rest = l
+		sub(/^(not )?ok[ \t]*/, "", rest)
+		num = rest
+		sub(/[^0-9].*$/, "", num)
+		sub(/^[0-9]*[ \t]*(-[ \t]*)?/, "", rest)
+		if (rest == "" || rest ~ /^#/)
+			rest = "test " num (rest == "" ? "" : " " rest)
+		ran++
+		if (l ~ /^not/ && rest !~ /#[ \t]*[Tt][Oo][Dd][Oo]/)
+			failed++
+		# The directive (# SKIP / # TODO) stays at the end, so it keeps its meaning.
+		emit(l !~ /^not/, cur ": " rest)
+	} else if (l ~ /^1\.\.[0-9]+/) {
+		planned = substr(l, 4) + 0
+		if (l ~ /#[ \t]*[Ss][Kk][Ii][Pp]/) {
+			skipall = l
+			sub(/^[^#]*#[ \t]*[Ss][Kk][Ii][Pp][^ \t]*[ \t]*/, "", skipall)
+			if (skipall == "")
+				skipall = "skipped"
+		}
+	} else if (l ~ /^Bail out!/) {
+		failed++
+		bailed = 1
+		emit(0, cur ": " l)
+	} else {
+		sub(/^#[ \t]*/, "", l)
+		print "# " cur ": " l
+	}
+}
+
+# The program exited with status st: report what its own lines did not.
+function finish(name, st,   problem) {
+	done[name] = 1
+	if (ran == 0 && planned == 0) {
+		emit(1, name " # SKIP " (skipall != "" ? skipall : "no tests"))
+		return
+	}
+	if (ran == 0 && st == 77) {
+		emit(1, name " # SKIP exit status 77")
+		return
+	}
+	if (ran == 0) {
+		emit(0, name ": printed no TAP result (exit status " st ")")
+		return
+	}
+	problem = ""
+	if (planned < 0 && !bailed)
+		problem = "printed no plan"
+	else if (planned >= 0 && planned != ran)
+		problem = "planned " planned " tests, ran " ran
+	# A crash is news even after a failed test; a plain exit 1 after one is not.
+	if ((st != 0 && failed == 0) || st > 128)
+		problem = problem (problem == "" ? "" : ", ") "exit status " st \
+			(st == 137 ? " (killed: timeout)" : st > 128 ? " (signal)" : "")
+	if (problem != "")
+		emit(0, name ": " problem)
+}
+
+{ sub(/\r$/, "") }
+
+/^@@CVM-BOOT ok / {
+	booted = 1
+	emit(1, "harness: kernel " kernel " boots, edu " $3 " bound to vfio-pci (group " $4 ")")
+	print "# guest uptime when tests start: " $6 " s"
+	next
+}
+/^@@CVM-BOOT fail/ {
+	booted = 1
+	emit(0, "harness: kernel " kernel " boots with edu bound to vfio-pci")
+	print "# " $0
+	next
+}
+/^@@CVM-BEGIN / { start($2); inprog = 1; next }
+/^@@CVM-END / { inprog = 0; next }
+/^@@CVM-RESULT / { finish($2, $3); next }
+/^@@CVM-DMESG-BEGIN / { indmesg = 1; dname = $2; next }
+/^@@CVM-DMESG-END / { indmesg = 0; next }
+/^@@CVM-DONE/ { print "# guest uptime at poweroff: " $2 " s"; next }
+/^@@CVM-QEMU-EXIT / { qemu = $2; next }
+indmesg { print "# " dname ": dmesg: " $0; next }
+inprog { tapline($0); next }
+{ print "# console: " $0 }
+
+END {
+	why = "no result: the guest died, hung or timed out"
+	if (qemu != "")
+		why = why " (qemu-run exit " qemu ")"
+	if (!booted)
+		emit(0, "harness: kernel " kernel " boots with edu bound to vfio-pci (" why ")")
+	if (inprog)
+		emit(0, cur ": " why)
+	cnt = split(names, list, " ")
+	for (i = 1; i <= cnt; i++)
+		if (!(list[i] in done) && !(inprog && list[i] == cur))
+			emit(0, list[i] ": " why)
+	print "1.." n
+	exit bad
+}

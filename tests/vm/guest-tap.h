@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * TAP output for guest programs (Criterion needs more than the tiny guest
+ * has).  The plan is printed last, so a program may decide as it goes how
+ * many tests it runs; tests/vm/guest-check.sh turns each line into one
+ * make check result.  Include from one file per program.
+ */
+#ifndef CVM_TESTS_VM_GUEST_TAP_H
+#define CVM_TESTS_VM_GUEST_TAP_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+
+static int tap_count;
+static bool tap_failed;
+
+static inline void tap_vline(const char *status, const char *directive, const char *fmt,
+			     va_list ap)
+{
+	printf("%s %d - ", status, ++tap_count);
+	vprintf(fmt, ap);
+	if (directive)
+		printf(" # %s", directive);
+	putchar('\n');
+	/* Flush every line: a crash must not swallow the results before it. */
+	fflush(stdout);
+}
+
+/* One test: prints ok / not ok; returns cond. */
+__attribute__((format(printf, 2, 3), unused))
+static bool tap_ok(bool cond, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	tap_vline(cond ? "ok" : "not ok", NULL, fmt, ap);
+	va_end(ap);
+	if (!cond)
+		tap_failed = true;
+	return cond;
+}
+
+/* A test that cannot run here; reason says why. */
+__attribute__((format(printf, 2, 3), unused))
+static void tap_skip(const char *reason, const char *fmt, ...)
+{
+	char directive[256];
+	va_list ap;
+
+	snprintf(directive, sizeof(directive), "SKIP %s", reason);
+	va_start(ap, fmt);
+	tap_vline("ok", directive, fmt, ap);
+	va_end(ap);
+}
+
+/* A diagnostic line (shown in the test log, not as a result). */
+__attribute__((format(printf, 1, 2), unused))
+static void tap_diag(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("# ", stdout);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	putchar('\n');
+	fflush(stdout);
+}
+
+/* Nothing can run (e.g. not inside the guest): the whole program is a SKIP. */
+__attribute__((unused))
+static int tap_skip_all(const char *reason)
+{
+	printf("1..0 # SKIP %s\n", reason);
+	fflush(stdout);
+	return 0;
+}
+
+/* Print the plan; returns the exit status (1 if any test failed). */
+__attribute__((unused))
+static int tap_done(void)
+{
+	printf("1..%d\n", tap_count);
+	fflush(stdout);
+	return tap_failed ? 1 : 0;
+}
+
+#endif

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Helpers for programs that run INSIDE the test guest (tests/vm/init has
+ * bound QEMU's edu device to vfio-pci): find the device, open it through a
+ * VFIO type1 container or an iommufd, read the kernel log, and drive the
+ * edu DMA engine, so a test can check what the device really sees.
+ *
+ * Every int function returns 0 or a negative errno; nothing exits or prints.
+ * Not thread-safe (one test thread drives one device).
+ */
+#ifndef CVM_TESTS_VM_GUEST_H
+#define CVM_TESTS_VM_GUEST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/*
+ * The edu device: its BDF ("0000:00:01.0"), IOMMU group number and vfio
+ * cdev path ("/dev/vfio/devices/vfio0", or "" on a kernel without
+ * VFIO_DEVICE_CDEV).  -ENODEV: no edu device (e.g. not in the guest);
+ * -ENOENT: no IOMMU group (intel_iommu off); -EBUSY: not bound to vfio-pci;
+ * -ENAMETOOLONG: a buffer is too small.
+ */
+int guest_find_edu(char *bdf, size_t bdflen, int *group, char *cdev, size_t cdevlen);
+
+/*
+ * A VFIO container with the edu group attached and iommu_type
+ * (VFIO_TYPE1v2_IOMMU or VFIO_TYPE1_IOMMU) set; with device_fd, the device
+ * too (VFIO_GROUP_GET_DEVICE_FD).  The group stays open as long as the
+ * device fd or, without one, until the next call: a group opens only once,
+ * so close the previous container and device before calling again.
+ */
+int guest_open_type1(unsigned long iommu_type, int *container_fd, int *device_fd);
+
+/* Open the edu vfio cdev and bind it to iommufd (VFIO_DEVICE_BIND_IOMMUFD). */
+int guest_iommufd_bind(int iommufd, int *device_fd);
+
+/* Attach a bound cdev to an IOAS or HWPT (VFIO_DEVICE_ATTACH_IOMMUFD_PT). */
+int guest_iommufd_attach(int device_fd, uint32_t ioas_id);
+
+/*
+ * Set vfio_iommu_type1's dma_entry_limit (applies to containers created
+ * afterwards); *old (may be NULL) gets the previous value.
+ */
+int guest_set_dma_entry_limit(unsigned limit, unsigned *old);
+
+/*
+ * Kernel log lines logged so far (from boot) that contain needle; compare
+ * before and after an action.  Returns the count or a negative errno.
+ * DMAR fault lines are rate-limited: see guest_wait_dmar_ratelimit().
+ */
+int guest_dmesg_count(const char *needle);
+
+/*
+ * The intel-iommu fault handler logs through a rate limiter of 10 calls per
+ * 5 s and spends three per fault, so only three faults in a row are sure to
+ * be logged ("[DMA Read NO_PASID] ..."); a fourth one vanishes.  This waits
+ * (up to ~5.5 s, 0 if no fault was logged in the last 5.5 s) until the
+ * limiter is sure to be fresh: call it before each group of up to three
+ * faults whose log lines a test counts.
+ */
+int guest_wait_dmar_ratelimit(void);
+
+/* ---- QEMU's edu device (KERNEL-FACTS.md §4) ---- */
+
+#define EDU_ID		0x010000edu	/* register 0x00 */
+#define EDU_BUF_ADDR	0x40000u	/* the device's own buffer, in device space */
+#define EDU_BUF_SIZE	4096u
+
+struct edu {
+	int device_fd;			/* not owned: the caller closes it */
+	volatile uint8_t *bar0;
+	size_t bar0_size;
+};
+
+/* Map BAR0, check the id register, turn on bus mastering (vfio-pci leaves it off). */
+int edu_open(int device_fd, struct edu *e);
+
+/*
+ * One DMA of len bytes (1..EDU_BUF_SIZE) between RAM at iova and the start
+ * of the edu buffer: to_ram false reads RAM into the buffer, true writes the
+ * buffer to RAM.  Waits for completion (100 ms of virtual time); -ETIMEDOUT
+ * if the device does not finish.  An unmapped iova does not fail here: the
+ * device reads zeros or its write is dropped, and the IOMMU logs a fault.
+ */
+int edu_dma(struct edu *e, uint64_t iova, bool to_ram, size_t len);
+
+/* RAM at src_iova -> edu buffer -> RAM at dst_iova (the buffer itself cannot be read). */
+int edu_roundtrip(struct edu *e, uint64_t src_iova, uint64_t dst_iova, size_t len);
+
+/* Unmap BAR0; leaves the device fd open. */
+void edu_close(struct edu *e);
+
+#endif
