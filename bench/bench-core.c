@@ -56,6 +56,9 @@ static const struct conv_cfg conv_cfgs[] = {
 };
 
 #define SWIOTLB (64 * MiB)
+/* Guest RAM above 4 GiB, as on q35: below it lies the MSI window, which no
+ * IOVA range of a real IOMMU (or of the model) covers. */
+#define RAM_BASE (4 * GiB)
 
 /* The same workload for every configuration: computed once. */
 struct conv_seq {
@@ -132,7 +135,8 @@ struct conv_env {
 /* The region in its starting state, with the DMA context (if any) attached last. */
 static void conv_setup(const struct conv_seq *s, const struct conv_cfg *c, struct conv_env *e)
 {
-	struct cvm_region_config rc = { .sz = sizeof(rc), .length = s->npages * PAGE };
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_BASE,
+					 .length = s->npages * PAGE };
 	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
 				     .flags = c->flags, .model_rules = c->rules };
 	struct cvm_range *rg = calloc(s->ninitial + 1, sizeof(*rg));
@@ -144,9 +148,9 @@ static void conv_setup(const struct conv_seq *s, const struct conv_cfg *c, struc
 	err = cvm_region_create(&rc, &e->r);
 	if (err)
 		die("cvm_region_create: %s", err_name(err));
-	rg[0] = (struct cvm_range){ s->swiotlb * PAGE, SWIOTLB };
+	rg[0] = (struct cvm_range){ RAM_BASE + s->swiotlb * PAGE, SWIOTLB };
 	for (size_t i = 0; i < s->ninitial; i++)
-		rg[i + 1] = (struct cvm_range){ s->initial[i] * PAGE, PAGE };
+		rg[i + 1] = (struct cvm_range){ RAM_BASE + s->initial[i] * PAGE, PAGE };
 	err = cvm_convert_batch(e->r, rg, s->ninitial + 1, CVM_SHARED, 0);
 	free(rg);
 	if (err)
@@ -170,7 +174,7 @@ static void conv_teardown(const struct conv_seq *s, struct conv_env *e)
 
 static void convert_or_die(struct cvm_region *r, uint64_t page, enum cvm_state to)
 {
-	int err = cvm_convert(r, page * PAGE, PAGE, to, 0);
+	int err = cvm_convert(r, RAM_BASE + page * PAGE, PAGE, to, 0);
 
 	if (err)
 		die("cvm_convert(page %" PRIu64 ", %s): %s", page,
@@ -277,16 +281,18 @@ static uint64_t model_alone(const struct conv_seq *s, const struct opts *o)
 
 	if (err)
 		die("cvm_backend_model_open: %s", err_name(err));
-	err = be->ops->map(be, s->swiotlb * PAGE, SWIOTLB, hva + s->swiotlb * PAGE);
+	err = be->ops->map(be, RAM_BASE + s->swiotlb * PAGE, SWIOTLB, hva + s->swiotlb * PAGE);
 	for (size_t i = 0; i < s->ninitial && !err; i++)
-		err = be->ops->map(be, s->initial[i] * PAGE, PAGE, hva + s->initial[i] * PAGE);
+		err = be->ops->map(be, RAM_BASE + s->initial[i] * PAGE, PAGE,
+				   hva + s->initial[i] * PAGE);
 	c0 = cpu_ns();
 	for (size_t i = 0; i < s->nsteps && !err; i++) {
 		if (i == o->warmup)
 			c0 = cpu_ns();
-		err = be->ops->map(be, s->share[i] * PAGE, PAGE, hva + s->share[i] * PAGE);
+		err = be->ops->map(be, RAM_BASE + s->share[i] * PAGE, PAGE,
+				   hva + s->share[i] * PAGE);
 		if (!err)
-			err = be->ops->unmap(be, s->unshare[i] * PAGE, PAGE, &got);
+			err = be->ops->unmap(be, RAM_BASE + s->unshare[i] * PAGE, PAGE, &got);
 	}
 	ns = (cpu_ns() - c0) / (2 * o->pairs);
 	if (err)
@@ -375,7 +381,7 @@ static void fragment(struct cvm_region *r, uint64_t npages, const struct pattern
 			break;
 		if (len > npages - pos)
 			len = npages - pos;
-		rg[n++] = (struct cvm_range){ pos * PAGE, len * PAGE };
+		rg[n++] = (struct cvm_range){ RAM_BASE + pos * PAGE, len * PAGE };
 		pos += len;
 		if (n == BATCH) {
 			err = cvm_convert_batch(r, rg, n, CVM_SHARED, 0);
@@ -426,7 +432,8 @@ static void replay_one(struct cvm_region *r, const struct pattern *p, const stru
 
 static void bench_replay(const struct opts *o)
 {
-	struct cvm_region_config rc = { .sz = sizeof(rc), .length = o->replay_size };
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_BASE,
+					 .length = o->replay_size };
 	uint64_t npages = o->replay_size / PAGE;
 	size_t np = o->stress ? 2 : 1;
 
