@@ -20,14 +20,21 @@ bench_bench_policy_SOURCES = bench/bench-policy.c bench/bench-util.h \
 bench_bench_policy_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tools
 bench_bench_policy_LDADD = lib/libcvmdma.la
 
+# Runs inside the vIOMMU test guest (tests/vm/run-in-guest), statically
+# linked to the library like the guest tests.
+noinst_PROGRAMS += bench/bench-guest
+bench_bench_guest_SOURCES = bench/bench-guest.c bench/bench-util.h $(GUEST_SOURCES)
+bench_bench_guest_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tests/vm
+bench_bench_guest_CFLAGS = $(GUEST_CFLAGS)
+bench_bench_guest_LDADD = $(GUEST_LDADD)
+
 EXTRA_DIST += bench/run.sh bench/policy.gp bench/guest.gp scripts/bench-report
 
 BENCH_ARGS =
-# bench-pagemap (mk/pagemap.mk) and bench-guest (with the vIOMMU harness)
-# are run when they exist in this tree.
+# bench-pagemap (mk/pagemap.mk) is run when this tree has it.
 bench_deps = bench/bench-core$(EXEEXT) bench/bench-policy$(EXEEXT) \
-	tools/cvmdma-tracegen$(EXEEXT) $(filter bench/bench-pagemap% bench/bench-guest%, \
-	$(noinst_PROGRAMS) $(EXTRA_PROGRAMS) $(check_PROGRAMS))
+	bench/bench-guest$(EXEEXT) tools/cvmdma-tracegen$(EXEEXT) \
+	$(filter bench/bench-pagemap%, $(noinst_PROGRAMS) $(EXTRA_PROGRAMS) $(check_PROGRAMS))
 
 bench: $(bench_deps)
 	top_srcdir='$(abs_top_srcdir)' top_builddir='$(abs_top_builddir)' GNUPLOT='$(GNUPLOT)' \

@@ -1,0 +1,383 @@
+// SPDX-License-Identifier: MIT
+/*
+ * bench-guest: the mapping policies on the real kernel, inside the vIOMMU
+ * test guest (run through tests/vm/run-in-guest; edu is bound to vfio-pci).
+ * For each backend (a VFIO type1 container, an iommufd IOAS with the edu
+ * device attached), each workload and each policy, a fresh 512 MiB region
+ * and a fresh container/IOAS; per phase, the ioctls the library issued
+ * (map + unmap + cut calls from cvm_dma_stats) and the wall time.
+ *
+ * Under TCG every absolute time is an emulation cost: only ratios measured
+ * in the same run mean anything, and bench-report shows them that way.
+ *
+ * Workloads (seeded, identical for every policy):
+ *   swiotlb-256M  one 256 MiB request made shared, then private again;
+ *   tdx-boot      a small TD's boot: RAM declared private in 2 MiB exits
+ *                 (no-ops), a 64 MiB swiotlb shared in 2 MiB exits at an
+ *                 unaligned place, 300 coherent allocations of 4-64 KiB;
+ *   churn         the swiotlb, then 2,000 coherent allocations and frees
+ *                 of 4-64 KiB, at most 128 live.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <linux/iommufd.h>
+#include <linux/vfio.h>
+
+#include <cvmdma.h>
+
+#include "bench-util.h"
+#include "guest.h"
+
+#define RAM		(512 * MiB)
+#define EXIT_MAX	(2 * MiB)       /* KVM hands TDX MapGPA over in <= 2 MiB exits */
+#define BLOCK		(64 * KiB)      /* the largest coherent allocation */
+#define SWIOTLB_A	(256 * MiB)
+#define SWIOTLB_A_AT	(128 * MiB + 12 * KiB)
+#define SWIOTLB_B	(64 * MiB)
+#define SWIOTLB_B_AT	(RAM - SWIOTLB_B - 3 * MiB - 12 * KiB)
+#define ENTRY_LIMIT	131072          /* per-page needs 65,536 for 256 MiB */
+
+/* ---- workloads: a list of conversions, split in phases ---- */
+
+struct op {
+	uint64_t gpa, len;
+	enum cvm_state to;
+};
+
+struct phase {
+	const char *name;
+	struct op *ops;
+	size_t n, cap;
+};
+
+struct workload {
+	const char *name;
+	struct phase ph[4];
+	size_t nph;
+};
+
+static void push(struct phase *p, uint64_t gpa, uint64_t len, enum cvm_state to)
+{
+	if (p->n == p->cap) {
+		p->cap = p->cap ? 2 * p->cap : 64;
+		p->ops = realloc(p->ops, p->cap * sizeof(*p->ops));
+		if (!p->ops)
+			die("bench-guest: out of memory");
+	}
+	p->ops[p->n++] = (struct op){ gpa, len, to };
+}
+
+static struct phase *phase(struct workload *w, const char *name)
+{
+	struct phase *p = &w->ph[w->nph++];
+
+	p->name = name;
+	return p;
+}
+
+/* A request of len bytes reaching the VMM as <= 2 MiB exits from its start. */
+static void push_exits(struct phase *p, uint64_t gpa, uint64_t len, enum cvm_state to)
+{
+	for (uint64_t off = 0; off < len; off += EXIT_MAX)
+		push(p, gpa + off, len - off < EXIT_MAX ? len - off : EXIT_MAX, to);
+}
+
+/* Coherent allocations: 4 KiB half the time, else 8-64 KiB, naturally
+ * aligned, each in its own free 64 KiB block outside the swiotlb. */
+struct blocks {
+	uint8_t used[RAM / BLOCK];
+	struct bench_rng rng;
+};
+
+static uint64_t alloc_size(struct bench_rng *rng)
+{
+	uint64_t k = rng_below(rng, 8);
+
+	return k < 4 ? 4 * KiB : (8 * KiB) << (k - 4);
+}
+
+static uint64_t alloc_at(struct blocks *b, uint64_t size)
+{
+	for (;;) {
+		uint64_t blk = rng_below(&b->rng, RAM / BLOCK);
+		uint64_t off = rng_below(&b->rng, BLOCK / size) * size;
+
+		if (b->used[blk])
+			continue;
+		b->used[blk] = 1;
+		return blk * BLOCK + off;
+	}
+}
+
+static void reserve_swiotlb(struct blocks *b)
+{
+	for (uint64_t a = SWIOTLB_B_AT / BLOCK; a <= (SWIOTLB_B_AT + SWIOTLB_B - 1) / BLOCK; a++)
+		b->used[a] = 1;
+}
+
+static void make_swiotlb(struct workload *w)
+{
+	w->name = "swiotlb-256M";
+	push(phase(w, "share"), SWIOTLB_A_AT, SWIOTLB_A, CVM_SHARED);
+	push(phase(w, "unshare"), SWIOTLB_A_AT, SWIOTLB_A, CVM_PRIVATE);
+}
+
+static void make_tdx_boot(struct workload *w, struct blocks *b)
+{
+	struct phase *p;
+
+	w->name = "tdx-boot";
+	push_exits(phase(w, "accept (no-ops)"), 0, RAM, CVM_PRIVATE);
+	push_exits(phase(w, "swiotlb"), SWIOTLB_B_AT, SWIOTLB_B, CVM_SHARED);
+	p = phase(w, "coherent");
+	for (int i = 0; i < 300; i++) {
+		uint64_t sz = alloc_size(&b->rng);
+
+		push(p, alloc_at(b, sz), sz, CVM_SHARED);
+	}
+}
+
+#define CHURN_OPS 2000
+#define CHURN_LIVE 128
+
+static void make_churn(struct workload *w, struct blocks *b)
+{
+	struct op live[CHURN_LIVE];
+	struct phase *p;
+	size_t nlive = 0;
+
+	w->name = "churn";
+	push_exits(phase(w, "swiotlb"), SWIOTLB_B_AT, SWIOTLB_B, CVM_SHARED);
+	p = phase(w, "alloc/free");
+	for (int i = 0; i < CHURN_OPS; i++) {
+		bool do_free = nlive == CHURN_LIVE || (nlive && rng_below(&b->rng, 2));
+
+		if (do_free) {
+			size_t k = rng_below(&b->rng, nlive);
+
+			push(p, live[k].gpa, live[k].len, CVM_PRIVATE);
+			b->used[live[k].gpa / BLOCK] = 0;
+			live[k] = live[--nlive];
+		} else {
+			uint64_t sz = alloc_size(&b->rng);
+
+			live[nlive] = (struct op){ alloc_at(b, sz), sz, CVM_SHARED };
+			push(p, live[nlive].gpa, sz, CVM_SHARED);
+			nlive++;
+		}
+	}
+}
+
+static struct workload *make_workloads(size_t *n)
+{
+	static struct workload w[3];
+	static struct blocks b;
+
+	memset(&b, 0, sizeof(b));
+	b.rng.s = 1;
+	reserve_swiotlb(&b);
+	make_swiotlb(&w[0]);
+	make_tdx_boot(&w[1], &b);
+	memset(b.used, 0, sizeof(b.used));
+	reserve_swiotlb(&b);
+	make_churn(&w[2], &b);
+	*n = 3;
+	return w;
+}
+
+/* ---- backends: a fresh IOMMU address space with the edu device in it ---- */
+
+struct space {
+	const char *name;
+	int fd, device;
+	uint32_t ioas;
+	struct cvm_dma *dma;
+};
+
+static int open_type1(struct space *s, const struct cvm_dma_config *base)
+{
+	struct cvm_dma_config dc = *base;
+	int err = guest_open_type1(VFIO_TYPE1v2_IOMMU, &s->fd, &s->device);
+
+	if (err)
+		return err;
+	dc.backend = CVM_BACKEND_TYPE1;
+	dc.fd = s->fd;
+	return cvm_dma_open(&dc, &s->dma);
+}
+
+static int open_iommufd(struct space *s, const struct cvm_dma_config *base)
+{
+	struct iommu_ioas_alloc a = { .size = sizeof(a) };
+	struct cvm_dma_config dc = *base;
+	int err;
+
+	s->fd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	if (s->fd < 0)
+		return -errno;
+	if (ioctl(s->fd, IOMMU_IOAS_ALLOC, &a))
+		return -errno;
+	s->ioas = a.out_ioas_id;
+	err = guest_iommufd_bind(s->fd, &s->device);
+	if (!err)
+		err = guest_iommufd_attach(s->device, s->ioas);
+	if (err)
+		return err;
+	dc.backend = CVM_BACKEND_IOMMUFD;
+	dc.fd = s->fd;
+	dc.ioas_id = s->ioas;
+	return cvm_dma_open(&dc, &s->dma);
+}
+
+static void space_close(struct space *s)
+{
+	cvm_dma_close(s->dma);
+	if (s->device >= 0)
+		close(s->device);
+	if (s->fd >= 0)
+		close(s->fd);
+	s->dma = NULL;
+	s->fd = s->device = -1;
+}
+
+struct policy {
+	const char *name;
+	uint32_t flags;
+	uint64_t granule;
+};
+
+static const struct policy policies[] = {
+	{ "per-page", CVM_DMA_PER_PAGE, 0 },
+	{ "auto", 0, 0 },
+	{ "unbounded", 0, UINT64_MAX },
+};
+
+/* ---- one run ---- */
+
+static uint64_t calls(const struct cvm_dma_stats *st)
+{
+	return st->map_calls + st->unmap_calls + st->cut_calls;
+}
+
+static int run_phase(struct cvm_region *r, const struct phase *p)
+{
+	for (size_t i = 0; i < p->n; i++) {
+		int err = cvm_convert(r, p->ops[i].gpa, p->ops[i].len, p->ops[i].to, 0);
+
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static void print_phase(const char *kernel, const struct space *s, const struct workload *w,
+			const struct phase *p, const struct policy *pol, uint64_t wall,
+			uint64_t cpu, const struct cvm_dma_stats *a, const struct cvm_dma_stats *b,
+			int err)
+{
+	printf("guest\t%s\t%s\t%s\t%s\t%s\t%zu\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+	       "\t%" PRIu64 "\t%" PRIu64 "\t%.2f\t%.2f\t%s\n", kernel, s->name, w->name, p->name,
+	       pol->name, p->n, calls(b) - calls(a), b->map_calls - a->map_calls,
+	       b->unmap_calls - a->unmap_calls, b->cut_calls - a->cut_calls, b->mappings,
+	       b->mappings_peak, wall / 1e6, cpu / 1e6, err_name(err));
+	fflush(stdout);
+}
+
+typedef int (*open_fn)(struct space *s, const struct cvm_dma_config *base);
+
+static int run_one(const char *kernel, struct space *s, open_fn open_space,
+		   const struct workload *w, const struct policy *pol, char *ram)
+{
+	struct cvm_region_config rc = { .sz = sizeof(rc), .length = RAM, .hva = ram };
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .fd = -1, .flags = pol->flags,
+				     .split_granule = pol->granule };
+	struct cvm_dma_stats a = { .sz = sizeof(a) }, b = { .sz = sizeof(b) };
+	struct cvm_region *r;
+	int err;
+
+	s->fd = s->device = -1;
+	err = cvm_region_create(&rc, &r);
+	if (err)
+		return err;
+	err = open_space(s, &dc);
+	if (!err)
+		err = cvm_dma_add_region(s->dma, r);
+	if (err) {
+		static const struct phase setup = { .name = "setup" };
+
+		print_phase(kernel, s, w, &setup, pol, 0, 0, &a, &b, err);
+	}
+	for (size_t i = 0; i < w->nph && !err; i++) {
+		uint64_t w0, c0, wall, cpu;
+
+		cvm_dma_stats(s->dma, &a);
+		w0 = wall_ns();
+		c0 = cpu_ns();
+		err = run_phase(r, &w->ph[i]);
+		cpu = cpu_ns() - c0;
+		wall = wall_ns() - w0;
+		cvm_dma_stats(s->dma, &b);
+		print_phase(kernel, s, w, &w->ph[i], pol, wall, cpu, &a, &b, err);
+	}
+	space_close(s);
+	cvm_region_destroy(r);
+	return err;
+}
+
+static void info_line(const char *kernel, struct space *s, open_fn open_space)
+{
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .fd = -1 };
+	struct cvm_dma_info info = { .sz = sizeof(info) };
+	int err;
+
+	s->fd = s->device = -1;
+	err = open_space(s, &dc);
+	if (!err)
+		err = cvm_dma_info(s->dma, &info);
+	printf("backend\t%s\t%s\t%s\t%u\t%s\t0x%" PRIx64 "\n", kernel, s->name, err_name(err),
+	       info.can_cut, info.split_granule == UINT64_MAX ? "unlimited" :
+	       info.split_granule == 2 * MiB ? "2 MiB" : "other", info.iova_pgsizes);
+	space_close(s);
+}
+
+int main(int argc, char **argv)
+{
+	const char *kernel = argc > 1 ? argv[1] : "?";
+	struct space spaces[] = { { .name = "type1" }, { .name = "iommufd" } };
+	open_fn opens[] = { open_type1, open_iommufd };
+	unsigned old = 0;
+	size_t nw;
+	struct workload *w = make_workloads(&nw);
+	int failed = 0, lim;
+	char *ram = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (ram == MAP_FAILED)
+		die("bench-guest: mmap of the guest RAM failed");
+	lim = guest_set_dma_entry_limit(ENTRY_LIMIT, &old);
+	printf("# bench-guest %s, libcvmdma %s, kernel %s\n", PACKAGE_VERSION, cvm_version(),
+	       kernel);
+	printf("# vfio_iommu_type1.dma_entry_limit: %s\n", lim ? err_name(lim) : "raised");
+	printf("limit\t%s\t%u\t%u\t%s\n", kernel, old, lim ? old : ENTRY_LIMIT, err_name(lim));
+	printf("#cols backend kernel backend open can_cut auto_granule iova_pgsizes\n");
+	for (size_t b = 0; b < 2; b++)
+		info_line(kernel, &spaces[b], opens[b]);
+	printf("#cols guest kernel backend workload phase policy conversions ioctls map_calls "
+	       "unmap_calls cut_calls live peak wall_ms cpu_ms result\n");
+	for (size_t b = 0; b < 2; b++)
+		for (size_t i = 0; i < nw; i++)
+			for (size_t p = 0; p < sizeof(policies) / sizeof(policies[0]); p++) {
+				progress("bench-guest: %s, %s, %s ...", spaces[b].name, w[i].name,
+					 policies[p].name);
+				if (run_one(kernel, &spaces[b], opens[b], &w[i], &policies[p], ram))
+					failed = 1;
+			}
+	if (!lim)
+		guest_set_dma_entry_limit(old, NULL);
+	return failed;
+}
