@@ -36,6 +36,7 @@ struct opts {
 	uint64_t background;    /* isolated shared pages besides the ring */
 	uint64_t replay_size;
 	uint64_t seed;
+	const char *only;       /* run only the conversion configs naming this */
 	bool skip_conv, skip_replay, stress;
 };
 
@@ -319,6 +320,8 @@ static void bench_conv(const struct opts *o)
 	for (size_t i = 0; i < sizeof(conv_cfgs) / sizeof(conv_cfgs[0]); i++) {
 		const struct conv_cfg *c = &conv_cfgs[i];
 
+		if (o->only && !strstr(c->name, o->only))
+			continue;
 		progress("bench-core: conversions, %s ...", c->name);
 		conv_run(&s, o, c, timer, &res);
 		printf("conv\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
@@ -327,8 +330,9 @@ static void bench_conv(const struct opts *o)
 		       res.mean_cpu);
 		fflush(stdout);
 	}
-	printf("conv\tmodel backend alone (type1 rules)\t%" PRIu64 "\t-\t-\t-\t-\t-\t-\t%" PRIu64
-	       "\n", 2 * o->pairs, model_alone(&s, o));
+	if (!o->only || strstr("model backend alone", o->only))
+		printf("conv\tmodel backend alone (type1 rules)\t%" PRIu64 "\t-\t-\t-\t-\t-\t-\t%"
+		       PRIu64 "\n", 2 * o->pairs, model_alone(&s, o));
 	printf("timer\t%" PRIu64 "\n", timer);
 	free(s.initial);
 	free(s.share);
@@ -481,8 +485,10 @@ static uint64_t parse_size(const char *opt, const char *s)
 static void usage(void)
 {
 	fputs("usage: bench-core [--pairs N] [--warmup N] [--conv-size SIZE] [--replay-size SIZE]\n"
-	      "                  [--seed N] [--stress] [--no-conv] [--no-replay]\n"
-	      "  --stress  also replay the harsher pattern (runs of 4-124 KiB, ~8 M runs)\n",
+	      "                  [--seed N] [--stress] [--no-conv] [--no-replay] [--only NAME]\n"
+	      "  --stress  also replay the harsher pattern (runs of 4-124 KiB, ~8 M runs)\n"
+	      "  --only    only the conversion configurations whose name contains NAME\n"
+	      "            (for profiling one: valgrind --tool=callgrind bench-core --only ...)\n",
 	      stderr);
 	exit(2);
 }
@@ -498,6 +504,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		{ "stress", no_argument, NULL, 'S' },
 		{ "no-conv", no_argument, NULL, 'C' },
 		{ "no-replay", no_argument, NULL, 'R' },
+		{ "only", required_argument, NULL, 'o' },
 		{ 0 }
 	};
 	int c;
@@ -512,6 +519,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		case 'S': o->stress = true; break;
 		case 'C': o->skip_conv = true; break;
 		case 'R': o->skip_replay = true; break;
+		case 'o': o->only = optarg; break;
 		default: usage();
 		}
 	}

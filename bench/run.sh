@@ -114,7 +114,10 @@ elif [ "$vm" = 1 ]; then
 	echo "$me: bench/bench-guest is not built: real-kernel stage skipped" >&2
 fi
 
-echo "elapsed	$(($(date +%s) - started)) s" >>"$out/machine.out"
+{
+	echo "elapsed	$(($(date +%s) - started)) s"
+	echo "loadavg_end	$(cut -d' ' -f1-3 /proc/loadavg)"
+} >>"$out/machine.out"
 [ "$report" = 1 ] || exit 0
 step "doc/performance.md"
 GNUPLOT=${GNUPLOT:-gnuplot} "$top_srcdir/scripts/bench-report" "$out" "$top_srcdir/doc"
