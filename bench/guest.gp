@@ -2,7 +2,13 @@
 # ioctls and wall time per policy on the real kernels (vIOMMU guest, TCG).
 # Called by scripts/bench-report with datafile and out set:
 #   gnuplot -e "datafile='guest.dat'; out='performance-guest.svg'" bench/guest.gp
-set terminal svg size 1000,760 dynamic font "sans,12"
+if (!exists("term")) term = "svg"
+# term='png' for a quick look at the plot in an image viewer
+if (term eq "png") {
+    set terminal pngcairo size 1100,760 font "sans,10"
+} else {
+    set terminal svg size 1100,760 dynamic font "sans,12"
+}
 set output out
 set datafile separator "\t"
 set style data histograms
@@ -12,8 +18,11 @@ set boxwidth 0.9
 set logscale y 10
 set format y "10^{%T}"
 set grid ytics
-set key top right horizontal
+set key outside right top vertical
 set xtics rotate by -20 noenhanced
+# one cluster per data line; without a fixed range gnuplot leaves empty space
+stats datafile using 2 nooutput
+set xrange [-0.6:STATS_records - 0.4]
 set multiplot layout 2,1 \
     title "libcvmdma policies on real kernels (vIOMMU guest under TCG, one boot per kernel)"
 set title "ioctls per workload (all phases)"

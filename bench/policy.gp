@@ -2,7 +2,13 @@
 # Peak mappings and kernel calls per policy and workload (model backend).
 # Called by scripts/bench-report with datafile and out set:
 #   gnuplot -e "datafile='policy.dat'; out='performance-policy.svg'" bench/policy.gp
-set terminal svg size 1000,760 dynamic font "sans,12"
+if (!exists("term")) term = "svg"
+# term='png' for a quick look at the plot in an image viewer
+if (term eq "png") {
+    set terminal pngcairo size 1100,760 font "sans,10"
+} else {
+    set terminal svg size 1100,760 dynamic font "sans,12"
+}
 set output out
 set datafile separator "\t"
 set style data histograms
@@ -13,8 +19,11 @@ set logscale y 10
 set format y "10^{%T}"
 set yrange [1:*]
 set grid ytics
-set key top left horizontal
+set key outside right top vertical
 set xtics rotate by -20 noenhanced
+# one cluster per data line; without a fixed range gnuplot leaves empty space
+stats datafile using 2 nooutput
+set xrange [-0.6:STATS_records - 0.4]
 set multiplot layout 2,1 title "libcvmdma policies on the model backend (same traces, one run)"
 set title "peak live mappings (iommufd rules: no limit; the line is type1's default limit)"
 set arrow 1 from graph 0, first 65535 to graph 1, first 65535 nohead dt 2 lw 2 lc rgb "red"
