@@ -1,0 +1,1284 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The page-state map (contract: pagemap.h), a roaring-style bitmap.
+ *
+ * Layout.  A page index (< 2^32) splits into a chunk (high 16 bits) and an
+ * offset (low 16).  Chunks are grouped 256 to a leaf (64 GiB of 4 KiB
+ * pages); the map holds one pointer per leaf.  A NULL leaf is uniform (all
+ * clear or all set), so a uniform guest of any size costs ~2 KiB at most.
+ * A leaf holds one tagged slot per chunk: 0 for a uniform chunk, else a
+ * container pointer with its typecode in the low bits (pagemap-ctr.h).
+ * Two 256-bit masks per leaf (and per map, one bit per leaf) say which
+ * chunks hold any set / any clear page, so next/prev/for_each skip uniform
+ * chunks 64 at a time and a uniform chunk's value needs no slot state.
+ *
+ * Why a radix rather than roaring's sorted key array: a conversion that
+ * turns a chunk uniform or mixed would memmove that array (tens of KiB at
+ * 12 TiB); here it flips a bit, so the cost of a conversion does not grow
+ * with the guest.
+ *
+ * Forms.  Outside transactions each container is "canonical": not uniform,
+ * within its hard limit, at most twice the size of the best form for its
+ * (card, nruns) (the hysteresis stops churn from converting back and forth)
+ * and with bounded spare capacity.  Inside a transaction nothing is freed
+ * or shrunk and a container only changes form when it must grow out of the
+ * one it has (to a bitset, or a run list big enough for every state it had
+ * as an array), so re-assigning reported runs fits where the forward
+ * assignment left room: see txn_choose().  pagemap_txn_end() makes the
+ * touched chunks canonical again; if an allocation for that fails the
+ * container stays valid, is flagged lax and is compacted when next touched.
+ *
+ * Assignments are atomic: every allocation is made first, then changed()
+ * is called for each changed run, then the map is changed (which cannot
+ * fail).  A failure in the first two steps undoes nothing because nothing
+ * was done.
+ */
+#include <stdio.h>
+
+#include "internal.h"
+#include "pagemap.h"
+#include "pagemap-ctr.h"
+
+#define LEAF_SHIFT	8
+#define LEAF_CHUNKS	(1u << LEAF_SHIFT)
+#define LEAF_PAGE_SHIFT	(CHUNK_SHIFT + LEAF_SHIFT)
+#define MASK_WORDS	(LEAF_CHUNKS / 64)
+#define MAX_PAGES	(1ull << 32)
+
+#define SLOT_TYPE	((uintptr_t)3)
+#define SLOT_LAX	((uintptr_t)4)	/* non-canonical: compaction failed */
+#define SLOT_PTR	(~(uintptr_t)7)
+
+struct leaf {
+	uint64_t nonempty[MASK_WORDS];	/* chunk has a set page */
+	uint64_t nonfull[MASK_WORDS];	/* chunk has a clear page */
+	uint64_t dirty[MASK_WORDS];	/* touched in the open transaction */
+	uint32_t nslots;
+	uint32_t nctrs;			/* slots holding a container */
+	uintptr_t slot[];
+};
+
+/* A container replaced inside a transaction, freed at its end. */
+struct deferred {
+	struct deferred *next;
+	size_t bytes;
+};
+
+struct pagemap {
+	uint64_t npages;
+	uint64_t count;
+	size_t bytes;
+	uint32_t nchunks;
+	uint32_t nleaves;
+	uint32_t last_clen;
+	unsigned txn_depth;
+	struct deferred *deferred;
+	uint64_t top_nonempty[MASK_WORDS];
+	uint64_t top_nonfull[MASK_WORDS];
+	uint64_t top_dirty[MASK_WORDS];
+	struct leaf *leaf[];		/* NULL: uniform, value in top_nonempty */
+};
+
+/* The change one assignment makes to one chunk, and the form it leaves. */
+struct plan {
+	uint32_t lo, hi;
+	bool val;
+	uint32_t card, nruns;	/* after */
+	unsigned type;		/* after; CT_UNIFORM: no container */
+	uint32_t cap;		/* of the fresh container */
+	bool fresh;		/* build into a new container */
+	bool optional;		/* fresh only to compact: on failure stay in place */
+	bool lax;		/* the result is not canonical */
+	struct ctr *nc;
+};
+
+/* ---- 256-bit masks ---- */
+
+static inline bool mtest(const uint64_t *m, uint32_t i)
+{
+	return m[i >> 6] >> (i & 63) & 1;
+}
+
+static inline void mput(uint64_t *m, uint32_t i, bool v)
+{
+	uint64_t b = 1ull << (i & 63);
+
+	m[i >> 6] = v ? m[i >> 6] | b : m[i >> 6] & ~b;
+}
+
+static void mput_range(uint64_t *m, uint32_t a, uint32_t b, bool v)
+{
+	for (; a < b && (a & 63); a++)
+		mput(m, a, v);
+	for (; a + 64 <= b; a += 64)
+		m[a >> 6] = v ? ~0ull : 0;
+	for (; a < b; a++)
+		mput(m, a, v);
+}
+
+static inline bool many(const uint64_t *m)
+{
+	return m[0] | m[1] | m[2] | m[3];
+}
+
+/* First set bit in [from, limit), or -1. */
+static int mnext(const uint64_t *m, uint32_t from, uint32_t limit)
+{
+	uint32_t i = from >> 6;
+	uint64_t x;
+
+	if (from >= limit)
+		return -1;
+	x = m[i] & (~0ull << (from & 63));
+	for (;;) {
+		if (x) {
+			uint32_t p = i * 64 + __builtin_ctzll(x);
+
+			return p < limit ? (int)p : -1;
+		}
+		if (++i * 64 >= limit)
+			return -1;
+		x = m[i];
+	}
+}
+
+/* Last set bit <= from, or -1. */
+static int mprev(const uint64_t *m, int from)
+{
+	int i = from >> 6;
+	uint64_t x;
+
+	if (from < 0)
+		return -1;
+	x = m[i] & (~0ull >> (63 - (from & 63)));
+	for (;;) {
+		if (x)
+			return i * 64 + 63 - __builtin_clzll(x);
+		if (--i < 0)
+			return -1;
+		x = m[i];
+	}
+}
+
+/* ---- geometry ---- */
+
+static inline uint32_t chunk_len(const struct pagemap *pm, uint32_t k)
+{
+	return k == pm->nchunks - 1 ? pm->last_clen : CHUNK_PAGES;
+}
+
+static inline uint32_t leaf_slots(const struct pagemap *pm, uint32_t li)
+{
+	uint32_t left = pm->nchunks - li * LEAF_CHUNKS;
+
+	return left < LEAF_CHUNKS ? left : LEAF_CHUNKS;
+}
+
+static inline uint64_t leaf_end(const struct pagemap *pm, uint32_t li)
+{
+	return min_u64((uint64_t)(li + 1) << LEAF_PAGE_SHIFT, pm->npages);
+}
+
+static inline uint64_t chunk_base(uint32_t k)
+{
+	return (uint64_t)k << CHUNK_SHIFT;
+}
+
+static void chunk_view(const struct pagemap *pm, uint32_t k, struct chunkv *cv)
+{
+	const struct leaf *leaf = pm->leaf[k >> LEAF_SHIFT];
+	uint32_t si = k & (LEAF_CHUNKS - 1);
+	uintptr_t s;
+
+	cv->clen = chunk_len(pm, k);
+	if (!leaf) {
+		cv->c = NULL;
+		cv->type = CT_UNIFORM;
+		cv->uval = mtest(pm->top_nonempty, k >> LEAF_SHIFT);
+		return;
+	}
+	s = leaf->slot[si];
+	cv->c = (struct ctr *)(s & SLOT_PTR);
+	cv->type = s & SLOT_TYPE;
+	cv->uval = mtest(leaf->nonempty, si);
+}
+
+/* ---- memory ---- */
+
+static void *pm_alloc(struct pagemap *pm, size_t bytes)
+{
+	void *p = cvm_malloc(bytes);
+
+	if (p)
+		pm->bytes += bytes;
+	return p;
+}
+
+static void pm_free(struct pagemap *pm, void *p, size_t bytes)
+{
+	cvm_free(p);
+	pm->bytes -= bytes;
+}
+
+/* Inside a transaction memory is parked until its end, never freed. */
+static void ctr_release(struct pagemap *pm, struct ctr *c, unsigned type)
+{
+	size_t bytes = ctr_bytes(type, c->cap);
+	struct deferred *d = (struct deferred *)c;
+
+	if (!pm->txn_depth) {
+		pm_free(pm, c, bytes);
+		return;
+	}
+	d->bytes = bytes;
+	d->next = pm->deferred;
+	pm->deferred = d;
+}
+
+static struct ctr *ctr_alloc(struct pagemap *pm, unsigned type, uint32_t cap)
+{
+	return pm_alloc(pm, ctr_bytes(type, cap));
+}
+
+static void leaf_sync_top(struct pagemap *pm, uint32_t li)
+{
+	const struct leaf *leaf = pm->leaf[li];
+
+	mput(pm->top_nonempty, li, many(leaf->nonempty));
+	mput(pm->top_nonfull, li, many(leaf->nonfull));
+}
+
+/* A leaf standing for a uniform one of value u. */
+static struct leaf *leaf_alloc(struct pagemap *pm, uint32_t li, bool u)
+{
+	uint32_t n = leaf_slots(pm, li);
+	struct leaf *leaf = pm_alloc(pm, sizeof(*leaf) + n * sizeof(uintptr_t));
+
+	if (!leaf)
+		return NULL;
+	memset(leaf, 0, sizeof(*leaf) + n * sizeof(uintptr_t));
+	leaf->nslots = n;
+	mput_range(u ? leaf->nonempty : leaf->nonfull, 0, n, true);
+	return leaf;
+}
+
+static void leaf_free(struct pagemap *pm, uint32_t li)
+{
+	struct leaf *leaf = pm->leaf[li];
+
+	for (uint32_t si = 0; leaf->nctrs && si < leaf->nslots; si++) {
+		uintptr_t s = leaf->slot[si];
+
+		if (!s)
+			continue;
+		ctr_release(pm, (struct ctr *)(s & SLOT_PTR), s & SLOT_TYPE);
+		leaf->nctrs--;
+	}
+	pm_free(pm, leaf, sizeof(*leaf) + leaf->nslots * sizeof(uintptr_t));
+	pm->leaf[li] = NULL;
+}
+
+/* Outside transactions a leaf whose chunks are all uniform and equal goes. */
+static void leaf_maybe_free(struct pagemap *pm, uint32_t li)
+{
+	struct leaf *leaf = pm->leaf[li];
+
+	if (!leaf || pm->txn_depth || leaf->nctrs)
+		return;
+	if (many(leaf->nonempty) && many(leaf->nonfull))
+		return;
+	leaf_free(pm, li);
+}
+
+/* ---- choosing a container's form ---- */
+
+static uint32_t form_size(unsigned type, uint32_t card, uint32_t nruns)
+{
+	switch (type) {
+	case CT_ARRAY:
+		return card <= ARRAY_MAX ? 2 * card : UINT32_MAX;
+	case CT_RUN:
+		return nruns <= RUN_MAX ? 4 * nruns : UINT32_MAX;
+	}
+	return BITSET_BYTES;
+}
+
+static unsigned best_form(uint32_t card, uint32_t nruns)
+{
+	uint32_t a = form_size(CT_ARRAY, card, nruns), r = form_size(CT_RUN, card, nruns);
+
+	if (a <= r && a <= BITSET_BYTES)
+		return CT_ARRAY;
+	return r <= BITSET_BYTES ? CT_RUN : CT_BITSET;
+}
+
+/* Within its hard limit and at most twice the best form's size. */
+static bool form_ok(unsigned type, uint32_t card, uint32_t nruns)
+{
+	uint32_t sz = form_size(type, card, nruns);
+	unsigned best = best_form(card, nruns);
+
+	return sz != UINT32_MAX && sz / 2 <= form_size(best, card, nruns);
+}
+
+static inline uint32_t form_elems(unsigned type, uint32_t card, uint32_t nruns)
+{
+	return type == CT_ARRAY ? card : nruns;
+}
+
+/* Capacity for n elements: room to grow a little without reallocating. */
+static uint32_t grow_cap(unsigned type, uint32_t n)
+{
+	uint32_t max = type == CT_ARRAY ? ARRAY_MAX : RUN_MAX;
+	uint32_t min = type == CT_ARRAY ? 4 : 2;	/* >= 16 bytes: a deferred node */
+	uint32_t cap = n + n / 4 + 2;
+
+	return cap < min ? min : cap > max ? max : cap;
+}
+
+static inline bool cap_ok(uint32_t cap, uint32_t n)
+{
+	return cap <= n + n / 2 + 8;
+}
+
+static bool fits(unsigned type, const struct ctr *c, uint32_t card, uint32_t nruns)
+{
+	switch (type) {
+	case CT_ARRAY:
+		return card <= c->cap;
+	case CT_RUN:
+		return nruns <= c->cap;
+	}
+	return true;
+}
+
+static void plan_fresh(struct plan *p, unsigned type, uint32_t cap, bool optional)
+{
+	p->type = type;
+	p->cap = type == CT_BITSET ? 0 : cap;
+	p->fresh = true;
+	p->optional = optional;
+}
+
+/*
+ * Inside a transaction a container keeps its form while it fits, grows in
+ * the same form, or becomes a bitset (which holds anything).  An array
+ * that must hold more than ARRAY_MAX set pages because the chunk became
+ * full becomes a run list with the array's capacity: every state the chunk
+ * had in this transaction had at most that many runs.  Hence capacity never
+ * falls below what any earlier state of the transaction needed, and an undo
+ * (whose intermediate states need no more room than the states it goes
+ * between) never allocates.
+ */
+static void txn_choose(const struct chunkv *cv, struct plan *p, uint32_t clen)
+{
+	const struct ctr *c = cv->c;
+
+	p->type = cv->type;
+	if (fits(cv->type, c, p->card, p->nruns))
+		return;
+	if (cv->type == CT_ARRAY && p->card <= ARRAY_MAX)
+		plan_fresh(p, CT_ARRAY, grow_cap(CT_ARRAY, p->card), false);
+	else if (cv->type == CT_ARRAY && p->card == clen && c->cap <= RUN_MAX)
+		plan_fresh(p, CT_RUN, c->cap < 2 ? 2 : c->cap, false);
+	else if (cv->type == CT_RUN && p->nruns <= RUN_MAX)
+		plan_fresh(p, CT_RUN, grow_cap(CT_RUN, p->nruns), false);
+	else
+		plan_fresh(p, CT_BITSET, 0, false);
+}
+
+static void canonical_choose(const struct chunkv *cv, struct plan *p)
+{
+	const struct ctr *c = cv->c;
+	bool fit = fits(cv->type, c, p->card, p->nruns);
+	unsigned best;
+	uint32_t n;
+
+	p->type = cv->type;
+	if (form_ok(cv->type, p->card, p->nruns)) {
+		if (cv->type == CT_BITSET)
+			return;
+		n = form_elems(cv->type, p->card, p->nruns);
+		if (!fit || !cap_ok(c->cap, n))
+			plan_fresh(p, cv->type, grow_cap(cv->type, n), fit);
+		return;
+	}
+	best = best_form(p->card, p->nruns);
+	plan_fresh(p, best, grow_cap(best, form_elems(best, p->card, p->nruns)), fit);
+}
+
+static void choose(const struct pagemap *pm, const struct chunkv *cv, struct plan *p)
+{
+	bool uniform = p->card == 0 || p->card == cv->clen;
+	unsigned type;
+
+	p->fresh = p->optional = p->lax = false;
+	p->nc = NULL;
+	if (!cv->c) {
+		p->type = CT_UNIFORM;
+		if (uniform)
+			return;
+		/*
+		 * Inside a transaction the chunk may have been full before it
+		 * was empty: only a run list holds every uniform state.
+		 */
+		type = pm->txn_depth ? CT_RUN : best_form(p->card, p->nruns);
+		plan_fresh(p, type, grow_cap(type, form_elems(type, p->card, p->nruns)),
+			   false);
+		return;
+	}
+	if (pm->txn_depth) {
+		txn_choose(cv, p, cv->clen);
+		return;
+	}
+	if (uniform) {
+		p->type = CT_UNIFORM;
+		return;
+	}
+	canonical_choose(cv, p);
+}
+
+/* Plans [lo, hi) := val on a chunk; false if nothing would change. */
+static bool plan_chunk(const struct pagemap *pm, const struct chunkv *cv, uint32_t lo,
+		       uint32_t hi, bool val, struct plan *p)
+{
+	uint32_t in = cv_count(cv, lo, hi), changed = val ? hi - lo - in : in;
+	uint32_t starts_new;
+
+	if (!changed)
+		return false;
+	if (val)
+		starts_new = lo == 0 || !cv_test(cv, lo - 1);
+	else
+		starts_new = hi < cv->clen && cv_test(cv, hi);
+	p->lo = lo;
+	p->hi = hi;
+	p->val = val;
+	p->card = val ? cv_card(cv) + changed : cv_card(cv) - changed;
+	p->nruns = cv_nruns(cv) - cv_starts(cv, lo, hi) + starts_new;
+	choose(pm, cv, p);
+	return true;
+}
+
+/* Allocates what the plan needs; -ENOMEM only if it cannot do without. */
+static int plan_prepare(struct pagemap *pm, struct plan *p)
+{
+	if (!p->fresh)
+		return 0;
+	p->nc = ctr_alloc(pm, p->type, p->cap);
+	if (p->nc)
+		return 0;
+	if (!p->optional)
+		return -ENOMEM;
+	p->fresh = false;
+	p->lax = true;
+	return 0;
+}
+
+static void plan_abort(struct pagemap *pm, struct plan *p)
+{
+	if (p->nc)
+		pm_free(pm, p->nc, ctr_bytes(p->type, p->cap));
+	p->nc = NULL;
+}
+
+static inline void mark_dirty(struct pagemap *pm, struct leaf *leaf, uint32_t k)
+{
+	if (!pm->txn_depth)
+		return;
+	mput(leaf->dirty, k & (LEAF_CHUNKS - 1), true);
+	mput(pm->top_dirty, k >> LEAF_SHIFT, true);
+}
+
+/* Carries out a prepared plan; cannot fail. */
+static void plan_apply(struct pagemap *pm, struct leaf *leaf, uint32_t k,
+		       const struct chunkv *cv, const struct plan *p)
+{
+	uint32_t si = k & (LEAF_CHUNKS - 1), card0 = cv_card(cv);
+	uintptr_t lax = p->lax ? SLOT_LAX : 0;
+
+	if (p->type == CT_UNIFORM) {
+		if (cv->c) {
+			ctr_release(pm, cv->c, cv->type);
+			leaf->nctrs--;
+		}
+		leaf->slot[si] = 0;
+	} else if (p->fresh) {
+		ctr_build(p->nc, p->type, p->cap, cv, p->lo, p->hi, p->val);
+		if (cv->c)
+			ctr_release(pm, cv->c, cv->type);
+		else
+			leaf->nctrs++;
+		leaf->slot[si] = (uintptr_t)p->nc | p->type | lax;
+	} else {
+		ctr_assign(cv->type, cv->c, p->lo, p->hi, p->val, p->card, p->nruns);
+		leaf->slot[si] = (uintptr_t)cv->c | cv->type | lax;
+	}
+	pm->count = pm->count - card0 + p->card;
+	mput(leaf->nonempty, si, p->card > 0);
+	mput(leaf->nonfull, si, p->card < cv->clen);
+	mark_dirty(pm, leaf, k);
+}
+
+/* ---- life cycle ---- */
+
+int pagemap_create(uint64_t npages, bool initial, struct pagemap **out)
+{
+	struct pagemap *pm;
+	uint32_t nchunks, nleaves;
+	size_t bytes;
+
+	if (!out || !npages || npages > MAX_PAGES)
+		return -EINVAL;
+	nchunks = (npages + CHUNK_PAGES - 1) >> CHUNK_SHIFT;
+	nleaves = (nchunks + LEAF_CHUNKS - 1) >> LEAF_SHIFT;
+	bytes = sizeof(*pm) + nleaves * sizeof(pm->leaf[0]);
+	pm = cvm_calloc(1, bytes);
+	if (!pm)
+		return -ENOMEM;
+	pm->npages = npages;
+	pm->count = initial ? npages : 0;
+	pm->bytes = bytes;
+	pm->nchunks = nchunks;
+	pm->nleaves = nleaves;
+	pm->last_clen = npages - chunk_base(nchunks - 1);
+	mput_range(initial ? pm->top_nonempty : pm->top_nonfull, 0, nleaves, true);
+	*out = pm;
+	return 0;
+}
+
+static void free_deferred(struct pagemap *pm)
+{
+	while (pm->deferred) {
+		struct deferred *d = pm->deferred;
+
+		pm->deferred = d->next;
+		pm_free(pm, d, d->bytes);
+	}
+}
+
+void pagemap_destroy(struct pagemap *pm)
+{
+	if (!pm)
+		return;
+	pm->txn_depth = 0;
+	free_deferred(pm);
+	for (uint32_t li = 0; li < pm->nleaves; li++)
+		if (pm->leaf[li])
+			leaf_free(pm, li);
+	cvm_free(pm);
+}
+
+uint64_t pagemap_npages(const struct pagemap *pm)
+{
+	return pm->npages;
+}
+
+uint64_t pagemap_count(const struct pagemap *pm)
+{
+	return pm->count;
+}
+
+size_t pagemap_bytes(const struct pagemap *pm)
+{
+	return pm->bytes;
+}
+
+/* ---- queries ---- */
+
+bool pagemap_test(const struct pagemap *pm, uint64_t pos)
+{
+	struct chunkv cv;
+
+	chunk_view(pm, pos >> CHUNK_SHIFT, &cv);
+	return cv_test(&cv, pos & (CHUNK_PAGES - 1));
+}
+
+/* First chunk >= k holding a page of value val, or -1. */
+static int64_t next_chunk(const struct pagemap *pm, uint32_t k, bool val)
+{
+	const uint64_t *top = val ? pm->top_nonempty : pm->top_nonfull;
+
+	while (k < pm->nchunks) {
+		int li = mnext(top, k >> LEAF_SHIFT, pm->nleaves);
+		const struct leaf *leaf;
+		int si;
+
+		if (li < 0)
+			return -1;
+		if ((uint32_t)li != k >> LEAF_SHIFT)
+			k = (uint32_t)li << LEAF_SHIFT;
+		leaf = pm->leaf[li];
+		if (!leaf)
+			return k;
+		si = mnext(val ? leaf->nonempty : leaf->nonfull, k & (LEAF_CHUNKS - 1),
+			   leaf->nslots);
+		if (si >= 0)
+			return ((uint32_t)li << LEAF_SHIFT) + si;
+		k = (uint32_t)(li + 1) << LEAF_SHIFT;
+	}
+	return -1;
+}
+
+/* Last chunk <= k holding a page of value val, or -1. */
+static int64_t prev_chunk(const struct pagemap *pm, int64_t k, bool val)
+{
+	const uint64_t *top = val ? pm->top_nonempty : pm->top_nonfull;
+
+	while (k >= 0) {
+		int li = mprev(top, k >> LEAF_SHIFT);
+		const struct leaf *leaf;
+		int si;
+
+		if (li < 0)
+			return -1;
+		if (li != k >> LEAF_SHIFT)
+			k = ((int64_t)li << LEAF_SHIFT) + leaf_slots(pm, li) - 1;
+		leaf = pm->leaf[li];
+		if (!leaf)
+			return k;
+		si = mprev(val ? leaf->nonempty : leaf->nonfull, k & (LEAF_CHUNKS - 1));
+		if (si >= 0)
+			return ((int64_t)li << LEAF_SHIFT) + si;
+		k = ((int64_t)li << LEAF_SHIFT) - 1;
+	}
+	return -1;
+}
+
+uint64_t pagemap_next(const struct pagemap *pm, uint64_t pos, bool val)
+{
+	struct chunkv cv;
+	int64_t k;
+	int32_t off;
+
+	if (pos >= pm->npages)
+		return pm->npages;
+	k = pos >> CHUNK_SHIFT;
+	chunk_view(pm, k, &cv);
+	off = cv_next(&cv, pos & (CHUNK_PAGES - 1), val);
+	if (off >= 0)
+		return chunk_base(k) + off;
+	k = next_chunk(pm, k + 1, val);
+	if (k < 0)
+		return pm->npages;
+	chunk_view(pm, k, &cv);
+	return chunk_base(k) + cv_next(&cv, 0, val);
+}
+
+uint64_t pagemap_prev(const struct pagemap *pm, uint64_t pos, bool val)
+{
+	struct chunkv cv;
+	int64_t k;
+	int32_t off;
+
+	if (pos >= pm->npages)
+		pos = pm->npages - 1;
+	k = pos >> CHUNK_SHIFT;
+	chunk_view(pm, k, &cv);
+	off = cv_prev(&cv, pos & (CHUNK_PAGES - 1), val);
+	if (off >= 0)
+		return chunk_base(k) + off;
+	k = prev_chunk(pm, k - 1, val);
+	if (k < 0)
+		return UINT64_MAX;
+	chunk_view(pm, k, &cv);
+	return chunk_base(k) + cv_prev(&cv, cv.clen - 1, val);
+}
+
+int pagemap_query(const struct pagemap *pm, uint64_t start, uint64_t len)
+{
+	bool first = pagemap_test(pm, start);
+
+	if (len > 1 && pagemap_next(pm, start + 1, !first) < start + len)
+		return 2;
+	return first;
+}
+
+/* Joins runs that meet (across chunk and leaf edges) before reporting. */
+struct walk {
+	pagemap_run_fn fn;
+	void *opaque;
+	uint64_t base;		/* of the chunk being walked */
+	uint64_t s, e;		/* pending run, empty when s == e */
+};
+
+static inline int walk_emit(struct walk *w, uint64_t s, uint64_t e)
+{
+	int ret = 0;
+
+	if (w->s != w->e && w->e == s) {
+		w->e = e;
+		return 0;
+	}
+	if (w->s != w->e)
+		ret = w->fn(w->opaque, w->s, w->e - w->s);
+	w->s = s;
+	w->e = e;
+	return ret;
+}
+
+static int walk_emit_chunk(void *ctx, uint32_t s, uint32_t e)
+{
+	struct walk *w = ctx;
+
+	return walk_emit(w, w->base + s, w->base + e);
+}
+
+static int walk_runs(const struct pagemap *pm, uint64_t start, uint64_t end, bool val,
+		     struct walk *w)
+{
+	int64_t k = start >> CHUNK_SHIFT;
+	struct chunkv cv;
+	int ret;
+
+	while ((k = next_chunk(pm, k, val)) >= 0 && chunk_base(k) < end) {
+		uint32_t li = k >> LEAF_SHIFT;
+
+		w->base = chunk_base(k);
+		if (!pm->leaf[li]) {
+			ret = walk_emit(w, max_u64(start, w->base), min_u64(end, leaf_end(pm, li)));
+			if (ret)
+				return ret;
+			k = (int64_t)(li + 1) << LEAF_SHIFT;
+			continue;
+		}
+		chunk_view(pm, k, &cv);
+		ret = cv_runs(&cv, max_u64(start, w->base) - w->base,
+			      min_u64(end, w->base + cv.clen) - w->base, val,
+			      walk_emit_chunk, w);
+		if (ret)
+			return ret;
+		k++;
+	}
+	return w->s != w->e ? w->fn(w->opaque, w->s, w->e - w->s) : 0;
+}
+
+int pagemap_for_each_run(const struct pagemap *pm, uint64_t start, uint64_t len,
+			 bool val, pagemap_run_fn fn, void *opaque)
+{
+	struct walk w = { .fn = fn, .opaque = opaque };
+	uint64_t end = start + len;
+
+	if (start >= pm->npages || !len)
+		return 0;
+	return walk_runs(pm, start, min_u64(end, pm->npages), val, &w);
+}
+
+uint64_t pagemap_count_runs(const struct pagemap *pm)
+{
+	uint64_t runs = 0, set_end = UINT64_MAX;	/* end of the last set run */
+	int64_t k = 0;
+	struct chunkv cv;
+
+	while ((k = next_chunk(pm, k, true)) >= 0) {
+		uint32_t li = k >> LEAF_SHIFT;
+		uint64_t base = chunk_base(k);
+
+		if (!pm->leaf[li]) {
+			runs += set_end != base;
+			set_end = leaf_end(pm, li);
+			k = (int64_t)(li + 1) << LEAF_SHIFT;
+			continue;
+		}
+		chunk_view(pm, k, &cv);
+		runs += cv_nruns(&cv) - (set_end == base && cv_test(&cv, 0));
+		set_end = cv_test(&cv, cv.clen - 1) ? base + cv.clen : UINT64_MAX;
+		k++;
+	}
+	return runs;
+}
+
+/* ---- assignment ---- */
+
+struct report {
+	pagemap_run_fn fn;
+	void *opaque;
+	uint64_t base;
+};
+
+static int report_chunk(void *ctx, uint32_t s, uint32_t e)
+{
+	struct report *r = ctx;
+
+	return r->fn(r->opaque, r->base + s, e - s);
+}
+
+/* The hot path: one chunk of a leaf that exists. */
+static int assign_in_chunk(struct pagemap *pm, uint64_t start, uint64_t len, bool val,
+			   pagemap_run_fn changed, void *opaque)
+{
+	uint32_t k = start >> CHUNK_SHIFT, lo = start & (CHUNK_PAGES - 1);
+	struct report r = { changed, opaque, chunk_base(k) };
+	struct chunkv cv;
+	struct plan p;
+	int ret;
+
+	chunk_view(pm, k, &cv);
+	if (!plan_chunk(pm, &cv, lo, lo + len, val, &p))
+		return 0;
+	ret = plan_prepare(pm, &p);
+	if (ret)
+		return ret;
+	if (changed) {
+		ret = cv_runs(&cv, lo, lo + len, !val, report_chunk, &r);
+		if (ret) {
+			plan_abort(pm, &p);
+			return ret;
+		}
+	}
+	plan_apply(pm, pm->leaf[k >> LEAF_SHIFT], k, &cv, &p);
+	leaf_sync_top(pm, k >> LEAF_SHIFT);
+	leaf_maybe_free(pm, k >> LEAF_SHIFT);
+	return 0;
+}
+
+/*
+ * Memory an assignment over many chunks needs, allocated before anything
+ * changes: at most two leaves (the partly covered ones at either end) and
+ * fresh containers, in chunk order, linked through their own memory.
+ */
+struct prep_node {
+	struct prep_node *next;
+	uint32_t k;
+	uint32_t bytes;
+};
+
+struct prep {
+	struct leaf *leaf[2];
+	uint32_t li[2];
+	struct prep_node *head, **tail;
+};
+
+static void prep_abort(struct pagemap *pm, struct prep *pr)
+{
+	while (pr->head) {
+		struct prep_node *n = pr->head;
+
+		pr->head = n->next;
+		pm_free(pm, n, n->bytes);
+	}
+	for (int i = 0; i < 2; i++)
+		if (pr->leaf[i])
+			pm_free(pm, pr->leaf[i],
+				sizeof(struct leaf) + pr->leaf[i]->nslots * sizeof(uintptr_t));
+}
+
+static int prep_chunk(struct pagemap *pm, struct prep *pr, uint32_t k, uint32_t lo,
+		      uint32_t hi, bool val)
+{
+	struct prep_node *n;
+	struct chunkv cv;
+	struct plan p;
+	int ret;
+
+	chunk_view(pm, k, &cv);
+	if (!plan_chunk(pm, &cv, lo, hi, val, &p) || !p.fresh)
+		return 0;
+	ret = plan_prepare(pm, &p);
+	if (ret || !p.nc)
+		return ret;
+	n = (struct prep_node *)p.nc;
+	n->next = NULL;
+	n->k = k;
+	n->bytes = ctr_bytes(p.type, p.cap);
+	*pr->tail = n;
+	pr->tail = &n->next;
+	return 0;
+}
+
+/* Chunk k's part of [a, b), as offsets. */
+static inline void chunk_part(const struct pagemap *pm, uint32_t k, uint64_t a, uint64_t b,
+			      uint32_t *lo, uint32_t *hi)
+{
+	uint64_t base = chunk_base(k);
+
+	*lo = max_u64(a, base) - base;
+	*hi = min_u64(b, base + chunk_len(pm, k)) - base;
+}
+
+/*
+ * Chunks of [a, b) (inside one leaf) that may need memory: the partly
+ * covered ones at either end and, inside a transaction, any container
+ * that cannot hold its new state (an array becoming full).
+ */
+static int prep_leaf_chunks(struct pagemap *pm, struct prep *pr, uint64_t a, uint64_t b,
+			    bool val)
+{
+	uint32_t k0 = a >> CHUNK_SHIFT, k1 = (b - 1) >> CHUNK_SHIFT, lo, hi;
+	const struct leaf *leaf = pm->leaf[k0 >> LEAF_SHIFT];
+	bool all = pm->txn_depth && leaf;
+	int ret;
+
+	for (uint32_t k = k0; k <= k1; k = k == k0 && !all ? max_u64(k1, k0 + 1) : k + 1) {
+		if (k != k0 && k != k1 && !leaf->slot[k & (LEAF_CHUNKS - 1)])
+			continue;
+		chunk_part(pm, k, a, b, &lo, &hi);
+		ret = prep_chunk(pm, pr, k, lo, hi, val);
+		if (ret)
+			return ret;
+	}
+	return 0;
+}
+
+static int prep_range(struct pagemap *pm, struct prep *pr, uint64_t start, uint64_t end,
+		      bool val)
+{
+	uint32_t l0 = start >> LEAF_PAGE_SHIFT, l1 = (end - 1) >> LEAF_PAGE_SHIFT;
+	int nl = 0, ret;
+
+	pr->tail = &pr->head;
+	for (uint32_t li = l0; li <= l1; li++) {
+		uint64_t ls = (uint64_t)li << LEAF_PAGE_SHIFT, le = leaf_end(pm, li);
+		uint64_t a = max_u64(start, ls), b = min_u64(end, le);
+		bool u = mtest(pm->top_nonempty, li);
+
+		if (!pm->leaf[li] && (u == val || (a == ls && b == le)))
+			continue;
+		if (!pm->leaf[li]) {
+			pr->li[nl] = li;
+			pr->leaf[nl] = leaf_alloc(pm, li, u);
+			if (!pr->leaf[nl++])
+				return -ENOMEM;
+		}
+		if (!pm->leaf[li] || li == l0 || li == l1 || pm->txn_depth) {
+			ret = prep_leaf_chunks(pm, pr, a, b, val);
+			if (ret)
+				return ret;
+		}
+	}
+	return 0;
+}
+
+static struct ctr *prep_take(struct prep *pr, uint32_t k)
+{
+	struct prep_node *n = pr->head;
+
+	if (!n || n->k != k)
+		return NULL;
+	pr->head = n->next;
+	return (struct ctr *)n;
+}
+
+static void commit_chunk(struct pagemap *pm, struct leaf *leaf, struct prep *pr, uint32_t k,
+			 uint32_t lo, uint32_t hi, bool val)
+{
+	struct chunkv cv;
+	struct plan p;
+
+	chunk_view(pm, k, &cv);
+	if (!plan_chunk(pm, &cv, lo, hi, val, &p))
+		return;
+	if (p.fresh) {
+		p.nc = prep_take(pr, k);
+		if (!p.nc) {	/* an optional allocation that failed */
+			p.fresh = false;
+			p.lax = true;
+		}
+	}
+	plan_apply(pm, leaf, k, &cv, &p);
+}
+
+/* Set pages of a leaf, for a leaf about to be dropped whole. */
+static uint64_t leaf_count(const struct pagemap *pm, uint32_t li)
+{
+	const struct leaf *leaf = pm->leaf[li];
+	uint64_t n = 0;
+
+	for (uint32_t si = 0; si < leaf->nslots; si++) {
+		uintptr_t s = leaf->slot[si];
+		uint32_t k = (li << LEAF_SHIFT) + si;
+
+		if (s)
+			n += ((struct ctr *)(s & SLOT_PTR))->card;
+		else if (mtest(leaf->nonempty, si))
+			n += chunk_len(pm, k);
+	}
+	return n;
+}
+
+static void commit_leaf(struct pagemap *pm, struct prep *pr, uint32_t li, uint64_t a,
+			uint64_t b, bool val)
+{
+	uint64_t ls = (uint64_t)li << LEAF_PAGE_SHIFT, le = leaf_end(pm, li);
+	struct leaf *leaf = pm->leaf[li];
+	bool u = mtest(pm->top_nonempty, li);
+
+	if (!leaf && u == val)
+		return;
+	if (!leaf && a == ls && b == le) {
+		mput(pm->top_nonempty, li, val);
+		mput(pm->top_nonfull, li, !val);
+		pm->count = val ? pm->count + (le - ls) : pm->count - (le - ls);
+		return;
+	}
+	if (leaf && a == ls && b == le && !pm->txn_depth) {
+		pm->count = pm->count - leaf_count(pm, li) + (val ? le - ls : 0);
+		leaf_free(pm, li);
+		mput(pm->top_nonempty, li, val);
+		mput(pm->top_nonfull, li, !val);
+		return;
+	}
+	if (!leaf) {
+		int i = pr->leaf[0] && pr->li[0] == li ? 0 : 1;
+
+		leaf = pr->leaf[i];
+		pr->leaf[i] = NULL;
+		pm->leaf[li] = leaf;
+	}
+	for (uint32_t k = a >> CHUNK_SHIFT; k <= (b - 1) >> CHUNK_SHIFT; k++) {
+		uint32_t lo, hi;
+
+		chunk_part(pm, k, a, b, &lo, &hi);
+		commit_chunk(pm, leaf, pr, k, lo, hi, val);
+	}
+	if (pm->txn_depth)
+		mput(pm->top_dirty, li, true);
+	leaf_sync_top(pm, li);
+	leaf_maybe_free(pm, li);
+}
+
+static int assign_range(struct pagemap *pm, uint64_t start, uint64_t end, bool val,
+			pagemap_run_fn changed, void *opaque)
+{
+	uint32_t l0 = start >> LEAF_PAGE_SHIFT, l1 = (end - 1) >> LEAF_PAGE_SHIFT;
+	struct walk w = { .fn = changed, .opaque = opaque };
+	struct prep pr = { 0 };
+	int ret;
+
+	if (pagemap_next(pm, start, !val) >= end)
+		return 0;
+	ret = prep_range(pm, &pr, start, end, val);
+	if (!ret && changed)
+		ret = walk_runs(pm, start, end, !val, &w);
+	if (ret) {
+		prep_abort(pm, &pr);
+		return ret;
+	}
+	for (uint32_t li = l0; li <= l1; li++)
+		commit_leaf(pm, &pr, li, max_u64(start, (uint64_t)li << LEAF_PAGE_SHIFT),
+			    min_u64(end, leaf_end(pm, li)), val);
+	return 0;
+}
+
+int pagemap_assign(struct pagemap *pm, uint64_t start, uint64_t len, bool val,
+		   pagemap_run_fn changed, void *opaque)
+{
+	uint64_t end = start + len;
+
+	if (!len || end < start || end > pm->npages)
+		return -EINVAL;
+	if (start >> CHUNK_SHIFT == (end - 1) >> CHUNK_SHIFT && pm->leaf[start >> LEAF_PAGE_SHIFT])
+		return assign_in_chunk(pm, start, len, val, changed, opaque);
+	return assign_range(pm, start, end, val, changed, opaque);
+}
+
+/* ---- transactions ---- */
+
+void pagemap_txn_begin(struct pagemap *pm)
+{
+	pm->txn_depth++;
+}
+
+/* Best effort: an allocation that fails leaves the container valid, lax. */
+static void compact_chunk(struct pagemap *pm, struct leaf *leaf, uint32_t k)
+{
+	struct chunkv cv;
+	struct plan p = { 0 };
+
+	chunk_view(pm, k, &cv);
+	if (!cv.c)
+		return;
+	p.card = cv.c->card;
+	p.nruns = cv.c->nruns;
+	choose(pm, &cv, &p);
+	p.optional = true;
+	plan_prepare(pm, &p);
+	plan_apply(pm, leaf, k, &cv, &p);
+}
+
+void pagemap_txn_end(struct pagemap *pm)
+{
+	int li = -1, si;
+
+	if (!pm->txn_depth || --pm->txn_depth)
+		return;
+	while ((li = mnext(pm->top_dirty, li + 1, pm->nleaves)) >= 0) {
+		struct leaf *leaf = pm->leaf[li];
+
+		if (!leaf)
+			continue;
+		si = -1;
+		while ((si = mnext(leaf->dirty, si + 1, leaf->nslots)) >= 0)
+			compact_chunk(pm, leaf, ((uint32_t)li << LEAF_SHIFT) + si);
+		memset(leaf->dirty, 0, sizeof(leaf->dirty));
+		leaf_sync_top(pm, li);
+		leaf_maybe_free(pm, li);
+	}
+	memset(pm->top_dirty, 0, sizeof(pm->top_dirty));
+	free_deferred(pm);
+}
+
+/* ---- invariants ---- */
+
+struct vstate {
+	const struct pagemap *pm;
+	char *why;
+	size_t len;
+	uint64_t count;
+	size_t bytes;
+};
+
+#define BROKEN(v, ...) (snprintf((v)->why, (v)->len, __VA_ARGS__), -EUCLEAN)
+
+/* What a container must satisfy beyond its structure, unless relaxed. */
+static int check_form(struct vstate *v, uint32_t k, unsigned type, const struct ctr *c,
+		      uint32_t clen, bool lax)
+{
+	bool txn = v->pm->txn_depth;
+	uint32_t n = form_elems(type, c->card, c->nruns);
+
+	if (txn)
+		return 0;
+	if (!c->card || c->card >= clen)
+		return BROKEN(v, "chunk %u: container holds a uniform chunk (card %u of %u) "
+			      "outside a transaction", k, c->card, clen);
+	if (lax)
+		return 0;
+	if (!form_ok(type, c->card, c->nruns))
+		return BROKEN(v, "chunk %u: type %u is not within 2x of the best form for "
+			      "card %u nruns %u", k, type, c->card, c->nruns);
+	if (type != CT_BITSET && !cap_ok(c->cap, n))
+		return BROKEN(v, "chunk %u: capacity %u too big for %u elements", k, c->cap, n);
+	return 0;
+}
+
+static int check_slot(struct vstate *v, const struct leaf *leaf, uint32_t k)
+{
+	uint32_t si = k & (LEAF_CHUNKS - 1), clen = chunk_len(v->pm, k);
+	uintptr_t s = leaf->slot[si];
+	bool ne = mtest(leaf->nonempty, si), nf = mtest(leaf->nonfull, si);
+	const struct ctr *c = (const struct ctr *)(s & SLOT_PTR);
+	unsigned type = s & SLOT_TYPE;
+	int ret;
+
+	if (!s) {
+		if (ne == nf)
+			return BROKEN(v, "chunk %u: uniform but masks say nonempty %d nonfull %d",
+				      k, ne, nf);
+		v->count += ne ? clen : 0;
+		return 0;
+	}
+	if (!c || type == CT_UNIFORM)
+		return BROKEN(v, "chunk %u: bad slot %#lx", k, (unsigned long)s);
+	ret = ctr_check(type, c, clen, v->why, v->len);
+	if (ret) {
+		char inner[200];
+
+		snprintf(inner, sizeof(inner), "%s", v->why);
+		return BROKEN(v, "chunk %u: %s", k, inner);
+	}
+	if (ne != (c->card > 0) || nf != (c->card < clen))
+		return BROKEN(v, "chunk %u: masks (nonempty %d nonfull %d) disagree with card %u",
+			      k, ne, nf, c->card);
+	v->count += c->card;
+	v->bytes += ctr_bytes(type, c->cap);
+	return check_form(v, k, type, c, clen, s & SLOT_LAX);
+}
+
+static int check_masks_tail(struct vstate *v, const uint64_t *m, uint32_t n, const char *what)
+{
+	if (mnext(m, n, LEAF_CHUNKS) >= 0)
+		return BROKEN(v, "%s: bit set past the last valid index %u", what, n);
+	return 0;
+}
+
+static int check_leaf(struct vstate *v, uint32_t li)
+{
+	const struct pagemap *pm = v->pm;
+	const struct leaf *leaf = pm->leaf[li];
+	uint32_t nctrs = 0;
+	char what[48];
+	int ret;
+
+	if (leaf->nslots != leaf_slots(pm, li))
+		return BROKEN(v, "leaf %u: %u slots, expected %u", li, leaf->nslots,
+			      leaf_slots(pm, li));
+	snprintf(what, sizeof(what), "leaf %u masks", li);
+	ret = check_masks_tail(v, leaf->nonempty, leaf->nslots, what) ?:
+	      check_masks_tail(v, leaf->nonfull, leaf->nslots, what) ?:
+	      check_masks_tail(v, leaf->dirty, leaf->nslots, what);
+	if (ret)
+		return ret;
+	if (!pm->txn_depth && many(leaf->dirty))
+		return BROKEN(v, "leaf %u: dirty chunks outside a transaction", li);
+	if (mtest(pm->top_nonempty, li) != many(leaf->nonempty) ||
+	    mtest(pm->top_nonfull, li) != many(leaf->nonfull))
+		return BROKEN(v, "leaf %u: top masks disagree with the leaf's", li);
+	for (uint32_t si = 0; si < leaf->nslots; si++) {
+		ret = check_slot(v, leaf, (li << LEAF_SHIFT) + si);
+		if (ret)
+			return ret;
+		nctrs += leaf->slot[si] != 0;
+	}
+	if (nctrs != leaf->nctrs)
+		return BROKEN(v, "leaf %u: nctrs %u, counted %u", li, leaf->nctrs, nctrs);
+	if (!pm->txn_depth && (!many(leaf->nonempty) || !many(leaf->nonfull)))
+		return BROKEN(v, "leaf %u: uniform leaf kept outside a transaction", li);
+	v->bytes += sizeof(*leaf) + leaf->nslots * sizeof(uintptr_t);
+	return 0;
+}
+
+static int check_map(struct vstate *v)
+{
+	const struct pagemap *pm = v->pm;
+	uint32_t nchunks = (pm->npages + CHUNK_PAGES - 1) >> CHUNK_SHIFT;
+	int ret;
+
+	if (!pm->npages || pm->npages > MAX_PAGES || pm->nchunks != nchunks ||
+	    pm->nleaves != (nchunks + LEAF_CHUNKS - 1) >> LEAF_SHIFT ||
+	    pm->last_clen != pm->npages - chunk_base(nchunks - 1))
+		return BROKEN(v, "geometry: npages %llu nchunks %u nleaves %u last_clen %u",
+			      (unsigned long long)pm->npages, pm->nchunks, pm->nleaves,
+			      pm->last_clen);
+	ret = check_masks_tail(v, pm->top_nonempty, pm->nleaves, "top masks") ?:
+	      check_masks_tail(v, pm->top_nonfull, pm->nleaves, "top masks") ?:
+	      check_masks_tail(v, pm->top_dirty, pm->nleaves, "top masks");
+	if (ret)
+		return ret;
+	if (!pm->txn_depth && (many(pm->top_dirty) || pm->deferred))
+		return BROKEN(v, "transaction state left outside a transaction");
+	v->bytes = sizeof(*pm) + pm->nleaves * sizeof(pm->leaf[0]);
+	for (uint32_t li = 0; li < pm->nleaves; li++) {
+		bool ne = mtest(pm->top_nonempty, li), nf = mtest(pm->top_nonfull, li);
+
+		if (pm->leaf[li]) {
+			ret = check_leaf(v, li);
+			if (ret)
+				return ret;
+			continue;
+		}
+		if (ne == nf)
+			return BROKEN(v, "leaf %u: absent (uniform) but nonempty %d nonfull %d",
+				      li, ne, nf);
+		v->count += ne ? leaf_end(pm, li) - ((uint64_t)li << LEAF_PAGE_SHIFT) : 0;
+	}
+	for (const struct deferred *d = pm->deferred; d; d = d->next)
+		v->bytes += d->bytes;
+	if (v->count != pm->count)
+		return BROKEN(v, "count %llu, counted %llu", (unsigned long long)pm->count,
+			      (unsigned long long)v->count);
+	if (v->bytes != pm->bytes)
+		return BROKEN(v, "bytes %zu, counted %zu", pm->bytes, v->bytes);
+	return 0;
+}
+
+int pagemap_validate(const struct pagemap *pm, char *why, size_t whylen)
+{
+	char buf[256] = "";
+	struct vstate v = { .pm = pm, .why = buf, .len = sizeof(buf) };
+	int ret = check_map(&v);
+
+	if (ret && why && whylen)
+		snprintf(why, whylen, "%s", buf);
+	return ret;
+}
