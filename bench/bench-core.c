@@ -488,7 +488,8 @@ static void usage(void)
 	      "                  [--seed N] [--stress] [--no-conv] [--no-replay] [--only NAME]\n"
 	      "  --stress  also replay the harsher pattern (runs of 4-124 KiB, ~8 M runs)\n"
 	      "  --only    only the conversion configurations whose name contains NAME\n"
-	      "            (for profiling one: valgrind --tool=callgrind bench-core --only ...)\n",
+	      "            (to profile one: valgrind --tool=callgrind bench-core --no-replay\n"
+	      "            --conv-size 8G --only NAME; valgrind cannot map 64 GiB)\n",
 	      stderr);
 	exit(2);
 }
