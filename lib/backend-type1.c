@@ -132,7 +132,9 @@ static int parse_one_cap(const uint8_t *buf, size_t len, size_t off, uint16_t id
 		if (len - off < sizeof(avail))
 			return -EPROTO;
 		memcpy(&avail, buf + off, sizeof(avail));
-		c->avail = avail.avail;
+		/* iommufd's compat container has no limit and says UINT32_MAX
+		 * (KERNEL-FACTS §3); type1 cannot count past it either. */
+		c->avail = avail.avail == UINT32_MAX ? UINT64_MAX : avail.avail;
 		return 0;
 	default:
 		return 0;

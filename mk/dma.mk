@@ -17,3 +17,13 @@ tests_test_dma_threads_CFLAGS = $(TEST_CFLAGS)
 tests_test_dma_threads_LDADD = $(TEST_LDADD)
 TESTS += tests/test-dma-threads
 endif
+
+# The library on real kernels, with edu DMA, in the guest (mk/vm.mk).
+if ENABLE_TESTS
+check_PROGRAMS += tests/vm/guest-lib
+tests_vm_guest_lib_SOURCES = tests/vm/guest-lib.c $(GUEST_SOURCES)
+tests_vm_guest_lib_CFLAGS = $(GUEST_CFLAGS)
+tests_vm_guest_lib_LDADD = $(GUEST_LDADD)
+VM_TESTS_A += tests/vm/guest-lib
+VM_TESTS_B += tests/vm/guest-lib
+endif

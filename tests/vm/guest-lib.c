@@ -1,0 +1,419 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The library on a real kernel, inside the test guest: random conversions
+ * through the public API with each mapping policy, and after every step
+ *   - the kernel agrees with the library's mapping table: a one-page map at
+ *     a sampled IOVA fails with -EEXIST exactly where the library says it
+ *     mapped (sampled at run edges and at random), and on type1 the number
+ *     of entries used (DMA_AVAIL) equals the library's mapping count;
+ *   - QEMU's edu device reaches sampled shared pages (a DMA round trip
+ *     carries a pattern) and does not reach sampled private ones (it reads
+ *     zeros, its writes do not land, and the IOMMU logs a fault).
+ * Then the hitless check: DMA on both neighbours of a page before and after
+ * that page goes private.
+ *
+ *   guest-lib [type1|iommufd|compat]
+ * Without an argument it runs what the running kernel has: type1 and
+ * iommufd on kernel A (legacy container present), the compat container
+ * (iommufd's /dev/vfio/vfio with type1 v1 semantics: it cuts) on kernel B.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/iommufd.h>
+#include <linux/vfio.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "cvmdma.h"
+#include "dma.h"
+#include "guest-tap.h"
+#include "guest.h"
+
+#define PG      4096ull
+#define RAM_GPA 0x40000000ull      /* 1 GiB */
+#define RAM_PG  4096ull            /* 16 MiB of guest RAM under test */
+#define BOUNCE_GPA 0x80000000ull   /* 2 GiB: an always-shared page pair for round trips */
+#define STEPS   24
+#define DMA_LEN 2048
+
+struct target {
+	const char *name;
+	int container, device, iommufd;
+	uint32_t ioas;
+	struct edu edu;
+};
+
+struct world {
+	struct target *t;
+	struct cvm_dma *dma;
+	struct cvm_region *ram, *bounce;
+	uint8_t *ram_hva, *bounce_hva;
+	uint8_t state[RAM_PG];       /* oracle: 1 = shared */
+	const char *policy;
+	uint64_t probe_buf;          /* a spare page used as vaddr for probe maps */
+	unsigned seed;
+	int dmas;
+	int faults_checked;          /* fault log lines are rate-limited: count a few */
+};
+
+/* ---- kernel probes ---- */
+
+/* Is iova mapped in the kernel?  Map one page there: -EEXIST means yes; on
+ * success undo it at once.  Returns 1, 0 or -errno. */
+static int kernel_mapped(struct world *w, uint64_t iova)
+{
+	struct cvm_be *be = cvm_dma_backend(w->dma);
+	uint64_t done;
+	int err = be->ops->map(be, iova, PG, (void *)(uintptr_t)w->probe_buf);
+
+	if (err == -EEXIST)
+		return 1;
+	if (err)
+		return err;
+	err = be->ops->unmap(be, iova, PG, &done);
+	return err ? err : 0;
+}
+
+struct count { uint64_t n; };
+static int count_fn(void *o, uint64_t iova, uint64_t len) { (void)iova; (void)len; ((struct count *)o)->n++; return 0; }
+
+static bool check_kernel(struct world *w, uint64_t used_at_open)
+{
+	struct cvm_be *be = cvm_dma_backend(w->dma);
+	struct count c = { 0 };
+	bool ok = true;
+
+	for (int k = 0; k < 48 && ok; k++) {
+		uint64_t p = rand_r(&w->seed) % RAM_PG;
+
+		/* Bias towards run edges: the interesting places. */
+		if (k % 2) {
+			while (p + 1 < RAM_PG && w->state[p] == w->state[p + 1])
+				p++;
+			p += rand_r(&w->seed) % 2 && p + 1 < RAM_PG;
+		}
+		int m = kernel_mapped(w, RAM_GPA + p * PG);
+		if (m != w->state[p]) {
+			printf("# %s/%s: page %llu: kernel says %d, state %d\n", w->t->name, w->policy,
+			       (unsigned long long)p, m, w->state[p]);
+			ok = false;
+		}
+	}
+	if (ok && be->entries_avail != UINT64_MAX && be->ops->refresh) {
+		cvm_dma_for_each_mapping(w->dma, count_fn, &c);
+		be->ops->refresh(be);
+		if (used_at_open - be->entries_avail != c.n) {
+			printf("# %s/%s: kernel holds %llu entries, the library %llu\n", w->t->name,
+			       w->policy, (unsigned long long)(used_at_open - be->entries_avail),
+			       (unsigned long long)c.n);
+			ok = false;
+		}
+	}
+	return ok;
+}
+
+/* ---- DMA probes ---- */
+
+static void fill(uint8_t *p, uint8_t seed)
+{
+	for (size_t i = 0; i < DMA_LEN; i++)
+		p[i] = (uint8_t)(seed + i * 7);
+}
+
+/* A shared page: RAM page -> edu -> bounce carries the pattern. */
+static bool dma_reaches(struct world *w, uint64_t page)
+{
+	uint8_t *src = w->ram_hva + page * PG, *dst = w->bounce_hva;
+	uint8_t want[DMA_LEN];
+
+	fill(src, (uint8_t)page);
+	memcpy(want, src, DMA_LEN);
+	memset(dst, 0x5a, DMA_LEN);
+	w->dmas += 2;
+	if (edu_roundtrip(&w->t->edu, RAM_GPA + page * PG, BOUNCE_GPA, DMA_LEN))
+		return false;
+	return memcmp(dst, want, DMA_LEN) == 0;
+}
+
+/* A private page: reading it yields zeros, writing it does not land, the
+ * IOMMU logs a fault for each. */
+static bool dma_blocked(struct world *w, uint64_t page, bool count_faults)
+{
+	uint8_t *p = w->ram_hva + page * PG, *bounce = w->bounce_hva;
+	int faults = 0;
+	bool ok = true;
+
+	if (count_faults) {
+		guest_wait_dmar_ratelimit();
+		faults = guest_dmesg_count("DMAR: [DMA");
+	}
+	fill(p, 0x33);
+	memset(bounce, 0x5a, DMA_LEN);
+	w->dmas += 2;
+	if (edu_roundtrip(&w->t->edu, RAM_GPA + page * PG, BOUNCE_GPA, DMA_LEN))
+		return false;
+	for (size_t i = 0; i < DMA_LEN; i++)
+		ok &= bounce[i] == 0;      /* the device read zeros */
+	/* Now write the pattern from the bounce page into the private page. */
+	fill(bounce + PG, 0x77);
+	memset(p, 0x11, DMA_LEN);
+	w->dmas += 2;
+	if (edu_roundtrip(&w->t->edu, BOUNCE_GPA + PG, RAM_GPA + page * PG, DMA_LEN))
+		return false;
+	for (size_t i = 0; i < DMA_LEN; i++)
+		ok &= p[i] == 0x11;        /* nothing landed */
+	if (count_faults)
+		ok &= guest_dmesg_count("DMAR: [DMA") >= faults + 2;
+	return ok;
+}
+
+/* ---- the random run ---- */
+
+static uint64_t pick_page(struct world *w, uint8_t want)
+{
+	for (int tries = 0; tries < 64; tries++) {
+		uint64_t p = rand_r(&w->seed) % RAM_PG;
+
+		if (w->state[p] == want)
+			return p;
+	}
+	return UINT64_MAX;
+}
+
+static int open_dma(struct world *w, uint32_t flags, uint64_t granule)
+{
+	struct cvm_dma_config c = { .sz = sizeof(c), .fd = -1, .flags = flags,
+				    .split_granule = granule };
+	int err;
+
+	if (w->t->container >= 0) {
+		c.backend = CVM_BACKEND_TYPE1;
+		c.fd = w->t->container;
+	} else {
+		/* The VMM's IOAS, with the device attached: the context adopts it. */
+		c.backend = CVM_BACKEND_IOMMUFD;
+		c.fd = w->t->iommufd;
+		c.ioas_id = w->t->ioas;
+	}
+	err = cvm_dma_open(&c, &w->dma);
+	if (!err)
+		err = cvm_dma_add_region(w->dma, w->bounce);
+	if (!err)
+		err = cvm_dma_add_region(w->dma, w->ram);
+	return err;
+}
+
+static void run_policy(struct world *w, const char *policy, uint32_t flags, uint64_t granule)
+{
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG };
+	struct cvm_region_config bc = { .sz = sizeof(bc), .gpa = BOUNCE_GPA, .length = 2 * PG,
+					.flags = CVM_REGION_INIT_SHARED };
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+	uint64_t used_at_open = 0;
+	bool kern_ok = true, reach_ok = true, block_ok = true;
+	int err;
+
+	w->policy = policy;
+	memset(w->state, 0, sizeof(w->state));
+	rc.hva = w->ram_hva;
+	bc.hva = w->bounce_hva;
+	if (cvm_region_create(&rc, &w->ram) || cvm_region_create(&bc, &w->bounce)) {
+		tap_ok(false, "%s/%s: regions", w->t->name, policy);
+		return;
+	}
+	err = open_dma(w, flags, granule);
+	if (!tap_ok(!err, "%s/%s: cvm_dma_open + add_region (%d)", w->t->name, policy, err))
+		goto out;
+	if (cvm_dma_backend(w->dma)->entries_avail != UINT64_MAX) {
+		struct count c = { 0 };
+
+		cvm_dma_for_each_mapping(w->dma, count_fn, &c);
+		used_at_open = cvm_dma_backend(w->dma)->entries_avail + c.n;
+	}
+	for (int step = 0; step < STEPS; step++) {
+		struct cvm_range rs[3];
+		int n = 1 + rand_r(&w->seed) % 3, to = step < 4 || rand_r(&w->seed) % 2;
+
+		for (int k = 0; k < n; k++) {
+			uint64_t s = rand_r(&w->seed) % RAM_PG;
+			uint64_t len = 1 + rand_r(&w->seed) % (rand_r(&w->seed) % 3 ? 16 : 1024);
+
+			if (s + len > RAM_PG)
+				len = RAM_PG - s;
+			rs[k] = (struct cvm_range){ RAM_GPA + s * PG, len * PG };
+			memset(w->state + s, to, len);
+		}
+		err = cvm_convert_batch(w->ram, rs, (size_t)n, to ? CVM_SHARED : CVM_PRIVATE, 0);
+		if (err) {
+			tap_ok(false, "%s/%s: step %d convert (%d)", w->t->name, policy, step, err);
+			goto out;
+		}
+		kern_ok &= check_kernel(w, used_at_open);
+		if (step % 4 == 3) {
+			uint64_t s = pick_page(w, 1), p = pick_page(w, 0);
+
+			if (s != UINT64_MAX)
+				reach_ok &= dma_reaches(w, s);
+			if (p != UINT64_MAX) {
+				block_ok &= dma_blocked(w, p, w->faults_checked < 2);
+				w->faults_checked++;
+			}
+		}
+	}
+	tap_ok(kern_ok, "%s/%s: after each of %d random conversions the kernel maps exactly the "
+	       "library's table", w->t->name, policy, STEPS);
+	tap_ok(reach_ok, "%s/%s: edu DMA reaches sampled shared pages", w->t->name, policy);
+	tap_ok(block_ok, "%s/%s: edu DMA cannot read or write sampled private pages (DMAR faults "
+	       "logged)", w->t->name, policy);
+	cvm_dma_stats(w->dma, &st);
+	printf("# %s/%s: mappings %llu (peak %llu), map %llu unmap %llu cut %llu, disruptive %llu\n",
+	       w->t->name, policy, (unsigned long long)st.mappings,
+	       (unsigned long long)st.mappings_peak, (unsigned long long)st.map_calls,
+	       (unsigned long long)st.unmap_calls, (unsigned long long)st.cut_calls,
+	       (unsigned long long)st.disruptive_splits);
+out:
+	cvm_dma_close(w->dma);
+	w->dma = NULL;
+	cvm_region_destroy(w->ram);
+	cvm_region_destroy(w->bounce);
+}
+
+/* Both neighbours of a page stay DMA-reachable across its conversion. */
+static void run_hitless(struct world *w)
+{
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG };
+	struct cvm_region_config bc = { .sz = sizeof(bc), .gpa = BOUNCE_GPA, .length = 2 * PG,
+					.flags = CVM_REGION_INIT_SHARED };
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+	struct cvm_dma_info info = { .sz = sizeof(info) };
+	bool before, after, hole;
+
+	rc.hva = w->ram_hva;
+	bc.hva = w->bounce_hva;
+	w->policy = "auto";
+	cvm_region_create(&rc, &w->ram);
+	cvm_region_create(&bc, &w->bounce);
+	if (open_dma(w, 0, 0) || cvm_convert(w->ram, RAM_GPA, 512 * PG, CVM_SHARED, 0)) {
+		tap_ok(false, "%s: hitless setup", w->t->name);
+		goto out;
+	}
+	cvm_dma_info(w->dma, &info);
+	before = dma_reaches(w, 99) && dma_reaches(w, 101) && dma_reaches(w, 0) &&
+		 dma_reaches(w, 511);
+	cvm_convert(w->ram, RAM_GPA + 100 * PG, PG, CVM_PRIVATE, 0);
+	after = dma_reaches(w, 99) && dma_reaches(w, 101) && dma_reaches(w, 0) &&
+		dma_reaches(w, 511);
+	hole = dma_blocked(w, 100, true);
+	cvm_dma_stats(w->dma, &st);
+	tap_ok(before && after && hole, "%s: the neighbours and both ends of a run stay DMA-reachable "
+	       "across a cut next to them, and the hole is not", w->t->name);
+	if (info.can_cut)
+		tap_ok(st.cut_calls == 1 && st.disruptive_splits == 0,
+		       "%s: the backend cut: one cut call, nothing disrupted (cut %llu, disruptive "
+		       "%llu)", w->t->name, (unsigned long long)st.cut_calls,
+		       (unsigned long long)st.disruptive_splits);
+	else
+		tap_ok(st.disruptive_splits == 1 && st.disrupted_bytes == 2 * 1024 * 1024 - PG,
+		       "%s: no cut: the disruption stays inside one 2 MiB block (%llu bytes)",
+		       w->t->name, (unsigned long long)st.disrupted_bytes);
+out:
+	cvm_dma_close(w->dma);
+	w->dma = NULL;
+	cvm_region_destroy(w->ram);
+	cvm_region_destroy(w->bounce);
+}
+
+static int open_target(struct target *t, const char *name)
+{
+	memset(t, 0, sizeof(*t));
+	t->edu.device_fd = -1;
+	t->name = name;
+	t->container = t->device = t->iommufd = -1;
+	if (!strcmp(name, "type1"))
+		return guest_open_type1(VFIO_TYPE1v2_IOMMU, &t->container, &t->device) ?:
+		       edu_open(t->device, &t->edu);
+	if (!strcmp(name, "compat"))
+		return guest_open_type1(VFIO_TYPE1_IOMMU, &t->container, &t->device) ?:
+		       edu_open(t->device, &t->edu);
+	if (!strcmp(name, "iommufd")) {
+		struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
+
+		t->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+		if (t->iommufd < 0)
+			return -errno;
+		if (ioctl(t->iommufd, IOMMU_IOAS_ALLOC, &alloc))
+			return -errno;
+		t->ioas = alloc.out_ioas_id;
+		return guest_iommufd_bind(t->iommufd, &t->device) ?:
+		       guest_iommufd_attach(t->device, t->ioas) ?: edu_open(t->device, &t->edu);
+	}
+	return -EINVAL;
+}
+
+static void close_target(struct target *t)
+{
+	edu_close(&t->edu);
+	if (t->device >= 0)
+		close(t->device);
+	if (t->container >= 0)
+		close(t->container);
+	if (t->iommufd >= 0)
+		close(t->iommufd);
+}
+
+static void run_target(struct world *w, const char *name)
+{
+	const struct { const char *name; uint32_t flags; uint64_t g; } pol[] = {
+		{ "per-page", CVM_DMA_PER_PAGE, 0 }, { "auto", 0, 0 },
+		{ "granule-64K", 0, 64 * 1024 }, { "unbounded", 0, UINT64_MAX },
+	};
+	struct target t;
+	int err = open_target(&t, name);
+
+	if (err) {
+		tap_skip(strerror(-err), "%s: open the edu device", name);
+		close_target(&t);
+		return;
+	}
+	w->t = &t;
+	w->faults_checked = 0;
+	for (size_t i = 0; i < sizeof(pol) / sizeof(pol[0]); i++)
+		run_policy(w, pol[i].name, pol[i].flags, pol[i].g);
+	run_hitless(w);
+	printf("# %s: %d edu DMA transfers so far\n", name, w->dmas);
+	close_target(&t);
+}
+
+int main(int argc, char **argv)
+{
+	static struct world w;
+
+	if (argc > 2) {
+		fprintf(stderr, "usage: %s [type1|iommufd|compat]\n", argv[0]);
+		return 2;
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	w.seed = 4242;
+	w.ram_hva = mmap(NULL, RAM_PG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			 -1, 0);
+	w.bounce_hva = mmap(NULL, 3 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+			    -1, 0);
+	if (w.ram_hva == MAP_FAILED || w.bounce_hva == MAP_FAILED)
+		return 1;
+	memset(w.ram_hva, 0, RAM_PG * PG);
+	w.probe_buf = (uint64_t)(uintptr_t)(w.bounce_hva + 2 * PG);
+	if (argc == 2) {
+		run_target(&w, argv[1]);
+	} else if (access("/sys/module/vfio_iommu_type1", F_OK) == 0) {
+		run_target(&w, "type1");       /* kernel A */
+		run_target(&w, "iommufd");
+	} else {
+		run_target(&w, "compat");      /* kernel B */
+	}
+	printf("1..%d\n", tap_count);
+	return tap_failed;
+}
