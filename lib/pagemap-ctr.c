@@ -25,20 +25,25 @@ size_t ctr_bytes(unsigned type, uint32_t cap)
 
 /* ---- array ---- */
 
+/*
+ * Branch-free lower bounds: the compiler turns the halving step into a
+ * conditional move, so a search costs no mispredictions.
+ */
+
 /* First index whose element is >= x, or n. */
-static uint32_t arr_lb(const uint16_t *a, uint32_t n, uint32_t x)
+static inline uint32_t arr_lb(const uint16_t *a, uint32_t n, uint32_t x)
 {
-	uint32_t lo = 0, hi = n;
+	const uint16_t *base = a;
 
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
+	if (!n)
+		return 0;
+	while (n > 1) {
+		uint32_t half = n / 2;
 
-		if (a[mid] < x)
-			lo = mid + 1;
-		else
-			hi = mid;
+		base = base[half] < x ? base + half : base;
+		n -= half;
 	}
-	return lo;
+	return (base - a) + (*base < x);
 }
 
 /*
@@ -104,36 +109,41 @@ static int32_t arr_prev(const struct ctr *c, uint32_t off, bool val)
 	return (int32_t)a[arr_run_start(a, i)] - 1;
 }
 
-static uint32_t arr_starts(const struct ctr *c, uint32_t lo, uint32_t hi)
+static void arr_probe(const struct ctr *c, uint32_t lo, uint32_t hi, struct probe *pr)
 {
 	const uint16_t *a = ctr_arr(c);
-	uint32_t n = c->card, i = arr_lb(a, n, lo), j = arr_lb(a, n, hi + 1), s = 0;
+	uint32_t n = c->card, i = arr_lb(a, n, lo), j = i, starts = 0;
 
-	for (; i < j; i++)
-		s += i == 0 || a[i - 1] + 1u != a[i];
-	return s;
+	pr->left = lo && i && a[i - 1] == lo - 1;
+	for (; j < n && a[j] < hi; j++)
+		starts += j == 0 || a[j - 1] + 1u != a[j];
+	pr->right = j < n && a[j] == hi;
+	starts += pr->right && (j == 0 || a[j - 1] + 1u != hi);
+	pr->in = j - i;
+	pr->starts = starts;
+	pr->i = i;
+	pr->j = j;
 }
 
-static int arr_runs(const struct ctr *c, uint32_t lo, uint32_t hi, bool val,
-		    ctr_emit_fn fn, void *ctx)
+/* Elements [i, j) are those in [lo, hi). */
+static int arr_report(const struct ctr *c, uint32_t i, uint32_t j, uint32_t lo, uint32_t hi,
+		      bool val, ctr_emit_fn fn, void *ctx)
 {
 	const uint16_t *a = ctr_arr(c);
-	uint32_t n = c->card, i = arr_lb(a, n, lo), p = lo, j;
+	uint32_t p = lo, k;
 	int ret;
 
 	if (val) {
-		while (i < n && a[i] < hi) {
-			j = i + 1;
-			while (j < n && a[j] == a[j - 1] + 1u && a[j] < hi)
-				j++;
-			ret = fn(ctx, a[i], a[j - 1] + 1u);
+		for (; i < j; i = k) {
+			for (k = i + 1; k < j && a[k] == a[k - 1] + 1u; k++)
+				;
+			ret = fn(ctx, a[i], a[k - 1] + 1u);
 			if (ret)
 				return ret;
-			i = j;
 		}
 		return 0;
 	}
-	for (; i < n && a[i] < hi; i++) {
+	for (; i < j; i++) {
 		if (a[i] > p) {
 			ret = fn(ctx, p, a[i]);
 			if (ret)
@@ -144,10 +154,20 @@ static int arr_runs(const struct ctr *c, uint32_t lo, uint32_t hi, bool val,
 	return p < hi ? fn(ctx, p, hi) : 0;
 }
 
-static void arr_assign(struct ctr *c, uint32_t lo, uint32_t hi, bool val)
+static int arr_runs(const struct ctr *c, uint32_t lo, uint32_t hi, bool val,
+		    ctr_emit_fn fn, void *ctx)
+{
+	const uint16_t *a = ctr_arr(c);
+	uint32_t i = arr_lb(a, c->card, lo), j = arr_lb(a, c->card, hi);
+
+	return arr_report(c, i, j, lo, hi, val, fn, ctx);
+}
+
+static void arr_assign(struct ctr *c, const struct probe *pr, uint32_t lo, uint32_t hi,
+		       bool val)
 {
 	uint16_t *a = ctr_arr(c);
-	uint32_t n = c->card, i = arr_lb(a, n, lo), j = arr_lb(a, n, hi);
+	uint32_t n = c->card, i = pr->i, j = pr->j;
 
 	if (!val) {
 		memmove(a + i, a + j, (n - j) * sizeof(*a));
@@ -161,35 +181,35 @@ static void arr_assign(struct ctr *c, uint32_t lo, uint32_t hi, bool val)
 /* ---- run list ---- */
 
 /* First run whose last is >= x, or n. */
-static uint32_t run_lb_last(const struct run16 *r, uint32_t n, uint32_t x)
+static inline uint32_t run_lb_last(const struct run16 *r, uint32_t n, uint32_t x)
 {
-	uint32_t lo = 0, hi = n;
+	const struct run16 *base = r;
 
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
+	if (!n)
+		return 0;
+	while (n > 1) {
+		uint32_t half = n / 2;
 
-		if (r[mid].last < x)
-			lo = mid + 1;
-		else
-			hi = mid;
+		base = base[half].last < x ? base + half : base;
+		n -= half;
 	}
-	return lo;
+	return (base - r) + (base->last < x);
 }
 
 /* First run whose start is >= x, or n. */
-static uint32_t run_lb_start(const struct run16 *r, uint32_t n, uint32_t x)
+static inline uint32_t run_lb_start(const struct run16 *r, uint32_t n, uint32_t x)
 {
-	uint32_t lo = 0, hi = n;
+	const struct run16 *base = r;
 
-	while (lo < hi) {
-		uint32_t mid = (lo + hi) / 2;
+	if (!n)
+		return 0;
+	while (n > 1) {
+		uint32_t half = n / 2;
 
-		if (r[mid].start < x)
-			lo = mid + 1;
-		else
-			hi = mid;
+		base = base[half].start < x ? base + half : base;
+		n -= half;
 	}
-	return lo;
+	return (base - r) + (base->start < x);
 }
 
 static int32_t run_next(const struct ctr *c, uint32_t off, bool val, uint32_t clen)
@@ -217,37 +237,53 @@ static int32_t run_prev(const struct ctr *c, uint32_t off, bool val)
 	return r[i].last >= off ? (int32_t)r[i].start - 1 : (int32_t)off;
 }
 
-static uint32_t run_count(const struct ctr *c, uint32_t lo, uint32_t hi)
+static void run_probe(const struct ctr *c, uint32_t lo, uint32_t hi, struct probe *pr)
 {
 	const struct run16 *r = ctr_run(c);
-	uint32_t i = run_lb_last(r, c->nruns, lo), s = 0;
+	uint32_t n = c->nruns, i = run_lb_last(r, n, lo ? lo - 1 : 0), j = i;
 
-	for (; i < c->nruns && r[i].start < hi; i++) {
-		uint32_t a = r[i].start > lo ? r[i].start : lo;
-		uint32_t b = r[i].last + 1u < hi ? r[i].last + 1u : hi;
+	pr->in = pr->starts = 0;
+	pr->left = pr->right = false;
+	for (; j < n && r[j].start <= hi; j++) {
+		uint32_t a = r[j].start > lo ? r[j].start : lo;
+		uint32_t b = r[j].last + 1u < hi ? r[j].last + 1u : hi;
 
-		s += b - a;
+		pr->in += b > a ? b - a : 0;
+		pr->starts += r[j].start >= lo;
+		pr->left |= lo && r[j].start < lo;	/* it reaches lo - 1 */
+		pr->right |= r[j].last >= hi;
 	}
-	return s;
+	pr->i = i;
+	pr->j = j;
 }
 
-static int run_runs(const struct ctr *c, uint32_t lo, uint32_t hi, bool val,
-		    ctr_emit_fn fn, void *ctx)
+/* Runs [i, j) include every run meeting [lo, hi). */
+static int run_report(const struct ctr *c, uint32_t i, uint32_t j, uint32_t lo, uint32_t hi,
+		      bool val, ctr_emit_fn fn, void *ctx)
 {
 	const struct run16 *r = ctr_run(c);
-	uint32_t i = run_lb_last(r, c->nruns, lo), p = lo;
-	int ret;
+	uint32_t p = lo;
+	int ret = 0;
 
-	for (; i < c->nruns && r[i].start < hi; i++) {
+	for (; i < j && r[i].start < hi; i++) {
 		uint32_t a = r[i].start > lo ? r[i].start : lo;
 		uint32_t b = r[i].last + 1u < hi ? r[i].last + 1u : hi;
 
+		if (b <= a)
+			continue;
 		ret = val ? fn(ctx, a, b) : (a > p ? fn(ctx, p, a) : 0);
 		if (ret)
 			return ret;
 		p = b;
 	}
 	return !val && p < hi ? fn(ctx, p, hi) : 0;
+}
+
+static int run_runs(const struct ctr *c, uint32_t lo, uint32_t hi, bool val,
+		    ctr_emit_fn fn, void *ctx)
+{
+	return run_report(c, run_lb_last(ctr_run(c), c->nruns, lo), c->nruns, lo, hi, val,
+			  fn, ctx);
 }
 
 /* Replace runs [i, j) by the k (0..2) runs in nr. */
@@ -260,23 +296,22 @@ static void run_splice(struct ctr *c, uint32_t i, uint32_t j, const struct run16
 	memcpy(r + i, nr, k * sizeof(*r));
 }
 
-static void run_assign(struct ctr *c, uint32_t lo, uint32_t hi, bool val)
+static void run_assign(struct ctr *c, const struct probe *pr, uint32_t lo, uint32_t hi,
+		       bool val)
 {
 	struct run16 *r = ctr_run(c), nr[2];
-	uint32_t n = c->nruns, i, j, k = 0;
+	uint32_t i = pr->i, j = pr->j, k = 0;
 
 	if (val) {
-		/* Runs touching [lo - 1, hi] merge with the range into one. */
-		i = run_lb_last(r, n, lo ? lo - 1 : 0);
-		j = run_lb_start(r, n, hi + 1);
+		/* Runs meeting [lo - 1, hi] merge with the range into one. */
 		nr[0].start = i < j && r[i].start < lo ? r[i].start : lo;
 		nr[0].last = i < j && r[j - 1].last >= hi ? r[j - 1].last : hi - 1;
 		run_splice(c, i, j, nr, 1);
 		return;
 	}
-	/* Runs meeting [lo, hi) lose it; their outer parts stay. */
-	i = run_lb_last(r, n, lo);
-	j = run_lb_start(r, n, hi);
+	/* Of those, the runs overlapping [lo, hi) lose it; their outer parts stay. */
+	i += i < j && r[i].last < lo;
+	j -= j > i && r[j - 1].start >= hi;
 	if (i < j && r[i].start < lo)
 		nr[k++] = (struct run16){ r[i].start, lo - 1 };
 	if (i < j && r[j - 1].last >= hi)
@@ -395,16 +430,6 @@ static int bs_runs(const uint64_t *w, uint32_t lo, uint32_t hi, bool val,
 
 /* ---- dispatch ---- */
 
-uint32_t cv_card(const struct chunkv *cv)
-{
-	return cv->c ? cv->c->card : cv->uval ? cv->clen : 0;
-}
-
-uint32_t cv_nruns(const struct chunkv *cv)
-{
-	return cv->c ? cv->c->nruns : cv->uval;
-}
-
 bool cv_test(const struct chunkv *cv, uint32_t off)
 {
 	const struct ctr *c = cv->c;
@@ -452,39 +477,41 @@ int32_t cv_prev(const struct chunkv *cv, uint32_t off, bool val)
 	return cv->uval == val ? (int32_t)off : -1;
 }
 
-uint32_t cv_count(const struct chunkv *cv, uint32_t lo, uint32_t hi)
+void cv_probe(const struct chunkv *cv, uint32_t lo, uint32_t hi, struct probe *pr)
 {
-	const struct ctr *c = cv->c;
+	const uint64_t *w;
 
 	switch (cv->type) {
 	case CT_ARRAY:
-		return arr_lb(ctr_arr(c), c->card, hi) - arr_lb(ctr_arr(c), c->card, lo);
+		arr_probe(cv->c, lo, hi, pr);
+		return;
 	case CT_RUN:
-		return run_count(c, lo, hi);
+		run_probe(cv->c, lo, hi, pr);
+		return;
 	case CT_BITSET:
-		return bs_count(ctr_words(c), lo, hi);
+		w = ctr_words(cv->c);
+		pr->in = bs_count(w, lo, hi);
+		pr->starts = bs_starts(w, lo, hi < cv->clen ? hi : cv->clen - 1);
+		pr->left = lo && (w[(lo - 1) >> 6] >> ((lo - 1) & 63) & 1);
+		pr->right = hi < cv->clen && (w[hi >> 6] >> (hi & 63) & 1);
+		return;
 	}
-	return cv->uval ? hi - lo : 0;
+	pr->in = cv->uval ? hi - lo : 0;
+	pr->starts = cv->uval && lo == 0;
+	pr->left = cv->uval && lo;
+	pr->right = cv->uval && hi < cv->clen;
 }
 
-uint32_t cv_starts(const struct chunkv *cv, uint32_t lo, uint32_t hi)
+int cv_report(const struct chunkv *cv, const struct probe *pr, uint32_t lo, uint32_t hi,
+	      bool val, ctr_emit_fn fn, void *ctx)
 {
-	const struct ctr *c = cv->c;
-
-	if (hi >= cv->clen)
-		hi = cv->clen - 1;
-	if (lo > hi)
-		return 0;
 	switch (cv->type) {
 	case CT_ARRAY:
-		return arr_starts(c, lo, hi);
+		return arr_report(cv->c, pr->i, pr->j, lo, hi, val, fn, ctx);
 	case CT_RUN:
-		return run_lb_start(ctr_run(c), c->nruns, hi + 1) -
-		       run_lb_start(ctr_run(c), c->nruns, lo);
-	case CT_BITSET:
-		return bs_starts(ctr_words(c), lo, hi);
+		return run_report(cv->c, pr->i, pr->j, lo, hi, val, fn, ctx);
 	}
-	return cv->uval && lo == 0;
+	return cv_runs(cv, lo, hi, val, fn, ctx);
 }
 
 int cv_runs(const struct chunkv *cv, uint32_t lo, uint32_t hi, bool val,
@@ -503,15 +530,15 @@ int cv_runs(const struct chunkv *cv, uint32_t lo, uint32_t hi, bool val,
 	return cv->uval == val ? fn(ctx, lo, hi) : 0;
 }
 
-void ctr_assign(unsigned type, struct ctr *c, uint32_t lo, uint32_t hi, bool val,
-		uint32_t card, uint32_t nruns)
+void ctr_assign(unsigned type, struct ctr *c, const struct probe *pr, uint32_t lo,
+		uint32_t hi, bool val, uint32_t card, uint32_t nruns)
 {
 	switch (lo < hi ? type : CT_UNIFORM) {
 	case CT_ARRAY:
-		arr_assign(c, lo, hi, val);
+		arr_assign(c, pr, lo, hi, val);
 		break;
 	case CT_RUN:
-		run_assign(c, lo, hi, val);
+		run_assign(c, pr, lo, hi, val);
 		break;
 	case CT_BITSET:
 		bs_fill(ctr_words(c), lo, hi, val);

@@ -71,28 +71,50 @@ struct chunkv {
 typedef int (*ctr_emit_fn)(void *ctx, uint32_t start, uint32_t end);
 
 size_t ctr_bytes(unsigned type, uint32_t cap);
-uint32_t cv_card(const struct chunkv *cv);
-uint32_t cv_nruns(const struct chunkv *cv);
+
+static inline uint32_t cv_card(const struct chunkv *cv)
+{
+	return cv->c ? cv->c->card : cv->uval ? cv->clen : 0;
+}
+
+static inline uint32_t cv_nruns(const struct chunkv *cv)
+{
+	return cv->c ? cv->c->nruns : cv->uval;
+}
+
 bool cv_test(const struct chunkv *cv, uint32_t off);
 /* First offset >= off (off < clen) whose bit is val, or -1. */
 int32_t cv_next(const struct chunkv *cv, uint32_t off, bool val);
 /* Last offset <= off (off < clen) whose bit is val, or -1. */
 int32_t cv_prev(const struct chunkv *cv, uint32_t off, bool val);
-/* Set pages in [lo, hi). */
-uint32_t cv_count(const struct chunkv *cv, uint32_t lo, uint32_t hi);
-/* Run starts (set page whose predecessor is clear) at offsets lo ..= hi. */
-uint32_t cv_starts(const struct chunkv *cv, uint32_t lo, uint32_t hi);
 /* Each maximal run of val clipped to [lo, hi), ascending. */
 int cv_runs(const struct chunkv *cv, uint32_t lo, uint32_t hi, bool val,
 	    ctr_emit_fn fn, void *ctx);
 
 /*
- * Assign [lo, hi) := val in place; card and nruns are the values after
- * the assignment (the caller computed them to choose the form) and the
- * container must have room for them.
+ * What assigning [lo, hi) needs to know about a chunk, found with one
+ * search: the hot path then reports and modifies without searching again.
  */
-void ctr_assign(unsigned type, struct ctr *c, uint32_t lo, uint32_t hi, bool val,
-		uint32_t card, uint32_t nruns);
+struct probe {
+	uint32_t in;		/* set pages in [lo, hi) */
+	uint32_t starts;	/* run starts at offsets lo ..= hi */
+	bool left, right;	/* bits lo - 1 and hi; false outside the chunk */
+	uint32_t i, j;		/* ARRAY: elements [i, j) lie in [lo, hi);
+				 * RUN: runs [i, j) meet [lo - 1, hi] */
+};
+
+void cv_probe(const struct chunkv *cv, uint32_t lo, uint32_t hi, struct probe *pr);
+/* cv_runs() for the range a probe was made for. */
+int cv_report(const struct chunkv *cv, const struct probe *pr, uint32_t lo, uint32_t hi,
+	      bool val, ctr_emit_fn fn, void *ctx);
+
+/*
+ * Assign [lo, hi) := val in place, given the probe of that range; card and
+ * nruns are the values after the assignment (the caller computed them to
+ * choose the form) and the container must have room for them.
+ */
+void ctr_assign(unsigned type, struct ctr *c, const struct probe *pr, uint32_t lo,
+		uint32_t hi, bool val, uint32_t card, uint32_t nruns);
 /*
  * Fill dst, a fresh container of the given type and capacity, with src's
  * pages with [lo, hi) := val applied (lo == hi: a plain copy/conversion).

@@ -90,6 +90,7 @@ struct plan {
 	bool optional;		/* fresh only to compact: on failure stay in place */
 	bool lax;		/* the result is not canonical */
 	struct ctr *nc;
+	struct probe pr;	/* of [lo, hi) before the change */
 };
 
 /* ---- 256-bit masks ---- */
@@ -442,20 +443,18 @@ static void choose(const struct pagemap *pm, const struct chunkv *cv, struct pla
 static bool plan_chunk(const struct pagemap *pm, const struct chunkv *cv, uint32_t lo,
 		       uint32_t hi, bool val, struct plan *p)
 {
-	uint32_t in = cv_count(cv, lo, hi), changed = val ? hi - lo - in : in;
-	uint32_t starts_new;
+	uint32_t changed, starts_new;
 
+	cv_probe(cv, lo, hi, &p->pr);
+	changed = val ? hi - lo - p->pr.in : p->pr.in;
 	if (!changed)
 		return false;
-	if (val)
-		starts_new = lo == 0 || !cv_test(cv, lo - 1);
-	else
-		starts_new = hi < cv->clen && cv_test(cv, hi);
+	starts_new = val ? !p->pr.left : p->pr.right;
 	p->lo = lo;
 	p->hi = hi;
 	p->val = val;
 	p->card = val ? cv_card(cv) + changed : cv_card(cv) - changed;
-	p->nruns = cv_nruns(cv) - cv_starts(cv, lo, hi) + starts_new;
+	p->nruns = cv_nruns(cv) - p->pr.starts + starts_new;
 	choose(pm, cv, p);
 	return true;
 }
@@ -511,13 +510,16 @@ static void plan_apply(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 			leaf->nctrs++;
 		leaf->slot[si] = (uintptr_t)p->nc | p->type | lax;
 	} else {
-		ctr_assign(cv->type, cv->c, p->lo, p->hi, p->val, p->card, p->nruns);
+		ctr_assign(cv->type, cv->c, &p->pr, p->lo, p->hi, p->val, p->card, p->nruns);
 		leaf->slot[si] = (uintptr_t)cv->c | cv->type | lax;
 	}
 	pm->count = pm->count - card0 + p->card;
+	mark_dirty(pm, leaf, k);
+	if ((card0 > 0) == (p->card > 0) && (card0 < cv->clen) == (p->card < cv->clen))
+		return;		/* the masks stand */
 	mput(leaf->nonempty, si, p->card > 0);
 	mput(leaf->nonfull, si, p->card < cv->clen);
-	mark_dirty(pm, leaf, k);
+	leaf_sync_top(pm, k >> LEAF_SHIFT);
 }
 
 /* ---- life cycle ---- */
@@ -820,15 +822,15 @@ static int assign_in_chunk(struct pagemap *pm, uint64_t start, uint64_t len, boo
 	if (ret)
 		return ret;
 	if (changed) {
-		ret = cv_runs(&cv, lo, lo + len, !val, report_chunk, &r);
+		ret = cv_report(&cv, &p.pr, lo, lo + len, !val, report_chunk, &r);
 		if (ret) {
 			plan_abort(pm, &p);
 			return ret;
 		}
 	}
 	plan_apply(pm, pm->leaf[k >> LEAF_SHIFT], k, &cv, &p);
-	leaf_sync_top(pm, k >> LEAF_SHIFT);
-	leaf_maybe_free(pm, k >> LEAF_SHIFT);
+	if (p.type == CT_UNIFORM)
+		leaf_maybe_free(pm, k >> LEAF_SHIFT);
 	return 0;
 }
 
