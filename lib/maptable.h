@@ -35,5 +35,8 @@ uint64_t maptable_count(const struct maptable *mt);
 size_t   maptable_bytes(const struct maptable *mt);
 /* Ensure the next n inserts cannot fail with -ENOMEM (0 or -ENOMEM). */
 int  maptable_reserve(struct maptable *mt, uint64_t n);
+/* Tests only: check every structural invariant; 0, or -EUCLEAN after
+ * logging (cvm_err) the first one that is broken. */
+int  maptable_validate(const struct maptable *mt);
 
 #endif
