@@ -229,8 +229,12 @@ static void conv_timed(const struct conv_seq *s, const struct opts *o, struct cv
 	}
 }
 
-/* The same calls without timers: thread CPU time per call. */
-static uint64_t conv_bulk(const struct conv_seq *s, const struct opts *o, struct cvm_region *r)
+/*
+ * The same calls without timers: thread CPU time per call.  Not inlined, so
+ * callgrind --toggle-collect=conv_bulk counts exactly these calls (make bench
+ * does, for the instruction profile in doc/performance.md).
+ */
+static __attribute__((noinline)) uint64_t conv_bulk(const struct conv_seq *s, const struct opts *o, struct cvm_region *r)
 {
 	uint64_t c0;
 

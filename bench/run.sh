@@ -96,6 +96,30 @@ else
 	run "$out/core.out" bench/bench-core --stress
 fi
 
+# 3b. where the instructions of one conversion go: callgrind counts them
+# reproducibly (wall time on a shared machine does not), only inside the
+# untimed pass of bench-core (--toggle-collect=conv_bulk).
+if command -v valgrind >/dev/null 2>&1 && command -v callgrind_annotate >/dev/null 2>&1; then
+	step "instruction profile (callgrind)"
+	for cfg in "no DMA context:nodma" "model type1, auto:type1-auto" \
+		"model cut, auto:cut-auto"; do
+		name=${cfg%%:*} tag=${cfg#*:}
+		cg=$out/callgrind-$tag
+		log_cmd "valgrind --tool=callgrind --toggle-collect=conv_bulk" \
+			"--callgrind-out-file=$cg.cg.out bench/bench-core --no-replay --conv-size 8G" \
+			"--only '$name' --pairs 20000 --warmup 2000 > $cg.txt.out"
+		valgrind --tool=callgrind --toggle-collect=conv_bulk --callgrind-out-file="$cg.cg.out" \
+			bench/bench-core --no-replay --conv-size 8G --only "$name" --pairs 20000 \
+			--warmup 2000 >"$cg.txt.out" 2>/dev/null
+		log_cmd "callgrind_annotate --inclusive=yes --threshold=100 $cg.cg.out > $cg.incl.out"
+		callgrind_annotate --inclusive=yes --threshold=100 "$cg.cg.out" >"$cg.incl.out"
+		log_cmd "callgrind_annotate --threshold=100 $cg.cg.out > $cg.self.out"
+		callgrind_annotate --threshold=100 "$cg.cg.out" >"$cg.self.out"
+	done
+else
+	echo "$me: valgrind not found: no instruction profile" >&2
+fi
+
 # 4. the real kernels, in the vIOMMU guest.
 if [ "$vm" = 1 ] && [ -x bench/bench-guest ]; then
 	for k in A B; do
