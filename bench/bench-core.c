@@ -234,7 +234,8 @@ static void conv_timed(const struct conv_seq *s, const struct opts *o, struct cv
  * callgrind --toggle-collect=conv_bulk counts exactly these calls (make bench
  * does, for the instruction profile in doc/performance.md).
  */
-static __attribute__((noinline)) uint64_t conv_bulk(const struct conv_seq *s, const struct opts *o, struct cvm_region *r)
+static __attribute__((noinline)) uint64_t conv_bulk(const struct conv_seq *s,
+						    const struct opts *o, struct cvm_region *r)
 {
 	uint64_t c0;
 
