@@ -77,6 +77,19 @@ struct outcome {
 	struct cvm_dma_stats st;
 };
 
+static int make_region(struct world *w, unsigned int i)
+{
+	const struct trace_region *tr = &w->t->regions[i];
+	struct cvm_region_config rc = {
+		.sz = sizeof(rc), .gpa = tr->gpa, .length = tr->size,
+		.page_size = tr->page_size,
+		.flags = tr->init == CVM_SHARED ? CVM_REGION_INIT_SHARED : 0,
+	};
+
+	w->hva[i] = rc.hva = reserve_hva(tr->size);
+	return cvm_region_create(&rc, &w->regions[i]);
+}
+
 static int world_open(struct world *w, const struct run_cfg *c, struct outcome *out)
 {
 	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
@@ -90,17 +103,10 @@ static int world_open(struct world *w, const struct run_cfg *c, struct outcome *
 	if (!w->hva || !w->regions)
 		die("bench-policy: out of memory");
 	for (unsigned int i = 0; i < w->t->nregions; i++) {
-		const struct trace_region *tr = &w->t->regions[i];
-		struct cvm_region_config rc = {
-			.sz = sizeof(rc), .gpa = tr->gpa, .length = tr->size,
-			.page_size = tr->page_size,
-			.flags = tr->init == CVM_SHARED ? CVM_REGION_INIT_SHARED : 0,
-		};
-
-		w->hva[i] = rc.hva = reserve_hva(tr->size);
-		err = cvm_region_create(&rc, &w->regions[i]);
+		err = make_region(w, i);
 		if (err)
-			die("%s:%u: cvm_region_create: %s", w->t->name, tr->line, err_name(err));
+			die("%s:%u: cvm_region_create: %s", w->t->name, w->t->regions[i].line,
+			    err_name(err));
 	}
 	err = cvm_dma_open(&dc, &w->dma);
 	if (err)
@@ -164,6 +170,115 @@ static void replay(const struct trace *t, const struct run_cfg *c, struct outcom
 	world_close(&w);
 }
 
+/*
+ * ---- the fewest mappings a hitless library can hold ----
+ *
+ * No kernel merges two mappings, and merging by unmap + remap is not
+ * hitless, so on a backend that cuts, the minimum is one mapping per run
+ * that one conversion made shared (listeners hear exactly those runs),
+ * later cut by private conversions: "pieces".  This independent count is
+ * what `live` of the cut/auto row must equal.
+ */
+struct pieces {
+	uint64_t *s, *e;        /* sorted by start, disjoint */
+	size_t n, cap;
+};
+
+/* Index of the first piece that ends after gpa. */
+static size_t pieces_find(const struct pieces *p, uint64_t gpa)
+{
+	size_t lo = 0, hi = p->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (p->e[mid] <= gpa)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+static void pieces_insert(struct pieces *p, size_t i, uint64_t s, uint64_t e)
+{
+	if (p->n == p->cap) {
+		p->cap = p->cap ? 2 * p->cap : 1024;
+		p->s = realloc(p->s, p->cap * sizeof(*p->s));
+		p->e = realloc(p->e, p->cap * sizeof(*p->e));
+		if (!p->s || !p->e)
+			die("bench-policy: out of memory");
+	}
+	memmove(p->s + i + 1, p->s + i, (p->n - i) * sizeof(*p->s));
+	memmove(p->e + i + 1, p->e + i, (p->n - i) * sizeof(*p->e));
+	p->s[i] = s;
+	p->e[i] = e;
+	p->n++;
+}
+
+static int pieces_shared(void *opaque, uint64_t gpa, uint64_t length)
+{
+	struct pieces *p = opaque;
+
+	pieces_insert(p, pieces_find(p, gpa), gpa, gpa + length);
+	return 0;
+}
+
+static void pieces_private(void *opaque, uint64_t gpa, uint64_t length)
+{
+	struct pieces *p = opaque;
+	uint64_t a = gpa, b = gpa + length;
+	size_t i = pieces_find(p, a), j;
+
+	if (i < p->n && p->s[i] < a && p->e[i] > b) {       /* a hole inside one piece */
+		pieces_insert(p, i + 1, b, p->e[i]);
+		p->e[i] = a;
+		return;
+	}
+	if (i < p->n && p->s[i] < a)                        /* keep its left part */
+		p->e[i++] = a;
+	for (j = i; j < p->n && p->e[j] <= b; j++)          /* wholly inside: gone */
+		;
+	if (j < p->n && p->s[j] < b)                        /* keep its right part */
+		p->s[j] = b;
+	memmove(p->s + i, p->s + j, (p->n - j) * sizeof(*p->s));
+	memmove(p->e + i, p->e + j, (p->n - j) * sizeof(*p->e));
+	p->n -= j - i;
+}
+
+static uint64_t count_pieces(const struct trace *t)
+{
+	struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = pieces_shared,
+					.to_private = pieces_private };
+	struct pieces p = { 0 };
+	struct world w = { .t = t };
+	struct cvm_listener *l;
+	int err = 0;
+
+	w.hva = calloc(t->nregions, sizeof(*w.hva));
+	w.regions = calloc(t->nregions, sizeof(*w.regions));
+	if (!w.hva || !w.regions)
+		die("bench-policy: out of memory");
+	for (unsigned int i = 0; i < t->nregions && !err; i++) {
+		err = make_region(&w, i);
+		if (!err)
+			err = cvm_listener_add(w.regions[i], &ops, &p, 0, &l);
+	}
+	for (size_t i = 0; i < t->nops && !err; i++)
+		err = apply(&w, &t->ops[i]);
+	if (err)
+		die("bench-policy: %s: counting pieces: %s", t->name, err_name(err));
+	for (unsigned int i = 0; i < t->nregions; i++) {
+		cvm_region_destroy(w.regions[i]);
+		munmap(w.hva[i], t->regions[i].size);
+	}
+	free(w.hva);
+	free(w.regions);
+	free(p.s);
+	free(p.e);
+	return p.n;
+}
+
 static const char *label_of(const char *path, char *buf, size_t len)
 {
 	const char *b = strrchr(path, '/');
@@ -213,6 +328,8 @@ static void bench_trace(const char *path)
 	if (trace_load(path, &t, err, sizeof(err)))
 		die("bench-policy: %s", err);
 	label_of(path, label, sizeof(label));
+	progress("bench-policy: %s, counting the fewest hitless mappings ...", label);
+	printf("pieces\t%s\t%" PRIu64 "\n", label, count_pieces(&t));
 	for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
 		progress("bench-policy: %s, model %s, %s ...", label, runs[i].rules_name,
 			 runs[i].pol->name);
@@ -232,6 +349,7 @@ int main(int argc, char **argv)
 	printf("#cols policy workload rules policy lines result shared_runs live peak map_calls "
 	       "unmap_calls cut_calls calls disruptive_splits disrupted_bytes attach_cpu_ms conv_cpu_ms "
 	       "cpu_ns_per_line over_65535 mapped_eq_shared\n");
+	printf("#cols pieces workload fewest_hitless_mappings\n");
 	for (int i = 1; i < argc; i++)
 		bench_trace(argv[i]);
 	return 0;
