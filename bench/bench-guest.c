@@ -3,7 +3,8 @@
  * bench-guest: the mapping policies on the real kernel, inside the vIOMMU
  * test guest (run through tests/vm/run-in-guest; edu is bound to vfio-pci).
  * For each backend (a VFIO type1 container, an iommufd IOAS with the edu
- * device attached), each workload and each policy, a fresh 512 MiB region
+ * device attached, and on kernel B iommufd's compat container with type1 v1
+ * semantics, whose unmap cuts), each workload and each policy, a fresh 512 MiB region
  * and a fresh container/IOAS; per phase, the ioctls the library issued
  * (map + unmap + cut calls from cvm_dma_stats) and the wall time.
  *
@@ -16,7 +17,9 @@
  *                 (no-ops), a 64 MiB swiotlb shared in 2 MiB exits at an
  *                 unaligned place, 300 coherent allocations of 4-64 KiB;
  *   churn         the swiotlb, then 2,000 coherent allocations and frees
- *                 of 4-64 KiB, at most 128 live.
+ *                 of 4-64 KiB, at most 128 live;
+ *   holes         the swiotlb shared in one request, then 256 random 4 KiB
+ *                 pages of it private: cut, or unmap and remap the rest.
  */
 #include "config.h"
 
@@ -174,9 +177,32 @@ static void make_churn(struct workload *w, struct blocks *b)
 	}
 }
 
+#define HOLES 256
+
+/* Private 4 KiB holes punched into a shared run: where a backend that cuts
+ * differs from one that must unmap and remap the rest of a mapping. */
+static void make_holes(struct workload *w, struct blocks *b)
+{
+	struct phase *p;
+	uint8_t hole[SWIOTLB_B / PAGE] = { 0 };
+
+	w->name = "holes";
+	push(phase(w, "share"), SWIOTLB_B_AT, SWIOTLB_B, CVM_SHARED);
+	p = phase(w, "punch");
+	for (int i = 0; i < HOLES; i++) {
+		uint64_t k = rng_below(&b->rng, SWIOTLB_B / PAGE);
+
+		if (hole[k]++) {
+			i--;
+			continue;
+		}
+		push(p, SWIOTLB_B_AT + k * PAGE, PAGE, CVM_PRIVATE);
+	}
+}
+
 static struct workload *make_workloads(size_t *n)
 {
-	static struct workload w[3];
+	static struct workload w[4];
 	static struct blocks b;
 
 	memset(&b, 0, sizeof(b));
@@ -187,7 +213,8 @@ static struct workload *make_workloads(size_t *n)
 	memset(b.used, 0, sizeof(b.used));
 	reserve_swiotlb(&b);
 	make_churn(&w[2], &b);
-	*n = 3;
+	make_holes(&w[3], &b);
+	*n = 4;
 	return w;
 }
 
@@ -200,16 +227,29 @@ struct space {
 	struct cvm_dma *dma;
 };
 
-static int open_type1(struct space *s, const struct cvm_dma_config *base)
+static int open_type1_as(struct space *s, const struct cvm_dma_config *base,
+			 unsigned long iommu_type)
 {
 	struct cvm_dma_config dc = *base;
-	int err = guest_open_type1(VFIO_TYPE1v2_IOMMU, &s->fd, &s->device);
+	int err = guest_open_type1(iommu_type, &s->fd, &s->device);
 
 	if (err)
 		return err;
 	dc.backend = CVM_BACKEND_TYPE1;
 	dc.fd = s->fd;
 	return cvm_dma_open(&dc, &s->dma);
+}
+
+static int open_type1(struct space *s, const struct cvm_dma_config *base)
+{
+	return open_type1_as(s, base, VFIO_TYPE1v2_IOMMU);
+}
+
+/* Type1 v1 semantics: on iommufd's compat container (kernel B) the one
+ * container whose unmap cuts hitlessly; the library probes that itself. */
+static int open_type1_v1(struct space *s, const struct cvm_dma_config *base)
+{
+	return open_type1_as(s, base, VFIO_TYPE1_IOMMU);
 }
 
 static int open_iommufd(struct space *s, const struct cvm_dma_config *base)
@@ -282,10 +322,12 @@ static void print_phase(const char *kernel, const struct space *s, const struct 
 			int err)
 {
 	printf("guest\t%s\t%s\t%s\t%s\t%s\t%zu\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-	       "\t%" PRIu64 "\t%" PRIu64 "\t%.2f\t%.2f\t%s\n", kernel, s->name, w->name, p->name,
-	       pol->name, p->n, calls(b) - calls(a), b->map_calls - a->map_calls,
-	       b->unmap_calls - a->unmap_calls, b->cut_calls - a->cut_calls, b->mappings,
-	       b->mappings_peak, wall / 1e6, cpu / 1e6, err_name(err));
+	       "\t%" PRIu64 "\t%" PRIu64 "\t%.2f\t%.2f\t%s\t%" PRIu64 "\t%" PRIu64 "\n", kernel,
+	       s->name, w->name, p->name, pol->name, p->n, calls(b) - calls(a),
+	       b->map_calls - a->map_calls, b->unmap_calls - a->unmap_calls,
+	       b->cut_calls - a->cut_calls, b->mappings, b->mappings_peak, wall / 1e6, cpu / 1e6,
+	       err_name(err), b->disruptive_splits - a->disruptive_splits,
+	       b->disrupted_bytes - a->disrupted_bytes);
 	fflush(stdout);
 }
 
@@ -349,8 +391,12 @@ static void info_line(const char *kernel, struct space *s, open_fn open_space)
 int main(int argc, char **argv)
 {
 	const char *kernel = argc > 1 ? argv[1] : "?";
-	struct space spaces[] = { { .name = "type1" }, { .name = "iommufd" } };
-	open_fn opens[] = { open_type1, open_iommufd };
+	struct space spaces[] = { { .name = "type1" }, { .name = "iommufd" },
+				  { .name = "type1 v1" } };
+	open_fn opens[] = { open_type1, open_iommufd, open_type1_v1 };
+	/* v1 only where it is iommufd's compat container: never rely on v1 on
+	 * the real type1 driver (KERNEL-FACTS.md §1). */
+	size_t nspaces = !strcmp(kernel, "B") ? 3 : 2;
 	unsigned old = 0;
 	size_t nw;
 	struct workload *w = make_workloads(&nw);
@@ -365,11 +411,12 @@ int main(int argc, char **argv)
 	printf("# vfio_iommu_type1.dma_entry_limit: %s\n", lim ? err_name(lim) : "raised");
 	printf("limit\t%s\t%u\t%u\t%s\n", kernel, old, lim ? old : ENTRY_LIMIT, err_name(lim));
 	printf("#cols backend kernel backend open can_cut auto_granule iova_pgsizes\n");
-	for (size_t b = 0; b < 2; b++)
+	for (size_t b = 0; b < nspaces; b++)
 		info_line(kernel, &spaces[b], opens[b]);
 	printf("#cols guest kernel backend workload phase policy conversions ioctls map_calls "
-	       "unmap_calls cut_calls live peak wall_ms cpu_ms result\n");
-	for (size_t b = 0; b < 2; b++)
+	       "unmap_calls cut_calls live peak wall_ms cpu_ms result disruptive_splits "
+	       "disrupted_bytes\n");
+	for (size_t b = 0; b < nspaces; b++)
 		for (size_t i = 0; i < nw; i++)
 			for (size_t p = 0; p < sizeof(policies) / sizeof(policies[0]); p++) {
 				progress("bench-guest: %s, %s, %s ...", spaces[b].name, w[i].name,
