@@ -69,16 +69,24 @@ fi
 # 2. the policies on the model, over cvmdma-tracegen's workloads.
 step "policy benchmark (model backend)"
 if [ "$quick" = 1 ]; then
-	set -- tdx-boot:4G tdx-boot:16G snp-boot:4G lazy-accept:1G churn:4G adversarial:4G
+	set -- tdx-boot:4G tdx-boot:16G snp-boot:4G lazy-accept:1G churn:4G adversarial:4G \
+		adversarial:4G:30000
 else
-	set -- tdx-boot:64G tdx-boot:1T snp-boot:64G lazy-accept:16G churn:64G adversarial:64G
+	# lazy-accept at 16 GiB: per-page maps every page of it at attach (4 M mappings).
+	# adversarial with 100k holes: more than 65,535 mappings under every policy.
+	set -- tdx-boot:64G tdx-boot:1T snp-boot:64G lazy-accept:16G churn:64G adversarial:64G \
+		adversarial:64G:100000
 fi
 traces=
 for w; do
-	name=${w%%:*} size=${w#*:}
-	t=$tmp/$name-$size.trace
-	log_cmd "tools/cvmdma-tracegen $name --guest-size $size --seed 1 -o $name-$size.trace"
-	tools/cvmdma-tracegen "$name" --guest-size "$size" --seed 1 -o "$t"
+	name=${w%%:*} size=${w#*:} ops= label=
+	case $size in
+	*:*) ops=${size#*:} size=${size%%:*} label=-$((ops / 1000))k ;;
+	esac
+	t=$tmp/$name-$size$label.trace
+	log_cmd "tools/cvmdma-tracegen $name --guest-size $size --seed 1${ops:+ --ops $ops}" \
+		"-o $name-$size$label.trace"
+	tools/cvmdma-tracegen "$name" --guest-size "$size" --seed 1 ${ops:+--ops "$ops"} -o "$t"
 	traces="$traces $t"
 done
 # shellcheck disable=SC2086
