@@ -16,7 +16,7 @@
  * the peak (W4: with the holes open); enumeration walks every shared run
  * of the whole guest at that point.  Not a test: nothing asserts a time.
  *
- * usage: bench-pagemap [--quick] [--reps N] [--sizes 64G,1T,12T]
+ * usage: bench-pagemap [--quick] [--reps N] [--sizes 64G,1T,12T] [--workloads 1234]
  */
 #include "internal.h"
 
@@ -566,7 +566,7 @@ int main(int argc, char **argv)
 {
 	static const workload_fn workloads[] = { w1_boot, w2_churn, w3_blocks, w4_holes };
 	struct params p = { .reps = 5 };
-	const char *sizes = "64G,1T";
+	const char *sizes = "64G,1T", *which = "1234";
 	char buf[256], *tok, *save;
 
 	for (int i = 1; i < argc; i++) {
@@ -576,9 +576,11 @@ int main(int argc, char **argv)
 			p.reps = atoi(argv[++i]);
 		else if (!strcmp(argv[i], "--sizes") && i + 1 < argc)
 			sizes = argv[++i];
+		else if (!strcmp(argv[i], "--workloads") && i + 1 < argc)
+			which = argv[++i];
 		else {
-			fprintf(stderr, "usage: %s [--quick] [--reps N] [--sizes 64G,1T,12T]\n",
-				argv[0]);
+			fprintf(stderr, "usage: %s [--quick] [--reps N] [--sizes 64G,1T,12T] "
+				"[--workloads 1234]\n", argv[0]);
 			return 2;
 		}
 	}
@@ -599,7 +601,8 @@ int main(int argc, char **argv)
 			return 2;
 		}
 		for (size_t i = 0; i < ARRAY_SIZE(workloads); i++)
-			bench(workloads[i], npages, tok, &p);
+			if (strchr(which, '1' + (int)i))
+				bench(workloads[i], npages, tok, &p);
 	}
 	return 0;
 }

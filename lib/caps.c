@@ -91,22 +91,18 @@ static int pin_verdict(const struct cvm_pin_info *pi, uint64_t bytes)
 CVM_EXPORT int cvm_pin_check(uint64_t bytes, struct cvm_pin_info *info)
 {
 	struct cvm_pin_info pi;
-	size_t sz = 0;
 	int ret;
 
 	if (info) {
 		ret = cvm_copy_sized(&pi, sizeof(pi), info, PIN_INFO_SZ_0_1);
 		if (ret)
 			return ret;
-		sz = info->sz;
 	}
 	ret = pin_probe(&pi);
 	if (ret)
 		return ret;
-	if (info) {
-		pi.sz = sz;
-		memcpy(info, &pi, min_u64(sz, sizeof(pi)));
-	}
+	if (info)
+		cvm_copy_out(info, &pi, sizeof(pi));
 	return pin_verdict(&pi, bytes);
 }
 

@@ -194,7 +194,10 @@ static void forget_unmapped(struct cvm_dma *d, size_t from, bool log)
 		d->nundo = from;
 }
 
-/* Unmap [s, e), which holds only whole mappings (at least one). */
+/* Unmap [s, e), which holds only whole mappings (at least one).  Never
+ * anything else: an iommufd unmap that ends inside a mapping fails with
+ * -ENOENT after it has already removed the whole mappings below that point
+ * (measured on 6.12), so a partial span would not fail atomically. */
 static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log)
 {
 	struct collect c = { d, 0, 0 };
@@ -853,16 +856,6 @@ CVM_EXPORT void cvm_dma_close(struct cvm_dma *d)
 
 /* ---- stats and introspection ---- */
 
-static int copy_out(void *dst, const void *src, size_t known)
-{
-	size_t sz;
-
-	memcpy(&sz, dst, sizeof(sz));
-	memcpy((char *)dst + sizeof(sz), (const char *)src + sizeof(sz),
-	       (sz < known ? sz : known) - sizeof(sz));
-	return 0;
-}
-
 CVM_EXPORT int cvm_dma_stats(struct cvm_dma *d, struct cvm_dma_stats *ust)
 {
 	struct cvm_dma_stats st;
@@ -877,7 +870,8 @@ CVM_EXPORT int cvm_dma_stats(struct cvm_dma *d, struct cvm_dma_stats *ust)
 	st = d->st;
 	st.entries_avail = d->avail;
 	pthread_mutex_unlock(&d->lock);
-	return copy_out(ust, &st, sizeof(st));
+	cvm_copy_out(ust, &st, sizeof(st));
+	return 0;
 }
 
 CVM_EXPORT int cvm_dma_info(struct cvm_dma *d, struct cvm_dma_info *uinfo)
@@ -896,7 +890,8 @@ CVM_EXPORT int cvm_dma_info(struct cvm_dma *d, struct cvm_dma_info *uinfo)
 	info.can_cut = d->use_cut;
 	info.split_granule = (d->flags & CVM_DMA_PER_PAGE) ? 0 : d->granule;
 	info.iova_pgsizes = d->be->pgsizes;
-	return copy_out(uinfo, &info, sizeof(info));
+	cvm_copy_out(uinfo, &info, sizeof(info));
+	return 0;
 }
 
 #define WALK_CHUNK 256

@@ -37,6 +37,9 @@ static inline uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
  * bytes past what we know must be zero (-E2BIG otherwise).
  */
 int cvm_copy_sized(void *dst, size_t dst_sz, const void *src, size_t min_sz);
+/* The other way, for output structs: copy the fields of src (known bytes)
+ * that the caller's dst->sz covers, leaving dst->sz and any tail alone. */
+void cvm_copy_out(void *dst, const void *src, size_t known);
 
 /* Logging: nothing is formatted unless a callback is installed at that level. */
 void cvm_log_impl(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -548,6 +548,84 @@ void ctr_assign(unsigned type, struct ctr *c, const struct probe *pr, uint32_t l
 	c->nruns = nruns;
 }
 
+/* ---- walking into a run sink ---- */
+
+static int arr_walk(const struct ctr *c, uint64_t base, uint32_t lo, uint32_t hi, bool val,
+		    struct runsink *k)
+{
+	const uint16_t *a = ctr_arr(c);
+	uint32_t n = c->card, i = lo ? arr_lb(a, n, lo) : 0, p = lo, s;
+	int ret;
+
+	for (; i < n && a[i] < hi; i++) {
+		if (val) {
+			for (s = a[i]; i + 1 < n && a[i + 1] == a[i] + 1u && a[i + 1] < hi; i++)
+				;
+			ret = sink_add(k, base + s, base + a[i] + 1);
+		} else {
+			ret = a[i] > p ? sink_add(k, base + p, base + a[i]) : 0;
+			p = a[i] + 1u;
+		}
+		if (ret)
+			return ret;
+	}
+	return !val && p < hi ? sink_add(k, base + p, base + hi) : 0;
+}
+
+static int run_walk(const struct ctr *c, uint64_t base, uint32_t lo, uint32_t hi, bool val,
+		    struct runsink *k)
+{
+	const struct run16 *r = ctr_run(c);
+	uint32_t n = c->nruns, i = lo ? run_lb_last(r, n, lo) : 0, p = lo;
+	int ret;
+
+	for (; i < n && r[i].start < hi; i++) {
+		uint32_t a = r[i].start > lo ? r[i].start : lo;
+		uint32_t b = r[i].last + 1u < hi ? r[i].last + 1u : hi;
+
+		ret = val ? sink_add(k, base + a, base + b) :
+			    a > p ? sink_add(k, base + p, base + a) : 0;
+		if (ret)
+			return ret;
+		p = b;
+	}
+	return !val && p < hi ? sink_add(k, base + p, base + hi) : 0;
+}
+
+static int bs_walk(const uint64_t *w, uint64_t base, uint32_t lo, uint32_t hi, bool val,
+		   struct runsink *k)
+{
+	uint32_t p = lo, e;
+	int ret;
+
+	for (;;) {
+		p = bs_next(w, p, hi, val);
+		if (p >= hi)
+			return 0;
+		e = bs_next(w, p, hi, !val);
+		ret = sink_add(k, base + p, base + e);
+		if (ret)
+			return ret;
+		p = e;
+	}
+}
+
+int cv_walk(const struct chunkv *cv, uint64_t base, uint32_t lo, uint32_t hi, bool val,
+	    struct runsink *k)
+{
+	if (lo >= hi)
+		return 0;
+	switch (cv->type) {
+	case CT_ARRAY:
+		return arr_walk(cv->c, base, lo, hi, val, k);
+	case CT_RUN:
+		return run_walk(cv->c, base, lo, hi, val, k);
+	case CT_BITSET:
+		return bs_walk(ctr_words(cv->c), base, lo, hi, val, k);
+	}
+	return cv->uval == val ? sink_add(k, base + lo, base + hi) : 0;
+}
+
 /* ---- building a container from a stream of ascending runs ---- */
 
 struct builder {
@@ -601,6 +679,19 @@ void ctr_build(struct ctr *dst, unsigned type, uint32_t cap, const struct chunkv
 	if (val)
 		build_add(&b, lo, hi);
 	cv_runs(src, hi, src->clen, true, build_add, &b);
+}
+
+void ctr_regrow(struct ctr *dst, unsigned type, uint32_t cap, const struct ctr *src,
+		const struct probe *pr, uint32_t lo, uint32_t hi, bool val, uint32_t card,
+		uint32_t nruns)
+{
+	size_t n = type == CT_ARRAY ? src->card : src->nruns;
+
+	memcpy(dst->data, src->data, ctr_bytes(type, n) - sizeof(*src));
+	dst->card = src->card;
+	dst->nruns = src->nruns;
+	dst->cap = cap;
+	ctr_assign(type, dst, pr, lo, hi, val, card, nruns);
 }
 
 /* ---- invariants ---- */

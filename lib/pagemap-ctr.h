@@ -92,6 +92,36 @@ int cv_runs(const struct chunkv *cv, uint32_t lo, uint32_t hi, bool val,
 	    ctr_emit_fn fn, void *ctx);
 
 /*
+ * Joins runs that meet (across chunk and leaf edges) before handing them
+ * on: the walk of a whole guest goes through here once per run, so the
+ * joining is inline and the walk per container type a plain loop.
+ */
+struct runsink {
+	int (*fn)(void *opaque, uint64_t start, uint64_t len);
+	void *opaque;
+	uint64_t s, e;		/* pending run, none when s == e */
+};
+
+static inline int sink_add(struct runsink *k, uint64_t s, uint64_t e)
+{
+	int ret = 0;
+
+	if (k->e == s && k->s != k->e) {
+		k->e = e;
+		return 0;
+	}
+	if (k->s != k->e)
+		ret = k->fn(k->opaque, k->s, k->e - k->s);
+	k->s = s;
+	k->e = e;
+	return ret;
+}
+
+/* The runs of val clipped to [lo, hi) of a chunk at page base, into k. */
+int cv_walk(const struct chunkv *cv, uint64_t base, uint32_t lo, uint32_t hi, bool val,
+	    struct runsink *k);
+
+/*
  * What assigning [lo, hi) needs to know about a chunk, found with one
  * search: the hot path then reports and modifies without searching again.
  */
@@ -121,6 +151,14 @@ void ctr_assign(unsigned type, struct ctr *c, const struct probe *pr, uint32_t l
  */
 void ctr_build(struct ctr *dst, unsigned type, uint32_t cap, const struct chunkv *src,
 	       uint32_t lo, uint32_t hi, bool val);
+/*
+ * ctr_build() for a container that only moves to a bigger one of its own
+ * type (ARRAY or RUN, cap >= its elements): a copy, then ctr_assign() with
+ * the probe of src, which still describes the copy.
+ */
+void ctr_regrow(struct ctr *dst, unsigned type, uint32_t cap, const struct ctr *src,
+		const struct probe *pr, uint32_t lo, uint32_t hi, bool val, uint32_t card,
+		uint32_t nruns);
 /* Structural invariants of one container: 0, or -EUCLEAN and why. */
 int ctr_check(unsigned type, const struct ctr *c, uint32_t clen, char *why, size_t len);
 

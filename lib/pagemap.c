@@ -32,52 +32,11 @@
  * is called for each changed run, then the map is changed (which cannot
  * fail).  A failure in the first two steps undoes nothing because nothing
  * was done.
- */
-#include <stdio.h>
-
-#include "internal.h"
-#include "pagemap.h"
-#include "pagemap-ctr.h"
-
-#define LEAF_SHIFT	8
-#define LEAF_CHUNKS	(1u << LEAF_SHIFT)
-#define LEAF_PAGE_SHIFT	(CHUNK_SHIFT + LEAF_SHIFT)
-#define MASK_WORDS	(LEAF_CHUNKS / 64)
-#define MAX_PAGES	(1ull << 32)
-
-#define SLOT_TYPE	((uintptr_t)3)
-#define SLOT_LAX	((uintptr_t)4)	/* non-canonical: compaction failed */
-#define SLOT_PTR	(~(uintptr_t)7)
-
-struct leaf {
-	uint64_t nonempty[MASK_WORDS];	/* chunk has a set page */
-	uint64_t nonfull[MASK_WORDS];	/* chunk has a clear page */
-	uint64_t dirty[MASK_WORDS];	/* touched in the open transaction */
-	uint32_t nslots;
-	uint32_t nctrs;			/* slots holding a container */
-	uintptr_t slot[];
-};
-
-/* A container replaced inside a transaction, freed at its end. */
-struct deferred {
-	struct deferred *next;
-	size_t bytes;
-};
-
-struct pagemap {
-	uint64_t npages;
-	uint64_t count;
-	size_t bytes;
-	uint32_t nchunks;
-	uint32_t nleaves;
-	uint32_t last_clen;
-	unsigned txn_depth;
-	struct deferred *deferred;
-	uint64_t top_nonempty[MASK_WORDS];
-	uint64_t top_nonfull[MASK_WORDS];
-	uint64_t top_dirty[MASK_WORDS];
-	struct leaf *leaf[];		/* NULL: uniform, value in top_nonempty */
-};
+ *
+ * Files: this one (life cycle, assignment, transactions), pagemap-query.c,
+ * pagemap-check.c (validate), pagemap-ctr.c (container algorithms),
+ * pagemap-int.h (layout and form rules shared by them and the test).
+ */#include "pagemap-int.h"
 
 /* The change one assignment makes to one chunk, and the form it leaves. */
 struct plan {
@@ -92,117 +51,6 @@ struct plan {
 	struct ctr *nc;
 	struct probe pr;	/* of [lo, hi) before the change */
 };
-
-/* ---- 256-bit masks ---- */
-
-static inline bool mtest(const uint64_t *m, uint32_t i)
-{
-	return m[i >> 6] >> (i & 63) & 1;
-}
-
-static inline void mput(uint64_t *m, uint32_t i, bool v)
-{
-	uint64_t b = 1ull << (i & 63);
-
-	m[i >> 6] = v ? m[i >> 6] | b : m[i >> 6] & ~b;
-}
-
-static void mput_range(uint64_t *m, uint32_t a, uint32_t b, bool v)
-{
-	for (; a < b && (a & 63); a++)
-		mput(m, a, v);
-	for (; a + 64 <= b; a += 64)
-		m[a >> 6] = v ? ~0ull : 0;
-	for (; a < b; a++)
-		mput(m, a, v);
-}
-
-static inline bool many(const uint64_t *m)
-{
-	return m[0] | m[1] | m[2] | m[3];
-}
-
-/* First set bit in [from, limit), or -1. */
-static int mnext(const uint64_t *m, uint32_t from, uint32_t limit)
-{
-	uint32_t i = from >> 6;
-	uint64_t x;
-
-	if (from >= limit)
-		return -1;
-	x = m[i] & (~0ull << (from & 63));
-	for (;;) {
-		if (x) {
-			uint32_t p = i * 64 + __builtin_ctzll(x);
-
-			return p < limit ? (int)p : -1;
-		}
-		if (++i * 64 >= limit)
-			return -1;
-		x = m[i];
-	}
-}
-
-/* Last set bit <= from, or -1. */
-static int mprev(const uint64_t *m, int from)
-{
-	int i = from >> 6;
-	uint64_t x;
-
-	if (from < 0)
-		return -1;
-	x = m[i] & (~0ull >> (63 - (from & 63)));
-	for (;;) {
-		if (x)
-			return i * 64 + 63 - __builtin_clzll(x);
-		if (--i < 0)
-			return -1;
-		x = m[i];
-	}
-}
-
-/* ---- geometry ---- */
-
-static inline uint32_t chunk_len(const struct pagemap *pm, uint32_t k)
-{
-	return k == pm->nchunks - 1 ? pm->last_clen : CHUNK_PAGES;
-}
-
-static inline uint32_t leaf_slots(const struct pagemap *pm, uint32_t li)
-{
-	uint32_t left = pm->nchunks - li * LEAF_CHUNKS;
-
-	return left < LEAF_CHUNKS ? left : LEAF_CHUNKS;
-}
-
-static inline uint64_t leaf_end(const struct pagemap *pm, uint32_t li)
-{
-	return min_u64((uint64_t)(li + 1) << LEAF_PAGE_SHIFT, pm->npages);
-}
-
-static inline uint64_t chunk_base(uint32_t k)
-{
-	return (uint64_t)k << CHUNK_SHIFT;
-}
-
-static void chunk_view(const struct pagemap *pm, uint32_t k, struct chunkv *cv)
-{
-	const struct leaf *leaf = pm->leaf[k >> LEAF_SHIFT];
-	uint32_t si = k & (LEAF_CHUNKS - 1);
-	uintptr_t s;
-
-	cv->clen = chunk_len(pm, k);
-	if (!leaf) {
-		cv->c = NULL;
-		cv->type = CT_UNIFORM;
-		cv->uval = mtest(pm->top_nonempty, k >> LEAF_SHIFT);
-		return;
-	}
-	s = leaf->slot[si];
-	cv->c = (struct ctr *)(s & SLOT_PTR);
-	cv->type = s & SLOT_TYPE;
-	cv->uval = mtest(leaf->nonempty, si);
-}
 
 /* ---- memory ---- */
 
@@ -291,42 +139,6 @@ static void leaf_maybe_free(struct pagemap *pm, uint32_t li)
 	leaf_free(pm, li);
 }
 
-/* ---- choosing a container's form ---- */
-
-static uint32_t form_size(unsigned type, uint32_t card, uint32_t nruns)
-{
-	switch (type) {
-	case CT_ARRAY:
-		return card <= ARRAY_MAX ? 2 * card : UINT32_MAX;
-	case CT_RUN:
-		return nruns <= RUN_MAX ? 4 * nruns : UINT32_MAX;
-	}
-	return BITSET_BYTES;
-}
-
-static unsigned best_form(uint32_t card, uint32_t nruns)
-{
-	uint32_t a = form_size(CT_ARRAY, card, nruns), r = form_size(CT_RUN, card, nruns);
-
-	if (a <= r && a <= BITSET_BYTES)
-		return CT_ARRAY;
-	return r <= BITSET_BYTES ? CT_RUN : CT_BITSET;
-}
-
-/* Within its hard limit and at most twice the best form's size. */
-static bool form_ok(unsigned type, uint32_t card, uint32_t nruns)
-{
-	uint32_t sz = form_size(type, card, nruns);
-	unsigned best = best_form(card, nruns);
-
-	return sz != UINT32_MAX && sz / 2 <= form_size(best, card, nruns);
-}
-
-static inline uint32_t form_elems(unsigned type, uint32_t card, uint32_t nruns)
-{
-	return type == CT_ARRAY ? card : nruns;
-}
-
 /* Capacity for n elements: room to grow a little without reallocating. */
 static uint32_t grow_cap(unsigned type, uint32_t n)
 {
@@ -335,11 +147,6 @@ static uint32_t grow_cap(unsigned type, uint32_t n)
 	uint32_t cap = n + n / 4 + 2;
 
 	return cap < min ? min : cap > max ? max : cap;
-}
-
-static inline bool cap_ok(uint32_t cap, uint32_t n)
-{
-	return cap <= n + n / 2 + 8;
 }
 
 static bool fits(unsigned type, const struct ctr *c, uint32_t card, uint32_t nruns)
@@ -503,7 +310,11 @@ static void plan_apply(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 		}
 		leaf->slot[si] = 0;
 	} else if (p->fresh) {
-		ctr_build(p->nc, p->type, p->cap, cv, p->lo, p->hi, p->val);
+		if (p->type == cv->type && p->cap >= form_elems(cv->type, card0, cv->c->nruns))
+			ctr_regrow(p->nc, p->type, p->cap, cv->c, &p->pr, p->lo, p->hi, p->val,
+				   p->card, p->nruns);
+		else
+			ctr_build(p->nc, p->type, p->cap, cv, p->lo, p->hi, p->val);
 		if (cv->c)
 			ctr_release(pm, cv->c, cv->type);
 		else
@@ -569,225 +380,6 @@ void pagemap_destroy(struct pagemap *pm)
 		if (pm->leaf[li])
 			leaf_free(pm, li);
 	cvm_free(pm);
-}
-
-uint64_t pagemap_npages(const struct pagemap *pm)
-{
-	return pm->npages;
-}
-
-uint64_t pagemap_count(const struct pagemap *pm)
-{
-	return pm->count;
-}
-
-size_t pagemap_bytes(const struct pagemap *pm)
-{
-	return pm->bytes;
-}
-
-/* ---- queries ---- */
-
-bool pagemap_test(const struct pagemap *pm, uint64_t pos)
-{
-	struct chunkv cv;
-
-	chunk_view(pm, pos >> CHUNK_SHIFT, &cv);
-	return cv_test(&cv, pos & (CHUNK_PAGES - 1));
-}
-
-/* First chunk >= k holding a page of value val, or -1. */
-static int64_t next_chunk(const struct pagemap *pm, uint32_t k, bool val)
-{
-	const uint64_t *top = val ? pm->top_nonempty : pm->top_nonfull;
-
-	while (k < pm->nchunks) {
-		int li = mnext(top, k >> LEAF_SHIFT, pm->nleaves);
-		const struct leaf *leaf;
-		int si;
-
-		if (li < 0)
-			return -1;
-		if ((uint32_t)li != k >> LEAF_SHIFT)
-			k = (uint32_t)li << LEAF_SHIFT;
-		leaf = pm->leaf[li];
-		if (!leaf)
-			return k;
-		si = mnext(val ? leaf->nonempty : leaf->nonfull, k & (LEAF_CHUNKS - 1),
-			   leaf->nslots);
-		if (si >= 0)
-			return ((uint32_t)li << LEAF_SHIFT) + si;
-		k = (uint32_t)(li + 1) << LEAF_SHIFT;
-	}
-	return -1;
-}
-
-/* Last chunk <= k holding a page of value val, or -1. */
-static int64_t prev_chunk(const struct pagemap *pm, int64_t k, bool val)
-{
-	const uint64_t *top = val ? pm->top_nonempty : pm->top_nonfull;
-
-	while (k >= 0) {
-		int li = mprev(top, k >> LEAF_SHIFT);
-		const struct leaf *leaf;
-		int si;
-
-		if (li < 0)
-			return -1;
-		if (li != k >> LEAF_SHIFT)
-			k = ((int64_t)li << LEAF_SHIFT) + leaf_slots(pm, li) - 1;
-		leaf = pm->leaf[li];
-		if (!leaf)
-			return k;
-		si = mprev(val ? leaf->nonempty : leaf->nonfull, k & (LEAF_CHUNKS - 1));
-		if (si >= 0)
-			return ((int64_t)li << LEAF_SHIFT) + si;
-		k = ((int64_t)li << LEAF_SHIFT) - 1;
-	}
-	return -1;
-}
-
-uint64_t pagemap_next(const struct pagemap *pm, uint64_t pos, bool val)
-{
-	struct chunkv cv;
-	int64_t k;
-	int32_t off;
-
-	if (pos >= pm->npages)
-		return pm->npages;
-	k = pos >> CHUNK_SHIFT;
-	chunk_view(pm, k, &cv);
-	off = cv_next(&cv, pos & (CHUNK_PAGES - 1), val);
-	if (off >= 0)
-		return chunk_base(k) + off;
-	k = next_chunk(pm, k + 1, val);
-	if (k < 0)
-		return pm->npages;
-	chunk_view(pm, k, &cv);
-	return chunk_base(k) + cv_next(&cv, 0, val);
-}
-
-uint64_t pagemap_prev(const struct pagemap *pm, uint64_t pos, bool val)
-{
-	struct chunkv cv;
-	int64_t k;
-	int32_t off;
-
-	if (pos >= pm->npages)
-		pos = pm->npages - 1;
-	k = pos >> CHUNK_SHIFT;
-	chunk_view(pm, k, &cv);
-	off = cv_prev(&cv, pos & (CHUNK_PAGES - 1), val);
-	if (off >= 0)
-		return chunk_base(k) + off;
-	k = prev_chunk(pm, k - 1, val);
-	if (k < 0)
-		return UINT64_MAX;
-	chunk_view(pm, k, &cv);
-	return chunk_base(k) + cv_prev(&cv, cv.clen - 1, val);
-}
-
-int pagemap_query(const struct pagemap *pm, uint64_t start, uint64_t len)
-{
-	bool first = pagemap_test(pm, start);
-
-	if (len > 1 && pagemap_next(pm, start + 1, !first) < start + len)
-		return 2;
-	return first;
-}
-
-/* Joins runs that meet (across chunk and leaf edges) before reporting. */
-struct walk {
-	pagemap_run_fn fn;
-	void *opaque;
-	uint64_t base;		/* of the chunk being walked */
-	uint64_t s, e;		/* pending run, empty when s == e */
-};
-
-static inline int walk_emit(struct walk *w, uint64_t s, uint64_t e)
-{
-	int ret = 0;
-
-	if (w->s != w->e && w->e == s) {
-		w->e = e;
-		return 0;
-	}
-	if (w->s != w->e)
-		ret = w->fn(w->opaque, w->s, w->e - w->s);
-	w->s = s;
-	w->e = e;
-	return ret;
-}
-
-static int walk_emit_chunk(void *ctx, uint32_t s, uint32_t e)
-{
-	struct walk *w = ctx;
-
-	return walk_emit(w, w->base + s, w->base + e);
-}
-
-static int walk_runs(const struct pagemap *pm, uint64_t start, uint64_t end, bool val,
-		     struct walk *w)
-{
-	int64_t k = start >> CHUNK_SHIFT;
-	struct chunkv cv;
-	int ret;
-
-	while ((k = next_chunk(pm, k, val)) >= 0 && chunk_base(k) < end) {
-		uint32_t li = k >> LEAF_SHIFT;
-
-		w->base = chunk_base(k);
-		if (!pm->leaf[li]) {
-			ret = walk_emit(w, max_u64(start, w->base), min_u64(end, leaf_end(pm, li)));
-			if (ret)
-				return ret;
-			k = (int64_t)(li + 1) << LEAF_SHIFT;
-			continue;
-		}
-		chunk_view(pm, k, &cv);
-		ret = cv_runs(&cv, max_u64(start, w->base) - w->base,
-			      min_u64(end, w->base + cv.clen) - w->base, val,
-			      walk_emit_chunk, w);
-		if (ret)
-			return ret;
-		k++;
-	}
-	return w->s != w->e ? w->fn(w->opaque, w->s, w->e - w->s) : 0;
-}
-
-int pagemap_for_each_run(const struct pagemap *pm, uint64_t start, uint64_t len,
-			 bool val, pagemap_run_fn fn, void *opaque)
-{
-	struct walk w = { .fn = fn, .opaque = opaque };
-	uint64_t end = start + len;
-
-	if (start >= pm->npages || !len)
-		return 0;
-	return walk_runs(pm, start, min_u64(end, pm->npages), val, &w);
-}
-
-uint64_t pagemap_count_runs(const struct pagemap *pm)
-{
-	uint64_t runs = 0, set_end = UINT64_MAX;	/* end of the last set run */
-	int64_t k = 0;
-	struct chunkv cv;
-
-	while ((k = next_chunk(pm, k, true)) >= 0) {
-		uint32_t li = k >> LEAF_SHIFT;
-		uint64_t base = chunk_base(k);
-
-		if (!pm->leaf[li]) {
-			runs += set_end != base;
-			set_end = leaf_end(pm, li);
-			k = (int64_t)(li + 1) << LEAF_SHIFT;
-			continue;
-		}
-		chunk_view(pm, k, &cv);
-		runs += cv_nruns(&cv) - (set_end == base && cv_test(&cv, 0));
-		set_end = cv_test(&cv, cv.clen - 1) ? base + cv.clen : UINT64_MAX;
-		k++;
-	}
-	return runs;
 }
 
 /* ---- assignment ---- */
@@ -1043,7 +635,7 @@ static int assign_range(struct pagemap *pm, uint64_t start, uint64_t end, bool v
 			pagemap_run_fn changed, void *opaque)
 {
 	uint32_t l0 = start >> LEAF_PAGE_SHIFT, l1 = (end - 1) >> LEAF_PAGE_SHIFT;
-	struct walk w = { .fn = changed, .opaque = opaque };
+	struct runsink k = { .fn = changed, .opaque = opaque };
 	struct prep pr = { 0 };
 	int ret;
 
@@ -1051,7 +643,7 @@ static int assign_range(struct pagemap *pm, uint64_t start, uint64_t end, bool v
 		return 0;
 	ret = prep_range(pm, &pr, start, end, val);
 	if (!ret && changed)
-		ret = walk_runs(pm, start, end, !val, &w);
+		ret = pm_walk_runs(pm, start, end, !val, &k);
 	if (ret) {
 		prep_abort(pm, &pr);
 		return ret;
@@ -1118,169 +710,4 @@ void pagemap_txn_end(struct pagemap *pm)
 	}
 	memset(pm->top_dirty, 0, sizeof(pm->top_dirty));
 	free_deferred(pm);
-}
-
-/* ---- invariants ---- */
-
-struct vstate {
-	const struct pagemap *pm;
-	char *why;
-	size_t len;
-	uint64_t count;
-	size_t bytes;
-};
-
-#define BROKEN(v, ...) (snprintf((v)->why, (v)->len, __VA_ARGS__), -EUCLEAN)
-
-/* What a container must satisfy beyond its structure, unless relaxed. */
-static int check_form(struct vstate *v, uint32_t k, unsigned type, const struct ctr *c,
-		      uint32_t clen, bool lax)
-{
-	bool txn = v->pm->txn_depth;
-	uint32_t n = form_elems(type, c->card, c->nruns);
-
-	if (txn)
-		return 0;
-	if (!c->card || c->card >= clen)
-		return BROKEN(v, "chunk %u: container holds a uniform chunk (card %u of %u) "
-			      "outside a transaction", k, c->card, clen);
-	if (lax)
-		return 0;
-	if (!form_ok(type, c->card, c->nruns))
-		return BROKEN(v, "chunk %u: type %u is not within 2x of the best form for "
-			      "card %u nruns %u", k, type, c->card, c->nruns);
-	if (type != CT_BITSET && !cap_ok(c->cap, n))
-		return BROKEN(v, "chunk %u: capacity %u too big for %u elements", k, c->cap, n);
-	return 0;
-}
-
-static int check_slot(struct vstate *v, const struct leaf *leaf, uint32_t k)
-{
-	uint32_t si = k & (LEAF_CHUNKS - 1), clen = chunk_len(v->pm, k);
-	uintptr_t s = leaf->slot[si];
-	bool ne = mtest(leaf->nonempty, si), nf = mtest(leaf->nonfull, si);
-	const struct ctr *c = (const struct ctr *)(s & SLOT_PTR);
-	unsigned type = s & SLOT_TYPE;
-	int ret;
-
-	if (!s) {
-		if (ne == nf)
-			return BROKEN(v, "chunk %u: uniform but masks say nonempty %d nonfull %d",
-				      k, ne, nf);
-		v->count += ne ? clen : 0;
-		return 0;
-	}
-	if (!c || type == CT_UNIFORM)
-		return BROKEN(v, "chunk %u: bad slot %#lx", k, (unsigned long)s);
-	ret = ctr_check(type, c, clen, v->why, v->len);
-	if (ret) {
-		char inner[200];
-
-		snprintf(inner, sizeof(inner), "%s", v->why);
-		return BROKEN(v, "chunk %u: %s", k, inner);
-	}
-	if (ne != (c->card > 0) || nf != (c->card < clen))
-		return BROKEN(v, "chunk %u: masks (nonempty %d nonfull %d) disagree with card %u",
-			      k, ne, nf, c->card);
-	v->count += c->card;
-	v->bytes += ctr_bytes(type, c->cap);
-	return check_form(v, k, type, c, clen, s & SLOT_LAX);
-}
-
-static int check_masks_tail(struct vstate *v, const uint64_t *m, uint32_t n, const char *what)
-{
-	if (mnext(m, n, LEAF_CHUNKS) >= 0)
-		return BROKEN(v, "%s: bit set past the last valid index %u", what, n);
-	return 0;
-}
-
-static int check_leaf(struct vstate *v, uint32_t li)
-{
-	const struct pagemap *pm = v->pm;
-	const struct leaf *leaf = pm->leaf[li];
-	uint32_t nctrs = 0;
-	char what[48];
-	int ret;
-
-	if (leaf->nslots != leaf_slots(pm, li))
-		return BROKEN(v, "leaf %u: %u slots, expected %u", li, leaf->nslots,
-			      leaf_slots(pm, li));
-	snprintf(what, sizeof(what), "leaf %u masks", li);
-	ret = check_masks_tail(v, leaf->nonempty, leaf->nslots, what) ?:
-	      check_masks_tail(v, leaf->nonfull, leaf->nslots, what) ?:
-	      check_masks_tail(v, leaf->dirty, leaf->nslots, what);
-	if (ret)
-		return ret;
-	if (!pm->txn_depth && many(leaf->dirty))
-		return BROKEN(v, "leaf %u: dirty chunks outside a transaction", li);
-	if (mtest(pm->top_nonempty, li) != many(leaf->nonempty) ||
-	    mtest(pm->top_nonfull, li) != many(leaf->nonfull))
-		return BROKEN(v, "leaf %u: top masks disagree with the leaf's", li);
-	for (uint32_t si = 0; si < leaf->nslots; si++) {
-		ret = check_slot(v, leaf, (li << LEAF_SHIFT) + si);
-		if (ret)
-			return ret;
-		nctrs += leaf->slot[si] != 0;
-	}
-	if (nctrs != leaf->nctrs)
-		return BROKEN(v, "leaf %u: nctrs %u, counted %u", li, leaf->nctrs, nctrs);
-	if (!pm->txn_depth && (!many(leaf->nonempty) || !many(leaf->nonfull)))
-		return BROKEN(v, "leaf %u: uniform leaf kept outside a transaction", li);
-	v->bytes += sizeof(*leaf) + leaf->nslots * sizeof(uintptr_t);
-	return 0;
-}
-
-static int check_map(struct vstate *v)
-{
-	const struct pagemap *pm = v->pm;
-	uint32_t nchunks = (pm->npages + CHUNK_PAGES - 1) >> CHUNK_SHIFT;
-	int ret;
-
-	if (!pm->npages || pm->npages > MAX_PAGES || pm->nchunks != nchunks ||
-	    pm->nleaves != (nchunks + LEAF_CHUNKS - 1) >> LEAF_SHIFT ||
-	    pm->last_clen != pm->npages - chunk_base(nchunks - 1))
-		return BROKEN(v, "geometry: npages %llu nchunks %u nleaves %u last_clen %u",
-			      (unsigned long long)pm->npages, pm->nchunks, pm->nleaves,
-			      pm->last_clen);
-	ret = check_masks_tail(v, pm->top_nonempty, pm->nleaves, "top masks") ?:
-	      check_masks_tail(v, pm->top_nonfull, pm->nleaves, "top masks") ?:
-	      check_masks_tail(v, pm->top_dirty, pm->nleaves, "top masks");
-	if (ret)
-		return ret;
-	if (!pm->txn_depth && (many(pm->top_dirty) || pm->deferred))
-		return BROKEN(v, "transaction state left outside a transaction");
-	v->bytes = sizeof(*pm) + pm->nleaves * sizeof(pm->leaf[0]);
-	for (uint32_t li = 0; li < pm->nleaves; li++) {
-		bool ne = mtest(pm->top_nonempty, li), nf = mtest(pm->top_nonfull, li);
-
-		if (pm->leaf[li]) {
-			ret = check_leaf(v, li);
-			if (ret)
-				return ret;
-			continue;
-		}
-		if (ne == nf)
-			return BROKEN(v, "leaf %u: absent (uniform) but nonempty %d nonfull %d",
-				      li, ne, nf);
-		v->count += ne ? leaf_end(pm, li) - ((uint64_t)li << LEAF_PAGE_SHIFT) : 0;
-	}
-	for (const struct deferred *d = pm->deferred; d; d = d->next)
-		v->bytes += d->bytes;
-	if (v->count != pm->count)
-		return BROKEN(v, "count %llu, counted %llu", (unsigned long long)pm->count,
-			      (unsigned long long)v->count);
-	if (v->bytes != pm->bytes)
-		return BROKEN(v, "bytes %zu, counted %zu", pm->bytes, v->bytes);
-	return 0;
-}
-
-int pagemap_validate(const struct pagemap *pm, char *why, size_t whylen)
-{
-	char buf[256] = "";
-	struct vstate v = { .pm = pm, .why = buf, .len = sizeof(buf) };
-	int ret = check_map(&v);
-
-	if (ret && why && whylen)
-		snprintf(why, whylen, "%s", buf);
-	return ret;
 }

@@ -548,7 +548,6 @@ CVM_EXPORT int cvm_region_stats(struct cvm_region *r, struct cvm_region_stats *u
 {
 	struct cvm_region_stats st;
 	struct cb_frame f;
-	size_t sz;
 	bool locked;
 	int err;
 
@@ -557,7 +556,6 @@ CVM_EXPORT int cvm_region_stats(struct cvm_region *r, struct cvm_region_stats *u
 	err = cvm_copy_sized(&st, sizeof(st), ust, sizeof(size_t));
 	if (err)
 		return err;
-	sz = ust->sz;
 	locked = query_lock(r, &f);
 	st.pages = r->npages;
 	st.shared_pages = pagemap_count(r->pm);
@@ -568,8 +566,7 @@ CVM_EXPORT int cvm_region_stats(struct cvm_region *r, struct cvm_region_stats *u
 	st.page_size = r->g.page_size;
 	st.listeners = (uint32_t)r->plain.n;
 	query_unlock(r, &f, locked);
-	st.sz = sz;
-	memcpy(ust, &st, sz < sizeof(st) ? sz : sizeof(st));
+	cvm_copy_out(ust, &st, sizeof(st));
 	return 0;
 }
 

@@ -71,6 +71,16 @@ int cvm_copy_sized(void *dst, size_t dst_sz, const void *src, size_t min_sz)
 	return 0;
 }
 
+void cvm_copy_out(void *dst, const void *src, size_t known)
+{
+	size_t sz;
+
+	memcpy(&sz, dst, sizeof(sz));
+	if (sz > known)
+		sz = known;
+	memcpy((char *)dst + sizeof(sz), (const char *)src + sizeof(sz), sz - sizeof(sz));
+}
+
 static struct cvm_alloc_hooks alloc_hooks;
 
 void cvm_set_alloc_hooks(const struct cvm_alloc_hooks *hooks)

@@ -17,4 +17,13 @@ tests_test_backends_SOURCES = tests/test-backends.c
 tests_test_backends_CFLAGS = $(TEST_CFLAGS)
 tests_test_backends_LDADD = $(TEST_LDADD)
 TESTS += tests/test-backends
+# The conformance suite against the real kernels, in the guest (mk/vm.mk).
+check_PROGRAMS += tests/vm/conf-guest
+tests_vm_conf_guest_SOURCES = tests/vm/conf-guest.c tests/conformance.c tests/conformance.h \
+	$(GUEST_SOURCES)
+tests_vm_conf_guest_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tests
+tests_vm_conf_guest_CFLAGS = $(GUEST_CFLAGS)
+tests_vm_conf_guest_LDADD = $(GUEST_LDADD)
+VM_TESTS_A += tests/vm/conf-guest
+VM_TESTS_B += tests/vm/conf-guest
 endif

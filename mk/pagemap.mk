@@ -1,11 +1,11 @@
 # SPDX-License-Identifier: MIT
 # pagemap: the roaring-style page-state map (lib/pagemap*.c), its tests,
 # fuzz smoke and benchmark.
-lib_libcvmdma_internal_la_SOURCES += lib/pagemap.h lib/pagemap.c \
-	lib/pagemap-ctr.h lib/pagemap-ctr.c
+lib_libcvmdma_internal_la_SOURCES += lib/pagemap.h lib/pagemap-int.h lib/pagemap.c \
+	lib/pagemap-query.c lib/pagemap-check.c lib/pagemap-ctr.h lib/pagemap-ctr.c
 
 if ENABLE_TESTS
-# White-box: the test compiles lib/pagemap.c in (see its header comment).
+# White-box: the test reads the map's internals (lib/pagemap-int.h).
 check_PROGRAMS += tests/test-pagemap
 tests_test_pagemap_SOURCES = tests/test-pagemap.c tests/pagemap-diff.h
 tests_test_pagemap_CFLAGS = $(TEST_CFLAGS)
@@ -27,3 +27,10 @@ BENCH_PAGEMAP_ARGS =
 bench-pagemap: bench/bench-pagemap$(EXEEXT)
 	bench/bench-pagemap$(EXEEXT) $(BENCH_PAGEMAP_ARGS)
 .PHONY: bench-pagemap
+
+# Fuzz smoke (TAP; SKIPs without clang/libFuzzer or in a sanitizer build).
+if ENABLE_TESTS
+TESTS += tests/check-fuzz.sh
+endif
+EXTRA_DIST += tests/check-fuzz.sh tests/fuzz-pagemap.c
+CLEANFILES += tests/fuzz-pagemap-crash-* tests/fuzz-pagemap-leak-* tests/fuzz-pagemap-timeout-*

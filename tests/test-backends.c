@@ -418,6 +418,16 @@ Test(type1, reads_capabilities_through_a_misaligned_chain)
 	cvm_backend_destroy(be);
 }
 
+Test(type1, a_dma_avail_of_uint32_max_means_no_limit)
+{
+	struct cvm_be *be;
+
+	add_dma_avail(UINT32_MAX);   /* iommufd's compat container */
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(be->entries_avail, UINT64_MAX);
+	cvm_backend_destroy(be);
+}
+
 Test(type1, asks_again_with_the_size_the_kernel_wants)
 {
 	struct vfio_iova_range r[100];

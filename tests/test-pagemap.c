@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * The page-state map (lib/pagemap.h).  White-box: lib/pagemap.c is
- * compiled into this test so that the corruption tests can break
- * invariants on purpose and the form tests can see container types.
+ * The page-state map (lib/pagemap.h).  White-box (lib/pagemap-int.h): the
+ * corruption tests break invariants on purpose and the form tests look at
+ * container types.
  *
  * The differential tests run random operation sequences against a naive
  * oracle (tests/pagemap-diff.h), validate() after every step.  Default:
@@ -15,7 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "pagemap.c"
+#include "pagemap-int.h"
 
 #define DIFF_FAIL(...) cr_assert_fail(__VA_ARGS__)
 #include "pagemap-diff.h"
