@@ -36,6 +36,7 @@ struct ram_block {
 	uint64_t gpa, size;
 	unsigned char *hva;
 	struct cvm_region *region;
+	struct cvm_listener *discard;
 	uint64_t discarded;
 };
 
@@ -200,7 +201,8 @@ static int setup(struct cvm_dma **dma)
 		rc.hva = ram[i].hva;
 		r = cvm_region_create(&rc, &ram[i].region);
 		if (!r)
-			r = cvm_listener_add(ram[i].region, &discard_ops, &ram[i], 0, NULL);
+			r = cvm_listener_add(ram[i].region, &discard_ops, &ram[i], 0,
+					     &ram[i].discard);
 		if (r)
 			return r;
 	}

@@ -24,7 +24,7 @@
 
 #define TYPE1_DEFAULT_LIMIT 65535
 #define MAX_POLICIES 16
-#define NCOLS 13
+#define NCOLS 14
 
 enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
 
@@ -218,6 +218,10 @@ static const char *fmt_time(uint64_t ns, char *buf, size_t sz)
 {
 	if (ns >= 10000000000u)
 		snprintf(buf, sz, "%.1f s", ns / 1e9);
+	else if (ns >= 1000000000u)
+		snprintf(buf, sz, "%.2f s", ns / 1e9);
+	else if (ns < 1000000)
+		snprintf(buf, sz, "%.0f us", ns / 1e3);
 	else
 		snprintf(buf, sz, "%.1f ms", ns / 1e6);
 	return buf;
@@ -234,6 +238,24 @@ static const char *fmt_result(const struct result *r, char *buf, size_t sz)
 	return buf;
 }
 
+/* What the policy became on this backend: "page", "2M", "none"; "+cut"
+ * when private conversions cut hitlessly. */
+static const char *fmt_granule(const struct result *r, char *buf, size_t sz)
+{
+	char g[32];
+
+	if (!r->info.sz)
+		return strcpy(buf, "-");
+	if (r->pol.flags & CVM_DMA_PER_PAGE)
+		strcpy(g, "page");
+	else if (r->info.split_granule == UINT64_MAX)
+		strcpy(g, "none");
+	else
+		tool_fmt_len(r->info.split_granule, g, sizeof(g));
+	snprintf(buf, sz, "%s%s", g, r->info.can_cut ? "+cut" : "");
+	return buf;
+}
+
 static bool over_type1(const struct result *r)
 {
 	return r->st.mappings_peak > TYPE1_DEFAULT_LIMIT;
@@ -247,20 +269,21 @@ static void fill_row(char cells[NCOLS][40], const struct result *r, const struct
 	for (i = 0; i < NCOLS; i++)
 		c[i] = cells[i];
 	snprintf(c[0], 40, "%.39s", r->pol.name);
-	fmt_result(r, c[1], 40);
-	tool_fmt_count(r->st.mappings, c[2], 40);
-	tool_fmt_count(r->st.mappings_peak, c[3], 38);
+	fmt_granule(r, c[1], 40);
+	fmt_result(r, c[2], 40);
+	tool_fmt_count(r->st.mappings, c[3], 40);
+	tool_fmt_count(r->st.mappings_peak, c[4], 38);
 	if (over_type1(r))
-		strcat(c[3], "!");
-	tool_fmt_count(r->st.map_calls, c[4], 40);
-	tool_fmt_count(r->st.unmap_calls, c[5], 40);
-	tool_fmt_count(r->st.cut_calls, c[6], 40);
-	tool_fmt_count(r->st.disruptive_splits, c[7], 40);
-	tool_fmt_bytes(r->st.disrupted_bytes, c[8], 40);
-	fmt_time(r->wall_ns, c[9], 40);
-	fmt_ratio(r, base, base ? base->st.mappings_peak : 0, r->st.mappings_peak, c[10], 40);
-	fmt_ratio(r, base, base ? calls(base) : 0, calls(r), c[11], 40);
-	fmt_ratio(r, base, base ? base->wall_ns : 0, r->wall_ns, c[12], 40);
+		strcat(c[4], "!");
+	tool_fmt_count(r->st.map_calls, c[5], 40);
+	tool_fmt_count(r->st.unmap_calls, c[6], 40);
+	tool_fmt_count(r->st.cut_calls, c[7], 40);
+	tool_fmt_count(r->st.disruptive_splits, c[8], 40);
+	tool_fmt_bytes(r->st.disrupted_bytes, c[9], 40);
+	fmt_time(r->wall_ns, c[10], 40);
+	fmt_ratio(r, base, base ? base->st.mappings_peak : 0, r->st.mappings_peak, c[11], 40);
+	fmt_ratio(r, base, base ? calls(base) : 0, calls(r), c[12], 40);
+	fmt_ratio(r, base, base ? base->wall_ns : 0, r->wall_ns, c[13], 40);
 }
 
 static void print_header(const struct opts *o, const struct trace *t)
@@ -273,8 +296,8 @@ static void print_header(const struct opts *o, const struct trace *t)
 		total += t->regions[i].size;
 		shared += t->regions[i].init == CVM_SHARED;
 	}
-	printf("trace    %s: %u region%s, %s (%s), %s line%s: %s to shared, %s to private\n",
-	       t->name, t->nregions, t->nregions > 1 ? "s" : "",
+	printf("trace    %s\n         %u region%s, %s (%s); %s line%s: %s to shared, %s to "
+	       "private\n", t->name, t->nregions, t->nregions > 1 ? "s" : "",
 	       tool_fmt_bytes(total, a, sizeof(a)),
 	       !shared ? "starts private" : shared == t->nregions ? "starts shared" :
 	       "starts mixed", tool_fmt_count(t->nops, b, sizeof(b)), t->nops == 1 ? "" : "s",
@@ -313,46 +336,22 @@ static void print_group(const size_t *w, unsigned int first, const char *title)
 	putchar('\n');
 }
 
-static void print_table(const struct opts *o, const struct trace *t,
-			const struct result *res, unsigned int n)
+static void print_legend(const struct result *res, unsigned int n)
 {
-	static const char *const head[NCOLS] = {
-		"policy", "result", "live", "peak", "map", "unmap", "cut", "splits",
-		"disrupted", "time", "peak", "calls", "time",
-	};
-	const struct result *base = baseline(res, n);
-	char (*cells)[NCOLS][40] = calloc(n, sizeof(*cells));
-	size_t w[NCOLS];
-	unsigned int i, j;
 	bool flagged = false, failed = false;
+	unsigned int i;
 	char lim[32];
 
-	if (!cells)
-		return;
-	for (j = 0; j < NCOLS; j++)
-		w[j] = strlen(head[j]);
 	for (i = 0; i < n; i++) {
-		fill_row(cells[i], &res[i], base);
-		for (j = 0; j < NCOLS; j++)
-			if (strlen(cells[i][j]) > w[j])
-				w[j] = strlen(cells[i][j]);
-	}
-	print_header(o, t);
-	print_group(w, 10, "vs per-page");
-	for (j = 0; j < NCOLS; j++)
-		printf(j < 2 ? "%-*s  " : j == NCOLS - 1 ? "%*s\n" : "%*s  ", (int)w[j], head[j]);
-	for (i = 0; i < n; i++) {
-		for (j = 0; j < NCOLS; j++)
-			printf(j < 2 ? "%-*s  " : j == NCOLS - 1 ? "%*s\n" : "%*s  ", (int)w[j],
-			       cells[i][j]);
 		flagged |= over_type1(&res[i]);
 		failed |= res[i].stage != FAIL_NONE;
 	}
-	free(cells);
-	puts("\nlive/peak: IOMMU mappings; map/unmap/cut: backend calls (ioctls on a real "
-	     "kernel);\nsplits/disrupted: still-shared memory unmapped and remapped for a "
-	     "moment;\nvs per-page: how many times fewer mappings at peak, calls and time "
-	     "than one\nmapping per 4 KiB page, what VMMs do today.");
+	puts("\ngranule: mappings never cross it (page: one per page; none: unbounded;\n"
+	     "  +cut: private conversions cut mappings hitlessly);\n"
+	     "live/peak: IOMMU mappings; map/unmap/cut: backend calls (ioctls on a real kernel);\n"
+	     "splits/disrupted: still-shared memory unmapped and remapped for a moment;\n"
+	     "vs per-page: how many times fewer mappings at peak, calls and time than one\n"
+	     "  mapping per 4 KiB page, what VMMs do today.");
 	if (flagged)
 		printf("! peak above %s, VFIO type1's default dma_entry_limit: on a default "
 		       "type1 host this\n  policy fails with ENOSPC (iommufd has no such "
@@ -362,6 +361,42 @@ static void print_table(const struct opts *o, const struct trace *t,
 	for (i = 0; i < n; i++)
 		if (res[i].stage != FAIL_NONE)
 			printf("%s: %s\n", res[i].pol.name, res[i].msg);
+}
+
+static void print_table(const struct opts *o, const struct trace *t,
+			const struct result *res, unsigned int n)
+{
+	static const char *const head[NCOLS] = {
+		"policy", "granule", "result", "live", "peak", "map", "unmap", "cut", "splits",
+		"disrupted", "time", "peak", "calls", "time",
+	};
+	const struct result *base = baseline(res, n);
+	char (*cells)[NCOLS][40] = calloc(n, sizeof(*cells));
+	size_t w[NCOLS];
+	unsigned int i, j;
+
+	if (!cells) {
+		fputs("cvmdma-replay: out of memory for the table\n", stderr);
+		return;
+	}
+	for (j = 0; j < NCOLS; j++)
+		w[j] = strlen(head[j]);
+	for (i = 0; i < n; i++) {
+		fill_row(cells[i], &res[i], base);
+		for (j = 0; j < NCOLS; j++)
+			if (strlen(cells[i][j]) > w[j])
+				w[j] = strlen(cells[i][j]);
+	}
+	print_header(o, t);
+	print_group(w, 11, "vs per-page");
+	for (j = 0; j < NCOLS; j++)
+		printf(j < 3 ? "%-*s  " : j == NCOLS - 1 ? "%*s\n" : "%*s  ", (int)w[j], head[j]);
+	for (i = 0; i < n; i++)
+		for (j = 0; j < NCOLS; j++)
+			printf(j < 3 ? "%-*s  " : j == NCOLS - 1 ? "%*s\n" : "%*s  ", (int)w[j],
+			       cells[i][j]);
+	free(cells);
+	print_legend(res, n);
 }
 
 /* ---- JSON ---- */
@@ -395,10 +430,20 @@ static void json_ratio(const char *key, const struct result *r, const struct res
 	fputs(last ? "}" : ", ", stdout);
 }
 
+/* The effective split granule in bytes; "null" for unlimited or unknown. */
+static const char *granule_json(const struct result *r, char *buf, size_t sz)
+{
+	if (!r->info.sz || r->info.split_granule == UINT64_MAX)
+		return "null";
+	snprintf(buf, sz, "%" PRIu64, r->info.split_granule);
+	return buf;
+}
+
 static void json_result(const struct result *r, const struct result *base)
 {
 	static const char *const stages[] = { "none", "setup", "region", "line", "verify" };
 	const struct cvm_dma_stats *s = &r->st;
+	char g[32];
 
 	printf("    {\"policy\": ");
 	json_str(r->pol.name);
@@ -419,10 +464,12 @@ static void json_result(const struct result *r, const struct result *base)
 	       ", \"map_calls\": %" PRIu64 ", \"unmap_calls\": %" PRIu64
 	       ", \"cut_calls\": %" PRIu64 ",\n     \"disruptive_splits\": %" PRIu64
 	       ", \"disrupted_bytes\": %" PRIu64 ", \"wall_ns\": %" PRIu64
-	       ", \"exceeds_type1_default_limit\": %s,\n     \"vs_per_page\": {",
+	       ", \"exceeds_type1_default_limit\": %s,\n     \"split_granule\": %s, "
+	       "\"can_cut\": %s, \"vs_per_page\": {",
 	       r->lines_applied, s->mappings, s->mappings_peak, s->mapped_bytes, s->map_calls,
 	       s->unmap_calls, s->cut_calls, s->disruptive_splits, s->disrupted_bytes,
-	       r->wall_ns, over_type1(r) ? "true" : "false");
+	       r->wall_ns, over_type1(r) ? "true" : "false", granule_json(r, g, sizeof(g)),
+	       r->info.sz && r->info.can_cut ? "true" : "false");
 	json_ratio("peak", r, base, base ? base->st.mappings_peak : 0, s->mappings_peak, false);
 	json_ratio("calls", r, base, base ? calls(base) : 0, calls(r), false);
 	json_ratio("time", r, base, base ? base->wall_ns : 0, r->wall_ns, true);

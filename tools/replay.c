@@ -356,6 +356,9 @@ void replay_run(const struct trace *t, const struct replay_cfg *cfg,
 	res->st.sz = sizeof(res->st);
 	if (map_memory(&w) || create_regions(&w) || open_dma(&w))
 		goto out;
+	res->info.sz = sizeof(res->info);
+	if (cvm_dma_info(w.dma, &res->info))
+		res->info.sz = 0;
 	run_trace(&w);
 	cvm_dma_stats(w.dma, &res->st);
 	if (res->stage == FAIL_NONE || res->stage == FAIL_LINE)

@@ -38,6 +38,7 @@ struct result {
 	char msg[512];               /* the whole story, for stderr and JSON */
 	size_t lines_applied;
 	struct cvm_dma_stats st;
+	struct cvm_dma_info info;    /* effective granule, hitless cut (info.sz 0: none) */
 	uint64_t wall_ns;            /* region attach + every conversion */
 };
 
