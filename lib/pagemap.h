@@ -9,6 +9,9 @@
  * pagemap_txn_end() the map never frees or shrinks memory, so assigning back
  * runs that an assignment of the same transaction reported as changed
  * (the undo) cannot fail.  pagemap_txn_end() re-compacts, best effort.
+ * The undo goes back through the states the transaction went through:
+ * assignments are undone last first (the runs of one assignment in any
+ * order); an undo in another order may need memory the map does not have.
  */
 #ifndef CVM_PAGEMAP_H
 #define CVM_PAGEMAP_H
