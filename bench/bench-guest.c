@@ -45,6 +45,8 @@
 #define SWIOTLB_B	(64 * MiB)
 #define SWIOTLB_B_AT	(RAM - SWIOTLB_B - 3 * MiB - 12 * KiB)
 #define ENTRY_LIMIT	131072          /* per-page needs 65,536 for 256 MiB */
+#define MAX_REPS	9
+#define MAX_PHASES	4
 
 /* ---- workloads: a list of conversions, split in phases ---- */
 
@@ -275,6 +277,8 @@ static int open_iommufd(struct space *s, const struct cvm_dma_config *base)
 	return cvm_dma_open(&dc, &s->dma);
 }
 
+typedef int (*open_fn)(struct space *s, const struct cvm_dma_config *base);
+
 static void space_close(struct space *s)
 {
 	cvm_dma_close(s->dma);
@@ -296,7 +300,10 @@ static const struct policy policies[] = {
 	{ "per-page", CVM_DMA_PER_PAGE, 0 },
 	{ "auto", 0, 0 },
 	{ "unbounded", 0, UINT64_MAX },
+	/* Only where the backend cuts: what the cut costs (4 KiB IOPTEs) */
+	{ "auto, no cut", CVM_DMA_NO_CUT, 0 },
 };
+#define NO_CUT_POLICY 3
 
 /* ---- one run ---- */
 
@@ -316,63 +323,102 @@ static int run_phase(struct cvm_region *r, const struct phase *p)
 	return 0;
 }
 
-static void print_phase(const char *kernel, const struct space *s, const struct workload *w,
-			const struct phase *p, const struct policy *pol, uint64_t wall,
-			uint64_t cpu, const struct cvm_dma_stats *a, const struct cvm_dma_stats *b,
-			int err)
+/* One phase of one policy: the counts of the last repetition (all equal:
+ * the workload is deterministic) and the wall and CPU time of each. */
+struct phase_res {
+	struct cvm_dma_stats a, b;
+	uint64_t wall[MAX_REPS], cpu[MAX_REPS];
+	int err;
+};
+
+struct run_ctx {
+	const char *kernel;
+	struct space *s;
+	open_fn open_space;
+	const struct workload *w;
+	const struct policy *pol;
+	char *ram;
+	int reps;
+};
+
+static void print_phase(const struct run_ctx *c, const struct phase *p,
+			const struct phase_res *r, int reps)
 {
+	const struct cvm_dma_stats *a = &r->a, *b = &r->b;
+	uint64_t wall[MAX_REPS], cpu[MAX_REPS], wmed, cmed;
+
+	memcpy(wall, r->wall, sizeof(wall));
+	memcpy(cpu, r->cpu, sizeof(cpu));
+	/* Sorted here, before the min and max are read. */
+	wmed = quantile(wall, reps, 0.5);
+	cmed = quantile(cpu, reps, 0.5);
 	printf("guest\t%s\t%s\t%s\t%s\t%s\t%zu\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-	       "\t%" PRIu64 "\t%" PRIu64 "\t%.2f\t%.2f\t%s\t%" PRIu64 "\t%" PRIu64 "\n", kernel,
-	       s->name, w->name, p->name, pol->name, p->n, calls(b) - calls(a),
-	       b->map_calls - a->map_calls, b->unmap_calls - a->unmap_calls,
-	       b->cut_calls - a->cut_calls, b->mappings, b->mappings_peak, wall / 1e6, cpu / 1e6,
-	       err_name(err), b->disruptive_splits - a->disruptive_splits,
-	       b->disrupted_bytes - a->disrupted_bytes);
+	       "\t%" PRIu64 "\t%" PRIu64 "\t%.2f\t%.2f\t%s\t%" PRIu64 "\t%" PRIu64
+	       "\t%.2f\t%.2f\t%d\n", c->kernel, c->s->name, c->w->name, p->name, c->pol->name,
+	       p->n, calls(b) - calls(a), b->map_calls - a->map_calls,
+	       b->unmap_calls - a->unmap_calls, b->cut_calls - a->cut_calls, b->mappings,
+	       b->mappings_peak, wmed / 1e6, cmed / 1e6,
+	       err_name(r->err), b->disruptive_splits - a->disruptive_splits,
+	       b->disrupted_bytes - a->disrupted_bytes, wall[0] / 1e6, wall[reps - 1] / 1e6, reps);
 	fflush(stdout);
 }
 
-typedef int (*open_fn)(struct space *s, const struct cvm_dma_config *base);
-
-static int run_one(const char *kernel, struct space *s, open_fn open_space,
-		   const struct workload *w, const struct policy *pol, char *ram)
+/* A fresh region and container, the whole workload; res[i] for phase i. */
+static int run_once(const struct run_ctx *c, int rep, struct phase_res *res)
 {
-	struct cvm_region_config rc = { .sz = sizeof(rc), .length = RAM, .hva = ram };
-	struct cvm_dma_config dc = { .sz = sizeof(dc), .fd = -1, .flags = pol->flags,
-				     .split_granule = pol->granule };
-	struct cvm_dma_stats a = { .sz = sizeof(a) }, b = { .sz = sizeof(b) };
+	struct cvm_region_config rc = { .sz = sizeof(rc), .length = RAM, .hva = c->ram };
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .fd = -1, .flags = c->pol->flags,
+				     .split_granule = c->pol->granule };
 	struct cvm_region *r;
 	int err;
 
-	s->fd = s->device = -1;
+	c->s->fd = c->s->device = -1;
 	err = cvm_region_create(&rc, &r);
 	if (err)
 		return err;
-	err = open_space(s, &dc);
+	err = c->open_space(c->s, &dc);
 	if (!err)
-		err = cvm_dma_add_region(s->dma, r);
-	if (err) {
-		static const struct phase setup = { .name = "setup" };
+		err = cvm_dma_add_region(c->s->dma, r);
+	for (size_t i = 0; i < c->w->nph && !err; i++) {
+		struct phase_res *pr = &res[i];
+		uint64_t w0, c0;
 
-		print_phase(kernel, s, w, &setup, pol, 0, 0, &a, &b, err);
-	}
-	for (size_t i = 0; i < w->nph && !err; i++) {
-		uint64_t w0, c0, wall, cpu;
-
-		cvm_dma_stats(s->dma, &a);
+		pr->a.sz = pr->b.sz = sizeof(pr->a);
+		cvm_dma_stats(c->s->dma, &pr->a);
 		w0 = wall_ns();
 		c0 = cpu_ns();
-		err = run_phase(r, &w->ph[i]);
-		cpu = cpu_ns() - c0;
-		wall = wall_ns() - w0;
-		cvm_dma_stats(s->dma, &b);
-		print_phase(kernel, s, w, &w->ph[i], pol, wall, cpu, &a, &b, err);
+		err = pr->err = run_phase(r, &c->w->ph[i]);
+		pr->cpu[rep] = cpu_ns() - c0;
+		pr->wall[rep] = wall_ns() - w0;
+		cvm_dma_stats(c->s->dma, &pr->b);
 	}
-	space_close(s);
+	space_close(c->s);
 	cvm_region_destroy(r);
 	return err;
 }
 
-static void info_line(const char *kernel, struct space *s, open_fn open_space)
+/* reps repetitions, then one row per phase with the median times. */
+static int run_one(const struct run_ctx *c)
+{
+	struct phase_res res[MAX_PHASES];
+	int err = 0, rep;
+
+	memset(res, 0, sizeof(res));
+	for (rep = 0; rep < c->reps && !err; rep++)
+		err = run_once(c, rep, res);
+	if (err && rep == 1 && !res[0].a.sz) {
+		static const struct phase setup = { .name = "setup" };
+
+		res[0].err = err;
+		print_phase(c, &setup, &res[0], 1);
+		return err;
+	}
+	for (size_t i = 0; i < c->w->nph && res[i].a.sz; i++)
+		print_phase(c, &c->w->ph[i], &res[i], err ? rep : c->reps);
+	return err;
+}
+
+static bool info_line(const char *kernel, struct space *s, open_fn open_space)
 {
 	struct cvm_dma_config dc = { .sz = sizeof(dc), .fd = -1 };
 	struct cvm_dma_info info = { .sz = sizeof(info) };
@@ -386,8 +432,28 @@ static void info_line(const char *kernel, struct space *s, open_fn open_space)
 	       info.can_cut, info.split_granule == UINT64_MAX ? "unlimited" :
 	       info.split_granule == 2 * MiB ? "2 MiB" : "other", info.iova_pgsizes);
 	space_close(s);
+	return !err && info.can_cut;
 }
 
+static int run_space(struct run_ctx *c, const struct workload *w, size_t nw, bool can_cut)
+{
+	int failed = 0;
+
+	for (size_t i = 0; i < nw; i++)
+		for (size_t p = 0; p < sizeof(policies) / sizeof(policies[0]); p++) {
+			if (p == NO_CUT_POLICY && !can_cut)
+				continue;
+			c->w = &w[i];
+			c->pol = &policies[p];
+			progress("bench-guest: %s, %s, %s ...", c->s->name, w[i].name,
+				 policies[p].name);
+			if (run_one(c))
+				failed = 1;
+		}
+	return failed;
+}
+
+/* bench-guest KERNEL [REPS]: KERNEL names the guest kernel (A or B). */
 int main(int argc, char **argv)
 {
 	const char *kernel = argc > 1 ? argv[1] : "?";
@@ -396,34 +462,33 @@ int main(int argc, char **argv)
 	open_fn opens[] = { open_type1, open_iommufd, open_type1_v1 };
 	/* v1 only where it is iommufd's compat container: never rely on v1 on
 	 * the real type1 driver (KERNEL-FACTS.md §1). */
-	size_t nspaces = !strcmp(kernel, "B") ? 3 : 2;
-	unsigned old = 0;
-	size_t nw;
+	size_t nspaces = !strcmp(kernel, "B") ? 3 : 2, nw;
+	struct run_ctx c = { .kernel = kernel, .reps = argc > 2 ? atoi(argv[2]) : 3 };
 	struct workload *w = make_workloads(&nw);
+	bool can_cut[3];
+	unsigned old = 0;
 	int failed = 0, lim;
-	char *ram = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
-	if (ram == MAP_FAILED)
+	if (c.reps < 1 || c.reps > MAX_REPS)
+		die("bench-guest: REPS must be 1..%d", MAX_REPS);
+	c.ram = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (c.ram == MAP_FAILED)
 		die("bench-guest: mmap of the guest RAM failed");
 	lim = guest_set_dma_entry_limit(ENTRY_LIMIT, &old);
-	printf("# bench-guest %s, libcvmdma %s, kernel %s\n", PACKAGE_VERSION, cvm_version(),
-	       kernel);
-	printf("# vfio_iommu_type1.dma_entry_limit: %s\n", lim ? err_name(lim) : "raised");
+	printf("# bench-guest %s, libcvmdma %s, kernel %s, median of %d runs\n", PACKAGE_VERSION,
+	       cvm_version(), kernel, c.reps);
 	printf("limit\t%s\t%u\t%u\t%s\n", kernel, old, lim ? old : ENTRY_LIMIT, err_name(lim));
 	printf("#cols backend kernel backend open can_cut auto_granule iova_pgsizes\n");
 	for (size_t b = 0; b < nspaces; b++)
-		info_line(kernel, &spaces[b], opens[b]);
+		can_cut[b] = info_line(kernel, &spaces[b], opens[b]);
 	printf("#cols guest kernel backend workload phase policy conversions ioctls map_calls "
 	       "unmap_calls cut_calls live peak wall_ms cpu_ms result disruptive_splits "
-	       "disrupted_bytes\n");
-	for (size_t b = 0; b < nspaces; b++)
-		for (size_t i = 0; i < nw; i++)
-			for (size_t p = 0; p < sizeof(policies) / sizeof(policies[0]); p++) {
-				progress("bench-guest: %s, %s, %s ...", spaces[b].name, w[i].name,
-					 policies[p].name);
-				if (run_one(kernel, &spaces[b], opens[b], &w[i], &policies[p], ram))
-					failed = 1;
-			}
+	       "disrupted_bytes wall_min_ms wall_max_ms runs\n");
+	for (size_t b = 0; b < nspaces; b++) {
+		c.s = &spaces[b];
+		c.open_space = opens[b];
+		failed |= run_space(&c, w, nw, can_cut[b]);
+	}
 	if (!lim)
 		guest_set_dma_entry_limit(old, NULL);
 	return failed;
