@@ -28,7 +28,14 @@ bench_bench_guest_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tests/vm
 bench_bench_guest_CFLAGS = $(GUEST_CFLAGS)
 bench_bench_guest_LDADD = $(GUEST_LDADD)
 
-EXTRA_DIST += bench/run.sh bench/policy.gp bench/guest.gp scripts/bench-report
+EXTRA_DIST += bench/run.sh bench/policy.gp bench/guest.gp scripts/bench-report \
+	bench/check-report.sh bench/testdata/machine.out bench/testdata/commands.out \
+	bench/testdata/policy.out bench/testdata/core.out bench/testdata/guest-A.out
+
+# The report's verdicts on fixed, made-up results: no time is measured.
+if ENABLE_TESTS
+TESTS += bench/check-report.sh
+endif
 
 BENCH_ARGS =
 # bench-pagemap (mk/pagemap.mk) is run when this tree has it.
