@@ -30,7 +30,8 @@ bench_bench_guest_LDADD = $(GUEST_LDADD)
 
 EXTRA_DIST += bench/run.sh bench/policy.gp bench/guest.gp scripts/bench-report \
 	bench/check-report.sh bench/testdata/machine.out bench/testdata/commands.out \
-	bench/testdata/policy.out bench/testdata/core.out bench/testdata/guest-A.out
+	bench/testdata/policy.out bench/testdata/core.out bench/testdata/guest-A.out \
+	doc/performance.md doc/performance-policy.svg doc/performance-guest.svg
 
 # The report's verdicts on fixed, made-up results: no time is measured.
 if ENABLE_TESTS
