@@ -37,6 +37,7 @@ struct opts {
 	uint64_t replay_size;
 	uint64_t seed;
 	const char *only;       /* run only the conversion configs naming this */
+	const char *replay_rules;   /* replay only on these model rules */
 	bool skip_conv, skip_replay, stress;
 };
 
@@ -462,7 +463,8 @@ static void bench_replay(const struct opts *o)
 		fragment(r, npages, &patterns[i], o->seed + i);
 		cvm_region_stats(r, &rs);
 		for (size_t j = 0; j < sizeof(replay_cfgs) / sizeof(replay_cfgs[0]); j++)
-			replay_one(r, &patterns[i], &replay_cfgs[j], &rs);
+			if (!o->replay_rules || !strcmp(o->replay_rules, replay_cfgs[j].rules_name))
+				replay_one(r, &patterns[i], &replay_cfgs[j], &rs);
 		cvm_region_destroy(r);
 		munmap(rc.hva, rc.length);
 	}
@@ -491,6 +493,7 @@ static void usage(void)
 {
 	fputs("usage: bench-core [--pairs N] [--warmup N] [--conv-size SIZE] [--replay-size SIZE]\n"
 	      "                  [--seed N] [--stress] [--no-conv] [--no-replay] [--only NAME]\n"
+	      "                  [--replay-rules iommufd|cut|type1]\n"
 	      "  --stress  also replay the harsher pattern (runs of 4-124 KiB, ~8 M runs)\n"
 	      "  --only    only the conversion configurations whose name contains NAME\n"
 	      "            (to profile one: valgrind --tool=callgrind bench-core --no-replay\n"
@@ -511,6 +514,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		{ "no-conv", no_argument, NULL, 'C' },
 		{ "no-replay", no_argument, NULL, 'R' },
 		{ "only", required_argument, NULL, 'o' },
+		{ "replay-rules", required_argument, NULL, 'x' },
 		{ 0 }
 	};
 	int c;
@@ -526,6 +530,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		case 'C': o->skip_conv = true; break;
 		case 'R': o->skip_replay = true; break;
 		case 'o': o->only = optarg; break;
+		case 'x': o->replay_rules = optarg; break;
 		default: usage();
 		}
 	}

@@ -124,6 +124,18 @@ if command -v valgrind >/dev/null 2>&1 && command -v callgrind_annotate >/dev/nu
 		log_cmd "callgrind_annotate --threshold=100 $cg.cg.out > $cg.self.out"
 		callgrind_annotate --threshold=100 "$cg.cg.out" >"$cg.self.out"
 	done
+	# The replay: instructions per mapping that cvm_dma_add_region() makes.
+	cg=$out/callgrind-replay
+	log_cmd "valgrind --tool=callgrind --toggle-collect=cvm_dma_add_region" \
+		"--callgrind-out-file=$cg.cg.out bench/bench-core --no-conv --replay-size 16G" \
+		"--stress --replay-rules cut > $cg.txt.out"
+	valgrind --tool=callgrind --toggle-collect=cvm_dma_add_region \
+		--callgrind-out-file="$cg.cg.out" bench/bench-core --no-conv --replay-size 16G \
+		--stress --replay-rules cut >"$cg.txt.out" 2>/dev/null
+	log_cmd "callgrind_annotate --inclusive=yes --threshold=100 $cg.cg.out > $cg.incl.out"
+	callgrind_annotate --inclusive=yes --threshold=100 "$cg.cg.out" >"$cg.incl.out"
+	log_cmd "callgrind_annotate --threshold=100 $cg.cg.out > $cg.self.out"
+	callgrind_annotate --threshold=100 "$cg.cg.out" >"$cg.self.out"
 else
 	echo "$me: valgrind not found: no instruction profile" >&2
 fi
