@@ -24,6 +24,8 @@ bool pagemap_test(const struct pagemap *pm, uint64_t pos)
 {
 	struct chunkv cv;
 
+	if (pos >= pm->npages)	/* pages past the end read as clear */
+		return false;
 	chunk_view(pm, pos >> CHUNK_SHIFT, &cv);
 	return cv_test(&cv, pos & (CHUNK_PAGES - 1));
 }
@@ -123,6 +125,9 @@ int pagemap_query(const struct pagemap *pm, uint64_t start, uint64_t len)
 {
 	bool first = pagemap_test(pm, start);
 
+	if (start >= pm->npages)
+		return 0;
+	len = min_u64(len, pm->npages - start);
 	if (len > 1 && pagemap_next(pm, start + 1, !first) < start + len)
 		return 2;
 	return first;
@@ -215,11 +220,10 @@ int pagemap_for_each_run(const struct pagemap *pm, uint64_t start, uint64_t len,
 			 bool val, pagemap_run_fn fn, void *opaque)
 {
 	struct runsink k = { .fn = fn, .opaque = opaque };
-	uint64_t end = start + len;
 
 	if (start >= pm->npages || !len)
 		return 0;
-	return pm_walk_runs(pm, start, min_u64(end, pm->npages), val, &k);
+	return pm_walk_runs(pm, start, start + min_u64(len, pm->npages - start), val, &k);
 }
 
 uint64_t pagemap_count_runs(const struct pagemap *pm)

@@ -18,3 +18,19 @@ abi-baseline: lib/libcvmdma.la
 		--out-file $(top_srcdir)/abi/libcvmdma.abi lib/.libs/libcvmdma.so
 	@echo "abi/libcvmdma.abi regenerated: review and commit it with a NEWS entry"
 .PHONY: abi-baseline
+
+# The installed library, through pkg-config, from C and C++ (make distcheck
+# runs this against its own installation).
+EXTRA_DIST += tests/consumer.c
+installcheck-local:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	export PKG_CONFIG_PATH='$(DESTDIR)$(pkgconfigdir)'; \
+	flags=$$($(PKG_CONFIG) --cflags --libs libcvmdma); \
+	echo "installcheck: pkg-config libcvmdma: $$flags"; \
+	$(CC) -std=c11 -Wall -Werror $(srcdir)/tests/consumer.c $$flags -o $$tmp/c; \
+	$(CXX) -x c++ -std=c++11 -Wall -Werror $(srcdir)/tests/consumer.c $$flags -o $$tmp/cxx; \
+	LD_LIBRARY_PATH='$(DESTDIR)$(libdir)' $$tmp/c; \
+	LD_LIBRARY_PATH='$(DESTDIR)$(libdir)' $$tmp/cxx; \
+	test -f '$(DESTDIR)$(mandir)/man3/cvm_convert.3'; \
+	test -f '$(DESTDIR)$(mandir)/man7/libcvmdma.7'; \
+	echo "installcheck: C and C++ consumers build and run against the installed library"

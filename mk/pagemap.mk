@@ -10,10 +10,13 @@ check_PROGRAMS += tests/test-pagemap
 tests_test_pagemap_SOURCES = tests/test-pagemap.c tests/pagemap-diff.h
 tests_test_pagemap_CFLAGS = $(TEST_CFLAGS)
 tests_test_pagemap_LDADD = $(TEST_LDADD)
-TESTS += tests/test-pagemap
+# Fuzz smoke (TAP; SKIPs without clang/libFuzzer or in a sanitizer build).
+TESTS += tests/test-pagemap tests/check-fuzz.sh
 endif
+EXTRA_DIST += tests/check-fuzz.sh tests/fuzz-pagemap.c doc/performance-pagemap.md
+CLEANFILES += tests/fuzz-pagemap-crash-* tests/fuzz-pagemap-leak-* tests/fuzz-pagemap-timeout-*
 
-# Benchmark (not a test; `make bench-pagemap` runs it, BENCH_PAGEMAP_ARGS=--quick
+# Benchmark, not a test: `make bench-pagemap` runs it (BENCH_PAGEMAP_ARGS=--quick
 # for a short run).  Built by plain `make` so that it never rots.
 noinst_PROGRAMS += bench/bench-pagemap
 bench_bench_pagemap_SOURCES = bench/bench-pagemap.c bench/flatmap.c bench/flatmap.h
@@ -27,10 +30,3 @@ BENCH_PAGEMAP_ARGS =
 bench-pagemap: bench/bench-pagemap$(EXEEXT)
 	bench/bench-pagemap$(EXEEXT) $(BENCH_PAGEMAP_ARGS)
 .PHONY: bench-pagemap
-
-# Fuzz smoke (TAP; SKIPs without clang/libFuzzer or in a sanitizer build).
-if ENABLE_TESTS
-TESTS += tests/check-fuzz.sh
-endif
-EXTRA_DIST += tests/check-fuzz.sh tests/fuzz-pagemap.c
-CLEANFILES += tests/fuzz-pagemap-crash-* tests/fuzz-pagemap-leak-* tests/fuzz-pagemap-timeout-*

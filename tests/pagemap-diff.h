@@ -458,8 +458,9 @@ static int undo_run(void *opaque, uint64_t start, uint64_t len)
 }
 
 /*
- * Undo every recorded assignment, last first, from its reported runs, with
- * every allocation failing: the transaction rule says it cannot fail.
+ * Undo every recorded assignment, last first, from its reported runs (in
+ * reverse, or on odd steps in order), with every allocation failing: the
+ * transaction rule says it cannot fail.
  */
 static void diff_txn_end(struct diff *d, bool undo)
 {
@@ -473,7 +474,8 @@ static void diff_txn_end(struct diff *d, bool undo)
 		for (size_t t = d->ntxn; t-- > 0;) {
 			const struct txn_rec *r = &d->txn[t];
 
-			for (size_t i = r->n; i-- > 0;) {
+			for (size_t n = r->n; n-- > 0;) {
+				size_t i = d->step & 1 ? r->n - 1 - n : n;
 				int ret = pagemap_assign(d->pm, r->runs[i].start, r->runs[i].len,
 							 !r->val, undo_run, &r->runs[i]);
 

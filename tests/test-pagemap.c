@@ -214,6 +214,25 @@ Test(pagemap, next_and_prev_find_lone_pages_across_a_sparse_2p32_map)
 	}
 }
 
+Test(pagemap, queries_past_the_end_read_clear_and_clip_without_overflow)
+{
+	struct pagemap *pm;
+	struct runs rs = { 0 };
+
+	cr_assert_eq(pagemap_create(100000, true, &pm), 0);
+	cr_assert_not(pagemap_test(pm, 100000));
+	cr_assert_not(pagemap_test(pm, UINT64_MAX));
+	cr_assert_eq(pagemap_query(pm, 99990, UINT64_MAX), 1);
+	cr_assert_eq(pagemap_query(pm, 100000, 5), 0);
+	cr_assert_eq(pagemap_for_each_run(pm, 5, UINT64_MAX, true, collect, &rs), 0);
+	cr_assert_eq(rs.n, 1);
+	cr_assert(rs.r[0].start == 5 && rs.r[0].len == 100000 - 5);
+	cr_assert_eq(pagemap_assign(pm, 99999, 2, false, NULL, NULL), -EINVAL);
+	cr_assert_eq(pagemap_assign(pm, 5, UINT64_MAX, false, NULL, NULL), -EINVAL);
+	cr_assert_eq(pagemap_count(pm), 100000);
+	pagemap_destroy(pm);
+}
+
 Test(pagemap, for_each_run_stops_at_a_nonzero_return_and_returns_it)
 {
 	struct pagemap *pm;

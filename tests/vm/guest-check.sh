@@ -86,11 +86,25 @@ fi
 t1=$(date +%s)
 echo "# kernel ready after $((t1 - t0)) s; booting $bz"
 
-{
-	"$here/qemu-run" --timeout "$limit" --append "CVM_TIMEOUT=$per_prog" \
-		"$bz" "$work/initrd.gz" 2>"$work/qemu.err" || echo "@@CVM-QEMU-EXIT $?"
-} | awk -v kernel="$kernel" -v names="$names" -f "$here/guest-tap.awk"
-status=$?
+boot() {
+	{
+		"$here/qemu-run" --timeout "$limit" --append "CVM_TIMEOUT=$per_prog" \
+			"$bz" "$work/initrd.gz" 2>"$work/qemu.err" || echo "@@CVM-QEMU-EXIT $?"
+	} | awk -v kernel="$kernel" -v names="$names" -f "$here/guest-tap.awk" >"$work/tap"
+	status=$?
+}
+
+boot
+# A TCG guest on a heavily loaded host has been seen to stall until the
+# timeout (once in many runs, never reproduced on a quiet host).  Boot once
+# more, and say so: a real hang hangs twice and fails.
+if grep -q '(qemu-run exit 124)' "$work/tap" && [ -z "${CVMDMA_VM_NO_RETRY:-}" ]; then
+	echo "# the guest hung until the timeout; the first attempt said:"
+	sed 's/^/#   /' "$work/tap" "$work/qemu.err"
+	echo "# booting kernel $kernel once more"
+	boot
+fi
+cat "$work/tap"
 sed 's/^/# qemu: /' "$work/qemu.err"
 echo "# guest stage took $(($(date +%s) - t1)) s (boot + tests + poweroff)"
 exit "$status"
