@@ -16,7 +16,7 @@
 
 EXTRA_DIST += tests/vm/build-kernel tests/vm/kernel-A.config tests/vm/kernel-B.config \
 	tests/vm/mkinitramfs tests/vm/init tests/vm/qemu-run tests/vm/run-in-guest \
-	tests/vm/guest-check.sh tests/vm/guest-tap.awk
+	tests/vm/guest-check.sh tests/vm/guest-tap.awk tests/vm/README.md
 
 GUEST_SOURCES = tests/vm/guest.c tests/vm/guest.h tests/vm/guest-tap.h
 GUEST_CFLAGS = $(AM_CFLAGS) $(CAPNG_CFLAGS)

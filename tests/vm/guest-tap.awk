@@ -100,7 +100,9 @@ function finish(name, st,   problem) {
 }
 /^@@CVM-BEGIN / { start($2); inprog = 1; next }
 /^@@CVM-END / { inprog = 0; next }
-/^@@CVM-RESULT / { finish($2, $3); next }
+# Output that did not end in a newline carries the end marker on its line.
+inprog && /@@CVM-END [^ ]*$/ { sub(/@@CVM-END [^ ]*$/, ""); tapline($0); inprog = 0; next }
+/^@@CVM-RESULT / { inprog = 0; finish($2, $3); next }
 /^@@CVM-DMESG-BEGIN / { indmesg = 1; dname = $2; next }
 /^@@CVM-DMESG-END / { indmesg = 0; next }
 /^@@CVM-DONE/ { print "# guest uptime at poweroff: " $2 " s"; next }

@@ -1,0 +1,71 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# scripts/bench-report on fixed results (bench/testdata/): every verdict in
+# doc/performance.md is computed, so check that the computation says met
+# where the fixture meets a target and missed where it does not, and that
+# nothing of the run (machine, commands, tables) goes missing.  No timing
+# is measured here: the fixture's numbers are made up.  Prints TAP.
+set -u
+
+top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
+data=$top_srcdir/bench/testdata
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/cvm-check-report.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT INT TERM
+
+cp "$data"/*.out "$tmp/"
+mkdir "$tmp/doc"
+n=0 failed=0
+ok() {
+	n=$((n + 1))
+	if [ "$1" = 0 ]; then
+		echo "ok $n - $2"
+	else
+		echo "not ok $n - $2"
+		failed=1
+	fi
+}
+# has PATTERN: a line of the document matches the extended regexp.
+has() { grep -Eq -- "$1" "$tmp/doc/performance.md"; }
+# row VERDICT PATTERN: the targets row matching PATTERN ends with VERDICT.
+row() { grep -E -- "$2" "$tmp/doc/performance.md" | grep -Eq -- "\| $1 \|\$"; }
+
+GNUPLOT=/nonexistent/gnuplot "$top_srcdir/scripts/bench-report" "$tmp" "$tmp/doc" \
+	>"$tmp/log" 2>&1
+ok $? "the report is generated from a complete set of results"
+[ -s "$tmp/doc/performance.md" ] || { echo "1..$n"; exit 1; }
+
+row met 'real kernel A, type1: >= 100x'
+ok $? "swiotlb target met at 508x fewer ioctls and 150x less wall time"
+row '\*\*missed\*\*' 'real kernel A, iommufd: >= 100x'
+ok $? "swiotlb target missed at 30x less wall time, however few the ioctls"
+has 'without the cut \(huge IOPTEs\): 1 ioctls, 10\.0 ms \(300x less\)'
+ok $? "the cost of the cut is shown next to the iommufd verdict"
+row met 'median \| 90 ns median'
+ok $? "a 90 ns median meets the 100 ns target"
+row '\*\*missed\*\*' 'median \| 2,500 ns median'
+ok $? "a 2,500 ns median misses the 100 ns target"
+row met 'sparse, model cut rules: <= 1 s \| 900 ms CPU, 1\.50 s wall'
+ok $? "the replay verdict uses CPU time and shows the wall time"
+row '\*\*missed\*\*' 'dense, model cut rules: <= 1 s'
+ok $? "a 9 s replay misses the 1 s target"
+row 'n/a: the type1 limit, as it must' 'dense, model type1 rules'
+ok $? "a replay stopped by the type1 limit gets no time verdict"
+row '\*\*missed\*\*' 'live mappings = maximal shared runs'
+ok $? "live mappings above the hitless floor miss the target"
+has 'all but wl-bad'
+ok $? "the workload that misses the floor is named"
+has 'MAPPED != SHARED'
+ok $? "a run whose mapped set differs from the shared set is flagged"
+has '\| iommufd \| per-page \| ok \| 8 \| 70,000 \| 70,000 \| \*\*yes\*\* \|'
+ok $? "a peak above 65,535 is flagged where type1 could not hold it"
+has '\*\*ENOSPC at line 7\*\*'
+ok $? "a run refused by the limit says where"
+has '^\| CPU \| Test CPU, 2 online CPUs, 4\.0 GiB RAM \|$' && has '^\| kernel \| Linux 6\.12 \|$' &&
+	has '^\| date \| 2026-01-01 00:00 UTC \|$'
+ok $? "the machine, kernel and date of the run are in the document"
+has '^bench/bench-core --stress > bench/core\.out$'
+ok $? "the exact commands are in the document"
+has '^\| share \| auto \| 1 \| 129 \| 129 \|.*\| 20\.0 ms \(19\.0 ms-21\.0 ms\) \| 508x \| 150x \| ok \|$'
+ok $? "guest rows carry the median, the range and the ratios to per-page"
+echo "1..$n"
+exit $failed
