@@ -167,12 +167,18 @@ struct collect {
 	struct cvm_dma *d;
 	size_t n;
 	uint64_t bytes;
+	int err;
 };
 
+/* Record an entry about to go (the undo log grows as needed). */
 static int collect_entry(void *opaque, const struct mt_entry *e)
 {
 	struct collect *c = opaque;
 
+	if (undo_reserve(c->d, 1)) {
+		c->err = -ENOMEM;
+		return 1;
+	}
 	undo_push(c->d, UNDO_UNMAPPED, e->iova, e->len, e->data, NULL);
 	c->n++;
 	c->bytes += e->len;
@@ -200,17 +206,17 @@ static void forget_unmapped(struct cvm_dma *d, size_t from, bool log)
  * (measured on 6.12), so a partial span would not fail atomically. */
 static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log)
 {
-	struct collect c = { d, 0, 0 };
-	size_t mark = d->nundo, n = 0;
+	struct collect c = { d, 0, 0, 0 };
+	size_t mark = d->nundo;
 	uint64_t done = 0;
 	int err;
 
-	maptable_for_each(d->mt, s, e - s, count_entry, &n);
-	if (!n)
-		return 0;
-	if ((err = undo_reserve(d, n)))
-		return err;
+	/* One walk: the entries go into the undo log as they are found. */
 	maptable_for_each(d->mt, s, e - s, collect_entry, &c);
+	if (c.err || !c.n) {
+		d->nundo = mark;
+		return c.err;
+	}
 	d->st.unmap_calls++;
 	err = d->be->ops->unmap(d->be, s, e - s, &done);
 	if (err) {
@@ -233,7 +239,7 @@ static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, ui
 {
 	struct mt_entry l = { 0 }, r = { 0 };
 	bool has_l, has_r, same;
-	struct collect c = { d, 0, 0 };
+	struct collect c = { d, 0, 0, 0 };
 	size_t mark, n = 0;
 	uint64_t done = 0, bytes, before;
 	int err;
@@ -474,13 +480,22 @@ struct span {
 static void span_for_run(struct cvm_dma *d, uint64_t a, uint64_t b, struct span *sp)
 {
 	struct mt_entry l, r;
+	bool has_l = !maptable_lookup_le(d->mt, a, &l), has_r;
 
 	*sp = (struct span){ .s = a, .e = b, .ls = a, .rs_end = b, .a = a, .b = b };
-	if (!maptable_lookup_le(d->mt, a, &l) && l.iova < a && l.iova + l.len > a) {
+	if (has_l && l.iova < a && l.iova + l.len > a) {
 		sp->ls = l.iova;
 		sp->split_one = l.iova + l.len > b;
 	}
-	if (!maptable_lookup_le(d->mt, b - 1, &r) && r.iova < b && r.iova + r.len > b)
+	/* Mappings are disjoint: if the one at or below a reaches b, it is also
+	 * the last one starting at or below b - 1.  Spares a tree walk. */
+	if (has_l && l.iova + l.len >= b) {
+		r = l;
+		has_r = true;
+	} else {
+		has_r = !maptable_lookup_le(d->mt, b - 1, &r);
+	}
+	if (has_r && r.iova < b && r.iova + r.len > b)
 		sp->rs_end = r.iova + r.len;
 	if (sp->ls == a && sp->rs_end == b)
 		return;                         /* whole mappings only */
