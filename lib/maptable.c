@@ -2,187 +2,205 @@
 /*
  * Interval map of live IOVA mappings (contract in maptable.h).
  *
- * An AVL tree whose nodes live in a dense, chunked arena and link to each
- * other by 31-bit slot numbers, with the balance factor in the spare top bit
- * of each link: 32 bytes per entry, whatever the insert order.
+ * A B+-tree: leaves hold up to LEAF_MAX entries in three sorted arrays
+ * (start, last byte, datum) and are chained both ways; inner nodes hold up
+ * to INNER_MAX children and the separating keys.  A lookup in a table of
+ * 16 k entries touches three nodes instead of the fourteen of a binary
+ * tree, and the cache lines it touches within a node are adjacent.
  *
- * Why not a B+-tree with leaf arrays: maptable_reserve(n) must make n
- * inserts infallible, and in a B+-tree every insert that lands in a full
- * leaf needs a whole new leaf, so an honest reservation costs a leaf per
- * insert.  Here an insert needs exactly one slot, so reserving n inserts
- * costs 32 * n bytes and never more.
+ * Separators are bounds, not copies: every key in kid[i] is below key[i]
+ * and every key in kid[i + 1] is at or above it.  Removal keeps that true
+ * without touching ancestors, which is why a leaf may begin above the
+ * separator that leads to it and lookup_le() sometimes steps to the
+ * previous leaf.
  *
- * Live nodes always occupy slots 1..count (slot 0 is the NIL link): a
- * removal moves the last node into the hole.  No free list is needed, and
- * chunks at the end are freed as the table shrinks.  Chunk 0 grows by
- * doubling so that small tables stay small; the others are fixed 2 MiB
- * blocks, so growing a 16 M-entry table never copies it.
+ * Appends above the last entry, the shape of a replay, go straight to the
+ * rightmost leaf (no descent), and when that leaf is full the split leaves
+ * it full and starts a new one: a table built in ascending order is packed
+ * (about 25 bytes per entry); one built at random is about 70% full.  Every
+ * node but the rightmost of its level is at least half full, so no table
+ * needs more than about 50 bytes per entry.
+ *
+ * maptable_reserve(n) must make n inserts infallible.  An insert needs a
+ * new node only when it splits one, so the reservation is a pool of nodes
+ * sized by a bound on the splits n inserts can cause (need_for()); nodes
+ * freed while a promise is open go back to the pool, because a merge is
+ * what lets a later insert split again.
  */
 #include <inttypes.h>
 
 #include "internal.h"
 #include "maptable.h"
 
-#define CHUNK_SHIFT	16
-#define CHUNK_NODES	(1u << CHUNK_SHIFT)
-#define CHUNK_MASK	(CHUNK_NODES - 1)
-#define CHUNK0_MIN	16u
-#define IDX_MASK	0x7fffffffu	/* a link: slot number ... */
-#define HEAVY		0x80000000u	/* ... and "this side is one level taller" */
-#define NIL		0u
-/* Slots must fit in a link; slot 0 is NIL. */
-#define MAX_SLOTS	((uint64_t)IDX_MASK + 1)
-/* An AVL tree of < 2^31 nodes is at most 1.44 * 31 = 45 levels high. */
-#define MAX_DEPTH	64
+#define LEAF_MAX	32u
+#define LEAF_MIN	(LEAF_MAX / 2)
+#define INNER_MAX	48u		/* children */
+#define INNER_MIN	(INNER_MAX / 2)
+#define MAX_HEIGHT	12		/* 16 * 24^10 entries would not fit in memory */
+#define POOL_KEEP	16u		/* spare nodes kept with no promise open */
 
-struct mt_node {
-	uint64_t iova;
-	uint64_t last;		/* inclusive: an entry may end at 2^64 */
-	uint64_t data;
-	uint32_t kid[2];	/* left, right: slot | HEAVY */
+struct mt_leaf {
+	uint64_t iova[LEAF_MAX];
+	uint64_t last[LEAF_MAX];	/* inclusive: an entry may end at 2^64 */
+	uint64_t data[LEAF_MAX];
+	struct mt_leaf *prev, *next;
+	uint32_t n;
+};
+
+struct mt_inner {
+	uint64_t key[INNER_MAX - 1];	/* key[i] separates kid[i] and kid[i + 1] */
+	void *kid[INNER_MAX];
+	uint32_t n;			/* children */
+};
+
+union mt_node {
+	struct mt_leaf leaf;
+	struct mt_inner inner;
+	union mt_node *free_next;	/* in the pool */
 };
 
 struct maptable {
-	struct mt_node **chunk;
-	uint32_t nchunks;
-	uint32_t tab_cap;	/* entries in chunk[] */
-	uint32_t cap0;		/* slots in chunk 0 */
-	uint32_t root;
-	uint64_t count;		/* live entries, in slots 1..count */
-	uint64_t resv;		/* inserts still promised by maptable_reserve */
+	void *root;			/* NULL when empty */
+	struct mt_leaf *tail;		/* the rightmost leaf */
+	struct mt_leaf *hint;		/* the leaf used last, or NULL */
+	int height;			/* levels: 0 empty, 1 a root leaf */
+	uint64_t count;			/* live entries */
+	uint64_t nodes[MAX_HEIGHT];	/* nodes per level, 0 = leaves */
+	union mt_node *pool;		/* spare nodes */
+	uint64_t npool;
+	uint64_t resv;			/* inserts still promised by maptable_reserve */
 };
 
-/* The path from the root to a node: each ancestor and the side taken. */
+/* The path from the root to a leaf: each inner node and the child taken. */
 struct mt_path {
-	int depth;
-	uint32_t node[MAX_DEPTH];
-	uint8_t dir[MAX_DEPTH];
+	struct mt_inner *node[MAX_HEIGHT];
+	uint32_t idx[MAX_HEIGHT];
+	int depth;			/* inner levels on the path */
 };
 
-static inline struct mt_node *N(const struct maptable *mt, uint32_t i)
-{
-	return &mt->chunk[i >> CHUNK_SHIFT][i & CHUNK_MASK];
-}
+/* ---- searching a node ---- */
 
-static inline uint32_t kid(const struct maptable *mt, uint32_t i, int d)
+/* How many of the n ascending keys are <= x, without a data-dependent branch. */
+static inline uint32_t count_le(const uint64_t *k, uint32_t n, uint64_t x)
 {
-	return N(mt, i)->kid[d] & IDX_MASK;
-}
+	const uint64_t *b = k;
 
-static inline void set_kid(struct mt_node *n, int d, uint32_t c)
-{
-	n->kid[d] = (n->kid[d] & HEAVY) | c;
-}
-
-/* -1: left side taller, 0: balanced, +1: right side taller. */
-static inline int bal(const struct mt_node *n)
-{
-	return (int)(n->kid[1] >> 31) - (int)(n->kid[0] >> 31);
-}
-
-static inline void set_bal(struct mt_node *n, int b)
-{
-	n->kid[0] = (n->kid[0] & IDX_MASK) | (b < 0 ? HEAVY : 0);
-	n->kid[1] = (n->kid[1] & IDX_MASK) | (b > 0 ? HEAVY : 0);
-}
-
-static inline void to_entry(const struct mt_node *n, struct mt_entry *e)
-{
-	e->iova = n->iova;
-	e->len = n->last - n->iova + 1;
-	e->data = n->data;
-}
-
-/* ---- the arena ---- */
-
-static uint64_t capacity(const struct maptable *mt)
-{
-	if (!mt->nchunks)
+	if (!n)
 		return 0;
-	return (uint64_t)(mt->nchunks - 1) * CHUNK_NODES + mt->cap0;
+	while (n > 1) {
+		uint32_t half = n / 2;
+
+		b = b[half] <= x ? b + half : b;
+		n -= half;
+	}
+	return (uint32_t)(b - k) + (*b <= x);
 }
 
-static int grow_chunk0(struct maptable *mt, uint64_t need)
+static inline void to_entry(const struct mt_leaf *l, uint32_t i, struct mt_entry *e)
 {
-	uint32_t cap = mt->cap0 ? mt->cap0 : CHUNK0_MIN;
-	struct mt_node *c;
-
-	while (cap < need)
-		cap *= 2;
-	if (!mt->tab_cap) {
-		mt->chunk = cvm_calloc(1, sizeof(*mt->chunk));
-		if (!mt->chunk)
-			return -ENOMEM;
-		mt->tab_cap = 1;
-	}
-	c = cvm_reallocarray(mt->nchunks ? mt->chunk[0] : NULL, cap, sizeof(*c));
-	if (!c)
-		return -ENOMEM;
-	if (!mt->nchunks)
-		memset(&c[0], 0, sizeof(c[0]));	/* the NIL slot */
-	mt->chunk[0] = c;
-	mt->nchunks = 1;
-	mt->cap0 = cap;
-	return 0;
+	e->iova = l->iova[i];
+	e->len = l->last[i] - l->iova[i] + 1;
+	e->data = l->data[i];
 }
 
-static int add_chunk(struct maptable *mt)
+/* ---- nodes and the pool ---- */
+
+static union mt_node *node_get(struct maptable *mt, int level)
 {
-	struct mt_node *c;
+	union mt_node *n = mt->pool;
 
-	if (mt->nchunks == mt->tab_cap) {
-		uint32_t ncap = mt->tab_cap * 2;
-		struct mt_node **t = cvm_reallocarray(mt->chunk, ncap, sizeof(*t));
-
-		if (!t)
-			return -ENOMEM;
-		mt->chunk = t;
-		mt->tab_cap = ncap;
+	if (n) {
+		mt->pool = n->free_next;
+		mt->npool--;
+	} else {
+		n = cvm_malloc(sizeof(*n));
+		if (!n)
+			return NULL;
 	}
-	c = cvm_reallocarray(NULL, CHUNK_NODES, sizeof(*c));
-	if (!c)
-		return -ENOMEM;
-	mt->chunk[mt->nchunks++] = c;
+	memset(n, 0, sizeof(*n));
+	mt->nodes[level]++;
+	return n;
+}
+
+static void node_put(struct maptable *mt, void *p, int level)
+{
+	union mt_node *n = p;
+
+	if (p == mt->hint)
+		mt->hint = NULL;
+	mt->nodes[level]--;
+	n->free_next = mt->pool;
+	mt->pool = n;
+	mt->npool++;
+}
+
+/* Give spare nodes back once no promise needs them. */
+static void pool_trim(struct maptable *mt)
+{
+	if (mt->resv)
+		return;
+	while (mt->npool > POOL_KEEP) {
+		union mt_node *n = mt->pool;
+
+		mt->pool = n->free_next;
+		mt->npool--;
+		cvm_free(n);
+	}
+}
+
+/* Make the pool hold at least want nodes; on failure it is as before. */
+static int pool_fill(struct maptable *mt, uint64_t want)
+{
+	uint64_t had = mt->npool;
+
+	while (mt->npool < want) {
+		union mt_node *n = cvm_malloc(sizeof(*n));
+
+		if (!n) {
+			while (mt->npool > had) {
+				n = mt->pool;
+				mt->pool = n->free_next;
+				mt->npool--;
+				cvm_free(n);
+			}
+			return -ENOMEM;
+		}
+		n->free_next = mt->pool;
+		mt->pool = n;
+		mt->npool++;
+	}
 	return 0;
 }
 
 /*
- * Make slots 0..need-1 exist.  On failure the chunks added here are freed
- * again; chunk 0 may keep a larger capacity, which holds no entry.
+ * Nodes that n inserts can need, whatever they are and whatever removals
+ * come between.  A node splits only when full; a node made by a split is
+ * at most half full and needs cap/2 more entries to fill, except the
+ * rightmost-append split, which happens once per cap - 1 appends.  So
+ * level L splits at most min(s, nodes_L + 3 s / cap + 2) times when s
+ * entries arrive, s being the splits below; a merge that refills a node
+ * returns a node to the pool first.  Above the root, each new level costs
+ * its root plus its own splits.
  */
-static int ensure_slots(struct maptable *mt, uint64_t need)
+static uint64_t need_for(const struct maptable *mt, uint64_t n)
 {
-	uint32_t old = mt->nchunks;
-	int rc;
+	uint64_t s = n, need = !mt->height;	/* an empty table needs its root leaf */
+	int level, height = mt->height ? mt->height : 1;
 
-	if (need <= capacity(mt))
-		return 0;
-	if (need > MAX_SLOTS)
-		return -ENOMEM;
-	if (mt->nchunks <= 1 && mt->cap0 < CHUNK_NODES) {
-		rc = grow_chunk0(mt, min_u64(need, CHUNK_NODES));
-		if (rc)
-			return rc;
-		old = mt->nchunks;
+	for (level = 0; level < height; level++) {
+		uint64_t cap = level ? INNER_MAX : LEAF_MAX;
+		uint64_t nodes = mt->height ? mt->nodes[level] : 1;
+		uint64_t bound = nodes + 3 * (s / cap) + 2;
+
+		s = s < bound ? s : bound;
+		need += s;
 	}
-	while (capacity(mt) < need) {
-		rc = add_chunk(mt);
-		if (rc) {
-			while (mt->nchunks > old)
-				cvm_free(mt->chunk[--mt->nchunks]);
-			return rc;
-		}
+	/* New levels above the root. */
+	for (; s && level < MAX_HEIGHT; level++) {
+		s = 3 * (s / INNER_MAX) + (s > INNER_MAX / 2);
+		need += 1 + s;
 	}
-	return 0;
-}
-
-/* Free the last chunk once a chunk and a half stand unused and unpromised. */
-static void maybe_shrink(struct maptable *mt)
-{
-	uint64_t keep = mt->count + 1 + mt->resv + CHUNK_NODES / 2;
-
-	if (mt->nchunks > 1 && keep <= (uint64_t)(mt->nchunks - 1) * CHUNK_NODES)
-		cvm_free(mt->chunk[--mt->nchunks]);
+	return need;
 }
 
 /* ---- creation ---- */
@@ -200,13 +218,29 @@ int maptable_create(struct maptable **out)
 	return 0;
 }
 
+static void free_subtree(void *p, int level)
+{
+	if (level) {
+		struct mt_inner *in = p;
+
+		for (uint32_t i = 0; i < in->n; i++)
+			free_subtree(in->kid[i], level - 1);
+	}
+	cvm_free(p);
+}
+
 void maptable_destroy(struct maptable *mt)
 {
 	if (!mt)
 		return;
-	for (uint32_t i = 0; i < mt->nchunks; i++)
-		cvm_free(mt->chunk[i]);
-	cvm_free(mt->chunk);
+	if (mt->root)
+		free_subtree(mt->root, mt->height - 1);
+	while (mt->pool) {
+		union mt_node *n = mt->pool;
+
+		mt->pool = n->free_next;
+		cvm_free(n);
+	}
 	cvm_free(mt);
 }
 
@@ -217,14 +251,14 @@ uint64_t maptable_count(const struct maptable *mt)
 
 size_t maptable_bytes(const struct maptable *mt)
 {
-	size_t b;
+	uint64_t nodes;
 
 	if (!mt)
 		return 0;
-	b = sizeof(*mt) + (size_t)mt->tab_cap * sizeof(*mt->chunk);
-	if (mt->nchunks)
-		b += ((size_t)(mt->nchunks - 1) * CHUNK_NODES + mt->cap0) * sizeof(struct mt_node);
-	return b;
+	nodes = mt->npool;
+	for (int i = 0; i < mt->height; i++)
+		nodes += mt->nodes[i];
+	return sizeof(*mt) + (size_t)nodes * sizeof(union mt_node);
 }
 
 int maptable_reserve(struct maptable *mt, uint64_t n)
@@ -236,278 +270,539 @@ int maptable_reserve(struct maptable *mt, uint64_t n)
 	/* An earlier promise already covers a smaller one. */
 	if (n <= mt->resv)
 		return 0;
-	if (n > MAX_SLOTS)
+	if (n > ((uint64_t)1 << 31))
 		return -ENOMEM;
-	rc = ensure_slots(mt, mt->count + 1 + n);
+	/* The usual promise, one or two inserts: each splits at most one node
+	 * per level and adds at most one level. */
+	if (n <= 2) {
+		uint64_t need = n * (uint64_t)(mt->height + 2);
+
+		if (mt->npool < need) {
+			if ((rc = pool_fill(mt, need)))
+				return rc;
+			/* A few spare, so that the next promises find them. */
+			pool_fill(mt, POOL_KEEP);
+		}
+		mt->resv = n;
+		return 0;
+	}
+	rc = pool_fill(mt, need_for(mt, n));
 	if (rc)
 		return rc;
 	mt->resv = n;
 	return 0;
 }
 
-/* ---- balancing ---- */
+/* ---- node surgery ---- */
 
-/*
- * Node a is two levels taller on side s: rotate.  Returns the subtree's new
- * root; *shrank says whether the subtree lost a level (always after an
- * insert, not when the taller child was balanced, which only a removal
- * can cause).
- */
-static uint32_t rebalance(struct maptable *mt, uint32_t a, int s, bool *shrank)
+static void leaf_insert_at(struct mt_leaf *l, uint32_t pos, uint64_t iova, uint64_t last,
+			   uint64_t data)
 {
-	struct mt_node *na = N(mt, a);
-	uint32_t c = na->kid[s] & IDX_MASK;
-	struct mt_node *nc = N(mt, c);
-	int sd = s ? 1 : -1, bc = bal(nc);
+	uint32_t m = l->n - pos;
 
-	if (bc == -sd) {
-		/* c's inner child g rises above both. */
-		uint32_t g = nc->kid[!s] & IDX_MASK;
-		struct mt_node *ng = N(mt, g);
-		int bg = bal(ng);
-
-		set_kid(nc, !s, ng->kid[s] & IDX_MASK);
-		set_kid(na, s, ng->kid[!s] & IDX_MASK);
-		set_kid(ng, s, c);
-		set_kid(ng, !s, a);
-		set_bal(na, bg == sd ? -sd : 0);
-		set_bal(nc, bg == -sd ? sd : 0);
-		set_bal(ng, 0);
-		*shrank = true;
-		return g;
+	if (m) {
+		memmove(&l->iova[pos + 1], &l->iova[pos], m * sizeof(uint64_t));
+		memmove(&l->last[pos + 1], &l->last[pos], m * sizeof(uint64_t));
+		memmove(&l->data[pos + 1], &l->data[pos], m * sizeof(uint64_t));
 	}
-	set_kid(na, s, nc->kid[!s] & IDX_MASK);
-	set_kid(nc, !s, a);
-	if (bc == 0) {
-		set_bal(na, sd);
-		set_bal(nc, -sd);
-		*shrank = false;
-	} else {
-		set_bal(na, 0);
-		set_bal(nc, 0);
-		*shrank = true;
-	}
-	return c;
+	l->iova[pos] = iova;
+	l->last[pos] = last;
+	l->data[pos] = data;
+	l->n++;
 }
 
-/* Hang subtree sub where p->node[i] was. */
-static void replace(struct maptable *mt, const struct mt_path *p, int i, uint32_t sub)
+static void leaf_erase_at(struct mt_leaf *l, uint32_t pos)
 {
-	if (i == 0)
-		mt->root = sub;
-	else
-		set_kid(N(mt, p->node[i - 1]), p->dir[i - 1], sub);
+	uint32_t m = l->n - pos - 1;
+
+	if (m) {
+		memmove(&l->iova[pos], &l->iova[pos + 1], m * sizeof(uint64_t));
+		memmove(&l->last[pos], &l->last[pos + 1], m * sizeof(uint64_t));
+		memmove(&l->data[pos], &l->data[pos + 1], m * sizeof(uint64_t));
+	}
+	l->n--;
 }
 
-static void push(struct mt_path *p, uint32_t node, int dir)
+/* Move m entries from src[sp] to dst[dp] (the ranges may not overlap). */
+static void leaf_move(struct mt_leaf *dst, uint32_t dp, const struct mt_leaf *src, uint32_t sp,
+		      uint32_t m)
 {
-	p->node[p->depth] = node;
-	p->dir[p->depth] = (uint8_t)dir;
-	p->depth++;
+	memcpy(&dst->iova[dp], &src->iova[sp], m * sizeof(uint64_t));
+	memcpy(&dst->last[dp], &src->last[sp], m * sizeof(uint64_t));
+	memcpy(&dst->data[dp], &src->data[sp], m * sizeof(uint64_t));
+}
+
+/* Put child c right of kid[i], with separator k. */
+static void inner_insert_at(struct mt_inner *in, uint32_t i, uint64_t k, void *c)
+{
+	memmove(&in->key[i + 1], &in->key[i], (in->n - 1 - i) * sizeof(uint64_t));
+	memmove(&in->kid[i + 2], &in->kid[i + 1], (in->n - 1 - i) * sizeof(void *));
+	in->key[i] = k;
+	in->kid[i + 1] = c;
+	in->n++;
+}
+
+/* Drop kid[i + 1] and the separator key[i] left of it. */
+static void inner_erase_after(struct mt_inner *in, uint32_t i)
+{
+	memmove(&in->key[i], &in->key[i + 1], (in->n - 2 - i) * sizeof(uint64_t));
+	memmove(&in->kid[i + 1], &in->kid[i + 2], (in->n - 2 - i) * sizeof(void *));
+	in->n--;
 }
 
 /* ---- insert ---- */
 
+static struct mt_leaf *descend(const struct maptable *mt, uint64_t x, struct mt_path *p)
+{
+	void *cur = mt->root;
+	int d = 0;
+
+	for (int level = mt->height - 1; level > 0; level--, d++) {
+		struct mt_inner *in = cur;
+		uint32_t i = count_le(in->key, in->n - 1, x);
+
+		if (p) {
+			p->node[d] = in;
+			p->idx[d] = i;
+		}
+		cur = in->kid[i];
+	}
+	if (p)
+		p->depth = d;
+	return cur;
+}
+
+/*
+ * The leaf where x belongs without a descent, if the last leaf used (a
+ * conversion looks up, walks and removes at the same address) or the
+ * rightmost one (a replay appends) is it; else NULL.
+ */
+static struct mt_leaf *cached_leaf(const struct maptable *mt, uint64_t x)
+{
+	struct mt_leaf *l = mt->hint;
+
+	if (l && x >= l->iova[0] && (!l->next || x < l->next->iova[0]))
+		return l;
+	l = mt->tail;
+	return x >= l->iova[0] ? l : NULL;
+}
+
+/*
+ * The same for an insert, which must also stay below the separator right
+ * of the leaf: a key below the leaf's own last key is.
+ */
+static struct mt_leaf *cached_leaf_for_insert(const struct maptable *mt, uint64_t x)
+{
+	struct mt_leaf *l = mt->hint;
+
+	if (l && x >= l->iova[0] && (!l->next || x < l->iova[l->n - 1]))
+		return l;
+	l = mt->tail;
+	return x >= l->iova[0] ? l : NULL;
+}
+
+/* The leaf where x belongs, remembered for the next call. */
+static struct mt_leaf *leaf_for(const struct maptable *mt, uint64_t x, struct mt_path *p)
+{
+	struct mt_leaf *l = p ? NULL : cached_leaf(mt, x);
+
+	if (!l)
+		l = descend(mt, x, p);
+	((struct maptable *)mt)->hint = l;	/* a cache: not the table's state */
+	return l;
+}
+
+/* Would [iova, last] overlap the neighbours of position pos of l? */
+static bool overlaps(const struct mt_leaf *l, uint32_t pos, uint64_t iova, uint64_t last)
+{
+	if (pos ? l->last[pos - 1] >= iova : l->prev && l->prev->last[l->prev->n - 1] >= iova)
+		return true;
+	if (pos < l->n)
+		return l->iova[pos] <= last;
+	return l->next && l->next->iova[0] <= last;
+}
+
+static void inserted(struct maptable *mt)
+{
+	mt->count++;
+	if (mt->resv && !--mt->resv)
+		pool_trim(mt);
+}
+
+/* l (full) takes the entry at pos: split it, and its ancestors as needed. */
+static int split_insert(struct maptable *mt, const struct mt_path *p, struct mt_leaf *l,
+			uint32_t pos, uint64_t iova, uint64_t last, uint64_t data)
+{
+	uint64_t need = 1, sep;
+	bool rightmost[MAX_HEIGHT + 1];
+	struct mt_leaf *r;
+	uint32_t left;
+	void *child;
+	int d;
+
+	for (d = p->depth - 1; d >= 0 && p->node[d]->n == INNER_MAX; d--)
+		need++;
+	need += d < 0;
+	if (pool_fill(mt, need))
+		return -ENOMEM;
+	rightmost[0] = true;
+	for (d = 0; d < p->depth; d++)
+		rightmost[d + 1] = rightmost[d] && p->idx[d] == p->node[d]->n - 1;
+
+	/* The leaf: an append to the last leaf leaves it full. */
+	r = &node_get(mt, 0)->leaf;
+	left = pos == LEAF_MAX && !l->next ? LEAF_MAX : (LEAF_MAX + 2) / 2;
+	if (pos < left) {
+		leaf_move(r, 0, l, left - 1, LEAF_MAX - left + 1);
+		l->n = left - 1;
+		leaf_insert_at(l, pos, iova, last, data);
+	} else {
+		leaf_move(r, 0, l, left, pos - left);
+		r->iova[pos - left] = iova;
+		r->last[pos - left] = last;
+		r->data[pos - left] = data;
+		leaf_move(r, pos - left + 1, l, pos, LEAF_MAX - pos);
+		l->n = left;
+	}
+	r->n = LEAF_MAX + 1 - left;
+	r->prev = l;
+	r->next = l->next;
+	if (l->next)
+		l->next->prev = r;
+	else
+		mt->tail = r;
+	l->next = r;
+	sep = r->iova[0];
+	child = r;
+
+	/* Inner nodes up the path, while full. */
+	for (d = p->depth - 1; d >= 0; d--) {
+		struct mt_inner *in = p->node[d], *rn;
+		uint64_t tk[INNER_MAX];
+		void *tc[INNER_MAX + 1];
+		uint32_t i = p->idx[d], kl;
+
+		if (in->n < INNER_MAX) {
+			inner_insert_at(in, i, sep, child);
+			inserted(mt);
+			return 0;
+		}
+		memcpy(tk, in->key, i * sizeof(uint64_t));
+		tk[i] = sep;
+		memcpy(&tk[i + 1], &in->key[i], (INNER_MAX - 1 - i) * sizeof(uint64_t));
+		memcpy(tc, in->kid, (i + 1) * sizeof(void *));
+		tc[i + 1] = child;
+		memcpy(&tc[i + 2], &in->kid[i + 1], (INNER_MAX - 1 - i) * sizeof(void *));
+		/* Appending to the rightmost node: keep it nearly full. */
+		kl = i + 1 == INNER_MAX && rightmost[d] ? INNER_MAX - 1 : (INNER_MAX + 2) / 2;
+		rn = &node_get(mt, mt->height - 1 - d)->inner;
+		memcpy(in->key, tk, (kl - 1) * sizeof(uint64_t));
+		memcpy(in->kid, tc, kl * sizeof(void *));
+		in->n = kl;
+		rn->n = INNER_MAX + 1 - kl;
+		memcpy(rn->key, &tk[kl], (rn->n - 1) * sizeof(uint64_t));
+		memcpy(rn->kid, &tc[kl], rn->n * sizeof(void *));
+		sep = tk[kl - 1];
+		child = rn;
+	}
+
+	/* The root split: a new level. */
+	{
+		struct mt_inner *nr = &node_get(mt, mt->height)->inner;
+
+		nr->kid[0] = mt->root;
+		nr->kid[1] = child;
+		nr->key[0] = sep;
+		nr->n = 2;
+		mt->root = nr;
+		mt->height++;
+	}
+	inserted(mt);
+	return 0;
+}
+
 int maptable_insert(struct maptable *mt, uint64_t iova, uint64_t len, uint64_t data)
 {
-	struct mt_path p = { 0 };
+	struct mt_path p;
+	struct mt_leaf *l;
 	uint64_t last;
-	uint32_t cur, n;
-	int rc;
+	uint32_t pos;
 
 	if (!mt || !len || len - 1 > UINT64_MAX - iova)
 		return -EINVAL;
 	last = iova + len - 1;
-	/* The descent passes the nearest entries on both sides. */
-	for (cur = mt->root; cur; ) {
-		const struct mt_node *c = N(mt, cur);
-		int d = iova > c->iova;
+	if (!mt->root) {
+		union mt_node *n = node_get(mt, 0);	/* from the pool, or allocated */
 
-		if (c->iova <= last && c->last >= iova)
-			return -EEXIST;
-		push(&p, cur, d);
-		cur = c->kid[d] & IDX_MASK;
+		if (!n)
+			return -ENOMEM;
+		l = &n->leaf;
+		l->iova[0] = iova;
+		l->last[0] = last;
+		l->data[0] = data;
+		l->n = 1;
+		mt->root = mt->tail = l;
+		mt->height = 1;
+		inserted(mt);
+		return 0;
 	}
-	rc = ensure_slots(mt, mt->count + 2);
-	if (rc)
-		return rc;
-
-	n = (uint32_t)++mt->count;
-	*N(mt, n) = (struct mt_node){ .iova = iova, .last = last, .data = data };
-	replace(mt, &p, p.depth, n);
-	for (int i = p.depth - 1; i >= 0; i--) {
-		struct mt_node *a = N(mt, p.node[i]);
-		int d = p.dir[i], sd = d ? 1 : -1, b = bal(a);
-		bool shrank;
-
-		if (b == 0) {
-			set_bal(a, sd);
-			continue;
-		}
-		if (b == -sd)
-			set_bal(a, 0);
-		else
-			replace(mt, &p, i, rebalance(mt, p.node[i], d, &shrank));
-		break;
+	l = cached_leaf_for_insert(mt, iova);
+	if (!l || l->n == LEAF_MAX)
+		l = leaf_for(mt, iova, &p);
+	/* Above every entry (an append), the position needs no search. */
+	pos = iova > l->last[l->n - 1] ? l->n : count_le(l->iova, l->n, iova);
+	if (overlaps(l, pos, iova, last))
+		return -EEXIST;
+	if (pos == l->n && pos < LEAF_MAX) {
+		l->iova[pos] = iova;
+		l->last[pos] = last;
+		l->data[pos] = data;
+		l->n++;
+		inserted(mt);
+		return 0;
 	}
-	if (mt->resv)
-		mt->resv--;
-	return 0;
+	if (l->n < LEAF_MAX) {
+		leaf_insert_at(l, pos, iova, last, data);
+		inserted(mt);
+		return 0;
+	}
+	return split_insert(mt, &p, l, pos, iova, last, data);
 }
 
 /* ---- remove ---- */
 
-/* Move the node in the last slot into the free slot hole. */
-static void fill_hole(struct maptable *mt, uint32_t hole)
+/* Inner node p->node[d] may have lost a child: restore its fill. */
+static void fix_inner(struct maptable *mt, const struct mt_path *p, int d)
 {
-	uint32_t last = (uint32_t)mt->count, parent = NIL, cur = mt->root;
-	uint64_t key;
-	int d = 0;
+	struct mt_inner *x = p->node[d], *g, *s;
+	int level = mt->height - 1 - d;
+	bool rightmost = true;
+	uint32_t j;
 
-	if (hole == last)
+	if (d == 0) {
+		if (x->n == 1) {		/* the root has one child: drop a level */
+			mt->root = x->kid[0];
+			node_put(mt, x, level);
+			mt->height--;
+		}
 		return;
-	key = N(mt, last)->iova;
-	while (cur != last) {
-		parent = cur;
-		d = key > N(mt, cur)->iova;
-		cur = kid(mt, cur, d);
 	}
-	*N(mt, hole) = *N(mt, last);
-	if (parent == NIL)
-		mt->root = hole;
-	else
-		set_kid(N(mt, parent), d, hole);
+	for (int k = 0; k < d; k++)
+		rightmost = rightmost && p->idx[k] == p->node[k]->n - 1;
+	if (x->n >= (rightmost ? 2 : INNER_MIN))
+		return;
+	g = p->node[d - 1];
+	j = p->idx[d - 1];
+	if (j > 0) {
+		s = g->kid[j - 1];
+		if (s->n + x->n <= INNER_MAX) {		/* x joins its left sibling */
+			s->key[s->n - 1] = g->key[j - 1];
+			memcpy(&s->key[s->n], x->key, (x->n - 1) * sizeof(uint64_t));
+			memcpy(&s->kid[s->n], x->kid, x->n * sizeof(void *));
+			s->n += x->n;
+			inner_erase_after(g, j - 1);
+			node_put(mt, x, level);
+			fix_inner(mt, p, d - 1);
+			return;
+		}
+		/* Borrow the left sibling's last child. */
+		memmove(&x->key[1], &x->key[0], (x->n - 1) * sizeof(uint64_t));
+		memmove(&x->kid[1], &x->kid[0], x->n * sizeof(void *));
+		x->key[0] = g->key[j - 1];
+		x->kid[0] = s->kid[s->n - 1];
+		g->key[j - 1] = s->key[s->n - 2];
+		x->n++;
+		s->n--;
+		return;
+	}
+	s = g->kid[1];
+	if (x->n + s->n <= INNER_MAX) {			/* the right sibling joins x */
+		x->key[x->n - 1] = g->key[0];
+		memcpy(&x->key[x->n], s->key, (s->n - 1) * sizeof(uint64_t));
+		memcpy(&x->kid[x->n], s->kid, s->n * sizeof(void *));
+		x->n += s->n;
+		inner_erase_after(g, 0);
+		node_put(mt, s, level);
+		fix_inner(mt, p, d - 1);
+		return;
+	}
+	/* Borrow the right sibling's first child. */
+	x->key[x->n - 1] = g->key[0];
+	x->kid[x->n] = s->kid[0];
+	x->n++;
+	g->key[0] = s->key[0];
+	memmove(&s->key[0], &s->key[1], (s->n - 2) * sizeof(uint64_t));
+	memmove(&s->kid[0], &s->kid[1], (s->n - 1) * sizeof(void *));
+	s->n--;
 }
 
-static void rebalance_after_remove(struct maptable *mt, struct mt_path *p)
+static void unlink_leaf(struct maptable *mt, struct mt_leaf *l)
 {
-	for (int i = p->depth - 1; i >= 0; i--) {
-		struct mt_node *a = N(mt, p->node[i]);
-		int d = p->dir[i], sd = d ? 1 : -1, b = bal(a);
-		bool shrank;
+	if (l->prev)
+		l->prev->next = l->next;
+	if (l->next)
+		l->next->prev = l->prev;
+	else
+		mt->tail = l->prev;
+	node_put(mt, l, 0);
+}
 
-		if (b == sd) {
-			set_bal(a, 0);
-			continue;
-		}
-		if (b == 0) {
-			set_bal(a, -sd);
+/* Leaf l (under p) lost an entry: restore its fill. */
+static void fix_leaf(struct maptable *mt, const struct mt_path *p, struct mt_leaf *l)
+{
+	struct mt_inner *g = p->node[p->depth - 1];
+	uint32_t i = p->idx[p->depth - 1];
+	struct mt_leaf *s;
+
+	/* The last leaf may run short (appends refill it), but not empty. */
+	if (l->n >= LEAF_MIN || (!l->next && l->n))
+		return;
+	if (i > 0) {
+		s = g->kid[i - 1];
+		if (s->n + l->n <= LEAF_MAX) {
+			leaf_move(s, s->n, l, 0, l->n);
+			s->n += l->n;
+			unlink_leaf(mt, l);
+			inner_erase_after(g, i - 1);
+			fix_inner(mt, p, p->depth - 1);
 			return;
 		}
-		replace(mt, p, i, rebalance(mt, p->node[i], !d, &shrank));
-		if (!shrank)
-			return;
+		memmove(&l->iova[1], &l->iova[0], l->n * sizeof(uint64_t));
+		memmove(&l->last[1], &l->last[0], l->n * sizeof(uint64_t));
+		memmove(&l->data[1], &l->data[0], l->n * sizeof(uint64_t));
+		leaf_move(l, 0, s, s->n - 1, 1);
+		l->n++;
+		s->n--;
+		g->key[i - 1] = l->iova[0];
+		return;
 	}
+	s = g->kid[1];
+	if (l->n + s->n <= LEAF_MAX) {
+		leaf_move(l, l->n, s, 0, s->n);
+		l->n += s->n;
+		unlink_leaf(mt, s);
+		inner_erase_after(g, 0);
+		fix_inner(mt, p, p->depth - 1);
+		return;
+	}
+	leaf_move(l, l->n, s, 0, 1);
+	l->n++;
+	leaf_erase_at(s, 0);
+	g->key[0] = s->iova[0];
 }
 
 int maptable_remove(struct maptable *mt, uint64_t iova, struct mt_entry *out)
 {
-	struct mt_path p = { 0 };
-	uint32_t cur, victim, child;
-	struct mt_node *v;
+	struct mt_path p;
+	struct mt_leaf *l;
+	uint32_t pos;
 
 	if (!mt)
 		return -EINVAL;
-	for (cur = mt->root; cur && N(mt, cur)->iova != iova; ) {
-		int d = iova > N(mt, cur)->iova;
-
-		push(&p, cur, d);
-		cur = kid(mt, cur, d);
-	}
-	if (!cur)
+	if (!mt->root)
 		return -ENOENT;
+	/* Without a descent when the leaf stays full enough to need no fix. */
+	l = cached_leaf(mt, iova);
+	if (!l || l->n <= (l->next ? LEAF_MIN : 1))
+		l = leaf_for(mt, iova, &p);
+	else
+		p.depth = 0;
+	pos = count_le(l->iova, l->n, iova);
+	if (!pos || l->iova[pos - 1] != iova)
+		return -ENOENT;
+	pos--;
 	if (out)
-		to_entry(N(mt, cur), out);
-
-	/* With two children, the successor's entry takes cur's place and the
-	 * successor's node (which has no left child) is the one unlinked. */
-	victim = cur;
-	if (kid(mt, cur, 0) && kid(mt, cur, 1)) {
-		struct mt_node *c = N(mt, cur), *s;
-
-		push(&p, cur, 1);
-		for (victim = kid(mt, cur, 1); kid(mt, victim, 0); victim = kid(mt, victim, 0))
-			push(&p, victim, 0);
-		s = N(mt, victim);
-		c->iova = s->iova;
-		c->last = s->last;
-		c->data = s->data;
-	}
-	v = N(mt, victim);
-	child = (v->kid[0] & IDX_MASK) ? v->kid[0] & IDX_MASK : v->kid[1] & IDX_MASK;
-	replace(mt, &p, p.depth, child);
-	rebalance_after_remove(mt, &p);
-	fill_hole(mt, victim);
+		to_entry(l, pos, out);
+	leaf_erase_at(l, pos);
 	mt->count--;
-	maybe_shrink(mt);
+	if (!p.depth && mt->height > 1) {
+		/* still at least half full, or the last leaf and not empty */
+	} else if (mt->height == 1) {
+		if (!l->n) {
+			node_put(mt, l, 0);
+			mt->root = mt->tail = NULL;
+			mt->height = 0;
+		}
+	} else {
+		fix_leaf(mt, &p, l);
+	}
+	pool_trim(mt);
 	return 0;
 }
 
 /* ---- queries ---- */
 
-/* The first entry whose last byte is at or above iova (lasts ascend in
- * order, since entries are disjoint). */
-static uint32_t first_ending_from(const struct maptable *mt, uint64_t iova)
+/* The first entry whose last byte is at or above x (lasts ascend, since
+ * entries are disjoint): its leaf and *pos, or NULL. */
+static struct mt_leaf *first_ending_from(const struct maptable *mt, uint64_t x, uint32_t *pos)
 {
-	uint32_t best = NIL, cur = mt->root;
+	struct mt_leaf *l;
+	uint32_t p;
 
-	while (cur) {
-		if (N(mt, cur)->last >= iova) {
-			best = cur;
-			cur = kid(mt, cur, 0);
-		} else {
-			cur = kid(mt, cur, 1);
+	if (!mt->root || x > mt->tail->last[mt->tail->n - 1])
+		return NULL;		/* above every entry: the common miss */
+	l = leaf_for(mt, x, NULL);
+	p = count_le(l->iova, l->n, x);
+	if (p ? l->last[p - 1] >= x : l->prev && l->prev->last[l->prev->n - 1] >= x) {
+		if (p) {
+			*pos = p - 1;
+			return l;
 		}
+		*pos = l->prev->n - 1;
+		return l->prev;
 	}
-	return best;
+	if (p < l->n) {
+		*pos = p;
+		return l;
+	}
+	*pos = 0;
+	return l->next;
 }
 
 int maptable_lookup(const struct maptable *mt, uint64_t iova, struct mt_entry *out)
 {
-	uint32_t n;
+	struct mt_leaf *l;
+	uint32_t pos;
 
 	if (!mt)
 		return -EINVAL;
-	n = first_ending_from(mt, iova);
-	if (!n)
+	l = first_ending_from(mt, iova, &pos);
+	if (!l)
 		return -ENOENT;
 	if (out)
-		to_entry(N(mt, n), out);
+		to_entry(l, pos, out);
 	return 0;
 }
 
 int maptable_lookup_le(const struct maptable *mt, uint64_t iova, struct mt_entry *out)
 {
-	uint32_t best = NIL, cur;
+	struct mt_leaf *l;
+	uint32_t p;
 
 	if (!mt)
 		return -EINVAL;
-	for (cur = mt->root; cur; ) {
-		if (N(mt, cur)->iova <= iova) {
-			best = cur;
-			cur = kid(mt, cur, 1);
-		} else {
-			cur = kid(mt, cur, 0);
-		}
-	}
-	if (!best)
+	if (!mt->root)
 		return -ENOENT;
+	l = leaf_for(mt, iova, NULL);
+	p = count_le(l->iova, l->n, iova);
+	if (!p) {
+		/* Below the leaf's first entry: the previous leaf's last, if any. */
+		l = l->prev;
+		if (!l)
+			return -ENOENT;
+		p = l->n;
+	}
 	if (out)
-		to_entry(N(mt, best), out);
+		to_entry(l, p - 1, out);
 	return 0;
 }
 
-/*
- * In-order walk from the first entry ending at or after iova.  The stack
- * holds the nodes still to visit on the way down: those where the descent
- * went left.
- */
 int maptable_for_each(const struct maptable *mt, uint64_t iova, uint64_t len,
 		      int (*fn)(void *opaque, const struct mt_entry *e), void *opaque)
 {
-	uint32_t stack[MAX_DEPTH], cur;
 	uint64_t qlast = UINT64_MAX;
-	int top = 0;
+	struct mt_leaf *l;
+	uint32_t pos = 0;
 
 	if (!mt || !fn)
 		return -EINVAL;
@@ -516,27 +811,18 @@ int maptable_for_each(const struct maptable *mt, uint64_t iova, uint64_t len,
 			return -EINVAL;
 		qlast = iova + len - 1;
 	}
-	for (cur = mt->root; cur; ) {
-		if (N(mt, cur)->last >= iova) {
-			stack[top++] = cur;
-			cur = kid(mt, cur, 0);
-		} else {
-			cur = kid(mt, cur, 1);
-		}
-	}
-	while (top) {
-		struct mt_entry e;
-		int rc;
+	for (l = first_ending_from(mt, iova, &pos); l; l = l->next, pos = 0) {
+		for (; pos < l->n; pos++) {
+			struct mt_entry e;
+			int rc;
 
-		cur = stack[--top];
-		if (N(mt, cur)->iova > qlast)
-			break;
-		to_entry(N(mt, cur), &e);
-		rc = fn(opaque, &e);
-		if (rc)
-			return rc;
-		for (cur = kid(mt, cur, 1); cur; cur = kid(mt, cur, 0))
-			stack[top++] = cur;
+			if (l->iova[pos] > qlast)
+				return 0;
+			to_entry(l, pos, &e);
+			rc = fn(opaque, &e);
+			if (rc)
+				return rc;
+		}
 	}
 	return 0;
 }
@@ -545,75 +831,98 @@ int maptable_for_each(const struct maptable *mt, uint64_t iova, uint64_t len,
 
 struct vstate {
 	const struct maptable *mt;
-	uint8_t *seen;
-	uint64_t visited;
+	uint64_t entries;
+	uint64_t nodes[MAX_HEIGHT];
+	const struct mt_leaf *prev_leaf;
 	bool have_prev;
 	uint64_t prev_last;
 };
 
-/* Height of the subtree at i, or -1 after logging the first violation. */
-static int vnode(struct vstate *s, uint32_t i, int depth)
-{
-	const struct maptable *mt = s->mt;
-	const struct mt_node *n;
-	int hl, hr;
+#define VFAIL(...) do { cvm_err("maptable: " __VA_ARGS__); return -1; } while (0)
 
-	if (!i)
+/* Check the subtree at node (level), all of whose keys must lie in
+ * [lo, hi) (has_lo/has_hi: the bound exists). */
+static int vnode(struct vstate *s, const void *node, int level, bool rightmost, bool has_lo,
+		 uint64_t lo, bool has_hi, uint64_t hi)
+{
+	bool root = node == s->mt->root;
+
+	s->nodes[level]++;
+	if (!level) {
+		const struct mt_leaf *l = node;
+
+		if (!l->n || l->n > LEAF_MAX)
+			VFAIL("a leaf holds %u entries", l->n);
+		if (!root && !rightmost && l->n < LEAF_MIN)
+			VFAIL("a leaf short of half full (%u) is not the last", l->n);
+		if (l->prev != s->prev_leaf || (s->prev_leaf && s->prev_leaf->next != l))
+			VFAIL("the leaf chain is broken at %#" PRIx64, l->iova[0]);
+		for (uint32_t i = 0; i < l->n; i++) {
+			if (l->last[i] < l->iova[i] || (s->have_prev && l->iova[i] <= s->prev_last))
+				VFAIL("entry %#" PRIx64 "+%#" PRIx64 " overlaps or is out of order",
+				      l->iova[i], l->last[i] - l->iova[i] + 1);
+			if ((has_lo && l->iova[i] < lo) || (has_hi && l->iova[i] >= hi))
+				VFAIL("entry %#" PRIx64 " lies outside its separators", l->iova[i]);
+			s->have_prev = true;
+			s->prev_last = l->last[i];
+		}
+		s->entries += l->n;
+		s->prev_leaf = l;
 		return 0;
-	if (depth >= MAX_DEPTH || i > mt->count || s->seen[i]) {
-		cvm_err("maptable: slot %u out of range, shared, or too deep (%d)", i, depth);
-		return -1;
 	}
-	s->seen[i] = 1;
-	s->visited++;
-	n = N(mt, i);
-	if ((n->kid[0] & HEAVY) && (n->kid[1] & HEAVY)) {
-		cvm_err("maptable: slot %u is heavy on both sides", i);
-		return -1;
+	{
+		const struct mt_inner *in = node;
+
+		if (in->n < 2 || in->n > INNER_MAX)
+			VFAIL("an inner node has %u children", in->n);
+		if (!root && !rightmost && in->n < INNER_MIN)
+			VFAIL("an inner node short of half full (%u) is not the last", in->n);
+		for (uint32_t i = 0; i < in->n; i++) {
+			bool l_ok = i ? true : has_lo, h_ok = i + 1 < in->n ? true : has_hi;
+			uint64_t l_b = i ? in->key[i - 1] : lo, h_b = i + 1 < in->n ? in->key[i] : hi;
+
+			if (i && i + 1 < in->n && in->key[i - 1] >= in->key[i])
+				VFAIL("separators out of order at %#" PRIx64, in->key[i]);
+			if (vnode(s, in->kid[i], level - 1, rightmost && i + 1 == in->n,
+				  l_ok, l_b, h_ok, h_b))
+				return -1;
+		}
 	}
-	hl = vnode(s, n->kid[0] & IDX_MASK, depth + 1);
-	if (hl < 0)
-		return -1;
-	if (n->last < n->iova || (s->have_prev && n->iova <= s->prev_last)) {
-		cvm_err("maptable: entry %#" PRIx64 "+%#" PRIx64 " overlaps or is out of order",
-			n->iova, n->last - n->iova + 1);
-		return -1;
-	}
-	s->have_prev = true;
-	s->prev_last = n->last;
-	hr = vnode(s, n->kid[1] & IDX_MASK, depth + 1);
-	if (hr < 0)
-		return -1;
-	if (hr - hl != bal(n)) {
-		cvm_err("maptable: slot %u balance %d but heights %d/%d", i, bal(n), hl, hr);
-		return -1;
-	}
-	return 1 + (hl > hr ? hl : hr);
+	return 0;
 }
 
 int maptable_validate(const struct maptable *mt)
 {
 	struct vstate s = { .mt = mt };
-	int h;
 
 	if (!mt)
 		return -EINVAL;
-	if (mt->count + 1 + mt->resv > capacity(mt) && (mt->count || mt->resv)) {
-		cvm_err("maptable: %" PRIu64 " entries and %" PRIu64 " promised exceed %" PRIu64
-			" slots", mt->count, mt->resv, capacity(mt));
+	if (!mt->root) {
+		if (mt->count || mt->height || mt->tail) {
+			cvm_err("maptable: empty, but count %" PRIu64 " height %d", mt->count,
+				mt->height);
+			return -EUCLEAN;
+		}
+		return 0;
+	}
+	if (mt->height < 1 || mt->height > MAX_HEIGHT ||
+	    vnode(&s, mt->root, mt->height - 1, true, false, 0, false, 0))
+		return -EUCLEAN;
+	if (s.prev_leaf != mt->tail || mt->tail->next) {
+		cvm_err("maptable: the tail is not the last leaf");
 		return -EUCLEAN;
 	}
-	s.seen = cvm_calloc(mt->count + 1, 1);
-	if (!s.seen)
-		return -ENOMEM;
-	h = vnode(&s, mt->root, 0);
-	cvm_free(s.seen);
-	if (h < 0)
+	if (s.entries != mt->count) {
+		cvm_err("maptable: %" PRIu64 " entries reachable, count %" PRIu64, s.entries,
+			mt->count);
 		return -EUCLEAN;
-	if (s.visited != mt->count) {
-		cvm_err("maptable: %" PRIu64 " nodes reachable, count %" PRIu64,
-			s.visited, mt->count);
-		return -EUCLEAN;
+	}
+	for (int i = 0; i < mt->height; i++) {
+		if (s.nodes[i] != mt->nodes[i]) {
+			cvm_err("maptable: level %d has %" PRIu64 " nodes, counted %" PRIu64, i,
+				s.nodes[i], mt->nodes[i]);
+			return -EUCLEAN;
+		}
 	}
 	return 0;
 }
