@@ -124,15 +124,17 @@ static int type1_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr
 		return -EINVAL;
 	if (wraps(iova, len) || wraps(va, len))
 		return -EINVAL;
+	/* When nothing else objects, the insert's own search finds an overlap
+	 * (-EEXIST, which the kernel also checks first): one search, not two. */
+	if (!full(m) && cvm_backend_iova_valid(be, iova, len) && vaddr)
+		return maptable_insert(m->mt, iova, len, va);
 	if (overlaps(m, iova, len))
 		return -EEXIST;
 	if (full(m))
 		return -ENOSPC;
 	if (!cvm_backend_iova_valid(be, iova, len))
 		return -EINVAL;
-	if (!vaddr)
-		return -EFAULT;		/* pinning page 0 faults */
-	return maptable_insert(m->mt, iova, len, va);
+	return -EFAULT;			/* pinning page 0 faults */
 }
 
 /*
@@ -188,15 +190,16 @@ static int iommufd_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vad
 		return -EOVERFLOW;
 	if (!cvm_backend_iova_valid(be, iova, len))
 		return -EINVAL;		/* intersects a reserved range */
+	/* One search, as in type1_map(). */
+	if (!unaligned(va) && !full(m) && vaddr)
+		return maptable_insert(m->mt, iova, len, va);
 	if (overlaps(m, iova, len))
 		return -EEXIST;
 	if (unaligned(va))
 		return -EINVAL;		/* the area's page offset */
 	if (full(m))
 		return -ENOSPC;		/* only with a model entry limit */
-	if (!vaddr)
-		return -EFAULT;
-	return maptable_insert(m->mt, iova, len, va);
+	return -EFAULT;
 }
 
 /*
