@@ -93,13 +93,11 @@ static bool containing(const struct model *m, uint64_t x, struct mt_entry *e)
 /* Remove the whole mappings inside [iova, last]; the bytes removed. */
 static uint64_t remove_inside(struct model *m, uint64_t iova, uint64_t last)
 {
-	struct mt_entry e;
 	uint64_t bytes = 0;
 
-	while (!maptable_lookup(m->mt, iova, &e) && e.iova <= last) {
-		maptable_remove(m->mt, e.iova, NULL);
-		bytes += e.len;
-	}
+	/* Callers made sure that no mapping straddles either end. */
+	maptable_remove_range(m->mt, iova, iova == 0 && last == UINT64_MAX ? 0 : last - iova + 1,
+			      &bytes);
 	return bytes;
 }
 
@@ -229,12 +227,16 @@ static int iommufd_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_
 	if (wraps(iova, len))
 		return -EOVERFLOW;
 	last = iova + len - 1;
-	while (!maptable_lookup(m->mt, iova, &e) && e.iova <= last) {
-		if (e.iova < iova || entry_last(&e) > last)
-			return -ENOENT;
-		maptable_remove(m->mt, e.iova, NULL);
-		bytes += e.len;
+	/* An area sticking out below: nothing goes.  One sticking out above:
+	 * the areas before it go, then the call fails. */
+	if (containing(m, iova, &e) && e.iova < iova)
+		return -ENOENT;
+	if (containing(m, last, &e) && entry_last(&e) > last) {
+		if (e.iova > iova)
+			remove_inside(m, iova, e.iova - 1);
+		return -ENOENT;
 	}
+	bytes = remove_inside(m, iova, last);
 	if (!bytes)
 		return -ENOENT;
 	report(unmapped, bytes);

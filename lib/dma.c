@@ -185,19 +185,14 @@ static int collect_entry(void *opaque, const struct mt_entry *e)
 	return 0;
 }
 
-static int count_entry(void *opaque, const struct mt_entry *e)
+/* Count an entry about to go, when no undo record is kept. */
+static int count_gone(void *opaque, const struct mt_entry *e)
 {
-	(*(size_t *)opaque)++;
-	return 0;
-}
+	struct collect *c = opaque;
 
-/* Drop the table entries recorded in undo[from, nundo); keep the records if log. */
-static void forget_unmapped(struct cvm_dma *d, size_t from, bool log)
-{
-	for (size_t i = from; i < d->nundo; i++)
-		maptable_remove(d->mt, d->undo[i].iova, NULL);
-	if (!log)
-		d->nundo = from;
+	c->n++;
+	c->bytes += e->len;
+	return 0;
 }
 
 /* Unmap [s, e), which holds only whole mappings (at least one).  Never
@@ -211,8 +206,9 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log)
 	uint64_t done = 0;
 	int err;
 
-	/* One walk: the entries go into the undo log as they are found. */
-	maptable_for_each(d->mt, s, e - s, collect_entry, &c);
+	/* One walk: the entries go into the undo log as they are found (or
+	 * are only counted, when nothing is to be undone). */
+	maptable_for_each(d->mt, s, e - s, log ? collect_entry : count_gone, &c);
 	if (c.err || !c.n) {
 		d->nundo = mark;
 		return c.err;
@@ -227,7 +223,7 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log)
 		cvm_warn("dma: kernel unmapped %llu bytes at 0x%llx, the table expected %llu",
 			 (unsigned long long)done, (unsigned long long)s,
 			 (unsigned long long)c.bytes);
-	forget_unmapped(d, mark, log);
+	maptable_remove_range(d->mt, s, e - s, NULL);
 	account(d, -(int64_t)c.n, -(int64_t)c.bytes);
 	return 0;
 }
@@ -240,15 +236,13 @@ static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, ui
 	struct mt_entry l = { 0 }, r = { 0 };
 	bool has_l, has_r, same;
 	struct collect c = { d, 0, 0, 0 };
-	size_t mark, n = 0;
 	uint64_t done = 0, bytes, before;
 	int err;
 
 	has_l = !maptable_lookup_le(d->mt, s, &l) && l.iova < s && l.iova + l.len > s;
 	has_r = !maptable_lookup_le(d->mt, e - 1, &r) && r.iova < e && r.iova + r.len > e;
 	same = has_l && has_r && l.iova == r.iova;     /* [s, e) strictly inside one mapping */
-	maptable_for_each(d->mt, s, e - s, count_entry, &n);
-	if ((err = undo_reserve(d, n + 1)) || (err = maptable_reserve(d->mt, 2)))
+	if ((log && (err = undo_reserve(d, 1))) || (err = maptable_reserve(d->mt, 2)))
 		return err;
 	d->st.cut_calls++;
 	err = d->be->ops->cut(d->be, s, e - s, &done);
@@ -259,9 +253,8 @@ static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, ui
 		maptable_remove(d->mt, l.iova, NULL);
 	if (has_r && !same)
 		maptable_remove(d->mt, r.iova, NULL);
-	mark = d->nundo;
-	maptable_for_each(d->mt, s, e - s, collect_entry, &c);
-	forget_unmapped(d, mark, false);
+	maptable_for_each(d->mt, s, e - s, count_gone, &c);
+	maptable_remove_range(d->mt, s, e - s, NULL);
 	before = has_l;
 	if (has_l)
 		maptable_insert(d->mt, l.iova, s - l.iova, l.data);

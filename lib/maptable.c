@@ -933,3 +933,165 @@ int maptable_validate(const struct maptable *mt)
 	}
 	return 0;
 }
+
+/* ---- bulk removal ---- */
+
+static void free_inner_levels(struct maptable *mt, void *p, int level)
+{
+	struct mt_inner *in = p;
+
+	if (!level)
+		return;
+	for (uint32_t i = 0; i < in->n; i++)
+		free_inner_levels(mt, in->kid[i], level - 1);
+	node_put(mt, in, level);
+}
+
+/*
+ * Build the inner levels over the leaf chain from first: INNER_MAX children
+ * to a node, except that a level's last node keeps two.  kids and lo have
+ * room for one slot per leaf.  The nodes come from the pool, which
+ * free_inner_levels() filled with at least as many: with no more leaves
+ * than before, no level needs more nodes than it had.
+ */
+static void build_inner_levels(struct maptable *mt, struct mt_leaf *first, void **kids,
+			       uint64_t *lo)
+{
+	uint64_t n = 0;
+	int level = 0;
+
+	for (struct mt_leaf *l = first; l; l = l->next, n++) {
+		kids[n] = l;
+		lo[n] = l->iova[0];
+	}
+	while (n > 1) {
+		uint64_t out = 0;
+
+		level++;
+		for (uint64_t i = 0; i < n; out++) {
+			uint64_t take = n - i < INNER_MAX ? n - i : INNER_MAX;
+			struct mt_inner *in = &node_get(mt, level)->inner;
+
+			if (n - i - take == 1)
+				take--;
+			for (uint64_t j = 0; j < take; j++) {
+				in->kid[j] = kids[i + j];
+				if (j)
+					in->key[j - 1] = lo[i + j];
+			}
+			in->n = (uint32_t)take;
+			kids[out] = in;
+			lo[out] = lo[i];
+			i += take;
+		}
+		n = out;
+	}
+	mt->root = kids[0];
+	mt->height = level + 1;
+}
+
+/* The first entry starting at or above x: its leaf and *pos, or NULL. */
+static struct mt_leaf *first_starting_from(const struct maptable *mt, uint64_t x, uint32_t *pos)
+{
+	struct mt_leaf *l = first_ending_from(mt, x, pos);
+
+	if (l && l->iova[*pos] < x && ++*pos == l->n) {
+		l = l->next;
+		*pos = 0;
+	}
+	return l;
+}
+
+uint64_t maptable_remove_range(struct maptable *mt, uint64_t iova, uint64_t len, uint64_t *bytes)
+{
+	uint64_t qlast = len ? iova + (len - 1) : UINT64_MAX, k = 0, b = 0;
+	struct mt_leaf *l, *w, *first, *c;
+	uint64_t *lo = NULL;
+	void **kids = NULL;
+	uint32_t pos, wp;
+
+	if (!mt || (len && len - 1 > UINT64_MAX - iova))
+		return 0;
+	l = first_starting_from(mt, iova, &pos);
+	/* Count (up to an eighth of the table): a few go one by one. */
+	for (c = l; c && k <= mt->count / 8; c = c->next, pos = 0) {
+		uint32_t i = pos;
+
+		while (i < c->n && c->iova[i] <= qlast)
+			i++;
+		k += i - pos;
+		if (i < c->n)
+			break;		/* past the range */
+	}
+	if (k > mt->count / 8 && mt->height > 1) {
+		kids = cvm_calloc(mt->nodes[0], sizeof(*kids));
+		lo = kids ? cvm_calloc(mt->nodes[0], sizeof(*lo)) : NULL;
+	}
+	if (!lo) {
+		/* Few entries, or no memory for the rebuild: one at a time. */
+		cvm_free(kids);
+		k = 0;
+		while ((l = first_starting_from(mt, iova, &pos)) && l->iova[pos] <= qlast) {
+			b += l->last[pos] - l->iova[pos] + 1;
+			maptable_remove(mt, l->iova[pos], NULL);
+			k++;
+		}
+		if (bytes)
+			*bytes += b;
+		return k;
+	}
+
+	/* One pass along the chain keeps what lies outside the range, packed
+	 * into the leaves from the first on.  The writer (w, wp) never passes
+	 * the reader: it has written no more entries than were read, and a
+	 * leaf holds at most LEAF_MAX. */
+	free_inner_levels(mt, mt->root, mt->height - 1);
+	for (first = mt->tail; first->prev; first = first->prev)
+		;
+	w = first;
+	wp = 0;
+	k = 0;
+	for (l = first; l; l = l->next) {
+		uint32_t n = l->n;
+
+		for (uint32_t i = 0; i < n; i++) {
+			if (l->iova[i] >= iova && l->iova[i] <= qlast) {
+				b += l->last[i] - l->iova[i] + 1;
+				k++;
+				continue;
+			}
+			if (wp == LEAF_MAX) {
+				w->n = wp;
+				w = w->next;
+				wp = 0;
+			}
+			w->iova[wp] = l->iova[i];
+			w->last[wp] = l->last[i];
+			w->data[wp] = l->data[i];
+			wp++;
+		}
+	}
+	w->n = wp;
+	while (w->next) {		/* the leaves past the writer are empty */
+		struct mt_leaf *dead = w->next;
+
+		w->next = dead->next;
+		node_put(mt, dead, 0);
+	}
+	mt->tail = w;
+	mt->hint = NULL;
+	mt->count -= k;
+	if (mt->count) {
+		build_inner_levels(mt, first, kids, lo);
+	} else {
+		node_put(mt, first, 0);
+		mt->root = mt->tail = NULL;
+		mt->height = 0;
+	}
+	cvm_free(kids);
+	cvm_free(lo);
+	pool_trim(mt);
+	if (bytes)
+		*bytes += b;
+	return k;
+}

@@ -22,6 +22,12 @@ int  maptable_insert(struct maptable *mt, uint64_t iova, uint64_t len, uint64_t 
 /* Remove the entry starting exactly at iova: 0, or -ENOENT.  If out is not
  * NULL it receives the removed entry.  Never allocates, never fails otherwise. */
 int  maptable_remove(struct maptable *mt, uint64_t iova, struct mt_entry *out);
+/* Remove every entry that starts in [iova, iova+len) (len 0: to the end).
+ * Returns how many went and adds their bytes to *bytes if not NULL.  Never
+ * fails: a few entries go one by one; many go in one pass that rebuilds the
+ * tree, if memory for two lists of its leaves is there, else one by one. */
+uint64_t maptable_remove_range(struct maptable *mt, uint64_t iova, uint64_t len,
+			       uint64_t *bytes);
 /* The first entry that ends after iova (so: the one containing iova, or else
  * the next one above it): 0 and *out, or -ENOENT. */
 int  maptable_lookup(const struct maptable *mt, uint64_t iova, struct mt_entry *out);

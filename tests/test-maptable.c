@@ -48,6 +48,24 @@ static int naive_insert(struct naive *nv, uint64_t iova, uint64_t len, uint64_t 
 	return 0;
 }
 
+/* Entries starting in [iova, iova + len) (len 0: to the end). */
+static uint64_t naive_remove_range(struct naive *nv, uint64_t iova, uint64_t len, uint64_t *bytes)
+{
+	uint64_t last = len ? iova + (len - 1) : UINT64_MAX, k = 0;
+	size_t j = 0;
+
+	for (size_t i = 0; i < nv->n; i++) {
+		if (nv->e[i].iova >= iova && nv->e[i].iova <= last) {
+			*bytes += nv->e[i].len;
+			k++;
+		} else {
+			nv->e[j++] = nv->e[i];
+		}
+	}
+	nv->n = j;
+	return k;
+}
+
 static int naive_remove(struct naive *nv, uint64_t iova, struct mt_entry *out)
 {
 	for (size_t i = 0; i < nv->n; i++) {
@@ -177,7 +195,21 @@ static void random_op(struct maptable *mt, struct naive *nv, uint64_t base, uint
 	struct mt_entry a, b;
 	int ra, rb;
 
-	switch (rnd() % 8) {
+	switch (rnd() % 9) {
+	case 8: {
+		uint64_t ba = 0, bb = 0, ka, kb;
+
+		if (rnd() % 4 == 0)
+			len = 0;		/* to the end */
+		else if (len - 1 > UINT64_MAX - x)
+			len = UINT64_MAX - x + 1;
+		ka = maptable_remove_range(mt, x, len, &ba);
+		kb = naive_remove_range(nv, x, len, &bb);
+		cr_assert(ka == kb && ba == bb, "remove_range(%#" PRIx64 ", %#" PRIx64 "): %"
+			  PRIu64 " entries, expected %" PRIu64, x, len, ka, kb);
+		cr_assert_eq(maptable_validate(mt), 0);
+		break;
+	}
 	case 0: case 1: case 2: {
 		uint64_t data = rnd();
 
@@ -574,5 +606,45 @@ Test(maptable, reserve_holds_when_every_leaf_is_full)
 	no_failures();
 	cr_assert_eq(allocs_seen, 0, "a reserved insert tried to allocate");
 	cr_assert_eq(maptable_validate(mt), 0);
+	maptable_destroy(mt);
+}
+
+/* Bulk removal: ranges small and large through a 100 k-entry table, the
+ * large ones rebuilding the tree; then without memory for the rebuild. */
+Test(maptable, remove_range_small_and_large)
+{
+	const uint64_t n = 100000;
+	struct maptable *mt;
+	uint64_t bytes = 0, left = n;
+
+	cr_assert_eq(maptable_create(&mt), 0);
+	for (uint64_t i = 0; i < n; i++)
+		cr_assert_eq(maptable_insert(mt, (i * 7919 % n) * 0x2000, 0x1000, i), 0);
+	/* A small range: one by one. */
+	cr_assert_eq(maptable_remove_range(mt, 0x2000, 3 * 0x2000, &bytes), 3);
+	left -= 3;
+	cr_assert_eq(bytes, 3 * 0x1000);
+	cr_assert_eq(maptable_validate(mt), 0);
+	/* Half the table, from the middle: a rebuild. */
+	cr_assert_eq(maptable_remove_range(mt, n / 4 * 0x2000, n / 2 * 0x2000, NULL), n / 2);
+	left -= n / 2;
+	cr_assert_eq(maptable_count(mt), left);
+	cr_assert_eq(maptable_validate(mt), 0);
+	cr_assert_eq(maptable_lookup_le(mt, (n / 2) * 0x2000, &(struct mt_entry){ 0 }), 0);
+	/* Without memory the large removal still happens, one by one. */
+	fail_after(0);
+	cr_assert_eq(maptable_remove_range(mt, 0, n / 8 * 0x2000, NULL), n / 8 - 3);
+	no_failures();
+	left -= n / 8 - 3;
+	cr_assert_eq(maptable_count(mt), left);
+	cr_assert_eq(maptable_validate(mt), 0);
+	/* Inserts after a rebuild, then everything. */
+	for (uint64_t i = n; i < n + 5000; i++)
+		cr_assert_eq(maptable_insert(mt, i * 0x2000, 0x1000, i), 0);
+	cr_assert_eq(maptable_validate(mt), 0);
+	cr_assert_eq(maptable_remove_range(mt, 0, 0, NULL), left + 5000);
+	cr_assert_eq(maptable_count(mt), 0);
+	cr_assert_eq(maptable_validate(mt), 0);
+	cr_assert_leq(maptable_bytes(mt), 256 + 16 * 1024);
 	maptable_destroy(mt);
 }
