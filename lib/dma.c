@@ -143,20 +143,26 @@ static int be_map(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t hva, 
 
 	if (log && (err = undo_reserve(d, 1)))
 		return err;
-	if ((err = maptable_reserve(d->mt, 1)))
+	/* The table first: if it cannot take the entry, the kernel is never
+	 * asked; if the kernel then says no, the entry goes again (a removal
+	 * cannot fail).  Both happen under d->lock, so nobody sees the gap. */
+	err = maptable_insert(d->mt, iova, len, hva);
+	if (err) {
+		if (err == -EEXIST)
+			cvm_err("dma: mapping table out of step with the kernel at iova 0x%llx",
+				(unsigned long long)iova);
 		return err;
+	}
 	d->st.map_calls++;
 	err = d->be->ops->map(d->be, iova, len, (void *)(uintptr_t)hva);
 	if (err) {
+		maptable_remove(d->mt, iova, NULL);
 		if (err == -ENOMEM)
 			cvm_pin_diagnose(len, err);
 		if (err == -ENOSPC)
 			refresh_avail(d);
 		return err;
 	}
-	if (maptable_insert(d->mt, iova, len, hva))
-		cvm_err("dma: mapping table out of step with the kernel at iova 0x%llx",
-			(unsigned long long)iova);
 	account(d, 1, (int64_t)len);
 	if (log)
 		undo_push(d, UNDO_MAPPED, iova, len, hva, NULL);

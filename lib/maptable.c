@@ -528,16 +528,13 @@ split_insert(struct maptable *mt, const struct mt_path *p, struct mt_leaf *l,
 	return 0;
 }
 
-int maptable_insert(struct maptable *mt, uint64_t iova, uint64_t len, uint64_t data)
+static __attribute__((noinline)) int
+insert_slow(struct maptable *mt, uint64_t iova, uint64_t last, uint64_t data)
 {
 	struct mt_path p;
 	struct mt_leaf *l;
-	uint64_t last;
 	uint32_t pos;
 
-	if (!mt || !len || len - 1 > UINT64_MAX - iova)
-		return -EINVAL;
-	last = iova + len - 1;
 	if (!mt->root) {
 		union mt_node *n = node_get(mt, 0);	/* from the pool, or allocated */
 
@@ -556,24 +553,38 @@ int maptable_insert(struct maptable *mt, uint64_t iova, uint64_t len, uint64_t d
 	l = cached_leaf_for_insert(mt, iova);
 	if (!l || l->n == LEAF_MAX)
 		l = leaf_for(mt, iova, &p);
-	/* Above every entry (an append), the position needs no search. */
+	/* Above every entry of the leaf, the position needs no search. */
 	pos = iova > l->last[l->n - 1] ? l->n : count_le(l->iova, l->n, iova);
 	if (overlaps(l, pos, iova, last))
 		return -EEXIST;
-	if (pos == l->n && pos < LEAF_MAX) {
-		l->iova[pos] = iova;
-		l->last[pos] = last;
-		l->data[pos] = data;
-		l->n++;
-		inserted(mt);
-		return 0;
-	}
 	if (l->n < LEAF_MAX) {
 		leaf_insert_at(l, pos, iova, last, data);
 		inserted(mt);
 		return 0;
 	}
 	return split_insert(mt, &p, l, pos, iova, last, data);
+}
+
+int maptable_insert(struct maptable *mt, uint64_t iova, uint64_t len, uint64_t data)
+{
+	struct mt_leaf *t;
+	uint64_t last;
+
+	if (!mt || !len || len - 1 > UINT64_MAX - iova)
+		return -EINVAL;
+	last = iova + len - 1;
+	/* An append above every entry into a last leaf with room (a replay):
+	 * nothing to search, nothing to overlap. */
+	t = mt->tail;
+	if (t && iova > t->last[t->n - 1] && t->n < LEAF_MAX) {
+		t->iova[t->n] = iova;
+		t->last[t->n] = last;
+		t->data[t->n] = data;
+		t->n++;
+		inserted(mt);
+		return 0;
+	}
+	return insert_slow(mt, iova, last, data);
 }
 
 /* ---- remove ---- */
