@@ -2,8 +2,8 @@
 /*
  * Interval map of live IOVA mappings (contract in maptable.h).
  *
- * A B+-tree: leaves hold up to LEAF_MAX entries in three sorted arrays
- * (start, last byte, datum) and are chained both ways; inner nodes hold up
+ * A B+-tree: leaves hold up to LEAF_MAX entries (start, last byte, datum)
+ * in one sorted array and are chained both ways; inner nodes hold up
  * to INNER_MAX children and the separating keys.  A lookup in a table of
  * 16 k entries touches three nodes instead of the fourteen of a binary
  * tree, and the cache lines it touches within a node are adjacent.
@@ -39,10 +39,14 @@
 #define MAX_HEIGHT	12		/* 16 * 24^10 entries would not fit in memory */
 #define POOL_KEEP	16u		/* spare nodes kept with no promise open */
 
+struct mt_ent {
+	uint64_t iova;
+	uint64_t last;			/* inclusive: an entry may end at 2^64 */
+	uint64_t data;
+};
+
 struct mt_leaf {
-	uint64_t iova[LEAF_MAX];
-	uint64_t last[LEAF_MAX];	/* inclusive: an entry may end at 2^64 */
-	uint64_t data[LEAF_MAX];
+	struct mt_ent e[LEAF_MAX];	/* one cache line has what a search finds */
 	struct mt_leaf *prev, *next;
 	uint32_t n;
 };
@@ -96,11 +100,28 @@ static inline uint32_t count_le(const uint64_t *k, uint32_t n, uint64_t x)
 	return (uint32_t)(b - k) + (*b <= x);
 }
 
+/* The same over a leaf's entries. */
+static inline uint32_t leaf_count_le(const struct mt_leaf *l, uint64_t x)
+{
+	const struct mt_ent *b = l->e;
+	uint32_t n = l->n;
+
+	if (!n)
+		return 0;
+	while (n > 1) {
+		uint32_t half = n / 2;
+
+		b = b[half].iova <= x ? b + half : b;
+		n -= half;
+	}
+	return (uint32_t)(b - l->e) + (b->iova <= x);
+}
+
 static inline void to_entry(const struct mt_leaf *l, uint32_t i, struct mt_entry *e)
 {
-	e->iova = l->iova[i];
-	e->len = l->last[i] - l->iova[i] + 1;
-	e->data = l->data[i];
+	e->iova = l->e[i].iova;
+	e->len = l->e[i].last - l->e[i].iova + 1;
+	e->data = l->e[i].data;
 }
 
 /* ---- nodes and the pool ---- */
@@ -304,28 +325,14 @@ int maptable_reserve(struct maptable *mt, uint64_t n)
 static void leaf_insert_at(struct mt_leaf *l, uint32_t pos, uint64_t iova, uint64_t last,
 			   uint64_t data)
 {
-	uint32_t m = l->n - pos;
-
-	if (m) {
-		memmove(&l->iova[pos + 1], &l->iova[pos], m * sizeof(uint64_t));
-		memmove(&l->last[pos + 1], &l->last[pos], m * sizeof(uint64_t));
-		memmove(&l->data[pos + 1], &l->data[pos], m * sizeof(uint64_t));
-	}
-	l->iova[pos] = iova;
-	l->last[pos] = last;
-	l->data[pos] = data;
+	memmove(&l->e[pos + 1], &l->e[pos], (l->n - pos) * sizeof(l->e[0]));
+	l->e[pos] = (struct mt_ent){ iova, last, data };
 	l->n++;
 }
 
 static void leaf_erase_at(struct mt_leaf *l, uint32_t pos)
 {
-	uint32_t m = l->n - pos - 1;
-
-	if (m) {
-		memmove(&l->iova[pos], &l->iova[pos + 1], m * sizeof(uint64_t));
-		memmove(&l->last[pos], &l->last[pos + 1], m * sizeof(uint64_t));
-		memmove(&l->data[pos], &l->data[pos + 1], m * sizeof(uint64_t));
-	}
+	memmove(&l->e[pos], &l->e[pos + 1], (l->n - pos - 1) * sizeof(l->e[0]));
 	l->n--;
 }
 
@@ -333,9 +340,7 @@ static void leaf_erase_at(struct mt_leaf *l, uint32_t pos)
 static void leaf_move(struct mt_leaf *dst, uint32_t dp, const struct mt_leaf *src, uint32_t sp,
 		      uint32_t m)
 {
-	memcpy(&dst->iova[dp], &src->iova[sp], m * sizeof(uint64_t));
-	memcpy(&dst->last[dp], &src->last[sp], m * sizeof(uint64_t));
-	memcpy(&dst->data[dp], &src->data[sp], m * sizeof(uint64_t));
+	memcpy(&dst->e[dp], &src->e[sp], m * sizeof(dst->e[0]));
 }
 
 /* Put child c right of kid[i], with separator k. */
@@ -387,10 +392,10 @@ static struct mt_leaf *cached_leaf(const struct maptable *mt, uint64_t x)
 {
 	struct mt_leaf *l = mt->hint;
 
-	if (l && x >= l->iova[0] && (!l->next || x < l->next->iova[0]))
+	if (l && x >= l->e[0].iova && (!l->next || x < l->next->e[0].iova))
 		return l;
 	l = mt->tail;
-	return x >= l->iova[0] ? l : NULL;
+	return x >= l->e[0].iova ? l : NULL;
 }
 
 /*
@@ -401,10 +406,10 @@ static struct mt_leaf *cached_leaf_for_insert(const struct maptable *mt, uint64_
 {
 	struct mt_leaf *l = mt->hint;
 
-	if (l && x >= l->iova[0] && (!l->next || x < l->iova[l->n - 1]))
+	if (l && x >= l->e[0].iova && (!l->next || x < l->e[l->n - 1].iova))
 		return l;
 	l = mt->tail;
-	return x >= l->iova[0] ? l : NULL;
+	return x >= l->e[0].iova ? l : NULL;
 }
 
 /* The leaf where x belongs, remembered for the next call. */
@@ -421,11 +426,11 @@ static struct mt_leaf *leaf_for(const struct maptable *mt, uint64_t x, struct mt
 /* Would [iova, last] overlap the neighbours of position pos of l? */
 static bool overlaps(const struct mt_leaf *l, uint32_t pos, uint64_t iova, uint64_t last)
 {
-	if (pos ? l->last[pos - 1] >= iova : l->prev && l->prev->last[l->prev->n - 1] >= iova)
+	if (pos ? l->e[pos - 1].last >= iova : l->prev && l->prev->e[l->prev->n - 1].last >= iova)
 		return true;
 	if (pos < l->n)
-		return l->iova[pos] <= last;
-	return l->next && l->next->iova[0] <= last;
+		return l->e[pos].iova <= last;
+	return l->next && l->next->e[0].iova <= last;
 }
 
 static void inserted(struct maptable *mt)
@@ -465,9 +470,9 @@ split_insert(struct maptable *mt, const struct mt_path *p, struct mt_leaf *l,
 		leaf_insert_at(l, pos, iova, last, data);
 	} else {
 		leaf_move(r, 0, l, left, pos - left);
-		r->iova[pos - left] = iova;
-		r->last[pos - left] = last;
-		r->data[pos - left] = data;
+		r->e[pos - left].iova = iova;
+		r->e[pos - left].last = last;
+		r->e[pos - left].data = data;
 		leaf_move(r, pos - left + 1, l, pos, LEAF_MAX - pos);
 		l->n = left;
 	}
@@ -479,7 +484,7 @@ split_insert(struct maptable *mt, const struct mt_path *p, struct mt_leaf *l,
 	else
 		mt->tail = r;
 	l->next = r;
-	sep = r->iova[0];
+	sep = r->e[0].iova;
 	child = r;
 
 	/* Inner nodes up the path, while full. */
@@ -541,9 +546,9 @@ insert_slow(struct maptable *mt, uint64_t iova, uint64_t last, uint64_t data)
 		if (!n)
 			return -ENOMEM;
 		l = &n->leaf;
-		l->iova[0] = iova;
-		l->last[0] = last;
-		l->data[0] = data;
+		l->e[0].iova = iova;
+		l->e[0].last = last;
+		l->e[0].data = data;
 		l->n = 1;
 		mt->root = mt->tail = l;
 		mt->height = 1;
@@ -554,7 +559,7 @@ insert_slow(struct maptable *mt, uint64_t iova, uint64_t last, uint64_t data)
 	if (!l || l->n == LEAF_MAX)
 		l = leaf_for(mt, iova, &p);
 	/* Above every entry of the leaf, the position needs no search. */
-	pos = iova > l->last[l->n - 1] ? l->n : count_le(l->iova, l->n, iova);
+	pos = iova > l->e[l->n - 1].last ? l->n : leaf_count_le(l, iova);
 	if (overlaps(l, pos, iova, last))
 		return -EEXIST;
 	if (l->n < LEAF_MAX) {
@@ -576,10 +581,10 @@ int maptable_insert(struct maptable *mt, uint64_t iova, uint64_t len, uint64_t d
 	/* An append above every entry into a last leaf with room (a replay):
 	 * nothing to search, nothing to overlap. */
 	t = mt->tail;
-	if (t && iova > t->last[t->n - 1] && t->n < LEAF_MAX) {
-		t->iova[t->n] = iova;
-		t->last[t->n] = last;
-		t->data[t->n] = data;
+	if (t && iova > t->e[t->n - 1].last && t->n < LEAF_MAX) {
+		t->e[t->n].iova = iova;
+		t->e[t->n].last = last;
+		t->e[t->n].data = data;
 		t->n++;
 		inserted(mt);
 		return 0;
@@ -685,13 +690,11 @@ static void fix_leaf(struct maptable *mt, const struct mt_path *p, struct mt_lea
 			fix_inner(mt, p, p->depth - 1);
 			return;
 		}
-		memmove(&l->iova[1], &l->iova[0], l->n * sizeof(uint64_t));
-		memmove(&l->last[1], &l->last[0], l->n * sizeof(uint64_t));
-		memmove(&l->data[1], &l->data[0], l->n * sizeof(uint64_t));
+		memmove(&l->e[1], &l->e[0], l->n * sizeof(l->e[0]));
 		leaf_move(l, 0, s, s->n - 1, 1);
 		l->n++;
 		s->n--;
-		g->key[i - 1] = l->iova[0];
+		g->key[i - 1] = l->e[0].iova;
 		return;
 	}
 	s = g->kid[1];
@@ -706,7 +709,7 @@ static void fix_leaf(struct maptable *mt, const struct mt_path *p, struct mt_lea
 	leaf_move(l, l->n, s, 0, 1);
 	l->n++;
 	leaf_erase_at(s, 0);
-	g->key[0] = s->iova[0];
+	g->key[0] = s->e[0].iova;
 }
 
 int maptable_remove(struct maptable *mt, uint64_t iova, struct mt_entry *out)
@@ -725,8 +728,8 @@ int maptable_remove(struct maptable *mt, uint64_t iova, struct mt_entry *out)
 		l = leaf_for(mt, iova, &p);
 	else
 		p.depth = 0;
-	pos = count_le(l->iova, l->n, iova);
-	if (!pos || l->iova[pos - 1] != iova)
+	pos = leaf_count_le(l, iova);
+	if (!pos || l->e[pos - 1].iova != iova)
 		return -ENOENT;
 	pos--;
 	if (out)
@@ -757,11 +760,11 @@ static struct mt_leaf *first_ending_from(const struct maptable *mt, uint64_t x, 
 	struct mt_leaf *l;
 	uint32_t p;
 
-	if (!mt->root || x > mt->tail->last[mt->tail->n - 1])
+	if (!mt->root || x > mt->tail->e[mt->tail->n - 1].last)
 		return NULL;		/* above every entry: the common miss */
 	l = leaf_for(mt, x, NULL);
-	p = count_le(l->iova, l->n, x);
-	if (p ? l->last[p - 1] >= x : l->prev && l->prev->last[l->prev->n - 1] >= x) {
+	p = leaf_count_le(l, x);
+	if (p ? l->e[p - 1].last >= x : l->prev && l->prev->e[l->prev->n - 1].last >= x) {
 		if (p) {
 			*pos = p - 1;
 			return l;
@@ -802,7 +805,7 @@ int maptable_lookup_le(const struct maptable *mt, uint64_t iova, struct mt_entry
 	if (!mt->root)
 		return -ENOENT;
 	l = leaf_for(mt, iova, NULL);
-	p = count_le(l->iova, l->n, iova);
+	p = leaf_count_le(l, iova);
 	if (!p) {
 		/* Below the leaf's first entry: the previous leaf's last, if any. */
 		l = l->prev;
@@ -834,7 +837,7 @@ int maptable_for_each(const struct maptable *mt, uint64_t iova, uint64_t len,
 			struct mt_entry e;
 			int rc;
 
-			if (l->iova[pos] > qlast)
+			if (l->e[pos].iova > qlast)
 				return 0;
 			to_entry(l, pos, &e);
 			rc = fn(opaque, &e);
@@ -874,15 +877,15 @@ static int vnode(struct vstate *s, const void *node, int level, bool rightmost, 
 		if (!root && !rightmost && l->n < LEAF_MIN)
 			VFAIL("a leaf short of half full (%u) is not the last", l->n);
 		if (l->prev != s->prev_leaf || (s->prev_leaf && s->prev_leaf->next != l))
-			VFAIL("the leaf chain is broken at %#" PRIx64, l->iova[0]);
+			VFAIL("the leaf chain is broken at %#" PRIx64, l->e[0].iova);
 		for (uint32_t i = 0; i < l->n; i++) {
-			if (l->last[i] < l->iova[i] || (s->have_prev && l->iova[i] <= s->prev_last))
+			if (l->e[i].last < l->e[i].iova || (s->have_prev && l->e[i].iova <= s->prev_last))
 				VFAIL("entry %#" PRIx64 "+%#" PRIx64 " overlaps or is out of order",
-				      l->iova[i], l->last[i] - l->iova[i] + 1);
-			if ((has_lo && l->iova[i] < lo) || (has_hi && l->iova[i] >= hi))
-				VFAIL("entry %#" PRIx64 " lies outside its separators", l->iova[i]);
+				      l->e[i].iova, l->e[i].last - l->e[i].iova + 1);
+			if ((has_lo && l->e[i].iova < lo) || (has_hi && l->e[i].iova >= hi))
+				VFAIL("entry %#" PRIx64 " lies outside its separators", l->e[i].iova);
 			s->have_prev = true;
-			s->prev_last = l->last[i];
+			s->prev_last = l->e[i].last;
 		}
 		s->entries += l->n;
 		s->prev_leaf = l;
@@ -973,7 +976,7 @@ static void build_inner_levels(struct maptable *mt, struct mt_leaf *first, void 
 
 	for (struct mt_leaf *l = first; l; l = l->next, n++) {
 		kids[n] = l;
-		lo[n] = l->iova[0];
+		lo[n] = l->e[0].iova;
 	}
 	while (n > 1) {
 		uint64_t out = 0;
@@ -1006,7 +1009,7 @@ static struct mt_leaf *first_starting_from(const struct maptable *mt, uint64_t x
 {
 	struct mt_leaf *l = first_ending_from(mt, x, pos);
 
-	if (l && l->iova[*pos] < x && ++*pos == l->n) {
+	if (l && l->e[*pos].iova < x && ++*pos == l->n) {
 		l = l->next;
 		*pos = 0;
 	}
@@ -1028,7 +1031,7 @@ uint64_t maptable_remove_range(struct maptable *mt, uint64_t iova, uint64_t len,
 	for (c = l; c && k <= mt->count / 8; c = c->next, pos = 0) {
 		uint32_t i = pos;
 
-		while (i < c->n && c->iova[i] <= qlast)
+		while (i < c->n && c->e[i].iova <= qlast)
 			i++;
 		k += i - pos;
 		if (i < c->n)
@@ -1042,9 +1045,9 @@ uint64_t maptable_remove_range(struct maptable *mt, uint64_t iova, uint64_t len,
 		/* Few entries, or no memory for the rebuild: one at a time. */
 		cvm_free(kids);
 		k = 0;
-		while ((l = first_starting_from(mt, iova, &pos)) && l->iova[pos] <= qlast) {
-			b += l->last[pos] - l->iova[pos] + 1;
-			maptable_remove(mt, l->iova[pos], NULL);
+		while ((l = first_starting_from(mt, iova, &pos)) && l->e[pos].iova <= qlast) {
+			b += l->e[pos].last - l->e[pos].iova + 1;
+			maptable_remove(mt, l->e[pos].iova, NULL);
 			k++;
 		}
 		if (bytes)
@@ -1066,8 +1069,8 @@ uint64_t maptable_remove_range(struct maptable *mt, uint64_t iova, uint64_t len,
 		uint32_t n = l->n;
 
 		for (uint32_t i = 0; i < n; i++) {
-			if (l->iova[i] >= iova && l->iova[i] <= qlast) {
-				b += l->last[i] - l->iova[i] + 1;
+			if (l->e[i].iova >= iova && l->e[i].iova <= qlast) {
+				b += l->e[i].last - l->e[i].iova + 1;
 				k++;
 				continue;
 			}
@@ -1076,9 +1079,9 @@ uint64_t maptable_remove_range(struct maptable *mt, uint64_t iova, uint64_t len,
 				w = w->next;
 				wp = 0;
 			}
-			w->iova[wp] = l->iova[i];
-			w->last[wp] = l->last[i];
-			w->data[wp] = l->data[i];
+			w->e[wp].iova = l->e[i].iova;
+			w->e[wp].last = l->e[i].last;
+			w->e[wp].data = l->e[i].data;
 			wp++;
 		}
 	}
