@@ -204,6 +204,18 @@ static inline bool cap_ok(uint32_t cap, uint32_t n)
 	return cap <= n + n / 2 + 8;
 }
 
+/*
+ * A container as it may stay outside a transaction with no flag: not
+ * uniform, in an acceptable form, without excess capacity.  Compacting it
+ * changes nothing, so a transaction need not mark it dirty.
+ */
+static inline bool ctr_canonical(unsigned type, const struct ctr *c, uint32_t clen)
+{
+	if (!c->card || c->card >= clen || !form_ok(type, c->card, c->nruns))
+		return false;
+	return type == CT_BITSET || cap_ok(c->cap, form_elems(type, c->card, c->nruns));
+}
+
 /* The runs of val in [start, end) into k, then the pending one (pagemap-query.c). */
 int pm_walk_runs(const struct pagemap *pm, uint64_t start, uint64_t end, bool val,
 		 struct runsink *k);

@@ -24,9 +24,11 @@
  * or shrunk and a container only changes form when it must grow out of the
  * one it has (to a bitset, or a run list big enough for every state it had
  * as an array), so re-assigning reported runs fits where the forward
- * assignment left room: see txn_choose().  pagemap_txn_end() makes the
- * touched chunks canonical again; if an allocation for that fails the
- * container stays valid, is flagged lax and is compacted when next touched.
+ * assignment left room: see txn_choose().  An assignment inside a
+ * transaction marks a chunk dirty only if it leaves it out of canonical
+ * form (or uniform), and pagemap_txn_end() makes the dirty chunks canonical
+ * again; if an allocation for that fails the container stays valid, is
+ * flagged lax and is compacted when next touched.
  *
  * Assignments are atomic: every allocation is made first, then changed()
  * is called for each changed run, then the map is changed (which cannot
@@ -288,9 +290,15 @@ static void plan_abort(struct pagemap *pm, struct plan *p)
 	p->nc = NULL;
 }
 
-static inline void mark_dirty(struct pagemap *pm, struct leaf *leaf, uint32_t k)
+/*
+ * Inside a transaction a chunk left non-canonical (or uniform: its leaf may
+ * go) is marked for pagemap_txn_end(); a canonical container is not, as
+ * compacting it would change nothing.
+ */
+static inline void mark_dirty(struct pagemap *pm, struct leaf *leaf, uint32_t k,
+			      unsigned type, const struct ctr *c, uint32_t clen)
 {
-	if (!pm->txn_depth)
+	if (!pm->txn_depth || (c && ctr_canonical(type, c, clen)))
 		return;
 	mput(leaf->dirty, k & (LEAF_CHUNKS - 1), true);
 	mput(pm->top_dirty, k >> LEAF_SHIFT, true);
@@ -302,6 +310,7 @@ static void plan_apply(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 {
 	uint32_t si = k & (LEAF_CHUNKS - 1), card0 = cv_card(cv);
 	uintptr_t lax = p->lax ? SLOT_LAX : 0;
+	struct ctr *now = NULL;
 
 	if (p->type == CT_UNIFORM) {
 		if (cv->c) {
@@ -310,6 +319,7 @@ static void plan_apply(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 		}
 		leaf->slot[si] = 0;
 	} else if (p->fresh) {
+		now = p->nc;
 		if (p->type == cv->type && p->cap >= form_elems(cv->type, card0, cv->c->nruns))
 			ctr_regrow(p->nc, p->type, p->cap, cv->c, &p->pr, p->lo, p->hi, p->val,
 				   p->card, p->nruns);
@@ -321,11 +331,12 @@ static void plan_apply(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 			leaf->nctrs++;
 		leaf->slot[si] = (uintptr_t)p->nc | p->type | lax;
 	} else {
+		now = cv->c;
 		ctr_assign(cv->type, cv->c, &p->pr, p->lo, p->hi, p->val, p->card, p->nruns);
 		leaf->slot[si] = (uintptr_t)cv->c | cv->type | lax;
 	}
 	pm->count = pm->count - card0 + p->card;
-	mark_dirty(pm, leaf, k);
+	mark_dirty(pm, leaf, k, p->type, now, cv->clen);
 	if ((card0 > 0) == (p->card > 0) && (card0 < cv->clen) == (p->card < cv->clen))
 		return;		/* the masks stand */
 	mput(leaf->nonempty, si, p->card > 0);
@@ -682,6 +693,9 @@ static void compact_chunk(struct pagemap *pm, struct leaf *leaf, uint32_t k)
 	chunk_view(pm, k, &cv);
 	if (!cv.c)
 		return;
+	if (!(leaf->slot[k & (LEAF_CHUNKS - 1)] & SLOT_LAX) &&
+	    ctr_canonical(cv.type, cv.c, cv.clen))
+		return;		/* compacting would change nothing */
 	p.card = cv.c->card;
 	p.nruns = cv.c->nruns;
 	choose(pm, &cv, &p);
@@ -690,12 +704,11 @@ static void compact_chunk(struct pagemap *pm, struct leaf *leaf, uint32_t k)
 	plan_apply(pm, leaf, k, &cv, &p);
 }
 
-void pagemap_txn_end(struct pagemap *pm)
+/* Compacts the chunks marked dirty and drops leaves left uniform. */
+static __attribute__((noinline)) void txn_compact(struct pagemap *pm)
 {
 	int li = -1, si;
 
-	if (!pm->txn_depth || --pm->txn_depth)
-		return;
 	while ((li = mnext(pm->top_dirty, li + 1, pm->nleaves)) >= 0) {
 		struct leaf *leaf = pm->leaf[li];
 
@@ -709,5 +722,15 @@ void pagemap_txn_end(struct pagemap *pm)
 		leaf_maybe_free(pm, li);
 	}
 	memset(pm->top_dirty, 0, sizeof(pm->top_dirty));
-	free_deferred(pm);
+}
+
+void pagemap_txn_end(struct pagemap *pm)
+{
+	if (!pm->txn_depth || --pm->txn_depth)
+		return;
+	/* Nothing marked: every chunk the transaction touched is canonical. */
+	if (many(pm->top_dirty))
+		txn_compact(pm);
+	if (pm->deferred)
+		free_deferred(pm);
 }

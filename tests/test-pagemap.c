@@ -365,8 +365,16 @@ Test(pagemap, validate_names_the_first_broken_invariant)
 	c->cap = 1000;
 	expect_broken(pm, "capacity");
 	pm->txn_depth = 1;
+	expect_broken(pm, "capacity");	/* only a chunk marked dirty may be */
+	mput(leaf->dirty, 1, true);
+	expect_broken(pm, "leaf is not marked dirty");
+	mput(pm->top_dirty, 0, true);
 	must_validate(pm);
 	pm->txn_depth = 0;
+	expect_broken(pm, "transaction state left outside");
+	mput(pm->top_dirty, 0, false);
+	expect_broken(pm, "dirty chunks outside a transaction");
+	mput(leaf->dirty, 1, false);
 	leaf->slot[1] |= SLOT_LAX;
 	must_validate(pm);
 	leaf->slot[1] &= ~SLOT_LAX;
