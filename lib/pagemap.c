@@ -425,7 +425,11 @@ static int assign_in_chunk(struct pagemap *pm, uint64_t start, uint64_t len, boo
 	if (ret)
 		return ret;
 	if (changed) {
-		ret = cv_report(&cv, &p.pr, lo, lo + len, !val, report_chunk, &r);
+		/* When every page changes the range is the one run: no walk. */
+		if (p.pr.in == (val ? 0 : len))
+			ret = changed(opaque, r.base + lo, len);
+		else
+			ret = cv_report(&cv, &p.pr, lo, lo + len, !val, report_chunk, &r);
 		if (ret) {
 			plan_abort(pm, &p);
 			return ret;
