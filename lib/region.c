@@ -379,9 +379,15 @@ unwind_dma:
 	return err;
 }
 
-/* pr: sorted, disjoint, non-touching page ranges. */
+/*
+ * pr: sorted, disjoint, non-touching page ranges.  The changed runs are
+ * collected for the listeners and for the undo of earlier ranges when a
+ * later one fails; with no listener a single range needs neither (its
+ * assignment changes nothing when it fails).
+ */
 static int convert_locked(struct cvm_region *r, const struct prange *pr, size_t n, bool value)
 {
+	pagemap_run_fn collect = n > 1 || r->plain.n || r->dma.n ? collect_run : NULL;
 	int err = 0;
 
 	r->nruns = 0;
@@ -389,7 +395,7 @@ static int convert_locked(struct cvm_region *r, const struct prange *pr, size_t 
 	for (size_t i = 0; i < n; i++) {
 		size_t mark = r->nruns;
 
-		err = pagemap_assign(r->pm, pr[i].start, pr[i].len, value, collect_run, r);
+		err = pagemap_assign(r->pm, pr[i].start, pr[i].len, value, collect, r);
 		if (err) {
 			r->nruns = mark;   /* that assignment changed nothing */
 			goto undo;
