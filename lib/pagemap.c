@@ -304,13 +304,37 @@ static inline void mark_dirty(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 	mput(pm->top_dirty, k >> LEAF_SHIFT, true);
 }
 
+/* After a chunk went from card0 to card set pages: count, dirty mark, masks. */
+static inline void apply_done(struct pagemap *pm, struct leaf *leaf, uint32_t k, uint32_t clen,
+			      uint32_t card0, uint32_t card, unsigned type, const struct ctr *now)
+{
+	uint32_t si = k & (LEAF_CHUNKS - 1);
+
+	pm->count = pm->count - card0 + card;
+	mark_dirty(pm, leaf, k, type, now, clen);
+	if ((card0 > 0) == (card > 0) && (card0 < clen) == (card < clen))
+		return;		/* the masks stand */
+	mput(leaf->nonempty, si, card > 0);
+	mput(leaf->nonfull, si, card < clen);
+	leaf_sync_top(pm, k >> LEAF_SHIFT);
+}
+
+/* A plan that keeps the chunk's container (!fresh, not uniform): in place. */
+static inline void apply_in_place(struct pagemap *pm, struct leaf *leaf, uint32_t k,
+				  const struct chunkv *cv, const struct plan *p)
+{
+	uint32_t card0 = cv->c->card;
+
+	ctr_assign(cv->type, cv->c, &p->pr, p->lo, p->hi, p->val, p->card, p->nruns);
+	leaf->slot[k & (LEAF_CHUNKS - 1)] = (uintptr_t)cv->c | cv->type | (p->lax ? SLOT_LAX : 0);
+	apply_done(pm, leaf, k, cv->clen, card0, p->card, cv->type, cv->c);
+}
+
 /* Carries out a prepared plan; cannot fail. */
 static void plan_apply(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 		       const struct chunkv *cv, const struct plan *p)
 {
 	uint32_t si = k & (LEAF_CHUNKS - 1), card0 = cv_card(cv);
-	uintptr_t lax = p->lax ? SLOT_LAX : 0;
-	struct ctr *now = NULL;
 
 	if (p->type == CT_UNIFORM) {
 		if (cv->c) {
@@ -318,30 +342,24 @@ static void plan_apply(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 			leaf->nctrs--;
 		}
 		leaf->slot[si] = 0;
-	} else if (p->fresh) {
-		now = p->nc;
-		if (p->type == cv->type && p->cap >= form_elems(cv->type, card0, cv->c->nruns))
-			ctr_regrow(p->nc, p->type, p->cap, cv->c, &p->pr, p->lo, p->hi, p->val,
-				   p->card, p->nruns);
-		else
-			ctr_build(p->nc, p->type, p->cap, cv, p->lo, p->hi, p->val);
-		if (cv->c)
-			ctr_release(pm, cv->c, cv->type);
-		else
-			leaf->nctrs++;
-		leaf->slot[si] = (uintptr_t)p->nc | p->type | lax;
-	} else {
-		now = cv->c;
-		ctr_assign(cv->type, cv->c, &p->pr, p->lo, p->hi, p->val, p->card, p->nruns);
-		leaf->slot[si] = (uintptr_t)cv->c | cv->type | lax;
+		apply_done(pm, leaf, k, cv->clen, card0, p->card, CT_UNIFORM, NULL);
+		return;
 	}
-	pm->count = pm->count - card0 + p->card;
-	mark_dirty(pm, leaf, k, p->type, now, cv->clen);
-	if ((card0 > 0) == (p->card > 0) && (card0 < cv->clen) == (p->card < cv->clen))
-		return;		/* the masks stand */
-	mput(leaf->nonempty, si, p->card > 0);
-	mput(leaf->nonfull, si, p->card < cv->clen);
-	leaf_sync_top(pm, k >> LEAF_SHIFT);
+	if (!p->fresh) {
+		apply_in_place(pm, leaf, k, cv, p);
+		return;
+	}
+	if (p->type == cv->type && p->cap >= form_elems(cv->type, card0, cv->c->nruns))
+		ctr_regrow(p->nc, p->type, p->cap, cv->c, &p->pr, p->lo, p->hi, p->val, p->card,
+			   p->nruns);
+	else
+		ctr_build(p->nc, p->type, p->cap, cv, p->lo, p->hi, p->val);
+	if (cv->c)
+		ctr_release(pm, cv->c, cv->type);
+	else
+		leaf->nctrs++;
+	leaf->slot[si] = (uintptr_t)p->nc | p->type | (p->lax ? SLOT_LAX : 0);
+	apply_done(pm, leaf, k, cv->clen, card0, p->card, p->type, p->nc);
 }
 
 /* ---- life cycle ---- */
@@ -434,6 +452,10 @@ static int assign_in_chunk(struct pagemap *pm, uint64_t start, uint64_t len, boo
 			plan_abort(pm, &p);
 			return ret;
 		}
+	}
+	if (!p.fresh && p.type != CT_UNIFORM) {		/* the common case */
+		apply_in_place(pm, pm->leaf[k >> LEAF_SHIFT], k, &cv, &p);
+		return 0;
 	}
 	plan_apply(pm, pm->leaf[k >> LEAF_SHIFT], k, &cv, &p);
 	if (p.type == CT_UNIFORM)
