@@ -184,13 +184,19 @@ static inline unsigned best_form(uint32_t card, uint32_t nruns)
 	return r <= BITSET_BYTES ? CT_RUN : CT_BITSET;
 }
 
-/* Within its hard limit and at most twice the best form's size. */
+/*
+ * Within its hard limit and at most twice the best form's size (the size of
+ * best_form() is the smallest of the three: no need to pick it).
+ */
 static inline bool form_ok(unsigned type, uint32_t card, uint32_t nruns)
 {
-	uint32_t sz = form_size(type, card, nruns);
-	unsigned best = best_form(card, nruns);
+	uint32_t a = form_size(CT_ARRAY, card, nruns), r = form_size(CT_RUN, card, nruns);
+	uint32_t sz = type == CT_ARRAY ? a : type == CT_RUN ? r : BITSET_BYTES;
+	uint32_t best = a < r ? a : r;
 
-	return sz != UINT32_MAX && sz / 2 <= form_size(best, card, nruns);
+	if (best > BITSET_BYTES)
+		best = BITSET_BYTES;
+	return sz != UINT32_MAX && sz / 2 <= best;
 }
 
 static inline uint32_t form_elems(unsigned type, uint32_t card, uint32_t nruns)

@@ -217,7 +217,7 @@ static void canonical_choose(const struct chunkv *cv, struct plan *p)
 	plan_fresh(p, best, grow_cap(best, form_elems(best, p->card, p->nruns)), fit);
 }
 
-static void choose(const struct pagemap *pm, const struct chunkv *cv, struct plan *p)
+static inline void choose(const struct pagemap *pm, const struct chunkv *cv, struct plan *p)
 {
 	bool uniform = p->card == 0 || p->card == cv->clen;
 	unsigned type;

@@ -267,6 +267,40 @@ Test(pagemap, walk_returns_the_callbacks_error)
 	pagemap_destroy(pm);
 }
 
+/* form_ok() as first written: the size of the best form, picked by best_form(). */
+static bool form_ok_by_best(unsigned type, uint32_t card, uint32_t nruns)
+{
+	uint32_t sz = form_size(type, card, nruns);
+
+	return sz != UINT32_MAX && sz / 2 <= form_size(best_form(card, nruns), card, nruns);
+}
+
+Test(pagemap, form_ok_agrees_with_the_size_of_the_best_form)
+{
+	uint64_t seed = 7;
+
+	/* Every card near the thresholds with every plausible run count, then random. */
+	for (uint32_t card = 0; card <= CHUNK_PAGES; card++) {
+		bool edge = card < 64 || (card > ARRAY_MAX - 64 && card < ARRAY_MAX + 64) ||
+			    card > CHUNK_PAGES - 64;
+
+		for (int t = 0; t < (edge ? 400 : 3); t++) {
+			uint32_t maxr = card < CHUNK_PAGES - card ? card : CHUNK_PAGES - card + 1;
+			uint32_t nruns = t < 3 ? (t == 0 ? !!card : t == 1 ? maxr : RUN_MAX + 1) :
+				       (uint32_t)rnd(&seed, maxr + 1);
+
+			for (unsigned type = CT_UNIFORM; type <= CT_BITSET; type++)
+				CHECK(form_ok(type, card, nruns) == form_ok_by_best(type, card, nruns),
+				      "form_ok(%u, %u, %u)", type, card, nruns);
+		}
+	}
+	for (uint32_t nruns = 0; nruns <= 32768; nruns++)
+		for (uint32_t card = nruns; card <= CHUNK_PAGES && card < nruns + 8192; card += 97)
+			for (unsigned type = CT_UNIFORM; type <= CT_BITSET; type++)
+				CHECK(form_ok(type, card, nruns) == form_ok_by_best(type, card, nruns),
+				      "form_ok(%u, %u, %u)", type, card, nruns);
+}
+
 Test(pagemap, containers_change_form_at_their_thresholds)
 {
 	struct pagemap *pm;
