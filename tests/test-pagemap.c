@@ -6,7 +6,7 @@
  *
  * The differential tests run random operation sequences against a naive
  * oracle (tests/pagemap-diff.h), validate() after every step.  Default:
- * about 1.1 million operations; CVM_PAGEMAP_OPS=N runs about N in all,
+ * about 1.5 million operations; CVM_PAGEMAP_OPS=N runs about N in all,
  * CVM_PAGEMAP_SEED=S changes the random sequences.
  */
 #include "internal.h"
@@ -771,9 +771,10 @@ struct config {
 	size_t nwin;
 	unsigned long ops;
 	uint64_t big;		/* longest "big" range, in segments */
+	unsigned small;		/* % of ranges of 1 to 4 segments: the conversion path */
 };
 
-#define DEFAULT_TOTAL_OPS 1100000ul
+#define DEFAULT_TOTAL_OPS 1500000ul
 
 static unsigned long scaled_ops(unsigned long ops)
 {
@@ -834,7 +835,9 @@ static void gen_range(struct gen *g, uint64_t *s, uint64_t *e)
 
 	if (b0 >= nseg)
 		b0 = nseg - 1;
-	if (r < 45)
+	if (rnd(&g->rng, 100) < g->cfg->small)
+		b1 = b0 + 1 + rnd(&g->rng, 4);
+	else if (r < 45)
 		b1 = b0 + 1 + rnd(&g->rng, 8);
 	else if (r < 70)
 		b1 = b0 + 1 + rnd(&g->rng, 300);
@@ -930,14 +933,15 @@ static const uint64_t win_odd[] = {
 
 Test(pagemap_diff, dense_few_chunks_with_a_short_last_chunk, .timeout = 600)
 {
-	static const struct config c = { 3 * 65536 + 12345, false, NULL, 0, 360000, 400000 };
+	static const struct config c = { 3 * 65536 + 12345, false, NULL, 0, 360000, 400000,
+					 0 };
 
 	run_config(&c, 1);
 }
 
 Test(pagemap_diff, dense_one_whole_chunk, .timeout = 600)
 {
-	static const struct config c = { 65536, true, NULL, 0, 100000, 65536 };
+	static const struct config c = { 65536, true, NULL, 0, 100000, 65536, 0 };
 
 	run_config(&c, 2);
 }
@@ -947,16 +951,47 @@ Test(pagemap_diff, dense_tiny_maps, .timeout = 600)
 	static const uint64_t sizes[] = { 1, 2, 63, 64, 65, 4097, 65535, 65537 };
 
 	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
-		struct config c = { sizes[i], i & 1, NULL, 0, 12000, sizes[i] };
+		struct config c = { sizes[i], i & 1, NULL, 0, 12000, sizes[i], 0 };
 
 		run_config(&c, 3 + i);
 	}
 }
 
+/*
+ * Mostly single pages and small ranges inside one chunk, the path of a
+ * 4 KiB conversion, in and out of transactions, with allocation failures
+ * and vetoes: containers of every form change in place, grow and change
+ * form one page at a time, and a transaction marks only chunks it leaves
+ * out of form.
+ */
+Test(pagemap_diff, dense_small_assignments, .timeout = 600)
+{
+	static const struct config c = { 3 * 65536 + 12345, false, NULL, 0, 200000, 400000,
+					 92 };
+
+	run_config(&c, 60);
+}
+
+/* Only small ranges: chunks fill up page by page into bitsets and back. */
+Test(pagemap_diff, dense_only_small_assignments, .timeout = 600)
+{
+	static const struct config c = { 2 * 65536 + 777, false, NULL, 0, 100000, 0, 100 };
+
+	run_config(&c, 65);
+}
+
+Test(pagemap_diff, sparse_small_assignments_initially_shared, .timeout = 600)
+{
+	static const struct config c = { 1ull << 32, true, win_2p32, ARRAY_SIZE(win_2p32) / 2,
+					 100000, 1000000, 92 };
+
+	run_config(&c, 70);
+}
+
 Test(pagemap_diff, three_leaves_with_a_short_last_one, .timeout = 600)
 {
 	static const struct config c = { (1ull << 25) + 3 * 65536 + 77, false, win_leaves,
-					 ARRAY_SIZE(win_leaves) / 2, 80000, 700000 };
+					 ARRAY_SIZE(win_leaves) / 2, 80000, 700000, 0 };
 
 	run_config(&c, 20);
 }
@@ -964,7 +999,7 @@ Test(pagemap_diff, three_leaves_with_a_short_last_one, .timeout = 600)
 Test(pagemap_diff, sparse_2p32_pages, .timeout = 600)
 {
 	static const struct config c = { 1ull << 32, false, win_2p32, ARRAY_SIZE(win_2p32) / 2,
-					 220000, 1000000 };
+					 220000, 1000000, 0 };
 
 	run_config(&c, 30);
 }
@@ -972,7 +1007,7 @@ Test(pagemap_diff, sparse_2p32_pages, .timeout = 600)
 Test(pagemap_diff, sparse_12tib_initially_shared, .timeout = 600)
 {
 	static const struct config c = { 3ull << 30, true, win_12tib, ARRAY_SIZE(win_12tib) / 2,
-					 120000, 300000 };
+					 120000, 300000, 0 };
 
 	run_config(&c, 40);
 }
@@ -980,7 +1015,7 @@ Test(pagemap_diff, sparse_12tib_initially_shared, .timeout = 600)
 Test(pagemap_diff, sparse_2p32_minus_odd_pages, .timeout = 600)
 {
 	static const struct config c = { (1ull << 32) - 12345, false, win_odd,
-					 ARRAY_SIZE(win_odd) / 2, 120000, 300000 };
+					 ARRAY_SIZE(win_odd) / 2, 120000, 300000, 0 };
 
 	run_config(&c, 50);
 }
