@@ -248,9 +248,13 @@ static inline void choose(const struct pagemap *pm, const struct chunkv *cv, str
 	canonical_choose(cv, p);
 }
 
-/* Plans [lo, hi) := val on a chunk; false if nothing would change. */
-static bool plan_chunk(const struct pagemap *pm, const struct chunkv *cv, uint32_t lo,
-		       uint32_t hi, bool val, struct plan *p)
+/*
+ * Plans [lo, hi) := val on a chunk; false if nothing would change.  Inlined
+ * into the single-chunk path; the others call plan_chunk().
+ */
+static inline __attribute__((always_inline)) bool
+plan_chunk_inline(const struct pagemap *pm, const struct chunkv *cv, uint32_t lo, uint32_t hi,
+		  bool val, struct plan *p)
 {
 	uint32_t changed, starts_new;
 
@@ -266,6 +270,12 @@ static bool plan_chunk(const struct pagemap *pm, const struct chunkv *cv, uint32
 	p->nruns = cv_nruns(cv) - p->pr.starts + starts_new;
 	choose(pm, cv, p);
 	return true;
+}
+
+static bool plan_chunk(const struct pagemap *pm, const struct chunkv *cv, uint32_t lo,
+		       uint32_t hi, bool val, struct plan *p)
+{
+	return plan_chunk_inline(pm, cv, lo, hi, val, p);
 }
 
 /* Allocates what the plan needs; -ENOMEM only if it cannot do without. */
@@ -437,7 +447,7 @@ static int assign_in_chunk(struct pagemap *pm, uint64_t start, uint64_t len, boo
 	int ret;
 
 	chunk_view(pm, k, &cv);
-	if (!plan_chunk(pm, &cv, lo, lo + len, val, &p))
+	if (!plan_chunk_inline(pm, &cv, lo, lo + len, val, &p))
 		return 0;
 	ret = plan_prepare(pm, &p);
 	if (ret)
@@ -668,7 +678,7 @@ static void commit_leaf(struct pagemap *pm, struct prep *pr, uint32_t li, uint64
 	leaf_maybe_free(pm, li);
 }
 
-static int assign_range(struct pagemap *pm, uint64_t start, uint64_t end, bool val,
+static __attribute__((noinline)) int assign_range(struct pagemap *pm, uint64_t start, uint64_t end, bool val,
 			pagemap_run_fn changed, void *opaque)
 {
 	uint32_t l0 = start >> LEAF_PAGE_SHIFT, l1 = (end - 1) >> LEAF_PAGE_SHIFT;
