@@ -383,9 +383,12 @@ unwind_dma:
  * pr: sorted, disjoint, non-touching page ranges.  The changed runs are
  * collected for the listeners and for the undo of earlier ranges when a
  * later one fails; with no listener a single range needs neither (its
- * assignment changes nothing when it fails).
+ * assignment changes nothing when it fails).  Inlined with
+ * convert_common() into its two callers, so cvm_convert() runs a copy
+ * specialised for n == 1.
  */
-static int convert_locked(struct cvm_region *r, const struct prange *pr, size_t n, bool value)
+static inline __attribute__((always_inline)) int
+convert_locked(struct cvm_region *r, const struct prange *pr, size_t n, bool value)
 {
 	pagemap_run_fn collect = n > 1 || r->plain.n || r->dma.n ? collect_run : NULL;
 	int err = 0;
@@ -416,7 +419,8 @@ undo:
 	return err;
 }
 
-static int convert_common(struct cvm_region *r, const struct prange *pr, size_t n, int to)
+static inline __attribute__((always_inline)) int
+convert_common(struct cvm_region *r, const struct prange *pr, size_t n, int to)
 {
 	struct cb_frame f;
 	int err;
