@@ -215,11 +215,17 @@ static inline bool cap_ok(uint32_t cap, uint32_t n)
  * uniform, in an acceptable form, without excess capacity.  Compacting it
  * changes nothing, so a transaction need not mark it dirty.
  */
+static inline bool form_canonical(unsigned type, uint32_t cap, uint32_t clen, uint32_t card,
+				  uint32_t nruns)
+{
+	if (!card || card >= clen || !form_ok(type, card, nruns))
+		return false;
+	return type == CT_BITSET || cap_ok(cap, form_elems(type, card, nruns));
+}
+
 static inline bool ctr_canonical(unsigned type, const struct ctr *c, uint32_t clen)
 {
-	if (!c->card || c->card >= clen || !form_ok(type, c->card, c->nruns))
-		return false;
-	return type == CT_BITSET || cap_ok(c->cap, form_elems(type, c->card, c->nruns));
+	return form_canonical(type, c->cap, clen, c->card, c->nruns);
 }
 
 /* The runs of val in [start, end) into k, then the pending one (pagemap-query.c). */

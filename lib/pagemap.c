@@ -217,6 +217,23 @@ static void canonical_choose(const struct chunkv *cv, struct plan *p)
 	plan_fresh(p, best, grow_cap(best, form_elems(best, p->card, p->nruns)), fit);
 }
 
+/*
+ * Whether the container of a chunk stays where it is, in its form, for a
+ * change that leaves card set pages in nruns runs: what txn_choose() and
+ * canonical_choose() keep in place.  The single-chunk path asks this before
+ * it makes a plan.
+ */
+static inline bool keeps_in_place(const struct pagemap *pm, unsigned type, const struct ctr *c,
+				  uint32_t clen, uint32_t card, uint32_t nruns)
+{
+	if (pm->txn_depth)
+		return fits(type, c, card, nruns);
+	if (!card || card >= clen || !form_ok(type, card, nruns))
+		return false;
+	return type == CT_BITSET ||
+	       (fits(type, c, card, nruns) && cap_ok(c->cap, form_elems(type, card, nruns)));
+}
+
 static inline void choose(const struct pagemap *pm, const struct chunkv *cv, struct plan *p)
 {
 	bool uniform = p->card == 0 || p->card == cv->clen;
@@ -237,6 +254,10 @@ static inline void choose(const struct pagemap *pm, const struct chunkv *cv, str
 			   false);
 		return;
 	}
+	if (keeps_in_place(pm, cv->type, cv->c, cv->clen, p->card, p->nruns)) {
+		p->type = cv->type;
+		return;
+	}
 	if (pm->txn_depth) {
 		txn_choose(cv, p, cv->clen);
 		return;
@@ -248,34 +269,31 @@ static inline void choose(const struct pagemap *pm, const struct chunkv *cv, str
 	canonical_choose(cv, p);
 }
 
-/*
- * Plans [lo, hi) := val on a chunk; false if nothing would change.  Inlined
- * into the single-chunk path; the others call plan_chunk().
- */
-static inline __attribute__((always_inline)) bool
-plan_chunk_inline(const struct pagemap *pm, const struct chunkv *cv, uint32_t lo, uint32_t hi,
-		  bool val, struct plan *p)
+/* The change [lo, hi) := val makes, given its probe: false if none. */
+static inline bool plan_counts(const struct chunkv *cv, uint32_t lo, uint32_t hi, bool val,
+			       struct plan *p)
 {
-	uint32_t changed, starts_new;
+	uint32_t changed = val ? hi - lo - p->pr.in : p->pr.in;
 
-	cv_probe(cv, lo, hi, &p->pr);
-	changed = val ? hi - lo - p->pr.in : p->pr.in;
 	if (!changed)
 		return false;
-	starts_new = val ? !p->pr.left : p->pr.right;
 	p->lo = lo;
 	p->hi = hi;
 	p->val = val;
 	p->card = val ? cv_card(cv) + changed : cv_card(cv) - changed;
-	p->nruns = cv_nruns(cv) - p->pr.starts + starts_new;
-	choose(pm, cv, p);
+	p->nruns = cv_nruns(cv) - p->pr.starts + (val ? !p->pr.left : p->pr.right);
 	return true;
 }
 
+/* Plans [lo, hi) := val on a chunk; false if nothing would change. */
 static bool plan_chunk(const struct pagemap *pm, const struct chunkv *cv, uint32_t lo,
 		       uint32_t hi, bool val, struct plan *p)
 {
-	return plan_chunk_inline(pm, cv, lo, hi, val, p);
+	cv_probe(cv, lo, hi, &p->pr);
+	if (!plan_counts(cv, lo, hi, val, p))
+		return false;
+	choose(pm, cv, p);
+	return true;
 }
 
 /* Allocates what the plan needs; -ENOMEM only if it cannot do without. */
@@ -305,28 +323,39 @@ static void plan_abort(struct pagemap *pm, struct plan *p)
  * go) is marked for pagemap_txn_end(); a canonical container is not, as
  * compacting it would change nothing.
  */
+static inline void set_dirty(struct pagemap *pm, struct leaf *leaf, uint32_t k)
+{
+	mput(leaf->dirty, k & (LEAF_CHUNKS - 1), true);
+	mput(pm->top_dirty, k >> LEAF_SHIFT, true);
+}
+
 static inline void mark_dirty(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 			      unsigned type, const struct ctr *c, uint32_t clen)
 {
-	if (!pm->txn_depth || (c && ctr_canonical(type, c, clen)))
-		return;
-	mput(leaf->dirty, k & (LEAF_CHUNKS - 1), true);
-	mput(pm->top_dirty, k >> LEAF_SHIFT, true);
+	if (pm->txn_depth && !(c && ctr_canonical(type, c, clen)))
+		set_dirty(pm, leaf, k);
+}
+
+/* The masks after a chunk went from card0 to card set pages. */
+static inline void update_masks(struct pagemap *pm, struct leaf *leaf, uint32_t k,
+				uint32_t clen, uint32_t card0, uint32_t card)
+{
+	uint32_t si = k & (LEAF_CHUNKS - 1);
+
+	if ((card0 > 0) == (card > 0) && (card0 < clen) == (card < clen))
+		return;		/* the masks stand */
+	mput(leaf->nonempty, si, card > 0);
+	mput(leaf->nonfull, si, card < clen);
+	leaf_sync_top(pm, k >> LEAF_SHIFT);
 }
 
 /* After a chunk went from card0 to card set pages: count, dirty mark, masks. */
 static inline void apply_done(struct pagemap *pm, struct leaf *leaf, uint32_t k, uint32_t clen,
 			      uint32_t card0, uint32_t card, unsigned type, const struct ctr *now)
 {
-	uint32_t si = k & (LEAF_CHUNKS - 1);
-
 	pm->count = pm->count - card0 + card;
 	mark_dirty(pm, leaf, k, type, now, clen);
-	if ((card0 > 0) == (card > 0) && (card0 < clen) == (card < clen))
-		return;		/* the masks stand */
-	mput(leaf->nonempty, si, card > 0);
-	mput(leaf->nonfull, si, card < clen);
-	leaf_sync_top(pm, k >> LEAF_SHIFT);
+	update_masks(pm, leaf, k, clen, card0, card);
 }
 
 /* A plan that keeps the chunk's container (!fresh, not uniform): in place. */
@@ -436,40 +465,88 @@ static int report_chunk(void *ctx, uint32_t s, uint32_t e)
 	return r->fn(r->opaque, r->base + s, e - s);
 }
 
-/* The hot path: one chunk of a leaf that exists. */
-static int assign_in_chunk(struct pagemap *pm, uint64_t start, uint64_t len, bool val,
-			   pagemap_run_fn changed, void *opaque)
+/* Tells changed() the runs [lo, hi) := val changes, from the probe. */
+static inline int report_changed(const struct chunkv *cv, const struct probe *pr, uint64_t base,
+				 uint32_t lo, uint32_t hi, bool val, pagemap_run_fn changed,
+				 void *opaque)
 {
-	uint32_t k = start >> CHUNK_SHIFT, lo = start & (CHUNK_PAGES - 1);
-	struct report r = { changed, opaque, chunk_base(k) };
+	struct report r = { changed, opaque, base };
+
+	/* When every page changes the range is the one run: no walk. */
+	if (pr->in == (val ? 0 : hi - lo))
+		return changed(opaque, base + lo, hi - lo);
+	return cv_report(cv, pr, lo, hi, !val, report_chunk, &r);
+}
+
+/* A planned change of one chunk of a leaf that exists: allocate, report, apply. */
+static __attribute__((noinline)) int assign_planned(struct pagemap *pm, struct leaf *leaf,
+						    uint32_t k, const struct chunkv *cv,
+						    struct plan *p, pagemap_run_fn changed,
+						    void *opaque)
+{
+	int ret = plan_prepare(pm, p);
+
+	if (ret)
+		return ret;
+	if (changed) {
+		ret = report_changed(cv, &p->pr, chunk_base(k), p->lo, p->hi, p->val, changed,
+				     opaque);
+		if (ret) {
+			plan_abort(pm, p);
+			return ret;
+		}
+	}
+	plan_apply(pm, leaf, k, cv, p);
+	if (p->type == CT_UNIFORM)
+		leaf_maybe_free(pm, k >> LEAF_SHIFT);
+	return 0;
+}
+
+/*
+ * The hot path, a small conversion: [lo, hi) of chunk k of a leaf that
+ * exists.  When the chunk has a container that keeps its place (the common
+ * case) the change is made from the probe without a plan: the same steps
+ * (report, then change in place) and the same result as plan_apply().
+ */
+static int assign_in_chunk(struct pagemap *pm, struct leaf *leaf, uint32_t k, uint32_t lo,
+			   uint32_t hi, bool val, pagemap_run_fn changed, void *opaque)
+{
+	uint32_t si = k & (LEAF_CHUNKS - 1), n, card0, card, nruns;
+	uintptr_t s = leaf->slot[si];
 	struct chunkv cv;
 	struct plan p;
 	int ret;
 
 	chunk_view(pm, k, &cv);
-	if (!plan_chunk_inline(pm, &cv, lo, lo + len, val, &p))
+	if (!s) {
+		if (!plan_chunk(pm, &cv, lo, hi, val, &p))
+			return 0;
+		return assign_planned(pm, leaf, k, &cv, &p, changed, opaque);
+	}
+	cv_probe(&cv, lo, hi, &p.pr);
+	n = val ? hi - lo - p.pr.in : p.pr.in;
+	if (!n)
 		return 0;
-	ret = plan_prepare(pm, &p);
-	if (ret)
-		return ret;
+	card0 = cv.c->card;
+	card = val ? card0 + n : card0 - n;
+	nruns = cv.c->nruns - p.pr.starts + (val ? !p.pr.left : p.pr.right);
+	if (!keeps_in_place(pm, cv.type, cv.c, cv.clen, card, nruns)) {
+		plan_counts(&cv, lo, hi, val, &p);
+		choose(pm, &cv, &p);
+		return assign_planned(pm, leaf, k, &cv, &p, changed, opaque);
+	}
 	if (changed) {
-		/* When every page changes the range is the one run: no walk. */
-		if (p.pr.in == (val ? 0 : len))
-			ret = changed(opaque, r.base + lo, len);
-		else
-			ret = cv_report(&cv, &p.pr, lo, lo + len, !val, report_chunk, &r);
-		if (ret) {
-			plan_abort(pm, &p);
+		ret = report_changed(&cv, &p.pr, chunk_base(k), lo, hi, val, changed, opaque);
+		if (ret)
 			return ret;
-		}
 	}
-	if (!p.fresh && p.type != CT_UNIFORM) {		/* the common case */
-		apply_in_place(pm, pm->leaf[k >> LEAF_SHIFT], k, &cv, &p);
-		return 0;
-	}
-	plan_apply(pm, pm->leaf[k >> LEAF_SHIFT], k, &cv, &p);
-	if (p.type == CT_UNIFORM)
-		leaf_maybe_free(pm, k >> LEAF_SHIFT);
+	ctr_assign(cv.type, cv.c, &p.pr, lo, hi, val, card, nruns);
+	leaf->slot[si] = (uintptr_t)cv.c | cv.type;
+	pm->count = pm->count - card0 + card;
+	/* apply_done(), knowing the container: outside a transaction it is canonical. */
+	if (pm->txn_depth && !form_canonical(cv.type, cv.c->cap, cv.clen, card, nruns))
+		set_dirty(pm, leaf, k);
+	update_masks(pm, leaf, k, cv.clen, card0, card);
 	return 0;
 }
 
@@ -678,8 +755,9 @@ static void commit_leaf(struct pagemap *pm, struct prep *pr, uint32_t li, uint64
 	leaf_maybe_free(pm, li);
 }
 
-static __attribute__((noinline)) int assign_range(struct pagemap *pm, uint64_t start, uint64_t end, bool val,
-			pagemap_run_fn changed, void *opaque)
+static __attribute__((noinline)) int assign_range(struct pagemap *pm, uint64_t start,
+						  uint64_t end, bool val, pagemap_run_fn changed,
+						  void *opaque)
 {
 	uint32_t l0 = start >> LEAF_PAGE_SHIFT, l1 = (end - 1) >> LEAF_PAGE_SHIFT;
 	struct runsink k = { .fn = changed, .opaque = opaque };
@@ -706,10 +784,14 @@ int pagemap_assign(struct pagemap *pm, uint64_t start, uint64_t len, bool val,
 {
 	uint64_t end = start + len;
 
+	struct leaf *leaf;
+
 	if (!len || end < start || end > pm->npages)
 		return -EINVAL;
-	if (start >> CHUNK_SHIFT == (end - 1) >> CHUNK_SHIFT && pm->leaf[start >> LEAF_PAGE_SHIFT])
-		return assign_in_chunk(pm, start, len, val, changed, opaque);
+	leaf = pm->leaf[start >> LEAF_PAGE_SHIFT];
+	if (start >> CHUNK_SHIFT == (end - 1) >> CHUNK_SHIFT && leaf)
+		return assign_in_chunk(pm, leaf, start >> CHUNK_SHIFT, start & (CHUNK_PAGES - 1),
+				       (start & (CHUNK_PAGES - 1)) + len, val, changed, opaque);
 	return assign_range(pm, start, end, val, changed, opaque);
 }
 
