@@ -822,8 +822,11 @@ static void compact_chunk(struct pagemap *pm, struct leaf *leaf, uint32_t k)
 	plan_apply(pm, leaf, k, &cv, &p);
 }
 
-/* Compacts the chunks marked dirty and drops leaves left uniform. */
-static __attribute__((noinline)) void txn_compact(struct pagemap *pm)
+/*
+ * Compacts the chunks marked dirty, drops leaves left uniform and frees
+ * what the transaction parked.
+ */
+static __attribute__((noinline)) void txn_finish(struct pagemap *pm)
 {
 	int li = -1, si;
 
@@ -840,6 +843,7 @@ static __attribute__((noinline)) void txn_compact(struct pagemap *pm)
 		leaf_maybe_free(pm, li);
 	}
 	memset(pm->top_dirty, 0, sizeof(pm->top_dirty));
+	free_deferred(pm);
 }
 
 void pagemap_txn_end(struct pagemap *pm)
@@ -847,8 +851,6 @@ void pagemap_txn_end(struct pagemap *pm)
 	if (!pm->txn_depth || --pm->txn_depth)
 		return;
 	/* Nothing marked: every chunk the transaction touched is canonical. */
-	if (many(pm->top_dirty))
-		txn_compact(pm);
-	if (pm->deferred)
-		free_deferred(pm);
+	if (many(pm->top_dirty) || pm->deferred)
+		txn_finish(pm);
 }
