@@ -185,18 +185,23 @@ static inline unsigned best_form(uint32_t card, uint32_t nruns)
 }
 
 /*
- * Within its hard limit and at most twice the best form's size (the size of
- * best_form() is the smallest of the three: no need to pick it).
+ * Within its hard limit and at most twice the best form's size.  The best
+ * size is the smallest of the three; worked out per form (a run list or an
+ * array is never more than twice the size of itself, a bitset never less
+ * than 8 KiB):
+ *   ARRAY:  2 card <= 8 KiB, and card <= 4 nruns unless runs are over their limit
+ *   RUN:    4 nruns <= 8 KiB, and nruns <= card unless card is over its limit
+ *   BITSET: 8 KiB / 2 <= 2 card and <= 4 nruns
  */
 static inline bool form_ok(unsigned type, uint32_t card, uint32_t nruns)
 {
-	uint32_t a = form_size(CT_ARRAY, card, nruns), r = form_size(CT_RUN, card, nruns);
-	uint32_t sz = type == CT_ARRAY ? a : type == CT_RUN ? r : BITSET_BYTES;
-	uint32_t best = a < r ? a : r;
-
-	if (best > BITSET_BYTES)
-		best = BITSET_BYTES;
-	return sz != UINT32_MAX && sz / 2 <= best;
+	switch (type) {
+	case CT_ARRAY:
+		return card <= ARRAY_MAX && (nruns > RUN_MAX || card <= 4 * nruns);
+	case CT_RUN:
+		return nruns <= RUN_MAX && (card > ARRAY_MAX || nruns <= card);
+	}
+	return card >= BITSET_BYTES / 4 && nruns >= BITSET_BYTES / 8;
 }
 
 static inline uint32_t form_elems(unsigned type, uint32_t card, uint32_t nruns)

@@ -294,11 +294,21 @@ Test(pagemap, form_ok_agrees_with_the_size_of_the_best_form)
 				      "form_ok(%u, %u, %u)", type, card, nruns);
 		}
 	}
-	for (uint32_t nruns = 0; nruns <= 32768; nruns++)
+	for (uint32_t nruns = 0; nruns <= 32768; nruns++) {
+		/* The edges of each rule: card near nruns, 4 nruns and the limits. */
+		const int64_t edge[] = { nruns, 4 * (int64_t)nruns, BITSET_BYTES / 4, ARRAY_MAX };
+
 		for (uint32_t card = nruns; card <= CHUNK_PAGES && card < nruns + 8192; card += 97)
 			for (unsigned type = CT_UNIFORM; type <= CT_BITSET; type++)
 				CHECK(form_ok(type, card, nruns) == form_ok_by_best(type, card, nruns),
 				      "form_ok(%u, %u, %u)", type, card, nruns);
+		for (size_t e = 0; e < ARRAY_SIZE(edge); e++)
+			for (int64_t card = edge[e] - 2; card <= edge[e] + 2; card++)
+				for (unsigned type = CT_UNIFORM; card >= 0 && type <= CT_BITSET; type++)
+					CHECK(form_ok(type, card, nruns) ==
+					      form_ok_by_best(type, card, nruns),
+					      "form_ok(%u, %lld, %u)", type, (long long)card, nruns);
+	}
 }
 
 Test(pagemap, containers_change_form_at_their_thresholds)
