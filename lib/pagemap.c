@@ -478,26 +478,41 @@ static inline int report_changed(const struct chunkv *cv, const struct probe *pr
 	return cv_report(cv, pr, lo, hi, !val, report_chunk, &r);
 }
 
-/* A planned change of one chunk of a leaf that exists: allocate, report, apply. */
+/*
+ * [lo, hi) := val on chunk k of a leaf that exists, through a plan: the
+ * chunk is uniform or its container must change form or grow.  pr: the
+ * probe of the range if the caller made it, else NULL.
+ */
 static __attribute__((noinline)) int assign_planned(struct pagemap *pm, struct leaf *leaf,
-						    uint32_t k, const struct chunkv *cv,
-						    struct plan *p, pagemap_run_fn changed,
+						    uint32_t k, uint32_t lo, uint32_t hi, bool val,
+						    const struct probe *pr, pagemap_run_fn changed,
 						    void *opaque)
 {
-	int ret = plan_prepare(pm, p);
+	struct chunkv cv;
+	struct plan p;
+	int ret;
 
+	chunk_view(pm, k, &cv);
+	if (pr) {
+		p.pr = *pr;
+		if (!plan_counts(&cv, lo, hi, val, &p))
+			return 0;
+		choose(pm, &cv, &p);
+	} else if (!plan_chunk(pm, &cv, lo, hi, val, &p)) {
+		return 0;
+	}
+	ret = plan_prepare(pm, &p);
 	if (ret)
 		return ret;
 	if (changed) {
-		ret = report_changed(cv, &p->pr, chunk_base(k), p->lo, p->hi, p->val, changed,
-				     opaque);
+		ret = report_changed(&cv, &p.pr, chunk_base(k), lo, hi, val, changed, opaque);
 		if (ret) {
-			plan_abort(pm, p);
+			plan_abort(pm, &p);
 			return ret;
 		}
 	}
-	plan_apply(pm, leaf, k, cv, p);
-	if (p->type == CT_UNIFORM)
+	plan_apply(pm, leaf, k, &cv, &p);
+	if (p.type == CT_UNIFORM)
 		leaf_maybe_free(pm, k >> LEAF_SHIFT);
 	return 0;
 }
@@ -514,33 +529,30 @@ static int assign_in_chunk(struct pagemap *pm, struct leaf *leaf, uint32_t k, ui
 	uint32_t si = k & (LEAF_CHUNKS - 1), n, card0, card, nruns;
 	uintptr_t s = leaf->slot[si];
 	struct chunkv cv;
-	struct plan p;
+	struct probe pr;
 	int ret;
 
-	chunk_view(pm, k, &cv);
-	if (!s) {
-		if (!plan_chunk(pm, &cv, lo, hi, val, &p))
-			return 0;
-		return assign_planned(pm, leaf, k, &cv, &p, changed, opaque);
-	}
-	cv_probe(&cv, lo, hi, &p.pr);
-	n = val ? hi - lo - p.pr.in : p.pr.in;
+	if (!s)
+		return assign_planned(pm, leaf, k, lo, hi, val, NULL, changed, opaque);
+	cv.c = (struct ctr *)(s & SLOT_PTR);
+	cv.type = s & SLOT_TYPE;
+	cv.uval = false;	/* a container's chunk: unused */
+	cv.clen = chunk_len(pm, k);
+	cv_probe(&cv, lo, hi, &pr);
+	n = val ? hi - lo - pr.in : pr.in;
 	if (!n)
 		return 0;
 	card0 = cv.c->card;
 	card = val ? card0 + n : card0 - n;
-	nruns = cv.c->nruns - p.pr.starts + (val ? !p.pr.left : p.pr.right);
-	if (!keeps_in_place(pm, cv.type, cv.c, cv.clen, card, nruns)) {
-		plan_counts(&cv, lo, hi, val, &p);
-		choose(pm, &cv, &p);
-		return assign_planned(pm, leaf, k, &cv, &p, changed, opaque);
-	}
+	nruns = cv.c->nruns - pr.starts + (val ? !pr.left : pr.right);
+	if (!keeps_in_place(pm, cv.type, cv.c, cv.clen, card, nruns))
+		return assign_planned(pm, leaf, k, lo, hi, val, &pr, changed, opaque);
 	if (changed) {
-		ret = report_changed(&cv, &p.pr, chunk_base(k), lo, hi, val, changed, opaque);
+		ret = report_changed(&cv, &pr, chunk_base(k), lo, hi, val, changed, opaque);
 		if (ret)
 			return ret;
 	}
-	ctr_assign(cv.type, cv.c, &p.pr, lo, hi, val, card, nruns);
+	ctr_assign(cv.type, cv.c, &pr, lo, hi, val, card, nruns);
 	leaf->slot[si] = (uintptr_t)cv.c | cv.type;
 	pm->count = pm->count - card0 + card;
 	/* apply_done(), knowing the container: outside a transaction it is canonical. */
