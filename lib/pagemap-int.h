@@ -185,13 +185,12 @@ static inline unsigned best_form(uint32_t card, uint32_t nruns)
 }
 
 /*
- * Within its hard limit and at most twice the best form's size.  The best
- * size is the smallest of the three; worked out per form (a run list or an
- * array is never more than twice the size of itself, a bitset never less
- * than 8 KiB):
- *   ARRAY:  2 card <= 8 KiB, and card <= 4 nruns unless runs are over their limit
- *   RUN:    4 nruns <= 8 KiB, and nruns <= card unless card is over its limit
- *   BITSET: 8 KiB / 2 <= 2 card and <= 4 nruns
+ * Within its hard limit and at most twice the best form's size, the best
+ * size being the smallest of 2 card (array), 4 nruns (run list) and 8 KiB
+ * (bitset), a form over its limit counting as infinitely big.  Per form:
+ *   ARRAY:  card <= 4096, and card <= 4 nruns unless nruns > 2048
+ *   RUN:    nruns <= 2048, and nruns <= card unless card > 4096
+ *   BITSET: card >= 2048 and nruns >= 1024
  */
 static inline bool form_ok(unsigned type, uint32_t card, uint32_t nruns)
 {

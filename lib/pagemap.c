@@ -318,17 +318,17 @@ static void plan_abort(struct pagemap *pm, struct plan *p)
 	p->nc = NULL;
 }
 
-/*
- * Inside a transaction a chunk left non-canonical (or uniform: its leaf may
- * go) is marked for pagemap_txn_end(); a canonical container is not, as
- * compacting it would change nothing.
- */
 static inline void set_dirty(struct pagemap *pm, struct leaf *leaf, uint32_t k)
 {
 	mput(leaf->dirty, k & (LEAF_CHUNKS - 1), true);
 	mput(pm->top_dirty, k >> LEAF_SHIFT, true);
 }
 
+/*
+ * Inside a transaction a chunk left non-canonical (or uniform: its leaf may
+ * go) is marked for pagemap_txn_end(); a canonical container is not, as
+ * compacting it would change nothing.
+ */
 static inline void mark_dirty(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 			      unsigned type, const struct ctr *c, uint32_t clen)
 {
@@ -795,7 +795,6 @@ int pagemap_assign(struct pagemap *pm, uint64_t start, uint64_t len, bool val,
 		   pagemap_run_fn changed, void *opaque)
 {
 	uint64_t end = start + len;
-
 	struct leaf *leaf;
 
 	if (!len || end < start || end > pm->npages)
