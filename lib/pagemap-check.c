@@ -19,18 +19,23 @@ struct vstate {
 
 #define BROKEN(v, ...) (snprintf((v)->why, (v)->len, __VA_ARGS__), -EUCLEAN)
 
-/* What a container must satisfy beyond its structure, unless relaxed. */
+/*
+ * What a container must satisfy beyond its structure, unless relaxed: inside
+ * a transaction only a chunk marked dirty (compacted at its end) may be out
+ * of form.
+ */
 static int check_form(struct vstate *v, uint32_t k, unsigned type, const struct ctr *c,
-		      uint32_t clen, bool lax)
+		      uint32_t clen, bool lax, bool dirty)
 {
 	bool txn = v->pm->txn_depth;
 	uint32_t n = form_elems(type, c->card, c->nruns);
 
-	if (txn)
+	if (txn && dirty)
 		return 0;
 	if (!c->card || c->card >= clen)
 		return BROKEN(v, "chunk %u: container holds a uniform chunk (card %u of %u) "
-			      "outside a transaction", k, c->card, clen);
+			      "%s", k, c->card, clen,
+			      txn ? "and is not marked dirty" : "outside a transaction");
 	if (lax)
 		return 0;
 	if (!form_ok(type, c->card, c->nruns))
@@ -71,7 +76,7 @@ static int check_slot(struct vstate *v, const struct leaf *leaf, uint32_t k)
 			      k, ne, nf, c->card);
 	v->count += c->card;
 	v->bytes += ctr_bytes(type, c->cap);
-	return check_form(v, k, type, c, clen, s & SLOT_LAX);
+	return check_form(v, k, type, c, clen, s & SLOT_LAX, mtest(leaf->dirty, si));
 }
 
 static int check_masks_tail(struct vstate *v, const uint64_t *m, uint32_t n, const char *what)
@@ -113,6 +118,11 @@ static int check_leaf(struct vstate *v, uint32_t li)
 		return BROKEN(v, "leaf %u: nctrs %u, counted %u", li, leaf->nctrs, nctrs);
 	if (!pm->txn_depth && (!many(leaf->nonempty) || !many(leaf->nonfull)))
 		return BROKEN(v, "leaf %u: uniform leaf kept outside a transaction", li);
+	if (pm->txn_depth && !leaf->nctrs && (!many(leaf->nonempty) || !many(leaf->nonfull)) &&
+	    !mtest(pm->top_dirty, li))
+		return BROKEN(v, "leaf %u: uniform leaf not marked dirty in a transaction", li);
+	if (many(leaf->dirty) && !mtest(pm->top_dirty, li))
+		return BROKEN(v, "leaf %u: dirty chunks but the leaf is not marked dirty", li);
 	v->bytes += sizeof(*leaf) + leaf->nslots * sizeof(uintptr_t);
 	return 0;
 }

@@ -292,8 +292,10 @@ static void run_splice(struct ctr *c, uint32_t i, uint32_t j, const struct run16
 {
 	struct run16 *r = ctr_run(c);
 
-	memmove(r + i + k, r + j, (c->nruns - j) * sizeof(*r));
-	memcpy(r + i, nr, k * sizeof(*r));
+	if (i + k != j)
+		memmove(r + i + k, r + j, (c->nruns - j) * sizeof(*r));
+	for (uint32_t x = 0; x < k; x++)	/* at most two: no call to memcpy */
+		r[i + x] = nr[x];
 }
 
 static void run_assign(struct ctr *c, const struct probe *pr, uint32_t lo, uint32_t hi,

@@ -184,13 +184,23 @@ static inline unsigned best_form(uint32_t card, uint32_t nruns)
 	return r <= BITSET_BYTES ? CT_RUN : CT_BITSET;
 }
 
-/* Within its hard limit and at most twice the best form's size. */
+/*
+ * Within its hard limit and at most twice the best form's size, the best
+ * size being the smallest of 2 card (array), 4 nruns (run list) and 8 KiB
+ * (bitset), a form over its limit counting as infinitely big.  Per form:
+ *   ARRAY:  card <= 4096, and card <= 4 nruns unless nruns > 2048
+ *   RUN:    nruns <= 2048, and nruns <= card unless card > 4096
+ *   BITSET: card >= 2048 and nruns >= 1024
+ */
 static inline bool form_ok(unsigned type, uint32_t card, uint32_t nruns)
 {
-	uint32_t sz = form_size(type, card, nruns);
-	unsigned best = best_form(card, nruns);
-
-	return sz != UINT32_MAX && sz / 2 <= form_size(best, card, nruns);
+	switch (type) {
+	case CT_ARRAY:
+		return card <= ARRAY_MAX && (nruns > RUN_MAX || card <= 4 * nruns);
+	case CT_RUN:
+		return nruns <= RUN_MAX && (card > ARRAY_MAX || nruns <= card);
+	}
+	return card >= BITSET_BYTES / 4 && nruns >= BITSET_BYTES / 8;
 }
 
 static inline uint32_t form_elems(unsigned type, uint32_t card, uint32_t nruns)
@@ -202,6 +212,24 @@ static inline uint32_t form_elems(unsigned type, uint32_t card, uint32_t nruns)
 static inline bool cap_ok(uint32_t cap, uint32_t n)
 {
 	return cap <= n + n / 2 + 8;
+}
+
+/*
+ * A container as it may stay outside a transaction with no flag: not
+ * uniform, in an acceptable form, without excess capacity.  Compacting it
+ * changes nothing, so a transaction need not mark it dirty.
+ */
+static inline bool form_canonical(unsigned type, uint32_t cap, uint32_t clen, uint32_t card,
+				  uint32_t nruns)
+{
+	if (!card || card >= clen || !form_ok(type, card, nruns))
+		return false;
+	return type == CT_BITSET || cap_ok(cap, form_elems(type, card, nruns));
+}
+
+static inline bool ctr_canonical(unsigned type, const struct ctr *c, uint32_t clen)
+{
+	return form_canonical(type, c->cap, clen, c->card, c->nruns);
 }
 
 /* The runs of val in [start, end) into k, then the pending one (pagemap-query.c). */

@@ -24,9 +24,11 @@
  * or shrunk and a container only changes form when it must grow out of the
  * one it has (to a bitset, or a run list big enough for every state it had
  * as an array), so re-assigning reported runs fits where the forward
- * assignment left room: see txn_choose().  pagemap_txn_end() makes the
- * touched chunks canonical again; if an allocation for that fails the
- * container stays valid, is flagged lax and is compacted when next touched.
+ * assignment left room: see txn_choose().  An assignment inside a
+ * transaction marks a chunk dirty only if it leaves it out of canonical
+ * form (or uniform), and pagemap_txn_end() makes the dirty chunks canonical
+ * again; if an allocation for that fails the container stays valid, is
+ * flagged lax and is compacted when next touched.
  *
  * Assignments are atomic: every allocation is made first, then changed()
  * is called for each changed run, then the map is changed (which cannot
@@ -215,7 +217,24 @@ static void canonical_choose(const struct chunkv *cv, struct plan *p)
 	plan_fresh(p, best, grow_cap(best, form_elems(best, p->card, p->nruns)), fit);
 }
 
-static void choose(const struct pagemap *pm, const struct chunkv *cv, struct plan *p)
+/*
+ * Whether the container of a chunk stays where it is, in its form, for a
+ * change that leaves card set pages in nruns runs: what txn_choose() and
+ * canonical_choose() keep in place.  The single-chunk path asks this before
+ * it makes a plan.
+ */
+static inline bool keeps_in_place(const struct pagemap *pm, unsigned type, const struct ctr *c,
+				  uint32_t clen, uint32_t card, uint32_t nruns)
+{
+	if (pm->txn_depth)
+		return fits(type, c, card, nruns);
+	if (!card || card >= clen || !form_ok(type, card, nruns))
+		return false;
+	return type == CT_BITSET ||
+	       (fits(type, c, card, nruns) && cap_ok(c->cap, form_elems(type, card, nruns)));
+}
+
+static inline void choose(const struct pagemap *pm, const struct chunkv *cv, struct plan *p)
 {
 	bool uniform = p->card == 0 || p->card == cv->clen;
 	unsigned type;
@@ -235,6 +254,10 @@ static void choose(const struct pagemap *pm, const struct chunkv *cv, struct pla
 			   false);
 		return;
 	}
+	if (keeps_in_place(pm, cv->type, cv->c, cv->clen, p->card, p->nruns)) {
+		p->type = cv->type;
+		return;
+	}
 	if (pm->txn_depth) {
 		txn_choose(cv, p, cv->clen);
 		return;
@@ -246,22 +269,29 @@ static void choose(const struct pagemap *pm, const struct chunkv *cv, struct pla
 	canonical_choose(cv, p);
 }
 
-/* Plans [lo, hi) := val on a chunk; false if nothing would change. */
-static bool plan_chunk(const struct pagemap *pm, const struct chunkv *cv, uint32_t lo,
-		       uint32_t hi, bool val, struct plan *p)
+/* The change [lo, hi) := val makes, given its probe: false if none. */
+static inline bool plan_counts(const struct chunkv *cv, uint32_t lo, uint32_t hi, bool val,
+			       struct plan *p)
 {
-	uint32_t changed, starts_new;
+	uint32_t changed = val ? hi - lo - p->pr.in : p->pr.in;
 
-	cv_probe(cv, lo, hi, &p->pr);
-	changed = val ? hi - lo - p->pr.in : p->pr.in;
 	if (!changed)
 		return false;
-	starts_new = val ? !p->pr.left : p->pr.right;
 	p->lo = lo;
 	p->hi = hi;
 	p->val = val;
 	p->card = val ? cv_card(cv) + changed : cv_card(cv) - changed;
-	p->nruns = cv_nruns(cv) - p->pr.starts + starts_new;
+	p->nruns = cv_nruns(cv) - p->pr.starts + (val ? !p->pr.left : p->pr.right);
+	return true;
+}
+
+/* Plans [lo, hi) := val on a chunk; false if nothing would change. */
+static bool plan_chunk(const struct pagemap *pm, const struct chunkv *cv, uint32_t lo,
+		       uint32_t hi, bool val, struct plan *p)
+{
+	cv_probe(cv, lo, hi, &p->pr);
+	if (!plan_counts(cv, lo, hi, val, p))
+		return false;
 	choose(pm, cv, p);
 	return true;
 }
@@ -288,12 +318,55 @@ static void plan_abort(struct pagemap *pm, struct plan *p)
 	p->nc = NULL;
 }
 
-static inline void mark_dirty(struct pagemap *pm, struct leaf *leaf, uint32_t k)
+static inline void set_dirty(struct pagemap *pm, struct leaf *leaf, uint32_t k)
 {
-	if (!pm->txn_depth)
-		return;
 	mput(leaf->dirty, k & (LEAF_CHUNKS - 1), true);
 	mput(pm->top_dirty, k >> LEAF_SHIFT, true);
+}
+
+/*
+ * Inside a transaction a chunk left non-canonical (or uniform: its leaf may
+ * go) is marked for pagemap_txn_end(); a canonical container is not, as
+ * compacting it would change nothing.
+ */
+static inline void mark_dirty(struct pagemap *pm, struct leaf *leaf, uint32_t k,
+			      unsigned type, const struct ctr *c, uint32_t clen)
+{
+	if (pm->txn_depth && !(c && ctr_canonical(type, c, clen)))
+		set_dirty(pm, leaf, k);
+}
+
+/* The masks after a chunk went from card0 to card set pages. */
+static inline void update_masks(struct pagemap *pm, struct leaf *leaf, uint32_t k,
+				uint32_t clen, uint32_t card0, uint32_t card)
+{
+	uint32_t si = k & (LEAF_CHUNKS - 1);
+
+	if ((card0 > 0) == (card > 0) && (card0 < clen) == (card < clen))
+		return;		/* the masks stand */
+	mput(leaf->nonempty, si, card > 0);
+	mput(leaf->nonfull, si, card < clen);
+	leaf_sync_top(pm, k >> LEAF_SHIFT);
+}
+
+/* After a chunk went from card0 to card set pages: count, dirty mark, masks. */
+static inline void apply_done(struct pagemap *pm, struct leaf *leaf, uint32_t k, uint32_t clen,
+			      uint32_t card0, uint32_t card, unsigned type, const struct ctr *now)
+{
+	pm->count = pm->count - card0 + card;
+	mark_dirty(pm, leaf, k, type, now, clen);
+	update_masks(pm, leaf, k, clen, card0, card);
+}
+
+/* A plan that keeps the chunk's container (!fresh, not uniform): in place. */
+static inline void apply_in_place(struct pagemap *pm, struct leaf *leaf, uint32_t k,
+				  const struct chunkv *cv, const struct plan *p)
+{
+	uint32_t card0 = cv->c->card;
+
+	ctr_assign(cv->type, cv->c, &p->pr, p->lo, p->hi, p->val, p->card, p->nruns);
+	leaf->slot[k & (LEAF_CHUNKS - 1)] = (uintptr_t)cv->c | cv->type | (p->lax ? SLOT_LAX : 0);
+	apply_done(pm, leaf, k, cv->clen, card0, p->card, cv->type, cv->c);
 }
 
 /* Carries out a prepared plan; cannot fail. */
@@ -301,7 +374,6 @@ static void plan_apply(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 		       const struct chunkv *cv, const struct plan *p)
 {
 	uint32_t si = k & (LEAF_CHUNKS - 1), card0 = cv_card(cv);
-	uintptr_t lax = p->lax ? SLOT_LAX : 0;
 
 	if (p->type == CT_UNIFORM) {
 		if (cv->c) {
@@ -309,28 +381,24 @@ static void plan_apply(struct pagemap *pm, struct leaf *leaf, uint32_t k,
 			leaf->nctrs--;
 		}
 		leaf->slot[si] = 0;
-	} else if (p->fresh) {
-		if (p->type == cv->type && p->cap >= form_elems(cv->type, card0, cv->c->nruns))
-			ctr_regrow(p->nc, p->type, p->cap, cv->c, &p->pr, p->lo, p->hi, p->val,
-				   p->card, p->nruns);
-		else
-			ctr_build(p->nc, p->type, p->cap, cv, p->lo, p->hi, p->val);
-		if (cv->c)
-			ctr_release(pm, cv->c, cv->type);
-		else
-			leaf->nctrs++;
-		leaf->slot[si] = (uintptr_t)p->nc | p->type | lax;
-	} else {
-		ctr_assign(cv->type, cv->c, &p->pr, p->lo, p->hi, p->val, p->card, p->nruns);
-		leaf->slot[si] = (uintptr_t)cv->c | cv->type | lax;
+		apply_done(pm, leaf, k, cv->clen, card0, p->card, CT_UNIFORM, NULL);
+		return;
 	}
-	pm->count = pm->count - card0 + p->card;
-	mark_dirty(pm, leaf, k);
-	if ((card0 > 0) == (p->card > 0) && (card0 < cv->clen) == (p->card < cv->clen))
-		return;		/* the masks stand */
-	mput(leaf->nonempty, si, p->card > 0);
-	mput(leaf->nonfull, si, p->card < cv->clen);
-	leaf_sync_top(pm, k >> LEAF_SHIFT);
+	if (!p->fresh) {
+		apply_in_place(pm, leaf, k, cv, p);
+		return;
+	}
+	if (p->type == cv->type && p->cap >= form_elems(cv->type, card0, cv->c->nruns))
+		ctr_regrow(p->nc, p->type, p->cap, cv->c, &p->pr, p->lo, p->hi, p->val, p->card,
+			   p->nruns);
+	else
+		ctr_build(p->nc, p->type, p->cap, cv, p->lo, p->hi, p->val);
+	if (cv->c)
+		ctr_release(pm, cv->c, cv->type);
+	else
+		leaf->nctrs++;
+	leaf->slot[si] = (uintptr_t)p->nc | p->type | (p->lax ? SLOT_LAX : 0);
+	apply_done(pm, leaf, k, cv->clen, card0, p->card, p->type, p->nc);
 }
 
 /* ---- life cycle ---- */
@@ -397,32 +465,100 @@ static int report_chunk(void *ctx, uint32_t s, uint32_t e)
 	return r->fn(r->opaque, r->base + s, e - s);
 }
 
-/* The hot path: one chunk of a leaf that exists. */
-static int assign_in_chunk(struct pagemap *pm, uint64_t start, uint64_t len, bool val,
-			   pagemap_run_fn changed, void *opaque)
+/* Tells changed() the runs [lo, hi) := val changes, from the probe. */
+static inline int report_changed(const struct chunkv *cv, const struct probe *pr, uint64_t base,
+				 uint32_t lo, uint32_t hi, bool val, pagemap_run_fn changed,
+				 void *opaque)
 {
-	uint32_t k = start >> CHUNK_SHIFT, lo = start & (CHUNK_PAGES - 1);
-	struct report r = { changed, opaque, chunk_base(k) };
+	struct report r = { changed, opaque, base };
+
+	/* When every page changes the range is the one run: no walk. */
+	if (pr->in == (val ? 0 : hi - lo))
+		return changed(opaque, base + lo, hi - lo);
+	return cv_report(cv, pr, lo, hi, !val, report_chunk, &r);
+}
+
+/*
+ * [lo, hi) := val on chunk k of a leaf that exists, through a plan: the
+ * chunk is uniform or its container must change form or grow.  pr: the
+ * probe of the range if the caller made it, else NULL.
+ */
+static __attribute__((noinline)) int assign_planned(struct pagemap *pm, struct leaf *leaf,
+						    uint32_t k, uint32_t lo, uint32_t hi, bool val,
+						    const struct probe *pr, pagemap_run_fn changed,
+						    void *opaque)
+{
 	struct chunkv cv;
 	struct plan p;
 	int ret;
 
 	chunk_view(pm, k, &cv);
-	if (!plan_chunk(pm, &cv, lo, lo + len, val, &p))
+	if (pr) {
+		p.pr = *pr;
+		if (!plan_counts(&cv, lo, hi, val, &p))
+			return 0;
+		choose(pm, &cv, &p);
+	} else if (!plan_chunk(pm, &cv, lo, hi, val, &p)) {
 		return 0;
+	}
 	ret = plan_prepare(pm, &p);
 	if (ret)
 		return ret;
 	if (changed) {
-		ret = cv_report(&cv, &p.pr, lo, lo + len, !val, report_chunk, &r);
+		ret = report_changed(&cv, &p.pr, chunk_base(k), lo, hi, val, changed, opaque);
 		if (ret) {
 			plan_abort(pm, &p);
 			return ret;
 		}
 	}
-	plan_apply(pm, pm->leaf[k >> LEAF_SHIFT], k, &cv, &p);
+	plan_apply(pm, leaf, k, &cv, &p);
 	if (p.type == CT_UNIFORM)
 		leaf_maybe_free(pm, k >> LEAF_SHIFT);
+	return 0;
+}
+
+/*
+ * The hot path, a small conversion: [lo, hi) of chunk k of a leaf that
+ * exists.  When the chunk has a container that keeps its place (the common
+ * case) the change is made from the probe without a plan: the same steps
+ * (report, then change in place) and the same result as plan_apply().
+ */
+static int assign_in_chunk(struct pagemap *pm, struct leaf *leaf, uint32_t k, uint32_t lo,
+			   uint32_t hi, bool val, pagemap_run_fn changed, void *opaque)
+{
+	uint32_t si = k & (LEAF_CHUNKS - 1), n, card0, card, nruns;
+	uintptr_t s = leaf->slot[si];
+	struct chunkv cv;
+	struct probe pr;
+	int ret;
+
+	if (!s)
+		return assign_planned(pm, leaf, k, lo, hi, val, NULL, changed, opaque);
+	cv.c = (struct ctr *)(s & SLOT_PTR);
+	cv.type = s & SLOT_TYPE;
+	cv.uval = false;	/* a container's chunk: unused */
+	cv.clen = chunk_len(pm, k);
+	cv_probe(&cv, lo, hi, &pr);
+	n = val ? hi - lo - pr.in : pr.in;
+	if (!n)
+		return 0;
+	card0 = cv.c->card;
+	card = val ? card0 + n : card0 - n;
+	nruns = cv.c->nruns - pr.starts + (val ? !pr.left : pr.right);
+	if (!keeps_in_place(pm, cv.type, cv.c, cv.clen, card, nruns))
+		return assign_planned(pm, leaf, k, lo, hi, val, &pr, changed, opaque);
+	if (changed) {
+		ret = report_changed(&cv, &pr, chunk_base(k), lo, hi, val, changed, opaque);
+		if (ret)
+			return ret;
+	}
+	ctr_assign(cv.type, cv.c, &pr, lo, hi, val, card, nruns);
+	leaf->slot[si] = (uintptr_t)cv.c | cv.type;
+	pm->count = pm->count - card0 + card;
+	/* apply_done(), knowing the container: outside a transaction it is canonical. */
+	if (pm->txn_depth && !form_canonical(cv.type, cv.c->cap, cv.clen, card, nruns))
+		set_dirty(pm, leaf, k);
+	update_masks(pm, leaf, k, cv.clen, card0, card);
 	return 0;
 }
 
@@ -631,8 +767,9 @@ static void commit_leaf(struct pagemap *pm, struct prep *pr, uint32_t li, uint64
 	leaf_maybe_free(pm, li);
 }
 
-static int assign_range(struct pagemap *pm, uint64_t start, uint64_t end, bool val,
-			pagemap_run_fn changed, void *opaque)
+static __attribute__((noinline)) int assign_range(struct pagemap *pm, uint64_t start,
+						  uint64_t end, bool val, pagemap_run_fn changed,
+						  void *opaque)
 {
 	uint32_t l0 = start >> LEAF_PAGE_SHIFT, l1 = (end - 1) >> LEAF_PAGE_SHIFT;
 	struct runsink k = { .fn = changed, .opaque = opaque };
@@ -658,11 +795,14 @@ int pagemap_assign(struct pagemap *pm, uint64_t start, uint64_t len, bool val,
 		   pagemap_run_fn changed, void *opaque)
 {
 	uint64_t end = start + len;
+	struct leaf *leaf;
 
 	if (!len || end < start || end > pm->npages)
 		return -EINVAL;
-	if (start >> CHUNK_SHIFT == (end - 1) >> CHUNK_SHIFT && pm->leaf[start >> LEAF_PAGE_SHIFT])
-		return assign_in_chunk(pm, start, len, val, changed, opaque);
+	leaf = pm->leaf[start >> LEAF_PAGE_SHIFT];
+	if (start >> CHUNK_SHIFT == (end - 1) >> CHUNK_SHIFT && leaf)
+		return assign_in_chunk(pm, leaf, start >> CHUNK_SHIFT, start & (CHUNK_PAGES - 1),
+				       (start & (CHUNK_PAGES - 1)) + len, val, changed, opaque);
 	return assign_range(pm, start, end, val, changed, opaque);
 }
 
@@ -682,6 +822,9 @@ static void compact_chunk(struct pagemap *pm, struct leaf *leaf, uint32_t k)
 	chunk_view(pm, k, &cv);
 	if (!cv.c)
 		return;
+	if (!(leaf->slot[k & (LEAF_CHUNKS - 1)] & SLOT_LAX) &&
+	    ctr_canonical(cv.type, cv.c, cv.clen))
+		return;		/* compacting would change nothing */
 	p.card = cv.c->card;
 	p.nruns = cv.c->nruns;
 	choose(pm, &cv, &p);
@@ -690,12 +833,14 @@ static void compact_chunk(struct pagemap *pm, struct leaf *leaf, uint32_t k)
 	plan_apply(pm, leaf, k, &cv, &p);
 }
 
-void pagemap_txn_end(struct pagemap *pm)
+/*
+ * Compacts the chunks marked dirty, drops leaves left uniform and frees
+ * what the transaction parked.
+ */
+static __attribute__((noinline)) void txn_finish(struct pagemap *pm)
 {
 	int li = -1, si;
 
-	if (!pm->txn_depth || --pm->txn_depth)
-		return;
 	while ((li = mnext(pm->top_dirty, li + 1, pm->nleaves)) >= 0) {
 		struct leaf *leaf = pm->leaf[li];
 
@@ -710,4 +855,13 @@ void pagemap_txn_end(struct pagemap *pm)
 	}
 	memset(pm->top_dirty, 0, sizeof(pm->top_dirty));
 	free_deferred(pm);
+}
+
+void pagemap_txn_end(struct pagemap *pm)
+{
+	if (!pm->txn_depth || --pm->txn_depth)
+		return;
+	/* Nothing marked: every chunk the transaction touched is canonical. */
+	if (many(pm->top_dirty) || pm->deferred)
+		txn_finish(pm);
 }

@@ -62,37 +62,66 @@ struct cvm_region {
 struct cb_frame {
 	const struct cvm_region *r;
 	struct cb_frame *up;
+	struct cb_frame **top;		/* &cb_top of the thread that pushed it */
 };
 static __thread struct cb_frame *cb_top;
 
-bool region_in_callback(const struct cvm_region *r)
+/*
+ * In a shared library every access to cb_top costs a call to find the
+ * thread's copy, so the paths below look its address up once.
+ */
+static bool frames_hold(const struct cb_frame *f, const struct cvm_region *r)
 {
-	for (struct cb_frame *f = cb_top; f; f = f->up)
+	for (; f; f = f->up)
 		if (f->r == r)
 			return true;
 	return false;
 }
 
-static void region_lock(struct cvm_region *r, struct cb_frame *f)
+bool region_in_callback(const struct cvm_region *r)
+{
+	return frames_hold(cb_top, r);
+}
+
+static void lock_at(struct cvm_region *r, struct cb_frame *f, struct cb_frame **top)
 {
 	pthread_mutex_lock(&r->lock);
 	f->r = r;
-	f->up = cb_top;
-	cb_top = f;
+	f->up = *top;
+	f->top = top;
+	*top = f;
+}
+
+static void region_lock(struct cvm_region *r, struct cb_frame *f)
+{
+	lock_at(r, f, &cb_top);
 }
 
 static void region_unlock(struct cvm_region *r, struct cb_frame *f)
 {
-	cb_top = f->up;
+	*f->top = f->up;
 	pthread_mutex_unlock(&r->lock);
+}
+
+/* A mutation: -EDEADLK from inside a callback of r, else r is locked. */
+static int mutation_lock(struct cvm_region *r, struct cb_frame *f)
+{
+	struct cb_frame **top = &cb_top;
+
+	if (frames_hold(*top, r))
+		return -EDEADLK;
+	lock_at(r, f, top);
+	return 0;
 }
 
 /* Queries: from inside a callback of r this thread already holds the lock. */
 static bool query_lock(struct cvm_region *r, struct cb_frame *f)
 {
-	if (region_in_callback(r))
+	struct cb_frame **top = &cb_top;
+
+	if (frames_hold(*top, r))
 		return false;
-	region_lock(r, f);
+	lock_at(r, f, top);
 	return true;
 }
 
@@ -379,9 +408,18 @@ unwind_dma:
 	return err;
 }
 
-/* pr: sorted, disjoint, non-touching page ranges. */
-static int convert_locked(struct cvm_region *r, const struct prange *pr, size_t n, bool value)
+/*
+ * pr: sorted, disjoint, non-touching page ranges.  The changed runs are
+ * collected for the listeners and for the undo of earlier ranges when a
+ * later one fails; with no listener a single range needs neither (its
+ * assignment changes nothing when it fails).  Inlined with
+ * convert_common() into its two callers, so cvm_convert() runs a copy
+ * specialised for n == 1.
+ */
+static inline __attribute__((always_inline)) int
+convert_locked(struct cvm_region *r, const struct prange *pr, size_t n, bool value)
 {
+	pagemap_run_fn collect = n > 1 || r->plain.n || r->dma.n ? collect_run : NULL;
 	int err = 0;
 
 	r->nruns = 0;
@@ -389,7 +427,7 @@ static int convert_locked(struct cvm_region *r, const struct prange *pr, size_t 
 	for (size_t i = 0; i < n; i++) {
 		size_t mark = r->nruns;
 
-		err = pagemap_assign(r->pm, pr[i].start, pr[i].len, value, collect_run, r);
+		err = pagemap_assign(r->pm, pr[i].start, pr[i].len, value, collect, r);
 		if (err) {
 			r->nruns = mark;   /* that assignment changed nothing */
 			goto undo;
@@ -410,14 +448,14 @@ undo:
 	return err;
 }
 
-static int convert_common(struct cvm_region *r, const struct prange *pr, size_t n, int to)
+static inline __attribute__((always_inline)) int
+convert_common(struct cvm_region *r, const struct prange *pr, size_t n, int to)
 {
 	struct cb_frame f;
-	int err;
+	int err = mutation_lock(r, &f);
 
-	if (region_in_callback(r))
-		return -EDEADLK;
-	region_lock(r, &f);
+	if (err)
+		return err;
 	err = convert_locked(r, pr, n, to == CVM_SHARED);
 	region_unlock(r, &f);
 	return err;

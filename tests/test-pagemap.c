@@ -6,7 +6,7 @@
  *
  * The differential tests run random operation sequences against a naive
  * oracle (tests/pagemap-diff.h), validate() after every step.  Default:
- * about 1.1 million operations; CVM_PAGEMAP_OPS=N runs about N in all,
+ * about 1.5 million operations; CVM_PAGEMAP_OPS=N runs about N in all,
  * CVM_PAGEMAP_SEED=S changes the random sequences.
  */
 #include "internal.h"
@@ -267,6 +267,50 @@ Test(pagemap, walk_returns_the_callbacks_error)
 	pagemap_destroy(pm);
 }
 
+/* form_ok() as first written: the size of the best form, picked by best_form(). */
+static bool form_ok_by_best(unsigned type, uint32_t card, uint32_t nruns)
+{
+	uint32_t sz = form_size(type, card, nruns);
+
+	return sz != UINT32_MAX && sz / 2 <= form_size(best_form(card, nruns), card, nruns);
+}
+
+Test(pagemap, form_ok_agrees_with_the_size_of_the_best_form)
+{
+	uint64_t seed = 7;
+
+	/* Every card near the thresholds with every plausible run count, then random. */
+	for (uint32_t card = 0; card <= CHUNK_PAGES; card++) {
+		bool edge = card < 64 || (card > ARRAY_MAX - 64 && card < ARRAY_MAX + 64) ||
+			    card > CHUNK_PAGES - 64;
+
+		for (int t = 0; t < (edge ? 400 : 3); t++) {
+			uint32_t maxr = card < CHUNK_PAGES - card ? card : CHUNK_PAGES - card + 1;
+			uint32_t nruns = t < 3 ? (t == 0 ? !!card : t == 1 ? maxr : RUN_MAX + 1) :
+				       (uint32_t)rnd(&seed, maxr + 1);
+
+			for (unsigned type = CT_UNIFORM; type <= CT_BITSET; type++)
+				CHECK(form_ok(type, card, nruns) == form_ok_by_best(type, card, nruns),
+				      "form_ok(%u, %u, %u)", type, card, nruns);
+		}
+	}
+	for (uint32_t nruns = 0; nruns <= 32768; nruns++) {
+		/* The edges of each rule: card near nruns, 4 nruns and the limits. */
+		const int64_t edge[] = { nruns, 4 * (int64_t)nruns, BITSET_BYTES / 4, ARRAY_MAX };
+
+		for (uint32_t card = nruns; card <= CHUNK_PAGES && card < nruns + 8192; card += 97)
+			for (unsigned type = CT_UNIFORM; type <= CT_BITSET; type++)
+				CHECK(form_ok(type, card, nruns) == form_ok_by_best(type, card, nruns),
+				      "form_ok(%u, %u, %u)", type, card, nruns);
+		for (size_t e = 0; e < ARRAY_SIZE(edge); e++)
+			for (int64_t card = edge[e] - 2; card <= edge[e] + 2; card++)
+				for (unsigned type = CT_UNIFORM; card >= 0 && type <= CT_BITSET; type++)
+					CHECK(form_ok(type, card, nruns) ==
+					      form_ok_by_best(type, card, nruns),
+					      "form_ok(%u, %lld, %u)", type, (long long)card, nruns);
+	}
+}
+
 Test(pagemap, containers_change_form_at_their_thresholds)
 {
 	struct pagemap *pm;
@@ -365,8 +409,16 @@ Test(pagemap, validate_names_the_first_broken_invariant)
 	c->cap = 1000;
 	expect_broken(pm, "capacity");
 	pm->txn_depth = 1;
+	expect_broken(pm, "capacity");	/* only a chunk marked dirty may be */
+	mput(leaf->dirty, 1, true);
+	expect_broken(pm, "leaf is not marked dirty");
+	mput(pm->top_dirty, 0, true);
 	must_validate(pm);
 	pm->txn_depth = 0;
+	expect_broken(pm, "transaction state left outside");
+	mput(pm->top_dirty, 0, false);
+	expect_broken(pm, "dirty chunks outside a transaction");
+	mput(leaf->dirty, 1, false);
 	leaf->slot[1] |= SLOT_LAX;
 	must_validate(pm);
 	leaf->slot[1] &= ~SLOT_LAX;
@@ -729,9 +781,10 @@ struct config {
 	size_t nwin;
 	unsigned long ops;
 	uint64_t big;		/* longest "big" range, in segments */
+	unsigned small;		/* % of ranges of 1 to 4 segments: the conversion path */
 };
 
-#define DEFAULT_TOTAL_OPS 1100000ul
+#define DEFAULT_TOTAL_OPS 1500000ul
 
 static unsigned long scaled_ops(unsigned long ops)
 {
@@ -792,7 +845,9 @@ static void gen_range(struct gen *g, uint64_t *s, uint64_t *e)
 
 	if (b0 >= nseg)
 		b0 = nseg - 1;
-	if (r < 45)
+	if (rnd(&g->rng, 100) < g->cfg->small)
+		b1 = b0 + 1 + rnd(&g->rng, 4);
+	else if (r < 45)
 		b1 = b0 + 1 + rnd(&g->rng, 8);
 	else if (r < 70)
 		b1 = b0 + 1 + rnd(&g->rng, 300);
@@ -888,14 +943,15 @@ static const uint64_t win_odd[] = {
 
 Test(pagemap_diff, dense_few_chunks_with_a_short_last_chunk, .timeout = 600)
 {
-	static const struct config c = { 3 * 65536 + 12345, false, NULL, 0, 360000, 400000 };
+	static const struct config c = { 3 * 65536 + 12345, false, NULL, 0, 360000, 400000,
+					 0 };
 
 	run_config(&c, 1);
 }
 
 Test(pagemap_diff, dense_one_whole_chunk, .timeout = 600)
 {
-	static const struct config c = { 65536, true, NULL, 0, 100000, 65536 };
+	static const struct config c = { 65536, true, NULL, 0, 100000, 65536, 0 };
 
 	run_config(&c, 2);
 }
@@ -905,16 +961,47 @@ Test(pagemap_diff, dense_tiny_maps, .timeout = 600)
 	static const uint64_t sizes[] = { 1, 2, 63, 64, 65, 4097, 65535, 65537 };
 
 	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
-		struct config c = { sizes[i], i & 1, NULL, 0, 12000, sizes[i] };
+		struct config c = { sizes[i], i & 1, NULL, 0, 12000, sizes[i], 0 };
 
 		run_config(&c, 3 + i);
 	}
 }
 
+/*
+ * Mostly single pages and small ranges inside one chunk, the path of a
+ * 4 KiB conversion, in and out of transactions, with allocation failures
+ * and vetoes: containers of every form change in place, grow and change
+ * form one page at a time, and a transaction marks only chunks it leaves
+ * out of form.
+ */
+Test(pagemap_diff, dense_small_assignments, .timeout = 600)
+{
+	static const struct config c = { 3 * 65536 + 12345, false, NULL, 0, 200000, 400000,
+					 92 };
+
+	run_config(&c, 60);
+}
+
+/* Only small ranges: chunks fill up page by page into bitsets and back. */
+Test(pagemap_diff, dense_only_small_assignments, .timeout = 600)
+{
+	static const struct config c = { 2 * 65536 + 777, false, NULL, 0, 100000, 0, 100 };
+
+	run_config(&c, 65);
+}
+
+Test(pagemap_diff, sparse_small_assignments_initially_shared, .timeout = 600)
+{
+	static const struct config c = { 1ull << 32, true, win_2p32, ARRAY_SIZE(win_2p32) / 2,
+					 100000, 1000000, 92 };
+
+	run_config(&c, 70);
+}
+
 Test(pagemap_diff, three_leaves_with_a_short_last_one, .timeout = 600)
 {
 	static const struct config c = { (1ull << 25) + 3 * 65536 + 77, false, win_leaves,
-					 ARRAY_SIZE(win_leaves) / 2, 80000, 700000 };
+					 ARRAY_SIZE(win_leaves) / 2, 80000, 700000, 0 };
 
 	run_config(&c, 20);
 }
@@ -922,7 +1009,7 @@ Test(pagemap_diff, three_leaves_with_a_short_last_one, .timeout = 600)
 Test(pagemap_diff, sparse_2p32_pages, .timeout = 600)
 {
 	static const struct config c = { 1ull << 32, false, win_2p32, ARRAY_SIZE(win_2p32) / 2,
-					 220000, 1000000 };
+					 220000, 1000000, 0 };
 
 	run_config(&c, 30);
 }
@@ -930,7 +1017,7 @@ Test(pagemap_diff, sparse_2p32_pages, .timeout = 600)
 Test(pagemap_diff, sparse_12tib_initially_shared, .timeout = 600)
 {
 	static const struct config c = { 3ull << 30, true, win_12tib, ARRAY_SIZE(win_12tib) / 2,
-					 120000, 300000 };
+					 120000, 300000, 0 };
 
 	run_config(&c, 40);
 }
@@ -938,7 +1025,7 @@ Test(pagemap_diff, sparse_12tib_initially_shared, .timeout = 600)
 Test(pagemap_diff, sparse_2p32_minus_odd_pages, .timeout = 600)
 {
 	static const struct config c = { (1ull << 32) - 12345, false, win_odd,
-					 ARRAY_SIZE(win_odd) / 2, 120000, 300000 };
+					 ARRAY_SIZE(win_odd) / 2, 120000, 300000, 0 };
 
 	run_config(&c, 50);
 }

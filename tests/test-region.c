@@ -276,6 +276,121 @@ Test(region, allocation_failure_inside_a_conversion_changes_nothing)
 	cvm_region_destroy(r);
 }
 
+static uint64_t test_rng(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static bool same_stats(const struct cvm_region_stats *a, const struct cvm_region_stats *b)
+{
+	return a->shared_pages == b->shared_pages && a->shared_runs == b->shared_runs &&
+	       a->pagemap_bytes == b->pagemap_bytes;
+}
+
+/* cvm_convert() with the nth allocation from now failing (0: none). */
+static int convert_failing(struct cvm_region *r, uint64_t p, uint64_t len, enum cvm_state to,
+			   int nth)
+{
+	struct cvm_alloc_hooks h = { .realloc = failing_realloc };
+	int err;
+
+	fail_nth = nth;
+	cvm_set_alloc_hooks(nth ? &h : NULL);
+	err = cvm_convert(r, G(p), len * PG, to, 0);
+	cvm_set_alloc_hooks(NULL);
+	fail_nth = 0;
+	return err;
+}
+
+/*
+ * A single range that nobody listens to is converted without collecting its
+ * changed runs.  It must behave exactly as the collecting path does (state,
+ * runs, memory, conversions, the same allocations failing the same way), and
+ * a failure must change nothing.
+ */
+Test(region, an_unheard_conversion_matches_a_heard_one_and_fails_atomically)
+{
+	enum { N = 3 * 65536 + 100 };
+	struct cvm_region *quiet = mkregion(N, 0), *heard = mkregion(N, 0);
+	struct cvm_region_stats sq = { .sz = sizeof(sq) }, sh = { .sz = sizeof(sh) };
+	struct cvm_region_stats bq = { .sz = sizeof(bq) }, bh = { .sz = sizeof(bh) };
+	struct cvm_listener *l;
+	struct view v;
+	uint8_t *want = calloc(N, 1);
+	uint64_t seed = 11;
+	int failed = 0;
+
+	view_init(&v, BASE, N, false);
+	cr_assert_eq(cvm_listener_add(heard, &view_ops, &v, 0, &l), 0);
+	/*
+	 * The heard region's buffer of changed runs grows only: grow it to the
+	 * most runs one chunk can have now, so that later conversions make the
+	 * same allocations on both.
+	 */
+	for (uint64_t p = 0; p < 65536; p += 2)
+		cr_assert_eq(cvm_convert(heard, G(p), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(heard, G(0), 65536 * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_convert(heard, G(N - 1), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(quiet, G(N - 1), PG, CVM_SHARED, 0), 0);
+	want[N - 1] = 1;
+	for (int step = 0; step < 40000; step++) {
+		/* Small ranges around a few thousand pages of each chunk: every form. */
+		uint64_t chunk = test_rng(&seed) % 4, len = 1 + test_rng(&seed) % 4;
+		uint64_t spread = step % 1000 < 500 ? 3000 : 20000;
+		uint64_t p = chunk * 65536 + test_rng(&seed) % spread;
+		enum cvm_state to = test_rng(&seed) % 100 < (step % 7000 < 3500 ? 60 : 40) ?
+				    CVM_SHARED : CVM_PRIVATE;
+		int nth = test_rng(&seed) % 3 ? 0 : 1 + (int)(test_rng(&seed) % 3), eq, eh;
+
+		if (step % 300 == 0) {	/* a whole chunk: its container starts afresh */
+			p = chunk * 65536;
+			len = 65536;
+		}
+		if (p >= N)
+			p = N - 1;
+		if (p + len > N)
+			len = N - p;
+		cr_assert_eq(cvm_region_stats(quiet, &bq), 0);
+		cr_assert_eq(cvm_region_stats(heard, &bh), 0);
+		eq = convert_failing(quiet, p, len, to, nth);
+		eh = convert_failing(heard, p, len, to, nth);
+		cr_assert_eq(eq, eh, "step %d: quiet %d, heard %d", step, eq, eh);
+		if (eq) {
+			cr_assert_eq(eq, -ENOMEM, "step %d: %d", step, eq);
+			cr_assert_eq(cvm_region_stats(quiet, &sq), 0);
+			cr_assert(same_stats(&sq, &bq) && sq.conversions == bq.conversions,
+				  "step %d: a failed conversion changed it", step);
+			failed++;
+			cr_assert_eq(convert_failing(quiet, p, len, to, 0), 0);
+			cr_assert_eq(convert_failing(heard, p, len, to, 0), 0);
+		}
+		memset(want + p, to == CVM_SHARED, len);
+		cr_assert_eq(cvm_region_stats(quiet, &sq), 0);
+		cr_assert_eq(cvm_region_stats(heard, &sh), 0);
+		cr_assert_eq(sq.conversions - bq.conversions, sh.conversions - bh.conversions);
+		cr_assert(same_stats(&sq, &sh), "step %d: quiet %llu pages %llu runs %llu bytes, "
+			  "heard %llu pages %llu runs %llu bytes", step,
+			  (unsigned long long)sq.shared_pages, (unsigned long long)sq.shared_runs,
+			  (unsigned long long)sq.pagemap_bytes, (unsigned long long)sh.shared_pages,
+			  (unsigned long long)sh.shared_runs, (unsigned long long)sh.pagemap_bytes);
+		if (step % 4000 == 3999) {
+			assert_state(quiet, BASE, N, want);
+			cr_assert(memcmp(v.page, want, N) == 0);
+		}
+	}
+	cr_log_info("%d conversions failed", failed);
+	cr_assert_geq(failed, 50, "only %d conversions failed: the test tests little", failed);
+	assert_state(quiet, BASE, N, want);
+	free(want);
+	view_fini(&v);
+	cvm_region_destroy(quiet);
+	cvm_region_destroy(heard);
+}
+
 /* ---- bad input ---- */
 
 Test(region, bad_input_returns_errno_and_changes_nothing)
