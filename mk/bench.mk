@@ -48,3 +48,5 @@ bench: $(bench_deps)
 	top_srcdir='$(abs_top_srcdir)' top_builddir='$(abs_top_builddir)' GNUPLOT='$(GNUPLOT)' \
 		CC='$(CC)' $(SHELL) $(top_srcdir)/bench/run.sh $(BENCH_ARGS)
 .PHONY: bench
+# What make bench leaves in the build tree: its raw results and plot data.
+CLEANFILES += bench/*.out bench/*.dat
