@@ -25,6 +25,9 @@ while [ $# -gt 0 ]; do
 	esac
 done
 per_prog=${CVMDMA_VM_TEST_TIMEOUT:-300}
+# A guest that prints nothing for this long has stalled (every program
+# prints as it goes; the slowest step, 65,535 maps, takes ~20 s).
+stall=${CVMDMA_VM_STALL_TIMEOUT:-240}
 # Boot takes seconds; allow every program its full share on top.
 limit=${limit:-$((120 + per_prog * $#))}
 
@@ -86,18 +89,58 @@ fi
 t1=$(date +%s)
 echo "# kernel ready after $((t1 - t0)) s; booting $bz"
 
+# Boot, and stop the guest (as if qemu-run's timeout had: exit 124) once its
+# console has been quiet for $stall s: a stalled TCG guest would otherwise
+# sit until the whole-run timeout, $limit s.  qemu-run gets its own process
+# session (setsid), so that stopping the session stops QEMU too (timeout(1)
+# puts QEMU in a process group of its own, but not in a session).
+stop_session() {
+	pkill "-$1" -s "$qpid" 2>/dev/null || kill "-$1" "$qpid" 2>/dev/null
+}
+
 boot() {
-	{
+	: >"$work/serial"
+	if command -v setsid >/dev/null 2>&1; then
+		setsid "$here/qemu-run" --timeout "$limit" --append "CVM_TIMEOUT=$per_prog" \
+			"$bz" "$work/initrd.gz" >"$work/serial" 2>"$work/qemu.err" &
+	else
 		"$here/qemu-run" --timeout "$limit" --append "CVM_TIMEOUT=$per_prog" \
-			"$bz" "$work/initrd.gz" 2>"$work/qemu.err" || echo "@@CVM-QEMU-EXIT $?"
+			"$bz" "$work/initrd.gz" >"$work/serial" 2>"$work/qemu.err" &
+	fi
+	qpid=$!
+	last=-1 quiet=0
+	while kill -0 "$qpid" 2>/dev/null && [ "$quiet" -lt "$stall" ]; do
+		sleep 2
+		size=$(wc -c <"$work/serial")
+		if [ "$size" -ne "$last" ]; then
+			last=$size quiet=0
+		else
+			quiet=$((quiet + 2))
+		fi
+	done
+	if [ "$quiet" -ge "$stall" ]; then
+		echo "guest-check: the guest printed nothing for $stall s: stopped" >>"$work/qemu.err"
+		stop_session TERM
+		sleep 5
+		stop_session KILL
+		wait "$qpid" 2>/dev/null
+		rc=124
+	else
+		wait "$qpid"
+		rc=$?
+	fi
+	{
+		cat "$work/serial"
+		[ "$rc" -eq 0 ] || echo "@@CVM-QEMU-EXIT $rc"
 	} | awk -v kernel="$kernel" -v names="$names" -f "$here/guest-tap.awk" >"$work/tap"
 	status=$?
 }
 
 boot
 # A TCG guest on a heavily loaded host has been seen to stall until the
-# timeout (once in many runs, never reproduced on a quiet host).  Boot once
-# more, and say so: a real hang hangs twice and fails.
+# timeout (once in many runs, never reproduced on a quiet host; once mid-run
+# with the guest idle, so that even its own per-program timer never fired).
+# Boot once more, and say so: a real hang hangs twice and fails.
 if grep -q '(qemu-run exit 124)' "$work/tap" && [ -z "${CVMDMA_VM_NO_RETRY:-}" ]; then
 	echo "# the guest hung until the timeout; the first attempt said:"
 	sed 's/^/#   /' "$work/tap" "$work/qemu.err"
