@@ -100,13 +100,10 @@ stop_session() {
 
 boot() {
 	: >"$work/serial"
-	if command -v setsid >/dev/null 2>&1; then
-		setsid "$here/qemu-run" --timeout "$limit" --append "CVM_TIMEOUT=$per_prog" \
-			"$bz" "$work/initrd.gz" >"$work/serial" 2>"$work/qemu.err" &
-	else
-		"$here/qemu-run" --timeout "$limit" --append "CVM_TIMEOUT=$per_prog" \
-			"$bz" "$work/initrd.gz" >"$work/serial" 2>"$work/qemu.err" &
-	fi
+	launch=
+	! command -v setsid >/dev/null 2>&1 || launch=setsid
+	$launch "$here/qemu-run" --timeout "$limit" --append "CVM_TIMEOUT=$per_prog" \
+		"$bz" "$work/initrd.gz" >"$work/serial" 2>"$work/qemu.err" &
 	qpid=$!
 	last=-1 quiet=0
 	while kill -0 "$qpid" 2>/dev/null && [ "$quiet" -lt "$stall" ]; do
@@ -119,11 +116,11 @@ boot() {
 		fi
 	done
 	if [ "$quiet" -ge "$stall" ]; then
-		echo "guest-check: the guest printed nothing for $stall s: stopped" >>"$work/qemu.err"
 		stop_session TERM
 		sleep 5
 		stop_session KILL
 		wait "$qpid" 2>/dev/null
+		echo "guest-check: the guest printed nothing for $stall s: stopped" >>"$work/qemu.err"
 		rc=124
 	else
 		wait "$qpid"
