@@ -648,3 +648,24 @@ Test(maptable, remove_range_small_and_large)
 	cr_assert_leq(maptable_bytes(mt), 256 + 16 * 1024);
 	maptable_destroy(mt);
 }
+
+/* Separators are bounds that removals leave stale: an insert between a
+ * stale separator and the next leaf's first entry belongs to that next
+ * leaf, even when the leaf before it was the one used last. */
+Test(maptable, insert_after_a_stale_separator_goes_right_of_it)
+{
+	struct maptable *mt;
+	struct mt_entry e;
+
+	cr_assert_eq(maptable_create(&mt), 0);
+	for (uint64_t i = 0; i < 64; i++)	/* ascending: two full leaves */
+		cr_assert_eq(maptable_insert(mt, i * 0x2000, 0x1000, i), 0);
+	cr_assert_eq(maptable_remove(mt, 32 * 0x2000, NULL), 0);	/* the separator */
+	cr_assert_eq(maptable_remove(mt, 5 * 0x2000, NULL), 0);	/* room on the left */
+	cr_assert_eq(maptable_lookup(mt, 31 * 0x2000, &e), 0);		/* the left leaf last */
+	cr_assert_eq(maptable_insert(mt, 32 * 0x2000, 0x1000, 99), 0);
+	cr_assert_eq(maptable_validate(mt), 0);
+	cr_assert_eq(maptable_lookup_le(mt, 32 * 0x2000 + 0x800, &e), 0);
+	cr_assert(e.iova == 32 * 0x2000 && e.data == 99);
+	maptable_destroy(mt);
+}
