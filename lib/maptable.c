@@ -712,7 +712,8 @@ static void fix_leaf(struct maptable *mt, const struct mt_path *p, struct mt_lea
 	g->key[0] = s->e[0].iova;
 }
 
-int maptable_remove(struct maptable *mt, uint64_t iova, struct mt_entry *out)
+/* The entry starting at iova goes, if it has length len (any if len is 0). */
+static int remove_start(struct maptable *mt, uint64_t iova, uint64_t len, struct mt_entry *out)
 {
 	struct mt_path p;
 	struct mt_leaf *l;
@@ -729,7 +730,7 @@ int maptable_remove(struct maptable *mt, uint64_t iova, struct mt_entry *out)
 	else
 		p.depth = 0;
 	pos = leaf_count_le(l, iova);
-	if (!pos || l->e[pos - 1].iova != iova)
+	if (!pos || l->e[pos - 1].iova != iova || (len && l->e[pos - 1].last - iova != len - 1))
 		return -ENOENT;
 	pos--;
 	if (out)
@@ -749,6 +750,18 @@ int maptable_remove(struct maptable *mt, uint64_t iova, struct mt_entry *out)
 	}
 	pool_trim(mt);
 	return 0;
+}
+
+int maptable_remove(struct maptable *mt, uint64_t iova, struct mt_entry *out)
+{
+	return remove_start(mt, iova, 0, out);
+}
+
+int maptable_remove_exact(struct maptable *mt, uint64_t iova, uint64_t len, struct mt_entry *out)
+{
+	if (!len)
+		return -EINVAL;
+	return remove_start(mt, iova, len, out);
 }
 
 /* ---- queries ---- */

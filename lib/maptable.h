@@ -22,6 +22,11 @@ int  maptable_insert(struct maptable *mt, uint64_t iova, uint64_t len, uint64_t 
 /* Remove the entry starting exactly at iova: 0, or -ENOENT.  If out is not
  * NULL it receives the removed entry.  Never allocates, never fails otherwise. */
 int  maptable_remove(struct maptable *mt, uint64_t iova, struct mt_entry *out);
+/* The same, only if that entry is exactly [iova, iova+len): else -ENOENT and
+ * nothing changes (-EINVAL for len 0).  One search where a lookup and a
+ * removal would take two: an unmap of one whole mapping. */
+int  maptable_remove_exact(struct maptable *mt, uint64_t iova, uint64_t len,
+			   struct mt_entry *out);
 /* Remove every entry that starts in [iova, iova+len) (len 0: to the end).
  * Returns how many went and adds their bytes to *bytes if not NULL.  Never
  * fails: a few entries go one by one; many go in one pass that rebuilds the

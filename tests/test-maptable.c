@@ -223,9 +223,20 @@ static void random_op(struct maptable *mt, struct naive *nv, uint64_t base, uint
 	case 3: case 4:
 		if (nv->n && rnd() % 4)
 			x = nv->e[rnd() % nv->n].iova;
-		ra = maptable_remove(mt, x, &a);
-		rb = naive_remove(nv, x, &b);
-		cr_assert_eq(ra, rb);
+		if (rnd() % 2) {
+			ra = maptable_remove(mt, x, &a);
+			rb = naive_remove(nv, x, &b);
+		} else {
+			/* remove_exact: the entry at x only if its length is len
+			 * (often the right one, sometimes one unit off). */
+			if (!naive_lookup(nv, x, &b) && b.iova == x)
+				len = rnd() % 4 ? b.len : b.len + unit - rnd() % (2 * unit);
+			ra = maptable_remove_exact(mt, x, len, &a);
+			rb = !len ? -EINVAL
+			   : naive_lookup(nv, x, &b) || b.iova != x || b.len != len ? -ENOENT
+			   : naive_remove(nv, x, &b);
+		}
+		cr_assert_eq(ra, rb, "remove(%#" PRIx64 ", %#" PRIx64 ")", x, len);
 		if (!ra)
 			cr_assert(a.iova == b.iova && a.len == b.len && a.data == b.data);
 		break;
@@ -329,6 +340,16 @@ Test(maptable, address_space_edges_and_bad_lengths)
 	cr_assert_eq(maptable_for_each(mt, 2, UINT64_MAX, collect_fn, &(struct collect){ 0 }),
 		     -EINVAL);
 	cr_assert_eq(maptable_remove(mt, 1, NULL), -ENOENT);
+	/* remove_exact: the length must match; a miss changes nothing. */
+	cr_assert_eq(maptable_remove_exact(NULL, 0, 1, NULL), -EINVAL);
+	cr_assert_eq(maptable_remove_exact(mt, 0, 0, NULL), -EINVAL);
+	cr_assert_eq(maptable_remove_exact(mt, 0, UINT64_MAX - 1, NULL), -ENOENT);
+	cr_assert_eq(maptable_remove_exact(mt, 1, UINT64_MAX - 1, NULL), -ENOENT);
+	cr_assert_eq(maptable_remove_exact(mt, UINT64_MAX, 2, NULL), -ENOENT);
+	cr_assert_eq(maptable_count(mt), 2);
+	cr_assert_eq(maptable_remove_exact(mt, UINT64_MAX, 1, &e), 0);
+	cr_assert(e.iova == UINT64_MAX && e.len == 1 && e.data == 7);
+	cr_assert_eq(maptable_insert(mt, UINT64_MAX, 1, 7), 0);
 	cr_assert_eq(maptable_remove(mt, 0, &e), 0);
 	cr_assert_eq(e.len, UINT64_MAX);
 	cr_assert_eq(maptable_lookup_le(mt, 5, &e), -ENOENT);
