@@ -107,6 +107,20 @@ static void report(uint64_t *unmapped, uint64_t bytes)
 		*unmapped = bytes;
 }
 
+/*
+ * The common unmap, of exactly one whole mapping, in one search: true if
+ * [iova, iova+len) was one (it is gone, *unmapped says so).  No rule of any
+ * kernel objects to that once the arguments are valid, and nothing else
+ * changes, so callers take this path first and fall back to the general one.
+ */
+static bool unmap_exact(struct model *m, uint64_t iova, uint64_t len, uint64_t *unmapped)
+{
+	if (maptable_remove_exact(m->mt, iova, len, NULL))
+		return false;
+	report(unmapped, len);
+	return true;
+}
+
 /* ---- TYPE1 (v2) ---- */
 
 /* The checks of vfio_dma_do_map(), in its order. */
@@ -152,6 +166,8 @@ static int type1_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t 
 		return err;
 	if (unaligned(iova) || !len || unaligned(len) || wraps(iova, len))
 		return -EINVAL;
+	if (unmap_exact(m, iova, len, unmapped))
+		return 0;
 	last = iova + len - 1;
 	if (containing(m, iova, &e) && e.iova != iova)
 		return -EINVAL;
@@ -226,6 +242,8 @@ static int iommufd_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_
 		return -EINVAL;
 	if (wraps(iova, len))
 		return -EOVERFLOW;
+	if (unmap_exact(m, iova, len, unmapped))
+		return 0;
 	last = iova + len - 1;
 	/* An area sticking out below: nothing goes.  One sticking out above:
 	 * the areas before it go, then the call fails. */
@@ -311,6 +329,8 @@ static int cut_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *u
 		return -EINVAL;
 	if (wraps(iova, len))
 		return -EOVERFLOW;
+	if (unmap_exact(m, iova, len, unmapped))
+		return 0;
 	last = iova + len - 1;
 	err = cut_point(m, last, &splits);
 	if (!err && iova)
