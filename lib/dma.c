@@ -201,6 +201,30 @@ static int count_gone(void *opaque, const struct mt_entry *e)
 	return 0;
 }
 
+/* Unmap the mapping [iova, iova + len), known to be one whole entry of the
+ * table (the common private conversion): no walk to collect it. */
+static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t hva, bool log)
+{
+	uint64_t done = 0;
+	int err;
+
+	if (log && (err = undo_reserve(d, 1)))
+		return err;
+	d->st.unmap_calls++;
+	err = d->be->ops->unmap(d->be, iova, len, &done);
+	if (err)
+		return err;
+	if (done != len)
+		cvm_warn("dma: kernel unmapped %llu bytes at 0x%llx, the table expected %llu",
+			 (unsigned long long)done, (unsigned long long)iova,
+			 (unsigned long long)len);
+	maptable_remove(d->mt, iova, NULL);
+	account(d, -1, -(int64_t)len);
+	if (log)
+		undo_push(d, UNDO_UNMAPPED, iova, len, hva, NULL);
+	return 0;
+}
+
 /* Unmap [s, e), which holds only whole mappings (at least one).  Never
  * anything else: an iommufd unmap that ends inside a mapping fails with
  * -ENOENT after it has already removed the whole mappings below that point
@@ -471,8 +495,10 @@ struct span {
 	uint64_t s, e;          /* what the call covers */
 	uint64_t ls, rs_end;    /* disruptive: remainders [ls, a) and [b, rs_end) */
 	uint64_t a, b;
+	uint64_t hva;           /* of s, when one */
 	bool cut;
 	bool split_one;         /* strictly inside one mapping: one entry more after */
+	bool one;               /* [s, e) is exactly one whole mapping */
 };
 
 /* Turn run [a, b) into the span that removes it. */
@@ -496,8 +522,12 @@ static void span_for_run(struct cvm_dma *d, uint64_t a, uint64_t b, struct span 
 	}
 	if (has_r && r.iova < b && r.iova + r.len > b)
 		sp->rs_end = r.iova + r.len;
-	if (sp->ls == a && sp->rs_end == b)
-		return;                         /* whole mappings only */
+	if (sp->ls == a && sp->rs_end == b) {
+		/* whole mappings only */
+		sp->one = has_l && l.iova == a && l.iova + l.len == b;
+		sp->hva = l.data;
+		return;
+	}
 	if (d->use_cut) {
 		sp->cut = true;
 		return;
@@ -519,6 +549,8 @@ static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct 
 
 	if (sp->cut)
 		return be_cut(d, dr, sp->s, sp->e, true);
+	if (sp->one)
+		return be_unmap_one(d, sp->s, sp->e - sp->s, sp->hva, true);
 	err = be_unmap_span(d, sp->s, sp->e, true);
 	if (err)
 		return err;
@@ -545,7 +577,8 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n)
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
-	struct span cur, next;
+	struct span cur, next, first;
+	bool have_first = false;
 	uint64_t need = 0;
 	int err = 0;
 
@@ -558,13 +591,20 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n)
 
 			span_for_run(d, a, a + runs[i].length, &cur);
 			need += cur.split_one;
+			if (!i)
+				first = cur;
 		}
+		/* No compaction (the table stays as it is): the first span holds. */
+		have_first = need <= d->avail;
 		err = make_room(d, need);
 	}
 	for (size_t i = 0; i < n && !err; i = i) {
 		uint64_t a = iova_of(dr, runs[i].gpa);
 
-		span_for_run(d, a, a + runs[i].length, &cur);
+		if (!i && have_first)
+			cur = first;
+		else
+			span_for_run(d, a, a + runs[i].length, &cur);
 		/* Merge following runs while the gap between holds no mapping and
 		 * nothing needs remapping in between. */
 		for (i++; i < n && !cur.cut && cur.rs_end == cur.b; i++) {
@@ -576,6 +616,7 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n)
 			cur.e = next.e;
 			cur.b = next.b;
 			cur.rs_end = next.rs_end;
+			cur.one = false;
 		}
 		err = do_span(d, dr, &cur);
 	}

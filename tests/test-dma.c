@@ -368,6 +368,10 @@ Test(dma, a_failed_remap_after_a_disruptive_split_restores_the_original_mapping)
 static const struct { uint64_t page, n; int to; } script[] = {
 	{ 0, 600, CVM_SHARED },        /* crosses a 2 MiB block */
 	{ 700, 3, CVM_SHARED },
+	{ 720, 40, CVM_SHARED },
+	/* One whole mapping, then part of another: where the backend cuts,
+	 * an unmap and a cut that must undo the unmap when it fails. */
+	{ 695, 45, CVM_PRIVATE },
 	{ 100, 1, CVM_PRIVATE },       /* a hole */
 	{ 500, 300, CVM_PRIVATE },     /* end of one run, all of another */
 	{ 50, 400, CVM_SHARED },       /* heals the hole, joins */
@@ -463,6 +467,24 @@ Test(dma, compact_merges_neighbours_near_the_limit)
 	cr_assert_eq(cvm_convert(f.r, A(600), PG, CVM_SHARED, 0), 0);
 	cr_assert_leq(stats(f.d).mappings, 10);
 	cr_assert_geq(stats(f.d).disruptive_splits, 1);
+	check(&f);
+	fx_fini(&f);
+}
+
+Test(dma, a_split_that_must_compact_first_works_on_the_compacted_table)
+{
+	struct fx f;
+
+	/* Two mappings at a limit of two; the hole needs a third entry, so
+	 * compaction first merges them, and the unmap must see the merge. */
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 2);
+	cr_assert_eq(cvm_convert(f.r, A(20), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(21), 9 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).entries_avail, 0);
+	cr_assert_eq(cvm_convert(f.r, A(25), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 2);
+	cr_assert_eq(cvm_region_query(f.r, A(20), 5 * PG), CVM_SHARED);
+	cr_assert_eq(cvm_region_query(f.r, A(26), 4 * PG), CVM_SHARED);
 	check(&f);
 	fx_fini(&f);
 }
