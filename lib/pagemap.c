@@ -538,6 +538,7 @@ static int assign_in_chunk(struct pagemap *pm, struct leaf *leaf, uint32_t k, ui
 	cv.type = s & SLOT_TYPE;
 	cv.uval = false;	/* a container's chunk: unused */
 	cv.clen = chunk_len(pm, k);
+	ctr_prefetch(cv.c);
 	cv_probe(&cv, lo, hi, &pr);
 	n = val ? hi - lo - pr.in : pr.in;
 	if (!n)
