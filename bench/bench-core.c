@@ -36,6 +36,7 @@ struct opts {
 	uint64_t background;    /* isolated shared pages besides the ring */
 	uint64_t replay_size;
 	uint64_t seed;
+	uint64_t repeat;        /* runs of each measurement, interleaved; the median run is shown */
 	const char *only;       /* run only the conversion configs naming this */
 	const char *replay_rules;   /* replay only on these model rules */
 	bool skip_conv, skip_replay, stress;
@@ -333,43 +334,91 @@ static void model_alone(const struct conv_seq *s, const struct opts *o, uint64_t
 	munmap(hva, s->npages * PAGE);
 }
 
+/* The index of the run whose key is the median of the n keys (n small). */
+static size_t median_run(const uint64_t *key, size_t n, uint64_t *lo, uint64_t *hi)
+{
+	size_t best = 0;
+
+	*lo = UINT64_MAX;
+	*hi = 0;
+	for (size_t i = 0; i < n; i++) {
+		size_t below = 0, same = 0;
+
+		*lo = key[i] < *lo ? key[i] : *lo;
+		*hi = key[i] > *hi ? key[i] : *hi;
+		for (size_t j = 0; j < n; j++) {
+			below += key[j] < key[i];
+			same += key[j] == key[i];
+		}
+		/* key[i] is a median if no more than half lie on either side */
+		if (below <= (n - 1) / 2 && below + same > (n - 1) / 2)
+			best = i;
+	}
+	return best;
+}
+
+#define MAX_REPEAT 99
+#define NCONV (sizeof(conv_cfgs) / sizeof(conv_cfgs[0]))
+
 static void bench_conv(const struct opts *o)
 {
+	static struct conv_result res[NCONV][MAX_REPEAT];
+	static struct alone al[MAX_REPEAT];
 	struct conv_seq s;
-	struct conv_result res;
-	uint64_t timer = timer_cost();
+	uint64_t timer = timer_cost(), key[MAX_REPEAT], lo, hi;
+	bool alone = !o->only || strstr("model backend alone", o->only);
+	size_t k;
 
 	make_seq(o, &s);
 	printf("#cols conv config conversions median_ns p99_ns p99.9_ns max_ns share_median_ns "
-	       "unshare_median_ns mean_cpu_ns\n");
+	       "unshare_median_ns mean_cpu_ns runs median_min_ns median_max_ns\n");
 	printf("# region %" PRIu64 " GiB, %" PRIu64 " MiB shared block, %zu isolated shared "
 	       "pages (%" PRIu64 " of them in the ring), %" PRIu64 " warm-up + %" PRIu64
-	       " measured pairs, timer cost %" PRIu64 " ns subtracted\n",
+	       " measured pairs, timer cost %" PRIu64 " ns subtracted; each configuration run %"
+	       PRIu64 " times, interleaved, the run with the median median shown\n",
 	       o->conv_size / GiB, SWIOTLB / MiB, s.ninitial, o->ring, o->warmup, o->pairs,
-	       timer);
-	for (size_t i = 0; i < sizeof(conv_cfgs) / sizeof(conv_cfgs[0]); i++) {
-		const struct conv_cfg *c = &conv_cfgs[i];
+	       timer, o->repeat);
+	for (uint64_t rep = 0; rep < o->repeat; rep++) {
+		for (size_t i = 0; i < NCONV; i++) {
+			const struct conv_cfg *c = &conv_cfgs[i];
 
-		if (o->only && !strstr(c->name, o->only))
-			continue;
-		progress("bench-core: conversions, %s ...", c->name);
-		conv_run(&s, o, c, timer, &res);
-		printf("conv\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-		       "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\n", c->name, 2 * o->pairs,
-		       res.p50, res.p99, res.p999, res.max, res.share_p50, res.unshare_p50,
-		       res.mean_cpu);
-		fflush(stdout);
+			if (o->only && !strstr(c->name, o->only))
+				continue;
+			progress("bench-core: conversions, %s (run %" PRIu64 " of %" PRIu64 ") ...",
+				 c->name, rep + 1, o->repeat);
+			conv_run(&s, o, c, timer, &res[i][rep]);
+		}
+		if (alone) {
+			progress("bench-core: the model backend alone (run %" PRIu64 " of %" PRIu64
+				 ") ...", rep + 1, o->repeat);
+			model_alone(&s, o, timer, &al[rep]);
+		}
 	}
-	if (!o->only || strstr("model backend alone", o->only)) {
-		struct alone a;
+	for (size_t i = 0; i < NCONV; i++) {
+		const struct conv_result *r;
 
-		progress("bench-core: the model backend alone ...");
-		model_alone(&s, o, timer, &a);
+		if (o->only && !strstr(conv_cfgs[i].name, o->only))
+			continue;
+		for (k = 0; k < o->repeat; k++)
+			key[k] = res[i][k].p50;
+		r = &res[i][median_run(key, o->repeat, &lo, &hi)];
+		printf("conv\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+		       "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+		       "\n", conv_cfgs[i].name, 2 * o->pairs, r->p50, r->p99, r->p999, r->max,
+		       r->share_p50, r->unshare_p50, r->mean_cpu, o->repeat, lo, hi);
+	}
+	if (alone) {
+		const struct alone *a;
+
+		for (k = 0; k < o->repeat; k++)
+			key[k] = al[k].p50;
+		a = &al[median_run(key, o->repeat, &lo, &hi)];
 		printf("conv\tmodel backend alone (type1 rules)\t%" PRIu64 "\t%" PRIu64 "\t%"
-		       PRIu64 "\t-\t-\t-\t-\t%" PRIu64 "\n", 2 * o->pairs, a.p50, a.p99,
-		       a.mean_cpu);
+		       PRIu64 "\t-\t-\t-\t-\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
+		       "\n", 2 * o->pairs, a->p50, a->p99, a->mean_cpu, o->repeat, lo, hi);
 	}
 	printf("timer\t%" PRIu64 "\n", timer);
+	fflush(stdout);
 	free(s.initial);
 	free(s.share);
 	free(s.unshare);
@@ -440,47 +489,52 @@ static void fragment(struct cvm_region *r, uint64_t npages, const struct pattern
 	free(rg);
 }
 
+struct replay_result {
+	struct cvm_dma_stats st;
+	uint64_t wall, cpu, close_ns;
+	int err;
+};
+
 static void replay_one(struct cvm_region *r, const struct pattern *p, const struct replay_cfg *c,
-		       const struct cvm_region_stats *rs)
+		       uint64_t rep, uint64_t repeat, struct replay_result *res)
 {
 	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
 				     .model_rules = c->rules };
-	struct cvm_dma_stats st = { .sz = sizeof(st) };
 	struct cvm_dma *dma;
-	uint64_t w0, c0, wall, cpu, close_ns;
+	uint64_t w0, c0;
 	int err = cvm_dma_open(&dc, &dma);
 
 	if (err)
 		die("cvm_dma_open (model %s): %s", c->rules_name, err_name(err));
-	progress("bench-core: replay, %s, model %s ...", p->name, c->rules_name);
+	progress("bench-core: replay, %s, model %s (run %" PRIu64 " of %" PRIu64 ") ...",
+		 p->name, c->rules_name, rep + 1, repeat);
+	res->st = (struct cvm_dma_stats){ .sz = sizeof(res->st) };
 	w0 = wall_ns();
 	c0 = cpu_ns();
-	err = cvm_dma_add_region(dma, r);
-	cpu = cpu_ns() - c0;
-	wall = wall_ns() - w0;
-	cvm_dma_stats(dma, &st);
+	res->err = cvm_dma_add_region(dma, r);
+	res->cpu = cpu_ns() - c0;
+	res->wall = wall_ns() - w0;
+	cvm_dma_stats(dma, &res->st);
 	w0 = wall_ns();
 	cvm_dma_close(dma);
-	close_ns = wall_ns() - w0;
-	printf("replay\t%s\t%s\tauto\t%" PRIu64 "\t%.1f\t%" PRIu64 "\t%" PRIu64 "\t%.1f\t%.1f\t%.0f"
-	       "\t%.1f\t%s\n", p->name, c->rules_name, rs->shared_runs,
-	       (double)(rs->shared_pages * PAGE) / GiB, st.mappings_peak, st.map_calls,
-	       wall / 1e6, cpu / 1e6, st.mappings_peak ? (double)cpu / st.mappings_peak : 0.0,
-	       close_ns / 1e6, err_name(err));
-	fflush(stdout);
+	res->close_ns = wall_ns() - w0;
 }
+
+#define NRULES (sizeof(replay_cfgs) / sizeof(replay_cfgs[0]))
 
 static void bench_replay(const struct opts *o)
 {
 	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_BASE,
 					 .length = o->replay_size };
-	uint64_t npages = o->replay_size / PAGE;
+	static struct replay_result res[NRULES][MAX_REPEAT];
+	uint64_t npages = o->replay_size / PAGE, key[MAX_REPEAT], lo, hi;
 	size_t np = o->stress ? 2 : 1;
 
 	printf("#cols replay pattern rules policy shared_runs shared_GiB mappings map_calls "
-	       "add_ms add_cpu_ms cpu_ns_per_mapping close_ms result\n");
-	printf("# region %" PRIu64 " GiB; cvm_dma_add_region() timed (wall and thread CPU)\n",
-	       o->replay_size / GiB);
+	       "add_ms add_cpu_ms cpu_ns_per_mapping close_ms result runs cpu_min_ms cpu_max_ms\n");
+	printf("# region %" PRIu64 " GiB; cvm_dma_add_region() timed (wall and thread CPU); "
+	       "each run %" PRIu64 " times, interleaved, the run with the median CPU time shown\n",
+	       o->replay_size / GiB, o->repeat);
 	for (size_t i = 0; i < np; i++) {
 		struct cvm_region_stats rs = { .sz = sizeof(rs) };
 		struct cvm_region *r;
@@ -492,9 +546,29 @@ static void bench_replay(const struct opts *o)
 			die("cvm_region_create (%" PRIu64 " bytes): %s", rc.length, err_name(err));
 		fragment(r, npages, &patterns[i], o->seed + i);
 		cvm_region_stats(r, &rs);
-		for (size_t j = 0; j < sizeof(replay_cfgs) / sizeof(replay_cfgs[0]); j++)
-			if (!o->replay_rules || !strcmp(o->replay_rules, replay_cfgs[j].rules_name))
-				replay_one(r, &patterns[i], &replay_cfgs[j], &rs);
+		for (uint64_t rep = 0; rep < o->repeat; rep++)
+			for (size_t j = 0; j < NRULES; j++)
+				if (!o->replay_rules ||
+				    !strcmp(o->replay_rules, replay_cfgs[j].rules_name))
+					replay_one(r, &patterns[i], &replay_cfgs[j], rep, o->repeat,
+						   &res[j][rep]);
+		for (size_t j = 0; j < NRULES; j++) {
+			const struct replay_result *x;
+
+			if (o->replay_rules && strcmp(o->replay_rules, replay_cfgs[j].rules_name))
+				continue;
+			for (uint64_t k = 0; k < o->repeat; k++)
+				key[k] = res[j][k].cpu;
+			x = &res[j][median_run(key, o->repeat, &lo, &hi)];
+			printf("replay\t%s\t%s\tauto\t%" PRIu64 "\t%.1f\t%" PRIu64 "\t%" PRIu64
+			       "\t%.1f\t%.1f\t%.0f\t%.1f\t%s\t%" PRIu64 "\t%.1f\t%.1f\n",
+			       patterns[i].name, replay_cfgs[j].rules_name, rs.shared_runs,
+			       (double)(rs.shared_pages * PAGE) / GiB, x->st.mappings_peak,
+			       x->st.map_calls, x->wall / 1e6, x->cpu / 1e6,
+			       x->st.mappings_peak ? (double)x->cpu / x->st.mappings_peak : 0.0,
+			       x->close_ns / 1e6, err_name(x->err), o->repeat, lo / 1e6, hi / 1e6);
+		}
+		fflush(stdout);
 		cvm_region_destroy(r);
 		munmap(rc.hva, rc.length);
 	}
@@ -522,8 +596,10 @@ static uint64_t parse_size(const char *opt, const char *s)
 static void usage(void)
 {
 	fputs("usage: bench-core [--pairs N] [--warmup N] [--conv-size SIZE] [--replay-size SIZE]\n"
-	      "                  [--seed N] [--stress] [--no-conv] [--no-replay] [--only NAME]\n"
-	      "                  [--replay-rules iommufd|cut|type1]\n"
+	      "                  [--seed N] [--repeat N] [--stress] [--no-conv] [--no-replay]\n"
+	      "                  [--only NAME] [--replay-rules iommufd|cut|type1]\n"
+	      "  --repeat  runs of each measurement, interleaved (default 5, at most 99);\n"
+	      "            the run with the median result is shown, with the range\n"
 	      "  --stress  also replay the harsher pattern (runs of 4-124 KiB, ~8 M runs)\n"
 	      "  --only    only the conversion configurations whose name contains NAME\n"
 	      "            (to profile one: valgrind --tool=callgrind bench-core --no-replay\n"
@@ -540,6 +616,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		{ "conv-size", required_argument, NULL, 'c' },
 		{ "replay-size", required_argument, NULL, 'r' },
 		{ "seed", required_argument, NULL, 's' },
+		{ "repeat", required_argument, NULL, 'n' },
 		{ "stress", no_argument, NULL, 'S' },
 		{ "no-conv", no_argument, NULL, 'C' },
 		{ "no-replay", no_argument, NULL, 'R' },
@@ -556,6 +633,7 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		case 'c': o->conv_size = parse_size("--conv-size", optarg); break;
 		case 'r': o->replay_size = parse_size("--replay-size", optarg); break;
 		case 's': o->seed = parse_size("--seed", optarg); break;
+		case 'n': o->repeat = parse_size("--repeat", optarg); break;
 		case 'S': o->stress = true; break;
 		case 'C': o->skip_conv = true; break;
 		case 'R': o->skip_replay = true; break;
@@ -564,7 +642,8 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 		default: usage();
 		}
 	}
-	if (optind != argc || !o->pairs || o->conv_size < 1 * GiB || o->conv_size % (2 * MiB) ||
+	if (optind != argc || !o->pairs || !o->repeat || o->repeat > MAX_REPEAT ||
+	    o->conv_size < 1 * GiB || o->conv_size % (2 * MiB) ||
 	    o->replay_size < 1 * GiB || o->replay_size % (2 * MiB))
 		usage();
 }
@@ -573,7 +652,7 @@ int main(int argc, char **argv)
 {
 	struct opts o = {
 		.conv_size = 64 * GiB, .pairs = 100000, .warmup = 10000, .ring = 4096,
-		.background = 10000, .replay_size = 1 * TiB, .seed = 1,
+		.background = 10000, .replay_size = 1 * TiB, .seed = 1, .repeat = 5,
 	};
 
 	parse_opts(argc, argv, &o);

@@ -115,10 +115,10 @@ if command -v valgrind >/dev/null 2>&1 && command -v callgrind_annotate >/dev/nu
 		cg=$out/callgrind-$tag
 		log_cmd "valgrind --tool=callgrind --toggle-collect=conv_bulk" \
 			"--callgrind-out-file=$cg.cg.out bench/bench-core --no-replay --conv-size 8G" \
-			"--only '$name' --pairs 20000 --warmup 2000 > $cg.txt.out"
+			"--only '$name' --pairs 20000 --warmup 2000 --repeat 1 > $cg.txt.out"
 		valgrind --tool=callgrind --toggle-collect=conv_bulk --callgrind-out-file="$cg.cg.out" \
 			bench/bench-core --no-replay --conv-size 8G --only "$name" --pairs 20000 \
-			--warmup 2000 >"$cg.txt.out" 2>/dev/null
+			--warmup 2000 --repeat 1 >"$cg.txt.out" 2>/dev/null
 		log_cmd "callgrind_annotate --inclusive=yes --threshold=100 $cg.cg.out > $cg.incl.out"
 		callgrind_annotate --inclusive=yes --threshold=100 "$cg.cg.out" >"$cg.incl.out"
 		log_cmd "callgrind_annotate --threshold=100 $cg.cg.out > $cg.self.out"
@@ -128,10 +128,10 @@ if command -v valgrind >/dev/null 2>&1 && command -v callgrind_annotate >/dev/nu
 	cg=$out/callgrind-replay
 	log_cmd "valgrind --tool=callgrind --toggle-collect=cvm_dma_add_region" \
 		"--callgrind-out-file=$cg.cg.out bench/bench-core --no-conv --replay-size 16G" \
-		"--stress --replay-rules cut > $cg.txt.out"
+		"--stress --replay-rules cut --repeat 1 > $cg.txt.out"
 	valgrind --tool=callgrind --toggle-collect=cvm_dma_add_region \
 		--callgrind-out-file="$cg.cg.out" bench/bench-core --no-conv --replay-size 16G \
-		--stress --replay-rules cut >"$cg.txt.out" 2>/dev/null
+		--stress --replay-rules cut --repeat 1 >"$cg.txt.out" 2>/dev/null
 	log_cmd "callgrind_annotate --inclusive=yes --threshold=100 $cg.cg.out > $cg.incl.out"
 	callgrind_annotate --inclusive=yes --threshold=100 "$cg.cg.out" >"$cg.incl.out"
 	log_cmd "callgrind_annotate --threshold=100 $cg.cg.out > $cg.self.out"
