@@ -7,6 +7,7 @@
 #   make bench                     everything (model, then the vIOMMU guest)
 #   make bench BENCH_ARGS=--quick  small sizes: checks the pipeline in ~1 min
 #   make bench BENCH_ARGS=--no-vm  skip the real-kernel stage
+#   bench/bench-ab OLD NEW         is one build of bench-core faster than another?
 noinst_PROGRAMS += bench/bench-core bench/bench-policy
 
 # White-box: it also times the model backend alone (lib/backend.h).
@@ -28,14 +29,15 @@ bench_bench_guest_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/tests/vm
 bench_bench_guest_CFLAGS = $(GUEST_CFLAGS)
 bench_bench_guest_LDADD = $(GUEST_LDADD)
 
-EXTRA_DIST += bench/run.sh bench/policy.gp bench/guest.gp scripts/bench-report \
+EXTRA_DIST += bench/run.sh bench/bench-ab bench/check-ab.sh bench/policy.gp bench/guest.gp scripts/bench-report \
 	bench/check-report.sh bench/testdata/machine.out bench/testdata/commands.out \
 	bench/testdata/policy.out bench/testdata/core.out bench/testdata/guest-A.out \
 	doc/performance.md doc/performance-policy.svg doc/performance-guest.svg
 
-# The report's verdicts on fixed, made-up results: no time is measured.
+# The report's verdicts on fixed, made-up results, and the A/B comparison's
+# output on a build against itself: no time is asserted.
 if ENABLE_TESTS
-TESTS += bench/check-report.sh
+TESTS += bench/check-report.sh bench/check-ab.sh
 endif
 
 BENCH_ARGS =
