@@ -40,6 +40,11 @@ sh "$ab" --rounds 2 --only "model type1" "$core" "$core" -- $small >"$tmp/out2" 
 	test "$(grep -c '^ratio	' "$tmp/out2")" = 2
 ok $? "every configuration --only selects (type1 auto and per-page) gets its own ratio"
 
+sh "$ab" --rounds 2 --replay "$core" "$core" -- --replay-size 4G --replay-rules cut >"$tmp/out4" 2>/dev/null &&
+	grep -Eq '^ratio	runs 4 KiB-2 MiB \(mean 1 MiB\), cut	[0-9]+\.[0-9]{3}	new faster in [0-2] of 2 rounds' "$tmp/out4" &&
+	head -n 1 "$tmp/out4" | grep -q 'old_ms new_ms'
+ok $? "--replay compares the replay's CPU time, per pattern and rule set, in ms"
+
 sh "$ab" --rounds 0 "$core" "$core" >/dev/null 2>&1
 test $? = 2
 ok $? "--rounds 0 is refused with status 2"
@@ -50,7 +55,7 @@ sh "$ab" "$core" >/dev/null 2>&1
 test $? = 2
 ok $? "one build alone is a usage error"
 sh "$ab" --rounds 1 --only "no such configuration" "$core" "$core" -- $small >/dev/null 2>"$tmp/err3"
-test $? = 1 && grep -q "printed no conversion result" "$tmp/err3"
+test $? = 1 && grep -q "printed no result" "$tmp/err3"
 ok $? "a selection that matches nothing fails and says so"
 echo "1..$n"
 exit $failed
