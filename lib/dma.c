@@ -87,9 +87,16 @@ static uint64_t block_end(uint64_t iova, uint64_t g, uint64_t end)
 	return next && next < end ? next : end;
 }
 
+/* G-blocks that [s, e) meets.  G is a power of two (check_dma_config()),
+ * so shifts do what two divisions did. */
 static uint64_t pieces(uint64_t s, uint64_t e, uint64_t g)
 {
-	return g == G_UNLIMITED ? 1 : (e - 1) / g - s / g + 1;
+	unsigned sh;
+
+	if (g == G_UNLIMITED)
+		return 1;
+	sh = (unsigned)__builtin_ctzll(g);
+	return ((e - 1) >> sh) - (s >> sh) + 1;
 }
 
 /* ---- undo log ---- */
@@ -472,12 +479,15 @@ static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n)
 
 	pthread_mutex_lock(&d->lock);
 	d->nundo = 0;
-	for (size_t i = 0; i < n; i++) {
-		uint64_t s = iova_of(dr, runs[i].gpa);
+	/* Only an entry limit needs the count of new mappings. */
+	if (d->avail != UINT64_MAX) {
+		for (size_t i = 0; i < n; i++) {
+			uint64_t s = iova_of(dr, runs[i].gpa);
 
-		need += pieces(s, s + runs[i].length, dr->granule);
+			need += pieces(s, s + runs[i].length, dr->granule);
+		}
+		err = make_room(d, need);
 	}
-	err = make_room(d, need);
 	for (size_t i = 0; i < n && !err; i++) {
 		uint64_t s = iova_of(dr, runs[i].gpa);
 
