@@ -8,54 +8,49 @@ set -u
 
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 top_builddir=${top_builddir:-.}
+. "$top_srcdir/tests/tap.sh"
 ab=$top_srcdir/bench/bench-ab
 core=$top_builddir/bench/bench-core
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/cvm-check-ab.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT INT TERM
-
-n=0 failed=0
-ok() {
-	n=$((n + 1))
-	if [ "$1" = 0 ]; then
-		echo "ok $n - $2"
-	else
-		echo "not ok $n - $2"
-		failed=1
-	fi
-}
 small="--pairs 2000 --warmup 200 --conv-size 1G"
+tab=$(printf '\t')
+
+# status WANT COMMAND...: COMMAND exits with status WANT.
+status() {
+	want=$1
+	shift
+	"$@" >/dev/null 2>&1
+	test $? = "$want"
+}
+lines() { grep -c -- "$1" "$2"; }
 
 sh "$ab" --rounds 3 --only "no DMA" "$core" "$core" -- $small >"$tmp/out" 2>"$tmp/err"
-ok $? "bench-ab compares a build with itself and exits 0"
-test "$(grep -c '^round	[123]	no DMA context	[0-9][0-9]*	[0-9][0-9]*	[0-9.]*$' "$tmp/out")" = 3
-ok $? "one round line per round, with both medians and their ratio"
-grep -Eq '^ratio	no DMA context	[0-9]+\.[0-9]{3}	new faster in [0-3] of 3 rounds \(run (together, CPUs swapped|in turn)\)$' "$tmp/out"
-ok $? "one ratio line: the geometric mean, the wins and how the builds ran"
-awk -F'\t' '$1 == "ratio" { exit !($3 > 0) }' "$tmp/out"
-ok $? "the ratio is a positive number"
-test "$(grep -c 'bench-ab: round' "$tmp/err")" = 3
-ok $? "progress, one line a round, goes to stderr"
+rc=$?
+check "bench-ab compares a build with itself and exits 0" test "$rc" = 0
+check "one round line per round, with both medians and their ratio" \
+	test "$(lines "^round${tab}[123]${tab}no DMA context${tab}[0-9]*${tab}[0-9]*${tab}[0-9.]*\$" "$tmp/out")" = 3
+check "one ratio line: the geometric mean, the wins and how the builds ran" \
+	grep -Eq "^ratio${tab}no DMA context${tab}[0-9]+\.[0-9]{3}${tab}new faster in [0-3] of 3 rounds \(run (together, CPUs swapped|in turn)\)\$" "$tmp/out"
+check "the ratio is a positive number" \
+	awk -F'\t' '$1 == "ratio" { exit !($3 > 0) }' "$tmp/out"
+check "progress, one line a round, goes to stderr" test "$(lines 'bench-ab: round' "$tmp/err")" = 3
 
-sh "$ab" --rounds 2 --only "model type1" "$core" "$core" -- $small >"$tmp/out2" 2>/dev/null &&
-	test "$(grep -c '^ratio	' "$tmp/out2")" = 2
-ok $? "every configuration --only selects (type1 auto and per-page) gets its own ratio"
+sh "$ab" --rounds 2 --only "model type1" "$core" "$core" -- $small >"$tmp/out2" 2>/dev/null
+check "every configuration --only selects (type1 auto and per-page) gets its own ratio" \
+	test "$(lines "^ratio${tab}" "$tmp/out2")" = 2
 
-sh "$ab" --rounds 2 --replay "$core" "$core" -- --replay-size 4G --replay-rules cut >"$tmp/out4" 2>/dev/null &&
-	grep -Eq '^ratio	runs 4 KiB-2 MiB \(mean 1 MiB\), cut	[0-9]+\.[0-9]{3}	new faster in [0-2] of 2 rounds' "$tmp/out4" &&
-	head -n 1 "$tmp/out4" | grep -q 'old_ms new_ms'
-ok $? "--replay compares the replay's CPU time, per pattern and rule set, in ms"
+sh "$ab" --rounds 2 --replay "$core" "$core" -- --replay-size 4G --replay-rules cut >"$tmp/out3" 2>/dev/null
+check "--replay compares the replay's CPU time, per pattern and rule set" \
+	grep -Eq "^ratio${tab}runs 4 KiB-2 MiB \(mean 1 MiB\), cut${tab}[0-9]+\.[0-9]{3}${tab}new faster in [0-2] of 2 rounds" "$tmp/out3"
+check "--replay's times are in ms" grep -q '^#cols round n config old_ms new_ms new/old$' "$tmp/out3"
 
-sh "$ab" --rounds 0 "$core" "$core" >/dev/null 2>&1
-test $? = 2
-ok $? "--rounds 0 is refused with status 2"
-sh "$ab" "$core" "$tmp/none" >/dev/null 2>&1
-test $? = 2
-ok $? "a build that is not there is refused with status 2"
-sh "$ab" "$core" >/dev/null 2>&1
-test $? = 2
-ok $? "one build alone is a usage error"
+check "--rounds 0 is refused with status 2" status 2 sh "$ab" --rounds 0 "$core" "$core"
+check "a build that is not there is refused with status 2" status 2 sh "$ab" "$core" "$tmp/none"
+check "one build alone is a usage error" status 2 sh "$ab" "$core"
 sh "$ab" --rounds 1 --only "no such configuration" "$core" "$core" -- $small >/dev/null 2>"$tmp/err3"
-test $? = 1 && grep -q "printed no result" "$tmp/err3"
-ok $? "a selection that matches nothing fails and says so"
-echo "1..$n"
-exit $failed
+rc=$?
+check "a selection that matches nothing fails with status 1" test "$rc" = 1
+check "... and says so" grep -q "printed no result" "$tmp/err3"
+plan "$tap_n"
+tap_done
