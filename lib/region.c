@@ -250,7 +250,6 @@ CVM_EXPORT int cvm_region_create(const struct cvm_region_config *ucfg, struct cv
 
 CVM_EXPORT void cvm_region_destroy(struct cvm_region *r)
 {
-
 	if (!r)
 		return;
 	if (region_in_callback(r)) {
