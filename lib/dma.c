@@ -35,13 +35,23 @@
 #define SZ_2M (2ull << 20)
 #define G_UNLIMITED UINT64_MAX
 
+/*
+ * A region in a context.  Linked into dma->regions while it is there; gone
+ * once unlinked.  A thread that finds it under dma->lock and must let go of
+ * that lock to take the region's (the lock order is region, then context)
+ * pins it first: a pin keeps the dma_region and the region's memory, so a
+ * concurrent removal, or the region's destruction, can unlink it meanwhile
+ * but not free it.  The last pin of a gone dma_region frees it.
+ */
 struct dma_region {
 	struct cvm_dma *dma;
 	struct cvm_region *region;
-	struct cvm_listener *listener;
+	struct cvm_listener *listener;  /* once attached; under dma->lock */
 	struct region_geom g;
 	uint64_t granule;               /* effective for this region */
 	struct dma_region *next;
+	unsigned pins;                  /* under dma->lock */
+	bool gone;                      /* unlinked; under dma->lock */
 };
 
 enum undo_kind { UNDO_MAPPED, UNDO_UNMAPPED, UNDO_CUT };
@@ -656,15 +666,37 @@ static void unlink_region(struct cvm_dma *d, struct dma_region *dr)
 	for (struct dma_region **p = &d->regions; *p; p = &(*p)->next) {
 		if (*p == dr) {
 			*p = dr->next;
-			return;
+			break;
 		}
 	}
+	dr->gone = true;
+}
+
+/* d->lock held: dr (linked) and its region stay valid after it is dropped. */
+static void dr_pin(struct dma_region *dr)
+{
+	dr->pins++;
+	region_get(dr->region);
+}
+
+static void dr_unpin(struct cvm_dma *d, struct dma_region *dr)
+{
+	struct cvm_region *r = dr->region;
+	bool last;
+
+	pthread_mutex_lock(&d->lock);
+	last = !--dr->pins && dr->gone;
+	pthread_mutex_unlock(&d->lock);
+	if (last)
+		cvm_free(dr);
+	region_put(r);
 }
 
 static void dma_region_gone(void *opaque)
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
+	bool unpinned;
 	int err;
 
 	pthread_mutex_lock(&d->lock);
@@ -672,8 +704,10 @@ static void dma_region_gone(void *opaque)
 	if (err)
 		cvm_err("dma: unmapping a destroyed region failed (%d)", err);
 	unlink_region(d, dr);
+	unpinned = !dr->pins;
 	pthread_mutex_unlock(&d->lock);
-	cvm_free(dr);
+	if (unpinned)
+		cvm_free(dr);
 }
 
 static const struct region_dma_ops dma_listener_ops = {
@@ -716,6 +750,7 @@ static int check_window(struct cvm_dma *d, const struct dma_region *dr)
 
 CVM_EXPORT int cvm_dma_add_region(struct cvm_dma *d, struct cvm_region *r)
 {
+	struct cvm_listener *l;
 	struct dma_region *dr;
 	int err;
 
@@ -738,39 +773,86 @@ CVM_EXPORT int cvm_dma_add_region(struct cvm_dma *d, struct cvm_region *r)
 	if (!err) {
 		dr->next = d->regions;
 		d->regions = dr;
+		dr_pin(dr);		/* this call's, until the listener is in place */
 	}
 	pthread_mutex_unlock(&d->lock);
 	if (err) {
 		cvm_free(dr);
 		return err;
 	}
-	err = region_dma_attach(r, &dma_listener_ops, dr, &dr->listener);
-	if (err) {
-		pthread_mutex_lock(&d->lock);
+	err = region_dma_attach(r, &dma_listener_ops, dr, &l);
+	pthread_mutex_lock(&d->lock);
+	if (!err) {
+		dr->listener = l;
+	} else if (!dr->gone) {
 		if (unmap_region(d, dr))
 			cvm_err("dma: cleanup after a failed add_region failed");
 		unlink_region(d, dr);
-		pthread_mutex_unlock(&d->lock);
-		cvm_free(dr);
 	}
+	pthread_mutex_unlock(&d->lock);
+	dr_unpin(d, dr);
 	return err;
 }
 
+/* Under the region's lock: unmap dr and let it go, unless it went already. */
 static int detach_before(void *opaque)
 {
 	struct dma_region *dr = opaque;
-	int err;
+	int err = -ENOENT;
 
 	pthread_mutex_lock(&dr->dma->lock);
-	err = unmap_region(dr->dma, dr);
-	if (!err)
-		unlink_region(dr->dma, dr);
+	if (!dr->gone) {
+		err = unmap_region(dr->dma, dr);
+		if (!err)
+			unlink_region(dr->dma, dr);
+	}
 	pthread_mutex_unlock(&dr->dma->lock);
 	return err;
 }
 
+/* The same without the unmap: the mappings stay with the backend. */
+static int forget_before(void *opaque)
+{
+	struct dma_region *dr = opaque;
+	int err = -ENOENT;
+
+	pthread_mutex_lock(&dr->dma->lock);
+	if (!dr->gone) {
+		unlink_region(dr->dma, dr);
+		err = 0;
+	}
+	pthread_mutex_unlock(&dr->dma->lock);
+	return err;
+}
+
+/*
+ * The first region of d (or of d that is r, if r is not NULL) that has its
+ * listener, pinned, with that listener; NULL if none.
+ */
+static struct dma_region *pin_attached(struct cvm_dma *d, const struct cvm_region *r,
+				       struct cvm_listener **l)
+{
+	struct dma_region *dr;
+
+	pthread_mutex_lock(&d->lock);
+	if (r)
+		dr = find_region(d, r);
+	else
+		for (dr = d->regions; dr && !dr->listener; dr = dr->next)
+			;
+	if (dr && dr->listener) {
+		*l = dr->listener;
+		dr_pin(dr);
+	} else {
+		dr = NULL;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return dr;
+}
+
 CVM_EXPORT int cvm_dma_remove_region(struct cvm_dma *d, struct cvm_region *r)
 {
+	struct cvm_listener *l;
 	struct dma_region *dr;
 	int err;
 
@@ -778,14 +860,12 @@ CVM_EXPORT int cvm_dma_remove_region(struct cvm_dma *d, struct cvm_region *r)
 		return -EINVAL;
 	if (region_in_callback(r))
 		return -EDEADLK;
-	pthread_mutex_lock(&d->lock);
-	dr = find_region(d, r);
-	pthread_mutex_unlock(&d->lock);
-	if (!dr || !dr->listener)
+	dr = pin_attached(d, r, &l);
+	if (!dr)
 		return -ENOENT;
-	err = region_dma_detach(dr->listener, detach_before, dr);
-	if (!err)
-		cvm_free(dr);
+	/* -ENOENT if another thread removed it, or destroyed r, meanwhile. */
+	err = region_dma_detach(r, l, detach_before, dr);
+	dr_unpin(d, dr);
 	return err;
 }
 
@@ -887,30 +967,39 @@ CVM_EXPORT int cvm_dma_open(const struct cvm_dma_config *ucfg, struct cvm_dma **
 	return 0;
 }
 
+/* This thread is inside a callback of a region d serves. */
+static bool in_callback_of(struct cvm_dma *d)
+{
+	bool in = false;
+
+	pthread_mutex_lock(&d->lock);
+	for (struct dma_region *dr = d->regions; dr && !in; dr = dr->next)
+		in = region_in_callback(dr->region);
+	pthread_mutex_unlock(&d->lock);
+	return in;
+}
+
 CVM_EXPORT void cvm_dma_close(struct cvm_dma *d)
 {
+	struct cvm_listener *l;
+	struct dma_region *dr;
+
 	if (!d)
 		return;
-	for (;;) {
-		struct dma_region *dr;
+	if (in_callback_of(d)) {
+		cvm_err("cvm_dma_close: refused from inside a callback of a region it serves");
+		return;
+	}
+	while ((dr = pin_attached(d, NULL, &l))) {
+		int err = region_dma_detach(dr->region, l, detach_before, dr);
 
-		pthread_mutex_lock(&d->lock);
-		dr = d->regions;
-		pthread_mutex_unlock(&d->lock);
-		if (!dr)
-			break;
-		if (dr->listener && region_dma_detach(dr->listener, detach_before, dr) == 0) {
-			cvm_free(dr);
-			continue;
+		if (err && err != -ENOENT) {
+			/* The kernel refused the unmap: forget the region anyway. */
+			cvm_err("dma: close could not unmap a region (%d); its mappings go with "
+				"the backend", err);
+			region_dma_detach(dr->region, l, forget_before, dr);
 		}
-		/* The kernel refused the unmap: forget the region anyway. */
-		cvm_err("dma: close could not unmap a region; its mappings go with the backend");
-		if (dr->listener)
-			region_dma_detach(dr->listener, NULL, NULL);
-		pthread_mutex_lock(&d->lock);
-		unlink_region(d, dr);
-		pthread_mutex_unlock(&d->lock);
-		cvm_free(dr);
+		dr_unpin(d, dr);
 	}
 	cvm_backend_destroy(d->be);
 	maptable_destroy(d->mt);

@@ -56,6 +56,11 @@ struct cvm_region {
 	size_t nruns, cap_runs;
 	uint64_t conversions, notifications;
 	uintptr_t owner;		/* the thread holding lock (self_id()), or 0 */
+	/* The memory lives while a DMA context holds a reference (region_get)
+	 * to reach the region after cvm_region_destroy() began; dead is set
+	 * under lock by that call, and after it the region has no listener. */
+	unsigned refs;
+	bool dead;
 };
 
 /* ---- which thread holds the lock ---- */
@@ -244,8 +249,26 @@ CVM_EXPORT int cvm_region_create(const struct cvm_region_config *ucfg, struct cv
 		return err;
 	}
 	pthread_mutex_init(&r->lock, NULL);
+	r->refs = 1;			/* the caller's, dropped by cvm_region_destroy() */
 	*out = r;
 	return 0;
+}
+
+void region_get(struct cvm_region *r)
+{
+	__atomic_add_fetch(&r->refs, 1, __ATOMIC_RELAXED);
+}
+
+void region_put(struct cvm_region *r)
+{
+	if (__atomic_sub_fetch(&r->refs, 1, __ATOMIC_ACQ_REL))
+		return;
+	pthread_mutex_destroy(&r->lock);
+	pagemap_destroy(r->pm);
+	cvm_free(r->plain.v);
+	cvm_free(r->dma.v);
+	cvm_free(r->runs);
+	cvm_free(r);
 }
 
 CVM_EXPORT void cvm_region_destroy(struct cvm_region *r)
@@ -257,6 +280,7 @@ CVM_EXPORT void cvm_region_destroy(struct cvm_region *r)
 		return;
 	}
 	region_lock(r, self_id());
+	r->dead = true;
 	/* DMA contexts unmap what they mapped for this region. */
 	for (size_t i = r->dma.n; i-- > 0;) {
 		r->dma.v[i]->dma->region_gone(r->dma.v[i]->opaque);
@@ -264,13 +288,10 @@ CVM_EXPORT void cvm_region_destroy(struct cvm_region *r)
 	}
 	for (size_t i = 0; i < r->plain.n; i++)
 		cvm_free(r->plain.v[i]);
+	r->dma.n = r->plain.n = 0;
 	region_unlock(r);
-	pthread_mutex_destroy(&r->lock);
-	pagemap_destroy(r->pm);
-	cvm_free(r->plain.v);
-	cvm_free(r->dma.v);
-	cvm_free(r->runs);
-	cvm_free(r);
+	/* A DMA context still on its way to this region frees it. */
+	region_put(r);
 }
 
 /* ---- conversions ---- */
@@ -772,15 +793,16 @@ int region_dma_attach(struct cvm_region *r, const struct region_dma_ops *ops, vo
 	return 0;
 }
 
-int region_dma_detach(struct cvm_listener *l, int (*before)(void *opaque), void *opaque)
+int region_dma_detach(struct cvm_region *r, struct cvm_listener *l,
+		      int (*before)(void *opaque), void *opaque)
 {
-	struct cvm_region *r = l->region;
 	int err;
 
 	if (region_in_callback(r))
 		return -EDEADLK;
 	region_lock(r, self_id());
-	err = before ? before(opaque) : 0;
+	/* Destroyed meanwhile: region_gone() took the listener away. */
+	err = r->dead ? -ENOENT : before(opaque);
 	if (!err)
 		vec_remove(&r->dma, l);
 	region_unlock(r);

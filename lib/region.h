@@ -33,9 +33,16 @@ struct region_dma_ops {
  * returned (the DMA layer undoes its own mappings). */
 int region_dma_attach(struct cvm_region *r, const struct region_dma_ops *ops, void *opaque,
 		      struct cvm_listener **out);
-/* Detach: under the region lock, before(opaque) runs first (the DMA layer
- * unmaps the region there); if it fails, nothing is detached. */
-int region_dma_detach(struct cvm_listener *l, int (*before)(void *opaque), void *opaque);
+/* Detach l from r: under the region lock, before(opaque) runs first (the
+ * DMA layer unmaps the region there); if it fails, nothing is detached.
+ * -ENOENT, without calling before(), if r was destroyed meanwhile: its
+ * region_gone() has run.  The caller holds a reference to r. */
+int region_dma_detach(struct cvm_region *r, struct cvm_listener *l,
+		      int (*before)(void *opaque), void *opaque);
+/* References that keep a region's memory (not the region: destroying it
+ * still unmaps and detaches everything) until the last is dropped. */
+void region_get(struct cvm_region *r);
+void region_put(struct cvm_region *r);
 /* This thread is inside a callback of r (a mutation of r would deadlock). */
 bool region_in_callback(const struct cvm_region *r);
 

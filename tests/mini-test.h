@@ -9,6 +9,7 @@
 #ifndef CVM_MINI_TEST_H
 #define CVM_MINI_TEST_H
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -59,11 +60,29 @@ static void mini_fail(const char *file, int line, const char *expr, const char *
 #define cr_assert_not_null(p, ...) cr_assert((p) != NULL, __VA_ARGS__)
 #define cr_assert_null(p, ...)   cr_assert((p) == NULL, __VA_ARGS__)
 
+/* A test still running after this long is stuck (a deadlock, or a lock
+ * taken in freed memory): fail it rather than hang the suite. */
+#define MINI_TIMEOUT 300
+
+static void mini_timeout(int sig)
+{
+	char msg[160];
+	int n = snprintf(msg, sizeof(msg), "not ok %d - %s\n# no end after %d s: stuck\n",
+			 mini_current + 1, mini_tests[mini_current].name, MINI_TIMEOUT);
+
+	(void)sig;
+	if (n > 0 && write(1, msg, (size_t)n) < 0)
+		_exit(2);
+	_exit(1);
+}
+
 int main(void)
 {
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	signal(SIGALRM, mini_timeout);
 	printf("1..%d\n", mini_ntests);
 	for (mini_current = 0; mini_current < mini_ntests; mini_current++) {
+		alarm(MINI_TIMEOUT);
 		mini_tests[mini_current].fn();
 		printf("ok %d - %s\n", mini_current + 1, mini_tests[mini_current].name);
 	}

@@ -92,3 +92,107 @@ Test(threads, one_context_two_regions_many_threads_mapped_equals_shared)
 	for (int i = 0; i < 2; i++)
 		cvm_region_destroy(reg[i]);
 }
+
+/* ---- lifetimes: a context and a region let go of each other at once ---- */
+
+#define RACES 3000
+
+struct race {
+	struct cvm_dma *d;
+	struct cvm_region *r;
+	pthread_barrier_t *go;
+	int ret;
+};
+
+static void race_setup(struct race *x, void *hva, pthread_barrier_t *go)
+{
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
+				     .model_rules = CVM_MODEL_CUT };
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = base[0], .length = 64 * PG,
+					.hva = hva };
+
+	x->go = go;
+	cr_assert_eq(cvm_dma_open(&dc, &x->d), 0);
+	cr_assert_eq(cvm_region_create(&rc, &x->r), 0);
+	cr_assert_eq(cvm_convert(x->r, base[0], 8 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_dma_add_region(x->d, x->r), 0);
+}
+
+static void *do_close(void *o)
+{
+	struct race *x = o;
+
+	pthread_barrier_wait(x->go);
+	cvm_dma_close(x->d);
+	return NULL;
+}
+
+static void *do_destroy(void *o)
+{
+	struct race *x = o;
+
+	pthread_barrier_wait(x->go);
+	cvm_region_destroy(x->r);
+	return NULL;
+}
+
+static void *do_remove(void *o)
+{
+	struct race *x = o;
+
+	pthread_barrier_wait(x->go);
+	x->ret = cvm_dma_remove_region(x->d, x->r);
+	return NULL;
+}
+
+/* Each owns its own handle: the man pages make the pair MT-Safe. */
+Test(threads, close_and_destroy_of_a_region_in_it_race_safely)
+{
+	void *hva = mmap(NULL, 64 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			 -1, 0);
+	pthread_barrier_t go;
+
+	pthread_barrier_init(&go, NULL, 2);
+	for (int i = 0; i < RACES; i++) {
+		struct race x;
+		pthread_t t[2];
+
+		race_setup(&x, hva, &go);
+		pthread_create(&t[0], NULL, do_close, &x);
+		pthread_create(&t[1], NULL, do_destroy, &x);
+		pthread_join(t[0], NULL);
+		pthread_join(t[1], NULL);
+	}
+	pthread_barrier_destroy(&go);
+	munmap(hva, 64 * PG);
+}
+
+/* Two removals of one region: one does it, the other finds it gone. */
+Test(threads, two_removals_of_one_region_one_succeeds_one_finds_nothing)
+{
+	void *hva = mmap(NULL, 64 * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			 -1, 0);
+	pthread_barrier_t go;
+
+	pthread_barrier_init(&go, NULL, 2);
+	for (int i = 0; i < RACES; i++) {
+		struct race x, y;
+		struct cvm_dma_stats st = { .sz = sizeof(st) };
+		pthread_t t[2];
+
+		race_setup(&x, hva, &go);
+		y = x;
+		pthread_create(&t[0], NULL, do_remove, &x);
+		pthread_create(&t[1], NULL, do_remove, &y);
+		pthread_join(t[0], NULL);
+		pthread_join(t[1], NULL);
+		cr_assert(x.ret == 0 ? y.ret == -ENOENT : x.ret == -ENOENT && y.ret == 0,
+			  "removals returned %d and %d", x.ret, y.ret);
+		cr_assert_eq(cvm_dma_stats(x.d, &st), 0);
+		cr_assert_eq(st.mappings, 0);
+		cvm_dma_close(x.d);
+		cvm_region_destroy(x.r);
+	}
+	pthread_barrier_destroy(&go);
+	munmap(hva, 64 * PG);
+}

@@ -516,6 +516,38 @@ Test(dma, add_region_maps_current_shared_runs_and_remove_unmaps_them)
 	munmap(c.hva, c.length);
 }
 
+static struct cvm_dma *close_me;
+
+static int close_from_callback(void *opaque, uint64_t gpa, uint64_t len)
+{
+	(void)opaque; (void)gpa; (void)len;
+	cvm_dma_close(close_me);
+	return 0;
+}
+
+Test(dma, close_from_a_callback_of_a_region_it_serves_is_refused, .timeout = 30)
+{
+	static const struct cvm_listener_ops ops = { .sz = sizeof(ops),
+						     .to_shared = close_from_callback };
+	struct cvm_listener *l;
+	struct fx f;
+
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	last_log[0] = 0;
+	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 0);
+	close_me = f.d;
+	cr_assert_eq(cvm_listener_add(f.r, &ops, NULL, 0, &l), 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
+	cr_assert(strstr(last_log, "cvm_dma_close: refused"), "log: %s", last_log);
+	/* The context is whole and still follows the region. */
+	cvm_listener_remove(l, 0);
+	cr_assert_eq(cvm_convert(f.r, A(8), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 2);
+	check(&f);
+	fx_fini(&f);
+	cvm_set_log(NULL, NULL, 0);
+}
+
 Test(dma, close_unmaps_everything_it_mapped)
 {
 	struct fx f;
