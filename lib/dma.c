@@ -52,6 +52,12 @@ struct dma_region {
 	struct dma_region *next;
 	unsigned pins;                  /* under dma->lock */
 	bool gone;                      /* unlinked; under dma->lock */
+	/* The undo log of this region's last listener call, kept until the
+	 * region settles the conversion (dma_settle()): another context may
+	 * still fail it.  held: entries kept free for that undo. */
+	struct undo_rec *pend;
+	size_t npend, cap_pend;
+	uint64_t held;
 };
 
 enum undo_kind { UNDO_MAPPED, UNDO_UNMAPPED, UNDO_CUT };
@@ -69,6 +75,7 @@ struct cvm_dma {
 	uint64_t granule;               /* UINT64_MAX: unlimited */
 	bool use_cut;
 	uint64_t avail;                 /* our estimate of the backend's free entries */
+	uint64_t held;                  /* of those, kept for pending undos (sum over regions) */
 	struct maptable *mt;            /* data = hva of the mapping's first byte */
 	struct dma_region *regions;
 	struct undo_rec *undo;
@@ -150,6 +157,12 @@ static void refresh_avail(struct cvm_dma *d)
 {
 	if (d->be->ops->refresh && d->be->ops->refresh(d->be) == 0)
 		d->avail = d->be->entries_avail;
+}
+
+/* Free entries a call may take: those not kept for a pending undo. */
+static uint64_t room(const struct cvm_dma *d)
+{
+	return d->avail > d->held ? d->avail - d->held : 0;
 }
 
 /* ---- backend primitives: kernel call + table + undo log ---- */
@@ -405,7 +418,7 @@ static int merge_visit(void *opaque, const struct mt_entry *e)
 
 	if (m->k && m->last.iova + m->last.len == e->iova &&
 	    m->last.data + m->last.len == e->data &&
-	    (dr = region_at(m->d, m->first.iova)) &&
+	    (dr = region_at(m->d, m->first.iova)) && !dr->npend &&
 	    e->iova + e->len - dr->g.iova <= dr->g.length &&
 	    block_end(m->first.iova, dr->granule, UINT64_MAX) >= e->iova + e->len) {
 		m->last = *e;
@@ -423,7 +436,7 @@ static int merge_visit(void *opaque, const struct mt_entry *e)
  * their G-block until `need` entries are free. */
 static int compact(struct cvm_dma *d, uint64_t need)
 {
-	struct merge_scan m = { .d = d, .need = need - d->avail, .cap = 4096 };
+	struct merge_scan m = { .d = d, .need = need - room(d), .cap = 4096 };
 	int err = 0;
 
 	m.spans = cvm_reallocarray(NULL, 2 * m.cap, sizeof(*m.spans));
@@ -449,7 +462,7 @@ static int compact(struct cvm_dma *d, uint64_t need)
 		d->st.disrupted_bytes += e - s;
 	}
 	cvm_free(m.spans);
-	if (!err && d->avail < need)
+	if (!err && room(d) < need)
 		err = -ENOSPC;
 	return err;
 }
@@ -458,7 +471,7 @@ static int make_room(struct cvm_dma *d, uint64_t need)
 {
 	int err;
 
-	if (d->avail == UINT64_MAX || need <= d->avail)
+	if (d->avail == UINT64_MAX || need <= room(d))
 		return 0;
 	if (d->flags & CVM_DMA_COMPACT) {
 		size_t saved = d->nundo;
@@ -474,21 +487,77 @@ static int make_room(struct cvm_dma *d, uint64_t need)
 		"%llu left.  Remedies: use the iommufd backend (no mapping limit), raise "
 		"/sys/module/vfio_iommu_type1/parameters/dma_entry_limit (65535 by default), "
 		"a larger split_granule, or CVM_DMA_COMPACT",
-		d->be->ops->name, (unsigned long long)need, (unsigned long long)d->avail);
+		d->be->ops->name, (unsigned long long)need, (unsigned long long)room(d));
 	return -ENOSPC;
 }
 
 /* ---- the DMA listener ---- */
 
-static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n)
+/*
+ * A listener call that succeeded may still be undone: the region calls
+ * every DMA context of a conversion in turn, and a later one can fail.
+ * Its undo log therefore moves to dr (the buffers swap, so this cannot
+ * fail) until dma_settle(); the entries that undo would take are held
+ * back from other regions' calls meanwhile, and compaction leaves the
+ * region's mappings alone.  Undoing a cut maps the hole as a mapping of
+ * its own, one entry more than before the cut.
+ */
+static void keep_pending(struct cvm_dma *d, struct dma_region *dr, uint64_t before)
+{
+	struct undo_rec *v = dr->pend;
+	size_t cap = dr->cap_pend;
+	uint64_t want = before > d->st.mappings ? before - d->st.mappings : 0;
+
+	for (size_t i = 0; i < d->nundo; i++)
+		if (d->undo[i].kind == UNDO_CUT)
+			want += pieces(d->undo[i].iova, d->undo[i].iova + d->undo[i].len,
+				       dr->granule);
+	dr->pend = d->undo;
+	dr->npend = d->nundo;
+	dr->cap_pend = d->cap_undo;
+	d->undo = v;
+	d->cap_undo = cap;
+	d->nundo = 0;
+	if (d->avail != UINT64_MAX) {
+		dr->held = want;
+		d->held += want;
+	}
+}
+
+/* The conversion is over: forget its undo log (keep) or replay it. */
+static void dma_settle(void *opaque, bool keep)
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
-	uint64_t need = 0;
+
+	pthread_mutex_lock(&d->lock);
+	if (!keep && dr->npend) {
+		struct undo_rec *v = d->undo;
+		size_t cap = d->cap_undo;
+
+		d->undo = dr->pend;
+		d->nundo = dr->npend;
+		d->cap_undo = dr->cap_pend;
+		dr->pend = v;
+		dr->cap_pend = cap;
+		rollback(d);
+	}
+	dr->npend = 0;
+	d->held -= dr->held;
+	dr->held = 0;
+	pthread_mutex_unlock(&d->lock);
+}
+
+static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
+{
+	struct dma_region *dr = opaque;
+	struct cvm_dma *d = dr->dma;
+	uint64_t need = 0, before;
 	int err = 0;
 
 	pthread_mutex_lock(&d->lock);
 	d->nundo = 0;
+	before = d->st.mappings;
 	/* Only an entry limit needs the count of new mappings. */
 	if (d->avail != UINT64_MAX) {
 		for (size_t i = 0; i < n; i++) {
@@ -505,6 +574,8 @@ static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n)
 	}
 	if (err)
 		rollback(d);
+	else if (!last)
+		keep_pending(d, dr, before);
 	d->nundo = 0;
 	pthread_mutex_unlock(&d->lock);
 	return err;
@@ -593,29 +664,31 @@ static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct 
 	return 0;
 }
 
-static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n)
+static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
 	struct span cur, next, first;
 	bool have_first = false;
-	uint64_t need = 0;
+	uint64_t need = 0, before;
 	int err = 0;
 
 	pthread_mutex_lock(&d->lock);
 	d->nundo = 0;
-	/* Splitting one mapping into two (cut or not) needs one more entry. */
+	before = d->st.mappings;
+	/* Splitting one mapping into two (cut or not) needs one more entry,
+	 * and undoing a cut one per G-block of the hole (keep_pending()). */
 	if (d->avail != UINT64_MAX) {
 		for (size_t i = 0; i < n; i++) {
 			uint64_t a = iova_of(dr, runs[i].gpa);
 
 			span_for_run(d, a, a + runs[i].length, &cur);
-			need += cur.split_one;
+			need += cur.split_one + (cur.cut ? pieces(cur.s, cur.e, dr->granule) : 0);
 			if (!i)
 				first = cur;
 		}
 		/* No compaction (the table stays as it is): the first span holds. */
-		have_first = need <= d->avail;
+		have_first = need <= room(d);
 		err = make_room(d, need);
 	}
 	for (size_t i = 0; i < n && !err; i = i) {
@@ -642,6 +715,8 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n)
 	}
 	if (err)
 		rollback(d);
+	else if (!last)
+		keep_pending(d, dr, before);
 	d->nundo = 0;
 	pthread_mutex_unlock(&d->lock);
 	return err;
@@ -672,6 +747,12 @@ static void unlink_region(struct cvm_dma *d, struct dma_region *dr)
 	dr->gone = true;
 }
 
+static void dr_free(struct dma_region *dr)
+{
+	cvm_free(dr->pend);
+	cvm_free(dr);
+}
+
 /* d->lock held: dr (linked) and its region stay valid after it is dropped. */
 static void dr_pin(struct dma_region *dr)
 {
@@ -688,7 +769,7 @@ static void dr_unpin(struct cvm_dma *d, struct dma_region *dr)
 	last = !--dr->pins && dr->gone;
 	pthread_mutex_unlock(&d->lock);
 	if (last)
-		cvm_free(dr);
+		dr_free(dr);
 	region_put(r);
 }
 
@@ -707,12 +788,13 @@ static void dma_region_gone(void *opaque)
 	unpinned = !dr->pins;
 	pthread_mutex_unlock(&d->lock);
 	if (unpinned)
-		cvm_free(dr);
+		dr_free(dr);
 }
 
 static const struct region_dma_ops dma_listener_ops = {
 	.map_runs = dma_map_runs,
 	.unmap_runs = dma_unmap_runs,
+	.settle = dma_settle,
 	.region_gone = dma_region_gone,
 };
 

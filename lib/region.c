@@ -353,6 +353,19 @@ static void unwind_plain(struct cvm_region *r, size_t count)
 			tell_private(r, r->plain.v[i], r->nruns);
 }
 
+/*
+ * A DMA listener's call that is not the last of a conversion keeps its own
+ * undo log: a later DMA listener can still fail, and then the earlier
+ * ones replay their logs, which puts back exactly the mappings they had
+ * (calling the opposite operation would not: it could need entries the
+ * first call used up).  Settle DMA listeners [from, to): keep or undo.
+ */
+static void settle_dma(struct cvm_region *r, size_t from, size_t to, bool keep)
+{
+	for (size_t k = from; k < to; k++)
+		r->dma.v[k]->dma->settle(r->dma.v[k]->opaque, keep);
+}
+
 static int notify_shared(struct cvm_region *r)
 {
 	size_t i, j, k;
@@ -376,20 +389,16 @@ static int notify_shared(struct cvm_region *r)
 	for (k = 0; k < r->dma.n; k++) {
 		struct cvm_listener *l = r->dma.v[k];
 
-		err = l->dma->map_runs(l->opaque, r->runs, r->nruns);
+		err = l->dma->map_runs(l->opaque, r->runs, r->nruns, k == r->dma.n - 1);
 		if (err)
 			goto unwind_dma;
 	}
+	if (r->dma.n)
+		settle_dma(r, 0, r->dma.n - 1, true);
 	return 0;
 
 unwind_dma:
-	while (k-- > 0) {
-		struct cvm_listener *l = r->dma.v[k];
-		int e = l->dma->unmap_runs(l->opaque, r->runs, r->nruns);
-
-		if (e)
-			cvm_err("region: rollback unmap failed (%d): pages stay mapped", e);
-	}
+	settle_dma(r, 0, k, false);
 	unwind_plain(r, r->plain.n);
 	return err;
 }
@@ -402,23 +411,18 @@ static int notify_private(struct cvm_region *r)
 	for (k = r->dma.n; k-- > 0;) {
 		struct cvm_listener *l = r->dma.v[k];
 
-		err = l->dma->unmap_runs(l->opaque, r->runs, r->nruns);
+		err = l->dma->unmap_runs(l->opaque, r->runs, r->nruns, k == 0);
 		if (err)
 			goto unwind_dma;
 	}
+	settle_dma(r, 1, r->dma.n, true);
 	for (size_t i = r->plain.n; i-- > 0;)
 		tell_private(r, r->plain.v[i], r->nruns);
 	return 0;
 
 unwind_dma:
-	/* The DMA listeners after k already unmapped: map the runs back. */
-	for (size_t kk = k + 1; kk < r->dma.n; kk++) {
-		struct cvm_listener *l = r->dma.v[kk];
-		int e = l->dma->map_runs(l->opaque, r->runs, r->nruns);
-
-		if (e)
-			cvm_err("region: rollback map failed (%d): shared pages are not mapped", e);
-	}
+	/* The DMA listeners after k already unmapped: they undo it. */
+	settle_dma(r, k + 1, r->dma.n, false);
 	return err;
 }
 
@@ -742,7 +746,7 @@ static int attach_flush(struct attach *a)
 	int err = 0;
 
 	if (r->nruns)
-		err = a->l->dma->map_runs(a->l->opaque, r->runs, r->nruns);
+		err = a->l->dma->map_runs(a->l->opaque, r->runs, r->nruns, true);
 	r->nruns = 0;
 	return err;
 }

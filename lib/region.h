@@ -21,9 +21,13 @@ struct region_geom {
 const struct region_geom *region_geom(const struct cvm_region *r);
 
 struct region_dma_ops {
-	/* runs: absolute GPA, maximal, ascending, page aligned */
-	int  (*map_runs)(void *opaque, const struct cvm_range *runs, size_t n);
-	int  (*unmap_runs)(void *opaque, const struct cvm_range *runs, size_t n);
+	/* runs: absolute GPA, maximal, ascending, page aligned.  A call that
+	 * fails has undone itself.  One that succeeds with last false keeps
+	 * what it needs to undo itself until settle(keep): another DMA
+	 * listener of the same conversion may still fail it. */
+	int  (*map_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last);
+	int  (*unmap_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last);
+	void (*settle)(void *opaque, bool keep);
 	/* The region is being destroyed: forget it (unmap what was mapped for it). */
 	void (*region_gone)(void *opaque);
 };

@@ -597,6 +597,109 @@ Test(dma, two_contexts_on_one_region_roll_each_other_back)
 	fx_fini(&f);
 }
 
+/* The mappings of d, as "iova+len;..." in pages from BASE. */
+static void layout(struct cvm_dma *d, char *buf, size_t size)
+{
+	struct maps m = { 0 };
+	size_t k = 0;
+
+	cr_assert_eq(cvm_dma_for_each_mapping(d, maps_add, &m), 0);
+	buf[0] = 0;
+	for (uint64_t i = 0; i < m.n && k < size; i++)
+		k += (size_t)snprintf(buf + k, size - k, "%llu+%llu;",
+				      (unsigned long long)((m.e[i].iova - BASE) / PG),
+				      (unsigned long long)(m.e[i].len / PG));
+	free(m.e);
+}
+
+/*
+ * A private conversion that a second context fails: the first context,
+ * which already split its mapping, must get back the mapping it had
+ * (mapping the page back on its own would need an entry it may not have).
+ * A context that cut the page out maps it back as a mapping of its own
+ * instead: joining the three again would unmap pages that stay shared.
+ * d1 is told first (contexts are told to_private last added first).
+ */
+static void second_context_fails_a_split(uint32_t rules1, uint32_t limit0, uint32_t limit1,
+					 bool inject)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
+	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, 0, UINT64_MAX, limit0);
+	struct cvm_dma *d1 = mkdma(rules1, 0, UINT64_MAX, limit1);
+	bool cut = rules1 == CVM_MODEL_CUT;
+	struct cvm_dma_stats st0, st1;
+	char after[256];
+	struct cvm_region *r;
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d0, r), 0);
+	cr_assert_eq(cvm_dma_add_region(d1, r), 0);
+	cr_assert_eq(cvm_convert(r, A(0), 16 * PG, CVM_SHARED, 0), 0);
+	layout(d1, after, sizeof(after));
+	cr_assert_str_eq(after, "0+16;");
+	st1 = stats(d1);
+	st0 = stats(d0);
+	if (inject)
+		cvm_model_inject(cvm_dma_backend(d0), 1, -EIO);
+	cr_assert_eq(cvm_convert(r, A(4), PG, CVM_PRIVATE, 0), inject ? -EIO : -ENOSPC);
+	cr_assert_eq(cvm_region_query(r, A(0), 16 * PG), CVM_SHARED);
+	layout(d1, after, sizeof(after));
+	cr_assert_str_eq(after, cut ? "0+4;4+1;5+11;" : "0+16;", "d1 maps %s", after);
+	cr_assert_eq(stats(d1).mappings, st1.mappings + 2 * cut);
+	cr_assert_eq(stats(d1).entries_avail,
+		     limit1 ? st1.entries_avail - 2 * cut : st1.entries_avail);
+	cr_assert_eq(stats(d0).mappings, st0.mappings);
+	/* Nothing stays held back: a later conversion finds the room there is. */
+	cr_assert_eq(cvm_convert(r, A(100), PG, CVM_SHARED, 0), limit0 ? -ENOSPC : 0);
+	cvm_dma_close(d1);
+	cvm_dma_close(d0);
+	cvm_region_destroy(r);
+	munmap(c.hva, c.length);
+}
+
+Test(dma, a_second_context_out_of_entries_leaves_the_first_as_it_was)
+{
+	second_context_fails_a_split(CVM_MODEL_TYPE1, 1, 2, false);
+	second_context_fails_a_split(CVM_MODEL_CUT, 1, 3, false);
+}
+
+Test(dma, a_second_context_failing_leaves_the_first_as_it_was)
+{
+	second_context_fails_a_split(CVM_MODEL_TYPE1, 0, 0, true);
+	second_context_fails_a_split(CVM_MODEL_CUT, 0, 0, true);
+}
+
+/*
+ * Undoing a cut maps the hole back as a mapping of its own, so under an
+ * entry limit a private conversion that cuts keeps room for that undo: a
+ * batch that would leave none is refused before anything changes, rather
+ * than failing half way and finding no entry to map a hole back with.
+ */
+Test(dma, cuts_keep_room_for_their_undo_under_an_entry_limit)
+{
+	struct cvm_range holes[3] = { { A(10), PG }, { A(20), PG }, { A(30), PG } };
+	struct fx f;
+
+	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 4);
+	cr_assert_eq(cvm_convert(f.r, A(0), 64 * PG, CVM_SHARED, 0), 0);
+	cvm_model_inject(cvm_dma_backend(f.d), 3, -EIO);
+	cr_assert_eq(cvm_convert_batch(f.r, holes, 3, CVM_PRIVATE, 0), -ENOSPC);
+	cvm_model_inject(cvm_dma_backend(f.d), 0, 0);
+	cr_assert_eq(stats(f.d).mappings, 1);
+	check(&f);
+	/* With room for the undo, a failure half way maps every hole back. */
+	cr_assert_eq(cvm_convert(f.r, A(0), 64 * PG, CVM_PRIVATE, 0), 0);
+	fx_fini(&f);
+	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 7);
+	cr_assert_eq(cvm_convert(f.r, A(0), 64 * PG, CVM_SHARED, 0), 0);
+	cvm_model_inject(cvm_dma_backend(f.d), 3, -EIO);
+	cr_assert_eq(cvm_convert_batch(f.r, holes, 3, CVM_PRIVATE, 0), -EIO);
+	cr_assert_eq(cvm_region_query(f.r, A(0), 64 * PG), CVM_SHARED);
+	check(&f);
+	fx_fini(&f);
+}
+
 Test(dma, open_rejects_bad_configs)
 {
 	struct cvm_dma_config good = { .sz = sizeof(good), .backend = CVM_BACKEND_MODEL, .fd = -1 };
