@@ -526,7 +526,9 @@ CVM_EXPORT int cvm_convert_batch(struct cvm_region *r, const struct cvm_range *r
 	struct prange stack[8], *pr = stack;
 	int err = 0;
 
-	if (!r || !ranges || !count || flags || !valid_target(to))
+	/* More ranges than memory can hold cannot be a real array. */
+	if (!r || !ranges || !count || count > SIZE_MAX / sizeof(*ranges) || flags ||
+	    !valid_target(to))
 		return -EINVAL;
 	if (count > ARRAY_SIZE(stack)) {
 		pr = cvm_reallocarray(NULL, count, sizeof(*pr));

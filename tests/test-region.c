@@ -426,6 +426,8 @@ Test(region, bad_input_returns_errno_and_changes_nothing)
 	cr_assert_eq(cvm_convert(r, G(0), PG, CVM_SHARED, 1), -EINVAL);
 	cr_assert_eq(cvm_convert_batch(r, NULL, 1, CVM_SHARED, 0), -EINVAL);
 	cr_assert_eq(cvm_convert_batch(r, &one, 0, CVM_SHARED, 0), -EINVAL);
+	/* A count no array can have: refused before anything is read. */
+	cr_assert_eq(cvm_convert_batch(r, &one, SIZE_MAX / sizeof(one) + 1, CVM_SHARED, 0), -EINVAL);
 	cr_assert_eq(cvm_convert_batch(r, &one, 1, CVM_SHARED, 2), -EINVAL);
 	cr_assert_eq(cvm_region_for_each_run(r, G(0), PG, CVM_SHARED, NULL, NULL), -EINVAL);
 	cr_assert_eq(cvm_region_for_each_run(r, G(0), PG, CVM_MIXED, state_walk_fn, NULL), -EINVAL);
