@@ -876,15 +876,15 @@ CVM_EXPORT int cvm_dma_add_region(struct cvm_dma *d, struct cvm_region *r)
 	return err;
 }
 
-/* Under the region's lock: unmap dr and let it go, unless it went already. */
-static int detach_before(void *opaque)
+/* Under the region's lock: let dr go (unmapping it first if unmap), unless
+ * it went already. */
+static int leave(struct dma_region *dr, bool unmap)
 {
-	struct dma_region *dr = opaque;
 	int err = -ENOENT;
 
 	pthread_mutex_lock(&dr->dma->lock);
 	if (!dr->gone) {
-		err = unmap_region(dr->dma, dr);
+		err = unmap ? unmap_region(dr->dma, dr) : 0;
 		if (!err)
 			unlink_region(dr->dma, dr);
 	}
@@ -892,19 +892,15 @@ static int detach_before(void *opaque)
 	return err;
 }
 
+static int detach_before(void *opaque)
+{
+	return leave(opaque, true);
+}
+
 /* The same without the unmap: the mappings stay with the backend. */
 static int forget_before(void *opaque)
 {
-	struct dma_region *dr = opaque;
-	int err = -ENOENT;
-
-	pthread_mutex_lock(&dr->dma->lock);
-	if (!dr->gone) {
-		unlink_region(dr->dma, dr);
-		err = 0;
-	}
-	pthread_mutex_unlock(&dr->dma->lock);
-	return err;
+	return leave(opaque, false);
 }
 
 /*
