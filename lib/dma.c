@@ -8,9 +8,10 @@
  * (DESIGN §6): a mapping never crosses a split_granule (G) boundary; a run
  * that becomes shared is mapped as one mapping per G-block it touches; a run
  * that becomes private is removed with the backend's hitless cut where it
- * has one, else whole mappings are unmapped and the still-shared remainders
- * of the (at most two) mappings it bisects are mapped again (counted as
- * disruptive).  Runs separated only by unmapped gaps share one kernel call.
+ * has one, else whole mappings are unmapped and the still-shared parts of
+ * the mappings it bisects are mapped again (counted as disruptive).  Runs of
+ * one call that bisect the same mapping, or are separated only by unmapped
+ * gaps, share one unmap, so each still-shared page is remapped once.
  *
  * Every backend mutation made for one listener call is recorded in an undo
  * log; if a later step fails, the log is replayed backwards so the IOMMU maps
@@ -585,11 +586,13 @@ static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bo
 struct span {
 	uint64_t s, e;          /* what the call covers */
 	uint64_t ls, rs_end;    /* disruptive: remainders [ls, a) and [b, rs_end) */
+				/* (of the first and the last run folded in) */
 	uint64_t a, b;
 	uint64_t hva;           /* of s, when one */
 	bool cut;
 	bool split_one;         /* strictly inside one mapping: one entry more after */
 	bool one;               /* [s, e) is exactly one whole mapping */
+	bool whole;             /* no remainder: nothing to map again */
 };
 
 /* Turn run [a, b) into the span that removes it. */
@@ -615,6 +618,7 @@ static void span_for_run(struct cvm_dma *d, uint64_t a, uint64_t b, struct span 
 		sp->rs_end = r.iova + r.len;
 	if (sp->ls == a && sp->rs_end == b) {
 		/* whole mappings only */
+		sp->whole = true;
 		sp->one = has_l && l.iova == a && l.iova + l.len == b;
 		sp->hva = l.data;
 		return;
@@ -634,8 +638,53 @@ static bool gap_is_unmapped(struct cvm_dma *d, uint64_t from, uint64_t to)
 	return maptable_lookup(d->mt, from, &e) || e.iova >= to;
 }
 
-static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct span *sp)
+/*
+ * Map again what the unmap of a disruptive span took that stays shared: the
+ * entries it removed (the undo log from `mark` to `end`) less the runs
+ * going private.  Each piece lies inside its entry, so inside one G-block.
+ * A mapping counts once however many holes the call makes in it, and each
+ * still-shared page is remapped once.
+ */
+static int remap_rest(struct cvm_dma *d, const struct dma_region *dr, size_t mark, size_t end,
+		      const struct cvm_range *runs, size_t n)
 {
+	size_t k = 0;
+
+	for (size_t i = mark; i < end; i++) {
+		struct undo_rec u = d->undo[i];  /* be_map() may move the log */
+		uint64_t p = u.iova, ue = u.iova + u.len, bytes = 0;
+
+		while (p < ue) {
+			uint64_t ra = 0, rb = 0, q;
+			int err;
+
+			while (k < n && (ra = iova_of(dr, runs[k].gpa),
+					 rb = ra + runs[k].length) <= p)
+				k++;
+			if (k < n && ra <= p) {         /* inside a run: skip it */
+				p = rb < ue ? rb : ue;
+				continue;
+			}
+			q = k < n && ra < ue ? ra : ue;
+			err = be_map(d, p, q - p, u.hva + (p - u.iova), true);
+			if (err)
+				return err;
+			bytes += q - p;
+			p = q;
+		}
+		if (bytes) {
+			d->st.disruptive_splits++;
+			d->st.disrupted_bytes += bytes;
+		}
+	}
+	return 0;
+}
+
+/* Remove the span holding runs[0..n). */
+static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct span *sp,
+		   const struct cvm_range *runs, size_t n)
+{
+	size_t mark = d->nundo;
 	int err;
 
 	if (sp->cut)
@@ -643,25 +692,9 @@ static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct 
 	if (sp->one)
 		return be_unmap_one(d, sp->s, sp->e - sp->s, sp->hva, true);
 	err = be_unmap_span(d, sp->s, sp->e, true);
-	if (err)
+	if (err || sp->whole)
 		return err;
-	/* Remap what stays shared of the bisected mappings (each inside one
-	 * G-block).  A split counts once per mapping it disrupted. */
-	if (sp->ls < sp->a) {
-		err = be_map(d, sp->ls, sp->a - sp->ls, hva_of(dr, sp->ls), true);
-		if (err)
-			return err;
-		d->st.disruptive_splits++;
-		d->st.disrupted_bytes += sp->a - sp->ls;
-	}
-	if (sp->rs_end > sp->b) {
-		err = be_map(d, sp->b, sp->rs_end - sp->b, hva_of(dr, sp->b), true);
-		if (err)
-			return err;
-		d->st.disruptive_splits += !sp->split_one;
-		d->st.disrupted_bytes += sp->rs_end - sp->b;
-	}
-	return 0;
+	return remap_rest(d, dr, mark, d->nundo, runs, n);
 }
 
 static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
@@ -691,27 +724,31 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 		have_first = need <= room(d);
 		err = make_room(d, need);
 	}
-	for (size_t i = 0; i < n && !err; i = i) {
+	for (size_t i = 0, i0; i < n && !err;) {
 		uint64_t a = iova_of(dr, runs[i].gpa);
 
 		if (!i && have_first)
 			cur = first;
 		else
 			span_for_run(d, a, a + runs[i].length, &cur);
-		/* Merge following runs while the gap between holds no mapping and
-		 * nothing needs remapping in between. */
-		for (i++; i < n && !cur.cut && cur.rs_end == cur.b; i++) {
+		/* Fold the following runs into one kernel call while they start
+		 * inside the mapping this span bisects on its right (one unmap
+		 * then, and each page that stays shared is remapped once), or
+		 * the gap up to them holds no mapping. */
+		for (i0 = i++; i < n && !cur.cut; i++) {
 			uint64_t na = iova_of(dr, runs[i].gpa);
 
 			span_for_run(d, na, na + runs[i].length, &next);
-			if (next.cut || next.ls < next.a || !gap_is_unmapped(d, cur.e, next.s))
+			if (next.cut ||
+			    (na >= cur.rs_end && !gap_is_unmapped(d, cur.e, next.s)))
 				break;
 			cur.e = next.e;
 			cur.b = next.b;
 			cur.rs_end = next.rs_end;
 			cur.one = false;
+			cur.whole = cur.whole && next.whole;
 		}
-		err = do_span(d, dr, &cur);
+		err = do_span(d, dr, &cur, runs + i0, i - i0);
 	}
 	if (err)
 		rollback(d);

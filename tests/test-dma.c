@@ -229,6 +229,60 @@ Test(dma, a_hole_with_a_cut_is_hitless_and_one_call)
 	fx_fini(&f);
 }
 
+Test(dma, holes_in_one_call_unmap_once_and_remap_each_shared_page_once)
+{
+	struct fx f;
+	struct cvm_range rs[4];
+	struct cvm_dma_stats st;
+
+	/* One 1 MiB mapping, four 4 KiB holes in one call, no cut: one unmap,
+	 * then the five pieces that stay shared, each mapped once. */
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, 0, UINT64_MAX, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 256 * PG, CVM_SHARED, 0), 0);
+	for (int i = 0; i < 4; i++)
+		rs[i] = (struct cvm_range){ A(10 + 10 * i), PG };
+	cr_assert_eq(cvm_convert_batch(f.r, rs, 4, CVM_PRIVATE, 0), 0);
+	st = stats(f.d);
+	cr_assert_eq(st.unmap_calls, 1);
+	cr_assert_eq(st.map_calls, 1 + 5);
+	cr_assert_eq(st.mappings, 5);
+	cr_assert_eq(st.disruptive_splits, 1, "one mapping was disrupted");
+	cr_assert_eq(st.disrupted_bytes, 252 * PG, "each shared page remapped once");
+	check(&f);
+	fx_fini(&f);
+
+	/* Two 2 MiB mappings (auto, type1), holes in both and at an edge:
+	 * still one unmap for the lot, and each mapping disrupted once. */
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 1024 * PG, CVM_SHARED, 0), 0);
+	rs[0] = (struct cvm_range){ A(100), PG };
+	rs[1] = (struct cvm_range){ A(200), 2 * PG };
+	rs[2] = (struct cvm_range){ A(510), 4 * PG };   /* across the two mappings */
+	rs[3] = (struct cvm_range){ A(1000), 24 * PG }; /* to the end */
+	cr_assert_eq(cvm_convert_batch(f.r, rs, 4, CVM_PRIVATE, 0), 0);
+	st = stats(f.d);
+	cr_assert_eq(st.unmap_calls, 1);
+	cr_assert_eq(st.map_calls, 2 + 4);
+	cr_assert_eq(st.mappings, 4);
+	cr_assert_eq(st.disruptive_splits, 2);
+	cr_assert_eq(st.disrupted_bytes, (1024 - 31) * PG);
+	check(&f);
+	fx_fini(&f);
+
+	/* Where the backend cuts, each hole is its own hitless cut. */
+	fx_init(&f, 1024, 0, CVM_MODEL_CUT, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 256 * PG, CVM_SHARED, 0), 0);
+	for (int i = 0; i < 4; i++)
+		rs[i] = (struct cvm_range){ A(10 + 10 * i), PG };
+	cr_assert_eq(cvm_convert_batch(f.r, rs, 4, CVM_PRIVATE, 0), 0);
+	st = stats(f.d);
+	cr_assert_eq(st.cut_calls, 4);
+	cr_assert_eq(st.map_calls, 1);
+	cr_assert_eq(st.disruptive_splits, 0);
+	check(&f);
+	fx_fini(&f);
+}
+
 Test(dma, private_runs_separated_by_private_gaps_take_one_unmap_call)
 {
 	struct fx f;
@@ -365,7 +419,7 @@ Test(dma, a_failed_remap_after_a_disruptive_split_restores_the_original_mapping)
 }
 
 /* Conversions whose backend calls are failed one by one. */
-static const struct { uint64_t page, n; int to; } script[] = {
+static const struct { uint64_t page, n; int to; size_t count; uint64_t stride; } script[] = {
 	{ 0, 600, CVM_SHARED },        /* crosses a 2 MiB block */
 	{ 700, 3, CVM_SHARED },
 	{ 720, 40, CVM_SHARED },
@@ -375,8 +429,20 @@ static const struct { uint64_t page, n; int to; } script[] = {
 	{ 100, 1, CVM_PRIVATE },       /* a hole */
 	{ 500, 300, CVM_PRIVATE },     /* end of one run, all of another */
 	{ 50, 400, CVM_SHARED },       /* heals the hole, joins */
+	{ 60, 2, CVM_PRIVATE, 5, 40 },  /* five holes in one call, some in one mapping */
 	{ 0, 1024, CVM_PRIVATE },
 };
+
+static int script_step(struct cvm_region *r, size_t i)
+{
+	struct cvm_range rs[8];
+	size_t count = script[i].count ? script[i].count : 1;
+
+	for (size_t j = 0; j < count; j++)
+		rs[j] = (struct cvm_range){ A(script[i].page + j * script[i].stride),
+					    script[i].n * PG };
+	return cvm_convert_batch(r, rs, count, script[i].to, 0);
+}
 
 static void run_script_with_fault(uint32_t rules, uint32_t flags, size_t k, uint64_t nth,
 				  bool *failed)
@@ -388,11 +454,11 @@ static void run_script_with_fault(uint32_t rules, uint32_t flags, size_t k, uint
 
 	fx_init(&f, 1024, 0, rules, flags, 0, 0);
 	for (size_t i = 0; i < k; i++)
-		cr_assert_eq(cvm_convert(f.r, A(script[i].page), script[i].n * PG, script[i].to, 0), 0);
+		cr_assert_eq(script_step(f.r, i), 0);
 	memset(before, 0, sizeof(before));
 	cvm_region_for_each_run(f.r, BASE, 1024 * PG, CVM_SHARED, state_walk_fn, &w);
 	cvm_model_inject(cvm_dma_backend(f.d), nth, -EIO);
-	err = cvm_convert(f.r, A(script[k].page), script[k].n * PG, script[k].to, 0);
+	err = script_step(f.r, k);
 	cvm_model_inject(cvm_dma_backend(f.d), 0, 0);
 	*failed = err != 0;
 	if (err) {
@@ -741,8 +807,8 @@ static void random_run(uint32_t rules, uint32_t flags, uint64_t granule, unsigne
 
 	fx_init(&f, 2048, 0, rules, flags, granule, 0);
 	for (int op = 0; op < ops; op++) {
-		struct cvm_range rs[3];
-		int n = 1 + rand_r(&seed) % 3, to = rand_r(&seed) % 2 ? CVM_SHARED : CVM_PRIVATE;
+		struct cvm_range rs[6];
+		int n = 1 + rand_r(&seed) % 6, to = rand_r(&seed) % 2 ? CVM_SHARED : CVM_PRIVATE;
 
 		for (int k = 0; k < n; k++) {
 			uint64_t s = rand_r(&seed) % 2048;
