@@ -16,7 +16,8 @@
  * Every backend mutation made for one listener call is recorded in an undo
  * log; if a later step fails, the log is replayed backwards so the IOMMU maps
  * the same pages as before the call (the region then rolls back everyone
- * else).  Locking: one mutex per context, always taken after a region's lock
+ * else).  Where the kernel refuses a step of that replay too, what differs
+ * is noted and retried at the start of every later call (repair()).  Locking: one mutex per context, always taken after a region's lock
  * (listener callbacks arrive with the region lock held); no user callback
  * runs under it.
  */
@@ -59,14 +60,35 @@ struct dma_region {
 	struct undo_rec *pend;
 	size_t npend, cap_pend;
 	uint64_t held;
+	/* Repairs the pending call took away (its runs went private): put
+	 * back if the conversion is undone. */
+	struct fix *untrim;
+	size_t nuntrim, cap_untrim;
 };
 
 enum undo_kind { UNDO_MAPPED, UNDO_UNMAPPED, UNDO_CUT };
 
 struct undo_rec {
 	enum undo_kind kind;
+	bool remap;                     /* UNDO_MAPPED: pages mapped before the call too */
 	uint64_t iova, len, hva;
 	const struct dma_region *dr;    /* UNDO_CUT: to split the remap by granule */
+};
+
+/*
+ * What a rollback that failed left different from the shared set, to be
+ * retried on every later call of the context until the kernel takes it.
+ * FIX_UNMAP: whole mappings of pages that stayed private (the kernel
+ * refused to unmap them); FIX_MAP: shared pages left unmapped, one
+ * mapping's worth inside one G-block.
+ */
+enum fix_kind { FIX_UNMAP, FIX_MAP };
+
+struct fix {
+	enum fix_kind kind;
+	int err;                        /* what the kernel said last */
+	uint64_t iova, len, hva;
+	const struct dma_region *dr;
 };
 
 struct cvm_dma {
@@ -81,6 +103,8 @@ struct cvm_dma {
 	struct dma_region *regions;
 	struct undo_rec *undo;
 	size_t nundo, cap_undo;
+	struct fix *fix;
+	size_t nfix, cap_fix;
 	struct cvm_dma_stats st;
 };
 
@@ -139,7 +163,7 @@ static int undo_reserve(struct cvm_dma *d, size_t n)
 static void undo_push(struct cvm_dma *d, enum undo_kind kind, uint64_t iova, uint64_t len,
 		      uint64_t hva, const struct dma_region *dr)
 {
-	d->undo[d->nundo++] = (struct undo_rec){ kind, iova, len, hva, dr };
+	d->undo[d->nundo++] = (struct undo_rec){ kind, false, iova, len, hva, dr };
 }
 
 /* ---- entry accounting ---- */
@@ -351,7 +375,204 @@ static int map_range(struct cvm_dma *d, const struct dma_region *dr, uint64_t s,
 	return 0;
 }
 
-/* Replay the undo log backwards: the IOMMU maps what it mapped before. */
+static const struct dma_region *region_at(const struct cvm_dma *d, uint64_t iova)
+{
+	for (const struct dma_region *dr = d->regions; dr; dr = dr->next)
+		if (iova >= dr->g.iova && iova - dr->g.iova < dr->g.length)
+			return dr;
+	return NULL;
+}
+
+/* ---- repairs: what a failed rollback left ---- */
+
+static int fix_reserve(struct fix **v, size_t *cap, size_t want)
+{
+	size_t c = *cap;
+	void *p;
+
+	if (want <= c)
+		return 0;
+	while (c < want)
+		c = c ? 2 * c : 16;
+	p = cvm_reallocarray(*v, c, sizeof(**v));
+	if (!p)
+		return -ENOMEM;
+	*v = p;
+	*cap = c;
+	return 0;
+}
+
+static void fix_add(struct cvm_dma *d, struct fix f)
+{
+	if (fix_reserve(&d->fix, &d->cap_fix, d->nfix + 1)) {
+		cvm_err("dma: no memory to note the repair of iova 0x%llx+0x%llx",
+			(unsigned long long)f.iova, (unsigned long long)f.len);
+		return;
+	}
+	d->fix[d->nfix++] = f;
+}
+
+static struct fix fix_piece(const struct fix *f, uint64_t a, uint64_t b)
+{
+	return (struct fix){ f->kind, f->err, a, b - a, f->hva + (a - f->iova), f->dr };
+}
+
+static bool overlaps_table(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
+{
+	struct mt_entry e;
+
+	return !maptable_lookup(d->mt, lo, &e) && e.iova < hi;
+}
+
+/* Shared pages [lo, hi) of dr (hva: of lo) that could not be mapped
+ * again: note what the table lacks there, one repair per G-block. */
+static void note_missing(struct cvm_dma *d, const struct dma_region *dr, uint64_t lo,
+			 uint64_t hi, uint64_t hva, int err)
+{
+	for (uint64_t p = lo; p < hi;) {
+		struct mt_entry e;
+		uint64_t q = hi;
+		bool more = !maptable_lookup(d->mt, p, &e) && e.iova < hi;
+
+		if (more)
+			q = e.iova > p ? e.iova : p;
+		for (uint64_t x = p; x < q && dr;) {
+			uint64_t xe = block_end(x, dr->granule, q);
+
+			fix_add(d, (struct fix){ FIX_MAP, err, x, xe - x, hva + (x - lo), dr });
+			x = xe;
+		}
+		if (!more)
+			break;
+		p = e.iova + e.len;
+	}
+}
+
+/* Retry every repair (d->lock held); what the kernel still refuses stays. */
+static void repair(struct cvm_dma *d)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < d->nfix; i++) {
+		struct fix f = d->fix[i];
+		int err;
+
+		if (f.kind == FIX_UNMAP)
+			err = be_unmap_span(d, f.iova, f.iova + f.len, false);
+		else if (overlaps_table(d, f.iova, f.iova + f.len))
+			err = -EEXIST;
+		else
+			err = room(d) ? be_map(d, f.iova, f.len, f.hva, false) : -ENOSPC;
+		if (!err) {
+			cvm_info("dma: repaired iova 0x%llx+0x%llx (%s)",
+				 (unsigned long long)f.iova, (unsigned long long)f.len,
+				 f.kind == FIX_UNMAP ? "unmapped" : "mapped");
+			continue;
+		}
+		f.err = err;
+		d->fix[k++] = f;
+	}
+	d->nfix = k;
+}
+
+/* The error of a page of runs left mapped although private, or 0. */
+static int stray_in(const struct cvm_dma *d, const struct dma_region *dr,
+		    const struct cvm_range *runs, size_t n)
+{
+	for (size_t i = 0; i < d->nfix; i++) {
+		const struct fix *f = &d->fix[i];
+
+		if (f->kind != FIX_UNMAP || f->dr != dr)
+			continue;
+		for (size_t j = 0; j < n; j++) {
+			uint64_t a = iova_of(dr, runs[j].gpa);
+
+			if (a < f->iova + f->len && f->iova < a + runs[j].length)
+				return f->err;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Runs of dr went private: repairs that would map their pages must not
+ * happen any more.  They come back (put_back_fixes()) if another context
+ * fails the conversion.  -ENOMEM changes nothing.
+ */
+static int trim_fixes(struct cvm_dma *d, struct dma_region *dr, const struct cvm_range *runs,
+		      size_t n)
+{
+	size_t cap = 2 * (d->nfix + n), m = 0;
+	struct fix *v;
+
+	if (fix_reserve(&dr->untrim, &dr->cap_untrim, dr->nuntrim + d->nfix + n))
+		return -ENOMEM;
+	v = cvm_reallocarray(NULL, cap, sizeof(*v));
+	if (!v)
+		return -ENOMEM;
+	for (size_t i = 0; i < d->nfix; i++) {
+		const struct fix *f = &d->fix[i];
+		uint64_t p = f->iova, y = f->iova + f->len;
+
+		if (f->kind != FIX_MAP || f->dr != dr) {
+			v[m++] = *f;
+			continue;
+		}
+		for (size_t j = 0; j < n && p < y; j++) {
+			uint64_t a = iova_of(dr, runs[j].gpa), b = a + runs[j].length;
+
+			if (b <= p)
+				continue;
+			if (a >= y)
+				break;
+			if (a > p)
+				v[m++] = fix_piece(f, p, a);
+			dr->untrim[dr->nuntrim++] = fix_piece(f, a > p ? a : p, b < y ? b : y);
+			p = b < y ? b : y;
+		}
+		if (p < y)
+			v[m++] = fix_piece(f, p, y);
+	}
+	cvm_free(d->fix);
+	d->fix = v;
+	d->nfix = m;
+	d->cap_fix = cap;
+	return 0;
+}
+
+static void put_back_fixes(struct cvm_dma *d, struct dma_region *dr)
+{
+	for (size_t i = 0; i < dr->nuntrim; i++)
+		fix_add(d, dr->untrim[i]);
+	dr->nuntrim = 0;
+}
+
+/* dr leaves the context: its repairs go with it. */
+static void drop_fixes(struct cvm_dma *d, const struct dma_region *dr)
+{
+	size_t k = 0;
+
+	for (size_t i = 0; i < d->nfix; i++)
+		if (d->fix[i].dr != dr)
+			d->fix[k++] = d->fix[i];
+	d->nfix = k;
+}
+
+static bool is_stray(const struct cvm_dma *d, const struct mt_entry *e)
+{
+	for (size_t i = 0; i < d->nfix; i++)
+		if (d->fix[i].kind == FIX_UNMAP && e->iova < d->fix[i].iova + d->fix[i].len &&
+		    d->fix[i].iova < e->iova + e->len)
+			return true;
+	return false;
+}
+
+/*
+ * Replay the undo log backwards: the IOMMU maps what it mapped before.
+ * Where the kernel refuses a step, what it left different is noted for
+ * repair(): mappings of pages that stay private, to unmap, and shared
+ * pages left unmapped, to map.
+ */
 static void rollback(struct cvm_dma *d)
 {
 	while (d->nundo) {
@@ -363,21 +584,39 @@ static void rollback(struct cvm_dma *d)
 		case UNDO_MAPPED:
 			/* Mappings made in one go are contiguous: one unmap for all. */
 			while (d->nundo && d->undo[d->nundo - 1].kind == UNDO_MAPPED &&
+			       d->undo[d->nundo - 1].remap == u.remap &&
 			       d->undo[d->nundo - 1].iova + d->undo[d->nundo - 1].len == lo)
 				lo = d->undo[--d->nundo].iova;
 			err = be_unmap_span(d, lo, hi, false);
+			/* A remap of pages that stay shared may stay: restoring
+			 * the mapping it came from finds it there, below. */
+			if (err && !u.remap)
+				fix_add(d, (struct fix){ FIX_UNMAP, err, lo, hi - lo, 0,
+							 region_at(d, lo) });
 			break;
 		case UNDO_UNMAPPED:
-			err = be_map(d, u.iova, u.len, u.hva, false);
+			err = overlaps_table(d, lo, hi) ? -EEXIST : be_map(d, lo, u.len, u.hva, false);
+			if (err)
+				note_missing(d, region_at(d, lo), lo, hi, u.hva, err);
 			break;
 		case UNDO_CUT:
-			err = map_range(d, u.dr, u.iova, hi, false);
+			for (uint64_t p = lo; p < hi;) {
+				uint64_t pe = block_end(p, u.dr->granule, hi);
+				int e = be_map(d, p, pe - p, hva_of(u.dr, p), false);
+
+				if (e) {
+					note_missing(d, u.dr, p, pe, hva_of(u.dr, p), e);
+					err = e;
+				}
+				p = pe;
+			}
 			break;
 		}
 		if (err)
-			cvm_err("dma: rollback failed at iova 0x%llx+0x%llx (%d): "
-				"the IOMMU no longer matches the shared pages there",
-				(unsigned long long)u.iova, (unsigned long long)u.len, err);
+			cvm_err("dma: rollback failed at iova 0x%llx+0x%llx (%d): the IOMMU "
+				"no longer matches the shared pages there; the context retries "
+				"on its next call", (unsigned long long)lo,
+				(unsigned long long)(hi - lo), err);
 	}
 }
 
@@ -391,14 +630,6 @@ struct merge_scan {
 	size_t nspans, cap;
 	uint64_t gain, need;
 };
-
-static const struct dma_region *region_at(const struct cvm_dma *d, uint64_t iova)
-{
-	for (const struct dma_region *dr = d->regions; dr; dr = dr->next)
-		if (iova >= dr->g.iova && iova - dr->g.iova < dr->g.length)
-			return dr;
-	return NULL;
-}
 
 static int merge_flush(struct merge_scan *m)
 {
@@ -417,6 +648,8 @@ static int merge_visit(void *opaque, const struct mt_entry *e)
 	struct merge_scan *m = opaque;
 	const struct dma_region *dr;
 
+	if (m->d->nfix && is_stray(m->d, e))
+		return merge_flush(m);   /* k is 0 now: nothing merges with it */
 	if (m->k && m->last.iova + m->last.len == e->iova &&
 	    m->last.data + m->last.len == e->data &&
 	    (dr = region_at(m->d, m->first.iova)) && !dr->npend &&
@@ -543,6 +776,9 @@ static void dma_settle(void *opaque, bool keep)
 		dr->cap_pend = cap;
 		rollback(d);
 	}
+	if (!keep)
+		put_back_fixes(d, dr);
+	dr->nuntrim = 0;
 	dr->npend = 0;
 	d->held -= dr->held;
 	dr->held = 0;
@@ -558,9 +794,15 @@ static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bo
 
 	pthread_mutex_lock(&d->lock);
 	d->nundo = 0;
+	if (d->nfix) {
+		repair(d);
+		/* Pages a failed rollback left mapped cannot be mapped again
+		 * until the kernel lets go of them. */
+		err = stray_in(d, dr, runs, n);
+	}
 	before = d->st.mappings;
 	/* Only an entry limit needs the count of new mappings. */
-	if (d->avail != UINT64_MAX) {
+	if (!err && d->avail != UINT64_MAX) {
 		for (size_t i = 0; i < n; i++) {
 			uint64_t s = iova_of(dr, runs[i].gpa);
 
@@ -669,6 +911,7 @@ static int remap_rest(struct cvm_dma *d, const struct dma_region *dr, size_t mar
 			err = be_map(d, p, q - p, u.hva + (p - u.iova), true);
 			if (err)
 				return err;
+			d->undo[d->nundo - 1].remap = true;
 			bytes += q - p;
 			p = q;
 		}
@@ -708,6 +951,8 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 
 	pthread_mutex_lock(&d->lock);
 	d->nundo = 0;
+	if (d->nfix)
+		repair(d);
 	before = d->st.mappings;
 	/* Splitting one mapping into two (cut or not) needs one more entry,
 	 * and undoing a cut one per G-block of the hole (keep_pending()). */
@@ -750,10 +995,15 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 		}
 		err = do_span(d, dr, &cur, runs + i0, i - i0);
 	}
-	if (err)
+	if (!err && d->nfix)
+		err = trim_fixes(d, dr, runs, n);
+	if (err) {
 		rollback(d);
-	else if (!last)
+	} else if (!last) {
 		keep_pending(d, dr, before);
+	} else {
+		dr->nuntrim = 0;
+	}
 	d->nundo = 0;
 	pthread_mutex_unlock(&d->lock);
 	return err;
@@ -781,12 +1031,15 @@ static void unlink_region(struct cvm_dma *d, struct dma_region *dr)
 			break;
 		}
 	}
+	drop_fixes(d, dr);
+	dr->nuntrim = 0;
 	dr->gone = true;
 }
 
 static void dr_free(struct dma_region *dr)
 {
 	cvm_free(dr->pend);
+	cvm_free(dr->untrim);
 	cvm_free(dr);
 }
 
@@ -1120,6 +1373,7 @@ CVM_EXPORT void cvm_dma_close(struct cvm_dma *d)
 	maptable_destroy(d->mt);
 	pthread_mutex_destroy(&d->lock);
 	cvm_free(d->undo);
+	cvm_free(d->fix);
 	cvm_free(d);
 }
 

@@ -98,9 +98,11 @@ static int maps_add(void *opaque, uint64_t iova, uint64_t len)
 	return 0;
 }
 
-/* Mapped == shared (IOVA == GPA here), table == model kernel, granule respected. */
-static void check(struct fx *f)
+/* Mapped == shared (IOVA == GPA here), table == model kernel, granule
+ * respected, for context d of region r. */
+static void check_dma(struct cvm_region *r, struct cvm_dma *d, uint64_t npages, uint64_t granule)
 {
+	struct fx fx = { .r = r, .d = d, .npages = npages, .granule = granule }, *f = &fx;
 	struct maps lib = { 0 }, kern = { 0 };
 	struct cvm_dma_stats st = stats(f->d);
 	uint8_t *mapped = calloc(f->npages, 1), *shared = calloc(f->npages, 1);
@@ -135,6 +137,11 @@ static void check(struct fx *f)
 	free(kern.e);
 	free(mapped);
 	free(shared);
+}
+
+static void check(struct fx *f)
+{
+	check_dma(f->r, f->d, f->npages, f->granule);
 }
 
 static uint64_t A(uint64_t page) { return BASE + page * PG; }
@@ -734,6 +741,228 @@ Test(dma, a_second_context_failing_leaves_the_first_as_it_was)
 {
 	second_context_fails_a_split(CVM_MODEL_TYPE1, 0, 0, true);
 	second_context_fails_a_split(CVM_MODEL_CUT, 0, 0, true);
+}
+
+/*
+ * Double failures: a conversion fails in one context, and the kernel then
+ * refuses a step of another context's rollback.  The IOMMU cannot be put
+ * back at once; the context notes what differs and retries on its next
+ * call, so pages that stayed private do not stay mapped, and shared pages
+ * do not stay unmapped.  f.d is told to_shared first, to_private last.
+ */
+static void two_contexts(struct fx *f, struct cvm_dma **d2)
+{
+	fx_init(f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	*d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+	cr_assert_eq(cvm_dma_add_region(*d2, f->r), 0);
+}
+
+static void inject(struct cvm_dma *d, uint64_t nth, int err)
+{
+	cvm_model_inject(cvm_dma_backend(d), nth, err);
+}
+
+Test(dma, a_mapping_a_failed_rollback_left_on_private_pages_goes_on_the_next_call)
+{
+	struct cvm_dma *d2;
+	char l[256];
+	struct fx f;
+
+	two_contexts(&f, &d2);
+	inject(d2, 1, -EIO);            /* d2 fails the share ... */
+	inject(f.d, 2, -EBUSY);         /* ... and f.d cannot unmap what it mapped */
+	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), -EIO);
+	cr_assert_eq(cvm_region_query(f.r, A(0), 4 * PG), CVM_PRIVATE);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;", "the kernel kept it: %s", l);
+	/* Sharing those pages while the kernel still refuses: its error, and
+	 * nothing changes. */
+	inject(f.d, 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), -EBUSY);
+	cr_assert_eq(cvm_region_query(f.r, A(0), 4 * PG), CVM_PRIVATE);
+	layout(d2, l, sizeof(l));
+	cr_assert_str_eq(l, "");
+	/* The next call of the context takes it away, whatever its pages. */
+	inject(f.d, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "100+1;");
+	check(&f);
+	check_dma(f.r, d2, 1024, 2 * MiB);
+	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), 0);
+	check(&f);
+	check_dma(f.r, d2, 1024, 2 * MiB);
+	cvm_dma_close(d2);
+	fx_fini(&f);
+}
+
+Test(dma, shared_pages_a_failed_rollback_left_unmapped_are_mapped_on_the_next_call)
+{
+	struct cvm_dma *d2;
+	char l[256];
+	struct fx f;
+
+	two_contexts(&f, &d2);
+	cr_assert_eq(cvm_convert(f.r, A(0), 16 * PG, CVM_SHARED, 0), 0);
+	/* d2 splits [0, 16) around page 4 (unmap, map 0+4, map 5+11), f.d
+	 * fails, and d2's rollback unmaps 5+11 but not 0+4 (its 5th call):
+	 * the mapping it restores would overlap, so 4+12 stays unmapped. */
+	inject(f.d, 1, -EIO);
+	inject(d2, 5, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_PRIVATE, 0), -EIO);
+	cr_assert_eq(cvm_region_query(f.r, A(0), 16 * PG), CVM_SHARED);
+	layout(d2, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;", "d2 maps %s", l);
+	inject(d2, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
+	layout(d2, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;4+12;100+1;", "d2 maps %s", l);
+	check(&f);
+	check_dma(f.r, d2, 1024, 2 * MiB);
+	cvm_dma_close(d2);
+	fx_fini(&f);
+}
+
+Test(dma, pages_left_unmapped_that_go_private_before_the_repair_stay_unmapped)
+{
+	for (int undone = 0; undone < 2; undone++) {
+		struct cvm_dma *d2;
+		char l[256];
+		struct fx f;
+
+		two_contexts(&f, &d2);
+		cr_assert_eq(cvm_convert(f.r, A(0), 16 * PG, CVM_SHARED, 0), 0);
+		inject(f.d, 1, -EIO);
+		inject(d2, 5, -EBUSY);
+		cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_PRIVATE, 0), -EIO);
+		/* The repair fails again, then the pages go private (or f.d
+		 * fails that too, and they stay shared). */
+		inject(d2, 1, -ENOSPC);
+		if (undone)
+			inject(f.d, 1, -EIO);
+		cr_assert_eq(cvm_convert(f.r, A(2), 14 * PG, CVM_PRIVATE, 0), undone ? -EIO : 0);
+		inject(d2, 0, 0);
+		inject(f.d, 0, 0);
+		cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
+		layout(d2, l, sizeof(l));
+		cr_assert_str_eq(l, undone ? "0+4;4+12;100+1;" : "0+2;100+1;", "d2 maps %s", l);
+		check(&f);
+		check_dma(f.r, d2, 1024, 2 * MiB);
+		cvm_dma_close(d2);
+		fx_fini(&f);
+	}
+}
+
+/* A region that leaves a context takes its repairs with it: they must not
+ * map its memory into the context later, on behalf of another region. */
+Test(dma, repairs_leave_with_their_region)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE + 1024 * PG, .length = 64 * PG };
+	struct cvm_region *r2;
+	struct cvm_dma *d2;
+	char l[256];
+	struct fx f;
+
+	two_contexts(&f, &d2);
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r2), 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 16 * PG, CVM_SHARED, 0), 0);
+	inject(f.d, 1, -EIO);
+	inject(d2, 5, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_PRIVATE, 0), -EIO);
+	layout(d2, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;");
+	cr_assert_eq(cvm_dma_remove_region(d2, f.r), 0);
+	cr_assert_eq(cvm_dma_add_region(d2, r2), 0);
+	cr_assert_eq(cvm_convert(r2, A(1024), PG, CVM_SHARED, 0), 0);
+	layout(d2, l, sizeof(l));
+	cr_assert_str_eq(l, "1024+1;", "d2 maps %s", l);
+	cvm_dma_close(d2);
+	cvm_region_destroy(r2);
+	munmap(c.hva, c.length);
+	fx_fini(&f);
+}
+
+/* Compaction never merges a mapping a failed rollback left into another:
+ * the mapping could not be unmapped alone any more. */
+Test(dma, compaction_leaves_a_mapping_to_repair_alone)
+{
+	struct cvm_dma *d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
+	cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);
+	cr_assert_eq(cvm_convert(f.r, A(4), 4 * PG, CVM_SHARED, 0), 0);
+	inject(d2, 1, -EIO);
+	inject(f.d, 2, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), -EIO);
+	cr_assert_eq(stats(f.d).mappings, 2, "0+4 stays, next to 4+4");
+	inject(f.d, 1, -EBUSY);         /* the repair fails */
+	cr_assert_eq(cvm_convert(f.r, A(20), 4 * PG, CVM_SHARED, 0), 0);
+	inject(f.d, 1, -EBUSY);         /* again, and the table is full */
+	cr_assert_eq(cvm_convert(f.r, A(30), 4 * PG, CVM_SHARED, 0), -ENOSPC);
+	inject(f.d, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(20), 4 * PG, CVM_PRIVATE, 0), 0);
+	check(&f);
+	check_dma(f.r, d2, 1024, 2 * MiB);
+	cvm_dma_close(d2);
+	fx_fini(&f);
+}
+
+/* Random conversions with a failure injected into each of two contexts:
+ * once a call goes through without one, both map exactly the shared set. */
+Test(dma, after_random_double_failures_the_next_call_restores_both_contexts)
+{
+	const struct { uint32_t r1, r2, f2; } c[] = {
+		{ CVM_MODEL_TYPE1, CVM_MODEL_IOMMUFD, 0 }, { CVM_MODEL_CUT, CVM_MODEL_TYPE1, 0 },
+		{ CVM_MODEL_IOMMUFD, CVM_MODEL_CUT, CVM_DMA_PER_PAGE },
+	};
+	int failed = 0;
+
+	for (size_t i = 0; i < ARRAY_SIZE(c); i++) {
+		unsigned seed = 77 + (unsigned)i;
+		struct cvm_dma_info info = { .sz = sizeof(info) };
+		struct cvm_dma *d2;
+		struct fx f;
+
+		fx_init(&f, 512, 0, c[i].r1, 0, 0, 0);
+		d2 = mkdma(c[i].r2, c[i].f2, 0, 0);
+		cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);
+		cr_assert_eq(cvm_dma_info(d2, &info), 0);
+		for (int op = 0; op < 400; op++) {
+			struct cvm_range rs[4];
+			int n = 1 + rand_r(&seed) % 4, to = rand_r(&seed) % 2 ? CVM_SHARED : CVM_PRIVATE;
+			int err;
+
+			for (int k = 0; k < n; k++) {
+				uint64_t s = rand_r(&seed) % 500;
+
+				rs[k] = (struct cvm_range){ A(s), (1 + rand_r(&seed) % 12) * PG };
+			}
+			inject(f.d, 1 + rand_r(&seed) % 6, -EIO);
+			inject(d2, 1 + rand_r(&seed) % 6, -EBUSY);
+			err = cvm_convert_batch(f.r, rs, (size_t)n, to, 0);
+			failed += err != 0;
+			/* Every other time, a second conversion fails too before
+			 * anything is repaired. */
+			if (op % 2) {
+				inject(f.d, 1 + rand_r(&seed) % 4, -EIO);
+				inject(d2, 1 + rand_r(&seed) % 4, -EBUSY);
+				err = cvm_convert_batch(f.r, rs, (size_t)n,
+							to == CVM_SHARED ? CVM_PRIVATE : CVM_SHARED, 0);
+				failed += err != 0;
+			}
+			inject(f.d, 0, 0);
+			inject(d2, 0, 0);
+			/* A call of both contexts without a failure: page 511 flips. */
+			cr_assert_eq(cvm_convert(f.r, A(511), PG, op % 2 ? CVM_PRIVATE : CVM_SHARED, 0), 0);
+			check(&f);
+			check_dma(f.r, d2, 512, (c[i].f2 & CVM_DMA_PER_PAGE) ? PG : info.split_granule);
+		}
+		cvm_dma_close(d2);
+		fx_fini(&f);
+	}
+	cr_assert_gt(failed, 100, "only %d conversions failed", failed);
 }
 
 /*
