@@ -300,6 +300,43 @@ out:
 	cvm_region_destroy(w->bounce);
 }
 
+/* Three holes in one call, inside the mapping [101, 512) that the first
+ * hole left: each a cut, or else one unmap and each page that stays
+ * shared mapped again once. */
+static void run_holes(struct world *w, const struct cvm_dma_stats *was, bool can_cut)
+{
+	struct cvm_range rs[3];
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+	bool reach, blocked;
+	int err;
+
+	for (int i = 0; i < 3; i++)
+		rs[i] = (struct cvm_range){ RAM_GPA + (200 + 100 * (uint64_t)i) * PG, PG };
+	err = cvm_convert_batch(w->ram, rs, 3, CVM_PRIVATE, 0);
+	cvm_dma_stats(w->dma, &st);
+	reach = dma_reaches(w, 199) && dma_reaches(w, 201) && dma_reaches(w, 399) &&
+		dma_reaches(w, 511);
+	blocked = dma_blocked(w, 300, false);
+	tap_ok(!err && reach && blocked,
+	       "%s: three holes in one batch: their neighbours stay DMA-reachable, a hole is "
+	       "not (%d)", w->t->name, err);
+	if (can_cut)
+		tap_ok(st.cut_calls - was->cut_calls == 3 &&
+		       st.disruptive_splits == was->disruptive_splits,
+		       "%s: the three holes are three cuts, nothing disrupted (cut %llu)",
+		       w->t->name, (unsigned long long)(st.cut_calls - was->cut_calls));
+	else
+		tap_ok(st.unmap_calls - was->unmap_calls == 1 &&
+		       st.map_calls - was->map_calls == 4 &&
+		       st.disruptive_splits - was->disruptive_splits == 1 &&
+		       st.disrupted_bytes - was->disrupted_bytes == 408 * PG,
+		       "%s: no cut: the three holes take one unmap and four maps, and each page "
+		       "that stays shared is mapped again once (unmap %llu, map %llu, %llu bytes)",
+		       w->t->name, (unsigned long long)(st.unmap_calls - was->unmap_calls),
+		       (unsigned long long)(st.map_calls - was->map_calls),
+		       (unsigned long long)(st.disrupted_bytes - was->disrupted_bytes));
+}
+
 /* Both neighbours of a page stay DMA-reachable across its conversion. */
 static void run_hitless(struct world *w)
 {
@@ -338,6 +375,7 @@ static void run_hitless(struct world *w)
 		tap_ok(st.disruptive_splits == 1 && st.disrupted_bytes == 2 * 1024 * 1024 - PG,
 		       "%s: no cut: the disruption stays inside one 2 MiB block (%llu bytes)",
 		       w->t->name, (unsigned long long)st.disrupted_bytes);
+	run_holes(w, &st, info.can_cut);
 out:
 	cvm_dma_close(w->dma);
 	w->dma = NULL;
