@@ -132,6 +132,9 @@ struct cvm_dma_stats {
 	uint64_t disruptive_splits; /* times a still-shared range was unmapped and remapped  */
 	uint64_t disrupted_bytes;
 	uint64_t entries_avail;     /* backend's remaining mappings; UINT64_MAX: no limit     */
+	/* since 0.1.0: ranges where a rollback the kernel refused left the IOMMU
+	 * different from the shared set, retried on the context's next call */
+	uint64_t pending_repairs;
 };
 int cvm_dma_stats(struct cvm_dma *dma, struct cvm_dma_stats *st);
 /* Each live mapping, ascending IOVA; a non-zero return from fn stops the walk

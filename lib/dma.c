@@ -1392,6 +1392,7 @@ CVM_EXPORT int cvm_dma_stats(struct cvm_dma *d, struct cvm_dma_stats *ust)
 	pthread_mutex_lock(&d->lock);
 	st = d->st;
 	st.entries_avail = d->avail;
+	st.pending_repairs = d->nfix;
 	pthread_mutex_unlock(&d->lock);
 	cvm_copy_out(ust, &st, sizeof(st));
 	return 0;

@@ -775,6 +775,17 @@ Test(dma, a_mapping_a_failed_rollback_left_on_private_pages_goes_on_the_next_cal
 	cr_assert_eq(cvm_region_query(f.r, A(0), 4 * PG), CVM_PRIVATE);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "0+4;", "the kernel kept it: %s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	cr_assert_eq(stats(d2).pending_repairs, 0);
+	/* A caller built against the struct without the field: not written. */
+	{
+		struct cvm_dma_stats old = { .sz = offsetofend(struct cvm_dma_stats, entries_avail),
+					     .pending_repairs = 42 };
+
+		cr_assert_eq(cvm_dma_stats(f.d, &old), 0);
+		cr_assert_eq(old.mappings, 1);
+		cr_assert_eq(old.pending_repairs, 42);
+	}
 	/* Sharing those pages while the kernel still refuses: its error, and
 	 * nothing changes. */
 	inject(f.d, 1, -EBUSY);
@@ -787,6 +798,7 @@ Test(dma, a_mapping_a_failed_rollback_left_on_private_pages_goes_on_the_next_cal
 	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "100+1;");
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
 	check(&f);
 	check_dma(f.r, d2, 1024, 2 * MiB);
 	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), 0);
@@ -813,8 +825,10 @@ Test(dma, shared_pages_a_failed_rollback_left_unmapped_are_mapped_on_the_next_ca
 	cr_assert_eq(cvm_region_query(f.r, A(0), 16 * PG), CVM_SHARED);
 	layout(d2, l, sizeof(l));
 	cr_assert_str_eq(l, "0+4;", "d2 maps %s", l);
+	cr_assert_eq(stats(d2).pending_repairs, 1, "4+12, inside one 2 MiB block");
 	inject(d2, 0, 0);
 	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(d2).pending_repairs, 0);
 	layout(d2, l, sizeof(l));
 	cr_assert_str_eq(l, "0+4;4+12;100+1;", "d2 maps %s", l);
 	check(&f);
