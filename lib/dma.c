@@ -494,6 +494,43 @@ static int stray_in(const struct cvm_dma *d, const struct dma_region *dr,
 	return 0;
 }
 
+/* Split the FIX_MAP f of dr by runs: its parts outside them go to
+ * keep[*nk], those inside to cut[*nc]; with NULL arrays, only counted. */
+static void split_fix(const struct fix *f, const struct dma_region *dr,
+		      const struct cvm_range *runs, size_t n, struct fix *keep, size_t *nk,
+		      struct fix *cut, size_t *nc)
+{
+	uint64_t p = f->iova, y = f->iova + f->len;
+
+	for (size_t j = 0; j < n && p < y; j++) {
+		uint64_t a = iova_of(dr, runs[j].gpa), b = a + runs[j].length;
+
+		if (b <= p)
+			continue;
+		if (a >= y)
+			break;
+		if (a > p) {
+			if (keep)
+				keep[*nk] = fix_piece(f, p, a);
+			++*nk;
+		}
+		if (cut)
+			cut[*nc] = fix_piece(f, a > p ? a : p, b < y ? b : y);
+		++*nc;
+		p = b < y ? b : y;
+	}
+	if (p < y) {
+		if (keep)
+			keep[*nk] = fix_piece(f, p, y);
+		++*nk;
+	}
+}
+
+static bool is_fix_map_of(const struct fix *f, const struct dma_region *dr)
+{
+	return f->kind == FIX_MAP && f->dr == dr;
+}
+
 /*
  * Runs of dr went private: repairs that would map their pages must not
  * happen any more.  They come back (put_back_fixes()) if another context
@@ -502,48 +539,44 @@ static int stray_in(const struct cvm_dma *d, const struct dma_region *dr,
 static int trim_fixes(struct cvm_dma *d, struct dma_region *dr, const struct cvm_range *runs,
 		      size_t n)
 {
-	size_t cap = 2 * (d->nfix + n), m = 0;
+	size_t nk = 0, nc = 0;
 	struct fix *v;
 
-	if (fix_reserve(&dr->untrim, &dr->cap_untrim, dr->nuntrim + d->nfix + n))
+	for (size_t i = 0; i < d->nfix; i++) {
+		if (is_fix_map_of(&d->fix[i], dr))
+			split_fix(&d->fix[i], dr, runs, n, NULL, &nk, NULL, &nc);
+		else
+			nk++;
+	}
+	if (fix_reserve(&dr->untrim, &dr->cap_untrim, dr->nuntrim + nc))
 		return -ENOMEM;
-	v = cvm_reallocarray(NULL, cap, sizeof(*v));
+	v = cvm_reallocarray(NULL, nk ? nk : 1, sizeof(*v));
 	if (!v)
 		return -ENOMEM;
+	nk = 0;
 	for (size_t i = 0; i < d->nfix; i++) {
-		const struct fix *f = &d->fix[i];
-		uint64_t p = f->iova, y = f->iova + f->len;
-
-		if (f->kind != FIX_MAP || f->dr != dr) {
-			v[m++] = *f;
-			continue;
-		}
-		for (size_t j = 0; j < n && p < y; j++) {
-			uint64_t a = iova_of(dr, runs[j].gpa), b = a + runs[j].length;
-
-			if (b <= p)
-				continue;
-			if (a >= y)
-				break;
-			if (a > p)
-				v[m++] = fix_piece(f, p, a);
-			dr->untrim[dr->nuntrim++] = fix_piece(f, a > p ? a : p, b < y ? b : y);
-			p = b < y ? b : y;
-		}
-		if (p < y)
-			v[m++] = fix_piece(f, p, y);
+		if (is_fix_map_of(&d->fix[i], dr))
+			split_fix(&d->fix[i], dr, runs, n, v, &nk, dr->untrim, &dr->nuntrim);
+		else
+			v[nk++] = d->fix[i];
 	}
 	cvm_free(d->fix);
 	d->fix = v;
-	d->nfix = m;
-	d->cap_fix = cap;
+	d->nfix = nk;
+	d->cap_fix = nk ? nk : 1;
 	return 0;
 }
 
+/* Another context failed the conversion: its pages are shared again.  An
+ * undone cut mapped its hole back whole, so only what the table still
+ * lacks is noted again. */
 static void put_back_fixes(struct cvm_dma *d, struct dma_region *dr)
 {
-	for (size_t i = 0; i < dr->nuntrim; i++)
-		fix_add(d, dr->untrim[i]);
+	for (size_t i = 0; i < dr->nuntrim; i++) {
+		const struct fix *f = &dr->untrim[i];
+
+		note_missing(d, dr, f->iova, f->iova + f->len, f->hva, f->err);
+	}
 	dr->nuntrim = 0;
 }
 
@@ -940,6 +973,26 @@ static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct 
 	return remap_rest(d, dr, mark, d->nundo, runs, n);
 }
 
+/* Entries a private conversion of runs needs: one more for each mapping
+ * split in two (cut or not), and to undo a cut, one per G-block of the
+ * hole (keep_pending()).  *first: the span of runs[0]. */
+static uint64_t unmap_need(struct cvm_dma *d, const struct dma_region *dr,
+			   const struct cvm_range *runs, size_t n, struct span *first)
+{
+	uint64_t need = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t a = iova_of(dr, runs[i].gpa);
+		struct span sp;
+
+		span_for_run(d, a, a + runs[i].length, &sp);
+		need += sp.split_one + (sp.cut ? pieces(sp.s, sp.e, dr->granule) : 0);
+		if (!i)
+			*first = sp;
+	}
+	return need;
+}
+
 static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
 {
 	struct dma_region *dr = opaque;
@@ -954,20 +1007,15 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 	if (d->nfix)
 		repair(d);
 	before = d->st.mappings;
-	/* Splitting one mapping into two (cut or not) needs one more entry,
-	 * and undoing a cut one per G-block of the hole (keep_pending()). */
 	if (d->avail != UINT64_MAX) {
-		for (size_t i = 0; i < n; i++) {
-			uint64_t a = iova_of(dr, runs[i].gpa);
-
-			span_for_run(d, a, a + runs[i].length, &cur);
-			need += cur.split_one + (cur.cut ? pieces(cur.s, cur.e, dr->granule) : 0);
-			if (!i)
-				first = cur;
-		}
+		need = unmap_need(d, dr, runs, n, &first);
 		/* No compaction (the table stays as it is): the first span holds. */
 		have_first = need <= room(d);
-		err = make_room(d, need);
+		/* Compaction may join a mapping a run only trims to one it then
+		 * splits: count again on the new table until the count holds. */
+		while (!(err = make_room(d, need)) && !have_first &&
+		       (need = unmap_need(d, dr, runs, n, &first)) > room(d))
+			;
 	}
 	for (size_t i = 0, i0; i < n && !err;) {
 		uint64_t a = iova_of(dr, runs[i].gpa);

@@ -562,6 +562,27 @@ Test(dma, a_split_that_must_compact_first_works_on_the_compacted_table)
 	fx_fini(&f);
 }
 
+/* Compaction can join a mapping a run only trims ([12, 14) for page 13)
+ * to its neighbour, which the run then splits: the entries needed are
+ * counted again on the compacted table, and compaction goes on. */
+Test(dma, a_split_counts_its_entries_again_after_compaction)
+{
+	struct cvm_range rs[2] = { { A(13), PG }, { A(164), 2 * PG } };
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 5);
+	cr_assert_eq(cvm_convert(f.r, A(12), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(14), 5 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(160), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(300), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(302), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).entries_avail, 0);
+	cr_assert_eq(cvm_convert_batch(f.r, rs, 2, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 5, "12+1 14+5 160+4 166+4 300+4");
+	check(&f);
+	fx_fini(&f);
+}
+
 /* ---- regions and contexts ---- */
 
 Test(dma, add_region_maps_current_shared_runs_and_remove_unmaps_them)
@@ -865,6 +886,36 @@ Test(dma, pages_left_unmapped_that_go_private_before_the_repair_stay_unmapped)
 		cvm_dma_close(d2);
 		fx_fini(&f);
 	}
+}
+
+/* A repair whose pages an undone cut mapped back is done: not noted again. */
+Test(dma, an_undone_cut_over_pages_to_repair_leaves_nothing_to_repair)
+{
+	struct cvm_dma *d2 = mkdma(CVM_MODEL_CUT, 0, 0, 0);
+	char l[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 16 * PG, CVM_SHARED, 0), 0);
+	/* d2 cuts page 4, f.d fails, d2 cannot map it back. */
+	inject(f.d, 1, -EIO);
+	inject(d2, 2, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_PRIVATE, 0), -EIO);
+	cr_assert_eq(stats(d2).pending_repairs, 1);
+	/* The repair fails again; d2 cuts [3, 6), f.d fails, and d2's undo
+	 * maps [3, 6) back whole, page 4 with it. */
+	inject(d2, 1, -EBUSY);
+	inject(f.d, 1, -EIO);
+	cr_assert_eq(cvm_convert(f.r, A(3), 3 * PG, CVM_PRIVATE, 0), -EIO);
+	layout(d2, l, sizeof(l));
+	cr_assert_str_eq(l, "0+3;3+3;6+10;", "d2 maps %s", l);
+	cr_assert_eq(stats(d2).pending_repairs, 0);
+	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
+	check(&f);
+	check_dma(f.r, d2, 1024, UINT64_MAX);
+	cvm_dma_close(d2);
+	fx_fini(&f);
 }
 
 /* A region that leaves a context takes its repairs with it: they must not
