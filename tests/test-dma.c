@@ -236,6 +236,19 @@ Test(dma, a_hole_with_a_cut_is_hitless_and_one_call)
 	fx_fini(&f);
 }
 
+/* Share pages [0, 256), then make four 4 KiB holes in one call. */
+static struct cvm_dma_stats four_holes(struct fx *f, uint32_t rules, uint64_t granule)
+{
+	struct cvm_range rs[4];
+
+	fx_init(f, 1024, 0, rules, 0, granule, 0);
+	cr_assert_eq(cvm_convert(f->r, A(0), 256 * PG, CVM_SHARED, 0), 0);
+	for (int i = 0; i < 4; i++)
+		rs[i] = (struct cvm_range){ A(10 + 10 * i), PG };
+	cr_assert_eq(cvm_convert_batch(f->r, rs, 4, CVM_PRIVATE, 0), 0);
+	return stats(f->d);
+}
+
 Test(dma, holes_in_one_call_unmap_once_and_remap_each_shared_page_once)
 {
 	struct fx f;
@@ -244,12 +257,7 @@ Test(dma, holes_in_one_call_unmap_once_and_remap_each_shared_page_once)
 
 	/* One 1 MiB mapping, four 4 KiB holes in one call, no cut: one unmap,
 	 * then the five pieces that stay shared, each mapped once. */
-	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, 0, UINT64_MAX, 0);
-	cr_assert_eq(cvm_convert(f.r, A(0), 256 * PG, CVM_SHARED, 0), 0);
-	for (int i = 0; i < 4; i++)
-		rs[i] = (struct cvm_range){ A(10 + 10 * i), PG };
-	cr_assert_eq(cvm_convert_batch(f.r, rs, 4, CVM_PRIVATE, 0), 0);
-	st = stats(f.d);
+	st = four_holes(&f, CVM_MODEL_IOMMUFD, UINT64_MAX);
 	cr_assert_eq(st.unmap_calls, 1);
 	cr_assert_eq(st.map_calls, 1 + 5);
 	cr_assert_eq(st.mappings, 5);
@@ -277,12 +285,7 @@ Test(dma, holes_in_one_call_unmap_once_and_remap_each_shared_page_once)
 	fx_fini(&f);
 
 	/* Where the backend cuts, each hole is its own hitless cut. */
-	fx_init(&f, 1024, 0, CVM_MODEL_CUT, 0, 0, 0);
-	cr_assert_eq(cvm_convert(f.r, A(0), 256 * PG, CVM_SHARED, 0), 0);
-	for (int i = 0; i < 4; i++)
-		rs[i] = (struct cvm_range){ A(10 + 10 * i), PG };
-	cr_assert_eq(cvm_convert_batch(f.r, rs, 4, CVM_PRIVATE, 0), 0);
-	st = stats(f.d);
+	st = four_holes(&f, CVM_MODEL_CUT, 0);
 	cr_assert_eq(st.cut_calls, 4);
 	cr_assert_eq(st.map_calls, 1);
 	cr_assert_eq(st.disruptive_splits, 0);
@@ -829,6 +832,17 @@ Test(dma, a_mapping_a_failed_rollback_left_on_private_pages_goes_on_the_next_cal
 	fx_fini(&f);
 }
 
+/* d2 splits [0, 16) around page 4 (unmap, map 0+4, map 5+11), f.d fails,
+ * and d2's rollback unmaps 5+11 but not 0+4 (its 5th call): the mapping
+ * it restores would overlap, so 4+12 stays unmapped. */
+static void leave_4_to_16_unmapped(struct fx *f, struct cvm_dma *d2)
+{
+	cr_assert_eq(cvm_convert(f->r, A(0), 16 * PG, CVM_SHARED, 0), 0);
+	inject(f->d, 1, -EIO);
+	inject(d2, 5, -EBUSY);
+	cr_assert_eq(cvm_convert(f->r, A(4), PG, CVM_PRIVATE, 0), -EIO);
+}
+
 Test(dma, shared_pages_a_failed_rollback_left_unmapped_are_mapped_on_the_next_call)
 {
 	struct cvm_dma *d2;
@@ -836,13 +850,7 @@ Test(dma, shared_pages_a_failed_rollback_left_unmapped_are_mapped_on_the_next_ca
 	struct fx f;
 
 	two_contexts(&f, &d2);
-	cr_assert_eq(cvm_convert(f.r, A(0), 16 * PG, CVM_SHARED, 0), 0);
-	/* d2 splits [0, 16) around page 4 (unmap, map 0+4, map 5+11), f.d
-	 * fails, and d2's rollback unmaps 5+11 but not 0+4 (its 5th call):
-	 * the mapping it restores would overlap, so 4+12 stays unmapped. */
-	inject(f.d, 1, -EIO);
-	inject(d2, 5, -EBUSY);
-	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_PRIVATE, 0), -EIO);
+	leave_4_to_16_unmapped(&f, d2);
 	cr_assert_eq(cvm_region_query(f.r, A(0), 16 * PG), CVM_SHARED);
 	layout(d2, l, sizeof(l));
 	cr_assert_str_eq(l, "0+4;", "d2 maps %s", l);
@@ -866,10 +874,7 @@ Test(dma, pages_left_unmapped_that_go_private_before_the_repair_stay_unmapped)
 		struct fx f;
 
 		two_contexts(&f, &d2);
-		cr_assert_eq(cvm_convert(f.r, A(0), 16 * PG, CVM_SHARED, 0), 0);
-		inject(f.d, 1, -EIO);
-		inject(d2, 5, -EBUSY);
-		cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_PRIVATE, 0), -EIO);
+		leave_4_to_16_unmapped(&f, d2);
 		/* The repair fails again, then the pages go private (or f.d
 		 * fails that too, and they stay shared). */
 		inject(d2, 1, -ENOSPC);
@@ -931,10 +936,7 @@ Test(dma, repairs_leave_with_their_region)
 	two_contexts(&f, &d2);
 	c.hva = reserve(c.length);
 	cr_assert_eq(cvm_region_create(&c, &r2), 0);
-	cr_assert_eq(cvm_convert(f.r, A(0), 16 * PG, CVM_SHARED, 0), 0);
-	inject(f.d, 1, -EIO);
-	inject(d2, 5, -EBUSY);
-	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_PRIVATE, 0), -EIO);
+	leave_4_to_16_unmapped(&f, d2);
 	layout(d2, l, sizeof(l));
 	cr_assert_str_eq(l, "0+4;");
 	cr_assert_eq(cvm_dma_remove_region(d2, f.r), 0);
