@@ -17,7 +17,8 @@
  * log; if a later step fails, the log is replayed backwards so the IOMMU maps
  * the same pages as before the call (the region then rolls back everyone
  * else).  Where the kernel refuses a step of that replay too, what differs
- * is noted and retried at the start of every later call (repair()).  Locking: one mutex per context, always taken after a region's lock
+ * is noted and retried at the start of every later call (repair()).
+ * Locking: one mutex per context, always taken after a region's lock
  * (listener callbacks arrive with the region lock held); no user callback
  * runs under it.
  */
@@ -475,21 +476,26 @@ static void repair(struct cvm_dma *d)
 	d->nfix = k;
 }
 
+/* The repair of a mapping left on private pages that overlaps [lo, hi). */
+static const struct fix *stray_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
+{
+	for (size_t i = 0; i < d->nfix; i++)
+		if (d->fix[i].kind == FIX_UNMAP && lo < d->fix[i].iova + d->fix[i].len &&
+		    d->fix[i].iova < hi)
+			return &d->fix[i];
+	return NULL;
+}
+
 /* The error of a page of runs left mapped although private, or 0. */
 static int stray_in(const struct cvm_dma *d, const struct dma_region *dr,
 		    const struct cvm_range *runs, size_t n)
 {
-	for (size_t i = 0; i < d->nfix; i++) {
-		const struct fix *f = &d->fix[i];
+	for (size_t j = 0; j < n; j++) {
+		uint64_t a = iova_of(dr, runs[j].gpa);
+		const struct fix *f = stray_over(d, a, a + runs[j].length);
 
-		if (f->kind != FIX_UNMAP || f->dr != dr)
-			continue;
-		for (size_t j = 0; j < n; j++) {
-			uint64_t a = iova_of(dr, runs[j].gpa);
-
-			if (a < f->iova + f->len && f->iova < a + runs[j].length)
-				return f->err;
-		}
+		if (f)
+			return f->err;
 	}
 	return 0;
 }
@@ -591,15 +597,6 @@ static void drop_fixes(struct cvm_dma *d, const struct dma_region *dr)
 	d->nfix = k;
 }
 
-static bool is_stray(const struct cvm_dma *d, const struct mt_entry *e)
-{
-	for (size_t i = 0; i < d->nfix; i++)
-		if (d->fix[i].kind == FIX_UNMAP && e->iova < d->fix[i].iova + d->fix[i].len &&
-		    d->fix[i].iova < e->iova + e->len)
-			return true;
-	return false;
-}
-
 /*
  * Replay the undo log backwards: the IOMMU maps what it mapped before.
  * Where the kernel refuses a step, what it left different is noted for
@@ -633,16 +630,9 @@ static void rollback(struct cvm_dma *d)
 				note_missing(d, region_at(d, lo), lo, hi, u.hva, err);
 			break;
 		case UNDO_CUT:
-			for (uint64_t p = lo; p < hi;) {
-				uint64_t pe = block_end(p, u.dr->granule, hi);
-				int e = be_map(d, p, pe - p, hva_of(u.dr, p), false);
-
-				if (e) {
-					note_missing(d, u.dr, p, pe, hva_of(u.dr, p), e);
-					err = e;
-				}
-				p = pe;
-			}
+			err = map_range(d, u.dr, lo, hi, false);
+			if (err)
+				note_missing(d, u.dr, lo, hi, u.hva, err);
 			break;
 		}
 		if (err)
@@ -681,7 +671,7 @@ static int merge_visit(void *opaque, const struct mt_entry *e)
 	struct merge_scan *m = opaque;
 	const struct dma_region *dr;
 
-	if (m->d->nfix && is_stray(m->d, e))
+	if (m->d->nfix && stray_over(m->d, e->iova, e->iova + e->len))
 		return merge_flush(m);   /* k is 0 now: nothing merges with it */
 	if (m->k && m->last.iova + m->last.len == e->iova &&
 	    m->last.data + m->last.len == e->data &&
