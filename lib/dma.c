@@ -65,6 +65,9 @@ struct dma_region {
 	 * back if the conversion is undone. */
 	struct fix *untrim;
 	size_t nuntrim, cap_untrim;
+	/* Repairs that could not even be noted (out of memory): only the
+	 * region leaving the context clears them. */
+	uint64_t lost;
 };
 
 enum undo_kind { UNDO_MAPPED, UNDO_UNMAPPED, UNDO_CUT };
@@ -376,9 +379,9 @@ static int map_range(struct cvm_dma *d, const struct dma_region *dr, uint64_t s,
 	return 0;
 }
 
-static const struct dma_region *region_at(const struct cvm_dma *d, uint64_t iova)
+static struct dma_region *region_at(const struct cvm_dma *d, uint64_t iova)
 {
-	for (const struct dma_region *dr = d->regions; dr; dr = dr->next)
+	for (struct dma_region *dr = d->regions; dr; dr = dr->next)
 		if (iova >= dr->g.iova && iova - dr->g.iova < dr->g.length)
 			return dr;
 	return NULL;
@@ -405,12 +408,20 @@ static int fix_reserve(struct fix **v, size_t *cap, size_t want)
 
 static void fix_add(struct cvm_dma *d, struct fix f)
 {
-	if (fix_reserve(&d->fix, &d->cap_fix, d->nfix + 1)) {
-		cvm_err("dma: no memory to note the repair of iova 0x%llx+0x%llx",
-			(unsigned long long)f.iova, (unsigned long long)f.len);
+	struct dma_region *dr;
+
+	if (!fix_reserve(&d->fix, &d->cap_fix, d->nfix + 1)) {
+		d->fix[d->nfix++] = f;
 		return;
 	}
-	d->fix[d->nfix++] = f;
+	/* Nothing to retry: say so, and keep pending_repairs above 0. */
+	dr = region_at(d, f.iova);
+	if (dr)
+		dr->lost++;
+	cvm_err("dma: no memory to note that iova 0x%llx+0x%llx needs %s: remove the region "
+		"from the context and add it again to map it right",
+		(unsigned long long)f.iova, (unsigned long long)f.len,
+		f.kind == FIX_UNMAP ? "unmapping" : "mapping");
 }
 
 static struct fix fix_piece(const struct fix *f, uint64_t a, uint64_t b)
@@ -556,7 +567,8 @@ static int trim_fixes(struct cvm_dma *d, struct dma_region *dr, const struct cvm
 	}
 	if (fix_reserve(&dr->untrim, &dr->cap_untrim, dr->nuntrim + nc))
 		return -ENOMEM;
-	v = cvm_reallocarray(NULL, nk ? nk : 1, sizeof(*v));
+	/* Room for the pieces to come back too (put_back_fixes()). */
+	v = cvm_reallocarray(NULL, nk + nc ? nk + nc : 1, sizeof(*v));
 	if (!v)
 		return -ENOMEM;
 	nk = 0;
@@ -568,8 +580,8 @@ static int trim_fixes(struct cvm_dma *d, struct dma_region *dr, const struct cvm
 	}
 	cvm_free(d->fix);
 	d->fix = v;
+	d->cap_fix = nk + nc ? nk + nc : 1;
 	d->nfix = nk;
-	d->cap_fix = nk ? nk : 1;
 	return 0;
 }
 
@@ -737,8 +749,8 @@ static int make_room(struct cvm_dma *d, uint64_t need)
 		d->nundo = 0;
 		err = compact(d, need);
 		d->nundo = saved;
-		if (!err)
-			return 0;
+		if (err != -ENOSPC)
+			return err;     /* 0, or compaction could not run (-ENOMEM) */
 	}
 	cvm_err("dma: %s backend would exceed its mapping limit: %llu more mappings needed, "
 		"%llu left.  Remedies: use the iommufd backend (no mapping limit), raise "
@@ -1431,6 +1443,8 @@ CVM_EXPORT int cvm_dma_stats(struct cvm_dma *d, struct cvm_dma_stats *ust)
 	st = d->st;
 	st.entries_avail = d->avail;
 	st.pending_repairs = d->nfix;
+	for (const struct dma_region *dr = d->regions; dr; dr = dr->next)
+		st.pending_repairs += dr->lost;
 	pthread_mutex_unlock(&d->lock);
 	cvm_copy_out(ust, &st, sizeof(st));
 	return 0;

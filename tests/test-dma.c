@@ -950,6 +950,81 @@ Test(dma, repairs_leave_with_their_region)
 	fx_fini(&f);
 }
 
+static int alloc_fail_nth;      /* the nth allocation from now on fails; 0: none */
+static void *fail_nth_alloc(void *opaque, void *ptr, size_t size)
+{
+	(void)opaque;
+	if (alloc_fail_nth > 0 && --alloc_fail_nth == 0)
+		return NULL;
+	return realloc(ptr, size);
+}
+
+/*
+ * Memory runs out in the middle of a double failure, at every allocation
+ * in turn: once a call without failures went through, a context reads
+ * pending_repairs 0 only if it maps exactly the shared set (a repair it
+ * could not even note counts until the region leaves), and removing and
+ * adding the region puts it right.
+ */
+Test(dma, pending_repairs_reads_0_only_when_the_iommu_is_right)
+{
+	struct cvm_alloc_hooks h = { .realloc = fail_nth_alloc };
+	int lost = 0;
+
+	for (int k = 1; k <= 40; k++) {
+		struct cvm_dma *d2;
+		struct fx f;
+
+		two_contexts(&f, &d2);
+		cr_assert_eq(cvm_convert(f.r, A(0), 16 * PG, CVM_SHARED, 0), 0);
+		inject(f.d, 1, -EIO);
+		inject(d2, 5, -EBUSY);
+		alloc_fail_nth = k;
+		cvm_set_alloc_hooks(&h);
+		cr_assert_lt(cvm_convert(f.r, A(4), PG, CVM_PRIVATE, 0), 0);
+		cvm_set_alloc_hooks(NULL);
+		inject(f.d, 0, 0);
+		inject(d2, 0, 0);
+		cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
+		check(&f);
+		if (stats(d2).pending_repairs)
+			lost++;
+		else
+			check_dma(f.r, d2, 1024, 2 * MiB);
+		cr_assert_eq(cvm_dma_remove_region(d2, f.r), 0);
+		cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);
+		cr_assert_eq(stats(d2).pending_repairs, 0);
+		check_dma(f.r, d2, 1024, 2 * MiB);
+		cvm_dma_close(d2);
+		fx_fini(&f);
+	}
+	cr_assert_gt(lost, 0, "no allocation failure reached the noting of a repair");
+}
+
+/* Compaction that runs out of memory says so: -ENOMEM, not the entry
+ * limit's -ENOSPC (it would have made room). */
+Test(dma, compaction_out_of_memory_is_enomem)
+{
+	struct cvm_alloc_hooks h = { .realloc = fail_nth_alloc };
+
+	for (int k = 1; k <= 10; k++) {
+		struct fx f;
+		int err;
+
+		fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 4);
+		for (int i = 0; i < 4; i++)
+			cr_assert_eq(cvm_convert(f.r, A(i), PG, CVM_SHARED, 0), 0);
+		alloc_fail_nth = k;
+		cvm_set_alloc_hooks(&h);
+		err = cvm_convert(f.r, A(30), PG, CVM_SHARED, 0);
+		cvm_set_alloc_hooks(NULL);
+		cr_assert(err == 0 || err == -ENOMEM, "allocation %d failing gave %d", k, err);
+		cr_assert_eq(cvm_region_query(f.r, A(30), PG), err ? CVM_PRIVATE : CVM_SHARED);
+		check(&f);
+		fx_fini(&f);
+	}
+}
+
 /* Compaction never merges a mapping a failed rollback left into another:
  * the mapping could not be unmapped alone any more. */
 Test(dma, compaction_leaves_a_mapping_to_repair_alone)
