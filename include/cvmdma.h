@@ -137,6 +137,10 @@ struct cvm_dma_stats {
 	uint64_t pending_repairs;
 };
 int cvm_dma_stats(struct cvm_dma *dma, struct cvm_dma_stats *st);
+/* Retries now the repairs pending_repairs counts: 0 once none is left, else
+ * the error that keeps one pending (-ENOMEM: one could not be noted; remove
+ * the region from the context and add it again). */
+int cvm_dma_repair(struct cvm_dma *dma);
 /* Each live mapping, ascending IOVA; a non-zero return from fn stops the walk
  * and is returned. */
 int cvm_dma_for_each_mapping(struct cvm_dma *dma,

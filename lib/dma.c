@@ -1427,6 +1427,27 @@ CVM_EXPORT void cvm_dma_close(struct cvm_dma *d)
 	cvm_free(d);
 }
 
+CVM_EXPORT int cvm_dma_repair(struct cvm_dma *d)
+{
+	int err = 0;
+
+	if (!d)
+		return -EINVAL;
+	if (in_callback_of(d))
+		return -EDEADLK;
+	pthread_mutex_lock(&d->lock);
+	repair(d);
+	if (d->nfix) {
+		err = d->fix[0].err;
+	} else {
+		for (const struct dma_region *dr = d->regions; dr && !err; dr = dr->next)
+			if (dr->lost)
+				err = -ENOMEM;
+	}
+	pthread_mutex_unlock(&d->lock);
+	return err;
+}
+
 /* ---- stats and introspection ---- */
 
 CVM_EXPORT int cvm_dma_stats(struct cvm_dma *d, struct cvm_dma_stats *ust)

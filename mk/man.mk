@@ -11,6 +11,7 @@ dist_man_MANS += \
 	doc/man/cvm_dma_info.3 \
 	doc/man/cvm_dma_open.3 \
 	doc/man/cvm_dma_remove_region.3 \
+	doc/man/cvm_dma_repair.3 \
 	doc/man/cvm_dma_stats.3 \
 	doc/man/cvm_listener_add.3 \
 	doc/man/cvm_listener_remove.3 \

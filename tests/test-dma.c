@@ -866,6 +866,80 @@ Test(dma, shared_pages_a_failed_rollback_left_unmapped_are_mapped_on_the_next_ca
 	fx_fini(&f);
 }
 
+/* cvm_dma_repair() retries at once, without waiting for a conversion. */
+Test(dma, repair_retries_now_and_says_what_keeps_a_repair_pending)
+{
+	struct cvm_dma_stats before;
+	struct cvm_dma *d2;
+	char l[256];
+	struct fx f;
+
+	cr_assert_eq(cvm_dma_repair(NULL), -EINVAL);
+	two_contexts(&f, &d2);
+	/* Nothing to repair: 0, and no kernel call. */
+	before = stats(d2);
+	cr_assert_eq(cvm_dma_repair(d2), 0);
+	cr_assert_eq(stats(d2).map_calls, before.map_calls);
+	cr_assert_eq(stats(d2).unmap_calls, before.unmap_calls);
+	/* Shared pages 4+12 left unmapped; the kernel refuses twice more. */
+	leave_4_to_16_unmapped(&f, d2);
+	inject(d2, 1, -EBUSY);
+	cr_assert_eq(cvm_dma_repair(d2), -EBUSY);
+	cr_assert_eq(stats(d2).pending_repairs, 1);
+	inject(d2, 1, -ENOSPC);
+	cr_assert_eq(cvm_dma_repair(d2), -ENOSPC, "the kernel's latest answer");
+	layout(d2, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;", "d2 maps %s", l);
+	/* The kernel takes it: mapped, and the other context untouched. */
+	before = stats(f.d);
+	cr_assert_eq(cvm_dma_repair(d2), 0);
+	cr_assert_eq(stats(d2).pending_repairs, 0);
+	layout(d2, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;4+12;", "d2 maps %s", l);
+	cr_assert_eq(stats(f.d).map_calls, before.map_calls);
+	check(&f);
+	check_dma(f.r, d2, 1024, 2 * MiB);
+	cr_assert_eq(cvm_dma_repair(d2), 0);
+	/* A mapping left on private pages: unmapped by the repair. */
+	inject(d2, 1, -EIO);
+	inject(f.d, 2, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(200), 4 * PG, CVM_SHARED, 0), -EIO);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check(&f);
+	check_dma(f.r, d2, 1024, 2 * MiB);
+	cvm_dma_close(d2);
+	fx_fini(&f);
+}
+
+static struct cvm_dma *repair_me;
+static int repair_ret = 1;
+
+static int repair_from_callback(void *opaque, uint64_t gpa, uint64_t len)
+{
+	(void)opaque; (void)gpa; (void)len;
+	repair_ret = cvm_dma_repair(repair_me);
+	return 0;
+}
+
+Test(dma, repair_from_a_callback_of_a_region_it_serves_is_edeadlk)
+{
+	static const struct cvm_listener_ops ops = { .sz = sizeof(ops),
+						     .to_shared = repair_from_callback };
+	struct cvm_listener *l;
+	struct fx f;
+
+	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 0);
+	repair_me = f.d;
+	cr_assert_eq(cvm_listener_add(f.r, &ops, NULL, 0, &l), 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(repair_ret, -EDEADLK);
+	cvm_listener_remove(l, 0);
+	check(&f);
+	fx_fini(&f);
+}
+
 Test(dma, pages_left_unmapped_that_go_private_before_the_repair_stay_unmapped)
 {
 	for (int undone = 0; undone < 2; undone++) {
@@ -987,13 +1061,17 @@ Test(dma, pending_repairs_reads_0_only_when_the_iommu_is_right)
 		inject(d2, 0, 0);
 		cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
 		check(&f);
-		if (stats(d2).pending_repairs)
+		if (stats(d2).pending_repairs) {
 			lost++;
-		else
+			cr_assert_eq(cvm_dma_repair(d2), -ENOMEM, "k %d", k);
+		} else {
 			check_dma(f.r, d2, 1024, 2 * MiB);
+			cr_assert_eq(cvm_dma_repair(d2), 0);
+		}
 		cr_assert_eq(cvm_dma_remove_region(d2, f.r), 0);
 		cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);
 		cr_assert_eq(stats(d2).pending_repairs, 0);
+		cr_assert_eq(cvm_dma_repair(d2), 0);
 		check_dma(f.r, d2, 1024, 2 * MiB);
 		cvm_dma_close(d2);
 		fx_fini(&f);
