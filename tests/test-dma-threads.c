@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
+#include "backend.h"
+#include "dma.h"
 #include "oracle.h"
 
 #define N 2048
@@ -89,6 +91,123 @@ Test(threads, one_context_two_regions_many_threads_mapped_equals_shared)
 		free(c.mapped);
 	}
 	cvm_dma_close(dma);
+	for (int i = 0; i < 2; i++)
+		cvm_region_destroy(reg[i]);
+}
+
+/* ---- repairs on one thread while two others convert ---- */
+
+#define ROUNDS 300
+static struct cvm_dma *dmas[2];
+static volatile int repairing;
+
+/* One region per thread: failures are expected, and a double failure
+ * leaves repairs that the other thread's calls or the repairer run. */
+static void *failing_converter(void *arg)
+{
+	unsigned seed = (unsigned)(uintptr_t)arg;
+	int w = (int)((uintptr_t)arg % 2);
+
+	for (int op = 0; op < 12; op++) {
+		struct cvm_range rs[3];
+		size_t n = 1 + (size_t)(rand_r(&seed) % 3);
+		int to = rand_r(&seed) % 2 ? CVM_SHARED : CVM_PRIVATE;
+
+		for (size_t k = 0; k < n; k++)
+			rs[k] = (struct cvm_range){ base[w] + (rand_r(&seed) % (N - 16)) * PG,
+						    (1 + rand_r(&seed) % 16) * PG };
+		(void)cvm_convert_batch(reg[w], rs, n, to, 0);
+	}
+	return NULL;
+}
+
+static long seen_pending;        /* repairer only */
+
+static void *repairer(void *arg)
+{
+	(void)arg;
+	while (__atomic_load_n(&repairing, __ATOMIC_ACQUIRE))
+		for (int i = 0; i < 2; i++) {
+			struct cvm_dma_stats st = { .sz = sizeof(st) };
+			int err;
+
+			cr_assert_eq(cvm_dma_stats(dmas[i], &st), 0);
+			seen_pending += st.pending_repairs > 0;
+			err = cvm_dma_repair(dmas[i]);
+
+			cr_assert(err == 0 || err == -EIO || err == -EBUSY || err == -EEXIST,
+				  "cvm_dma_repair: %d", err);
+		}
+	return NULL;
+}
+
+static void check_context(struct cvm_dma *d)
+{
+	for (int i = 0; i < 2; i++) {
+		struct cover c = { calloc(N, 1), base[i] };
+
+		cr_assert_eq(cvm_dma_for_each_mapping(d, cover_fn, &c), 0);
+		assert_state(reg[i], base[i], N, c.mapped);
+		free(c.mapped);
+	}
+}
+
+/*
+ * Two contexts (type1 and iommufd rules) serve two regions; each round
+ * both kernels fail a few calls while one thread per region converts and
+ * another calls cvm_dma_repair() in a loop.  Repairs of one region run
+ * while the other region converts, without its lock: at the end of every
+ * round, a last repair leaves nothing pending and each context maps exactly
+ * the shared pages.
+ */
+Test(threads, repairs_run_safely_beside_conversions_of_other_regions)
+{
+	const uint32_t rules[2] = { CVM_MODEL_TYPE1, CVM_MODEL_IOMMUFD };
+	unsigned seed = 5;
+
+	for (int i = 0; i < 2; i++) {
+		struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL,
+					     .fd = -1, .model_rules = rules[i] };
+
+		cr_assert_eq(cvm_dma_open(&dc, &dmas[i]), 0);
+	}
+	for (int i = 0; i < 2; i++) {
+		struct cvm_region_config c = { .sz = sizeof(c), .gpa = base[i], .length = N * PG };
+
+		c.hva = mmap(NULL, c.length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			     -1, 0);
+		cr_assert_eq(cvm_region_create(&c, &reg[i]), 0);
+		cr_assert_eq(cvm_dma_add_region(dmas[0], reg[i]), 0);
+		cr_assert_eq(cvm_dma_add_region(dmas[1], reg[i]), 0);
+	}
+	for (int round = 0; round < ROUNDS; round++) {
+		pthread_t t[3];
+
+		/* Set while no thread runs: the model's counter is not locked. */
+		cvm_model_inject(cvm_dma_backend(dmas[0]), 1 + rand_r(&seed) % 4, -EIO);
+		cvm_model_inject(cvm_dma_backend(dmas[1]), 1 + rand_r(&seed) % 4, -EBUSY);
+		__atomic_store_n(&repairing, 1, __ATOMIC_RELEASE);
+		pthread_create(&t[2], NULL, repairer, NULL);
+		for (int i = 0; i < 2; i++)
+			pthread_create(&t[i], NULL, failing_converter,
+				       (void *)(uintptr_t)(2 * round + i + 100));
+		pthread_join(t[0], NULL);
+		pthread_join(t[1], NULL);
+		__atomic_store_n(&repairing, 0, __ATOMIC_RELEASE);
+		pthread_join(t[2], NULL);
+		for (int i = 0; i < 2; i++) {
+			struct cvm_dma_stats st = { .sz = sizeof(st) };
+
+			cvm_model_inject(cvm_dma_backend(dmas[i]), 0, 0);
+			cr_assert_eq(cvm_dma_repair(dmas[i]), 0);
+			cr_assert_eq(cvm_dma_stats(dmas[i], &st), 0);
+			cr_assert_eq(st.pending_repairs, 0);
+			check_context(dmas[i]);
+		}
+	}
+	cr_assert_gt(seen_pending, 0, "no double failure left a repair to run");
+	for (int i = 0; i < 2; i++)
+		cvm_dma_close(dmas[i]);
 	for (int i = 0; i < 2; i++)
 		cvm_region_destroy(reg[i]);
 }
