@@ -138,8 +138,7 @@ struct cvm_dma_stats {
 };
 int cvm_dma_stats(struct cvm_dma *dma, struct cvm_dma_stats *st);
 /* Retries now the repairs pending_repairs counts: 0 once none is left, else
- * the error that keeps one pending (-ENOMEM: one could not be noted; remove
- * the region from the context and add it again). */
+ * the error that keeps one pending (see cvm_dma_repair(3)). */
 int cvm_dma_repair(struct cvm_dma *dma);
 /* Each live mapping, ascending IOVA; a non-zero return from fn stops the walk
  * and is returned. */
