@@ -151,7 +151,7 @@ struct cvm_dma_info {
 	int      fd;                /* the container or /dev/iommu fd                         */
 	uint32_t ioas_id;           /* IOMMUFD: the IOAS (attach devices to it)              */
 	uint32_t can_cut;           /* 1: private conversions cut mappings hitlessly          */
-	uint64_t split_granule;     /* effective; UINT64_MAX: unlimited                       */
+	uint64_t split_granule;     /* effective; UINT64_MAX: unlimited; 0: CVM_DMA_PER_PAGE  */
 	uint64_t iova_pgsizes;      /* IOMMU page sizes the backend reported                  */
 };
 int cvm_dma_info(struct cvm_dma *dma, struct cvm_dma_info *info);

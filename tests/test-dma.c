@@ -547,6 +547,31 @@ Test(dma, compact_merges_neighbours_near_the_limit)
 	fx_fini(&f);
 }
 
+static void layout(struct cvm_dma *d, char *buf, size_t size);
+
+/* What cvm_dma_open(3) says COMPACT does not do yet: merge the run being
+ * mapped into the mapping beside it.  At the limit that share fails
+ * cleanly, and a merge of mappings that touch still works. */
+Test(dma, compact_does_not_merge_a_new_run_into_its_neighbour_and_fails_cleanly)
+{
+	struct cvm_dma_stats before;
+	char l[256], l2[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 2);
+	cr_assert_eq(cvm_convert(f.r, A(0), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
+	before = stats(f.d);
+	layout(f.d, l, sizeof(l));
+	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_SHARED, 0), -ENOSPC);
+	layout(f.d, l2, sizeof(l2));
+	cr_assert_str_eq(l2, l);
+	cr_assert_eq(stats(f.d).disruptive_splits, before.disruptive_splits);
+	cr_assert_eq(cvm_region_query(f.r, A(10), PG), CVM_PRIVATE);
+	check(&f);
+	fx_fini(&f);
+}
+
 Test(dma, a_split_that_must_compact_first_works_on_the_compacted_table)
 {
 	struct fx f;
