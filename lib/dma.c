@@ -436,8 +436,12 @@ static bool overlaps_table(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
 	return !maptable_lookup(d->mt, lo, &e) && e.iova < hi;
 }
 
+static const struct fix *stray_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
+
 /* Shared pages [lo, hi) of dr (hva: of lo) that could not be mapped
- * again: note what the table lacks there, one repair per G-block. */
+ * again: note what the table lacks there, one repair per G-block.  A
+ * mapping waiting to be unmapped (it also covers pages that went private:
+ * a run joined to its neighbour) counts as lacking: its repair takes it. */
 static void note_missing(struct cvm_dma *d, const struct dma_region *dr, uint64_t lo,
 			 uint64_t hi, uint64_t hva, int err)
 {
@@ -446,7 +450,9 @@ static void note_missing(struct cvm_dma *d, const struct dma_region *dr, uint64_
 		uint64_t q = hi;
 		bool more = !maptable_lookup(d->mt, p, &e) && e.iova < hi;
 
-		if (more)
+		if (more && d->nfix && stray_over(d, e.iova, e.iova + e.len))
+			q = e.iova + e.len < hi ? e.iova + e.len : hi;
+		else if (more)
 			q = e.iova > p ? e.iova : p;
 		for (uint64_t x = p; x < q && dr;) {
 			uint64_t xe = block_end(x, dr->granule, q);
@@ -820,11 +826,85 @@ static void dma_settle(void *opaque, bool keep)
 	pthread_mutex_unlock(&d->lock);
 }
 
+/*
+ * CVM_DMA_COMPACT at the limit: a run being mapped may join (disruptively)
+ * the mapping that ends where it starts, and the one that starts where it
+ * ends, each if it lies in the G-block of the run's end it touches, in the
+ * same region, and neither waits for a repair nor for a pending undo.
+ */
+static bool joins(const struct cvm_dma *d, const struct dma_region *dr, const struct mt_entry *x)
+{
+	return region_at(d, x->iova) == dr && !dr->npend && x->data == hva_of(dr, x->iova) &&
+	       !(d->nfix && stray_over(d, x->iova, x->iova + x->len));
+}
+
+static bool join_left(const struct cvm_dma *d, const struct dma_region *dr, uint64_t s,
+		      struct mt_entry *x)
+{
+	return s > dr->g.iova && !maptable_lookup(d->mt, s - 1, x) && x->iova + x->len == s &&
+	       block_end(x->iova, dr->granule, UINT64_MAX) > s && joins(d, dr, x);
+}
+
+static bool join_right(const struct cvm_dma *d, const struct dma_region *dr, uint64_t e,
+		       struct mt_entry *x)
+{
+	return !maptable_lookup(d->mt, e, x) && x->iova == e &&
+	       block_end(e - 1, dr->granule, UINT64_MAX) >= x->iova + x->len && joins(d, dr, x);
+}
+
+/* Entries runs need when the first *njoin of them join their neighbours:
+ * as few as bring need within room.  A mapping between two runs counts
+ * once (joined by both, it saves one entry more than counted). */
+static uint64_t join_need(struct cvm_dma *d, const struct dma_region *dr,
+			  const struct cvm_range *runs, size_t n, uint64_t need, size_t *njoin)
+{
+	uint64_t prev = UINT64_MAX;     /* the mapping the last run joins on its right */
+
+	for (size_t i = 0; i < n && need > room(d); i++) {
+		uint64_t s = iova_of(dr, runs[i].gpa);
+		struct mt_entry x;
+
+		if (join_left(d, dr, s, &x) && x.iova != prev && need)
+			need--;
+		prev = UINT64_MAX;
+		if (join_right(d, dr, s + runs[i].length, &x) && need) {
+			need--;
+			prev = x.iova;
+		}
+		*njoin = i + 1;
+	}
+	return need;
+}
+
+static int unmap_to_join(struct cvm_dma *d, const struct mt_entry *x)
+{
+	int err = be_unmap_span(d, x->iova, x->iova + x->len, true);
+
+	if (!err) {
+		d->st.disruptive_splits++;
+		d->st.disrupted_bytes += x->len;
+	}
+	return err;
+}
+
+static int map_joined(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, uint64_t e)
+{
+	struct mt_entry x;
+	int err = 0;
+
+	if (join_left(d, dr, s, &x) && !(err = unmap_to_join(d, &x)))
+		s = x.iova;
+	if (!err && join_right(d, dr, e, &x) && !(err = unmap_to_join(d, &x)))
+		e = x.iova + x.len;
+	return err ? err : map_range(d, dr, s, e, true);
+}
+
 static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
 	uint64_t need = 0, before;
+	size_t njoin = 0;
 	int err = 0;
 
 	pthread_mutex_lock(&d->lock);
@@ -843,12 +923,14 @@ static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bo
 
 			need += pieces(s, s + runs[i].length, dr->granule);
 		}
+		if (need > room(d) && (d->flags & CVM_DMA_COMPACT))
+			need = join_need(d, dr, runs, n, need, &njoin);
 		err = make_room(d, need);
 	}
 	for (size_t i = 0; i < n && !err; i++) {
-		uint64_t s = iova_of(dr, runs[i].gpa);
+		uint64_t s = iova_of(dr, runs[i].gpa), e = s + runs[i].length;
 
-		err = map_range(d, dr, s, s + runs[i].length, true);
+		err = i < njoin ? map_joined(d, dr, s, e) : map_range(d, dr, s, e, true);
 	}
 	if (err)
 		rollback(d);

@@ -548,27 +548,104 @@ Test(dma, compact_merges_neighbours_near_the_limit)
 }
 
 static void layout(struct cvm_dma *d, char *buf, size_t size);
+static void inject(struct cvm_dma *d, uint64_t nth, int err);
 
-/* What cvm_dma_open(3) says COMPACT does not do yet: merge the run being
- * mapped into the mapping beside it.  At the limit that share fails
- * cleanly, and a merge of mappings that touch still works. */
-Test(dma, compact_does_not_merge_a_new_run_into_its_neighbour_and_fails_cleanly)
+/* COMPACT at the limit, [0, 10) and [100] mapped, limit 2 (or 3 with
+ * [11, 21) too): a run joins the mappings beside it inside its G-block. */
+static void join_fixture(struct fx *f, uint32_t limit)
 {
-	struct cvm_dma_stats before;
+	fx_init(f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, limit);
+	cr_assert_eq(cvm_convert(f->r, A(0), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f->r, A(100), PG, CVM_SHARED, 0), 0);
+	if (limit > 2)
+		cr_assert_eq(cvm_convert(f->r, A(11), 10 * PG, CVM_SHARED, 0), 0);
+}
+
+Test(dma, compact_joins_a_new_run_to_the_mappings_beside_it_at_the_limit)
+{
+	char l[256];
+	struct fx f;
+
+	join_fixture(&f, 2);
+	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_SHARED, 0), 0);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+11;100+1;", "maps %s", l);
+	cr_assert_eq(stats(f.d).disruptive_splits, 1);
+	cr_assert_eq(stats(f.d).disrupted_bytes, 10 * PG);
+	check(&f);
+	fx_fini(&f);
+	/* Between two mappings: both join, one entry fewer than before. */
+	join_fixture(&f, 3);
+	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_SHARED, 0), 0);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+21;100+1;", "maps %s", l);
+	cr_assert_eq(stats(f.d).disruptive_splits, 2);
+	check(&f);
+	fx_fini(&f);
+}
+
+Test(dma, a_join_stays_inside_its_g_block_and_a_failed_one_changes_nothing)
+{
 	char l[256], l2[256];
 	struct fx f;
 
+	/* [500, 512) ends at a 2 MiB boundary: page 512 cannot join it. */
 	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 2);
-	cr_assert_eq(cvm_convert(f.r, A(0), 10 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
-	before = stats(f.d);
+	cr_assert_eq(cvm_convert(f.r, A(500), 12 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(700), PG, CVM_SHARED, 0), 0);
 	layout(f.d, l, sizeof(l));
-	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(cvm_convert(f.r, A(512), PG, CVM_SHARED, 0), -ENOSPC);
 	layout(f.d, l2, sizeof(l2));
 	cr_assert_str_eq(l2, l);
-	cr_assert_eq(stats(f.d).disruptive_splits, before.disruptive_splits);
-	cr_assert_eq(cvm_region_query(f.r, A(10), PG), CVM_PRIVATE);
+	cr_assert_eq(stats(f.d).disruptive_splits, 0, "nothing was unmapped to try");
 	check(&f);
+	fx_fini(&f);
+	/* Nor can page 511 join [512, 520), which starts the next block. */
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 2);
+	cr_assert_eq(cvm_convert(f.r, A(512), 8 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(700), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(511), PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(stats(f.d).disruptive_splits, 0);
+	check(&f);
+	fx_fini(&f);
+	/* The kernel refuses the joined map: the neighbour is mapped back. */
+	for (uint64_t nth = 1; nth <= 2; nth++) {
+		join_fixture(&f, 2);
+		layout(f.d, l, sizeof(l));
+		inject(f.d, nth, -EIO);
+		cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_SHARED, 0), -EIO);
+		layout(f.d, l2, sizeof(l2));
+		cr_assert_str_eq(l2, l, "call %llu failed: %s", (unsigned long long)nth, l2);
+		cr_assert_eq(stats(f.d).pending_repairs, 0);
+		check(&f);
+		fx_fini(&f);
+	}
+}
+
+/* Another context fails the share, and the kernel refuses to unmap the
+ * joined mapping: it covers the private page and the shared neighbour, so
+ * the repair unmaps it and then maps the neighbour again. */
+Test(dma, a_joined_mapping_that_stays_after_a_failed_undo_is_repaired_whole)
+{
+	struct cvm_dma *d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+	char l[256];
+	struct fx f;
+
+	join_fixture(&f, 2);
+	cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);
+	inject(d2, 1, -EIO);
+	inject(f.d, 3, -EBUSY);         /* unmap [0,10), map [0,11), then its undo */
+	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_SHARED, 0), -EIO);
+	cr_assert_eq(cvm_region_query(f.r, A(10), PG), CVM_PRIVATE);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+11;100+1;", "the kernel kept it: %s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 2, "unmap [0,11), map [0,10)");
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+10;100+1;", "maps %s", l);
+	check(&f);
+	check_dma(f.r, d2, 1024, UINT64_MAX);
+	cvm_dma_close(d2);
 	fx_fini(&f);
 }
 
@@ -1158,9 +1235,12 @@ Test(dma, compaction_leaves_a_mapping_to_repair_alone)
  * once a call goes through without one, both map exactly the shared set. */
 Test(dma, after_random_double_failures_the_next_call_restores_both_contexts)
 {
-	const struct { uint32_t r1, r2, f2; } c[] = {
-		{ CVM_MODEL_TYPE1, CVM_MODEL_IOMMUFD, 0 }, { CVM_MODEL_CUT, CVM_MODEL_TYPE1, 0 },
-		{ CVM_MODEL_IOMMUFD, CVM_MODEL_CUT, CVM_DMA_PER_PAGE },
+	const struct { uint32_t r1, r2, f2, f1, lim1; } c[] = {
+		{ CVM_MODEL_TYPE1, CVM_MODEL_IOMMUFD, 0, 0, 0 },
+		{ CVM_MODEL_CUT, CVM_MODEL_TYPE1, 0, 0, 0 },
+		{ CVM_MODEL_IOMMUFD, CVM_MODEL_CUT, CVM_DMA_PER_PAGE, 0, 0 },
+		/* near its limit: compaction, and runs joining their neighbours */
+		{ CVM_MODEL_TYPE1, CVM_MODEL_IOMMUFD, 0, CVM_DMA_COMPACT, 24 },
 	};
 	int failed = 0;
 
@@ -1170,7 +1250,7 @@ Test(dma, after_random_double_failures_the_next_call_restores_both_contexts)
 		struct cvm_dma *d2;
 		struct fx f;
 
-		fx_init(&f, 512, 0, c[i].r1, 0, 0, 0);
+		fx_init(&f, 512, 0, c[i].r1, c[i].f1, 0, c[i].lim1);
 		d2 = mkdma(c[i].r2, c[i].f2, 0, 0);
 		cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);
 		cr_assert_eq(cvm_dma_info(d2, &info), 0);
@@ -1208,7 +1288,14 @@ Test(dma, after_random_double_failures_the_next_call_restores_both_contexts)
 				int to511 = cvm_region_query(f.r, A(511), PG) == CVM_SHARED ?
 					    CVM_PRIVATE : CVM_SHARED;
 
-				cr_assert_eq(cvm_convert(f.r, A(511), PG, to511, 0), 0);
+				err = cvm_convert(f.r, A(511), PG, to511, 0);
+				/* At the limit, a repair call instead. */
+				if (err == -ENOSPC && c[i].lim1) {
+					cr_assert_eq(cvm_dma_repair(f.d), 0);
+					cr_assert_eq(cvm_dma_repair(d2), 0);
+				} else {
+					cr_assert_eq(err, 0);
+				}
 			}
 			cr_assert_eq(stats(f.d).pending_repairs, 0);
 			cr_assert_eq(stats(d2).pending_repairs, 0);
