@@ -81,6 +81,18 @@ static int kernel_mapped(struct world *w, uint64_t iova)
 struct count { uint64_t n; };
 static int count_fn(void *o, uint64_t iova, uint64_t len) { (void)iova; (void)len; ((struct count *)o)->n++; return 0; }
 
+/* Entries in use before the context mapped anything: the kernel's limit
+ * less what it has left, plus what the context holds (0: no limit). */
+static uint64_t entries_used(struct world *w)
+{
+	struct count c = { 0 };
+
+	if (cvm_dma_backend(w->dma)->entries_avail == UINT64_MAX)
+		return 0;
+	cvm_dma_for_each_mapping(w->dma, count_fn, &c);
+	return cvm_dma_backend(w->dma)->entries_avail + c.n;
+}
+
 static bool check_kernel(struct world *w, uint64_t used_at_open)
 {
 	struct cvm_be *be = cvm_dma_backend(w->dma);
@@ -231,7 +243,7 @@ static void run_policy(struct world *w, const char *policy, uint32_t flags, uint
 	struct cvm_region_config bc = { .sz = sizeof(bc), .gpa = BOUNCE_GPA, .length = 2 * PG,
 					.flags = CVM_REGION_INIT_SHARED };
 	struct cvm_dma_stats st = { .sz = sizeof(st) };
-	uint64_t used_at_open = 0;
+	uint64_t used_at_open;
 	bool kern_ok = true, reach_ok = true, block_ok = true;
 	int err;
 
@@ -246,12 +258,7 @@ static void run_policy(struct world *w, const char *policy, uint32_t flags, uint
 	err = open_dma(w, flags, granule);
 	if (!tap_ok(!err, "%s/%s: cvm_dma_open + add_region (%d)", w->t->name, policy, err))
 		goto out;
-	if (cvm_dma_backend(w->dma)->entries_avail != UINT64_MAX) {
-		struct count c = { 0 };
-
-		cvm_dma_for_each_mapping(w->dma, count_fn, &c);
-		used_at_open = cvm_dma_backend(w->dma)->entries_avail + c.n;
-	}
+	used_at_open = entries_used(w);
 	for (int step = 0; step < STEPS; step++) {
 		struct cvm_range rs[3];
 		int n = 1 + rand_r(&w->seed) % 3, to = step < 4 || rand_r(&w->seed) % 2;
@@ -383,6 +390,163 @@ out:
 	cvm_region_destroy(w->bounce);
 }
 
+/* ---- a kernel that accepts some calls, then refuses ----
+ * A real kernel will not refuse an undo on demand, so the double-failure
+ * test puts this shim between the library and the real backend: the first
+ * shim_accept calls from arming go to the kernel, every later one fails with
+ * shim_err without reaching it, until disarmed.  What the library then
+ * leaves in the kernel, and what its repair does there, is real. */
+static const struct cvm_backend_ops *shim_real;
+static int shim_accept, shim_err;
+
+static bool shim_refuses(int *err)
+{
+	if (shim_accept-- > 0)
+		return false;
+	*err = shim_err;
+	return true;
+}
+
+static int shim_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
+{
+	int err;
+
+	return shim_refuses(&err) ? err : shim_real->map(be, iova, len, vaddr);
+}
+
+static int shim_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped)
+{
+	int err;
+
+	*unmapped = 0;
+	return shim_refuses(&err) ? err : shim_real->unmap(be, iova, len, unmapped);
+}
+
+static int shim_cut(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped)
+{
+	int err;
+
+	*unmapped = 0;
+	return shim_refuses(&err) ? err : shim_real->cut(be, iova, len, unmapped);
+}
+
+static struct cvm_backend_ops shim_ops;
+
+static void shim_arm(struct cvm_dma *d, int accept, int err)
+{
+	struct cvm_be *be = cvm_dma_backend(d);
+
+	if (!shim_real) {
+		shim_real = be->ops;
+		shim_ops = *be->ops;
+		shim_ops.map = shim_map;
+		shim_ops.unmap = shim_unmap;
+		shim_ops.cut = be->ops->cut ? shim_cut : NULL;
+	}
+	shim_accept = accept;
+	shim_err = err;
+	be->ops = &shim_ops;
+}
+
+static void shim_disarm(struct cvm_dma *d)
+{
+	cvm_dma_backend(d)->ops = shim_real;
+	shim_real = NULL;
+}
+
+static uint64_t pending(struct world *w)
+{
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+
+	cvm_dma_stats(w->dma, &st);
+	return st.pending_repairs;
+}
+
+static void set_state(struct world *w, uint64_t first, uint64_t n, uint8_t to)
+{
+	memset(w->state + first, to, n);
+}
+
+/*
+ * Double failures on the real kernel: a conversion fails in the kernel and
+ * its undo fails too, so the IOMMU is wrong until a repair.  Both kinds:
+ *  - a share whose undo cannot unmap leaves private pages mapped: the
+ *    device really reaches them (what pending_repairs warns of), until
+ *    cvm_dma_repair() unmaps them;
+ *  - an unshare whose undo cannot map back leaves shared pages unmapped:
+ *    the device loses them until the next conversion repairs the mapping.
+ * After each repair the kernel maps exactly the library's table again.
+ */
+static void run_double_failure(struct world *w)
+{
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG };
+	struct cvm_region_config bc = { .sz = sizeof(bc), .gpa = BOUNCE_GPA, .length = 2 * PG,
+					.flags = CVM_REGION_INIT_SHARED };
+	/* Two runs in different 2 MiB blocks: two kernel calls to share. */
+	struct cvm_range two[2] = { { RAM_GPA, 16 * PG }, { RAM_GPA + 1024 * PG, 16 * PG } };
+	/* Two whole blocks with a shared one between them: two calls to
+	 * unshare, each a whole mapping (or a cut of one) and no split. */
+	struct cvm_range blocks[2] = { { RAM_GPA, 512 * PG }, { RAM_GPA + 1024 * PG, 512 * PG } };
+	uint64_t used_at_open;
+	bool stray, gone, lost, back;
+	int err, rep;
+
+	rc.hva = w->ram_hva;
+	bc.hva = w->bounce_hva;
+	w->policy = "double-failure";
+	memset(w->state, 0, sizeof(w->state));
+	cvm_region_create(&rc, &w->ram);
+	cvm_region_create(&bc, &w->bounce);
+	if (open_dma(w, 0, 0)) {
+		tap_ok(false, "%s: double-failure setup", w->t->name);
+		goto out;
+	}
+	used_at_open = entries_used(w);
+
+	/* The share: the first run is mapped, the second refused, and the
+	 * undo of the first refused too. */
+	shim_arm(w->dma, 1, -EFAULT);
+	err = cvm_convert_batch(w->ram, two, 2, CVM_SHARED, 0);
+	shim_disarm(w->dma);
+	stray = dma_reaches(w, 3);
+	tap_ok(err == -EFAULT && pending(w) == 1 && stray,
+	       "%s: a share refused with its undo refused fails (%d), leaves one repair pending "
+	       "(%llu), and the device really reaches the private page still mapped", w->t->name,
+	       err, (unsigned long long)pending(w));
+	rep = cvm_dma_repair(w->dma);
+	gone = dma_blocked(w, 3, false);
+	tap_ok(rep == 0 && pending(w) == 0 && gone && check_kernel(w, used_at_open),
+	       "%s: cvm_dma_repair() unmaps it (%d): the device no longer reaches it and the "
+	       "kernel maps exactly the library's table", w->t->name, rep);
+
+	/* The unshare: three blocks shared, the first and last go private;
+	 * the first is unmapped, the last refused, and the first's remap
+	 * refused too. */
+	err = cvm_convert(w->ram, RAM_GPA, 1536 * PG, CVM_SHARED, 0);
+	set_state(w, 0, 1536, 1);
+	shim_arm(w->dma, 1, -EFAULT);
+	err = err ?: cvm_convert_batch(w->ram, blocks, 2, CVM_PRIVATE, 0);
+	shim_disarm(w->dma);
+	lost = dma_blocked(w, 3, false) && dma_blocked(w, 511, false) && dma_reaches(w, 600) &&
+	       dma_reaches(w, 1030);
+	tap_ok(err == -EFAULT && pending(w) == 1 && lost,
+	       "%s: an unshare refused with its undo refused fails (%d), leaves one repair "
+	       "pending (%llu): the shared pages it unmapped are lost to the device, the others "
+	       "are not", w->t->name, err, (unsigned long long)pending(w));
+	/* The next conversion, anywhere in the context, repairs it first. */
+	err = cvm_convert(w->ram, RAM_GPA + 3000 * PG, PG, CVM_SHARED, 0);
+	set_state(w, 3000, 1, 1);
+	back = dma_reaches(w, 3) && dma_reaches(w, 511) && dma_reaches(w, 3000);
+	tap_ok(!err && pending(w) == 0 && back && check_kernel(w, used_at_open),
+	       "%s: the next conversion (%d) maps them again first: the device reaches them and "
+	       "the kernel maps exactly the library's table", w->t->name, err);
+out:
+	cvm_dma_close(w->dma);
+	w->dma = NULL;
+	cvm_region_destroy(w->ram);
+	cvm_region_destroy(w->bounce);
+}
+
 static int open_target(struct target *t, const char *name)
 {
 	memset(t, 0, sizeof(*t));
@@ -440,6 +604,7 @@ static void run_target(struct world *w, const char *name)
 	for (size_t i = 0; i < sizeof(pol) / sizeof(pol[0]); i++)
 		run_policy(w, pol[i].name, pol[i].flags, pol[i].g);
 	run_hitless(w);
+	run_double_failure(w);
 	printf("# %s: %d edu DMA transfers so far\n", name, w->dmas);
 	close_target(&t);
 }
