@@ -547,6 +547,90 @@ out:
 	cvm_region_destroy(w->bounce);
 }
 
+/*
+ * The entry limit on the real kernel (type1's dma_entry_limit, lowered so a
+ * few isolated pages reach it): a share that needs one more mapping fails
+ * with -ENOSPC and changes nothing; under CVM_DMA_COMPACT the same share
+ * joins the mappings on both sides of it, and the kernel then holds one
+ * entry less.
+ */
+#define LIMIT 12
+
+static void run_limit(struct world *w, const char *policy, uint32_t flags)
+{
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG };
+	struct cvm_region_config bc = { .sz = sizeof(bc), .gpa = BOUNCE_GPA, .length = 2 * PG,
+					.flags = CVM_REGION_INIT_SHARED };
+	struct cvm_dma_stats was = { .sz = sizeof(was) }, st = { .sz = sizeof(st) };
+	uint64_t used_at_open, n = 0;
+	bool reach, kern;
+	int err;
+
+	rc.hva = w->ram_hva;
+	bc.hva = w->bounce_hva;
+	w->policy = policy;
+	memset(w->state, 0, sizeof(w->state));
+	cvm_region_create(&rc, &w->ram);
+	cvm_region_create(&bc, &w->bounce);
+	err = open_dma(w, flags, 0);
+	if (!tap_ok(!err, "%s/%s: open with an entry limit of %d (%d)", w->t->name, policy,
+		    LIMIT, err))
+		goto out;
+	used_at_open = entries_used(w);
+	/* Pages 0, 2, 4, ...: one mapping each, until no entry is left. */
+	for (err = 0; !err; n++) {
+		cvm_dma_stats(w->dma, &was);
+		if (!was.entries_avail)
+			break;
+		err = cvm_convert(w->ram, RAM_GPA + 2 * n * PG, PG, CVM_SHARED, 0);
+		set_state(w, 2 * n, 1, 1);
+	}
+	if (!tap_ok(!err && used_at_open == LIMIT && was.mappings == LIMIT,
+		    "%s/%s: %llu isolated pages and the bounce pages fill the kernel's %d entries "
+		    "(%d)", w->t->name, policy, (unsigned long long)n, LIMIT, err))
+		goto out;
+	/* Page 1, between the mappings of pages 0 and 2. */
+	err = cvm_convert(w->ram, RAM_GPA + PG, PG, CVM_SHARED, 0);
+	cvm_dma_stats(w->dma, &st);
+	if (!flags) {
+		/* The kernel cannot be probed while it is full: the check of its
+		 * table waits until an entry is free. */
+		reach = dma_reaches(w, 0) && dma_reaches(w, 2) && dma_blocked(w, 1, false);
+		tap_ok(err == -ENOSPC && reach && st.mappings == LIMIT &&
+		       st.map_calls == was.map_calls && st.unmap_calls == was.unmap_calls,
+		       "%s/%s: one more mapping fails with -ENOSPC (%d) and changes nothing: no "
+		       "kernel call, page 1 unreachable, its neighbours reachable", w->t->name,
+		       policy, err);
+		/* An unshare frees entries (two: the kernel probe needs one): the
+		 * same share then succeeds. */
+		err = cvm_convert(w->ram, RAM_GPA + 2 * (n - 2) * PG, 3 * PG, CVM_PRIVATE, 0);
+		set_state(w, 2 * (n - 2), 3, 0);
+		err = err ?: cvm_convert(w->ram, RAM_GPA + PG, PG, CVM_SHARED, 0);
+		set_state(w, 1, 1, 1);
+		reach = dma_reaches(w, 1) && dma_blocked(w, 2 * (n - 1), false);
+		kern = check_kernel(w, used_at_open);
+		tap_ok(!err && reach && kern,
+		       "%s/%s: once an unshare frees entries the same share succeeds (%d) and the "
+		       "kernel maps exactly the library's table", w->t->name, policy, err);
+	} else {
+		set_state(w, 1, 1, 1);
+		reach = dma_reaches(w, 0) && dma_reaches(w, 1) && dma_reaches(w, 2) &&
+			dma_blocked(w, 3, false);
+		kern = check_kernel(w, used_at_open);
+		tap_ok(!err && reach && kern && st.mappings == LIMIT - 1 &&
+		       st.disrupted_bytes - was.disrupted_bytes == 2 * PG,
+		       "%s/%s: at the limit page 1 joins the mappings of pages 0 and 2 (%d): the "
+		       "kernel holds %llu entries, pages 0-2 reachable, %llu bytes disrupted",
+		       w->t->name, policy, err, (unsigned long long)st.mappings,
+		       (unsigned long long)(st.disrupted_bytes - was.disrupted_bytes));
+	}
+out:
+	cvm_dma_close(w->dma);
+	w->dma = NULL;
+	cvm_region_destroy(w->ram);
+	cvm_region_destroy(w->bounce);
+}
+
 static int open_target(struct target *t, const char *name)
 {
 	memset(t, 0, sizeof(*t));
@@ -585,6 +669,29 @@ static void close_target(struct target *t)
 		close(t->iommufd);
 }
 
+static void run_limit_target(struct world *w)
+{
+	struct target t;
+	unsigned old;
+	int err = guest_set_dma_entry_limit(LIMIT, &old);
+
+	if (err) {
+		tap_skip(strerror(-err), "type1: lower dma_entry_limit");
+		return;
+	}
+	/* The limit applies to containers created afterwards. */
+	err = open_target(&t, "type1");
+	guest_set_dma_entry_limit(old, NULL);
+	if (!err) {
+		w->t = &t;
+		run_limit(w, "limit-auto", 0);
+		run_limit(w, "limit-compact", CVM_DMA_COMPACT);
+	} else {
+		tap_skip(strerror(-err), "type1: open the edu device with an entry limit");
+	}
+	close_target(&t);
+}
+
 static void run_target(struct world *w, const char *name)
 {
 	const struct { const char *name; uint32_t flags; uint64_t g; } pol[] = {
@@ -605,8 +712,10 @@ static void run_target(struct world *w, const char *name)
 		run_policy(w, pol[i].name, pol[i].flags, pol[i].g);
 	run_hitless(w);
 	run_double_failure(w);
-	printf("# %s: %d edu DMA transfers so far\n", name, w->dmas);
 	close_target(&t);
+	if (!strcmp(name, "type1"))
+		run_limit_target(w);
+	printf("# %s: %d edu DMA transfers so far\n", name, w->dmas);
 }
 
 int main(int argc, char **argv)
