@@ -214,12 +214,22 @@ static uint64_t pick_page(struct world *w, uint8_t want)
 	return UINT64_MAX;
 }
 
-static int open_dma(struct world *w, uint32_t flags, uint64_t granule)
+/* The guest RAM region (all private) and the bounce pages (shared), served
+ * by a new context with this policy on the target's container or IOAS. */
+static int world_open(struct world *w, const char *policy, uint32_t flags, uint64_t granule)
 {
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG,
+					.hva = w->ram_hva };
+	struct cvm_region_config bc = { .sz = sizeof(bc), .gpa = BOUNCE_GPA, .length = 2 * PG,
+					.flags = CVM_REGION_INIT_SHARED, .hva = w->bounce_hva };
 	struct cvm_dma_config c = { .sz = sizeof(c), .fd = -1, .flags = flags,
 				    .split_granule = granule };
 	int err;
 
+	w->policy = policy;
+	w->dma = NULL;
+	w->ram = w->bounce = NULL;
+	memset(w->state, 0, sizeof(w->state));
 	if (w->t->container >= 0) {
 		c.backend = CVM_BACKEND_TYPE1;
 		c.fd = w->t->container;
@@ -229,7 +239,8 @@ static int open_dma(struct world *w, uint32_t flags, uint64_t granule)
 		c.fd = w->t->iommufd;
 		c.ioas_id = w->t->ioas;
 	}
-	err = cvm_dma_open(&c, &w->dma);
+	err = cvm_region_create(&rc, &w->ram) ?: cvm_region_create(&bc, &w->bounce) ?:
+	      cvm_dma_open(&c, &w->dma);
 	if (!err)
 		err = cvm_dma_add_region(w->dma, w->bounce);
 	if (!err)
@@ -237,25 +248,22 @@ static int open_dma(struct world *w, uint32_t flags, uint64_t granule)
 	return err;
 }
 
+static void world_close(struct world *w)
+{
+	cvm_dma_close(w->dma);
+	w->dma = NULL;
+	cvm_region_destroy(w->ram);
+	cvm_region_destroy(w->bounce);
+}
+
 static void run_policy(struct world *w, const char *policy, uint32_t flags, uint64_t granule)
 {
-	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG };
-	struct cvm_region_config bc = { .sz = sizeof(bc), .gpa = BOUNCE_GPA, .length = 2 * PG,
-					.flags = CVM_REGION_INIT_SHARED };
 	struct cvm_dma_stats st = { .sz = sizeof(st) };
 	uint64_t used_at_open;
 	bool kern_ok = true, reach_ok = true, block_ok = true;
 	int err;
 
-	w->policy = policy;
-	memset(w->state, 0, sizeof(w->state));
-	rc.hva = w->ram_hva;
-	bc.hva = w->bounce_hva;
-	if (cvm_region_create(&rc, &w->ram) || cvm_region_create(&bc, &w->bounce)) {
-		tap_ok(false, "%s/%s: regions", w->t->name, policy);
-		return;
-	}
-	err = open_dma(w, flags, granule);
+	err = world_open(w, policy, flags, granule);
 	if (!tap_ok(!err, "%s/%s: cvm_dma_open + add_region (%d)", w->t->name, policy, err))
 		goto out;
 	used_at_open = entries_used(w);
@@ -301,10 +309,7 @@ static void run_policy(struct world *w, const char *policy, uint32_t flags, uint
 	       (unsigned long long)st.unmap_calls, (unsigned long long)st.cut_calls,
 	       (unsigned long long)st.disruptive_splits);
 out:
-	cvm_dma_close(w->dma);
-	w->dma = NULL;
-	cvm_region_destroy(w->ram);
-	cvm_region_destroy(w->bounce);
+	world_close(w);
 }
 
 /* Three holes in one call, inside the mapping [101, 512) that the first
@@ -347,19 +352,11 @@ static void run_holes(struct world *w, const struct cvm_dma_stats *was, bool can
 /* Both neighbours of a page stay DMA-reachable across its conversion. */
 static void run_hitless(struct world *w)
 {
-	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG };
-	struct cvm_region_config bc = { .sz = sizeof(bc), .gpa = BOUNCE_GPA, .length = 2 * PG,
-					.flags = CVM_REGION_INIT_SHARED };
 	struct cvm_dma_stats st = { .sz = sizeof(st) };
 	struct cvm_dma_info info = { .sz = sizeof(info) };
 	bool before, after, hole;
 
-	rc.hva = w->ram_hva;
-	bc.hva = w->bounce_hva;
-	w->policy = "auto";
-	cvm_region_create(&rc, &w->ram);
-	cvm_region_create(&bc, &w->bounce);
-	if (open_dma(w, 0, 0) || cvm_convert(w->ram, RAM_GPA, 512 * PG, CVM_SHARED, 0)) {
+	if (world_open(w, "auto", 0, 0) || cvm_convert(w->ram, RAM_GPA, 512 * PG, CVM_SHARED, 0)) {
 		tap_ok(false, "%s: hitless setup", w->t->name);
 		goto out;
 	}
@@ -384,10 +381,7 @@ static void run_hitless(struct world *w)
 		       w->t->name, (unsigned long long)st.disrupted_bytes);
 	run_holes(w, &st, info.can_cut);
 out:
-	cvm_dma_close(w->dma);
-	w->dma = NULL;
-	cvm_region_destroy(w->ram);
-	cvm_region_destroy(w->bounce);
+	world_close(w);
 }
 
 /* ---- a kernel that accepts some calls, then refuses ----
@@ -479,9 +473,6 @@ static void set_state(struct world *w, uint64_t first, uint64_t n, uint8_t to)
  */
 static void run_double_failure(struct world *w)
 {
-	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG };
-	struct cvm_region_config bc = { .sz = sizeof(bc), .gpa = BOUNCE_GPA, .length = 2 * PG,
-					.flags = CVM_REGION_INIT_SHARED };
 	/* Two runs in different 2 MiB blocks: two kernel calls to share. */
 	struct cvm_range two[2] = { { RAM_GPA, 16 * PG }, { RAM_GPA + 1024 * PG, 16 * PG } };
 	/* Two whole blocks with a shared one between them: two calls to
@@ -491,13 +482,7 @@ static void run_double_failure(struct world *w)
 	bool stray, gone, lost, back;
 	int err, rep;
 
-	rc.hva = w->ram_hva;
-	bc.hva = w->bounce_hva;
-	w->policy = "double-failure";
-	memset(w->state, 0, sizeof(w->state));
-	cvm_region_create(&rc, &w->ram);
-	cvm_region_create(&bc, &w->bounce);
-	if (open_dma(w, 0, 0)) {
+	if (world_open(w, "double-failure", 0, 0)) {
 		tap_ok(false, "%s: double-failure setup", w->t->name);
 		goto out;
 	}
@@ -541,10 +526,7 @@ static void run_double_failure(struct world *w)
 	       "%s: the next conversion (%d) maps them again first: the device reaches them and "
 	       "the kernel maps exactly the library's table", w->t->name, err);
 out:
-	cvm_dma_close(w->dma);
-	w->dma = NULL;
-	cvm_region_destroy(w->ram);
-	cvm_region_destroy(w->bounce);
+	world_close(w);
 }
 
 /*
@@ -558,21 +540,12 @@ out:
 
 static void run_limit(struct world *w, const char *policy, uint32_t flags)
 {
-	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG };
-	struct cvm_region_config bc = { .sz = sizeof(bc), .gpa = BOUNCE_GPA, .length = 2 * PG,
-					.flags = CVM_REGION_INIT_SHARED };
 	struct cvm_dma_stats was = { .sz = sizeof(was) }, st = { .sz = sizeof(st) };
 	uint64_t used_at_open, n = 0;
 	bool reach, kern;
 	int err;
 
-	rc.hva = w->ram_hva;
-	bc.hva = w->bounce_hva;
-	w->policy = policy;
-	memset(w->state, 0, sizeof(w->state));
-	cvm_region_create(&rc, &w->ram);
-	cvm_region_create(&bc, &w->bounce);
-	err = open_dma(w, flags, 0);
+	err = world_open(w, policy, flags, 0);
 	if (!tap_ok(!err, "%s/%s: open with an entry limit of %d (%d)", w->t->name, policy,
 		    LIMIT, err))
 		goto out;
@@ -625,10 +598,7 @@ static void run_limit(struct world *w, const char *policy, uint32_t flags)
 		       (unsigned long long)(st.disrupted_bytes - was.disrupted_bytes));
 	}
 out:
-	cvm_dma_close(w->dma);
-	w->dma = NULL;
-	cvm_region_destroy(w->ram);
-	cvm_region_destroy(w->bounce);
+	world_close(w);
 }
 
 static int open_target(struct target *t, const char *name)
