@@ -256,6 +256,26 @@ static void world_close(struct world *w)
 	cvm_region_destroy(w->bounce);
 }
 
+/* Take the RAM region out of the context: nothing of it stays mapped; put
+ * it back: the replay maps its fragmented shared set exactly again. */
+static void remove_and_add(struct world *w, uint64_t used_at_open)
+{
+	static uint8_t saved[RAM_PG];
+	uint64_t s = pick_page(w, 1);
+	bool gone, back;
+	int err;
+
+	memcpy(saved, w->state, sizeof(saved));
+	err = cvm_dma_remove_region(w->dma, w->ram);
+	memset(w->state, 0, sizeof(w->state));
+	gone = !err && check_kernel(w, used_at_open) && (s == UINT64_MAX || dma_blocked(w, s, false));
+	memcpy(w->state, saved, sizeof(saved));
+	err = err ?: cvm_dma_add_region(w->dma, w->ram);
+	back = !err && check_kernel(w, used_at_open) && (s == UINT64_MAX || dma_reaches(w, s));
+	tap_ok(gone && back, "%s/%s: removed from the context the region has nothing mapped; added "
+	       "back, its shared runs are mapped exactly again (%d)", w->t->name, w->policy, err);
+}
+
 static void run_policy(struct world *w, const char *policy, uint32_t flags, uint64_t granule)
 {
 	struct cvm_dma_stats st = { .sz = sizeof(st) };
@@ -302,6 +322,7 @@ static void run_policy(struct world *w, const char *policy, uint32_t flags, uint
 	tap_ok(reach_ok, "%s/%s: edu DMA reaches sampled shared pages", w->t->name, policy);
 	tap_ok(block_ok, "%s/%s: edu DMA cannot read or write sampled private pages (DMAR faults "
 	       "logged)", w->t->name, policy);
+	remove_and_add(w, used_at_open);
 	cvm_dma_stats(w->dma, &st);
 	printf("# %s/%s: mappings %llu (peak %llu), map %llu unmap %llu cut %llu, disruptive %llu\n",
 	       w->t->name, policy, (unsigned long long)st.mappings,
