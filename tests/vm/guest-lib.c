@@ -24,7 +24,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cap-ng.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -660,6 +662,91 @@ static void close_target(struct target *t)
 		close(t->iommufd);
 }
 
+/* ---- a real refusal: the kernel cannot pin ---- */
+
+/* The process's locked_vm (type1 charges its pins there), in pages. */
+static long locked_pages(void)
+{
+	char line[128];
+	long kib = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmLck: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib < 0 ? -1 : kib / 4;
+}
+
+/* CAP_IPC_LOCK in the effective set on or off (it stays permitted). */
+static int ipc_lock_effective(bool on)
+{
+	if (capng_get_caps_process())
+		return -EPERM;
+	capng_update(on ? CAPNG_ADD : CAPNG_DROP, CAPNG_EFFECTIVE, CAP_IPC_LOCK);
+	return capng_apply(CAPNG_SELECT_CAPS) ? -EPERM : 0;
+}
+
+/*
+ * On type1 without CAP_IPC_LOCK, pinning past RLIMIT_MEMLOCK fails with
+ * -ENOMEM (KERNEL-FACTS.md §1): the limit is set so the kernel pins the
+ * first run of a batch and refuses the second.  The library must undo the
+ * first: the call fails with the kernel's -ENOMEM, the pages stay private
+ * and the kernel holds what it held before.  Then, with the limit back,
+ * the same batch works.
+ */
+static void run_pin_limit(struct world *w)
+{
+	struct cvm_range two[2] = { { RAM_GPA, 16 * PG }, { RAM_GPA + 1024 * PG, 32 * PG } };
+	struct cvm_dma_stats was = { .sz = sizeof(was) }, st = { .sz = sizeof(st) };
+	struct rlimit old, lim;
+	uint64_t used_at_open;
+	long locked;
+	bool none, reach;
+	int err;
+
+	if (world_open(w, "pin-limit", 0, 0)) {
+		tap_ok(false, "%s: pin-limit setup", w->t->name);
+		goto out;
+	}
+	used_at_open = entries_used(w);
+	locked = locked_pages();
+	if (locked < 0 || getrlimit(RLIMIT_MEMLOCK, &old)) {
+		tap_skip("cannot read VmLck or RLIMIT_MEMLOCK", "%s: a pin refused", w->t->name);
+		goto out;
+	}
+	lim = old;
+	lim.rlim_cur = (rlim_t)(locked + 16) * PG;   /* room for the first run only */
+	cvm_dma_stats(w->dma, &was);
+	err = ipc_lock_effective(false);
+	if (!err && setrlimit(RLIMIT_MEMLOCK, &lim))
+		err = -errno;
+	if (!err)
+		err = cvm_convert_batch(w->ram, two, 2, CVM_SHARED, 0);
+	setrlimit(RLIMIT_MEMLOCK, &old);
+	ipc_lock_effective(true);
+	cvm_dma_stats(w->dma, &st);
+	none = kernel_mapped(w, RAM_GPA) == 0 && kernel_mapped(w, RAM_GPA + 1024 * PG) == 0 &&
+	       check_kernel(w, used_at_open) && dma_blocked(w, 3, false);
+	tap_ok(err == -ENOMEM && none && st.map_calls - was.map_calls == 2 &&
+	       st.unmap_calls - was.unmap_calls == 1 && st.mappings == was.mappings,
+	       "%s: the kernel pins the first run of a batch and refuses the second (%d): the "
+	       "first is unmapped again, the pages stay private, the kernel holds what it held "
+	       "(map %llu, unmap %llu)", w->t->name, err,
+	       (unsigned long long)(st.map_calls - was.map_calls),
+	       (unsigned long long)(st.unmap_calls - was.unmap_calls));
+	err = cvm_convert_batch(w->ram, two, 2, CVM_SHARED, 0);
+	set_state(w, 0, 16, 1);
+	set_state(w, 1024, 32, 1);
+	reach = dma_reaches(w, 3) && dma_reaches(w, 1055);
+	tap_ok(!err && reach && check_kernel(w, used_at_open),
+	       "%s: with the limit back the same batch works (%d)", w->t->name, err);
+out:
+	world_close(w);
+}
+
 static void run_limit_target(struct world *w)
 {
 	struct target t;
@@ -703,6 +790,8 @@ static void run_target(struct world *w, const char *name)
 		run_policy(w, pol[i].name, pol[i].flags, pol[i].g);
 	run_hitless(w);
 	run_double_failure(w);
+	if (!strcmp(name, "type1"))
+		run_pin_limit(w);    /* iommufd charges pins to the user, not VmLck */
 	close_target(&t);
 	if (!strcmp(name, "type1"))
 		run_limit_target(w);
