@@ -28,6 +28,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/mman.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include "cvmdma.h"
@@ -689,13 +690,24 @@ static int ipc_lock_effective(bool on)
 	return capng_apply(CAPNG_SELECT_CAPS) ? -EPERM : 0;
 }
 
+/* The library's last error message while a test listens (cvm_set_log). */
+static char last_err[512];
+
+static void keep_err(void *opaque, int priority, const char *msg)
+{
+	(void)opaque;
+	if (priority <= LOG_ERR)
+		snprintf(last_err, sizeof(last_err), "%s", msg);
+}
+
 /*
  * Without CAP_IPC_LOCK, pinning past RLIMIT_MEMLOCK fails with -ENOMEM
  * (KERNEL-FACTS.md §1, §2): the limit is set so the kernel pins the first
- * run of a batch and refuses the second.  type1 charges the process's
- * locked_vm (VmLck), which already holds this process's earlier pins;
- * iommufd (and its compat container) charges the user's, and nothing
- * pinned while CAP_IPC_LOCK was effective counts there.  The library must undo the
+ * run of a batch and refuses the second.  type1 charges every pin to the
+ * process's locked_vm (VmLck), so this process's earlier pins count;
+ * iommufd charges nothing pinned while CAP_IPC_LOCK was effective (to the
+ * user's locked_vm natively, to VmLck through its compat container, as
+ * the library's message below shows).  The library must undo the
  * first: the call fails with the kernel's -ENOMEM, the pages stay private
  * and the kernel holds what it held before.  Then, with the limit back,
  * the same batch works.
@@ -726,8 +738,11 @@ static void run_pin_limit(struct world *w)
 	err = ipc_lock_effective(false);
 	if (!err && setrlimit(RLIMIT_MEMLOCK, &lim))
 		err = -errno;
+	last_err[0] = 0;
+	cvm_set_log(keep_err, NULL, LOG_ERR);
 	if (!err)
 		err = cvm_convert_batch(w->ram, two, 2, CVM_SHARED, 0);
+	cvm_set_log(NULL, NULL, 0);
 	setrlimit(RLIMIT_MEMLOCK, &old);
 	ipc_lock_effective(true);
 	cvm_dma_stats(w->dma, &st);
@@ -740,6 +755,11 @@ static void run_pin_limit(struct world *w)
 	       "(map %llu, unmap %llu)", w->t->name, err,
 	       (unsigned long long)(st.map_calls - was.map_calls),
 	       (unsigned long long)(st.unmap_calls - was.unmap_calls));
+	tap_diag("%s: %s", w->t->name, last_err);
+	tap_ok(strstr(last_err, "no CAP_IPC_LOCK") && strstr(last_err, "RLIMIT_MEMLOCK") &&
+	       strstr(last_err, "remedy"),
+	       "%s: the library's error message names the missing CAP_IPC_LOCK, the limit and "
+	       "the remedy", w->t->name);
 	err = cvm_convert_batch(w->ram, two, 2, CVM_SHARED, 0);
 	set_state(w, 0, 16, 1);
 	set_state(w, 1024, 32, 1);
