@@ -758,11 +758,12 @@ static int make_room(struct cvm_dma *d, uint64_t need)
 		if (err != -ENOSPC)
 			return err;     /* 0, or compaction could not run (-ENOMEM) */
 	}
-	cvm_err("dma: %s backend would exceed its mapping limit: %llu more mappings needed, "
+	cvm_err("dma: %s backend would exceed its mapping limit: %llu more mapping%s needed, "
 		"%llu left.  Remedies: use the iommufd backend (no mapping limit), raise "
 		"/sys/module/vfio_iommu_type1/parameters/dma_entry_limit (65535 by default), "
 		"a larger split_granule, or CVM_DMA_COMPACT",
-		d->be->ops->name, (unsigned long long)need, (unsigned long long)room(d));
+		d->be->ops->name, (unsigned long long)need, need == 1 ? "" : "s",
+		(unsigned long long)room(d));
 	return -ENOSPC;
 }
 

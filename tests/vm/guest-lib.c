@@ -553,6 +553,16 @@ out:
 	world_close(w);
 }
 
+/* The library's last error message while a test listens (cvm_set_log). */
+static char last_err[512];
+
+static void keep_err(void *opaque, int priority, const char *msg)
+{
+	(void)opaque;
+	if (priority <= LOG_ERR)
+		snprintf(last_err, sizeof(last_err), "%s", msg);
+}
+
 /*
  * The entry limit on the real kernel (type1's dma_entry_limit, lowered so a
  * few isolated pages reach it): a share that needs one more mapping fails
@@ -587,7 +597,10 @@ static void run_limit(struct world *w, const char *policy, uint32_t flags)
 		    "(%d)", w->t->name, policy, (unsigned long long)n, LIMIT, err))
 		goto out;
 	/* Page 1, between the mappings of pages 0 and 2. */
+	last_err[0] = 0;
+	cvm_set_log(keep_err, NULL, LOG_ERR);
 	err = cvm_convert(w->ram, RAM_GPA + PG, PG, CVM_SHARED, 0);
+	cvm_set_log(NULL, NULL, 0);
 	cvm_dma_stats(w->dma, &st);
 	if (!flags) {
 		/* The kernel cannot be probed while it is full: the check of its
@@ -598,6 +611,11 @@ static void run_limit(struct world *w, const char *policy, uint32_t flags)
 		       "%s/%s: one more mapping fails with -ENOSPC (%d) and changes nothing: no "
 		       "kernel call, page 1 unreachable, its neighbours reachable", w->t->name,
 		       policy, err);
+		tap_diag("%s/%s: %s", w->t->name, policy, last_err);
+		tap_ok(strstr(last_err, "1 more mapping needed, 0 left") &&
+		       strstr(last_err, "dma_entry_limit") && strstr(last_err, "CVM_DMA_COMPACT"),
+		       "%s/%s: the library's error message says what is missing and names the "
+		       "remedies", w->t->name, policy);
 		/* An unshare frees entries (two: the kernel probe needs one): the
 		 * same share then succeeds. */
 		err = cvm_convert(w->ram, RAM_GPA + 2 * (n - 2) * PG, 3 * PG, CVM_PRIVATE, 0);
@@ -688,16 +706,6 @@ static int ipc_lock_effective(bool on)
 		return -EPERM;
 	capng_update(on ? CAPNG_ADD : CAPNG_DROP, CAPNG_EFFECTIVE, CAP_IPC_LOCK);
 	return capng_apply(CAPNG_SELECT_CAPS) ? -EPERM : 0;
-}
-
-/* The library's last error message while a test listens (cvm_set_log). */
-static char last_err[512];
-
-static void keep_err(void *opaque, int priority, const char *msg)
-{
-	(void)opaque;
-	if (priority <= LOG_ERR)
-		snprintf(last_err, sizeof(last_err), "%s", msg);
 }
 
 /*
