@@ -95,6 +95,74 @@ Test(threads, one_context_two_regions_many_threads_mapped_equals_shared)
 		cvm_region_destroy(reg[i]);
 }
 
+/* ---- contexts come and go while the regions convert ---- */
+
+static void *attacher(void *arg)
+{
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
+				     .model_rules = (uint32_t)(uintptr_t)arg };
+	long *rounds = calloc(1, sizeof(*rounds));
+
+	for (;;) {
+		cr_assert_eq(cvm_dma_open(&dc, &dma), 0);
+		cr_assert_eq(cvm_dma_add_region(dma, reg[0]), 0);
+		cr_assert_eq(cvm_dma_add_region(dma, reg[1]), 0);
+		++*rounds;
+		if (__atomic_load_n(&stop, __ATOMIC_ACQUIRE))
+			return rounds;     /* the last context stays, serving both */
+		/* One region leaves by itself, the other with the context. */
+		cr_assert_eq(cvm_dma_remove_region(dma, reg[*rounds % 2]), 0);
+		cvm_dma_close(dma);
+	}
+}
+
+/*
+ * A device is plugged and unplugged while the guest converts: one thread
+ * opens a context, adds both regions (a replay each), removes one and
+ * closes the context, over and over, while three threads convert.  Every
+ * call succeeds, and the context left at the end, which served both
+ * regions through the last conversions, maps exactly the shared pages.
+ */
+Test(threads, contexts_added_and_removed_while_regions_convert_stay_exact)
+{
+	static const uint32_t rules[] = { CVM_MODEL_TYPE1, CVM_MODEL_CUT };
+
+	for (size_t k = 0; k < sizeof(rules) / sizeof(rules[0]); k++) {
+		pthread_t t[4];
+		long *rounds;
+
+		for (int i = 0; i < 2; i++) {
+			struct cvm_region_config c = { .sz = sizeof(c), .gpa = base[i],
+						       .length = N * PG };
+
+			c.hva = mmap(NULL, c.length, PROT_NONE,
+				     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+			cr_assert_eq(cvm_region_create(&c, &reg[i]), 0);
+		}
+		__atomic_store_n(&stop, 0, __ATOMIC_RELEASE);
+		pthread_create(&t[3], NULL, attacher, (void *)(uintptr_t)rules[k]);
+		for (int i = 0; i < 3; i++)
+			pthread_create(&t[i], NULL, converter, (void *)(uintptr_t)(i + 11 + 3 * k));
+		for (int i = 0; i < 3; i++)
+			pthread_join(t[i], NULL);
+		__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+		pthread_join(t[3], (void **)&rounds);
+		cr_assert(*rounds > 1, "only %ld contexts came and went", *rounds);
+		printf("# %s rules: %ld contexts\n", k ? "cut" : "type1", *rounds);
+		for (int i = 0; i < 2; i++) {
+			struct cover c = { calloc(N, 1), base[i] };
+
+			cr_assert_eq(cvm_dma_for_each_mapping(dma, cover_fn, &c), 0);
+			assert_state(reg[i], base[i], N, c.mapped);
+			free(c.mapped);
+		}
+		free(rounds);
+		cvm_dma_close(dma);
+		for (int i = 0; i < 2; i++)
+			cvm_region_destroy(reg[i]);
+	}
+}
+
 /* ---- repairs on one thread while two others convert ---- */
 
 #define ROUNDS 300
