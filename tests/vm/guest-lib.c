@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <linux/iommufd.h>
 #include <linux/vfio.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -404,6 +405,122 @@ static void run_hitless(struct world *w)
 		       "%s: no cut: the disruption stays inside one 2 MiB block (%llu bytes)",
 		       w->t->name, (unsigned long long)st.disrupted_bytes);
 	run_holes(w, &st, info.can_cut);
+out:
+	world_close(w);
+}
+
+/* ---- a device plugged and unplugged while the guest converts ---- */
+
+#define HOTPLUG_OPS 150
+#define HOTPLUG_ROUNDS 12
+
+struct hotplug {
+	struct world *w;
+	unsigned seed;
+	int err, rounds, ops;
+	int stop;
+};
+
+static void *hp_converter(void *arg)
+{
+	struct hotplug *h = arg;
+	unsigned seed = __atomic_fetch_add(&h->seed, 1, __ATOMIC_RELAXED);
+
+	/* At least HOTPLUG_OPS conversions, and on until the device came and
+	 * went HOTPLUG_ROUNDS times. */
+	for (int op = 0; (op < HOTPLUG_OPS ||
+			  __atomic_load_n(&h->rounds, __ATOMIC_ACQUIRE) < HOTPLUG_ROUNDS) &&
+			 !__atomic_load_n(&h->err, __ATOMIC_ACQUIRE); op++) {
+		uint64_t s = rand_r(&seed) % (RAM_PG - 64), len = 1 + rand_r(&seed) % 64;
+		int to = rand_r(&seed) % 2 ? CVM_SHARED : CVM_PRIVATE;
+		int err = cvm_convert(h->w->ram, RAM_GPA + s * PG, len * PG, to, 0);
+
+		if (err)
+			__atomic_store_n(&h->err, err, __ATOMIC_RELEASE);
+		__atomic_add_fetch(&h->ops, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+/* Opens a context, adds both regions, removes RAM and closes it, until
+ * told to stop; the last context stays with both regions. */
+static void *hp_attacher(void *arg)
+{
+	struct hotplug *h = arg;
+	struct world *w = h->w;
+	struct cvm_dma_config c = { .sz = sizeof(c), .fd = -1 };
+	struct cvm_dma *d;
+	int err;
+
+	if (w->t->container >= 0) {
+		c.backend = CVM_BACKEND_TYPE1;
+		c.fd = w->t->container;
+	} else {
+		c.backend = CVM_BACKEND_IOMMUFD;
+		c.fd = w->t->iommufd;
+		c.ioas_id = w->t->ioas;
+	}
+	for (;;) {
+		err = cvm_dma_open(&c, &d) ?: cvm_dma_add_region(d, w->bounce) ?:
+		      cvm_dma_add_region(d, w->ram);
+		if (err) {
+			__atomic_store_n(&h->err, err, __ATOMIC_RELEASE);
+			return NULL;
+		}
+		__atomic_add_fetch(&h->rounds, 1, __ATOMIC_RELEASE);
+		if (__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE)) {
+			__atomic_store_n(&w->dma, d, __ATOMIC_RELEASE);
+			return NULL;
+		}
+		err = cvm_dma_remove_region(d, w->ram);
+		cvm_dma_close(d);
+		if (err) {
+			__atomic_store_n(&h->err, err, __ATOMIC_RELEASE);
+			return NULL;
+		}
+	}
+}
+
+/*
+ * While two threads convert RAM at random, a third adds the device's DMA
+ * context and takes it away again, over and over: each add replays the
+ * shared runs of that moment into the real kernel, each remove and close
+ * unmaps them.  Every call succeeds, and the context left at the end maps
+ * exactly the shared pages: the kernel's table and edu DMA say so.
+ */
+static void run_hotplug(struct world *w)
+{
+	struct hotplug h = { .w = w, .seed = 99 };
+	pthread_t t[3];
+	uint64_t used_at_open, s, p;
+	bool reach;
+
+	if (world_open(w, "hotplug", 0, 0)) {
+		tap_ok(false, "%s: hotplug setup", w->t->name);
+		goto out;
+	}
+	used_at_open = entries_used(w);
+	cvm_dma_close(w->dma);    /* the attacher opens its own */
+	w->dma = NULL;
+	pthread_create(&t[2], NULL, hp_attacher, &h);
+	pthread_create(&t[0], NULL, hp_converter, &h);
+	pthread_create(&t[1], NULL, hp_converter, &h);
+	pthread_join(t[0], NULL);
+	pthread_join(t[1], NULL);
+	__atomic_store_n(&h.stop, 1, __ATOMIC_RELEASE);
+	pthread_join(t[2], NULL);
+	if (!tap_ok(!h.err && w->dma && h.rounds > HOTPLUG_ROUNDS,
+		    "%s: %d contexts added and removed while two threads made %d conversions, every "
+		    "call succeeded (%d)", w->t->name, h.rounds - 1, h.ops, h.err))
+		goto out;
+	for (uint64_t i = 0; i < RAM_PG; i++)
+		w->state[i] = cvm_region_query(w->ram, RAM_GPA + i * PG, PG) == CVM_SHARED;
+	s = pick_page(w, 1);
+	p = pick_page(w, 0);
+	reach = (s == UINT64_MAX || dma_reaches(w, s)) && (p == UINT64_MAX || dma_blocked(w, p, false));
+	tap_ok(check_kernel(w, used_at_open) && reach,
+	       "%s: the context left at the end maps exactly the shared pages (kernel table, "
+	       "edu DMA)", w->t->name);
 out:
 	world_close(w);
 }
@@ -822,6 +939,7 @@ static void run_target(struct world *w, const char *name)
 	run_hitless(w);
 	run_double_failure(w);
 	run_pin_limit(w);
+	run_hotplug(w);
 	close_target(&t);
 	if (!strcmp(name, "type1"))
 		run_limit_target(w);
