@@ -852,7 +852,7 @@ static void run_pin_limit(struct world *w)
 		goto out;
 	}
 	used_at_open = entries_used(w);
-	locked = w->t->iommufd >= 0 || !strcmp(w->t->name, "compat") ? 0 : locked_pages();
+	locked = strcmp(w->t->name, "type1") ? 0 : locked_pages();
 	if (locked < 0 || getrlimit(RLIMIT_MEMLOCK, &old)) {
 		tap_skip("cannot read VmLck or RLIMIT_MEMLOCK", "%s: a pin refused", w->t->name);
 		goto out;
