@@ -61,6 +61,18 @@ static int cover_fn(void *o, uint64_t iova, uint64_t len)
 	return 0;
 }
 
+/* d maps exactly the shared pages among the first npages of each region. */
+static void check_context(struct cvm_dma *d, uint64_t npages)
+{
+	for (int i = 0; i < 2; i++) {
+		struct cover c = { calloc(npages, 1), base[i] };
+
+		cr_assert_eq(cvm_dma_for_each_mapping(d, cover_fn, &c), 0);
+		assert_state(reg[i], base[i], npages, c.mapped);
+		free(c.mapped);
+	}
+}
+
 Test(threads, one_context_two_regions_many_threads_mapped_equals_shared)
 {
 	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
@@ -83,13 +95,7 @@ Test(threads, one_context_two_regions_many_threads_mapped_equals_shared)
 		pthread_join(t[i], NULL);
 	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
 	pthread_join(t[3], NULL);
-	for (int i = 0; i < 2; i++) {
-		struct cover c = { calloc(N, 1), base[i] };
-
-		cr_assert_eq(cvm_dma_for_each_mapping(dma, cover_fn, &c), 0);
-		assert_state(reg[i], base[i], N, c.mapped);
-		free(c.mapped);
-	}
+	check_context(dma, N);
 	cvm_dma_close(dma);
 	for (int i = 0; i < 2; i++)
 		cvm_region_destroy(reg[i]);
@@ -149,13 +155,7 @@ Test(threads, contexts_added_and_removed_while_regions_convert_stay_exact)
 		pthread_join(t[3], (void **)&rounds);
 		cr_assert(*rounds > 1, "only %ld contexts came and went", *rounds);
 		printf("# %s rules: %ld contexts\n", k ? "cut" : "type1", *rounds);
-		for (int i = 0; i < 2; i++) {
-			struct cover c = { calloc(N, 1), base[i] };
-
-			cr_assert_eq(cvm_dma_for_each_mapping(dma, cover_fn, &c), 0);
-			assert_state(reg[i], base[i], N, c.mapped);
-			free(c.mapped);
-		}
+		check_context(dma, N);
 		free(rounds);
 		cvm_dma_close(dma);
 		for (int i = 0; i < 2; i++)
@@ -203,17 +203,6 @@ static void *repairer(void *arg)
 }
 
 #define NR (N + 8)      /* pages [N, N + 4): the double failure of each round */
-
-static void check_context(struct cvm_dma *d)
-{
-	for (int i = 0; i < 2; i++) {
-		struct cover c = { calloc(NR, 1), base[i] };
-
-		cr_assert_eq(cvm_dma_for_each_mapping(d, cover_fn, &c), 0);
-		assert_state(reg[i], base[i], NR, c.mapped);
-		free(c.mapped);
-	}
-}
 
 static uint64_t pending(struct cvm_dma *d)
 {
@@ -278,7 +267,7 @@ Test(threads, repairs_run_safely_beside_conversions_of_other_regions)
 			cvm_model_inject(cvm_dma_backend(dmas[i]), 0, 0);
 			cr_assert_eq(cvm_dma_repair(dmas[i]), 0);
 			cr_assert_eq(pending(dmas[i]), 0);
-			check_context(dmas[i]);
+			check_context(dmas[i], NR);
 		}
 	}
 	for (int i = 0; i < 2; i++)

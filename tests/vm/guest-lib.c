@@ -218,6 +218,20 @@ static uint64_t pick_page(struct world *w, uint8_t want)
 	return UINT64_MAX;
 }
 
+/* A context on the target's container, or on the VMM's IOAS with the
+ * device attached (the context adopts it). */
+static void target_backend(const struct target *t, struct cvm_dma_config *c)
+{
+	if (t->container >= 0) {
+		c->backend = CVM_BACKEND_TYPE1;
+		c->fd = t->container;
+	} else {
+		c->backend = CVM_BACKEND_IOMMUFD;
+		c->fd = t->iommufd;
+		c->ioas_id = t->ioas;
+	}
+}
+
 /* The guest RAM region (all private) and the bounce pages (shared), served
  * by a new context with this policy on the target's container or IOAS. */
 static int world_open(struct world *w, const char *policy, uint32_t flags, uint64_t granule)
@@ -234,15 +248,7 @@ static int world_open(struct world *w, const char *policy, uint32_t flags, uint6
 	w->dma = NULL;
 	w->ram = w->bounce = NULL;
 	memset(w->state, 0, sizeof(w->state));
-	if (w->t->container >= 0) {
-		c.backend = CVM_BACKEND_TYPE1;
-		c.fd = w->t->container;
-	} else {
-		/* The VMM's IOAS, with the device attached: the context adopts it. */
-		c.backend = CVM_BACKEND_IOMMUFD;
-		c.fd = w->t->iommufd;
-		c.ioas_id = w->t->ioas;
-	}
+	target_backend(w->t, &c);
 	err = cvm_region_create(&rc, &w->ram) ?: cvm_region_create(&bc, &w->bounce) ?:
 	      cvm_dma_open(&c, &w->dma);
 	if (!err)
@@ -452,14 +458,7 @@ static void *hp_attacher(void *arg)
 	struct cvm_dma *d;
 	int err;
 
-	if (w->t->container >= 0) {
-		c.backend = CVM_BACKEND_TYPE1;
-		c.fd = w->t->container;
-	} else {
-		c.backend = CVM_BACKEND_IOMMUFD;
-		c.fd = w->t->iommufd;
-		c.ioas_id = w->t->ioas;
-	}
+	target_backend(w->t, &c);
 	for (;;) {
 		err = cvm_dma_open(&c, &d) ?: cvm_dma_add_region(d, w->bounce) ?:
 		      cvm_dma_add_region(d, w->ram);
