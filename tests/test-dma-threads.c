@@ -20,12 +20,16 @@ static const uint64_t base[2] = { 0x100000000ull, 0x200000000ull };
 static struct cvm_region *reg[2];
 static struct cvm_dma *dma;
 static volatile int stop;
+static long attached, want_attached;  /* contexts the attacher made, and to wait for */
 
+/* OPS conversions, and on until the attacher made want_attached contexts:
+ * its rounds overlap the conversions however the threads are scheduled. */
 static void *converter(void *arg)
 {
 	unsigned seed = (unsigned)(uintptr_t)arg;
 
-	for (int op = 0; op < OPS; op++) {
+	for (int op = 0; op < OPS || __atomic_load_n(&attached, __ATOMIC_ACQUIRE) <
+				     __atomic_load_n(&want_attached, __ATOMIC_ACQUIRE); op++) {
 		int w = rand_r(&seed) % 2;
 		uint64_t s = rand_r(&seed) % (N - 32), len = 1 + rand_r(&seed) % 32;
 		int to = rand_r(&seed) % 2 ? CVM_SHARED : CVM_PRIVATE;
@@ -107,17 +111,17 @@ static void *attacher(void *arg)
 {
 	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
 				     .model_rules = (uint32_t)(uintptr_t)arg };
-	long *rounds = calloc(1, sizeof(*rounds));
+	long n;
 
 	for (;;) {
 		cr_assert_eq(cvm_dma_open(&dc, &dma), 0);
 		cr_assert_eq(cvm_dma_add_region(dma, reg[0]), 0);
 		cr_assert_eq(cvm_dma_add_region(dma, reg[1]), 0);
-		++*rounds;
+		n = __atomic_add_fetch(&attached, 1, __ATOMIC_RELEASE);
 		if (__atomic_load_n(&stop, __ATOMIC_ACQUIRE))
-			return rounds;     /* the last context stays, serving both */
+			return NULL;       /* the last context stays, serving both */
 		/* One region leaves by itself, the other with the context. */
-		cr_assert_eq(cvm_dma_remove_region(dma, reg[*rounds % 2]), 0);
+		cr_assert_eq(cvm_dma_remove_region(dma, reg[n % 2]), 0);
 		cvm_dma_close(dma);
 	}
 }
@@ -125,17 +129,19 @@ static void *attacher(void *arg)
 /*
  * A device is plugged and unplugged while the guest converts: one thread
  * opens a context, adds both regions (a replay each), removes one and
- * closes the context, over and over, while three threads convert.  Every
- * call succeeds, and the context left at the end, which served both
+ * closes the context, over and over, while three threads convert; they go
+ * on until it did so ATTACH_ROUNDS times, however they are scheduled.
+ * Every call succeeds, and the context left at the end, which served both
  * regions through the last conversions, maps exactly the shared pages.
  */
+#define ATTACH_ROUNDS 50
+
 Test(threads, contexts_added_and_removed_while_regions_convert_stay_exact)
 {
 	static const uint32_t rules[] = { CVM_MODEL_TYPE1, CVM_MODEL_CUT };
 
 	for (size_t k = 0; k < sizeof(rules) / sizeof(rules[0]); k++) {
 		pthread_t t[4];
-		long *rounds;
 
 		for (int i = 0; i < 2; i++) {
 			struct cvm_region_config c = { .sz = sizeof(c), .gpa = base[i],
@@ -146,17 +152,18 @@ Test(threads, contexts_added_and_removed_while_regions_convert_stay_exact)
 			cr_assert_eq(cvm_region_create(&c, &reg[i]), 0);
 		}
 		__atomic_store_n(&stop, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&attached, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&want_attached, ATTACH_ROUNDS, __ATOMIC_RELEASE);
 		pthread_create(&t[3], NULL, attacher, (void *)(uintptr_t)rules[k]);
 		for (int i = 0; i < 3; i++)
 			pthread_create(&t[i], NULL, converter, (void *)(uintptr_t)(i + 11 + 3 * k));
 		for (int i = 0; i < 3; i++)
 			pthread_join(t[i], NULL);
 		__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
-		pthread_join(t[3], (void **)&rounds);
-		cr_assert(*rounds > 1, "only %ld contexts came and went", *rounds);
-		printf("# %s rules: %ld contexts\n", k ? "cut" : "type1", *rounds);
+		pthread_join(t[3], NULL);
+		cr_assert(attached > ATTACH_ROUNDS, "only %ld contexts came and went", attached);
+		printf("# %s rules: %ld contexts\n", k ? "cut" : "type1", attached);
 		check_context(dma, N);
-		free(rounds);
 		cvm_dma_close(dma);
 		for (int i = 0; i < 2; i++)
 			cvm_region_destroy(reg[i]);
