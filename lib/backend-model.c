@@ -365,11 +365,12 @@ static int model_unmap_all(struct cvm_be *be)
 	return 0;
 }
 
-/* What GET_INFO's DMA_AVAIL would read now. */
+/* What GET_INFO would read now: its page sizes and DMA_AVAIL. */
 static int model_refresh(struct cvm_be *be)
 {
 	struct model *m = to_model(be);
 
+	be->pgsizes = MODEL_PGSIZES;
 	be->entries_avail = m->limit == NO_LIMIT ? NO_LIMIT : m->limit - maptable_count(m->mt);
 	return 0;
 }
@@ -440,7 +441,6 @@ int cvm_backend_model_open(uint32_t rules, uint32_t entry_limit, struct cvm_be *
 	m->be.ops = model_ops[rules];
 	m->be.kind = CVM_BACKEND_MODEL;
 	m->be.fd = -1;
-	m->be.pgsizes = MODEL_PGSIZES;
 	m->be.can_cut = rules == CVM_MODEL_CUT;
 	model_refresh(&m->be);
 	cvm_dbg("model backend %s open, entry limit %" PRIu64, m->be.ops->name, m->limit);

@@ -1569,7 +1569,9 @@ CVM_EXPORT int cvm_dma_info(struct cvm_dma *d, struct cvm_dma_info *uinfo)
 	info.ioas_id = d->be->ioas_id;
 	info.can_cut = d->use_cut;
 	info.split_granule = (d->flags & CVM_DMA_PER_PAGE) ? 0 : d->granule;
+	pthread_mutex_lock(&d->lock);   /* an add's refresh may rewrite it */
 	info.iova_pgsizes = d->be->pgsizes;
+	pthread_mutex_unlock(&d->lock);
 	cvm_copy_out(uinfo, &info, sizeof(info));
 	return 0;
 }

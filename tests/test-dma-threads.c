@@ -105,6 +105,64 @@ Test(threads, one_context_two_regions_many_threads_mapped_equals_shared)
 		cvm_region_destroy(reg[i]);
 }
 
+/* ---- queries while regions come and go ---- */
+
+static void *adder(void *arg)
+{
+	(void)arg;
+	for (int i = 0; i < 500; i++) {
+		cr_assert_eq(cvm_dma_add_region(dma, reg[1]), 0);
+		cr_assert_eq(cvm_dma_remove_region(dma, reg[1]), 0);
+	}
+	return NULL;
+}
+
+static void *info_reader(void *arg)
+{
+	(void)arg;
+	while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE)) {
+		struct cvm_dma_info info = { .sz = sizeof(info) };
+
+		cr_assert_eq(cvm_dma_info(dma, &info), 0);
+		cr_assert_eq(info.iova_pgsizes & 4096, 4096);
+	}
+	return NULL;
+}
+
+/* cvm_dma_info(), cvm_dma_stats() and cvm_dma_for_each_mapping() are
+ * MT-Safe, also while an add asks the backend again what it can do (the
+ * model rewrites its page sizes then, as the kernels' backends do). */
+Test(threads, queries_run_safely_while_regions_are_added_and_removed)
+{
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
+				     .model_rules = CVM_MODEL_CUT };
+	pthread_t t[3];
+
+	cr_assert_eq(cvm_dma_open(&dc, &dma), 0);
+	for (int i = 0; i < 2; i++) {
+		struct cvm_region_config c = { .sz = sizeof(c), .gpa = base[i], .length = N * PG };
+
+		c.hva = mmap(NULL, c.length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			     -1, 0);
+		cr_assert_eq(cvm_region_create(&c, &reg[i]), 0);
+		cr_assert_eq(cvm_convert(reg[i], base[i], 64 * PG, CVM_SHARED, 0), 0);
+	}
+	cr_assert_eq(cvm_dma_add_region(dma, reg[0]), 0);
+	__atomic_store_n(&stop, 0, __ATOMIC_RELEASE);
+	pthread_create(&t[0], NULL, adder, NULL);
+	pthread_create(&t[1], NULL, info_reader, NULL);
+	pthread_create(&t[2], NULL, reader, NULL);
+	pthread_join(t[0], NULL);
+	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+	pthread_join(t[1], NULL);
+	pthread_join(t[2], NULL);
+	cr_assert_eq(cvm_dma_add_region(dma, reg[1]), 0);
+	check_context(dma, N);
+	cvm_dma_close(dma);
+	for (int i = 0; i < 2; i++)
+		cvm_region_destroy(reg[i]);
+}
+
 /* ---- contexts come and go while the regions convert ---- */
 
 static void *attacher(void *arg)
