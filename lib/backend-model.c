@@ -33,6 +33,7 @@ struct model {
 	uint64_t limit;			/* mappings allowed; NO_LIMIT: none */
 	struct maptable *mt;		/* the kernel's mappings; data = vaddr */
 	uint64_t inject_nth;		/* the call that fails, counting down */
+	uint64_t inject_count;		/* calls in a row that fail from there */
 	int inject_err;
 };
 
@@ -52,6 +53,8 @@ static bool injected(struct model *m, int *err)
 {
 	if (!m->inject_nth || --m->inject_nth)
 		return false;
+	if (--m->inject_count)
+		m->inject_nth = 1;	/* the next call fails too */
 	*err = m->inject_err;
 	return true;
 }
@@ -460,15 +463,21 @@ static struct model *as_model(struct cvm_be *be)
 	return NULL;
 }
 
-void cvm_model_inject(struct cvm_be *be, uint64_t nth, int err)
+void cvm_model_inject_n(struct cvm_be *be, uint64_t nth, uint64_t count, int err)
 {
 	struct model *m = as_model(be);
 
 	if (!m)
 		return;
-	m->inject_nth = nth;
+	m->inject_nth = count ? nth : 0;
+	m->inject_count = count;
 	/* A "failure" that returns success would silently skip the call. */
 	m->inject_err = err < 0 ? err : -EIO;
+}
+
+void cvm_model_inject(struct cvm_be *be, uint64_t nth, int err)
+{
+	cvm_model_inject_n(be, nth, 1, err);
 }
 
 struct each_ctx {

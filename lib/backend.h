@@ -77,6 +77,8 @@ int cvm_backend_scratch_iova(const struct cvm_be *be, uint64_t len, uint64_t *io
 /* Fail the nth backend call from now (1 = the next one; map, unmap, cut and
  * unmap_all count) with err, once; nth 0 disables. */
 void cvm_model_inject(struct cvm_be *be, uint64_t nth, int err);
+/* The same for count calls in a row from the nth on. */
+void cvm_model_inject_n(struct cvm_be *be, uint64_t nth, uint64_t count, int err);
 /* Calls fn for each mapping the model kernel holds, ascending. */
 int  cvm_model_for_each(struct cvm_be *be,
 			int (*fn)(void *opaque, uint64_t iova, uint64_t len), void *opaque);

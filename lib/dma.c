@@ -83,8 +83,9 @@ struct undo_rec {
  * What a rollback that failed left different from the shared set, to be
  * retried on every later call of the context until the kernel takes it.
  * FIX_UNMAP: whole mappings of pages that stayed private (the kernel
- * refused to unmap them); FIX_MAP: shared pages left unmapped, one
- * mapping's worth inside one G-block.
+ * refused to unmap them), or with dr NULL the IOVA window of a region that
+ * left the context while the kernel refused to unmap it; FIX_MAP: shared
+ * pages left unmapped, one mapping's worth inside one G-block.
  */
 enum fix_kind { FIX_UNMAP, FIX_MAP };
 
@@ -109,6 +110,9 @@ struct cvm_dma {
 	size_t nundo, cap_undo;
 	struct fix *fix;
 	size_t nfix, cap_fix;
+	/* Repairs of regions gone from the context that could not even be
+	 * noted (out of memory): nothing clears them but closing it. */
+	uint64_t lost;
 	struct cvm_dma_stats st;
 };
 
@@ -415,9 +419,11 @@ static void fix_add(struct cvm_dma *d, struct fix f)
 		return;
 	}
 	/* Nothing to retry: say so, and keep pending_repairs above 0. */
-	dr = region_at(d, f.iova);
+	dr = f.dr ? region_at(d, f.iova) : NULL;
 	if (dr)
 		dr->lost++;
+	else
+		d->lost++;
 	cvm_err("dma: no memory to note that iova 0x%llx+0x%llx needs %s: remove the region "
 		"from the context and add it again to map it right",
 		(unsigned long long)f.iova, (unsigned long long)f.len,
@@ -1156,7 +1162,13 @@ static int unmap_region(struct cvm_dma *d, struct dma_region *dr)
 	return err;
 }
 
-static void unlink_region(struct cvm_dma *d, struct dma_region *dr)
+/*
+ * dr leaves d.  unmap_err: what unmap_region() returned; when the kernel
+ * refused, the region's mappings stay in the kernel and the table, and
+ * its whole window is noted to unmap (a repair with no region): the next
+ * call of the context, or cvm_dma_repair(), retries it.
+ */
+static void unlink_region(struct cvm_dma *d, struct dma_region *dr, int unmap_err)
 {
 	for (struct dma_region **p = &d->regions; *p; p = &(*p)->next) {
 		if (*p == dr) {
@@ -1167,6 +1179,8 @@ static void unlink_region(struct cvm_dma *d, struct dma_region *dr)
 	drop_fixes(d, dr);
 	dr->nuntrim = 0;
 	dr->gone = true;
+	if (unmap_err)
+		fix_add(d, (struct fix){ FIX_UNMAP, unmap_err, dr->g.iova, dr->g.length, 0, NULL });
 }
 
 static void dr_free(struct dma_region *dr)
@@ -1206,8 +1220,10 @@ static void dma_region_gone(void *opaque)
 	pthread_mutex_lock(&d->lock);
 	err = unmap_region(d, dr);
 	if (err)
-		cvm_err("dma: unmapping a destroyed region failed (%d)", err);
-	unlink_region(d, dr);
+		cvm_err("dma: unmapping a destroyed region failed (%d): iova 0x%llx+0x%llx stays "
+			"mapped until cvm_dma_repair() or the context's next call unmaps it", err,
+			(unsigned long long)dr->g.iova, (unsigned long long)dr->g.length);
+	unlink_region(d, dr, err);
 	unpinned = !dr->pins;
 	pthread_mutex_unlock(&d->lock);
 	if (unpinned)
@@ -1242,6 +1258,17 @@ static int check_window(struct cvm_dma *d, const struct dma_region *dr)
 	for (const struct dma_region *o = d->regions; o; o = o->next)
 		if (s < o->g.iova + o->g.length && o->g.iova < e)
 			return -EBUSY;
+	for (size_t i = 0; i < d->nfix; i++) {
+		const struct fix *f = &d->fix[i];
+
+		if (!f->dr && s < f->iova + f->len && f->iova < e) {
+			cvm_err("dma: region IOVA window [0x%llx, 0x%llx] overlaps the mappings of a "
+				"region that left the context and that the kernel refused to unmap "
+				"(%d); cvm_dma_repair() retries", (unsigned long long)s,
+				(unsigned long long)(e - 1), f->err);
+			return -EBUSY;
+		}
+	}
 	if (!cvm_backend_iova_valid(d->be, s, dr->g.length)) {
 		cvm_err("dma: region IOVA window [0x%llx, 0x%llx] is not inside one of the %s "
 			"backend's valid IOVA ranges (%u ranges, the first [0x%llx, 0x%llx])",
@@ -1274,6 +1301,8 @@ CVM_EXPORT int cvm_dma_add_region(struct cvm_dma *d, struct cvm_region *r)
 	/* iommufd reports the real IOVA ranges only once a device is attached. */
 	if (d->be->ops->refresh && d->be->ops->refresh(d->be) == 0 && d->st.mappings == 0)
 		d->avail = d->be->entries_avail;
+	if (d->nfix)
+		repair(d);
 	err = find_region(d, r) ? -EEXIST : check_window(d, dr);
 	if (!err) {
 		dr->next = d->regions;
@@ -1290,9 +1319,14 @@ CVM_EXPORT int cvm_dma_add_region(struct cvm_dma *d, struct cvm_region *r)
 	if (!err) {
 		dr->listener = l;
 	} else if (!dr->gone) {
-		if (unmap_region(d, dr))
-			cvm_err("dma: cleanup after a failed add_region failed");
-		unlink_region(d, dr);
+		int uerr = unmap_region(d, dr);
+
+		if (uerr)
+			cvm_err("dma: cleanup after a failed add_region failed (%d): iova "
+				"0x%llx+0x%llx stays mapped until cvm_dma_repair() or the context's "
+				"next call unmaps it", uerr, (unsigned long long)dr->g.iova,
+				(unsigned long long)dr->g.length);
+		unlink_region(d, dr, uerr);
 	}
 	pthread_mutex_unlock(&d->lock);
 	dr_unpin(d, dr);
@@ -1309,7 +1343,7 @@ static int leave(struct dma_region *dr, bool unmap)
 	if (!dr->gone) {
 		err = unmap ? unmap_region(dr->dma, dr) : 0;
 		if (!err)
-			unlink_region(dr->dma, dr);
+			unlink_region(dr->dma, dr, 0);
 	}
 	pthread_mutex_unlock(&dr->dma->lock);
 	return err;
@@ -1523,6 +1557,8 @@ CVM_EXPORT int cvm_dma_repair(struct cvm_dma *d)
 	if (d->nfix) {
 		err = d->fix[0].err;
 	} else {
+		if (d->lost)
+			err = -ENOMEM;
 		for (const struct dma_region *dr = d->regions; dr && !err; dr = dr->next)
 			if (dr->lost)
 				err = -ENOMEM;
@@ -1546,7 +1582,7 @@ CVM_EXPORT int cvm_dma_stats(struct cvm_dma *d, struct cvm_dma_stats *ust)
 	pthread_mutex_lock(&d->lock);
 	st = d->st;
 	st.entries_avail = d->avail;
-	st.pending_repairs = d->nfix;
+	st.pending_repairs = d->nfix + d->lost;
 	for (const struct dma_region *dr = d->regions; dr; dr = dr->next)
 		st.pending_repairs += dr->lost;
 	pthread_mutex_unlock(&d->lock);

@@ -1126,6 +1126,129 @@ Test(dma, repairs_leave_with_their_region)
 	fx_fini(&f);
 }
 
+/* Region r of 1024 pages at BASE, with pages 0+4, 10+2 and 20+1 shared,
+ * not in any context yet. */
+static struct cvm_region *three_runs(void **hva)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
+	struct cvm_region *r;
+
+	*hva = c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_convert(r, A(0), 4 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(10), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(20), PG, CVM_SHARED, 0), 0);
+	return r;
+}
+
+/*
+ * An add whose replay fails and whose cleanup the kernel refuses too (its
+ * rollback and its unmap of the region) returns the replay's error, and
+ * the mapping the kernel kept stays noted as a repair, with no region: a
+ * new region cannot take its IOVA window until the kernel unmaps it, and
+ * the next call of the context unmaps it (here a repair, then an add).
+ */
+Test(dma, a_failed_add_whose_cleanup_the_kernel_refuses_leaves_a_repair)
+{
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+	struct cvm_dma_stats before;
+	void *hva;
+	struct cvm_region *r = three_runs(&hva);
+	char l[256];
+
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	cvm_model_inject_n(cvm_dma_backend(d), 2, 100, -EIO);  /* map 0+4, then nothing */
+	cr_assert_eq(cvm_dma_add_region(d, r), -EIO);
+	cr_assert(strstr(last_log, "stays mapped until cvm_dma_repair()"), "log: %s", last_log);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;", "the kernel kept it: %s", l);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(d)), 1);
+	cr_assert_eq(stats(d).pending_repairs, 1);
+	/* While the kernel refuses: the repair says so, and the window is
+	 * taken; nothing changes. */
+	cr_assert_eq(cvm_dma_repair(d), -EIO);
+	before = stats(d);
+	cr_assert_eq(cvm_dma_add_region(d, r), -EBUSY);
+	cr_assert(strstr(last_log, "refused to unmap"), "log: %s", last_log);
+	cr_assert_eq(stats(d).mappings, before.mappings);
+	cr_assert_eq(stats(d).pending_repairs, 1);
+	cr_assert_eq(stats(d).map_calls, before.map_calls);
+	/* The kernel takes the unmap: nothing left, and the region goes in. */
+	cvm_model_inject(cvm_dma_backend(d), 0, 0);
+	cr_assert_eq(cvm_dma_repair(d), 0);
+	cr_assert_eq(stats(d).pending_repairs, 0);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(d)), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	check_dma(r, d, 1024, 2 * MiB);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;10+2;20+1;", "%s", l);
+	/* Again, and this time the add itself repairs first. */
+	cr_assert_eq(cvm_dma_remove_region(d, r), 0);
+	cvm_model_inject_n(cvm_dma_backend(d), 2, 100, -EBUSY);
+	cr_assert_eq(cvm_dma_add_region(d, r), -EBUSY);
+	cr_assert_eq(stats(d).pending_repairs, 1);
+	cvm_model_inject(cvm_dma_backend(d), 0, 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cr_assert_eq(stats(d).pending_repairs, 0);
+	check_dma(r, d, 1024, 2 * MiB);
+	cvm_dma_close(d);
+	cvm_region_destroy(r);
+	munmap(hva, 1024 * PG);
+	cvm_set_log(NULL, NULL, 0);
+}
+
+/*
+ * A region destroyed while the kernel refuses to unmap it: the context
+ * forgets the region but not its mappings, which stay noted as a repair
+ * (the device can still reach those pages) until a later call of the
+ * context unmaps them: here a conversion of another region.
+ */
+Test(dma, a_destroyed_region_the_kernel_would_not_unmap_is_unmapped_on_the_next_call)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE + 2048 * PG, .length = 64 * PG };
+	struct cvm_dma *d = mkdma(CVM_MODEL_CUT, 0, 0, 0);
+	struct cvm_dma_info info = { .sz = sizeof(info) };
+	struct cvm_region *r, *r2;
+	void *hva;
+	char l[256];
+
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	r = three_runs(&hva);
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r2), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r2), 0);
+	cr_assert_eq(cvm_convert(r2, A(2048), PG, CVM_SHARED, 0), 0);
+	cvm_model_inject(cvm_dma_backend(d), 1, -EBUSY);
+	cvm_region_destroy(r);
+	cr_assert(strstr(last_log, "unmapping a destroyed region failed (-16)"), "log: %s",
+		  last_log);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;10+2;20+1;2048+1;", "%s", l);
+	cr_assert_eq(stats(d).pending_repairs, 1);
+	/* A region in the same window waits for the unmap. */
+	munmap(hva, 1024 * PG);
+	cvm_model_inject(cvm_dma_backend(d), 1, -EBUSY);
+	r = three_runs(&hva);
+	cr_assert_eq(cvm_dma_add_region(d, r), -EBUSY);
+	cr_assert_eq(stats(d).pending_repairs, 1);
+	/* The other region's next conversion unmaps it first. */
+	cr_assert_eq(cvm_convert(r2, A(2049), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(d).pending_repairs, 0);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "2048+1;2049+1;", "%s", l);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(d)), 2);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cvm_region_destroy(r2);
+	cr_assert_eq(cvm_dma_info(d, &info), 0);
+	check_dma(r, d, 1024, info.split_granule);
+	cvm_dma_close(d);
+	cvm_region_destroy(r);
+	munmap(hva, 1024 * PG);
+	munmap(c.hva, c.length);
+	cvm_set_log(NULL, NULL, 0);
+}
+
 static int alloc_fail_nth;      /* the nth allocation from now on fails; 0: none */
 static void *fail_nth_alloc(void *opaque, void *ptr, size_t size)
 {
@@ -1179,6 +1302,36 @@ Test(dma, pending_repairs_reads_0_only_when_the_iommu_is_right)
 		fx_fini(&f);
 	}
 	cr_assert_gt(lost, 0, "no allocation failure reached the noting of a repair");
+}
+
+/* A destroyed region's refused unmap that memory runs out for noting:
+ * pending_repairs and cvm_dma_repair() say so until the context closes. */
+Test(dma, a_destroyed_regions_unmap_that_cannot_be_noted_stays_pending)
+{
+	struct cvm_alloc_hooks h = { .realloc = fail_nth_alloc };
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+	struct cvm_region *r;
+	void *hva;
+	char l[256];
+
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	r = three_runs(&hva);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cvm_model_inject(cvm_dma_backend(d), 1, -EBUSY);
+	alloc_fail_nth = 1;
+	cvm_set_alloc_hooks(&h);
+	cvm_region_destroy(r);
+	cvm_set_alloc_hooks(NULL);
+	cr_assert_eq(alloc_fail_nth, 0, "no allocation was tried");
+	cr_assert(strstr(last_log, "no memory to note"), "log: %s", last_log);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;10+2;20+1;", "%s", l);
+	cr_assert_eq(stats(d).pending_repairs, 1);
+	cr_assert_eq(cvm_dma_repair(d), -ENOMEM);
+	cr_assert_eq(stats(d).pending_repairs, 1);
+	cvm_dma_close(d);
+	munmap(hva, 1024 * PG);
+	cvm_set_log(NULL, NULL, 0);
 }
 
 /* Compaction that runs out of memory says so: -ENOMEM, not the entry

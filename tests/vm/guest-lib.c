@@ -672,6 +672,70 @@ out:
 	world_close(w);
 }
 
+/*
+ * A region leaves the context while the kernel refuses to unmap it (here
+ * the shim refuses): its mappings stay in the kernel, and the device really
+ * reaches those pages, so the context keeps them as a repair until the
+ * kernel takes the unmap.  Both ways a region leaves without a caller to
+ * tell: cvm_region_destroy(), and an add whose replay and cleanup both
+ * fail.  After the repair the kernel maps exactly the library's table.
+ */
+static void run_region_gone(struct world *w)
+{
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG,
+					.hva = w->ram_hva };
+	uint64_t used_at_open;
+	bool stray, gone;
+	int err, rep;
+
+	if (world_open(w, "region-gone", 0, 0)) {
+		tap_ok(false, "%s: region-gone setup", w->t->name);
+		goto out;
+	}
+	used_at_open = entries_used(w);
+	err = cvm_convert(w->ram, RAM_GPA + 5 * PG, 4 * PG, CVM_SHARED, 0) ?:
+	      cvm_convert(w->ram, RAM_GPA + 1500 * PG, PG, CVM_SHARED, 0);
+	/* Destroyed while the kernel refuses every call. */
+	shim_arm(w->dma, 0, -EFAULT);
+	cvm_region_destroy(w->ram);
+	w->ram = NULL;
+	shim_disarm(w->dma);
+	stray = dma_reaches(w, 6) && dma_reaches(w, 1500);
+	tap_ok(!err && pending(w) == 1 && stray,
+	       "%s: a region destroyed while the kernel refuses the unmap leaves one repair "
+	       "pending (%llu): the device still reaches its shared pages", w->t->name,
+	       (unsigned long long)pending(w));
+	rep = cvm_dma_repair(w->dma);
+	gone = dma_blocked(w, 6, false) && dma_blocked(w, 1500, false);
+	tap_ok(rep == 0 && pending(w) == 0 && gone && check_kernel(w, used_at_open),
+	       "%s: cvm_dma_repair() unmaps them (%d): the device no longer reaches them and "
+	       "the kernel holds none of the region", w->t->name, rep);
+
+	/* The same pages shared in a new region; its add maps the first run,
+	 * the kernel refuses the second, the undo and the cleanup. */
+	err = cvm_region_create(&rc, &w->ram) ?:
+	      cvm_convert(w->ram, RAM_GPA + 5 * PG, 4 * PG, CVM_SHARED, 0) ?:
+	      cvm_convert(w->ram, RAM_GPA + 1500 * PG, PG, CVM_SHARED, 0);
+	set_state(w, 5, 4, 1);
+	set_state(w, 1500, 1, 1);
+	shim_arm(w->dma, 1, -EFAULT);
+	err = err ?: cvm_dma_add_region(w->dma, w->ram);
+	shim_disarm(w->dma);
+	stray = dma_reaches(w, 6) && dma_blocked(w, 1500, false);
+	tap_ok(err == -EFAULT && pending(w) == 1 && stray,
+	       "%s: an add refused with its cleanup refused fails (%d) and leaves one repair "
+	       "pending (%llu): the device reaches the run it mapped", w->t->name, err,
+	       (unsigned long long)pending(w));
+	/* Added again: the add unmaps what the last one left, then maps all. */
+	err = cvm_dma_add_region(w->dma, w->ram);
+	tap_ok(!err && pending(w) == 0 && dma_reaches(w, 6) && dma_reaches(w, 1500) &&
+	       check_kernel(w, used_at_open),
+	       "%s: adding it again (%d) repairs first and maps the shared pages exactly (kernel "
+	       "table, edu DMA)", w->t->name, err);
+out:
+	world_close(w);
+}
+
 /* The library's last error message while a test listens (cvm_set_log). */
 static char last_err[512];
 
@@ -940,6 +1004,7 @@ static void run_target(struct world *w, const char *name)
 		run_policy(w, pol[i].name, pol[i].flags, pol[i].g);
 	run_hitless(w);
 	run_double_failure(w);
+	run_region_gone(w);
 	run_pin_limit(w);
 	run_hotplug(w);
 	close_target(&t);
