@@ -1514,6 +1514,32 @@ static bool in_callback_of(struct cvm_dma *d)
 	return in;
 }
 
+/*
+ * Closing: every region is out, but the kernel may have refused to unmap
+ * some (now or earlier: repairs of regions gone).  Try each mapping left
+ * once more, alone, so that a caller's container or IOAS, which outlives
+ * the context, keeps none the kernel would let go; say what stays.
+ */
+static void sweep(struct cvm_dma *d)
+{
+	uint64_t pos = 0, stuck = 0;
+	struct mt_entry e;
+
+	pthread_mutex_lock(&d->lock);
+	while (!maptable_lookup(d->mt, pos, &e)) {
+		pos = e.iova + e.len;
+		if (be_unmap_span(d, e.iova, pos, false))
+			stuck++;
+		if (!pos)
+			break;      /* it ended at the top of the address space */
+	}
+	if (stuck)
+		cvm_err("dma: close: the kernel refused to unmap %llu mapping%s: %s until the "
+			"container or IOAS is released", (unsigned long long)stuck,
+			stuck == 1 ? "" : "s", stuck == 1 ? "it stays" : "they stay");
+	pthread_mutex_unlock(&d->lock);
+}
+
 CVM_EXPORT void cvm_dma_close(struct cvm_dma *d)
 {
 	struct cvm_listener *l;
@@ -1536,6 +1562,7 @@ CVM_EXPORT void cvm_dma_close(struct cvm_dma *d)
 		}
 		dr_unpin(d, dr);
 	}
+	sweep(d);
 	cvm_backend_destroy(d->be);
 	maptable_destroy(d->mt);
 	pthread_mutex_destroy(&d->lock);

@@ -1334,6 +1334,75 @@ Test(dma, a_destroyed_regions_unmap_that_cannot_be_noted_stays_pending)
 	cvm_set_log(NULL, NULL, 0);
 }
 
+/* What the model kernel unmapped, counted through a wrapper of its ops:
+ * it outlives the context, so a test sees what a close did. */
+static const struct cvm_backend_ops *real_ops;
+static struct cvm_backend_ops counting_ops;
+static uint64_t unmapped_bytes;
+
+static int counting_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *done)
+{
+	int err = real_ops->unmap(be, iova, len, done);
+
+	if (!err)
+		unmapped_bytes += *done;
+	return err;
+}
+
+static void count_unmaps(struct cvm_dma *d)
+{
+	struct cvm_be *be = cvm_dma_backend(d);
+
+	real_ops = be->ops;
+	counting_ops = *be->ops;
+	counting_ops.unmap = counting_unmap;
+	be->ops = &counting_ops;
+	unmapped_bytes = 0;
+}
+
+/*
+ * cvm_dma_close() tries once more what the kernel refused to unmap: a
+ * destroyed region's mappings, and a region whose unmap it is refused
+ * itself; the caller's container or IOAS outlives the context.  What the
+ * kernel still refuses, a LOG_ERR line counts.
+ */
+Test(dma, close_unmaps_what_the_kernel_refused_before_and_counts_what_stays)
+{
+	for (int k = 0; k < 3; k++) {
+		struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+		void *hva;
+		struct cvm_region *r = three_runs(&hva);
+
+		cvm_set_log(grab_log, NULL, LOG_ERR);
+		last_log[0] = 0;
+		cr_assert_eq(cvm_dma_add_region(d, r), 0);
+		/* k 0: destroyed while refused, a repair; 1: the close's own
+		 * unmap refused; 2: everything refused. */
+		cvm_model_inject_n(cvm_dma_backend(d), 1, k < 2 ? 1 : 100, -EBUSY);
+		count_unmaps(d);        /* after: the model hooks know the model's ops */
+		if (k == 0) {
+			cvm_region_destroy(r);
+			cr_assert_eq(stats(d).pending_repairs, 1);
+			cr_assert_eq(unmapped_bytes, 0);
+		}
+		cvm_dma_close(d);
+		if (k < 2) {
+			cr_assert_eq(unmapped_bytes, 7 * PG, "k %d: %llu bytes", k,
+				     (unsigned long long)unmapped_bytes);
+			cr_assert(!strstr(last_log, "close: the kernel refused"), "log: %s", last_log);
+		} else {
+			cr_assert_eq(unmapped_bytes, 0);
+			cr_assert(strstr(last_log, "close: the kernel refused to unmap 3 mappings: they "
+					 "stay until the container or IOAS is released"),
+				  "log: %s", last_log);
+		}
+		if (k)
+			cvm_region_destroy(r);
+		munmap(hva, 1024 * PG);
+		cvm_set_log(NULL, NULL, 0);
+	}
+}
+
 /* Compaction that runs out of memory says so: -ENOMEM, not the entry
  * limit's -ENOSPC (it would have made room). */
 Test(dma, compaction_out_of_memory_is_enomem)
