@@ -622,6 +622,42 @@ static void drop_fixes(struct cvm_dma *d, const struct dma_region *dr)
 }
 
 /*
+ * [lo, hi) lies in a mapping this call made: a step still to undo (the
+ * first d->nundo records) unmaps it anyway.  Restoring it only restores a
+ * state of the middle of the call (a run joined step by step, a remainder
+ * of a split): if the kernel refuses, nothing is to be repaired there, and
+ * a repair would map pages as they were in the middle of the call, some
+ * of them private again once the call is undone.
+ */
+static bool made_by_call(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
+{
+	for (size_t k = d->nundo; k-- > 0;) {
+		const struct undo_rec *u = &d->undo[k];
+
+		if (u->kind == UNDO_MAPPED && u->iova <= lo && hi - u->iova <= u->len)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * A mapping the call made later over part of [*lo, *hi), whose undo the
+ * kernel refused, reaches past it: it stays whole (a repair unmaps it, or
+ * it remaps pages that stay shared), and the unmap of what this step
+ * mapped keeps off it.  Shrinks [*lo, *hi) to the entries wholly inside.
+ */
+static void inside_strays(const struct cvm_dma *d, uint64_t *lo, uint64_t *hi)
+{
+	struct mt_entry e;
+
+	if (!maptable_lookup(d->mt, *lo, &e) && e.iova < *lo && e.iova + e.len > *lo)
+		*lo = e.iova + e.len < *hi ? e.iova + e.len : *hi;
+	if (*lo < *hi && !maptable_lookup_le(d->mt, *hi - 1, &e) && e.iova >= *lo &&
+	    e.iova < *hi && e.iova + e.len > *hi)
+		*hi = e.iova;
+}
+
+/*
  * Replay the undo log backwards: the IOMMU maps what it mapped before.
  * Where the kernel refuses a step, what it left different is noted for
  * repair(): mappings of pages that stay private, to unmap, and shared
@@ -641,7 +677,8 @@ static void rollback(struct cvm_dma *d)
 			       d->undo[d->nundo - 1].remap == u.remap &&
 			       d->undo[d->nundo - 1].iova + d->undo[d->nundo - 1].len == lo)
 				lo = d->undo[--d->nundo].iova;
-			err = be_unmap_span(d, lo, hi, false);
+			inside_strays(d, &lo, &hi);
+			err = lo < hi ? be_unmap_span(d, lo, hi, false) : 0;
 			/* A remap of pages that stay shared may stay: restoring
 			 * the mapping it came from finds it there, below. */
 			if (err && !u.remap)
@@ -650,12 +687,16 @@ static void rollback(struct cvm_dma *d)
 			break;
 		case UNDO_UNMAPPED:
 			err = overlaps_table(d, lo, hi) ? -EEXIST : be_map(d, lo, u.len, u.hva, false);
-			if (err)
+			if (err && made_by_call(d, lo, hi))
+				err = 0;
+			else if (err)
 				note_missing(d, region_at(d, lo), lo, hi, u.hva, err);
 			break;
 		case UNDO_CUT:
 			err = map_range(d, u.dr, lo, hi, false);
-			if (err)
+			if (err && made_by_call(d, lo, hi))
+				err = 0;
+			else if (err)
 				note_missing(d, u.dr, lo, hi, u.hva, err);
 			break;
 		}

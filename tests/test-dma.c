@@ -1334,30 +1334,144 @@ Test(dma, a_destroyed_regions_unmap_that_cannot_be_noted_stays_pending)
 	cvm_set_log(NULL, NULL, 0);
 }
 
-/* What the model kernel unmapped, counted through a wrapper of its ops:
- * it outlives the context, so a test sees what a close did. */
+/*
+ * A wrapper of the model kernel's ops: it counts what the kernel unmapped
+ * (it outlives the context, so a test sees what a close did) and fails the
+ * calls a script names (bit n - 1: the nth map, unmap or cut from arming),
+ * any two of them, which one injection in the model cannot.  The model's
+ * own hooks need its ops back (shim_off()).
+ */
 static const struct cvm_backend_ops *real_ops;
-static struct cvm_backend_ops counting_ops;
-static uint64_t unmapped_bytes;
+static struct cvm_backend_ops shim_ops;
+static uint64_t unmapped_bytes, shim_calls, shim_fail;
 
-static int counting_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *done)
+static bool shim_fails(void)
 {
-	int err = real_ops->unmap(be, iova, len, done);
+	uint64_t n = shim_calls++;
 
+	return n < 64 && (shim_fail >> n & 1);
+}
+
+static int shim_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
+{
+	return shim_fails() ? -EIO : real_ops->map(be, iova, len, vaddr);
+}
+
+static int shim_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *done)
+{
+	int err;
+
+	*done = 0;
+	if (shim_fails())
+		return -EBUSY;
+	err = real_ops->unmap(be, iova, len, done);
 	if (!err)
 		unmapped_bytes += *done;
 	return err;
 }
 
-static void count_unmaps(struct cvm_dma *d)
+static int shim_cut(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *done)
+{
+	*done = 0;
+	return shim_fails() ? -EBUSY : real_ops->cut(be, iova, len, done);
+}
+
+static void shim_on(struct cvm_dma *d, uint64_t fail)
 {
 	struct cvm_be *be = cvm_dma_backend(d);
 
 	real_ops = be->ops;
-	counting_ops = *be->ops;
-	counting_ops.unmap = counting_unmap;
-	be->ops = &counting_ops;
-	unmapped_bytes = 0;
+	shim_ops = *be->ops;
+	shim_ops.map = shim_map;
+	shim_ops.unmap = shim_unmap;
+	shim_ops.cut = be->ops->cut ? shim_cut : NULL;
+	be->ops = &shim_ops;
+	unmapped_bytes = shim_calls = 0;
+	shim_fail = fail;
+}
+
+static void shim_off(struct cvm_dma *d)
+{
+	cvm_dma_backend(d)->ops = real_ops;
+}
+
+#define CALL(n) (1ull << ((n) - 1))
+
+/*
+ * CVM_DMA_COMPACT at a limit of 3 with [257, 259) and [600] mapped: a
+ * batch sharing [256], [259, 263) and [599] joins all three, calls 1-6:
+ * unmap 257+2, map 256+3 (run 1 joins right), unmap 256+3, map 256+7
+ * (run 2 joins left), unmap 600+1, map 599+2 (run 3 joins right).  The
+ * shim fails call 6 and the rollback step fail names: the kernel refuses
+ * the batch, then one step of its undo (calls 7 on: restore 600+1, unmap
+ * 256+7, restore 256+3, ...).
+ */
+static void joined_batch_undo_fails(struct fx *f, uint32_t rules, uint64_t fail)
+{
+	const struct cvm_range runs[] = { { A(256), PG }, { A(259), 4 * PG }, { A(599), PG } };
+
+	fx_init(f, 1024, 0, rules, CVM_DMA_COMPACT, 0, 3);
+	cr_assert_eq(cvm_convert(f->r, A(257), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f->r, A(600), PG, CVM_SHARED, 0), 0);
+	shim_on(f->d, CALL(6) | fail);
+	cr_assert_eq(cvm_convert_batch(f->r, runs, 3, CVM_SHARED, 0), -EIO);
+	shim_off(f->d);
+	cr_assert_eq(stats(f->d).disruptive_splits, 3, "all three runs joined");
+	cr_assert_eq(cvm_region_query(f->r, A(256), 8 * PG), CVM_MIXED);
+	cr_assert_eq(cvm_region_query(f->r, A(256), PG), CVM_PRIVATE);
+}
+
+/*
+ * The undo of a join restores the mapping of the middle of the call
+ * (256+3, made by run 1 and unmapped by run 2) and the kernel refuses:
+ * nothing is to repair, since the next step unmaps it anyway.  A repair
+ * noted there would map page 256, private again, as soon as 257+2 left.
+ */
+Test(dma, a_refused_undo_of_a_mapping_the_call_made_leaves_nothing_to_repair)
+{
+	char l[256];
+	struct fx f;
+
+	joined_batch_undo_fails(&f, CVM_MODEL_TYPE1, CALL(9));
+	cr_assert_eq(shim_calls, 10, "restore 600+1, unmap 256+7, restore 256+3 (refused), "
+		     "restore 257+2");
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "257+2;600+1;", "%s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check(&f);
+	cr_assert_eq(cvm_convert(f.r, A(257), 2 * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	check(&f);
+	fx_fini(&f);
+}
+
+/*
+ * The kernel refuses to unmap 256+7 in the undo (call 8): it stays, a
+ * repair, reaching past 256+3, the mapping of the step before.  That
+ * step's undo must not unmap part of it (with cut rules the kernel would
+ * cut it, behind the table's back); the original 257+2 cannot come back
+ * over it and is noted too.  The repair then unmaps 256+7 whole and maps
+ * 257+2: the shared set again.
+ */
+Test(dma, a_refused_undo_of_a_join_is_repaired_whole_and_the_original_comes_back)
+{
+	static const uint32_t rules[] = { CVM_MODEL_TYPE1, CVM_MODEL_CUT };
+
+	for (size_t k = 0; k < sizeof(rules) / sizeof(rules[0]); k++) {
+		char l[256];
+		struct fx f;
+
+		joined_batch_undo_fails(&f, rules[k], CALL(8));
+		layout(f.d, l, sizeof(l));
+		cr_assert_str_eq(l, "256+7;600+1;", "rules %u: %s", rules[k], l);
+		cr_assert_eq(stats(f.d).pending_repairs, 2, "unmap 256+7, map 257+2");
+		cr_assert_eq(cvm_dma_repair(f.d), 0);
+		cr_assert_eq(stats(f.d).pending_repairs, 0);
+		layout(f.d, l, sizeof(l));
+		cr_assert_str_eq(l, "257+2;600+1;", "rules %u: %s", rules[k], l);
+		check(&f);
+		fx_fini(&f);
+	}
 }
 
 /*
@@ -1379,7 +1493,7 @@ Test(dma, close_unmaps_what_the_kernel_refused_before_and_counts_what_stays)
 		/* k 0: destroyed while refused, a repair; 1: the close's own
 		 * unmap refused; 2: everything refused. */
 		cvm_model_inject_n(cvm_dma_backend(d), 1, k < 2 ? 1 : 100, -EBUSY);
-		count_unmaps(d);        /* after: the model hooks know the model's ops */
+		shim_on(d, 0);          /* after: the model hooks know the model's ops */
 		if (k == 0) {
 			cvm_region_destroy(r);
 			cr_assert_eq(stats(d).pending_repairs, 1);
