@@ -65,16 +65,21 @@ static int cover_fn(void *o, uint64_t iova, uint64_t len)
 	return 0;
 }
 
-/* d maps exactly the shared pages among the first npages of each region. */
+/* d maps exactly the shared pages among the first npages of region i. */
+static void check_region(struct cvm_dma *d, int i, uint64_t npages)
+{
+	struct cover c = { calloc(npages, 1), base[i] };
+
+	cr_assert_eq(cvm_dma_for_each_mapping(d, cover_fn, &c), 0);
+	assert_state(reg[i], base[i], npages, c.mapped);
+	free(c.mapped);
+}
+
+/* The same for each region. */
 static void check_context(struct cvm_dma *d, uint64_t npages)
 {
-	for (int i = 0; i < 2; i++) {
-		struct cover c = { calloc(npages, 1), base[i] };
-
-		cr_assert_eq(cvm_dma_for_each_mapping(d, cover_fn, &c), 0);
-		assert_state(reg[i], base[i], npages, c.mapped);
-		free(c.mapped);
-	}
+	for (int i = 0; i < 2; i++)
+		check_region(d, i, npages);
 }
 
 Test(threads, one_context_two_regions_many_threads_mapped_equals_shared)
@@ -443,4 +448,219 @@ Test(threads, two_removals_of_one_region_one_succeeds_one_finds_nothing)
 	}
 	pthread_barrier_destroy(&go);
 	munmap(hva, 64 * PG);
+}
+
+/* ---- whole lifecycles while the kernel fails at random ---- */
+
+#define LIFE_ROUNDS 60
+static const uint64_t base2 = 0x300000000ull;  /* the region destroyed mid-round */
+static struct cvm_region *doomed;
+static struct cvm_dma *life[2];                /* [0] closed mid-round */
+static const struct cvm_backend_ops *real_ops[2];
+static struct cvm_backend_ops failing_ops[2];
+static uint64_t fail_seq;
+static unsigned fail_ppm;                      /* 0 while setting up and checking */
+
+/* About fail_ppm in a million kernel calls fail, from any thread. */
+static bool kernel_fails(void)
+{
+	uint64_t x = __atomic_add_fetch(&fail_seq, 0x9e3779b97f4a7c15ull, __ATOMIC_RELAXED);
+
+	x ^= x >> 31;
+	x *= 0xbf58476d1ce4e5b9ull;
+	x ^= x >> 29;
+	return x % 1000000 < __atomic_load_n(&fail_ppm, __ATOMIC_RELAXED);
+}
+
+static const struct cvm_backend_ops *real(const struct cvm_be *be)
+{
+	return real_ops[be->ops == &failing_ops[1]];
+}
+
+static int f_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
+{
+	return kernel_fails() ? -EIO : real(be)->map(be, iova, len, vaddr);
+}
+
+static int f_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *done)
+{
+	*done = 0;
+	return kernel_fails() ? -EBUSY : real(be)->unmap(be, iova, len, done);
+}
+
+static int f_cut(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *done)
+{
+	*done = 0;
+	return kernel_fails() ? -EBUSY : real(be)->cut(be, iova, len, done);
+}
+
+static void *life_converter(void *arg)
+{
+	unsigned seed = (unsigned)(uintptr_t)arg;
+	int w = (int)((uintptr_t)arg % 2);
+
+	for (int op = 0; op < 300 || !__atomic_load_n(&stop, __ATOMIC_ACQUIRE); op++) {
+		struct cvm_range rs[3];
+		size_t n = 1 + (size_t)(rand_r(&seed) % 3);
+		int to = rand_r(&seed) % 2 ? CVM_SHARED : CVM_PRIVATE, err;
+
+		for (size_t k = 0; k < n; k++)
+			rs[k] = (struct cvm_range){ base[w] + (rand_r(&seed) % (N - 16)) * PG,
+						    (1 + rand_r(&seed) % 16) * PG };
+		err = cvm_convert_batch(reg[w], rs, n, to, 0);
+		cr_assert(err == 0 || err == -EIO || err == -EBUSY || err == -EEXIST ||
+			  err == -ENOSPC, "cvm_convert_batch: %d", err);
+	}
+	return NULL;
+}
+
+/* Region 1 leaves context 1 and comes back, over and over. */
+static void *life_readder(void *arg)
+{
+	(void)arg;
+	while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE)) {
+		int err = cvm_dma_remove_region(life[1], reg[1]);
+
+		cr_assert(err == 0 || err == -EBUSY || err == -ENOENT, "remove: %d", err);
+		err = cvm_dma_add_region(life[1], reg[1]);
+		cr_assert(err == 0 || err == -EIO || err == -EBUSY || err == -EEXIST ||
+			  err == -ENOSPC, "add: %d", err);
+	}
+	return NULL;
+}
+
+static void *life_repairer(void *arg)
+{
+	(void)arg;
+	while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE)) {
+		struct cvm_dma_stats st = { .sz = sizeof(st) };
+		long n = 0;
+
+		(void)cvm_dma_repair(life[1]);
+		cr_assert_eq(cvm_dma_stats(life[1], &st), 0);
+		cr_assert_eq(cvm_dma_for_each_mapping(life[1], count_fn, &n), 0);
+	}
+	return NULL;
+}
+
+/* Context 0 closes, and region 2 is destroyed after some conversions,
+ * each at a moment of its own (no result depends on when). */
+static void *life_closer(void *arg)
+{
+	usleep((useconds_t)(uintptr_t)arg);
+	cvm_dma_close(life[0]);
+	return NULL;
+}
+
+static void *life_destroyer(void *arg)
+{
+	unsigned seed = (unsigned)(uintptr_t)arg;
+
+	for (unsigned i = 0; i <= seed % 50; i++)
+		(void)cvm_convert(doomed, base2 + (rand_r(&seed) % (N - 16)) * PG, 8 * PG,
+				  rand_r(&seed) % 2 ? CVM_SHARED : CVM_PRIVATE, 0);
+	cvm_region_destroy(doomed);
+	return NULL;
+}
+
+static bool in_1;       /* region 1 is in context 1 at the end */
+
+/* Mappings of no region the context serves at the end. */
+static int outside_fn(void *o, uint64_t iova, uint64_t len)
+{
+	(void)len;
+	if (!(iova >= base[0] && iova < base[0] + N * PG) &&
+	    !(in_1 && iova >= base[1] && iova < base[1] + N * PG))
+		++*(long *)o;
+	return 0;
+}
+
+/*
+ * Two contexts serve three regions while about 2% of kernel calls fail:
+ * two threads convert regions 0 and 1, one takes region 1 out of context 1
+ * and puts it back, one repairs and reads context 1, context 0 is closed
+ * and region 2 destroyed at random moments (refused unmaps included).
+ * Once the kernel stops failing, one repair leaves nothing pending, context
+ * 1 maps exactly the shared pages of regions 0 and 1 (or of region 0 and
+ * nothing of region 1, when its runs no longer fit the entry limit), and
+ * nothing of the destroyed region.
+ */
+Test(threads, lifecycles_while_the_kernel_fails_at_random_end_exact)
+{
+	void *hva = mmap(NULL, N * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			 -1, 0);
+	unsigned seed = 77;
+
+	for (int round = 0; round < LIFE_ROUNDS; round++) {
+		const uint64_t gpa[3] = { base[0], base[1], base2 };
+		struct cvm_region *r[3];
+		struct cvm_dma_stats st = { .sz = sizeof(st) };
+		long outside = 0;
+		pthread_t t[6];
+		int err;
+
+		__atomic_store_n(&fail_ppm, 0, __ATOMIC_RELAXED);
+		for (int i = 0; i < 2; i++) {
+			struct cvm_dma_config dc = {
+				.sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
+				.model_rules = (i + round) % 2 ? CVM_MODEL_CUT : CVM_MODEL_TYPE1,
+				.flags = round % 3 ? 0 : CVM_DMA_COMPACT,
+				.model_entry_limit = round % 3 ? 0 : 300,
+			};
+			struct cvm_be *be;
+
+			cr_assert_eq(cvm_dma_open(&dc, &life[i]), 0);
+			be = cvm_dma_backend(life[i]);
+			real_ops[i] = be->ops;
+			failing_ops[i] = *be->ops;
+			failing_ops[i].map = f_map;
+			failing_ops[i].unmap = f_unmap;
+			failing_ops[i].cut = be->ops->cut ? f_cut : NULL;
+			be->ops = &failing_ops[i];
+		}
+		for (int i = 0; i < 3; i++) {
+			struct cvm_region_config c = { .sz = sizeof(c), .gpa = gpa[i],
+						       .length = N * PG, .hva = hva };
+
+			cr_assert_eq(cvm_region_create(&c, &r[i]), 0);
+			cr_assert_eq(cvm_convert(r[i], gpa[i] + 8 * PG, 64 * PG, CVM_SHARED, 0), 0);
+			cr_assert_eq(cvm_dma_add_region(life[0], r[i]), 0);
+			cr_assert_eq(cvm_dma_add_region(life[1], r[i]), 0);
+		}
+		reg[0] = r[0];
+		reg[1] = r[1];
+		doomed = r[2];
+		__atomic_store_n(&stop, 0, __ATOMIC_RELEASE);
+		__atomic_store_n(&fail_ppm, 20000, __ATOMIC_RELAXED);
+		pthread_create(&t[0], NULL, life_converter, (void *)(uintptr_t)(10 * round));
+		pthread_create(&t[1], NULL, life_converter, (void *)(uintptr_t)(10 * round + 1));
+		pthread_create(&t[2], NULL, life_readder, NULL);
+		pthread_create(&t[3], NULL, life_repairer, NULL);
+		pthread_create(&t[4], NULL, life_closer, (void *)(uintptr_t)(rand_r(&seed) % 20000));
+		pthread_create(&t[5], NULL, life_destroyer, (void *)(uintptr_t)rand_r(&seed));
+		pthread_join(t[4], NULL);
+		pthread_join(t[5], NULL);
+		__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+		for (int i = 0; i < 4; i++)
+			pthread_join(t[i], NULL);
+		__atomic_store_n(&fail_ppm, 0, __ATOMIC_RELAXED);
+		/* Region 1 back in, unless its runs no longer fit the limit
+		 * (then the add changed nothing: none of it may be mapped). */
+		err = cvm_dma_add_region(life[1], reg[1]);
+		cr_assert(err == 0 || err == -EEXIST || err == -ENOSPC, "add: %d", err);
+		in_1 = err != -ENOSPC;
+		err = cvm_dma_repair(life[1]);
+		cr_assert_eq(err, 0, "round %d: repair %d", round, err);
+		cr_assert_eq(cvm_dma_stats(life[1], &st), 0);
+		cr_assert_eq(st.pending_repairs, 0, "round %d", round);
+		check_region(life[1], 0, N);
+		if (in_1)
+			check_region(life[1], 1, N);
+		cr_assert_eq(cvm_dma_for_each_mapping(life[1], outside_fn, &outside), 0);
+		cr_assert_eq(outside, 0, "round %d: %ld mappings of regions gone", round, outside);
+		cvm_dma_close(life[1]);
+		cvm_region_destroy(reg[0]);
+		cvm_region_destroy(reg[1]);
+	}
+	munmap(hva, N * PG);
 }
