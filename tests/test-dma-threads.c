@@ -82,6 +82,21 @@ static void check_context(struct cvm_dma *d, uint64_t npages)
 		check_region(d, i, npages);
 }
 
+/* Regions 0 and 1: npages each, the first nshared of them shared. */
+static void create_regions(uint64_t npages, uint64_t nshared)
+{
+	for (int i = 0; i < 2; i++) {
+		struct cvm_region_config c = { .sz = sizeof(c), .gpa = base[i],
+					       .length = npages * PG };
+
+		c.hva = mmap(NULL, c.length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			     -1, 0);
+		cr_assert_eq(cvm_region_create(&c, &reg[i]), 0);
+		if (nshared)
+			cr_assert_eq(cvm_convert(reg[i], base[i], nshared * PG, CVM_SHARED, 0), 0);
+	}
+}
+
 Test(threads, one_context_two_regions_many_threads_mapped_equals_shared)
 {
 	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
@@ -89,14 +104,9 @@ Test(threads, one_context_two_regions_many_threads_mapped_equals_shared)
 	pthread_t t[4];
 
 	cr_assert_eq(cvm_dma_open(&dc, &dma), 0);
-	for (int i = 0; i < 2; i++) {
-		struct cvm_region_config c = { .sz = sizeof(c), .gpa = base[i], .length = N * PG };
-
-		c.hva = mmap(NULL, c.length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-			     -1, 0);
-		cr_assert_eq(cvm_region_create(&c, &reg[i]), 0);
+	create_regions(N, 0);
+	for (int i = 0; i < 2; i++)
 		cr_assert_eq(cvm_dma_add_region(dma, reg[i]), 0);
-	}
 	for (int i = 0; i < 3; i++)
 		pthread_create(&t[i], NULL, converter, (void *)(uintptr_t)(i + 7));
 	pthread_create(&t[3], NULL, reader, NULL);
@@ -144,14 +154,7 @@ Test(threads, queries_run_safely_while_regions_are_added_and_removed)
 	pthread_t t[3];
 
 	cr_assert_eq(cvm_dma_open(&dc, &dma), 0);
-	for (int i = 0; i < 2; i++) {
-		struct cvm_region_config c = { .sz = sizeof(c), .gpa = base[i], .length = N * PG };
-
-		c.hva = mmap(NULL, c.length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-			     -1, 0);
-		cr_assert_eq(cvm_region_create(&c, &reg[i]), 0);
-		cr_assert_eq(cvm_convert(reg[i], base[i], 64 * PG, CVM_SHARED, 0), 0);
-	}
+	create_regions(N, 64);
 	cr_assert_eq(cvm_dma_add_region(dma, reg[0]), 0);
 	__atomic_store_n(&stop, 0, __ATOMIC_RELEASE);
 	pthread_create(&t[0], NULL, adder, NULL);
@@ -206,14 +209,7 @@ Test(threads, contexts_added_and_removed_while_regions_convert_stay_exact)
 	for (size_t k = 0; k < sizeof(rules) / sizeof(rules[0]); k++) {
 		pthread_t t[4];
 
-		for (int i = 0; i < 2; i++) {
-			struct cvm_region_config c = { .sz = sizeof(c), .gpa = base[i],
-						       .length = N * PG };
-
-			c.hva = mmap(NULL, c.length, PROT_NONE,
-				     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-			cr_assert_eq(cvm_region_create(&c, &reg[i]), 0);
-		}
+		create_regions(N, 0);
 		__atomic_store_n(&stop, 0, __ATOMIC_RELEASE);
 		__atomic_store_n(&attached, 0, __ATOMIC_RELEASE);
 		__atomic_store_n(&want_attached, ATTACH_ROUNDS, __ATOMIC_RELEASE);
@@ -239,6 +235,19 @@ Test(threads, contexts_added_and_removed_while_regions_convert_stay_exact)
 static struct cvm_dma *dmas[2];
 static volatile int repairing;
 
+/* 1-3 random runs of 1-16 pages of region w, all to one random state. */
+static int random_batch(int w, unsigned *seed)
+{
+	struct cvm_range rs[3];
+	size_t n = 1 + (size_t)(rand_r(seed) % 3);
+	int to = rand_r(seed) % 2 ? CVM_SHARED : CVM_PRIVATE;
+
+	for (size_t k = 0; k < n; k++)
+		rs[k] = (struct cvm_range){ base[w] + (rand_r(seed) % (N - 16)) * PG,
+					    (1 + rand_r(seed) % 16) * PG };
+	return cvm_convert_batch(reg[w], rs, n, to, 0);
+}
+
 /* One region per thread: failures are expected, and a double failure
  * leaves repairs that the other thread's calls or the repairer run. */
 static void *failing_converter(void *arg)
@@ -246,16 +255,8 @@ static void *failing_converter(void *arg)
 	unsigned seed = (unsigned)(uintptr_t)arg;
 	int w = (int)((uintptr_t)arg % 2);
 
-	for (int op = 0; op < 12; op++) {
-		struct cvm_range rs[3];
-		size_t n = 1 + (size_t)(rand_r(&seed) % 3);
-		int to = rand_r(&seed) % 2 ? CVM_SHARED : CVM_PRIVATE;
-
-		for (size_t k = 0; k < n; k++)
-			rs[k] = (struct cvm_range){ base[w] + (rand_r(&seed) % (N - 16)) * PG,
-						    (1 + rand_r(&seed) % 16) * PG };
-		(void)cvm_convert_batch(reg[w], rs, n, to, 0);
-	}
+	for (int op = 0; op < 12; op++)
+		(void)random_batch(w, &seed);
 	return NULL;
 }
 
@@ -304,12 +305,8 @@ Test(threads, repairs_run_safely_beside_conversions_of_other_regions)
 
 		cr_assert_eq(cvm_dma_open(&dc, &dmas[i]), 0);
 	}
+	create_regions(NR, 0);
 	for (int i = 0; i < 2; i++) {
-		struct cvm_region_config c = { .sz = sizeof(c), .gpa = base[i], .length = NR * PG };
-
-		c.hva = mmap(NULL, c.length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-			     -1, 0);
-		cr_assert_eq(cvm_region_create(&c, &reg[i]), 0);
 		cr_assert_eq(cvm_dma_add_region(dmas[0], reg[i]), 0);
 		cr_assert_eq(cvm_dma_add_region(dmas[1], reg[i]), 0);
 	}
@@ -500,14 +497,8 @@ static void *life_converter(void *arg)
 	int w = (int)((uintptr_t)arg % 2);
 
 	for (int op = 0; op < 300 || !__atomic_load_n(&stop, __ATOMIC_ACQUIRE); op++) {
-		struct cvm_range rs[3];
-		size_t n = 1 + (size_t)(rand_r(&seed) % 3);
-		int to = rand_r(&seed) % 2 ? CVM_SHARED : CVM_PRIVATE, err;
+		int err = random_batch(w, &seed);
 
-		for (size_t k = 0; k < n; k++)
-			rs[k] = (struct cvm_range){ base[w] + (rand_r(&seed) % (N - 16)) * PG,
-						    (1 + rand_r(&seed) % 16) * PG };
-		err = cvm_convert_batch(reg[w], rs, n, to, 0);
 		cr_assert(err == 0 || err == -EIO || err == -EBUSY || err == -EEXIST ||
 			  err == -ENOSPC, "cvm_convert_batch: %d", err);
 	}
