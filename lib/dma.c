@@ -717,18 +717,31 @@ struct merge_scan {
 	uint64_t *spans;     /* pairs: start, end of each mergeable sequence */
 	size_t nspans, cap;
 	uint64_t gain, need;
+	int err;
 };
 
+/* Notes the sequence scanned so far; stops the scan once it frees enough. */
 static int merge_flush(struct merge_scan *m)
 {
-	if (m->k >= 2 && m->nspans < m->cap) {
+	if (m->k >= 2) {
+		if (m->nspans == m->cap) {
+			size_t cap = m->cap ? 2 * m->cap : 64;
+			uint64_t *p = cvm_reallocarray(m->spans, 2 * cap, sizeof(*p));
+
+			if (!p) {
+				m->err = -ENOMEM;
+				return 1;
+			}
+			m->spans = p;
+			m->cap = cap;
+		}
 		m->spans[2 * m->nspans] = m->first.iova;
 		m->spans[2 * m->nspans + 1] = m->last.iova + m->last.len;
 		m->nspans++;
 		m->gain += m->k - 1;
 	}
 	m->k = 0;
-	return m->gain >= m->need || m->nspans == m->cap;
+	return m->gain >= m->need;
 }
 
 static int merge_visit(void *opaque, const struct mt_entry *e)
@@ -754,18 +767,20 @@ static int merge_visit(void *opaque, const struct mt_entry *e)
 	return 0;
 }
 
-/* CVM_DMA_COMPACT: merge runs of adjacent mappings (disruptively) inside
- * their G-block until `need` entries are free. */
+/*
+ * CVM_DMA_COMPACT: merge runs of adjacent mappings (disruptively) inside
+ * their G-block until `need` entries are free.  The whole table is scanned
+ * first: when all its merges together would not free enough, none is made
+ * (-ENOSPC), so a conversion refused at the limit changes nothing.
+ */
 static int compact(struct cvm_dma *d, uint64_t need)
 {
-	struct merge_scan m = { .d = d, .need = need - room(d), .cap = 4096 };
-	int err = 0;
+	struct merge_scan m = { .d = d, .need = need - room(d) };
+	int err;
 
-	m.spans = cvm_reallocarray(NULL, 2 * m.cap, sizeof(*m.spans));
-	if (!m.spans)
-		return -ENOMEM;
 	if (!maptable_for_each(d->mt, 0, 0, merge_visit, &m))
 		merge_flush(&m);
+	err = m.err ? m.err : m.gain < m.need ? -ENOSPC : 0;
 	for (size_t i = 0; i < m.nspans && !err; i++) {
 		uint64_t s = m.spans[2 * i], e = m.spans[2 * i + 1];
 		const struct dma_region *dr = region_at(d, s);
@@ -784,8 +799,6 @@ static int compact(struct cvm_dma *d, uint64_t need)
 		d->st.disrupted_bytes += e - s;
 	}
 	cvm_free(m.spans);
-	if (!err && room(d) < need)
-		err = -ENOSPC;
 	return err;
 }
 
@@ -806,11 +819,13 @@ static int make_room(struct cvm_dma *d, uint64_t need)
 			return err;     /* 0, or compaction could not run (-ENOMEM) */
 	}
 	cvm_err("dma: %s backend would exceed its mapping limit: %llu more mapping%s needed, "
-		"%llu left.  Remedies: use the iommufd backend (no mapping limit), raise "
+		"%llu left%s.  Remedies: use the iommufd backend (no mapping limit), raise "
 		"/sys/module/vfio_iommu_type1/parameters/dma_entry_limit (65535 by default), "
-		"a larger split_granule, or CVM_DMA_COMPACT",
+		"or a larger split_granule%s",
 		d->be->ops->name, (unsigned long long)need, need == 1 ? "" : "s",
-		(unsigned long long)room(d));
+		(unsigned long long)room(d),
+		d->flags & CVM_DMA_COMPACT ? ", and merging neighbours would not free enough" : "",
+		d->flags & CVM_DMA_COMPACT ? "" : ", or CVM_DMA_COMPACT");
 	return -ENOSPC;
 }
 

@@ -430,17 +430,17 @@ Test(dma, a_failed_remap_after_a_disruptive_split_restores_the_original_mapping)
 
 /* Conversions whose backend calls are failed one by one. */
 static const struct { uint64_t page, n; int to; size_t count; uint64_t stride; } script[] = {
-	{ 0, 600, CVM_SHARED },        /* crosses a 2 MiB block */
-	{ 700, 3, CVM_SHARED },
-	{ 720, 40, CVM_SHARED },
+	{ 0, 600, CVM_SHARED, 0, 0 },        /* crosses a 2 MiB block */
+	{ 700, 3, CVM_SHARED, 0, 0 },
+	{ 720, 40, CVM_SHARED, 0, 0 },
 	/* One whole mapping, then part of another: where the backend cuts,
 	 * an unmap and a cut that must undo the unmap when it fails. */
-	{ 695, 45, CVM_PRIVATE },
-	{ 100, 1, CVM_PRIVATE },       /* a hole */
-	{ 500, 300, CVM_PRIVATE },     /* end of one run, all of another */
-	{ 50, 400, CVM_SHARED },       /* heals the hole, joins */
+	{ 695, 45, CVM_PRIVATE, 0, 0 },
+	{ 100, 1, CVM_PRIVATE, 0, 0 },       /* a hole */
+	{ 500, 300, CVM_PRIVATE, 0, 0 },     /* end of one run, all of another */
+	{ 50, 400, CVM_SHARED, 0, 0 },       /* heals the hole, joins */
 	{ 60, 2, CVM_PRIVATE, 5, 40 },  /* five holes in one call, some in one mapping */
-	{ 0, 1024, CVM_PRIVATE },
+	{ 0, 1024, CVM_PRIVATE, 0, 0 },
 };
 
 static int script_step(struct cvm_region *r, size_t i)
@@ -684,6 +684,33 @@ Test(dma, a_split_counts_its_entries_again_after_compaction)
 	cr_assert_eq(stats(f.d).entries_avail, 0);
 	cr_assert_eq(cvm_convert_batch(f.r, rs, 2, CVM_PRIVATE, 0), 0);
 	cr_assert_eq(stats(f.d).mappings, 5, "12+1 14+5 160+4 166+4 300+4");
+	check(&f);
+	fx_fini(&f);
+}
+
+/* Three touching mappings at a limit of four could free two entries by
+ * merging, room for three; a batch that needs five fails without merging. */
+Test(dma, compaction_that_cannot_free_enough_merges_nothing)
+{
+	struct cvm_range rs[5] = { { A(100), PG }, { A(200), PG }, { A(300), PG },
+				   { A(400), PG }, { A(500), PG } };
+	char l[256], l2[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 4);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(cvm_convert(f.r, A(i), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 3);
+	layout(f.d, l, sizeof(l));
+	cr_assert_eq(cvm_convert_batch(f.r, rs, 5, CVM_SHARED, 0), -ENOSPC);
+	layout(f.d, l2, sizeof(l2));
+	cr_assert_str_eq(l2, l, "maps %s", l2);
+	cr_assert_eq(stats(f.d).disruptive_splits, 0, "nothing was merged");
+	cr_assert_eq(cvm_region_query(f.r, A(100), PG), CVM_PRIVATE);
+	/* Three new ones fit once the three are one. */
+	cr_assert_eq(cvm_convert_batch(f.r, rs, 3, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 4);
+	cr_assert_eq(stats(f.d).disruptive_splits, 1);
 	check(&f);
 	fx_fini(&f);
 }
