@@ -1312,8 +1312,13 @@ static int check_window(struct cvm_dma *d, const struct dma_region *dr)
 	if (dr->granule != G_UNLIMITED && dr->granule < dr->g.page_size)
 		return -EINVAL;
 	for (const struct dma_region *o = d->regions; o; o = o->next)
-		if (s < o->g.iova + o->g.length && o->g.iova < e)
+		if (s < o->g.iova + o->g.length && o->g.iova < e) {
+			cvm_err("dma: region IOVA window [0x%llx, 0x%llx] overlaps that of another "
+				"region of the context, [0x%llx, 0x%llx]", (unsigned long long)s,
+				(unsigned long long)(e - 1), (unsigned long long)o->g.iova,
+				(unsigned long long)(o->g.iova + o->g.length - 1));
 			return -EBUSY;
+		}
 	for (size_t i = 0; i < d->nfix; i++) {
 		const struct fix *f = &d->fix[i];
 

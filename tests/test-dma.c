@@ -1168,6 +1168,37 @@ static struct cvm_region *three_runs(void **hva)
 	return r;
 }
 
+/* Two regions whose IOVA windows overlap cannot share a context: the
+ * second is refused, with a log line naming both windows. */
+Test(dma, a_region_whose_iova_window_overlaps_another_is_refused_and_logged)
+{
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+	struct cvm_region_config c = { .sz = sizeof(c), .flags = CVM_REGION_IOVA,
+				       .gpa = 0x100000000ull, .length = 16 * PG,
+				       .iova = BASE + 1020 * PG };
+	struct cvm_region *r2;
+	void *hva;
+	struct cvm_region *r = three_runs(&hva);
+	char l[256], l2[256];
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r2), 0);
+	cr_assert_eq(cvm_convert(r2, c.gpa, 16 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	layout(d, l, sizeof(l));
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	last_log[0] = 0;
+	cr_assert_eq(cvm_dma_add_region(d, r2), -EBUSY);
+	cr_assert(strstr(last_log, "overlaps that of another region"), "log: %s", last_log);
+	layout(d, l2, sizeof(l2));
+	cr_assert_str_eq(l2, l, "maps %s", l2);
+	cr_assert_eq(cvm_dma_remove_region(d, r2), -ENOENT, "it never went in");
+	cvm_set_log(NULL, NULL, 0);
+	cvm_dma_close(d);
+	cvm_region_destroy(r2);
+	cvm_region_destroy(r);
+}
+
 /*
  * An add whose replay fails and whose cleanup the kernel refuses too (its
  * rollback and its unmap of the region) returns the replay's error, and
