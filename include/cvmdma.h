@@ -6,7 +6,9 @@
  * This is the only installed header.  Every function returns 0 (or a
  * non-negative value where stated) or a negative errno, never aborts, never
  * prints unless a log callback is installed, and changes nothing when it
- * fails.  Structs that cross the ABI start with `size_t sz`: set it to
+ * fails (one difference: a failed conversion maps pages that a DMA context
+ * had already cut out back as mappings of their own, the same pages in more
+ * entries; see cvm_convert_batch(3)).  Structs that cross the ABI start with `size_t sz`: set it to
  * sizeof(the struct); the library reads only what sz covers and rejects
  * non-zero bytes past the fields it knows (-E2BIG).
  */
@@ -133,7 +135,8 @@ struct cvm_dma_stats {
 	uint64_t disrupted_bytes;
 	uint64_t entries_avail;     /* backend's remaining mappings; UINT64_MAX: no limit     */
 	/* since 0.1.0: ranges where a rollback the kernel refused left the IOMMU
-	 * different from the shared set, retried on the context's next call */
+	 * different from the shared set, retried by the context's next
+	 * conversion or add_region, or by cvm_dma_repair() */
 	uint64_t pending_repairs;
 };
 int cvm_dma_stats(struct cvm_dma *dma, struct cvm_dma_stats *st);
@@ -152,7 +155,7 @@ struct cvm_dma_info {
 	uint32_t ioas_id;           /* IOMMUFD: the IOAS (attach devices to it)              */
 	uint32_t can_cut;           /* 1: private conversions cut mappings hitlessly          */
 	uint64_t split_granule;     /* effective; UINT64_MAX: unlimited; 0: CVM_DMA_PER_PAGE  */
-	uint64_t iova_pgsizes;      /* IOMMU page sizes the backend reported                  */
+	uint64_t iova_pgsizes;      /* IOMMU page sizes (iommufd: from its IOVA alignment)    */
 };
 int cvm_dma_info(struct cvm_dma *dma, struct cvm_dma_info *info);
 
