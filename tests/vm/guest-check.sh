@@ -82,9 +82,12 @@ case $? in
 *) sed 's/^/# /' "$work/err"; fail_all "initramfs: $(reason "$work/err")" ;;
 esac
 echo "# guest kernel $kernel: tests/vm/build-kernel (first run on a machine builds it, ~8 min)"
-if ! bz=$("$here/build-kernel" "$kernel" 2>"$work/err"); then
+st=0
+bz=$("$here/build-kernel" "$kernel" 2>"$work/err") || st=$?
+if [ "$st" -ne 0 ]; then
 	sed 's/^/# build-kernel: /' "$work/err"
-	skip_all "guest kernel $kernel unavailable: $(reason "$work/err")"
+	[ "$st" -eq 77 ] && skip_all "guest kernel $kernel unavailable: $(reason "$work/err")"
+	fail_all "guest kernel $kernel failed to build: $(reason "$work/err")"
 fi
 t1=$(date +%s)
 echo "# kernel ready after $((t1 - t0)) s; booting $bz"
