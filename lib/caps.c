@@ -94,7 +94,7 @@ CVM_EXPORT int cvm_pin_check(uint64_t bytes, struct cvm_pin_info *info)
 	int ret;
 
 	if (info) {
-		ret = cvm_copy_sized(&pi, sizeof(pi), info, PIN_INFO_SZ_0_1);
+		ret = CVM_COPY_SIZED(&pi, info, PIN_INFO_SZ_0_1);
 		if (ret)
 			return ret;
 	}

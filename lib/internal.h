@@ -33,10 +33,16 @@ static inline uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 /*
  * Copy a caller's sz-prefixed struct into a zeroed struct of the size this
- * library knows (libbpf-style): the caller must cover at least min_sz bytes;
- * bytes past what we know must be zero (-E2BIG otherwise).
+ * library knows (libbpf-style): the caller must cover at least min_sz bytes,
+ * and sz must be a multiple of the struct's alignment, as the sizeof of any
+ * version of it is (-EINVAL otherwise: a sz that ends inside a pointer would
+ * leave half of it read); bytes past what we know must be zero (-E2BIG).
+ * Every field of these structs is a scalar of at most 8 bytes, naturally
+ * aligned, so no multiple of the alignment falls inside one.
  */
-int cvm_copy_sized(void *dst, size_t dst_sz, const void *src, size_t min_sz);
+int cvm_copy_sized(void *dst, size_t dst_sz, size_t align, const void *src, size_t min_sz);
+#define CVM_COPY_SIZED(dst, src, min_sz) \
+	cvm_copy_sized((dst), sizeof(*(dst)), _Alignof(__typeof__(*(dst))), (src), (min_sz))
 /* The other way, for output structs: copy the fields of src (known bytes)
  * that the caller's dst->sz covers, leaving dst->sz and any tail alone. */
 void cvm_copy_out(void *dst, const void *src, size_t known);

@@ -235,7 +235,7 @@ CVM_EXPORT int cvm_region_create(const struct cvm_region_config *ucfg, struct cv
 
 	if (!out)
 		return -EINVAL;
-	err = cvm_copy_sized(&cfg, sizeof(cfg), ucfg, offsetofend(struct cvm_region_config, length));
+	err = CVM_COPY_SIZED(&cfg, ucfg, offsetofend(struct cvm_region_config, length));
 	if (err)
 		return err;
 	r = cvm_calloc(1, sizeof(*r));
@@ -607,7 +607,7 @@ CVM_EXPORT int cvm_region_stats(struct cvm_region *r, struct cvm_region_stats *u
 
 	if (!r)
 		return -EINVAL;
-	err = cvm_copy_sized(&st, sizeof(st), ust, sizeof(size_t));
+	err = CVM_COPY_SIZED(&st, ust, sizeof(size_t));
 	if (err)
 		return err;
 	locked = query_lock(r);
@@ -679,7 +679,7 @@ CVM_EXPORT int cvm_listener_add(struct cvm_region *r, const struct cvm_listener_
 	l = cvm_calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
-	err = cvm_copy_sized(&l->ops, sizeof(l->ops), uops, sizeof(size_t));
+	err = CVM_COPY_SIZED(&l->ops, uops, sizeof(size_t));
 	if (!err && region_in_callback(r))
 		err = -EDEADLK;
 	if (err) {

@@ -50,14 +50,14 @@ CVM_EXPORT const char *cvm_version(void)
 	return PACKAGE_VERSION;
 }
 
-int cvm_copy_sized(void *dst, size_t dst_sz, const void *src, size_t min_sz)
+int cvm_copy_sized(void *dst, size_t dst_sz, size_t align, const void *src, size_t min_sz)
 {
 	size_t sz;
 
 	if (!src)
 		return -EINVAL;
 	memcpy(&sz, src, sizeof(sz));
-	if (sz < min_sz)
+	if (sz < min_sz || sz % align)
 		return -EINVAL;
 	if (sz > dst_sz) {
 		const unsigned char *p = (const unsigned char *)src + dst_sz;

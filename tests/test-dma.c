@@ -1732,6 +1732,29 @@ Test(dma, cuts_keep_room_for_their_undo_under_an_entry_limit)
 	fx_fini(&f);
 }
 
+/* A sz that ends inside a field (half of split_granule, of a count) is no
+ * version of the struct: refused, where reading half of it would act on a
+ * value the caller never gave. */
+Test(dma, a_sz_that_ends_inside_a_field_is_refused)
+{
+	struct cvm_dma_config c = { .sz = offsetof(struct cvm_dma_config, split_granule) + 4,
+				    .backend = CVM_BACKEND_MODEL, .fd = -1,
+				    .split_granule = 1ull << 32 };
+	struct cvm_dma *d = NULL;
+	struct cvm_dma_stats st = { .sz = offsetof(struct cvm_dma_stats, mappings) + 4 };
+	struct cvm_dma_info info = { .sz = sizeof(size_t) + 4 };
+
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	cr_assert_null(d);
+	c.sz = sizeof(c) + 4;
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(cvm_dma_stats(d, &st), -EINVAL);
+	cr_assert_eq(st.mappings, 0, "nothing written");
+	cr_assert_eq(cvm_dma_info(d, &info), -EINVAL);
+	cvm_dma_close(d);
+}
+
 Test(dma, open_rejects_bad_configs)
 {
 	struct cvm_dma_config good = { .sz = sizeof(good), .backend = CVM_BACKEND_MODEL, .fd = -1 };

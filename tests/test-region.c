@@ -594,6 +594,33 @@ Test(region, stats_count_pages_runs_and_listeners)
 	cvm_region_destroy(r);
 }
 
+/* A sz that ends inside a field is no version of the struct: refused, where
+ * reading half of a pointer would call or map an address nobody gave. */
+Test(region, a_sz_that_ends_inside_a_field_is_refused)
+{
+	char ram[4096];
+	struct cvm_region_config c = { .sz = offsetof(struct cvm_region_config, hva) + 4,
+				       .gpa = BASE, .length = 16 * PG, .hva = ram };
+	struct cvm_listener_ops ops = view_ops;
+	struct cvm_region_stats st = { .sz = sizeof(size_t) + 4 };
+	struct cvm_listener *l = NULL;
+	struct cvm_region *r = NULL;
+	struct view v;
+
+	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	cr_assert_null(r);
+	r = mkregion(NP, 0);
+	view_init(&v, BASE, NP, false);
+	ops.sz = offsetof(struct cvm_listener_ops, to_shared) + 4;
+	cr_assert_eq(cvm_listener_add(r, &ops, &v, 0, &l), -EINVAL);
+	cr_assert_null(l);
+	cr_assert_eq(cvm_region_stats(r, &st), -EINVAL);
+	cr_assert_eq(st.pages, 0, "nothing written");
+	cr_assert_eq(cvm_convert(r, G(0), PG, CVM_SHARED, 0), 0);
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
 /* ---- random differential run against the oracle, with random vetoes ---- */
 
 Test(region, random_conversions_match_the_oracle_with_random_vetoes)

@@ -38,23 +38,29 @@ Test(util, log_callback_gets_messages_up_to_max_priority)
 
 struct sized { size_t sz; uint64_t a; uint32_t b; };
 
-Test(util, sized_struct_rejects_short_and_nonzero_tail)
+Test(util, sized_struct_rejects_short_partial_and_nonzero_tail)
 {
 	struct { struct sized s; uint64_t extra; } big = { { sizeof(big), 1, 2 }, 0 };
 	struct sized dst;
 
-	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), &big, offsetofend(struct sized, a)), 0);
+	cr_assert_eq(CVM_COPY_SIZED(&dst, &big, offsetofend(struct sized, a)), 0);
 	cr_assert_eq(dst.a, 1);
 	big.extra = 7;
-	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), &big, sizeof(size_t)), -E2BIG);
+	cr_assert_eq(CVM_COPY_SIZED(&dst, &big, sizeof(size_t)), -E2BIG);
 	big.s.sz = sizeof(size_t);
-	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), &big, offsetofend(struct sized, a)), -EINVAL);
+	cr_assert_eq(CVM_COPY_SIZED(&dst, &big, offsetofend(struct sized, a)), -EINVAL);
 	/* An old caller's smaller struct: the unknown tail reads as zero. */
 	big.s.sz = offsetofend(struct sized, a);
 	big.s.b = 99;
-	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), &big, sizeof(size_t)), 0);
+	cr_assert_eq(CVM_COPY_SIZED(&dst, &big, sizeof(size_t)), 0);
 	cr_assert_eq(dst.b, 0);
-	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), NULL, 0), -EINVAL);
+	cr_assert_eq(CVM_COPY_SIZED(&dst, NULL, 0), -EINVAL);
+	/* No version of the struct ends inside a field: half of a is not read. */
+	big.s.sz = offsetof(struct sized, a) + 4;
+	cr_assert_eq(CVM_COPY_SIZED(&dst, &big, sizeof(size_t)), -EINVAL);
+	big.s.sz = sizeof(big) + 4;
+	big.extra = 0;
+	cr_assert_eq(CVM_COPY_SIZED(&dst, &big, sizeof(size_t)), -EINVAL);
 }
 
 static void *fail_all(void *opaque, void *ptr, size_t size)
