@@ -670,22 +670,22 @@ static int replay(struct cvm_region *r, struct cvm_listener *l, bool to_shared, 
 CVM_EXPORT int cvm_listener_add(struct cvm_region *r, const struct cvm_listener_ops *uops,
 				void *opaque, uint32_t flags, struct cvm_listener **out)
 {
+	struct cvm_listener_ops ops;
 	struct cvm_listener *l;
 	size_t done = 0;
 	int err;
 
 	if (!r || !out || flags)
 		return -EINVAL;
+	err = CVM_COPY_SIZED(&ops, uops, sizeof(size_t));
+	if (err)
+		return err;
+	if (region_in_callback(r))
+		return -EDEADLK;
 	l = cvm_calloc(1, sizeof(*l));
 	if (!l)
 		return -ENOMEM;
-	err = CVM_COPY_SIZED(&l->ops, uops, sizeof(size_t));
-	if (!err && region_in_callback(r))
-		err = -EDEADLK;
-	if (err) {
-		cvm_free(l);
-		return err;
-	}
+	l->ops = ops;
 	l->region = r;
 	l->opaque = opaque;
 	region_lock(r, self_id());

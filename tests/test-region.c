@@ -446,7 +446,7 @@ Test(region, bad_input_returns_errno_and_changes_nothing)
 
 struct reenter {
 	struct cvm_region *r;
-	int convert_err, batch_err, add_err, query, stats_err;
+	int convert_err, batch_err, add_err, add_oom_err, query, stats_err;
 	struct cvm_listener *self;
 };
 
@@ -460,6 +460,15 @@ static int reenter_to_shared(void *opaque, uint64_t gpa, uint64_t len)
 	re->convert_err = cvm_convert(re->r, gpa, len, CVM_PRIVATE, 0);
 	re->batch_err = cvm_convert_batch(re->r, &rg, 1, CVM_PRIVATE, 0);
 	re->add_err = cvm_listener_add(re->r, &view_ops, NULL, 0, &l);
+	/* Refused before it allocates: -EDEADLK even when memory runs out. */
+	{
+		struct cvm_alloc_hooks h = { .realloc = failing_realloc };
+
+		fail_nth = 1;
+		cvm_set_alloc_hooks(&h);
+		re->add_oom_err = cvm_listener_add(re->r, &view_ops, NULL, 0, &l);
+		cvm_set_alloc_hooks(NULL);
+	}
 	re->query = cvm_region_query(re->r, gpa, len);
 	re->stats_err = cvm_region_stats(re->r, &st);
 	cvm_listener_remove(re->self, 0);      /* refused */
@@ -480,6 +489,7 @@ Test(region, reentry_from_a_listener_returns_edeadlk_and_queries_see_the_new_sta
 	cr_assert_eq(re.convert_err, -EDEADLK);
 	cr_assert_eq(re.batch_err, -EDEADLK);
 	cr_assert_eq(re.add_err, -EDEADLK);
+	cr_assert_eq(re.add_oom_err, -EDEADLK);
 	cr_assert_eq(re.query, CVM_SHARED);
 	cr_assert_eq(re.stats_err, 0);
 	cr_assert_eq(cvm_region_query(r, G(1), PG), CVM_SHARED);
