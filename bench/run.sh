@@ -142,7 +142,7 @@ fi
 
 # 4. the real kernels, in the vIOMMU guest.
 if [ "$vm" = 1 ] && [ -x bench/bench-guest ]; then
-	reps=3
+	reps=5
 	[ "$quick" = 0 ] || reps=1
 	for k in A B; do
 		step "real kernel $k (vIOMMU guest, TCG)"
