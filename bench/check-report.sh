@@ -42,8 +42,10 @@ row '\*\*missed\*\*' 'real kernel A, iommufd: >= 100x'
 ok $? "swiotlb target missed at 30x less wall time, however few the ioctls"
 has 'without the cut \(huge IOPTEs\): 1 ioctls, 10\.0 ms \(300x less\)'
 ok $? "the cost of the cut is shown next to the iommufd verdict"
-row met 'median \| 90 ns median'
-ok $? "a 90 ns median meets the 100 ns target"
+row met 'steady config: <= 100 ns median \| 90 ns median \(median of 5 runs: 85-99 ns\)'
+ok $? "a 90 ns median with every run under 100 ns meets the 100 ns target"
+row '\*\*missed\*\* \(the median meets it, not every run\)' 'fast config: <= 100 ns median \| 90 ns median'
+ok $? "a 90 ns median with a run at 120 ns misses it, and says the median meets it"
 row '\*\*missed\*\*' 'median \| 2,500 ns median'
 ok $? "a 2,500 ns median misses the 100 ns target"
 row '\*\*missed\*\*' 'median \| 2,500 ns median, .*the model backend alone, which stands for the kernel: 480 ns median per call'
@@ -75,7 +77,7 @@ has '^bench/bench-core --stress > bench/core\.out$'
 ok $? "the exact commands are in the document"
 has '^\| share \| auto \| 1 \| 129 \| 129 \|.*\| 20\.0 ms \(19\.0 ms-21\.0 ms\) \| 508x \| 150x \| ok \|$'
 ok $? "guest rows carry the median, the range and the ratios to per-page"
-row met '90 ns median \(median of 5 runs: 85-120 ns\)'
+has '90 ns median \(median of 5 runs: 85-120 ns\)'
 ok $? "a repeated conversion shows the range of its runs' medians"
 row met '900 ms CPU \(median of 5 runs: 850 ms-990 ms\), 1\.50 s wall'
 ok $? "a repeated replay shows the range of its runs' CPU times"
