@@ -10,8 +10,8 @@
  * had already cut out back as mappings of their own, the same pages in more
  * entries; see cvm_convert_batch(3)).  Structs that cross the ABI start with
  * `size_t sz`: set it to sizeof(the struct); the library reads only what sz
- * covers, rejects a sz that is not a multiple of 8 (it would end inside a
- * field: -EINVAL) and non-zero bytes past the fields it knows (-E2BIG).
+ * covers, rejects a sz that ends inside a field (-EINVAL) and non-zero
+ * bytes past the fields it knows (-E2BIG).
  */
 #ifndef CVMDMA_H
 #define CVMDMA_H

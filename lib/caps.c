@@ -94,7 +94,7 @@ CVM_EXPORT int cvm_pin_check(uint64_t bytes, struct cvm_pin_info *info)
 	int ret;
 
 	if (info) {
-		ret = CVM_COPY_SIZED(&pi, info, PIN_INFO_SZ_0_1);
+		ret = cvm_copy_sized(&pi, sizeof(pi), CVM_PIN_INFO_HALF, info, PIN_INFO_SZ_0_1);
 		if (ret)
 			return ret;
 	}

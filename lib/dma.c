@@ -1533,7 +1533,7 @@ CVM_EXPORT int cvm_dma_open(const struct cvm_dma_config *ucfg, struct cvm_dma **
 
 	if (!out)
 		return -EINVAL;
-	err = CVM_COPY_SIZED(&cfg, ucfg, offsetofend(struct cvm_dma_config, fd));
+	err = cvm_copy_sized(&cfg, sizeof(cfg), CVM_DMA_CONFIG_HALF, ucfg, offsetofend(struct cvm_dma_config, fd));
 	if (!err)
 		err = check_dma_config(&cfg);
 	if (err)
@@ -1664,7 +1664,7 @@ CVM_EXPORT int cvm_dma_stats(struct cvm_dma *d, struct cvm_dma_stats *ust)
 
 	if (!d)
 		return -EINVAL;
-	err = CVM_COPY_SIZED(&st, ust, sizeof(size_t));
+	err = cvm_copy_sized(&st, sizeof(st), 0, ust, sizeof(size_t));
 	if (err)
 		return err;
 	pthread_mutex_lock(&d->lock);
@@ -1685,7 +1685,7 @@ CVM_EXPORT int cvm_dma_info(struct cvm_dma *d, struct cvm_dma_info *uinfo)
 
 	if (!d)
 		return -EINVAL;
-	err = CVM_COPY_SIZED(&info, uinfo, sizeof(size_t));
+	err = cvm_copy_sized(&info, sizeof(info), CVM_DMA_INFO_HALF, uinfo, sizeof(size_t));
 	if (err)
 		return err;
 	info.backend = d->be->kind;

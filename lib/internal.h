@@ -33,16 +33,25 @@ static inline uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
 /*
  * Copy a caller's sz-prefixed struct into a zeroed struct of the size this
- * library knows (libbpf-style): the caller must cover at least min_sz bytes,
- * and sz must be a multiple of the struct's alignment, as the sizeof of any
- * version of it is (-EINVAL otherwise: a sz that ends inside a pointer would
- * leave half of it read); bytes past what we know must be zero (-E2BIG).
- * Every field of these structs is a scalar of at most 8 bytes, naturally
- * aligned, so no multiple of the alignment falls inside one.
+ * library knows (libbpf-style): the caller must cover at least min_sz bytes;
+ * bytes past what we know must be zero (-E2BIG).  A sz that ends inside a
+ * field is -EINVAL: reading the part of a pointer or a count it covers
+ * would act on a value nobody gave.  Every field of the public structs is a
+ * naturally aligned scalar of 4 or 8 bytes (util.c asserts it for those
+ * with 4-byte fields), so a field ends at every multiple of 8 and 4 past
+ * one where a 4-byte field starts an 8-byte slot: bit k of `half` is set
+ * for each such slot k.
  */
-int cvm_copy_sized(void *dst, size_t dst_sz, size_t align, const void *src, size_t min_sz);
-#define CVM_COPY_SIZED(dst, src, min_sz) \
-	cvm_copy_sized((dst), sizeof(*(dst)), _Alignof(__typeof__(*(dst))), (src), (min_sz))
+int cvm_copy_sized(void *dst, size_t dst_sz, uint64_t half, const void *src, size_t min_sz);
+#define CVM_HALF(type, field) (1ull << (offsetof(type, field) / 8))
+#define CVM_REGION_CONFIG_HALF CVM_HALF(struct cvm_region_config, page_size)
+#define CVM_REGION_STATS_HALF CVM_HALF(struct cvm_region_stats, page_size)
+#define CVM_DMA_CONFIG_HALF                                                   \
+	(CVM_HALF(struct cvm_dma_config, backend) | CVM_HALF(struct cvm_dma_config, ioas_id) | \
+	 CVM_HALF(struct cvm_dma_config, model_rules))
+#define CVM_DMA_INFO_HALF                                                     \
+	(CVM_HALF(struct cvm_dma_info, backend) | CVM_HALF(struct cvm_dma_info, ioas_id))
+#define CVM_PIN_INFO_HALF CVM_HALF(struct cvm_pin_info, cap_ipc_lock)
 /* The other way, for output structs: copy the fields of src (known bytes)
  * that the caller's dst->sz covers, leaving dst->sz and any tail alone. */
 void cvm_copy_out(void *dst, const void *src, size_t known);

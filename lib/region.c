@@ -235,7 +235,7 @@ CVM_EXPORT int cvm_region_create(const struct cvm_region_config *ucfg, struct cv
 
 	if (!out)
 		return -EINVAL;
-	err = CVM_COPY_SIZED(&cfg, ucfg, offsetofend(struct cvm_region_config, length));
+	err = cvm_copy_sized(&cfg, sizeof(cfg), CVM_REGION_CONFIG_HALF, ucfg, offsetofend(struct cvm_region_config, length));
 	if (err)
 		return err;
 	r = cvm_calloc(1, sizeof(*r));
@@ -607,7 +607,7 @@ CVM_EXPORT int cvm_region_stats(struct cvm_region *r, struct cvm_region_stats *u
 
 	if (!r)
 		return -EINVAL;
-	err = CVM_COPY_SIZED(&st, ust, sizeof(size_t));
+	err = cvm_copy_sized(&st, sizeof(st), CVM_REGION_STATS_HALF, ust, sizeof(size_t));
 	if (err)
 		return err;
 	locked = query_lock(r);
@@ -677,7 +677,7 @@ CVM_EXPORT int cvm_listener_add(struct cvm_region *r, const struct cvm_listener_
 
 	if (!r || !out || flags)
 		return -EINVAL;
-	err = CVM_COPY_SIZED(&ops, uops, sizeof(size_t));
+	err = cvm_copy_sized(&ops, sizeof(ops), 0, uops, sizeof(size_t));
 	if (err)
 		return err;
 	if (region_in_callback(r))

@@ -50,14 +50,50 @@ CVM_EXPORT const char *cvm_version(void)
 	return PACKAGE_VERSION;
 }
 
-int cvm_copy_sized(void *dst, size_t dst_sz, size_t align, const void *src, size_t min_sz)
+/* The layout cvm_copy_sized() relies on: 8-byte slots, 4-byte fields only
+ * where a *_HALF mask or the second half of a slot has them. */
+#define HALF_FIELD(type, field)                                              \
+	_Static_assert(sizeof(((type *)0)->field) == 4 && offsetof(type, field) % 8 == 0, \
+		       #type "." #field " starts an 8-byte slot")
+#define SECOND_HALF(type, field)                                             \
+	_Static_assert(sizeof(((type *)0)->field) == 4 && offsetof(type, field) % 8 == 4, \
+		       #type "." #field " ends an 8-byte slot")
+HALF_FIELD(struct cvm_region_config, page_size);
+SECOND_HALF(struct cvm_region_config, flags);
+HALF_FIELD(struct cvm_region_stats, page_size);
+SECOND_HALF(struct cvm_region_stats, listeners);
+HALF_FIELD(struct cvm_dma_config, backend);
+SECOND_HALF(struct cvm_dma_config, fd);
+HALF_FIELD(struct cvm_dma_config, ioas_id);
+SECOND_HALF(struct cvm_dma_config, flags);
+HALF_FIELD(struct cvm_dma_config, model_rules);
+SECOND_HALF(struct cvm_dma_config, model_entry_limit);
+HALF_FIELD(struct cvm_dma_info, backend);
+SECOND_HALF(struct cvm_dma_info, fd);
+HALF_FIELD(struct cvm_dma_info, ioas_id);
+SECOND_HALF(struct cvm_dma_info, can_cut);
+HALF_FIELD(struct cvm_pin_info, cap_ipc_lock);
+_Static_assert(_Alignof(struct cvm_region_config) == 8 && _Alignof(struct cvm_region_stats) == 8 &&
+	       _Alignof(struct cvm_listener_ops) == 8 && _Alignof(struct cvm_dma_config) == 8 &&
+	       _Alignof(struct cvm_dma_stats) == 8 && _Alignof(struct cvm_dma_info) == 8 &&
+	       _Alignof(struct cvm_pin_info) == 8, "sz-prefixed structs are laid out in 8-byte slots");
+
+static bool ends_a_field(size_t sz, uint64_t half)
+{
+	if (sz % 8 == 0)
+		return true;
+	return sz % 8 == 4 && sz / 8 < 64 && (half >> (sz / 8) & 1);
+}
+
+int cvm_copy_sized(void *dst, size_t dst_sz, uint64_t half, const void *src, size_t min_sz)
 {
 	size_t sz;
 
 	if (!src)
 		return -EINVAL;
 	memcpy(&sz, src, sizeof(sz));
-	if (sz < min_sz || sz % align)
+	/* Past dst_sz nothing is read: those bytes need only be zero. */
+	if (sz < min_sz || (sz < dst_sz && !ends_a_field(sz, half)))
 		return -EINVAL;
 	if (sz > dst_sz) {
 		const unsigned char *p = (const unsigned char *)src + dst_sz;

@@ -122,12 +122,12 @@ Test(caps, pin_check_rejects_nonzero_bytes_past_known_fields)
 	cr_assert_eq(big.info.sz, sizeof(big), "sz must be kept");
 	cr_assert_eq(big.future, 0, "bytes past the known fields must stay untouched");
 	cr_assert_neq(big.info.memlock_limit, 0);
-	/* A sz that ends inside a field (of a later version) is no version of
-	 * the struct. */
+	/* Past the fields it knows, the library reads nothing: a sz that ends
+	 * half-way through a later version's field is fine while it is zero. */
 	memset(&big, 0, sizeof(big));
 	big.info.sz = sizeof(big.info) + 4;
-	cr_assert_eq(cvm_pin_check(4096, &big.info), -EINVAL);
-	cr_assert_eq(big.info.memlock_limit, 0, "nothing written");
+	ret = cvm_pin_check(4096, &big.info);
+	cr_assert(ret == 0 || ret == -ENOMEM, "ret %d", ret);
 }
 
 Test(caps, pin_check_with_cap_ipc_lock_allows_any_size)

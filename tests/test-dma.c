@@ -1734,7 +1734,7 @@ Test(dma, cuts_keep_room_for_their_undo_under_an_entry_limit)
 
 /* A sz that ends inside a field (half of split_granule, of a count) is no
  * version of the struct: refused, where reading half of it would act on a
- * value the caller never gave. */
+ * value the caller never gave.  One that ends where a field ends is fine. */
 Test(dma, a_sz_that_ends_inside_a_field_is_refused)
 {
 	struct cvm_dma_config c = { .sz = offsetof(struct cvm_dma_config, split_granule) + 4,
@@ -1742,16 +1742,22 @@ Test(dma, a_sz_that_ends_inside_a_field_is_refused)
 				    .split_granule = 1ull << 32 };
 	struct cvm_dma *d = NULL;
 	struct cvm_dma_stats st = { .sz = offsetof(struct cvm_dma_stats, mappings) + 4 };
-	struct cvm_dma_info info = { .sz = sizeof(size_t) + 4 };
+	struct cvm_dma_info info = { .sz = offsetof(struct cvm_dma_info, split_granule) + 4 };
 
 	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
 	cr_assert_null(d);
-	c.sz = sizeof(c) + 4;
-	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	c.sz = offsetofend(struct cvm_dma_config, model_rules);
+	cr_assert_eq(cvm_dma_open(&c, &d), 0, "a sz at the end of a 4-byte field");
+	cvm_dma_close(d);
 	d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
 	cr_assert_eq(cvm_dma_stats(d, &st), -EINVAL);
 	cr_assert_eq(st.mappings, 0, "nothing written");
 	cr_assert_eq(cvm_dma_info(d, &info), -EINVAL);
+	cr_assert_eq(info.backend, 0, "nothing written");
+	info.sz = offsetofend(struct cvm_dma_info, backend);
+	cr_assert_eq(cvm_dma_info(d, &info), 0);
+	cr_assert_eq(info.backend, CVM_BACKEND_MODEL);
+	cr_assert_eq(info.split_granule, 0, "past sz: not written");
 	cvm_dma_close(d);
 }
 
