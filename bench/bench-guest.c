@@ -354,12 +354,17 @@ static void print_phase(const struct run_ctx *c, const struct phase *p,
 	cmed = quantile(cpu, reps, 0.5);
 	printf("guest\t%s\t%s\t%s\t%s\t%s\t%zu\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
 	       "\t%" PRIu64 "\t%" PRIu64 "\t%.2f\t%.2f\t%s\t%" PRIu64 "\t%" PRIu64
-	       "\t%.2f\t%.2f\t%d\n", c->kernel, c->s->name, c->w->name, p->name, c->pol->name,
+	       "\t%.2f\t%.2f\t%d\t", c->kernel, c->s->name, c->w->name, p->name, c->pol->name,
 	       p->n, calls(b) - calls(a), b->map_calls - a->map_calls,
 	       b->unmap_calls - a->unmap_calls, b->cut_calls - a->cut_calls, b->mappings,
 	       b->mappings_peak, wmed / 1e6, cmed / 1e6,
 	       err_name(r->err), b->disruptive_splits - a->disruptive_splits,
 	       b->disrupted_bytes - a->disrupted_bytes, wall[0] / 1e6, wall[reps - 1] / 1e6, reps);
+	/* Each run's wall time, in run order: run i of every policy of a
+	 * workload ran back to back, so their ratios are free of the drift. */
+	for (int i = 0; i < reps; i++)
+		printf("%s%.3f", i ? "," : "", r->wall[i] / 1e6);
+	printf("\n");
 	fflush(stdout);
 }
 
@@ -397,25 +402,61 @@ static int run_once(const struct run_ctx *c, int rep, struct phase_res *res)
 	return err;
 }
 
-/* reps repetitions, then one row per phase with the median times. */
-static int run_one(const struct run_ctx *c)
-{
+#define NPOLICIES (sizeof(policies) / sizeof(policies[0]))
+
+/* One policy's repetitions so far: a failed one ends them. */
+struct pol_runs {
 	struct phase_res res[MAX_PHASES];
-	int err = 0, rep;
+	int err, done;
+	bool skip;
+};
 
-	memset(res, 0, sizeof(res));
-	for (rep = 0; rep < c->reps && !err; rep++)
-		err = run_once(c, rep, res);
-	if (err && rep == 1 && !res[0].a.sz) {
+/* One row per phase with the median times (or the setup that failed). */
+static int print_policy(const struct run_ctx *c, const struct pol_runs *pr)
+{
+	if (pr->err && pr->done == 1 && !pr->res[0].a.sz) {
 		static const struct phase setup = { .name = "setup" };
+		struct phase_res r = { .err = pr->err };
 
-		res[0].err = err;
-		print_phase(c, &setup, &res[0], 1);
-		return err;
+		print_phase(c, &setup, &r, 1);
+		return pr->err;
 	}
-	for (size_t i = 0; i < c->w->nph && res[i].a.sz; i++)
-		print_phase(c, &c->w->ph[i], &res[i], err ? rep : c->reps);
-	return err;
+	for (size_t i = 0; i < c->w->nph && pr->res[i].a.sz; i++)
+		print_phase(c, &c->w->ph[i], &pr->res[i], pr->done);
+	return pr->err;
+}
+
+/*
+ * reps repetitions of the workload under every policy, interleaved (run 1
+ * of each policy, then run 2, ...), so that a guest that slows down or
+ * speeds up meanwhile moves every policy's times alike.
+ */
+static int run_workload(struct run_ctx *c, bool can_cut)
+{
+	static struct pol_runs runs[NPOLICIES];
+	int failed = 0;
+
+	memset(runs, 0, sizeof(runs));
+	for (size_t p = 0; p < NPOLICIES; p++)
+		runs[p].skip = p == NO_CUT_POLICY && !can_cut;
+	for (int rep = 0; rep < c->reps; rep++)
+		for (size_t p = 0; p < NPOLICIES; p++) {
+			if (runs[p].skip || runs[p].err)
+				continue;
+			c->pol = &policies[p];
+			progress("bench-guest: %s, %s, %s, run %d of %d ...", c->s->name,
+				 c->w->name, policies[p].name, rep + 1, c->reps);
+			runs[p].err = run_once(c, rep, runs[p].res);
+			runs[p].done++;
+		}
+	for (size_t p = 0; p < NPOLICIES; p++) {
+		if (runs[p].skip)
+			continue;
+		c->pol = &policies[p];
+		if (print_policy(c, &runs[p]))
+			failed = 1;
+	}
+	return failed;
 }
 
 static bool info_line(const char *kernel, struct space *s, open_fn open_space)
@@ -439,17 +480,11 @@ static int run_space(struct run_ctx *c, const struct workload *w, size_t nw, boo
 {
 	int failed = 0;
 
-	for (size_t i = 0; i < nw; i++)
-		for (size_t p = 0; p < sizeof(policies) / sizeof(policies[0]); p++) {
-			if (p == NO_CUT_POLICY && !can_cut)
-				continue;
-			c->w = &w[i];
-			c->pol = &policies[p];
-			progress("bench-guest: %s, %s, %s ...", c->s->name, w[i].name,
-				 policies[p].name);
-			if (run_one(c))
-				failed = 1;
-		}
+	for (size_t i = 0; i < nw; i++) {
+		c->w = &w[i];
+		if (run_workload(c, can_cut))
+			failed = 1;
+	}
 	return failed;
 }
 
@@ -483,7 +518,7 @@ int main(int argc, char **argv)
 		can_cut[b] = info_line(kernel, &spaces[b], opens[b]);
 	printf("#cols guest kernel backend workload phase policy conversions ioctls map_calls "
 	       "unmap_calls cut_calls live peak wall_ms cpu_ms result disruptive_splits "
-	       "disrupted_bytes wall_min_ms wall_max_ms runs\n");
+	       "disrupted_bytes wall_min_ms wall_max_ms runs wall_ms_of_each_run\n");
 	for (size_t b = 0; b < nspaces; b++) {
 		c.s = &spaces[b];
 		c.open_space = opens[b];

@@ -55,6 +55,7 @@ machine() {
 	echo "cflags	$(sed -n 's/^CFLAGS = //p' Makefile)"
 	echo "source	$(git -C "$top_srcdir" describe --always --dirty 2>/dev/null || echo unknown)"
 	echo "qemu	$(qemu-system-x86_64 --version 2>/dev/null | head -n1 || echo none)"
+	echo "guestsrc	$(dpkg-query -W -f='linux-source-6.12 ${Version}' linux-source-6.12 2>/dev/null || echo unknown)"
 	echo "quick	$quick"
 }
 machine >"$out/machine.out"
