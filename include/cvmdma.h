@@ -6,9 +6,10 @@
  * This is the only installed header.  Every function returns 0 (or a
  * non-negative value where stated) or a negative errno, never aborts, never
  * prints unless a log callback is installed, and changes nothing when it
- * fails (one difference: a failed conversion maps pages that a DMA context
- * had already cut out back as mappings of their own, the same pages in more
- * entries; see cvm_convert_batch(3)).  Structs that cross the ABI start with
+ * fails (the difference a failed conversion can leave: pages a DMA context
+ * had already cut out are mapped back as mappings of their own, and
+ * mappings a CVM_DMA_COMPACT context merged stay merged: the same pages in
+ * more or fewer entries; see cvm_convert_batch(3) and cvm_dma_open(3)).  Structs that cross the ABI start with
  * `size_t sz`: set it to sizeof(the struct); the library reads only what sz
  * covers, rejects a sz that ends inside a field (-EINVAL) and non-zero
  * bytes past the fields it knows (-E2BIG).

@@ -771,7 +771,9 @@ static int merge_visit(void *opaque, const struct mt_entry *e)
  * CVM_DMA_COMPACT: merge runs of adjacent mappings (disruptively) inside
  * their G-block until `need` entries are free.  The whole table is scanned
  * first: when all its merges together would not free enough, none is made
- * (-ENOSPC), so a conversion refused at the limit changes nothing.
+ * (-ENOSPC), so a conversion refused at the limit changes nothing.  (A
+ * private conversion may call it twice: its count can grow after merging,
+ * and a second call that cannot free enough leaves the first's merges.)
  */
 static int compact(struct cvm_dma *d, uint64_t need)
 {

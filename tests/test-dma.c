@@ -715,6 +715,68 @@ Test(dma, compaction_that_cannot_free_enough_merges_nothing)
 	fx_fini(&f);
 }
 
+static int alloc_fail_nth;
+static void *fail_nth_alloc(void *opaque, void *ptr, size_t size);
+
+/* 70 touching pairs at a limit of 140, then 70 new mappings: compaction
+ * must merge every pair (more sequences than its list first holds).  When
+ * memory runs out on the way, the conversion fails and the IOMMU still maps
+ * exactly the shared pages. */
+Test(dma, compaction_merges_as_many_sequences_as_it_takes)
+{
+	struct cvm_alloc_hooks h = { .realloc = fail_nth_alloc };
+	struct cvm_range rs[70];
+	struct fx f;
+	int err = -ENOMEM;
+
+	for (int i = 0; i < 70; i++)
+		rs[i] = (struct cvm_range){ A(600 + 2 * i), PG };
+	for (int k = 1; err == -ENOMEM; k++) {
+		fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 140);
+		for (int i = 0; i < 70; i++) {
+			cr_assert_eq(cvm_convert(f.r, A(4 * i), PG, CVM_SHARED, 0), 0);
+			cr_assert_eq(cvm_convert(f.r, A(4 * i + 1), PG, CVM_SHARED, 0), 0);
+		}
+		cr_assert_eq(stats(f.d).mappings, 140);
+		alloc_fail_nth = k;
+		cvm_set_alloc_hooks(&h);
+		err = cvm_convert_batch(f.r, rs, 70, CVM_SHARED, 0);
+		cvm_set_alloc_hooks(NULL);
+		cr_assert(err == 0 || err == -ENOMEM, "allocation %d: %d", k, err);
+		if (err)
+			cr_assert_eq(cvm_region_query(f.r, A(600), 140 * PG), CVM_PRIVATE);
+		check(&f);
+		if (!err) {
+			cr_assert_eq(stats(f.d).mappings, 140);
+			cr_assert_eq(stats(f.d).disruptive_splits, 70);
+			cr_assert_gt(k, 1, "the call allocates");
+		}
+		fx_fini(&f);
+	}
+}
+
+/* A private run that only trims a mapping splits it once compaction has
+ * merged that mapping with its neighbour; the count taken again then needs
+ * more than merging can free: -ENOSPC, with the first merge left (as
+ * cvm_dma_open(3) says) and the IOMMU mapping exactly the shared pages. */
+Test(dma, a_private_run_that_compaction_turns_into_a_split_can_still_fail)
+{
+	struct cvm_range rs[2] = { { A(1), PG }, { A(20), PG } };
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
+	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(1), 9 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(15), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).entries_avail, 0);
+	cr_assert_eq(cvm_convert_batch(f.r, rs, 2, CVM_PRIVATE, 0), -ENOSPC);
+	cr_assert_eq(cvm_region_query(f.r, A(0), 10 * PG), CVM_SHARED);
+	cr_assert_eq(cvm_region_query(f.r, A(15), 10 * PG), CVM_SHARED);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check(&f);
+	fx_fini(&f);
+}
+
 /* ---- regions and contexts ---- */
 
 Test(dma, add_region_maps_current_shared_runs_and_remove_unmaps_them)
