@@ -10,9 +10,10 @@
 # Test 1 checks the harness itself: the kernel boots and edu is bound to
 # vfio-pci.  A program that crashes, hangs (killed after $CVMDMA_VM_TEST_TIMEOUT
 # s, default 300), breaks its plan or exits non-zero without a failed test
-# adds a "not ok".  Without QEMU, busybox-static, cpio or the guest kernel
-# (source or build), every test is a SKIP that says why.  The first run on a
-# machine builds the kernel (tests/vm/build-kernel, ~8 min).
+# adds a "not ok".  Without QEMU, busybox-static, cpio, the guest kernel's
+# source or its build tools, every test is a SKIP that says why; a guest
+# kernel that fails to build fails every test.  The first run on a machine
+# builds the kernel (tests/vm/build-kernel, ~8 min).
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
