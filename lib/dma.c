@@ -703,7 +703,7 @@ static void rollback(struct cvm_dma *d)
 		if (err)
 			cvm_err("dma: rollback failed at iova 0x%llx+0x%llx (%d): the IOMMU "
 				"no longer matches the shared pages there; the context retries "
-				"on its next call", (unsigned long long)lo,
+				"on its next conversion or add_region, or cvm_dma_repair()", (unsigned long long)lo,
 				(unsigned long long)(hi - lo), err);
 	}
 }
@@ -1279,7 +1279,8 @@ static void dma_region_gone(void *opaque)
 	err = unmap_region(d, dr);
 	if (err)
 		cvm_err("dma: unmapping a destroyed region failed (%d): iova 0x%llx+0x%llx stays "
-			"mapped until cvm_dma_repair() or the context's next call unmaps it", err,
+			"mapped until cvm_dma_repair() or the context's next conversion or "
+			"add_region unmaps it", err,
 			(unsigned long long)dr->g.iova, (unsigned long long)dr->g.length);
 	unlink_region(d, dr, err);
 	unpinned = !dr->pins;
@@ -1387,7 +1388,7 @@ CVM_EXPORT int cvm_dma_add_region(struct cvm_dma *d, struct cvm_region *r)
 		if (uerr)
 			cvm_err("dma: cleanup after a failed add_region failed (%d): iova "
 				"0x%llx+0x%llx stays mapped until cvm_dma_repair() or the context's "
-				"next call unmaps it", uerr, (unsigned long long)dr->g.iova,
+				"next conversion or add_region unmaps it", uerr, (unsigned long long)dr->g.iova,
 				(unsigned long long)dr->g.length);
 		unlink_region(d, dr, uerr);
 	}
