@@ -40,7 +40,7 @@ struct iommufd_be {
 	struct cvm_be be;
 	bool compat_set;            /* we made our IOAS the fd's compat IOAS */
 	bool small_pages;           /* the IOAS has HUGE_PAGES = 0 */
-	bool restore_huge;          /* we set it: back to 1 if the cut fails */
+	bool restore_huge;          /* we set it: back to 1 if the cut fails, or at close */
 };
 
 static int iommufd_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
@@ -223,7 +223,10 @@ static int claim_compat(struct iommufd_be *ib)
 		cvm_info("iommufd: the fd's VFIO-compat IOAS is %u, not ours (%u): no cut", cur, id);
 		return -EBUSY;
 	}
-	if (ret && ret != -ENODEV)
+	/* Already it (the fd's owner made it so): not ours to clear at close. */
+	if (!ret)
+		return 0;
+	if (ret != -ENODEV)
 		return ret;
 	ret = vfio_ioas(&ib->be, IOMMU_VFIO_IOAS_SET, &id);
 	if (ret)
@@ -296,6 +299,14 @@ static void iommufd_destroy(struct cvm_be *be)
 	struct iommufd_be *ib = container_of(be, struct iommufd_be, be);
 
 	release_compat(ib);
+	/* An IOAS we do not destroy gets back the huge pages we turned off. */
+	if (ib->restore_huge && !be->own_ioas && be->fd >= 0) {
+		int ret = set_option(be, IOMMU_OPTION_HUGE_PAGES, 1);
+
+		if (ret)
+			cvm_warn("iommufd: HUGE_PAGES=1 on IOAS %u not restored: %s",
+				 be->ioas_id, strerror(-ret));
+	}
 	if (be->own_ioas && be->fd >= 0) {
 		struct iommu_destroy d = { .size = sizeof(d), .id = be->ioas_id };
 

@@ -712,6 +712,24 @@ Test(iommufd, another_compat_ioas_is_not_taken_over_and_huge_pages_come_back)
 	cr_assert_eq(fk.compat_ioas, 42);
 }
 
+/* The VMM made our IOAS the compat one before we came: it stays so when we
+ * go (a CLEAR would cut the VMM's VFIO ioctls off it), and the huge pages
+ * we turned off on its IOAS come back. */
+Test(iommufd, an_adopted_compat_ioas_stays_and_gets_its_huge_pages_back)
+{
+	struct cvm_be *be;
+
+	as_iommufd();
+	fk.compat_ioas = 7;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
+	cr_assert(be->can_cut);
+	cr_assert_not(fk.huge_pages);
+	cvm_backend_destroy(be);
+	cr_assert_eq(fk.compat_ioas, 7, "the VMM's compat IOAS was cleared");
+	cr_assert(fk.huge_pages, "HUGE_PAGES left off on the VMM's IOAS");
+	cr_assert_eq(fk.destroyed, 0);
+}
+
 Test(iommufd, a_failed_probe_undoes_the_setup)
 {
 	struct cvm_be *be;
