@@ -35,6 +35,7 @@ struct model {
 	uint64_t inject_nth;		/* the call that fails, counting down */
 	uint64_t inject_count;		/* calls in a row that fail from there */
 	int inject_err;
+	bool inject_partial;		/* an unmap fails after its first mapping */
 };
 
 /* q35: everything below the MSI window, and above it up to 48 bits. */
@@ -68,6 +69,37 @@ static bool unaligned(uint64_t x)
 static bool wraps(uint64_t start, uint64_t len)
 {
 	return len - 1 > UINT64_MAX - start;
+}
+
+struct first_two {
+	uint64_t iova, last;
+	struct mt_entry e[2];
+	int n;
+};
+
+static int note_inside(void *opaque, const struct mt_entry *e)
+{
+	struct first_two *f = opaque;
+
+	if (e->iova >= f->iova && e->iova + (e->len - 1) <= f->last)
+		f->e[f->n++] = *e;
+	return f->n == 2;
+}
+
+/* An injected unmap failure: with inject_partial, the first of several
+ * whole mappings inside the range goes before the call fails, as in
+ * iopt_unmap_iova_range(), which stops at the first area it cannot take. */
+static int failed_unmap(struct model *m, uint64_t iova, uint64_t len, int err)
+{
+	struct first_two f = { .iova = iova, .last = iova + (len - 1) };
+
+	if (m->inject_partial && len && !wraps(iova, len)) {
+		maptable_for_each(m->mt, iova, len, note_inside, &f);
+		if (f.n == 2)
+			maptable_remove(m->mt, f.e[0].iova, NULL);
+	}
+	m->inject_partial = false;
+	return err;
 }
 
 static bool overlaps(const struct model *m, uint64_t iova, uint64_t len)
@@ -234,7 +266,7 @@ static int iommufd_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_
 
 	report(unmapped, 0);
 	if (injected(m, &err))
-		return err;
+		return failed_unmap(m, iova, len, err);
 	if (iova == 0 && len == UINT64_MAX) {
 		report(unmapped, remove_inside(m, 0, UINT64_MAX));
 		return 0;
@@ -327,7 +359,7 @@ static int cut_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *u
 
 	report(unmapped, 0);
 	if (injected(m, &err))
-		return err;
+		return failed_unmap(m, iova, len, err);
 	if (!len)
 		return -EINVAL;
 	if (wraps(iova, len))
@@ -445,6 +477,7 @@ int cvm_backend_model_open(uint32_t rules, uint32_t entry_limit, struct cvm_be *
 	m->be.kind = CVM_BACKEND_MODEL;
 	m->be.fd = -1;
 	m->be.can_cut = rules == CVM_MODEL_CUT;
+	m->be.unmap_partial = rules != CVM_MODEL_TYPE1;   /* type1 v2 is all or nothing */
 	model_refresh(&m->be);
 	cvm_dbg("model backend %s open, entry limit %" PRIu64, m->be.ops->name, m->limit);
 	*out = &m->be;
@@ -471,8 +504,19 @@ void cvm_model_inject_n(struct cvm_be *be, uint64_t nth, uint64_t count, int err
 		return;
 	m->inject_nth = count ? nth : 0;
 	m->inject_count = count;
+	m->inject_partial = false;
 	/* A "failure" that returns success would silently skip the call. */
 	m->inject_err = err < 0 ? err : -EIO;
+}
+
+void cvm_model_inject_partial(struct cvm_be *be, uint64_t nth, int err)
+{
+	struct model *m = as_model(be);
+
+	if (!m)
+		return;
+	cvm_model_inject_n(be, nth, 1, err);
+	m->inject_partial = nth != 0;
 }
 
 void cvm_model_inject(struct cvm_be *be, uint64_t nth, int err)

@@ -271,6 +271,9 @@ int cvm_backend_type1_open(int container_fd, struct cvm_be **out)
 	*be = (struct cvm_be){
 		.ops = &type1_ops, .kind = CVM_BACKEND_TYPE1, .fd = container_fd,
 		.entries_avail = UINT64_MAX,
+		/* Real type1 unmaps all or nothing; iommufd's compat container
+		 * behind the same ioctl stops at the first area it cannot take. */
+		.unmap_partial = true,
 	};
 	ret = type1_refresh(be);
 	if (ret) {

@@ -31,6 +31,8 @@ struct cvm_be {
 	uint64_t pgsizes;                /* IOMMU page sizes (bitmap); lowest = granularity */
 	uint64_t entries_avail;          /* remaining mappings; UINT64_MAX: no limit */
 	bool can_cut;                    /* ops->cut was probed to work */
+	bool unmap_partial;              /* a failed unmap or cut of several mappings
+					  * may have removed some of them */
 	uint32_t nranges;                /* valid IOVA ranges, sorted, disjoint */
 	struct cvm_iova_range *ranges;   /* cvm_malloc'ed, owned by the backend */
 };
@@ -79,6 +81,9 @@ int cvm_backend_scratch_iova(const struct cvm_be *be, uint64_t len, uint64_t *io
 void cvm_model_inject(struct cvm_be *be, uint64_t nth, int err);
 /* The same for count calls in a row from the nth on. */
 void cvm_model_inject_n(struct cvm_be *be, uint64_t nth, uint64_t count, int err);
+/* The nth call, if it is an unmap or a cut of several mappings, removes the
+ * first of them and then fails with err, as iommufd can. */
+void cvm_model_inject_partial(struct cvm_be *be, uint64_t nth, int err);
 /* Calls fn for each mapping the model kernel holds, ascending. */
 int  cvm_model_for_each(struct cvm_be *be,
 			int (*fn)(void *opaque, uint64_t iova, uint64_t len), void *opaque);

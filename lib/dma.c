@@ -288,6 +288,64 @@ static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t
 	return 0;
 }
 
+struct first_inside {
+	uint64_t s, e;
+	struct mt_entry found;
+	bool any;
+};
+
+static int stop_at_inside(void *opaque, const struct mt_entry *e)
+{
+	struct first_inside *f = opaque;
+
+	if (e->iova < f->s || e->iova + e->len > f->e)
+		return 0;       /* a mapping a cut only trims: never removed */
+	f->found = *e;
+	f->any = true;
+	return 1;
+}
+
+/*
+ * An unmap or a cut of [s, e) failed where the kernel may have removed some
+ * whole mappings first (be->unmap_partial): map each whole mapping of the
+ * table there again.  -EEXIST says the kernel still has it; a mapping that
+ * comes back was gone, and is back as the failed call must leave it.  Any
+ * other answer proves neither: the table keeps the mapping, as before, and
+ * the log says so.
+ */
+static void put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, int err)
+{
+	uint64_t back = 0, unknown = 0;
+
+	for (uint64_t x = s; x < e;) {
+		struct first_inside f = { x, e, { 0 }, false };
+		struct mt_entry m;
+		int merr;
+
+		maptable_for_each(d->mt, x, e - x, stop_at_inside, &f);
+		if (!f.any)
+			break;
+		m = f.found;
+		x = m.iova + m.len;
+		d->st.map_calls++;
+		merr = d->be->ops->map(d->be, m.iova, m.len, (void *)(uintptr_t)m.data);
+		if (!merr)
+			back++;
+		else if (merr != -EEXIST)
+			unknown++;
+	}
+	if (back)
+		cvm_warn("dma: the kernel removed %llu mapping%s in [0x%llx, 0x%llx) before it "
+			 "failed (%d): mapped back", (unsigned long long)back, back == 1 ? "" : "s",
+			 (unsigned long long)s, (unsigned long long)e, err);
+	if (unknown)
+		cvm_err("dma: after a failed unmap (%d), %llu mapping%s in [0x%llx, 0x%llx) "
+			"could not be checked: the kernel refused to map %s again, and may or may "
+			"not still hold %s", err, (unsigned long long)unknown,
+			unknown == 1 ? "" : "s", (unsigned long long)s, (unsigned long long)e,
+			unknown == 1 ? "it" : "them", unknown == 1 ? "it" : "them");
+}
+
 /* Unmap [s, e), which holds only whole mappings (at least one).  Never
  * anything else: an iommufd unmap that ends inside a mapping fails with
  * -ENOENT after it has already removed the whole mappings below that point
@@ -310,6 +368,8 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log)
 	err = d->be->ops->unmap(d->be, s, e - s, &done);
 	if (err) {
 		d->nundo = mark;
+		if (c.n > 1 && d->be->unmap_partial)
+			put_back_after_failure(d, s, e, err);
 		return err;
 	}
 	if (done != c.bytes)
@@ -339,8 +399,11 @@ static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, ui
 		return err;
 	d->st.cut_calls++;
 	err = d->be->ops->cut(d->be, s, e - s, &done);
-	if (err)
+	if (err) {
+		if (d->be->unmap_partial)
+			put_back_after_failure(d, s, e, err);
 		return err;
+	}
 	/* Whole mappings inside go; bisected ones are re-entered as their parts. */
 	if (has_l)
 		maptable_remove(d->mt, l.iova, NULL);

@@ -777,6 +777,32 @@ Test(dma, a_private_run_that_compaction_turns_into_a_split_can_still_fail)
 	fx_fini(&f);
 }
 
+/* iommufd stops an unmap at the first area it cannot take, after removing
+ * those before it, and says nothing of them: the library maps each one of
+ * the call back (-EEXIST for those the kernel kept), so the failed call
+ * leaves the IOMMU as it was. */
+Test(dma, mappings_a_failed_unmap_took_are_mapped_back)
+{
+	char l[256], l2[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, 0, 0, 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(cvm_convert(f.r, A(10 + i), PG, CVM_SHARED, 0), 0);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "10+1;11+1;12+1;", "maps %s", l);
+	cvm_model_inject_partial(cvm_dma_backend(f.d), 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(10), 3 * PG, CVM_PRIVATE, 0), -EBUSY);
+	layout(f.d, l2, sizeof(l2));
+	cr_assert_str_eq(l2, l, "maps %s", l2);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(f.d)), 3, "the kernel lost one");
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check(&f);
+	cr_assert_eq(cvm_convert(f.r, A(10), 3 * PG, CVM_PRIVATE, 0), 0);
+	check(&f);
+	fx_fini(&f);
+}
+
 /* ---- regions and contexts ---- */
 
 Test(dma, add_region_maps_current_shared_runs_and_remove_unmaps_them)
