@@ -88,9 +88,12 @@ static int vfio_ioas(struct cvm_be *be, uint16_t op, uint32_t *ioas_id)
 
 /*
  * The VFIO-compat unmap on the same fd acts on whichever IOAS is the fd's
- * compat IOAS.  We claimed it at open, but the fd's owner can switch it
- * (IOMMU_VFIO_IOAS SET): check first, so that a cut never lands in someone
- * else's address space.  One more ioctl per cut buys that.
+ * compat IOAS when the kernel runs it (get_compat_ioas()).  We claimed it
+ * at open, but the fd's owner can switch it (IOMMU_VFIO_IOAS SET): check
+ * first, so that a cut does not land in an IOAS switched to before the
+ * call.  A switch between the check and the cut cannot be seen (the kernel
+ * has no compare-and-set): cvm_dma_open(3) tells the fd's owner not to
+ * switch while a context that cuts uses the fd.  One ioctl per cut.
  */
 static int iommufd_cut(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped)
 {
