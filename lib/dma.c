@@ -68,6 +68,7 @@ struct dma_region {
 	/* Repairs that could not even be noted (out of memory): only the
 	 * region leaving the context clears them. */
 	uint64_t lost;
+	uint64_t attach_need;           /* add_region: mappings its runs take */
 };
 
 enum undo_kind { UNDO_MAPPED, UNDO_UNMAPPED, UNDO_CUT };
@@ -1352,11 +1353,63 @@ static void dma_region_gone(void *opaque)
 		dr_free(dr);
 }
 
+/*
+ * add_region, under an entry limit: the mappings the region's runs take,
+ * counted before any is made, so that a region that cannot fit fails at
+ * once (with make_room()'s log line) instead of after mapping part of
+ * itself, which other regions' conversions would have seen as fewer free
+ * entries.  Other regions may still take entries before the mapping pass.
+ */
+static int dma_count_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
+{
+	struct dma_region *dr = opaque;
+	struct cvm_dma *d = dr->dma;
+	int err = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t s = iova_of(dr, runs[i].gpa);
+
+		dr->attach_need += pieces(s, s + runs[i].length, dr->granule);
+	}
+	if (last) {
+		pthread_mutex_lock(&d->lock);
+		if (d->avail != UINT64_MAX)
+			err = make_room(d, dr->attach_need);
+		pthread_mutex_unlock(&d->lock);
+		dr->attach_need = 0;
+	}
+	return err;
+}
+
+/* add_region failed: unmap what its earlier batches mapped, still under the
+ * region's lock, so no conversion of the region finds pages it no longer
+ * shares mapped by a context it is not in. */
+static void dma_attach_failed(void *opaque)
+{
+	struct dma_region *dr = opaque;
+	struct cvm_dma *d = dr->dma;
+
+	pthread_mutex_lock(&d->lock);
+	if (!dr->gone) {
+		int uerr = unmap_region(d, dr);
+
+		if (uerr)
+			cvm_err("dma: cleanup after a failed add_region failed (%d): iova "
+				"0x%llx+0x%llx stays mapped until cvm_dma_repair() or the context's "
+				"next conversion or add_region unmaps it", uerr,
+				(unsigned long long)dr->g.iova, (unsigned long long)dr->g.length);
+		unlink_region(d, dr, uerr);
+	}
+	pthread_mutex_unlock(&d->lock);
+}
+
 static const struct region_dma_ops dma_listener_ops = {
 	.map_runs = dma_map_runs,
 	.unmap_runs = dma_unmap_runs,
 	.settle = dma_settle,
 	.region_gone = dma_region_gone,
+	.count_runs = dma_count_runs,
+	.attach_failed = dma_attach_failed,
 };
 
 static struct dma_region *find_region(struct cvm_dma *d, const struct cvm_region *r)
@@ -1411,6 +1464,7 @@ CVM_EXPORT int cvm_dma_add_region(struct cvm_dma *d, struct cvm_region *r)
 {
 	struct cvm_listener *l;
 	struct dma_region *dr;
+	bool limited;
 	int err;
 
 	if (!d || !r)
@@ -1436,26 +1490,18 @@ CVM_EXPORT int cvm_dma_add_region(struct cvm_dma *d, struct cvm_region *r)
 		d->regions = dr;
 		dr_pin(dr);		/* this call's, until the listener is in place */
 	}
+	limited = d->avail != UINT64_MAX;
 	pthread_mutex_unlock(&d->lock);
 	if (err) {
 		cvm_free(dr);
 		return err;
 	}
-	err = region_dma_attach(r, &dma_listener_ops, dr, &l);
-	pthread_mutex_lock(&d->lock);
+	err = region_dma_attach(r, &dma_listener_ops, dr, limited, &l);
 	if (!err) {
+		pthread_mutex_lock(&d->lock);
 		dr->listener = l;
-	} else if (!dr->gone) {
-		int uerr = unmap_region(d, dr);
-
-		if (uerr)
-			cvm_err("dma: cleanup after a failed add_region failed (%d): iova "
-				"0x%llx+0x%llx stays mapped until cvm_dma_repair() or the context's "
-				"next conversion or add_region unmaps it", uerr, (unsigned long long)dr->g.iova,
-				(unsigned long long)dr->g.length);
-		unlink_region(d, dr, uerr);
+		pthread_mutex_unlock(&d->lock);
 	}
-	pthread_mutex_unlock(&d->lock);
 	dr_unpin(d, dr);
 	return err;
 }

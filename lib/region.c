@@ -740,15 +740,19 @@ CVM_EXPORT void cvm_listener_remove(struct cvm_listener *l, uint32_t flags)
 struct attach {
 	struct cvm_region *r;
 	struct cvm_listener *l;
+	bool counting;          /* the first pass: count_runs(), nothing mapped */
 };
 
-static int attach_flush(struct attach *a)
+static int attach_flush(struct attach *a, bool last)
 {
 	struct cvm_region *r = a->r;
+	const struct region_dma_ops *ops = a->l->dma;
 	int err = 0;
 
-	if (r->nruns)
-		err = a->l->dma->map_runs(a->l->opaque, r->runs, r->nruns, true);
+	if (a->counting)
+		err = ops->count_runs(a->l->opaque, r->runs, r->nruns, last);
+	else if (r->nruns)
+		err = ops->map_runs(a->l->opaque, r->runs, r->nruns, true);
 	r->nruns = 0;
 	return err;
 }
@@ -759,12 +763,25 @@ static int attach_one(void *opaque, uint64_t start, uint64_t len)
 	int err = collect_run(a->r, start, len);
 
 	if (!err && a->r->nruns == ATTACH_BATCH)
-		err = attach_flush(a);
+		err = attach_flush(a, false);
+	return err;
+}
+
+static int attach_pass(struct attach *a, bool counting)
+{
+	int err;
+
+	a->counting = counting;
+	a->r->nruns = 0;
+	err = pagemap_for_each_run(a->r->pm, 0, a->r->npages, true, attach_one, a);
+	if (!err)
+		err = attach_flush(a, true);
+	a->r->nruns = 0;
 	return err;
 }
 
 int region_dma_attach(struct cvm_region *r, const struct region_dma_ops *ops, void *opaque,
-		      struct cvm_listener **out)
+		      bool count, struct cvm_listener **out)
 {
 	struct cvm_listener *l;
 	struct attach a;
@@ -781,15 +798,15 @@ int region_dma_attach(struct cvm_region *r, const struct region_dma_ops *ops, vo
 	a.r = r;
 	a.l = l;
 	region_lock(r, self_id());
-	r->nruns = 0;
 	err = vec_reserve(&r->dma);
+	if (!err && count)
+		err = attach_pass(&a, true);
 	if (!err)
-		err = pagemap_for_each_run(r->pm, 0, r->npages, true, attach_one, &a);
-	if (!err)
-		err = attach_flush(&a);
-	r->nruns = 0;
+		err = attach_pass(&a, false);
 	if (!err)
 		r->dma.v[r->dma.n++] = l;
+	else
+		ops->attach_failed(opaque);     /* before a conversion can see it */
 	region_unlock(r);
 	if (err) {
 		cvm_free(l);

@@ -30,13 +30,20 @@ struct region_dma_ops {
 	void (*settle)(void *opaque, bool keep);
 	/* The region is being destroyed: forget it (unmap what was mapped for it). */
 	void (*region_gone)(void *opaque);
+	/* Attach only, under the region lock.  count_runs() sees every shared
+	 * run before anything is mapped (last true on the final call, which
+	 * may refuse the attach); attach_failed() undoes the batches mapped
+	 * so far when a later one fails, before anyone sees the region. */
+	int  (*count_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last);
+	void (*attach_failed)(void *opaque);
 };
 
-/* Attach a DMA listener: map_runs() gets every current shared run (in
- * batches) first; if it fails the listener is not added and the error is
- * returned (the DMA layer undoes its own mappings). */
+/* Attach a DMA listener: with count, count_runs() gets every current shared
+ * run first; then map_runs() gets them (in batches); if either fails the
+ * listener is not added, attach_failed() runs (still under the region lock)
+ * and the error is returned. */
 int region_dma_attach(struct cvm_region *r, const struct region_dma_ops *ops, void *opaque,
-		      struct cvm_listener **out);
+		      bool count, struct cvm_listener **out);
 /* Detach l from r: under the region lock, before(opaque) runs first (the
  * DMA layer unmaps the region there); if it fails, nothing is detached.
  * -ENOENT, without calling before(), if r was destroyed meanwhile: its

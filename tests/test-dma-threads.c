@@ -9,6 +9,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <syslog.h>
+#include <unistd.h>
 
 #include "backend.h"
 #include "dma.h"
@@ -445,6 +447,107 @@ Test(threads, two_removals_of_one_region_one_succeeds_one_finds_nothing)
 	}
 	pthread_barrier_destroy(&go);
 	munmap(hva, 64 * PG);
+}
+
+/* ---- an add that fails after mapping part of the region ---- */
+
+#define SPARSE 4096                     /* pages; every other one shared */
+static int page_fn(void *o, uint64_t iova, uint64_t len)
+{
+	uint64_t p = *(uint64_t *)o;
+
+	return p >= iova && p < iova + len;
+}
+
+/* Pages of the first batch of runs go private and back while the adds
+ * fail: once the conversion returns, a context the region is not in must
+ * not map the page (the failed add's cleanup runs under the region lock). */
+static void *flipper(void *arg)
+{
+	unsigned seed = (unsigned)(uintptr_t)arg;
+
+	while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE)) {
+		uint64_t gpa = base[0] + 2 * (rand_r(&seed) % 512) * PG;
+
+		cr_assert_eq(cvm_convert(reg[0], gpa, PG, CVM_PRIVATE, 0), 0);
+		cr_assert_eq(cvm_dma_for_each_mapping(dma, page_fn, &gpa), 0,
+			     "private page 0x%llx mapped by a context the region is not in",
+			     (unsigned long long)gpa);
+		cr_assert_eq(cvm_convert(reg[0], gpa, PG, CVM_SHARED, 0), 0);
+	}
+	return NULL;
+}
+
+/* Widens the window a cleanup outside the region lock would leave: a log
+ * line written under the context's lock (an add refused for its IOVA
+ * window) holds that lock a moment, while the flipper converts. */
+static struct cvm_region *clash;
+static void slow_log(void *opaque, int prio, const char *msg)
+{
+	(void)opaque;
+	(void)prio;
+	(void)msg;
+	usleep(200);
+}
+
+static void *lock_holder(void *arg)
+{
+	(void)arg;
+	while (!__atomic_load_n(&stop, __ATOMIC_ACQUIRE))
+		cr_assert_eq(cvm_dma_add_region(dma, clash), -EBUSY);
+	return NULL;
+}
+
+/* A region of 2,048 runs against a limit of 1,500: the add is refused
+ * before it maps anything; with room, a kernel failure in the second batch
+ * of runs makes it unmap the first before the region's lock is let go. */
+Test(threads, an_add_that_fails_part_way_never_shows_its_mappings)
+{
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
+				     .model_rules = CVM_MODEL_TYPE1, .model_entry_limit = 1500 };
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = base[0], .length = SPARSE * PG };
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+	pthread_t t, h;
+
+	c.hva = mmap(NULL, c.length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+		     -1, 0);
+	cr_assert_eq(cvm_region_create(&c, &reg[0]), 0);
+	c.gpa = base[1];                /* in every context, nothing shared */
+	cr_assert_eq(cvm_region_create(&c, &reg[1]), 0);
+	c.gpa = base[1] + c.length;
+	c.flags = CVM_REGION_IOVA;
+	c.iova = base[1];               /* reg[1]'s IOVA window: refused */
+	cr_assert_eq(cvm_region_create(&c, &clash), 0);
+	cvm_set_log(slow_log, NULL, LOG_ERR);
+	for (uint64_t p = 0; p < SPARSE; p += 2)
+		cr_assert_eq(cvm_convert(reg[0], base[0] + p * PG, PG, CVM_SHARED, 0), 0);
+	for (int limited = 1; limited >= 0; limited--) {
+		dc.model_entry_limit = limited ? 1500 : 0;
+		cr_assert_eq(cvm_dma_open(&dc, &dma), 0);
+		cr_assert_eq(cvm_dma_add_region(dma, reg[1]), 0);
+		__atomic_store_n(&stop, 0, __ATOMIC_RELEASE);
+		pthread_create(&t, NULL, flipper, (void *)(uintptr_t)(7 + limited));
+		pthread_create(&h, NULL, lock_holder, NULL);
+		for (int i = 0; i < 100; i++) {
+			if (!limited)   /* the 1,025th map: the second batch */
+				cvm_model_inject(cvm_dma_backend(dma), 1025, -EIO);
+			cr_assert_eq(cvm_dma_add_region(dma, reg[0]), limited ? -ENOSPC : -EIO);
+			cr_assert_eq(cvm_dma_stats(dma, &st), 0);
+			cr_assert_eq(st.map_calls, limited ? 0 : 1025 * (uint64_t)(i + 1),
+				     "a refused add maps nothing");
+		}
+		__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+		pthread_join(t, NULL);
+		pthread_join(h, NULL);
+		cr_assert_eq(cvm_dma_stats(dma, &st), 0);
+		cr_assert_eq(st.mappings, 0);
+		cvm_dma_close(dma);
+	}
+	cvm_set_log(NULL, NULL, 0);
+	cvm_region_destroy(clash);
+	cvm_region_destroy(reg[1]);
+	cvm_region_destroy(reg[0]);
+	munmap(c.hva, c.length);
 }
 
 /* ---- whole lifecycles while the kernel fails at random ---- */
