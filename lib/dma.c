@@ -1332,21 +1332,28 @@ static void dr_unpin(struct cvm_dma *d, struct dma_region *dr)
 	region_put(r);
 }
 
+/* dr leaves d (d->lock held), its mappings unmapped first; what the kernel
+ * refuses to unmap stays noted as a repair, and the log says so. */
+static void drop_region(struct cvm_dma *d, struct dma_region *dr, const char *what)
+{
+	int err = unmap_region(d, dr);
+
+	if (err)
+		cvm_err("dma: %s failed (%d): iova 0x%llx+0x%llx stays mapped until "
+			"cvm_dma_repair() or the context's next conversion or add_region unmaps "
+			"it", what, err, (unsigned long long)dr->g.iova,
+			(unsigned long long)dr->g.length);
+	unlink_region(d, dr, err);
+}
+
 static void dma_region_gone(void *opaque)
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
 	bool unpinned;
-	int err;
 
 	pthread_mutex_lock(&d->lock);
-	err = unmap_region(d, dr);
-	if (err)
-		cvm_err("dma: unmapping a destroyed region failed (%d): iova 0x%llx+0x%llx stays "
-			"mapped until cvm_dma_repair() or the context's next conversion or "
-			"add_region unmaps it", err,
-			(unsigned long long)dr->g.iova, (unsigned long long)dr->g.length);
-	unlink_region(d, dr, err);
+	drop_region(d, dr, "unmapping a destroyed region");
 	unpinned = !dr->pins;
 	pthread_mutex_unlock(&d->lock);
 	if (unpinned)
@@ -1390,16 +1397,8 @@ static void dma_attach_failed(void *opaque)
 	struct cvm_dma *d = dr->dma;
 
 	pthread_mutex_lock(&d->lock);
-	if (!dr->gone) {
-		int uerr = unmap_region(d, dr);
-
-		if (uerr)
-			cvm_err("dma: cleanup after a failed add_region failed (%d): iova "
-				"0x%llx+0x%llx stays mapped until cvm_dma_repair() or the context's "
-				"next conversion or add_region unmaps it", uerr,
-				(unsigned long long)dr->g.iova, (unsigned long long)dr->g.length);
-		unlink_region(d, dr, uerr);
-	}
+	if (!dr->gone)
+		drop_region(d, dr, "cleanup after a failed add_region");
 	pthread_mutex_unlock(&d->lock);
 }
 
