@@ -1644,7 +1644,8 @@ CVM_EXPORT int cvm_dma_open(const struct cvm_dma_config *ucfg, struct cvm_dma **
 
 	if (!out)
 		return -EINVAL;
-	err = cvm_copy_sized(&cfg, sizeof(cfg), CVM_DMA_CONFIG_HALF, ucfg, offsetofend(struct cvm_dma_config, fd));
+	err = cvm_copy_sized(&cfg, sizeof(cfg), CVM_DMA_CONFIG_HALF, ucfg,
+			     offsetofend(struct cvm_dma_config, fd));
 	if (!err)
 		err = check_dma_config(&cfg);
 	if (err)

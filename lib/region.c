@@ -235,7 +235,8 @@ CVM_EXPORT int cvm_region_create(const struct cvm_region_config *ucfg, struct cv
 
 	if (!out)
 		return -EINVAL;
-	err = cvm_copy_sized(&cfg, sizeof(cfg), CVM_REGION_CONFIG_HALF, ucfg, offsetofend(struct cvm_region_config, length));
+	err = cvm_copy_sized(&cfg, sizeof(cfg), CVM_REGION_CONFIG_HALF, ucfg,
+			     offsetofend(struct cvm_region_config, length));
 	if (err)
 		return err;
 	r = cvm_calloc(1, sizeof(*r));
@@ -787,11 +788,11 @@ int region_dma_attach(struct cvm_region *r, const struct region_dma_ops *ops, vo
 	struct attach a;
 	int err;
 
-	if (region_in_callback(r))
-		return -EDEADLK;
-	l = cvm_calloc(1, sizeof(*l));
-	if (!l)
-		return -ENOMEM;
+	l = region_in_callback(r) ? NULL : cvm_calloc(1, sizeof(*l));
+	if (!l) {
+		ops->attach_failed(opaque);     /* nothing mapped: only lets go */
+		return region_in_callback(r) ? -EDEADLK : -ENOMEM;
+	}
 	l->region = r;
 	l->dma = ops;
 	l->opaque = opaque;

@@ -39,9 +39,9 @@ struct region_dma_ops {
 };
 
 /* Attach a DMA listener: with count, count_runs() gets every current shared
- * run first; then map_runs() gets them (in batches); if either fails the
- * listener is not added, attach_failed() runs (still under the region lock)
- * and the error is returned. */
+ * run first; then map_runs() gets them (in batches); if anything fails the
+ * listener is not added, attach_failed() runs (under the region lock once
+ * it is taken) and the error is returned. */
 int region_dma_attach(struct cvm_region *r, const struct region_dma_ops *ops, void *opaque,
 		      bool count, struct cvm_listener **out);
 /* Detach l from r: under the region lock, before(opaque) runs first (the

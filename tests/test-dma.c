@@ -1256,6 +1256,35 @@ static struct cvm_region *three_runs(void **hva)
 	return r;
 }
 
+/* An add that runs out of memory at any allocation leaves nothing behind:
+ * no mapping, and no claim on the region or its IOVA window, so the same
+ * add then succeeds. */
+Test(dma, an_add_out_of_memory_anywhere_can_be_retried)
+{
+	struct cvm_alloc_hooks h = { .realloc = fail_nth_alloc };
+	struct cvm_dma *d;
+	void *hva;
+	struct cvm_region *r = three_runs(&hva);
+	int err = -ENOMEM, k;
+
+	for (k = 1; err == -ENOMEM; k++) {
+		d = mkdma(k % 2 ? CVM_MODEL_TYPE1 : CVM_MODEL_CUT, 0, 0, 0);
+		alloc_fail_nth = k;
+		cvm_set_alloc_hooks(&h);
+		err = cvm_dma_add_region(d, r);
+		cvm_set_alloc_hooks(NULL);
+		cr_assert(err == 0 || err == -ENOMEM, "allocation %d: %d", k, err);
+		if (err) {
+			cr_assert_eq(stats(d).mappings, 0);
+			cr_assert_eq(cvm_dma_add_region(d, r), 0, "allocation %d: no retry", k);
+		}
+		check_dma(r, d, 1024, k % 2 ? 2 * MiB : UINT64_MAX);
+		cvm_dma_close(d);
+	}
+	cr_assert_gt(k, 2, "the add allocates");
+	cvm_region_destroy(r);
+}
+
 /* Two regions whose IOVA windows overlap cannot share a context: the
  * second is refused, with a log line naming both windows. */
 Test(dma, a_region_whose_iova_window_overlaps_another_is_refused_and_logged)
