@@ -369,7 +369,10 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log)
 	err = d->be->ops->unmap(d->be, s, e - s, &done);
 	if (err) {
 		d->nundo = mark;
-		if (c.n > 1 && d->be->unmap_partial)
+		/* Only a call that is undone keeps these pages shared: a
+		 * rollback, a repair or a region leaving unmaps pages that are
+		 * private or going, which must not be mapped again. */
+		if (log && c.n > 1 && d->be->unmap_partial)
 			put_back_after_failure(d, s, e, err);
 		return err;
 	}
@@ -401,7 +404,7 @@ static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, ui
 	d->st.cut_calls++;
 	err = d->be->ops->cut(d->be, s, e - s, &done);
 	if (err) {
-		if (d->be->unmap_partial)
+		if (log && d->be->unmap_partial)
 			put_back_after_failure(d, s, e, err);
 		return err;
 	}

@@ -803,6 +803,60 @@ Test(dma, mappings_a_failed_unmap_took_are_mapped_back)
 	fx_fini(&f);
 }
 
+/* The same for a cut: the whole mapping it took before failing comes back,
+ * the mappings it only trims were never removed. */
+Test(dma, a_mapping_a_failed_cut_took_is_mapped_back)
+{
+	char l[256], l2[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_CUT, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(5), 5 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(11), PG, CVM_SHARED, 0), 0);
+	layout(f.d, l, sizeof(l));
+	cvm_model_inject_partial(cvm_dma_backend(f.d), 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(8), 4 * PG, CVM_PRIVATE, 0), -EBUSY);
+	layout(f.d, l2, sizeof(l2));
+	cr_assert_str_eq(l2, l, "maps %s", l2);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(f.d)), 3, "the kernel lost one");
+	check(&f);
+	fx_fini(&f);
+}
+
+static int maps_page(void *o, uint64_t iova, uint64_t len)
+{
+	uint64_t p = *(uint64_t *)o;
+
+	return p >= iova && p < iova + len;
+}
+
+/* A rollback unmaps pages that go back to private: when the kernel takes
+ * part of that unmap and fails, nothing is mapped back, and the repair
+ * unmaps the rest. */
+Test(dma, a_rollback_the_kernel_fails_part_way_maps_no_private_page_back)
+{
+	struct cvm_range rr[2] = { { A(10), 3 * PG }, { A(20), PG } };
+	struct cvm_be *be;
+	uint64_t p10 = A(10);
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, 0);
+	be = cvm_dma_backend(f.d);
+	/* Someone else's mapping at page 20: the map of the second run fails
+	 * (-EEXIST, the 4th call), and the rollback's unmap of [10, 13) (the
+	 * 5th) takes page 10 and fails. */
+	cr_assert_eq(be->ops->map(be, A(20), PG, (char *)f.hva + 20 * PG), 0);
+	cvm_model_inject_partial(be, 5, -EBUSY);
+	cr_assert_eq(cvm_convert_batch(f.r, rr, 2, CVM_SHARED, 0), -EEXIST);
+	cr_assert_eq(cvm_region_query(f.r, A(10), 3 * PG), CVM_PRIVATE);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0, "private page 10 mapped back");
+	cr_assert_gt(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(cvm_model_count(be), 1, "only the stray page 20 is left");
+	fx_fini(&f);
+}
+
 /* ---- regions and contexts ---- */
 
 Test(dma, add_region_maps_current_shared_runs_and_remove_unmaps_them)
