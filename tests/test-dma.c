@@ -777,13 +777,29 @@ Test(dma, a_private_run_that_compaction_turns_into_a_split_can_still_fail)
 	fx_fini(&f);
 }
 
+/* A private conversion of [gpa, gpa+len) whose kernel call takes its first
+ * mapping and then fails (-EBUSY) leaves table and kernel as they were:
+ * three mappings, mapped = shared. */
+static void fails_part_way_and_changes_nothing(struct fx *f, uint64_t gpa, uint64_t len)
+{
+	char l[256], l2[256];
+
+	layout(f->d, l, sizeof(l));
+	cvm_model_inject_partial(cvm_dma_backend(f->d), 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f->r, gpa, len, CVM_PRIVATE, 0), -EBUSY);
+	layout(f->d, l2, sizeof(l2));
+	cr_assert_str_eq(l2, l, "maps %s", l2);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(f->d)), 3, "the kernel lost one");
+	check(f);
+}
+
 /* iommufd stops an unmap at the first area it cannot take, after removing
  * those before it, and says nothing of them: the library maps each one of
  * the call back (-EEXIST for those the kernel kept), so the failed call
  * leaves the IOMMU as it was. */
 Test(dma, mappings_a_failed_unmap_took_are_mapped_back)
 {
-	char l[256], l2[256];
+	char l[256];
 	struct fx f;
 
 	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, 0, 0, 0);
@@ -791,13 +807,8 @@ Test(dma, mappings_a_failed_unmap_took_are_mapped_back)
 		cr_assert_eq(cvm_convert(f.r, A(10 + i), PG, CVM_SHARED, 0), 0);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "10+1;11+1;12+1;", "maps %s", l);
-	cvm_model_inject_partial(cvm_dma_backend(f.d), 1, -EBUSY);
-	cr_assert_eq(cvm_convert(f.r, A(10), 3 * PG, CVM_PRIVATE, 0), -EBUSY);
-	layout(f.d, l2, sizeof(l2));
-	cr_assert_str_eq(l2, l, "maps %s", l2);
-	cr_assert_eq(cvm_model_count(cvm_dma_backend(f.d)), 3, "the kernel lost one");
+	fails_part_way_and_changes_nothing(&f, A(10), 3 * PG);
 	cr_assert_eq(stats(f.d).pending_repairs, 0);
-	check(&f);
 	cr_assert_eq(cvm_convert(f.r, A(10), 3 * PG, CVM_PRIVATE, 0), 0);
 	check(&f);
 	fx_fini(&f);
@@ -807,20 +818,13 @@ Test(dma, mappings_a_failed_unmap_took_are_mapped_back)
  * the mappings it only trims were never removed. */
 Test(dma, a_mapping_a_failed_cut_took_is_mapped_back)
 {
-	char l[256], l2[256];
 	struct fx f;
 
 	fx_init(&f, 1024, 0, CVM_MODEL_CUT, 0, 0, 0);
 	cr_assert_eq(cvm_convert(f.r, A(5), 5 * PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(cvm_convert(f.r, A(11), PG, CVM_SHARED, 0), 0);
-	layout(f.d, l, sizeof(l));
-	cvm_model_inject_partial(cvm_dma_backend(f.d), 1, -EBUSY);
-	cr_assert_eq(cvm_convert(f.r, A(8), 4 * PG, CVM_PRIVATE, 0), -EBUSY);
-	layout(f.d, l2, sizeof(l2));
-	cr_assert_str_eq(l2, l, "maps %s", l2);
-	cr_assert_eq(cvm_model_count(cvm_dma_backend(f.d)), 3, "the kernel lost one");
-	check(&f);
+	fails_part_way_and_changes_nothing(&f, A(8), 4 * PG);
 	fx_fini(&f);
 }
 
