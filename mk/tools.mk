@@ -22,12 +22,17 @@ examples_minimal_vmm_LDADD = lib/libcvmdma.la
 
 dist_man_MANS += doc/man/cvmdma-replay.1 doc/man/cvmdma-tracegen.1
 dist_doc_DATA += doc/trace-format.md
-EXTRA_DIST += scripts/demo tests/check-tools.sh tests/data/share-64m.trace \
+EXTRA_DIST += scripts/demo tests/check-tools.sh tests/check-demo.sh tests/data/share-64m.trace \
 	tests/data/bad-range.trace tests/data/holes.trace
 
 if ENABLE_TESTS
-TESTS += tests/check-tools.sh
+TESTS += tests/check-tools.sh tests/check-demo.sh
 endif
+if ENABLE_VM_TESTS
+AM_TESTS_ENVIRONMENT += DEMO_VM=yes; export DEMO_VM;
+endif
+# What scripts/demo leaves in the build tree (make check runs it).
+CLEANFILES += tools/demo-*.trace
 
 # The demo the README starts with, from an existing build tree.
 demo: tools/cvmdma-tracegen tools/cvmdma-replay
