@@ -9,10 +9,12 @@
  * fails (the difference a failed conversion can leave: pages a DMA context
  * had already cut out are mapped back as mappings of their own, and
  * mappings a CVM_DMA_COMPACT context merged stay merged: the same pages in
- * more or fewer entries; see cvm_convert_batch(3) and cvm_dma_open(3)).  Structs that cross the ABI start with
- * `size_t sz`: set it to sizeof(the struct); the library reads only what sz
- * covers, rejects a sz that ends inside a field (-EINVAL) and non-zero
- * bytes past the fields it knows (-E2BIG).
+ * more or fewer entries; see cvm_convert_batch(3) and cvm_dma_open(3)).
+ * Structs that cross the ABI start with `size_t sz`: set it to sizeof(the
+ * struct); the library reads only what sz covers, rejects a sz that ends
+ * inside a field (-EINVAL) and non-zero bytes past the fields it knows
+ * (-E2BIG).  In C++, name them with `struct` (struct cvm_dma_stats st = {}):
+ * cvm_region_stats, cvm_dma_stats and cvm_dma_info are also functions.
  */
 #ifndef CVMDMA_H
 #define CVMDMA_H
@@ -22,6 +24,12 @@
 
 #ifdef __cplusplus
 extern "C" {
+/* A function named like its struct "hides the constructor" for g++
+ * -Wshadow; it is C's usual idiom, and this header's API. */
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wshadow"
+#endif
 #endif
 
 #define CVMDMA_VERSION_MAJOR 0
@@ -166,6 +174,7 @@ int cvm_dma_info(struct cvm_dma *dma, struct cvm_dma_info *info);
 struct cvm_pin_info {
 	size_t   sz;
 	uint32_t cap_ipc_lock;      /* 1: CAP_IPC_LOCK is effective: no limit applies        */
+	uint32_t reserved;          /* written as 0                                          */
 	uint64_t memlock_limit;     /* RLIMIT_MEMLOCK soft limit, bytes (UINT64_MAX: none)   */
 	uint64_t locked_bytes;      /* already locked by this process (VmLck)                */
 };
@@ -187,6 +196,9 @@ void cvm_set_log(void (*fn)(void *opaque, int priority, const char *msg),
 const char *cvm_version(void);
 
 #ifdef __cplusplus
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
 }
 #endif
 #endif /* CVMDMA_H */

@@ -73,6 +73,7 @@ static int pin_probe(struct cvm_pin_info *pi)
 	if (ret)
 		return ret;
 	pi->cap_ipc_lock = cap;
+	pi->reserved = 0;
 	pi->memlock_limit = rl.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)rl.rlim_cur;
 	return 0;
 }

@@ -3,13 +3,31 @@
 # The installed header compiles on its own, as strict C and as C++.
 . "$top_srcdir/tests/tap.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-plan 3
+plan 5
 printf '#include <cvmdma.h>\nint main(void) { return cvm_version() == 0; }\n' >"$tmp/t.c"
-cp "$tmp/t.c" "$tmp/t.cc"
+cat >"$tmp/t.cc" <<'EOF2'
+#include <cvmdma.h>
+/* The C idiom of a function named like its struct, used from C++. */
+int stats(struct cvm_dma *d)
+{
+	struct cvm_dma_stats st = {};
+	st.sz = sizeof(st);
+	return cvm_dma_stats(d, &st);
+}
+int main(void) { return cvm_version() == 0; }
+EOF2
 check "header compiles alone as C11 -Wall -Werror -pedantic" \
 	${CC:-cc} -std=c11 -Wall -Wextra -Werror -pedantic -I"$top_srcdir/include" -c "$tmp/t.c" -o "$tmp/t.o"
 check "header compiles alone as C89-compatible gnu89 declarations" \
 	${CC:-cc} -std=gnu99 -Wall -Werror -Wstrict-prototypes -I"$top_srcdir/include" -c "$tmp/t.c" -o "$tmp/t2.o"
-check "header compiles alone as C++ -Wall -Werror" \
-	${CXX:-c++} -std=c++11 -Wall -Wextra -Werror -I"$top_srcdir/include" -c "$tmp/t.cc" -o "$tmp/t3.o"
+check "header compiles alone as C++ -Wall -Wextra -Wshadow -Werror, structs named with struct" \
+	${CXX:-c++} -std=c++11 -Wall -Wextra -Wshadow -Werror -I"$top_srcdir/include" \
+	-c "$tmp/t.cc" -o "$tmp/t3.o"
+check "header compiles as C -Wpadded -Werror: no hidden padding in a struct" \
+	${CC:-cc} -std=c11 -Wpadded -Werror -I"$top_srcdir/include" -c "$tmp/t.c" -o "$tmp/t4.o"
+# CVMDMA_VERSION_MAJOR.MINOR is the version configure builds (AC_INIT).
+hv=$(sed -n 's/^#define CVMDMA_VERSION_MAJOR \([0-9]*\)$/\1/p' "$top_srcdir/include/cvmdma.h").$(
+	sed -n 's/^#define CVMDMA_VERSION_MINOR \([0-9]*\)$/\1/p' "$top_srcdir/include/cvmdma.h")
+check "header version $hv is the package's $PACKAGE_VERSION (major.minor)" \
+	test "$hv" = "$(echo "$PACKAGE_VERSION" | cut -d. -f1-2)"
 tap_done

@@ -280,5 +280,14 @@ for f in "$mandir"/*.[137]; do
 	done
 done
 
+# Every page names the version configure builds (AC_INIT), none an older one.
+stale=
+for f in "$mandir"/*.[137]; do
+	v=$(sed -n 's/^\.TH .*"libcvmdma \([0-9][^"]*\)".*/\1/p' "$f")
+	[ "$v" = "$PACKAGE_VERSION" ] || stale="$stale ${f##*/}(${v:-none})"
+done
+check "every page's .TH names libcvmdma $PACKAGE_VERSION${stale:+; not:$stale}" \
+	test -n "$PACKAGE_VERSION" -a -z "$stale"
+
 plan "$tap_n"
 tap_done

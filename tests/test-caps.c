@@ -107,6 +107,19 @@ Test(caps, pin_check_rejects_sz_short_of_the_first_release_and_changes_nothing)
 	}
 }
 
+Test(caps, pin_check_writes_reserved_as_zero)
+{
+	struct cvm_pin_info info;
+	int ret;
+
+	memset(&info, 0xa5, sizeof(info));
+	info.sz = sizeof(info);
+	ret = cvm_pin_check(4096, &info);
+	cr_assert(ret == 0 || ret == -ENOMEM, "ret %d", ret);
+	cr_assert_eq(info.reserved, 0, "reserved must read 0, not the caller's bytes");
+	cr_assert(info.cap_ipc_lock <= 1);
+}
+
 Test(caps, pin_check_rejects_nonzero_bytes_past_known_fields)
 {
 	struct { struct cvm_pin_info info; uint64_t future; } big;
