@@ -24,11 +24,11 @@ abi-baseline: lib/libcvmdma.la
 EXTRA_DIST += tests/consumer.c
 installcheck-local:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
-	export PKG_CONFIG_PATH='$(DESTDIR)$(pkgconfigdir)'; \
+	export PKG_CONFIG_PATH='$(DESTDIR)$(pkgconfigdir)' PKG_CONFIG_SYSROOT_DIR='$(DESTDIR)'; \
 	flags=$$($(PKG_CONFIG) --cflags --libs libcvmdma); \
 	echo "installcheck: pkg-config libcvmdma: $$flags"; \
 	$(CC) -std=c11 -Wall -Werror $(srcdir)/tests/consumer.c $$flags -o $$tmp/c; \
-	$(CXX) -x c++ -std=c++11 -Wall -Werror $(srcdir)/tests/consumer.c $$flags -o $$tmp/cxx; \
+	$(CXX) -x c++ -std=c++11 -Wall -Wshadow -Werror $(srcdir)/tests/consumer.c $$flags -o $$tmp/cxx; \
 	LD_LIBRARY_PATH='$(DESTDIR)$(libdir)' $$tmp/c; \
 	LD_LIBRARY_PATH='$(DESTDIR)$(libdir)' $$tmp/cxx; \
 	test -f '$(DESTDIR)$(mandir)/man3/cvm_convert.3'; \
