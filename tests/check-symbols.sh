@@ -1,13 +1,15 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # The exported ABI is exactly the map, the map is exactly the header, every
-# symbol is versioned, and the SONAME is right (libnvme's symbol test, in sh).
+# symbol is versioned, and the SONAME is right (libnvme's symbol test, in sh);
+# a static archive (--enable-static), which has no version script, defines
+# only the same cvm_* globals, so a program's own names cannot clash.
 . "$top_srcdir/tests/tap.sh"
 so=$top_builddir/lib/.libs/libcvmdma.so
 map=$top_srcdir/lib/libcvmdma.map
 hdr=$top_srcdir/include/cvmdma.h
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-plan 5
+plan 7
 
 # Public functions declared in the header: an identifier cvm_* followed by '('.
 sed -e 's@/\*.*\*/@@g' "$hdr" | tr '\n' ' ' | tr ';' '\n' |
@@ -28,4 +30,34 @@ unversioned=$(objdump -T "$so" | awk '$2 ~ /g/ && $4 == ".text" && $(NF-1) !~ /L
 check "every exported symbol is versioned (LIBCVMDMA_*)" test -z "$unversioned"
 soname=$(objdump -p "$so" | awk '$1 == "SONAME" {print $2}')
 check "SONAME is libcvmdma.so.0 (got '$soname')" test "$soname" = libcvmdma.so.0
+
+a=$top_builddir/lib/.libs/libcvmdma.a
+if [ ! -f "$a" ]; then
+	skip "the static archive defines only the map's symbols" "no static archive (--enable-static)"
+	skip "a program with its own region_get() and pagemap_create() links it" \
+		"no static archive (--enable-static)"
+else
+	nm -g --defined-only "$a" | awk 'NF == 3 { print $3 }' | sort -u >"$tmp/a"
+	check "the static archive defines only the map's symbols" diff -u "$tmp/map" "$tmp/a"
+	cat >"$tmp/clash.c" <<'EOF2'
+#include <cvmdma.h>
+/* Names the library uses inside: a program may have its own. */
+int region_get(void) { return 1; }
+int pagemap_create(void) { return 2; }
+int maptable_insert(void) { return 3; }
+int main(void)
+{
+	/* Pull in the objects that define those names inside the library. */
+	struct cvm_region *r;
+	struct cvm_dma *d;
+
+	if (cvm_region_create(NULL, &r) >= 0 || cvm_dma_open(NULL, &d) >= 0)
+		return 1;
+	return region_get() + pagemap_create() + maptable_insert() != 6;
+}
+EOF2
+	check "a program with its own region_get() and pagemap_create() links it" \
+		sh -c '${CC:-cc} $SANITIZED -I"$1/include" -o "$2/clash" "$2/clash.c" "$3" -lcap-ng -pthread &&
+		"$2/clash"' sh "$top_srcdir" "$tmp" "$a"
+fi
 tap_done
