@@ -75,7 +75,7 @@ static void in_child(const char *(*fn)(void))
 	cr_assert_eq(WEXITSTATUS(status), 0, "%s", msg);
 }
 
-static char fail_buf[256];
+static char fail_buf[1024];
 
 #define CHILD_CHECK(cond, ...) \
 	do { \
