@@ -118,6 +118,52 @@ check "replay: the refusal is reported with line, errno and strerror" \
 	grep -q 'share-64m.trace:6: shared 0x4000000+64M refused: ENOSPC (No space left on device)' \
 	"$tmp/enospc.err"
 
+# ---- command-line edges ----
+# A failed run leaves no trace behind, and the file that was there as it was.
+"$gen" churn --guest-size 1G --seed 3 -o "$tmp/kept.trace"
+cp "$tmp/kept.trace" "$tmp/kept.orig"
+"$gen" tdx-boot --guest-size 256M --ops 5000 -o "$tmp/kept.trace" 2>"$tmp/full.err"
+rc=$?
+check "tracegen: a run that fails part way exits 2 and leaves -o FILE as it was" \
+	sh -c 'test "$1" -eq 2 && cmp -s "$2" "$3" && grep -q "RAM is full" "$4"' \
+	sh $rc "$tmp/kept.trace" "$tmp/kept.orig" "$tmp/full.err"
+"$gen" tdx-boot --guest-size 256M --ops 5000 -o "$tmp/new.trace" 2>/dev/null
+check "tracegen: a run that fails part way writes no file, not even a temporary one" \
+	sh -c '! ls "$1"/new.trace* >/dev/null 2>&1' sh "$tmp"
+check "tracegen: -o - writes standard output" \
+	sh -c 'cd "$1" && "$2" churn --guest-size 4G --seed 7 -o - | cmp -s - churn-o.trace &&
+	! test -e ./-' sh "$tmp" "$(cd "$(dirname "$gen")" && pwd)/${gen##*/}"
+check "tracegen: no WORKLOAD is a usage error that says so" \
+	sh -c '"$1" 2>&1 >/dev/null | grep -q "which WORKLOAD"; test $? -eq 0' sh "$gen"
+check "replay: -cPOLICY,... takes the list like --compare=" \
+	sh -c '"$1" -cper-page,auto -q "$2" | grep -c "^\(per-page\|auto\) " | grep -qx 2' \
+	sh "$rep" "$data/share-64m.trace"
+check "replay: the last --entry-limit counts (none, then 1000: 1000 is shown and enforced)" \
+	sh -c '"$1" --entry-limit none --entry-limit 1000 -p per-page "$2" 2>&1 |
+	grep -q "mapping limit 1,000" || exit 1
+	"$1" --entry-limit none --entry-limit 1000 -q -p per-page "$2" >/dev/null 2>&1
+	test $? -eq 1' sh "$rep" "$data/share-64m.trace"
+check "replay: a directory as the trace is refused with the reason" \
+	sh -c '"$1" "$2" 2>&1 | grep -q "read error: Is a directory"' sh "$rep" "$tmp"
+if [ -w /dev/full ]; then
+	check "replay: a failed write of the results says so and exits 1" \
+		sh -c '"$1" -q "$2" >/dev/full 2>"$3"; test $? -eq 1 && grep -q "write error" "$3"' \
+		sh "$rep" "$data/share-64m.trace" "$tmp/full.out"
+else
+	skip "replay: a failed write of the results says so and exits 1" "no /dev/full"
+fi
+if [ $have_py = yes ]; then
+	bad_name=$tmp/$(printf 'caf\351-\303\251.trace')
+	cp "$data/share-64m.trace" "$bad_name"
+	check "replay: --json stays valid JSON for a trace name that is not UTF-8" \
+		sh -c '"$1" -q --json "$2" | python3 -c "import json, sys
+n = json.loads(sys.stdin.buffer.read())[\"trace\"]
+assert n.endswith(\"caf\ufffd-\u00e9.trace\"), n"' sh "$rep" "$bad_name"
+else
+	skip "replay: --json stays valid JSON for a trace name that is not UTF-8" \
+		"python3 not installed"
+fi
+
 # ---- the example ----
 check "examples/minimal-vmm runs on the MODEL backend and ends with mapped == shared" \
 	"$example"

@@ -120,6 +120,7 @@ static void parse_entry_limit(struct opts *o, const char *arg)
 	if (tool_parse_size(arg, NULL, &v) || v > UINT32_MAX)
 		usage_error("--entry-limit: '%s' is not a count up to 4294967295 or 'none'", arg);
 	o->cfg.entry_limit = (uint32_t)v;
+	o->limit_none = false;          /* the last --entry-limit counts */
 }
 
 static void parse_options(int argc, char **argv, struct opts *o)
@@ -142,7 +143,7 @@ static void parse_options(int argc, char **argv, struct opts *o)
 	int c;
 
 	o->cfg.backend = CVM_BACKEND_MODEL;
-	while ((c = getopt_long(argc, argv, "b:r:d:p:cqvh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:r:d:p:c::qvh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'b': o->cfg.backend = pick("--backend", optarg, backend_names, 4, 1); break;
 		case 'r': o->cfg.rules = pick("--rules", optarg, rules_names, 3, 0);
@@ -155,12 +156,21 @@ static void parse_options(int argc, char **argv, struct opts *o)
 		case 'J': o->json = true; break;
 		case 'q': o->quiet = true; break;
 		case 'v': o->verbose++; break;
-		case 'h': usage(); exit(EXIT_OK);
+		case 'h':
+			usage();
+			if (fflush(stdout) || ferror(stdout)) {
+				fprintf(stderr, "cvmdma-replay: write error: %s\n",
+					strerror(errno ? errno : EIO));
+				exit(EXIT_FAILED);
+			}
+			exit(EXIT_OK);
 		default: fputs("Try 'cvmdma-replay --help'.\n", stderr); exit(EXIT_USAGE);
 		}
 	}
 	if (optind + 1 != argc)
-		usage_error(optind == argc ? "no trace given" : "one trace only");
+		usage_error(optind == argc ? "no trace given" :
+			    compare ? "one trace only (a policy list follows -c or --compare= with no space)" :
+			    "one trace only");
 	o->trace = argv[optind];
 	if (compare && !o->npols)
 		add_policy_list(o, "per-page,auto,unbounded");
@@ -401,18 +411,52 @@ static void print_table(const struct opts *o, const struct trace *t,
 
 /* ---- JSON ---- */
 
+/* The length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates, at most U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *s)
+{
+	size_t n, i;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		n = 3;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		n = 4;
+	else
+		return 0;
+	for (i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if ((s[0] == 0xe0 && s[1] < 0xa0) || (s[0] == 0xed && s[1] > 0x9f) ||
+	    (s[0] == 0xf0 && s[1] < 0x90) || (s[0] == 0xf4 && s[1] > 0x8f))
+		return 0;
+	return n;
+}
+
+/* A JSON string; a byte that is not part of valid UTF-8 (a file name may
+ * hold any) becomes U+FFFD, so that the output always parses. */
 static void json_str(const char *s)
 {
-	putchar('"');
-	for (; *s; s++) {
-		unsigned char ch = (unsigned char)*s;
+	const unsigned char *u = (const unsigned char *)s;
 
-		if (ch == '"' || ch == '\\')
-			printf("\\%c", ch);
-		else if (ch < 0x20)
-			printf("\\u%04x", ch);
-		else
-			putchar(ch);
+	putchar('"');
+	while (*u) {
+		size_t n;
+
+		if (*u == '"' || *u == '\\') {
+			printf("\\%c", *u++);
+		} else if (*u < 0x20) {
+			printf("\\u%04x", *u++);
+		} else if (*u < 0x80) {
+			putchar(*u++);
+		} else if ((n = utf8_len(u))) {
+			fwrite(u, 1, n, stdout);
+			u += n;
+		} else {
+			fputs("\\ufffd", stdout);
+			u++;
+		}
 	}
 	putchar('"');
 }
@@ -544,7 +588,9 @@ int main(int argc, char **argv)
 	else
 		print_table(&o, &t, res, o.npols);
 	trace_free(&t);
-	if (fflush(stdout) || ferror(stdout))
+	if (fflush(stdout) || ferror(stdout)) {
+		fprintf(stderr, "cvmdma-replay: write error: %s\n", strerror(errno ? errno : EIO));
 		return EXIT_FAILED;
+	}
 	return status;
 }

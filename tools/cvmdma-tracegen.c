@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tool-util.h"
 
@@ -49,10 +51,18 @@ struct gen {
 	uint8_t *used;                 /* one bit per 64 KiB block of RAM */
 };
 
+/* While -o FILE is written: the temporary file beside it, renamed over FILE
+ * only once the whole trace is written, and removed if anything fails, so
+ * that a failed run neither leaves a truncated trace (which would replay as
+ * if whole) nor destroys the FILE that was there. */
+static char *tmp_path;
+
 static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...)
 {
 	va_list ap;
 
+	if (tmp_path)
+		unlink(tmp_path);
 	fputs("cvmdma-tracegen: ", stderr);
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
@@ -478,6 +488,43 @@ static void generate(struct gen *g)
 	free(g->used);
 }
 
+/* A temporary file in FILE's directory, with the permissions a new FILE
+ * would get (umask applied, as fopen's).  FILE itself when it is there and
+ * not a plain file (a device, a FIFO, a symbolic link: /dev/stdout). */
+static FILE *open_output(const char *path)
+{
+	mode_t mask;
+	struct stat st;
+	FILE *f;
+	int fd;
+
+	if (!lstat(path, &st) && !S_ISREG(st.st_mode)) {
+		f = fopen(path, "w");
+		if (!f)
+			die("%s: %s", path, strerror(errno));
+		return f;
+	}
+	mask = umask(0);
+	umask(mask);
+	if (asprintf(&tmp_path, "%s.tmpXXXXXX", path) < 0) {
+		tmp_path = NULL;
+		die("out of memory");
+	}
+	fd = mkstemp(tmp_path);
+	if (fd < 0) {
+		free(tmp_path);
+		tmp_path = NULL;
+		die("%s: %s", path, strerror(errno));
+	}
+	if (fchmod(fd, 0666 & ~mask) || !(f = fdopen(fd, "w"))) {
+		int err = errno;
+
+		close(fd);
+		die("%s: %s", path, strerror(err));
+	}
+	return f;
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -507,11 +554,20 @@ int main(int argc, char **argv)
 			g.initial = !strcmp(optarg, "shared");
 			have_initial = 1;
 			break;
-		case 'h': usage(stdout); return 0;
+		case 'h':
+			usage(stdout);
+			if (fflush(stdout) || ferror(stdout))
+				die("<stdout>: write error: %s", strerror(errno ? errno : EIO));
+			return 0;
 		default: usage(stderr); return 2;
 		}
 	}
 	if (optind + 1 != argc) {
+		if (optind == argc)
+			fputs("cvmdma-tracegen: which WORKLOAD?\n", stderr);
+		else
+			fprintf(stderr, "cvmdma-tracegen: one WORKLOAD only ('%s' is extra)\n",
+				argv[optind + 1]);
 		usage(stderr);
 		return 2;
 	}
@@ -521,11 +577,14 @@ int main(int argc, char **argv)
 		die("--exit-max must be a multiple of 4K (0: requests are not split)");
 	defaults(&g, have_ops, have_exit, have_initial);
 
-	g.out = path ? fopen(path, "w") : stdout;
-	if (!g.out)
-		die("%s: %s", path, strerror(errno));
+	if (path && !strcmp(path, "-"))
+		path = NULL;
+	g.out = path ? open_output(path) : stdout;
 	generate(&g);
-	if (fflush(g.out) || ferror(g.out) || (path && fclose(g.out)))
-		die("%s: write error: %s", path ? path : "<stdout>", strerror(errno));
+	if (fflush(g.out) || ferror(g.out))
+		die("%s: write error: %s", path ? path : "<stdout>", strerror(errno ? errno : EIO));
+	if (path && (fclose(g.out) || (tmp_path && rename(tmp_path, path))))
+		die("%s: %s", path, strerror(errno));
+	free(tmp_path);
 	return 0;
 }

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,22 +57,21 @@ static int grow(void **arr, size_t *cap, size_t need, size_t elem)
 }
 
 /* Splits a line into whitespace-separated words, stopping at '#'. */
-static int split_words(char *s, char **w, int max)
+/* The words of s, a comment already cut off: their number, and with w (room
+ * for that many) each word NUL-terminated in place. */
+static size_t split_words(char *s, char **w)
 {
-	int n = 0;
-	char *hash = strchr(s, '#');
+	size_t n = 0;
 
-	if (hash)
-		*hash = '\0';
 	for (;;) {
 		s += strspn(s, " \t\r\n");
 		if (!*s)
 			return n;
-		if (n == max)
-			return -E2BIG;
-		w[n++] = s;
+		if (w)
+			w[n] = s;
+		n++;
 		s += strcspn(s, " \t\r\n");
-		if (*s)
+		if (*s && w)
 			*s++ = '\0';
 	}
 }
@@ -235,26 +235,32 @@ static int parse_conversion(struct parser *p, char **w, int n, enum cvm_state to
 
 static int parse_line(struct parser *p, char *line)
 {
-	/* A batch line may hold thousands of ranges: size the word array to it. */
-	size_t max = strlen(line) / 2 + 2;
-	char **w = malloc(max * sizeof(*w));
-	int n, r;
+	/* A batch line may hold thousands of ranges: count its words first. */
+	char *hash = strchr(line, '#'), **w;
+	size_t n;
+	int r;
 
+	if (hash)
+		*hash = '\0';
+	n = split_words(line, NULL);
+	if (!n)
+		return 0;
+	if (n > INT_MAX)
+		return bad(p, "more than %d words on a line", INT_MAX);
+	w = malloc(n * sizeof(*w));
 	if (!w)
 		return bad(p, "out of memory");
-	n = split_words(line, w, (int)max);
-	if (n <= 0)
-		r = 0;
-	else if (!p->have_header && strcmp(w[0], "cvmdma-trace"))
+	split_words(line, w);
+	if (!p->have_header && strcmp(w[0], "cvmdma-trace"))
 		r = bad(p, "a trace starts with 'cvmdma-trace %d' (got '%s')", TRACE_VERSION, w[0]);
 	else if (!strcmp(w[0], "cvmdma-trace"))
-		r = p->have_header ? bad(p, "second 'cvmdma-trace' header") : parse_header(p, w, n);
+		r = p->have_header ? bad(p, "second 'cvmdma-trace' header") : parse_header(p, w, (int)n);
 	else if (!strcmp(w[0], "region"))
-		r = parse_region(p, w, n);
+		r = parse_region(p, w, (int)n);
 	else if (!strcmp(w[0], "shared"))
-		r = parse_conversion(p, w, n, CVM_SHARED);
+		r = parse_conversion(p, w, (int)n, CVM_SHARED);
 	else if (!strcmp(w[0], "private"))
-		r = parse_conversion(p, w, n, CVM_PRIVATE);
+		r = parse_conversion(p, w, (int)n, CVM_PRIVATE);
 	else
 		r = bad(p, "unknown statement '%s' (expected region, shared or private)", w[0]);
 	free(w);
@@ -295,8 +301,8 @@ int trace_load(const char *path, struct trace *t, char *err, size_t errsz)
 			goto out;
 	}
 	if (ferror(f)) {
-		r = -EIO;
-		snprintf(err, errsz, "%s: read error", p.name);
+		r = errno ? -errno : -EIO;
+		snprintf(err, errsz, "%s: read error: %s", p.name, strerror(-r));
 	} else if (!p.have_header) {
 		r = -EINVAL;
 		snprintf(err, errsz, "%s: empty trace (no 'cvmdma-trace %d' header)", p.name,
