@@ -13,6 +13,10 @@
  *
  * Workloads (seeded, identical for every policy):
  *   swiotlb-256M  one 256 MiB request made shared, then private again;
+ *   swiotlb-256M-cold  the same onto memory never touched, in 4 KiB pages
+ *                 (a fresh mapping before every run, transparent huge
+ *                 pages off): the kernel faults in each page it pins, as
+ *                 it does after QEMU discards a range that went private;
  *   tdx-boot      a small TD's boot: RAM declared private in 2 MiB exits
  *                 (no-ops), a 64 MiB swiotlb shared in 2 MiB exits at an
  *                 unaligned place, 300 coherent allocations of 4-64 KiB;
@@ -27,6 +31,7 @@
 #include <fcntl.h>
 #include <stdbool.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <linux/iommufd.h>
@@ -65,6 +70,7 @@ struct workload {
 	const char *name;
 	struct phase ph[4];
 	size_t nph;
+	bool cold;                      /* fresh 4 KiB pages for every run */
 };
 
 static void push(struct phase *p, uint64_t gpa, uint64_t len, enum cvm_state to)
@@ -131,6 +137,13 @@ static void make_swiotlb(struct workload *w)
 	w->name = "swiotlb-256M";
 	push(phase(w, "share"), SWIOTLB_A_AT, SWIOTLB_A, CVM_SHARED);
 	push(phase(w, "unshare"), SWIOTLB_A_AT, SWIOTLB_A, CVM_PRIVATE);
+}
+
+static void make_swiotlb_cold(struct workload *w)
+{
+	make_swiotlb(w);
+	w->name = "swiotlb-256M-cold";
+	w->cold = true;
 }
 
 static void make_tdx_boot(struct workload *w, struct blocks *b)
@@ -204,7 +217,7 @@ static void make_holes(struct workload *w, struct blocks *b)
 
 static struct workload *make_workloads(size_t *n)
 {
-	static struct workload w[4];
+	static struct workload w[5];
 	static struct blocks b;
 
 	memset(&b, 0, sizeof(b));
@@ -216,7 +229,8 @@ static struct workload *make_workloads(size_t *n)
 	reserve_swiotlb(&b);
 	make_churn(&w[2], &b);
 	make_holes(&w[3], &b);
-	*n = 4;
+	make_swiotlb_cold(&w[4]);
+	*n = 5;
 	return w;
 }
 
@@ -368,6 +382,23 @@ static void print_phase(const struct run_ctx *c, const struct phase *p,
 	fflush(stdout);
 }
 
+/*
+ * A fresh mapping for the guest RAM, which the next pins fault in page by
+ * page: in 4 KiB pages if cold, else with transparent huge pages allowed
+ * again.  (The test kernel has no madvise(2): CONFIG_ADVISE_SYSCALLS=n.)
+ */
+static void fresh_ram(struct run_ctx *c, bool cold)
+{
+	if (munmap(c->ram, RAM))
+		die("bench-guest: munmap of the guest RAM failed: %s", strerror(errno));
+	/* EINVAL: a kernel without transparent huge pages, 4 KiB either way. */
+	if (prctl(PR_SET_THP_DISABLE, cold ? 1 : 0, 0, 0, 0) && errno != EINVAL)
+		die("bench-guest: PR_SET_THP_DISABLE failed: %s", strerror(errno));
+	c->ram = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (c->ram == MAP_FAILED)
+		die("bench-guest: mmap of the guest RAM failed");
+}
+
 /* A fresh region and container, the whole workload; res[i] for phase i. */
 static int run_once(const struct run_ctx *c, int rep, struct phase_res *res)
 {
@@ -444,6 +475,8 @@ static int run_workload(struct run_ctx *c, bool can_cut)
 			if (runs[p].skip || runs[p].err)
 				continue;
 			c->pol = &policies[p];
+			if (c->w->cold)
+				fresh_ram(c, true);
 			progress("bench-guest: %s, %s, %s, run %d of %d ...", c->s->name,
 				 c->w->name, policies[p].name, rep + 1, c->reps);
 			runs[p].err = run_once(c, rep, runs[p].res);
@@ -484,6 +517,8 @@ static int run_space(struct run_ctx *c, const struct workload *w, size_t nw, boo
 		c->w = &w[i];
 		if (run_workload(c, can_cut))
 			failed = 1;
+		if (w[i].cold)
+			fresh_ram(c, false);
 	}
 	return failed;
 }
