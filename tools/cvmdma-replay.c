@@ -346,7 +346,7 @@ static void print_group(const size_t *w, unsigned int first, const char *title)
 	putchar('\n');
 }
 
-static void print_legend(const struct result *res, unsigned int n)
+static void print_legend(const struct opts *o, const struct result *res, unsigned int n)
 {
 	bool flagged = false, failed = false;
 	unsigned int i;
@@ -362,6 +362,9 @@ static void print_legend(const struct result *res, unsigned int n)
 	     "splits/disrupted: still-shared memory unmapped and remapped for a moment;\n"
 	     "vs per-page: how many times fewer mappings at peak, calls and time than one\n"
 	     "  mapping per 4 KiB page, what VMMs do today.");
+	if (o->cfg.backend != CVM_BACKEND_MODEL)
+		puts("time: each policy maps memory of its own, never touched before: the kernel\n"
+		     "  faults in every page it pins, the same under every policy.");
 	if (flagged)
 		printf("! peak above %s, VFIO type1's default dma_entry_limit: on a default "
 		       "type1 host this\n  policy fails with ENOSPC (iommufd has no such "
@@ -406,7 +409,7 @@ static void print_table(const struct opts *o, const struct trace *t,
 			printf(j < 3 ? "%-*s  " : j == NCOLS - 1 ? "%*s\n" : "%*s  ", (int)w[j],
 			       cells[i][j]);
 	free(cells);
-	print_legend(res, n);
+	print_legend(o, res, n);
 }
 
 /* ---- JSON ---- */
