@@ -350,8 +350,10 @@ static void put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, in
 /* Unmap [s, e), which holds only whole mappings (at least one).  Never
  * anything else: an iommufd unmap that ends inside a mapping fails with
  * -ENOENT after it has already removed the whole mappings below that point
- * (measured on 6.12), so a partial span would not fail atomically. */
-static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log)
+ * (measured on 6.12), so a partial span would not fail atomically.  log:
+ * note the mappings in the undo log.  keep: the pages stay shared if the
+ * kernel refuses, so what it removed before refusing is mapped back. */
+static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log, bool keep)
 {
 	struct collect c = { d, 0, 0, 0 };
 	size_t mark = d->nundo;
@@ -369,10 +371,11 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log)
 	err = d->be->ops->unmap(d->be, s, e - s, &done);
 	if (err) {
 		d->nundo = mark;
-		/* Only a call that is undone keeps these pages shared: a
-		 * rollback, a repair or a region leaving unmaps pages that are
-		 * private or going, which must not be mapped again. */
-		if (log && c.n > 1 && d->be->unmap_partial)
+		/* Only a call that is undone, or a region that stays in the
+		 * context, keeps these pages shared: a rollback, a repair or a
+		 * destroyed region unmaps pages that are private or going,
+		 * which must not be mapped again. */
+		if (keep && c.n > 1 && d->be->unmap_partial)
 			put_back_after_failure(d, s, e, err);
 		return err;
 	}
@@ -549,7 +552,7 @@ static void repair(struct cvm_dma *d)
 		int err;
 
 		if (f.kind == FIX_UNMAP)
-			err = be_unmap_span(d, f.iova, f.iova + f.len, false);
+			err = be_unmap_span(d, f.iova, f.iova + f.len, false, false);
 		else if (overlaps_table(d, f.iova, f.iova + f.len))
 			err = -EEXIST;
 		else
@@ -745,7 +748,7 @@ static void rollback(struct cvm_dma *d)
 			       d->undo[d->nundo - 1].iova + d->undo[d->nundo - 1].len == lo)
 				lo = d->undo[--d->nundo].iova;
 			inside_strays(d, &lo, &hi);
-			err = lo < hi ? be_unmap_span(d, lo, hi, false) : 0;
+			err = lo < hi ? be_unmap_span(d, lo, hi, false, false) : 0;
 			/* A remap of pages that stay shared may stay: restoring
 			 * the mapping it came from finds it there, below. */
 			if (err && !u.remap)
@@ -855,7 +858,7 @@ static int compact(struct cvm_dma *d, uint64_t need)
 		const struct dma_region *dr = region_at(d, s);
 		size_t mark = d->nundo;
 
-		err = be_unmap_span(d, s, e, true);
+		err = be_unmap_span(d, s, e, true, true);
 		if (!err)
 			err = be_map(d, s, e - s, hva_of(dr, s), false);
 		if (err) {
@@ -1010,7 +1013,7 @@ static uint64_t join_need(struct cvm_dma *d, const struct dma_region *dr,
 
 static int unmap_to_join(struct cvm_dma *d, const struct mt_entry *x)
 {
-	int err = be_unmap_span(d, x->iova, x->iova + x->len, true);
+	int err = be_unmap_span(d, x->iova, x->iova + x->len, true, true);
 
 	if (!err) {
 		d->st.disruptive_splits++;
@@ -1183,7 +1186,7 @@ static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct 
 		return be_cut(d, dr, sp->s, sp->e, true);
 	if (sp->one)
 		return be_unmap_one(d, sp->s, sp->e - sp->s, sp->hva, true);
-	err = be_unmap_span(d, sp->s, sp->e, true);
+	err = be_unmap_span(d, sp->s, sp->e, true, true);
 	if (err || sp->whole)
 		return err;
 	return remap_rest(d, dr, mark, d->nundo, runs, n);
@@ -1276,13 +1279,14 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 /* ---- regions ---- */
 
 /* Unmap everything mapped for dr (one call: its mappings are whole and
- * lie inside its IOVA window). */
-static int unmap_region(struct cvm_dma *d, struct dma_region *dr)
+ * lie inside its IOVA window).  stays: dr stays in d if this fails, its
+ * pages still shared, so nothing the kernel removed may stay unmapped. */
+static int unmap_region(struct cvm_dma *d, struct dma_region *dr, bool stays)
 {
 	int err;
 
 	d->nundo = 0;
-	err = be_unmap_span(d, dr->g.iova, dr->g.iova + dr->g.length, false);
+	err = be_unmap_span(d, dr->g.iova, dr->g.iova + dr->g.length, false, stays);
 	d->nundo = 0;
 	return err;
 }
@@ -1339,7 +1343,7 @@ static void dr_unpin(struct cvm_dma *d, struct dma_region *dr)
  * refuses to unmap stays noted as a repair, and the log says so. */
 static void drop_region(struct cvm_dma *d, struct dma_region *dr, const char *what)
 {
-	int err = unmap_region(d, dr);
+	int err = unmap_region(d, dr, false);
 
 	if (err)
 		cvm_err("dma: %s failed (%d): iova 0x%llx+0x%llx stays mapped until "
@@ -1516,7 +1520,7 @@ static int leave(struct dma_region *dr, bool unmap)
 
 	pthread_mutex_lock(&dr->dma->lock);
 	if (!dr->gone) {
-		err = unmap ? unmap_region(dr->dma, dr) : 0;
+		err = unmap ? unmap_region(dr->dma, dr, true) : 0;
 		if (!err)
 			unlink_region(dr->dma, dr, 0);
 	}
@@ -1704,7 +1708,7 @@ static void sweep(struct cvm_dma *d)
 	pthread_mutex_lock(&d->lock);
 	while (!maptable_lookup(d->mt, pos, &e)) {
 		pos = e.iova + e.len;
-		if (be_unmap_span(d, e.iova, pos, false))
+		if (be_unmap_span(d, e.iova, pos, false, false))
 			stuck++;
 		if (!pos)
 			break;      /* it ended at the top of the address space */

@@ -861,6 +861,34 @@ Test(dma, a_rollback_the_kernel_fails_part_way_maps_no_private_page_back)
 	fx_fini(&f);
 }
 
+/* A region whose removal the kernel refuses stays in the context, its pages
+ * still shared: what the kernel took before refusing is mapped back, so the
+ * failed cvm_dma_remove_region() changes nothing, and a later private
+ * conversion of those pages unmaps them normally. */
+Test(dma, a_failed_remove_region_maps_back_what_the_kernel_took)
+{
+	char l[256], l2[256];
+	struct cvm_be *be;
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, 0, 0, 0);
+	be = cvm_dma_backend(f.d);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(cvm_convert(f.r, A(10 + 2 * i), PG, CVM_SHARED, 0), 0);
+	layout(f.d, l, sizeof(l));
+	cvm_model_inject_partial(be, 1, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
+	layout(f.d, l2, sizeof(l2));
+	cr_assert_str_eq(l2, l, "maps %s", l2);
+	cr_assert_eq(cvm_model_count(be), 3, "the kernel lost one");
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check(&f);
+	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_model_count(be), 2);
+	check(&f);
+	fx_fini(&f);
+}
+
 /* ---- regions and contexts ---- */
 
 Test(dma, add_region_maps_current_shared_runs_and_remove_unmaps_them)
