@@ -86,7 +86,8 @@ static int backing_to_shared(void *opaque, uint64_t gpa, uint64_t len)
 }
 
 /* Runs after the DMA context unmapped these pages (DMA listeners always
- * count as registered last), so no device can reach what we free here. */
+ * count as registered last), so no device can reach what we free here;
+ * the one exception, two failures in one call, is in cvm_convert_batch(3). */
 static void backing_to_private(void *opaque, uint64_t gpa, uint64_t len)
 {
 	struct ram_block *b = opaque;
@@ -105,8 +106,11 @@ static const struct cvm_listener_ops discard_ops = {
 
 /*
  * One request, one cvm_convert_batch() per RAM block it touches: a batch is
- * all or nothing within a region.  On failure a VMM returns an error to the
- * guest (the hypercall's return value), and nothing changed.
+ * all or nothing within a region, not across regions.  When a block's batch
+ * fails, that block is as before, but the blocks converted before it stay
+ * converted: the VMM returns an error to the guest (the hypercall's return
+ * value), and the guest's retry of the whole request is safe, since
+ * converting pages to the state they are in changes nothing.
  */
 static int handle_map_gpa(const struct map_gpa_req *req)
 {

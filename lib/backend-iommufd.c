@@ -93,7 +93,8 @@ static int vfio_ioas(struct cvm_be *be, uint16_t op, uint32_t *ioas_id)
  * first, so that a cut does not land in an IOAS switched to before the
  * call.  A switch between the check and the cut cannot be seen (the kernel
  * has no compare-and-set): cvm_dma_open(3) tells the fd's owner not to
- * switch while a context that cuts uses the fd.  One ioctl per cut.
+ * switch while a context that cuts uses the fd.  Two ioctls per cut: the
+ * check, then the unmap.
  */
 static int iommufd_cut(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped)
 {
