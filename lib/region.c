@@ -381,6 +381,7 @@ static int notify_shared(struct cvm_region *r)
 			r->notifications++;
 			err = l->ops.to_shared(l->opaque, r->runs[j].gpa, r->runs[j].length);
 			if (err < 0) {
+				undo_runs(r, true);
 				tell_private(r, l, j);
 				unwind_plain(r, i);
 				return err;
@@ -400,6 +401,7 @@ static int notify_shared(struct cvm_region *r)
 
 unwind_dma:
 	settle_dma(r, 0, k, false);
+	undo_runs(r, true);
 	unwind_plain(r, r->plain.n);
 	return err;
 }
@@ -424,6 +426,7 @@ static int notify_private(struct cvm_region *r)
 unwind_dma:
 	/* The DMA listeners after k already unmapped: they undo it. */
 	settle_dma(r, k + 1, r->dma.n, false);
+	undo_runs(r, false);
 	return err;
 }
 
@@ -453,9 +456,12 @@ convert_locked(struct cvm_region *r, const struct prange *pr, size_t n, bool val
 		}
 	}
 	if (r->nruns) {
+		/* A refusal has put the page state back itself, before a
+		 * rollback's to_private: a listener that queries then sees the
+		 * pages private, as after the call. */
 		err = value ? notify_shared(r) : notify_private(r);
 		if (err)
-			goto undo;
+			goto undone;
 	}
 	r->conversions++;
 	pagemap_txn_end(r->pm);
@@ -463,6 +469,7 @@ convert_locked(struct cvm_region *r, const struct prange *pr, size_t n, bool val
 
 undo:
 	undo_runs(r, value);
+undone:
 	pagemap_txn_end(r->pm);
 	return err;
 }

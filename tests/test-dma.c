@@ -861,6 +861,47 @@ Test(dma, a_rollback_the_kernel_fails_part_way_maps_no_private_page_back)
 	fx_fini(&f);
 }
 
+struct seer {
+	struct cvm_region *r;
+	int seen;
+};
+
+static void seer_private(void *o, uint64_t gpa, uint64_t len)
+{
+	struct seer *s = o;
+
+	s->seen = cvm_region_query(s->r, gpa, len);
+}
+
+static int seer_shared(void *o, uint64_t gpa, uint64_t len)
+{
+	(void)o, (void)gpa, (void)len;
+	return 0;
+}
+
+/* A change to shared that the kernel refuses: the listener that heard
+ * to_shared hears to_private, and sees the pages private by then. */
+Test(dma, a_refused_map_rolls_listeners_back_with_the_pages_already_private)
+{
+	static const struct cvm_listener_ops ops = {
+		.sz = sizeof(ops), .to_shared = seer_shared, .to_private = seer_private,
+	};
+	struct cvm_listener *l;
+	struct fx f;
+	struct seer s;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, 0, 0, 0);
+	s = (struct seer){ .r = f.r, .seen = -1 };
+	cr_assert_eq(cvm_listener_add(f.r, &ops, &s, 0, &l), 0);
+	cvm_model_inject(cvm_dma_backend(f.d), 1, -EIO);
+	cr_assert_eq(cvm_convert(f.r, A(10), 4 * PG, CVM_SHARED, 0), -EIO);
+	cr_assert_eq(s.seen, CVM_PRIVATE, "the rollback's to_private saw %d", s.seen);
+	cr_assert_eq(cvm_region_query(f.r, A(10), 4 * PG), CVM_PRIVATE);
+	check(&f);
+	cvm_listener_remove(l, 0);
+	fx_fini(&f);
+}
+
 /* A region whose removal the kernel refuses stays in the context, its pages
  * still shared: what the kernel took before refusing is mapped back, so the
  * failed cvm_dma_remove_region() changes nothing, and a later private

@@ -604,6 +604,63 @@ Test(region, stats_count_pages_runs_and_listeners)
 	cvm_region_destroy(r);
 }
 
+/* What a to_private callback sees of its run: a rollback of a refused
+ * change to shared sees it private, as it is once the call returns; a
+ * replay (cvm_listener_remove with CVM_LISTENER_REPLAY_PRIVATE) sees it
+ * shared, since it stays so: a listener can tell the two apart. */
+struct seer {
+	struct cvm_region *r;
+	int seen;
+	unsigned int calls;
+};
+
+static void seer_private(void *o, uint64_t gpa, uint64_t len)
+{
+	struct seer *s = o;
+
+	s->seen = cvm_region_query(s->r, gpa, len);
+	s->calls++;
+}
+
+static int seer_shared(void *o, uint64_t gpa, uint64_t len)
+{
+	(void)o, (void)gpa, (void)len;
+	return 0;
+}
+
+static int veto_shared(void *o, uint64_t gpa, uint64_t len)
+{
+	(void)o, (void)gpa, (void)len;
+	return -EPERM;
+}
+
+Test(region, a_rollback_to_private_sees_the_pages_private_and_a_replay_sees_them_shared)
+{
+	static const struct cvm_listener_ops seer_ops = {
+		.sz = sizeof(seer_ops), .to_shared = seer_shared, .to_private = seer_private,
+	};
+	static const struct cvm_listener_ops veto_ops = {
+		.sz = sizeof(veto_ops), .to_shared = veto_shared,
+	};
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_listener *ls, *lv;
+	struct seer s = { .r = r, .seen = -1 };
+
+	cr_assert_eq(cvm_listener_add(r, &seer_ops, &s, 0, &ls), 0);
+	cr_assert_eq(cvm_listener_add(r, &veto_ops, NULL, 0, &lv), 0);
+	cr_assert_eq(cvm_convert(r, G(4), 2 * PG, CVM_SHARED, 0), -EPERM);
+	cr_assert_eq(s.calls, 1, "the rollback told the seer");
+	cr_assert_eq(s.seen, CVM_PRIVATE, "a rollback's to_private saw %d", s.seen);
+	cvm_listener_remove(lv, 0);
+	cr_assert_eq(cvm_convert(r, G(4), 2 * PG, CVM_SHARED, 0), 0);
+	s.calls = 0;
+	s.seen = -1;
+	cvm_listener_remove(ls, CVM_LISTENER_REPLAY_PRIVATE);
+	cr_assert_eq(s.calls, 1);
+	cr_assert_eq(s.seen, CVM_SHARED, "a replay's to_private saw %d", s.seen);
+	cvm_region_destroy(r);
+}
+
 /* A sz that ends inside a field is refused, where reading half of a pointer
  * would call or map an address nobody gave; one at a field's end is not. */
 Test(region, a_sz_that_ends_inside_a_field_is_refused)
