@@ -1436,6 +1436,14 @@ static int check_window(struct cvm_dma *d, const struct dma_region *dr)
 		return -EINVAL;
 	if (dr->granule != G_UNLIMITED && dr->granule < dr->g.page_size)
 		return -EINVAL;
+	/* The mapping code works on [s, e): a window that ends at 2^64 would
+	 * make e 0 and map nothing.  No IOMMU reaches that high, but an IOAS
+	 * with no device yet reports every IOVA as valid. */
+	if (!e) {
+		cvm_err("dma: region IOVA window [0x%llx, 0xffffffffffffffff] ends at 2^64: "
+			"the library maps below 2^64 - page size only", (unsigned long long)s);
+		return -ERANGE;
+	}
 	for (const struct dma_region *o = d->regions; o; o = o->next)
 		if (s < o->g.iova + o->g.length && o->g.iova < e) {
 			cvm_err("dma: region IOVA window [0x%llx, 0x%llx] overlaps that of another "

@@ -861,6 +861,35 @@ Test(dma, a_rollback_the_kernel_fails_part_way_maps_no_private_page_back)
 	fx_fini(&f);
 }
 
+/* An IOVA window that ends at 2^64 is refused: the mapping code's end
+ * address would wrap to 0 and a share would map nothing.  No IOMMU reaches
+ * that high, but an iommufd IOAS with no device reports every IOVA valid:
+ * the model is given such a range here. */
+Test(dma, an_iova_window_that_ends_at_2_to_the_64_is_refused)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 16 * PG,
+				       .flags = CVM_REGION_IOVA };
+	struct cvm_dma *d = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+	struct cvm_be *be = cvm_dma_backend(d);
+	struct cvm_region *top, *below;
+
+	be->ranges[be->nranges - 1].last = UINT64_MAX;
+	c.hva = reserve(c.length);
+	c.iova = 0 - 16 * PG;
+	cr_assert_eq(cvm_region_create(&c, &top), 0);
+	cr_assert_eq(cvm_dma_add_region(d, top), -ERANGE);
+	c.iova = 0 - 32 * PG;
+	cr_assert_eq(cvm_region_create(&c, &below), 0);
+	cr_assert_eq(cvm_dma_add_region(d, below), 0);
+	cr_assert_eq(cvm_convert(below, BASE, 16 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_model_count(be), 1, "the share just below 2^64 is mapped");
+	cr_assert_eq(stats(d).mapped_bytes, 16 * PG);
+	cvm_dma_close(d);
+	cvm_region_destroy(top);
+	cvm_region_destroy(below);
+	munmap(c.hva, c.length);
+}
+
 struct seer {
 	struct cvm_region *r;
 	int seen;
