@@ -130,6 +130,22 @@ check "tracegen: a run that fails part way exits 2 and leaves -o FILE as it was"
 "$gen" tdx-boot --guest-size 256M --ops 5000 -o "$tmp/new.trace" 2>/dev/null
 check "tracegen: a run that fails part way writes no file, not even a temporary one" \
 	sh -c '! ls "$1"/new.trace* >/dev/null 2>&1' sh "$tmp"
+chmod 600 "$tmp/kept.trace"
+"$gen" churn --guest-size 1G --seed 4 -o "$tmp/kept.trace"
+check "tracegen: a replaced -o FILE keeps its permissions" \
+	test "$(stat -c %a "$tmp/kept.trace")" = 600
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1; then
+	mkdir "$tmp/ro" && : >"$tmp/ro/t.trace" && chmod 666 "$tmp/ro/t.trace" &&
+		chmod 555 "$tmp/ro" && chmod 755 "$tmp"
+	check "tracegen: -o FILE in a directory that takes no new file is written in place" \
+		sh -c 'setpriv --reuid=65534 --regid=65534 --clear-groups \
+		"$1" churn --guest-size 1G -o "$2" && grep -q "^cvmdma-trace 1" "$2"' \
+		sh "$(cd "$(dirname "$gen")" && pwd)/${gen##*/}" "$tmp/ro/t.trace"
+	chmod 755 "$tmp/ro"
+else
+	skip "tracegen: -o FILE in a directory that takes no new file is written in place" \
+		"needs root and setpriv(1) to run as another user"
+fi
 check "tracegen: -o - writes standard output" \
 	sh -c 'cd "$1" && "$2" churn --guest-size 4G --seed 7 -o - | cmp -s - churn-o.trace &&
 	! test -e ./-' sh "$tmp" "$(cd "$(dirname "$gen")" && pwd)/${gen##*/}"

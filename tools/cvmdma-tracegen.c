@@ -12,6 +12,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -488,35 +489,49 @@ static void generate(struct gen *g)
 	free(g->used);
 }
 
-/* A temporary file in FILE's directory, with the permissions a new FILE
- * would get (umask applied, as fopen's).  FILE itself when it is there and
- * not a plain file (a device, a FIFO, a symbolic link: /dev/stdout). */
+/* FILE itself, written in place: the old way, where no temporary file can
+ * be made beside it. */
+static FILE *open_in_place(const char *path)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f)
+		die("%s: %s", path, strerror(errno));
+	return f;
+}
+
+/* A temporary file in FILE's directory, with FILE's permissions if it is
+ * there, else those a new FILE would get (umask applied, as fopen's).  FILE
+ * itself when it is there and not a plain file (a device, a FIFO, a
+ * symbolic link: /dev/stdout), or when its directory takes no new file. */
 static FILE *open_output(const char *path)
 {
-	mode_t mask;
 	struct stat st;
+	bool exists = !lstat(path, &st);
+	mode_t mask, mode;
 	FILE *f;
 	int fd;
 
-	if (!lstat(path, &st) && !S_ISREG(st.st_mode)) {
-		f = fopen(path, "w");
-		if (!f)
-			die("%s: %s", path, strerror(errno));
-		return f;
-	}
+	if (exists && !S_ISREG(st.st_mode))
+		return open_in_place(path);
 	mask = umask(0);
 	umask(mask);
+	mode = exists ? st.st_mode & 07777 : 0666 & ~mask;
 	if (asprintf(&tmp_path, "%s.tmpXXXXXX", path) < 0) {
 		tmp_path = NULL;
 		die("out of memory");
 	}
 	fd = mkstemp(tmp_path);
 	if (fd < 0) {
+		int err = errno;
+
 		free(tmp_path);
 		tmp_path = NULL;
-		die("%s: %s", path, strerror(errno));
+		if (exists && (err == EACCES || err == EPERM || err == EROFS))
+			return open_in_place(path);
+		die("%s: %s", path, strerror(err));
 	}
-	if (fchmod(fd, 0666 & ~mask) || !(f = fdopen(fd, "w"))) {
+	if (fchmod(fd, mode) || !(f = fdopen(fd, "w"))) {
 		int err = errno;
 
 		close(fd);
