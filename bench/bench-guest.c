@@ -6,7 +6,8 @@
  * device attached, and on kernel B iommufd's compat container with type1 v1
  * semantics, whose unmap cuts), each workload and each policy, a fresh 512 MiB region
  * and a fresh container/IOAS; per phase, the ioctls the library issued
- * (map + unmap + cut calls from cvm_dma_stats) and the wall time.
+ * (counted at the ioctl boundary), its map, unmap and cut calls (from
+ * cvm_dma_stats) and the wall time.
  *
  * Under TCG every absolute time is an emulation cost: only ratios measured
  * in the same run mean anything, and bench-report shows them that way.
@@ -29,9 +30,11 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <linux/iommufd.h>
@@ -52,6 +55,27 @@
 #define ENTRY_LIMIT	131072          /* per-page needs 65,536 for 256 MiB */
 #define MAX_REPS	9
 #define MAX_PHASES	4
+
+/*
+ * Every ioctl of this program, the library's included, counted where it
+ * leaves for the kernel: the library is linked in statically, so this is
+ * the ioctl() it calls.  A backend call may be more than one ioctl (an
+ * iommufd cut checks the fd's compat IOAS, then unmaps).
+ */
+static uint64_t nioctl;
+
+int ioctl(int fd, unsigned long req, ...);
+int ioctl(int fd, unsigned long req, ...)
+{
+	va_list ap;
+	void *arg;
+
+	va_start(ap, req);
+	arg = va_arg(ap, void *);
+	va_end(ap);
+	nioctl++;
+	return (int)syscall(SYS_ioctl, fd, req, arg);
+}
 
 /* ---- workloads: a list of conversions, split in phases ---- */
 
@@ -341,6 +365,7 @@ static int run_phase(struct cvm_region *r, const struct phase *p)
  * the workload is deterministic) and the wall and CPU time of each. */
 struct phase_res {
 	struct cvm_dma_stats a, b;
+	uint64_t ioctls;                /* of the last repetition */
 	uint64_t wall[MAX_REPS], cpu[MAX_REPS];
 	int err;
 };
@@ -369,7 +394,7 @@ static void print_phase(const struct run_ctx *c, const struct phase *p,
 	printf("guest\t%s\t%s\t%s\t%s\t%s\t%zu\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
 	       "\t%" PRIu64 "\t%" PRIu64 "\t%.2f\t%.2f\t%s\t%" PRIu64 "\t%" PRIu64
 	       "\t%.2f\t%.2f\t%d\t", c->kernel, c->s->name, c->w->name, p->name, c->pol->name,
-	       p->n, calls(b) - calls(a), b->map_calls - a->map_calls,
+	       p->n, r->ioctls, b->map_calls - a->map_calls,
 	       b->unmap_calls - a->unmap_calls, b->cut_calls - a->cut_calls, b->mappings,
 	       b->mappings_peak, wmed / 1e6, cmed / 1e6,
 	       err_name(r->err), b->disruptive_splits - a->disruptive_splits,
@@ -383,20 +408,32 @@ static void print_phase(const struct run_ctx *c, const struct phase *p,
 }
 
 /*
- * A fresh mapping for the guest RAM, which the next pins fault in page by
- * page: in 4 KiB pages if cold, else with transparent huge pages allowed
- * again.  (The test kernel has no madvise(2): CONFIG_ADVISE_SYSCALLS=n.)
+ * A new mapping for the guest RAM.  Cold: in 4 KiB pages, never touched, so
+ * that the next pins fault them in page by page.  Else with transparent huge
+ * pages allowed again, and every page written now, so that the first run
+ * of a workload pins memory as faulted in as the runs after it.  (The test
+ * kernel has no madvise(2): CONFIG_ADVISE_SYSCALLS=n.)
  */
+static char *map_ram(bool cold)
+{
+	char *ram;
+
+	/* EINVAL: a kernel without transparent huge pages, 4 KiB either way. */
+	if (prctl(PR_SET_THP_DISABLE, cold ? 1 : 0, 0, 0, 0) && errno != EINVAL)
+		die("bench-guest: PR_SET_THP_DISABLE failed: %s", strerror(errno));
+	ram = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (ram == MAP_FAILED)
+		die("bench-guest: mmap of the guest RAM failed");
+	if (!cold)
+		memset(ram, 0, RAM);
+	return ram;
+}
+
 static void fresh_ram(struct run_ctx *c, bool cold)
 {
 	if (munmap(c->ram, RAM))
 		die("bench-guest: munmap of the guest RAM failed: %s", strerror(errno));
-	/* EINVAL: a kernel without transparent huge pages, 4 KiB either way. */
-	if (prctl(PR_SET_THP_DISABLE, cold ? 1 : 0, 0, 0, 0) && errno != EINVAL)
-		die("bench-guest: PR_SET_THP_DISABLE failed: %s", strerror(errno));
-	c->ram = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (c->ram == MAP_FAILED)
-		die("bench-guest: mmap of the guest RAM failed");
+	c->ram = map_ram(cold);
 }
 
 /* A fresh region and container, the whole workload; res[i] for phase i. */
@@ -417,16 +454,24 @@ static int run_once(const struct run_ctx *c, int rep, struct phase_res *res)
 		err = cvm_dma_add_region(c->s->dma, r);
 	for (size_t i = 0; i < c->w->nph && !err; i++) {
 		struct phase_res *pr = &res[i];
-		uint64_t w0, c0;
+		uint64_t w0, c0, i0;
 
 		pr->a.sz = pr->b.sz = sizeof(pr->a);
 		cvm_dma_stats(c->s->dma, &pr->a);
+		i0 = nioctl;
 		w0 = wall_ns();
 		c0 = cpu_ns();
 		err = pr->err = run_phase(r, &c->w->ph[i]);
 		pr->cpu[rep] = cpu_ns() - c0;
 		pr->wall[rep] = wall_ns() - w0;
+		pr->ioctls = nioctl - i0;
 		cvm_dma_stats(c->s->dma, &pr->b);
+		/* Each backend call is one ioctl at least: fewer means the
+		 * counter does not see the library's. */
+		if (pr->ioctls < calls(&pr->b) - calls(&pr->a))
+			die("bench-guest: %" PRIu64 " ioctls counted for %" PRIu64
+			    " backend calls: the library's ioctls are not counted",
+			    pr->ioctls, calls(&pr->b) - calls(&pr->a));
 	}
 	space_close(c->s);
 	cvm_region_destroy(r);
@@ -541,9 +586,7 @@ int main(int argc, char **argv)
 
 	if (c.reps < 1 || c.reps > MAX_REPS)
 		die("bench-guest: REPS must be 1..%d", MAX_REPS);
-	c.ram = mmap(NULL, RAM, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (c.ram == MAP_FAILED)
-		die("bench-guest: mmap of the guest RAM failed");
+	c.ram = map_ram(false);
 	lim = guest_set_dma_entry_limit(ENTRY_LIMIT, &old);
 	printf("# bench-guest %s, libcvmdma %s, kernel %s, median of %d runs\n", PACKAGE_VERSION,
 	       cvm_version(), kernel, c.reps);
