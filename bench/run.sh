@@ -115,10 +115,10 @@ if command -v valgrind >/dev/null 2>&1 && command -v callgrind_annotate >/dev/nu
 		name=${cfg%%:*} tag=${cfg#*:}
 		cg=$out/callgrind-$tag
 		log_cmd "valgrind --tool=callgrind --toggle-collect=conv_bulk" \
-			"--callgrind-out-file=$cg.cg.out bench/bench-core --no-replay --conv-size 8G" \
+			"--callgrind-out-file=$cg.cg.out bench/bench-core --no-replay --unreserved-hva" \
 			"--only '$name' --pairs 20000 --warmup 2000 --repeat 1 > $cg.txt.out"
 		valgrind --tool=callgrind --toggle-collect=conv_bulk --callgrind-out-file="$cg.cg.out" \
-			bench/bench-core --no-replay --conv-size 8G --only "$name" --pairs 20000 \
+			bench/bench-core --no-replay --unreserved-hva --only "$name" --pairs 20000 \
 			--warmup 2000 --repeat 1 >"$cg.txt.out" 2>/dev/null
 		log_cmd "callgrind_annotate --inclusive=yes --threshold=100 $cg.cg.out > $cg.incl.out"
 		callgrind_annotate --inclusive=yes --threshold=100 "$cg.cg.out" >"$cg.incl.out"
