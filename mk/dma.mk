@@ -26,4 +26,11 @@ tests_vm_guest_lib_CFLAGS = $(GUEST_CFLAGS)
 tests_vm_guest_lib_LDADD = $(GUEST_LDADD)
 VM_TESTS_A += tests/vm/guest-lib
 VM_TESTS_B += tests/vm/guest-lib
+# Hitlessness and call counts at the ioctl boundary (it defines ioctl()).
+check_PROGRAMS += tests/vm/guest-hitless
+tests_vm_guest_hitless_SOURCES = tests/vm/guest-hitless.c $(GUEST_SOURCES)
+tests_vm_guest_hitless_CFLAGS = $(GUEST_CFLAGS)
+tests_vm_guest_hitless_LDADD = $(GUEST_LDADD)
+VM_TESTS_A += tests/vm/guest-hitless
+VM_TESTS_B += tests/vm/guest-hitless
 endif

@@ -289,7 +289,7 @@ static void fact_busy_ioas_opens_without_cut(void)
  * still works with nothing remapped; the hole reads zeros and a write to it
  * does not land.
  */
-static int dma_checks(struct edu *e, const uint8_t *mem, uint8_t *out_mem, uint64_t hole)
+static int dma_checks(struct edu *e, uint8_t *mem, uint8_t *out_mem, uint64_t hole)
 {
 	const uint64_t out = DMA_IOVA + SZ_2M;   /* a second, untouched mapping */
 	const uint64_t srcs[] = { hole - PAGE, hole + PAGE, DMA_IOVA, DMA_IOVA + SZ_2M - PAGE };
@@ -316,7 +316,13 @@ static int dma_checks(struct edu *e, const uint8_t *mem, uint8_t *out_mem, uint6
 		tap_diag("DMA from the cut page did not read zeros");
 		return -EIO;
 	}
+	/* A marker the write cannot carry: mem_alloc()'s pattern repeats every
+	 * 256 pages, so page 0 (the source) and the hole (page 256) held the
+	 * same bytes and a landed write would have gone unseen. */
+	memset(mem + (hole - DMA_IOVA), 0xa5, DMA_LEN);
 	memcpy(before, mem + (hole - DMA_IOVA), DMA_LEN);
+	if (!memcmp(before, mem, DMA_LEN))
+		return -EPROTO;
 	ret = edu_roundtrip(e, DMA_IOVA, hole, DMA_LEN);
 	if (ret)
 		return ret;

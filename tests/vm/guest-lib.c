@@ -152,7 +152,15 @@ static bool dma_reaches(struct world *w, uint64_t page)
 	w->dmas += 2;
 	if (edu_roundtrip(&w->t->edu, RAM_GPA + page * PG, BOUNCE_GPA, DMA_LEN))
 		return false;
-	return memcmp(dst, want, DMA_LEN) == 0;
+	if (memcmp(dst, want, DMA_LEN))
+		return false;
+	/* And the device can write it: bounce -> edu -> RAM page lands. */
+	fill(w->bounce_hva + PG, (uint8_t)(page ^ 0xa5));
+	memset(src, 0x11, DMA_LEN);
+	w->dmas += 2;
+	if (edu_roundtrip(&w->t->edu, BOUNCE_GPA + PG, RAM_GPA + page * PG, DMA_LEN))
+		return false;
+	return memcmp(src, w->bounce_hva + PG, DMA_LEN) == 0;
 }
 
 /*
