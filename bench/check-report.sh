@@ -93,6 +93,8 @@ has 'memory never touched, in 4 KiB pages \(swiotlb-256M-cold; the verdict is on
 ok $? "the swiotlb verdict shows the same share onto memory never touched beside it"
 row met 'real kernel A, type1: .*3\.00x less'
 ok $? "the cold share informs the verdict but does not decide it"
+has 'real kernel A, type1: .*; never split \(unbounded\): 1 ioctls, 19\.0 ms \(158x less\);'
+ok $? "the swiotlb verdict shows the share never split beside auto"
 
 # variant NAME AWK-PROGRAM FILE: the report of the fixture with FILE passed
 # through AWK-PROGRAM (tab-separated), in $tmp/NAME/doc/performance.md.
