@@ -51,14 +51,16 @@
 
 /* ---- the tracer: the kernel's mapping set, from accepted ioctls ---- */
 
-struct iv { uint64_t s, e; };
+struct iv { uint64_t s, e, va; };     /* va: the user address of s */
 #define MAXIV 200000
 static struct iv kset[MAXIV];
 static size_t nk;
 static int traced_fd = -1;           /* the container or /dev/iommu fd under test */
+static uint32_t traced_ioas;         /* iommufd: the IOAS under test */
+static uint8_t *ram_hva, *bounce_hva;
 static uint8_t staying[RAM_PG];      /* 1: shared before and after this conversion */
 static bool in_conversion;
-static uint64_t t_maps, t_unmaps, t_disrupted, t_other_fail;
+static uint64_t t_maps, t_unmaps, t_disrupted;
 static char t_err[256];              /* the first tracker inconsistency */
 
 static void t_fail(const char *fmt, ...)
@@ -72,9 +74,23 @@ static void t_fail(const char *fmt, ...)
 	va_end(ap);
 }
 
-static void kset_add(uint64_t s, uint64_t e)
+static void kset_add(uint64_t s, uint64_t e, uint64_t va)
 {
+	uint64_t want;
 	size_t i = 0;
+
+	/* Only the two regions, each at its own user address, may be mapped. */
+	if (s >= RAM_GPA && e <= RAM_GPA + RAM_PG * PG)
+		want = (uintptr_t)ram_hva + (s - RAM_GPA);
+	else if (s >= BOUNCE_GPA && e <= BOUNCE_GPA + 2 * PG)
+		want = (uintptr_t)bounce_hva + (s - BOUNCE_GPA);
+	else
+		want = ~va;
+	if (va != want) {
+		t_fail("map [%#llx,%#llx) of user address %#llx: not the region's memory",
+		       (unsigned long long)s, (unsigned long long)e, (unsigned long long)va);
+		return;
+	}
 
 	while (i < nk && kset[i].s < s)
 		i++;
@@ -88,7 +104,7 @@ static void kset_add(uint64_t s, uint64_t e)
 		return;
 	}
 	memmove(&kset[i + 1], &kset[i], (nk - i) * sizeof(kset[0]));
-	kset[i] = (struct iv){ s, e };
+	kset[i] = (struct iv){ s, e, va };
 	nk++;
 }
 
@@ -126,8 +142,8 @@ static uint64_t kset_remove(uint64_t a, uint64_t b)
 				return bytes;
 			}
 			memmove(&kset[i + 2], &kset[i + 1], (nk - i - 1) * sizeof(kset[0]));
-			kset[i] = (struct iv){ v.s, x };
-			kset[i + 1] = (struct iv){ y, v.e };
+			kset[i] = (struct iv){ v.s, x, v.va };
+			kset[i + 1] = (struct iv){ y, v.e, v.va + (y - v.s) };
 			nk++;
 			i += 2;
 		} else if (v.s < x) {
@@ -135,6 +151,7 @@ static uint64_t kset_remove(uint64_t a, uint64_t b)
 			i++;
 		} else if (v.e > y) {
 			kset[i].s = y;
+			kset[i].va = v.va + (y - v.s);
 			i++;
 		} else {
 			memmove(&kset[i], &kset[i + 1], (nk - i - 1) * sizeof(kset[0]));
@@ -147,25 +164,31 @@ static uint64_t kset_remove(uint64_t a, uint64_t b)
 /* Maps: counted, and added to the set when the kernel took them. */
 static void trace_map(int fd, unsigned long req, void *arg, int ret)
 {
-	uint64_t iova, len;
+	uint64_t iova, len, va;
 
 	if (fd != traced_fd)
 		return;
 	if (req == VFIO_IOMMU_MAP_DMA) {
 		iova = ((struct vfio_iommu_type1_dma_map *)arg)->iova;
 		len = ((struct vfio_iommu_type1_dma_map *)arg)->size;
+		va = ((struct vfio_iommu_type1_dma_map *)arg)->vaddr;
 	} else if (req == IOMMU_IOAS_MAP) {
 		iova = ((struct iommu_ioas_map *)arg)->iova;
 		len = ((struct iommu_ioas_map *)arg)->length;
+		va = ((struct iommu_ioas_map *)arg)->user_va;
+		if (((struct iommu_ioas_map *)arg)->ioas_id != traced_ioas)
+			t_fail("IOMMU_IOAS_MAP into IOAS %u, not %u",
+			       ((struct iommu_ioas_map *)arg)->ioas_id, traced_ioas);
 	} else {
 		return;
 	}
 	if (in_conversion)
 		t_maps++;
 	if (!ret)
-		kset_add(iova, iova + len);
-	else if (in_conversion)
-		t_other_fail++;
+		kset_add(iova, iova + len, va);
+	else
+		t_fail("map [%#llx,%#llx) failed (%d)", (unsigned long long)iova,
+		       (unsigned long long)(iova + len), ret);
 }
 
 /* Pre-call copies of unmap requests (the kernel writes the size back). */
@@ -176,6 +199,7 @@ int ioctl(int fd, unsigned long req, ...)
 	long ret;
 	uint64_t ra = 0, rb = 0;
 	bool unmap = false;
+	int saved;
 
 	va_start(ap, req);
 	arg = va_arg(ap, void *);
@@ -192,25 +216,32 @@ int ioctl(int fd, unsigned long req, ...)
 		unmap = true;
 		ra = u->iova;
 		rb = u->length == UINT64_MAX ? UINT64_MAX : u->iova + u->length;
+		if (u->ioas_id != traced_ioas)
+			t_fail("IOMMU_IOAS_UNMAP in IOAS %u, not %u", u->ioas_id, traced_ioas);
 	}
 	ret = syscall(SYS_ioctl, fd, req, arg);
+	saved = errno;
 	trace_map(fd, req, arg, ret < 0 ? -errno : 0);
 	if (unmap && in_conversion)
 		t_unmaps++;
-	if (unmap && ret && in_conversion)
-		t_other_fail++;
+	/* A failed unmap may have removed areas first (iommufd): the tracer
+	 * cannot know the kernel's set any more. */
+	if (unmap && ret)
+		t_fail("unmap [%#llx,%#llx) failed (%d)", (unsigned long long)ra,
+		       (unsigned long long)rb, -saved);
 	if (unmap && ret == 0) {
 		uint64_t reported = req == IOMMU_IOAS_UNMAP ?
 				    ((struct iommu_ioas_unmap *)arg)->length :
 				    ((struct vfio_iommu_type1_dma_unmap *)arg)->size;
 		uint64_t removed = kset_remove(ra, rb);
 
-		/* UNMAP_ALL on type1 reports no size: nothing to compare. */
-		if (removed != reported && !(req == VFIO_IOMMU_UNMAP_DMA && rb == UINT64_MAX))
+		/* Both kernels write back what they removed, UNMAP_ALL included. */
+		if (removed != reported)
 			t_fail("unmap [%#llx,%#llx): kernel removed %#llx, tracer %#llx",
 			       (unsigned long long)ra, (unsigned long long)rb,
 			       (unsigned long long)reported, (unsigned long long)removed);
 	}
+	errno = saved;
 	return (int)ret;
 }
 
@@ -259,7 +290,6 @@ static void close_target(struct target *t)
 
 /* ---- the run ---- */
 
-static uint8_t *ram_hva, *bounce_hva;
 static uint8_t state[RAM_PG];
 
 /* Does the traced kernel set hold exactly the shared RAM pages? */
@@ -311,6 +341,7 @@ static void run_policy(struct target *t, const char *policy, uint32_t flags, uin
 	nk = 0;
 	t_err[0] = 0;
 	traced_fd = t->container >= 0 ? t->container : t->iommufd;
+	traced_ioas = t->ioas;
 	err = err ?: cvm_dma_add_region(d, bounce) ?: cvm_dma_add_region(d, ram);
 	if (!tap_ok(!err, "%s/%s: open (%d)", t->name, policy, err))
 		goto out;
@@ -338,7 +369,7 @@ static void run_policy(struct target *t, const char *policy, uint32_t flags, uin
 		for (uint64_t p = 0; p < RAM_PG; p++)
 			staying[p] = state[p] && after[p];
 		cvm_dma_stats(d, &a);
-		t_maps = t_unmaps = t_disrupted = t_other_fail = 0;
+		t_maps = t_unmaps = t_disrupted = 0;
 		in_conversion = true;
 		err = cvm_convert_batch(ram, rs, (size_t)n, to ? CVM_SHARED : CVM_PRIVATE, 0);
 		in_conversion = false;
@@ -424,6 +455,7 @@ static void run_holes(struct target *t)
 	nk = 0;
 	t_err[0] = 0;
 	traced_fd = t->container >= 0 ? t->container : t->iommufd;
+	traced_ioas = t->ioas;
 	err = err ?: cvm_dma_add_region(d, ram) ?:
 	      cvm_convert(ram, RAM_GPA, 512 * PG, CVM_SHARED, 0);
 	if (!tap_ok(!err, "%s/%s: setup (%d)", t->name, policy, err))
