@@ -1276,6 +1276,26 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 	return err;
 }
 
+/*
+ * Would dma_unmap_runs() be refused at the entry limit?  Asked of every
+ * context of a region before any of them unmaps.  The same count as the
+ * call's; where the call could still free entries first (a repair, a
+ * compaction) it decides then.
+ */
+static int dma_check_unmap(void *opaque, const struct cvm_range *runs, size_t n)
+{
+	struct dma_region *dr = opaque;
+	struct cvm_dma *d = dr->dma;
+	struct span first;
+	int err = 0;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->avail != UINT64_MAX && !d->nfix && !(d->flags & CVM_DMA_COMPACT))
+		err = make_room(d, unmap_need(d, dr, runs, n, &first));
+	pthread_mutex_unlock(&d->lock);
+	return err;
+}
+
 /* ---- regions ---- */
 
 /* Unmap everything mapped for dr (one call: its mappings are whole and
@@ -1412,6 +1432,7 @@ static void dma_attach_failed(void *opaque)
 static const struct region_dma_ops dma_listener_ops = {
 	.map_runs = dma_map_runs,
 	.unmap_runs = dma_unmap_runs,
+	.check_unmap = dma_check_unmap,
 	.settle = dma_settle,
 	.region_gone = dma_region_gone,
 	.count_runs = dma_count_runs,

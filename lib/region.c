@@ -411,6 +411,17 @@ static int notify_private(struct cvm_region *r)
 	size_t k;
 	int err;
 
+	/* A refusal at an entry limit is known before anything is unmapped:
+	 * ask every context first, so that none has to put pieces back. */
+	for (k = 0; r->dma.n > 1 && k < r->dma.n; k++) {
+		struct cvm_listener *l = r->dma.v[k];
+
+		err = l->dma->check_unmap(l->opaque, r->runs, r->nruns);
+		if (err) {
+			undo_runs(r, false);
+			return err;
+		}
+	}
 	for (k = r->dma.n; k-- > 0;) {
 		struct cvm_listener *l = r->dma.v[k];
 

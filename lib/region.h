@@ -27,6 +27,11 @@ struct region_dma_ops {
 	 * listener of the same conversion may still fail it. */
 	int  (*map_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last);
 	int  (*unmap_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last);
+	/* Only when a conversion to private has more than one DMA listener,
+	 * before any unmap_runs(): -ENOSPC (logged) when unmap_runs() would be
+	 * refused at the entry limit, so that no other listener has cut or
+	 * split anything yet (its undo could not join the pieces again). */
+	int  (*check_unmap)(void *opaque, const struct cvm_range *runs, size_t n);
 	void (*settle)(void *opaque, bool keep);
 	/* The region is being destroyed: forget it (unmap what was mapped for it). */
 	void (*region_gone)(void *opaque);

@@ -1088,7 +1088,9 @@ static void layout(struct cvm_dma *d, char *buf, size_t size)
  * (mapping the page back on its own would need an entry it may not have).
  * A context that cut the page out maps it back as a mapping of its own
  * instead: joining the three again would unmap pages that stay shared.
- * d1 is told first (contexts are told to_private last added first).
+ * d1 is told first (contexts are told to_private last added first).  A
+ * refusal at an entry limit is known before anything is unmapped: then
+ * no context cuts or splits, and d1 keeps its one mapping.
  */
 static void second_context_fails_a_split(uint32_t rules1, uint32_t limit0, uint32_t limit1,
 					 bool inject)
@@ -1115,10 +1117,14 @@ static void second_context_fails_a_split(uint32_t rules1, uint32_t limit0, uint3
 	cr_assert_eq(cvm_convert(r, A(4), PG, CVM_PRIVATE, 0), inject ? -EIO : -ENOSPC);
 	cr_assert_eq(cvm_region_query(r, A(0), 16 * PG), CVM_SHARED);
 	layout(d1, after, sizeof(after));
+	cut = cut && inject;
 	cr_assert_str_eq(after, cut ? "0+4;4+1;5+11;" : "0+16;", "d1 maps %s", after);
 	cr_assert_eq(stats(d1).mappings, st1.mappings + 2 * cut);
 	cr_assert_eq(stats(d1).entries_avail,
 		     limit1 ? st1.entries_avail - 2 * cut : st1.entries_avail);
+	/* At the limit d1 is not even asked to unmap. */
+	cr_assert(inject || (stats(d1).cut_calls == st1.cut_calls &&
+			     stats(d1).unmap_calls == st1.unmap_calls), "d1 unmapped before d0 refused");
 	cr_assert_eq(stats(d0).mappings, st0.mappings);
 	/* Nothing stays held back: a later conversion finds the room there is. */
 	cr_assert_eq(cvm_convert(r, A(100), PG, CVM_SHARED, 0), limit0 ? -ENOSPC : 0);
