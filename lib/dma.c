@@ -102,6 +102,7 @@ struct cvm_dma {
 	struct cvm_be *be;
 	uint32_t flags;
 	uint64_t granule;               /* UINT64_MAX: unlimited */
+	bool auto_granule;              /* split_granule 0: at least each region's page */
 	bool use_cut;
 	uint64_t avail;                 /* our estimate of the backend's free entries */
 	uint64_t held;                  /* of those, kept for pending undos (sum over regions) */
@@ -1513,6 +1514,9 @@ CVM_EXPORT int cvm_dma_add_region(struct cvm_dma *d, struct cvm_region *r)
 	dr->region = r;
 	dr->g = *region_geom(r);
 	dr->granule = (d->flags & CVM_DMA_PER_PAGE) ? dr->g.page_size : d->granule;
+	/* Auto: 2 MiB without a cut, but never below the region's page. */
+	if (d->auto_granule && dr->granule < dr->g.page_size)
+		dr->granule = dr->g.page_size;
 	pthread_mutex_lock(&d->lock);
 	/* iommufd reports the real IOVA ranges only once a device is attached. */
 	if (d->be->ops->refresh && d->be->ops->refresh(d->be) == 0 && d->st.mappings == 0)
@@ -1700,13 +1704,18 @@ CVM_EXPORT int cvm_dma_open(const struct cvm_dma_config *ucfg, struct cvm_dma **
 	d->flags = cfg.flags;
 	d->use_cut = d->be->can_cut && d->be->ops->cut && !(cfg.flags & CVM_DMA_NO_CUT);
 	d->granule = cfg.split_granule ? cfg.split_granule : d->use_cut ? G_UNLIMITED : SZ_2M;
+	d->auto_granule = !cfg.split_granule && !(cfg.flags & CVM_DMA_PER_PAGE);
 	d->avail = d->be->entries_avail;
 	d->st.sz = sizeof(d->st);
 	pthread_mutex_init(&d->lock, NULL);
-	cvm_info("dma: %s backend, %s, split granule %s%llu",
-		 d->be->ops->name, d->use_cut ? "hitless cuts" : "no hitless cut",
-		 d->granule == G_UNLIMITED ? "unlimited" : "", d->granule == G_UNLIMITED ? 0ull :
-		 (unsigned long long)d->granule);
+	if (d->granule == G_UNLIMITED)
+		cvm_info("dma: %s backend, %s, split granule unlimited", d->be->ops->name,
+			 d->use_cut ? "hitless cuts" : "no hitless cut");
+	else
+		cvm_info("dma: %s backend, %s, split granule %llu%s", d->be->ops->name,
+			 d->use_cut ? "hitless cuts" : "no hitless cut",
+			 (unsigned long long)d->granule,
+			 d->auto_granule ? " (or a region's page size, if larger)" : "");
 	*out = d;
 	return 0;
 }

@@ -1049,6 +1049,50 @@ Test(dma, a_region_outside_the_valid_iova_ranges_is_refused_with_erange)
 	munmap(c.hva, c.length);
 }
 
+/*
+ * Auto split_granule on a region of 4 MiB pages: G grows to the page size
+ * where it would be 2 MiB (a mapping cannot split a page), and stays
+ * unlimited where the backend cuts; a G the caller set below the page size
+ * is refused.
+ */
+Test(dma, auto_granule_grows_to_a_region_page_larger_than_2_MiB)
+{
+	const uint64_t big = 4ull << 20;
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 8 * big,
+				       .page_size = (uint32_t)big };
+	const struct { uint32_t rules, flags; uint64_t g; int err; uint64_t maps; } k[] = {
+		{ CVM_MODEL_TYPE1, 0, 0, 0, 6 },            /* one per page */
+		{ CVM_MODEL_IOMMUFD, 0, 0, 0, 6 },
+		{ CVM_MODEL_CUT, 0, 0, 0, 1 },              /* unlimited: one run */
+		{ CVM_MODEL_TYPE1, CVM_DMA_PER_PAGE, 0, 0, 6 },
+		{ CVM_MODEL_TYPE1, 0, 2ull << 20, -EINVAL, 0 },   /* set, and too small */
+		{ CVM_MODEL_TYPE1, 0, 8ull << 20, 0, 4 },    /* 4 + 8 + 8 + 4 MiB */
+	};
+	struct cvm_region *r;
+
+	c.hva = reserve(c.length + big);
+	c.hva = (void *)(((uintptr_t)c.hva + big - 1) & ~(uintptr_t)(big - 1));
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_convert(r, BASE + big, 6 * big, CVM_SHARED, 0), 0);
+	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+		struct cvm_dma *d = mkdma(k[i].rules, k[i].flags, k[i].g, 0);
+
+		cr_assert_eq(cvm_dma_add_region(d, r), k[i].err, "config %zu", i);
+		cr_assert_eq(stats(d).mappings, k[i].maps, "config %zu: %llu mappings", i,
+			     (unsigned long long)stats(d).mappings);
+		if (!k[i].err) {
+			/* A page in the middle goes private and comes back. */
+			cr_assert_eq(cvm_convert(r, BASE + 3 * big, big, CVM_PRIVATE, 0), 0);
+			cr_assert_eq(stats(d).mapped_bytes, 5 * big);
+			cr_assert_eq(cvm_convert(r, BASE + 3 * big, big, CVM_SHARED, 0), 0);
+			cr_assert_eq(stats(d).mapped_bytes, 6 * big);
+			cr_assert_eq(cvm_dma_remove_region(d, r), 0);
+		}
+		cvm_dma_close(d);
+	}
+	cvm_region_destroy(r);
+}
+
 Test(dma, two_contexts_on_one_region_roll_each_other_back)
 {
 	struct fx f;
