@@ -6,8 +6,9 @@
  * This is the only installed header.  Every function returns 0 (or a
  * non-negative value where stated) or a negative errno, never aborts, never
  * prints unless a log callback is installed, and changes nothing when it
- * fails (the difference a failed conversion can leave: pages a DMA context
- * had already cut out are mapped back as mappings of their own, and
+ * fails (the difference a conversion that the kernel fails part way can
+ * leave: pages a DMA context had already cut out are mapped back as
+ * mappings of their own, and
  * mappings a CVM_DMA_COMPACT context merged stay merged: the same pages in
  * more or fewer entries; see cvm_convert_batch(3) and cvm_dma_open(3)).
  * Structs that cross the ABI start with `size_t sz`: set it to sizeof(the
