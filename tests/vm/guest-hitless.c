@@ -245,50 +245,30 @@ int ioctl(int fd, unsigned long req, ...)
 	return (int)ret;
 }
 
-/* ---- targets (as in guest-lib.c) ---- */
-
-struct target {
-	const char *name;
-	int container, device, iommufd;
-	uint32_t ioas;
-	struct edu edu;
-};
-
-static int open_target(struct target *t, const char *name)
-{
-	memset(t, 0, sizeof(*t));
-	t->name = name;
-	t->container = t->device = t->iommufd = -1;
-	if (!strcmp(name, "type1"))
-		return guest_open_type1(VFIO_TYPE1v2_IOMMU, &t->container, &t->device);
-	if (!strcmp(name, "compat"))
-		return guest_open_type1(VFIO_TYPE1_IOMMU, &t->container, &t->device);
-	if (!strcmp(name, "iommufd")) {
-		struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
-
-		t->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
-		if (t->iommufd < 0)
-			return -errno;
-		if (ioctl(t->iommufd, IOMMU_IOAS_ALLOC, &alloc))
-			return -errno;
-		t->ioas = alloc.out_ioas_id;
-		return guest_iommufd_bind(t->iommufd, &t->device) ?:
-		       guest_iommufd_attach(t->device, t->ioas);
-	}
-	return -EINVAL;
-}
-
-static void close_target(struct target *t)
-{
-	if (t->device >= 0)
-		close(t->device);
-	if (t->container >= 0)
-		close(t->container);
-	if (t->iommufd >= 0)
-		close(t->iommufd);
-}
-
 /* ---- the run ---- */
+
+/* A context on t's container or IOAS. */
+static void use_target(const struct guest_target *t, struct cvm_dma_config *c)
+{
+	if (t->container >= 0) {
+		c->backend = CVM_BACKEND_TYPE1;
+		c->fd = t->container;
+	} else {
+		c->backend = CVM_BACKEND_IOMMUFD;
+		c->fd = t->iommufd;
+		c->ioas_id = t->ioas;
+	}
+}
+
+/* Trace t's fd from an empty kernel set on: after cvm_dma_open(), whose
+ * probes leave nothing mapped. */
+static void trace_start(const struct guest_target *t)
+{
+	nk = 0;
+	t_err[0] = 0;
+	traced_fd = t->container >= 0 ? t->container : t->iommufd;
+	traced_ioas = t->ioas;
+}
 
 static uint8_t state[RAM_PG];
 
@@ -311,7 +291,7 @@ static bool kset_matches(char *why, size_t len)
 	return true;
 }
 
-static void run_policy(struct target *t, const char *policy, uint32_t flags, uint64_t g,
+static void run_policy(struct guest_target *t, const char *policy, uint32_t flags, uint64_t g,
 		       unsigned seed)
 {
 	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG,
@@ -326,22 +306,11 @@ static void run_policy(struct target *t, const char *policy, uint32_t flags, uin
 	char why[160] = "";
 	int err;
 
-	if (t->container >= 0) {
-		c.backend = CVM_BACKEND_TYPE1;
-		c.fd = t->container;
-	} else {
-		c.backend = CVM_BACKEND_IOMMUFD;
-		c.fd = t->iommufd;
-		c.ioas_id = t->ioas;
-	}
+	use_target(t, &c);
 	memset(state, 0, sizeof(state));
 	err = cvm_region_create(&rc, &ram) ?: cvm_region_create(&bc, &bounce) ?:
 	      cvm_dma_open(&c, &d);
-	/* The probes at open are done: trace from an empty kernel set on. */
-	nk = 0;
-	t_err[0] = 0;
-	traced_fd = t->container >= 0 ? t->container : t->iommufd;
-	traced_ioas = t->ioas;
+	trace_start(t);
 	err = err ?: cvm_dma_add_region(d, bounce) ?: cvm_dma_add_region(d, ram);
 	if (!tap_ok(!err, "%s/%s: open (%d)", t->name, policy, err))
 		goto out;
@@ -429,7 +398,7 @@ out:
 
 /* The shape of run_hitless in guest-lib.c, traced: a 512-page run, one hole,
  * then three holes in one batch. */
-static void run_holes(struct target *t)
+static void run_holes(struct guest_target *t)
 {
 	const char *policy = "holes";
 	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = RAM_GPA, .length = RAM_PG * PG,
@@ -443,19 +412,9 @@ static void run_holes(struct target *t)
 	uint64_t hit;
 	int err;
 
-	if (t->container >= 0) {
-		c.backend = CVM_BACKEND_TYPE1;
-		c.fd = t->container;
-	} else {
-		c.backend = CVM_BACKEND_IOMMUFD;
-		c.fd = t->iommufd;
-		c.ioas_id = t->ioas;
-	}
+	use_target(t, &c);
 	err = cvm_region_create(&rc, &ram) ?: cvm_dma_open(&c, &d);
-	nk = 0;
-	t_err[0] = 0;
-	traced_fd = t->container >= 0 ? t->container : t->iommufd;
-	traced_ioas = t->ioas;
+	trace_start(t);
 	err = err ?: cvm_dma_add_region(d, ram) ?:
 	      cvm_convert(ram, RAM_GPA, 512 * PG, CVM_SHARED, 0);
 	if (!tap_ok(!err, "%s/%s: setup (%d)", t->name, policy, err))
@@ -493,18 +452,18 @@ static void run_target(const char *name)
 		{ "per-page", CVM_DMA_PER_PAGE, 0 }, { "auto", 0, 0 },
 		{ "granule-64K", 0, 64 * 1024 }, { "unbounded", 0, UINT64_MAX },
 	};
-	struct target t;
-	int err = open_target(&t, name);
+	struct guest_target t;
+	int err = guest_target_open(&t, name);
 
 	if (err) {
 		tap_skip(strerror(-err), "%s: open the edu device", name);
-		close_target(&t);
+		guest_target_close(&t);
 		return;
 	}
 	for (size_t i = 0; i < sizeof(pol) / sizeof(pol[0]); i++)
 		run_policy(&t, pol[i].name, pol[i].flags, pol[i].g, 777 + (unsigned)i);
 	run_holes(&t);
-	close_target(&t);
+	guest_target_close(&t);
 }
 
 int main(int argc, char **argv)

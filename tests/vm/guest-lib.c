@@ -44,15 +44,8 @@
 #define STEPS   24
 #define DMA_LEN 2048
 
-struct target {
-	const char *name;
-	int container, device, iommufd;
-	uint32_t ioas;
-	struct edu edu;
-};
-
 struct world {
-	struct target *t;
+	struct guest_target *t;
 	struct cvm_dma *dma;
 	struct cvm_region *ram, *bounce;
 	uint8_t *ram_hva, *bounce_hva;
@@ -231,7 +224,7 @@ static uint64_t pick_page(struct world *w, uint8_t want)
 
 /* A context on the target's container, or on the VMM's IOAS with the
  * device attached (the context adopts it). */
-static void target_backend(const struct target *t, struct cvm_dma_config *c)
+static void target_backend(const struct guest_target *t, struct cvm_dma_config *c)
 {
 	if (t->container >= 0) {
 		c->backend = CVM_BACKEND_TYPE1;
@@ -834,44 +827,6 @@ out:
 	world_close(w);
 }
 
-static int open_target(struct target *t, const char *name)
-{
-	memset(t, 0, sizeof(*t));
-	t->edu.device_fd = -1;
-	t->name = name;
-	t->container = t->device = t->iommufd = -1;
-	if (!strcmp(name, "type1"))
-		return guest_open_type1(VFIO_TYPE1v2_IOMMU, &t->container, &t->device) ?:
-		       edu_open(t->device, &t->edu);
-	if (!strcmp(name, "compat"))
-		return guest_open_type1(VFIO_TYPE1_IOMMU, &t->container, &t->device) ?:
-		       edu_open(t->device, &t->edu);
-	if (!strcmp(name, "iommufd")) {
-		struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
-
-		t->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
-		if (t->iommufd < 0)
-			return -errno;
-		if (ioctl(t->iommufd, IOMMU_IOAS_ALLOC, &alloc))
-			return -errno;
-		t->ioas = alloc.out_ioas_id;
-		return guest_iommufd_bind(t->iommufd, &t->device) ?:
-		       guest_iommufd_attach(t->device, t->ioas) ?: edu_open(t->device, &t->edu);
-	}
-	return -EINVAL;
-}
-
-static void close_target(struct target *t)
-{
-	edu_close(&t->edu);
-	if (t->device >= 0)
-		close(t->device);
-	if (t->container >= 0)
-		close(t->container);
-	if (t->iommufd >= 0)
-		close(t->iommufd);
-}
-
 /* ---- a real refusal: the kernel cannot pin ---- */
 
 /* The process's locked_vm (type1 charges its pins there), in pages. */
@@ -971,7 +926,7 @@ out:
 
 static void run_limit_target(struct world *w)
 {
-	struct target t;
+	struct guest_target t;
 	unsigned old;
 	int err = guest_set_dma_entry_limit(LIMIT, &old);
 
@@ -980,7 +935,7 @@ static void run_limit_target(struct world *w)
 		return;
 	}
 	/* The limit applies to containers created afterwards. */
-	err = open_target(&t, "type1");
+	err = guest_target_open(&t, "type1");
 	guest_set_dma_entry_limit(old, NULL);
 	if (!err) {
 		w->t = &t;
@@ -989,7 +944,7 @@ static void run_limit_target(struct world *w)
 	} else {
 		tap_skip(strerror(-err), "type1: open the edu device with an entry limit");
 	}
-	close_target(&t);
+	guest_target_close(&t);
 }
 
 static void run_target(struct world *w, const char *name)
@@ -998,12 +953,12 @@ static void run_target(struct world *w, const char *name)
 		{ "per-page", CVM_DMA_PER_PAGE, 0 }, { "auto", 0, 0 },
 		{ "granule-64K", 0, 64 * 1024 }, { "unbounded", 0, UINT64_MAX },
 	};
-	struct target t;
-	int err = open_target(&t, name);
+	struct guest_target t;
+	int err = guest_target_open(&t, name);
 
 	if (err) {
 		tap_skip(strerror(-err), "%s: open the edu device", name);
-		close_target(&t);
+		guest_target_close(&t);
 		return;
 	}
 	w->t = &t;
@@ -1015,7 +970,7 @@ static void run_target(struct world *w, const char *name)
 	run_region_gone(w);
 	run_pin_limit(w);
 	run_hotplug(w);
-	close_target(&t);
+	guest_target_close(&t);
 	if (!strcmp(name, "type1"))
 		run_limit_target(w);
 	printf("# %s: %d edu DMA transfers so far\n", name, w->dmas);

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <linux/iommufd.h>
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
 
@@ -465,4 +466,42 @@ void edu_close(struct edu *e)
 		munmap((void *)e->bar0, e->bar0_size);
 	e->bar0 = NULL;
 	e->bar0_size = 0;
+}
+
+int guest_target_open(struct guest_target *t, const char *name)
+{
+	memset(t, 0, sizeof(*t));
+	t->edu.device_fd = -1;
+	t->name = name;
+	t->container = t->device = t->iommufd = -1;
+	if (!strcmp(name, "type1"))
+		return guest_open_type1(VFIO_TYPE1v2_IOMMU, &t->container, &t->device) ?:
+		       edu_open(t->device, &t->edu);
+	if (!strcmp(name, "compat"))
+		return guest_open_type1(VFIO_TYPE1_IOMMU, &t->container, &t->device) ?:
+		       edu_open(t->device, &t->edu);
+	if (!strcmp(name, "iommufd")) {
+		struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
+
+		t->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+		if (t->iommufd < 0)
+			return -errno;
+		if (ioctl(t->iommufd, IOMMU_IOAS_ALLOC, &alloc))
+			return -errno;
+		t->ioas = alloc.out_ioas_id;
+		return guest_iommufd_bind(t->iommufd, &t->device) ?:
+		       guest_iommufd_attach(t->device, t->ioas) ?: edu_open(t->device, &t->edu);
+	}
+	return -EINVAL;
+}
+
+void guest_target_close(struct guest_target *t)
+{
+	edu_close(&t->edu);
+	if (t->device >= 0)
+		close(t->device);
+	if (t->container >= 0)
+		close(t->container);
+	if (t->iommufd >= 0)
+		close(t->iommufd);
 }

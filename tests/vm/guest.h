@@ -92,4 +92,18 @@ int edu_roundtrip(struct edu *e, uint64_t src_iova, uint64_t dst_iova, size_t le
 /* Unmap BAR0; leaves the device fd open. */
 void edu_close(struct edu *e);
 
+/* ---- a backend under test, with edu attached ---- */
+
+struct guest_target {
+	const char *name;		/* "type1" (v2), "compat" (v1) or "iommufd" */
+	int container, device, iommufd;	/* -1 where the backend has none */
+	uint32_t ioas;			/* iommufd: a fresh IOAS, the device attached */
+	struct edu edu;
+};
+
+/* Open the container or IOAS name says, with edu bound to it and open;
+ * guest_target_close() undoes what it did, also when it fails. */
+int guest_target_open(struct guest_target *t, const char *name);
+void guest_target_close(struct guest_target *t);
+
 #endif
