@@ -6,10 +6,11 @@
  * This is the only installed header.  Every function returns 0 (or a
  * non-negative value where stated) or a negative errno, never aborts, never
  * prints unless a log callback is installed, and changes nothing when it
- * fails (the difference a conversion that the kernel fails part way can
+ * fails (the difference a conversion that fails part way, by a kernel
+ * error or another region's taking a context's last entries meanwhile, can
  * leave: pages a DMA context had already cut out are mapped back as
- * mappings of their own, and
- * mappings a CVM_DMA_COMPACT context merged stay merged: the same pages in
+ * mappings of their own, and mappings a CVM_DMA_COMPACT context merged
+ * stay merged: the same pages in
  * more or fewer entries; see cvm_convert_batch(3) and cvm_dma_open(3)).
  * Structs that cross the ABI start with `size_t sz`: set it to sizeof(the
  * struct); the library reads only what sz covers, rejects a sz that ends
@@ -165,7 +166,8 @@ struct cvm_dma_info {
 	int      fd;                /* the container or /dev/iommu fd                         */
 	uint32_t ioas_id;           /* IOMMUFD: the IOAS (attach devices to it)              */
 	uint32_t can_cut;           /* 1: private conversions cut mappings hitlessly          */
-	uint64_t split_granule;     /* effective; UINT64_MAX: unlimited; 0: CVM_DMA_PER_PAGE  */
+	uint64_t split_granule;     /* in effect (a larger page wins); UINT64_MAX: unlimited;
+	                               0: CVM_DMA_PER_PAGE                                   */
 	uint64_t iova_pgsizes;      /* IOMMU page sizes (iommufd: from its IOVA alignment)    */
 };
 int cvm_dma_info(struct cvm_dma *dma, struct cvm_dma_info *info);

@@ -1213,30 +1213,48 @@ static uint64_t unmap_need(struct cvm_dma *d, const struct dma_region *dr,
 	return need;
 }
 
+/*
+ * What a private conversion of runs does before it unmaps, under d->lock:
+ * repairs, then, under an entry limit, the room it needs (compacting if
+ * allowed).  *have_first: the table did not change, so *first (the span of
+ * runs[0]) still holds.
+ */
+static int unmap_prologue(struct cvm_dma *d, const struct dma_region *dr,
+			  const struct cvm_range *runs, size_t n, struct span *first,
+			  bool *have_first)
+{
+	uint64_t need;
+	int err;
+
+	d->nundo = 0;
+	if (d->nfix)
+		repair(d);
+	*have_first = false;
+	if (d->avail == UINT64_MAX)
+		return 0;
+	need = unmap_need(d, dr, runs, n, first);
+	/* No compaction (the table stays as it is): the first span holds. */
+	*have_first = need <= room(d);
+	/* Compaction may join a mapping a run only trims to one it then
+	 * splits: count again on the new table until the count holds. */
+	while (!(err = make_room(d, need)) && !*have_first &&
+	       (need = unmap_need(d, dr, runs, n, first)) > room(d))
+		;
+	return err;
+}
+
 static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
 	struct span cur, next, first;
 	bool have_first = false;
-	uint64_t need = 0, before;
-	int err = 0;
+	uint64_t before;
+	int err;
 
 	pthread_mutex_lock(&d->lock);
-	d->nundo = 0;
-	if (d->nfix)
-		repair(d);
+	err = unmap_prologue(d, dr, runs, n, &first, &have_first);
 	before = d->st.mappings;
-	if (d->avail != UINT64_MAX) {
-		need = unmap_need(d, dr, runs, n, &first);
-		/* No compaction (the table stays as it is): the first span holds. */
-		have_first = need <= room(d);
-		/* Compaction may join a mapping a run only trims to one it then
-		 * splits: count again on the new table until the count holds. */
-		while (!(err = make_room(d, need)) && !have_first &&
-		       (need = unmap_need(d, dr, runs, n, &first)) > room(d))
-			;
-	}
 	for (size_t i = 0, i0; i < n && !err;) {
 		uint64_t a = iova_of(dr, runs[i].gpa);
 
@@ -1279,20 +1297,22 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 
 /*
  * Would dma_unmap_runs() be refused at the entry limit?  Asked of every
- * context of a region before any of them unmaps.  The same count as the
- * call's; where the call could still free entries first (a repair, a
- * compaction) it decides then.
+ * context of a region before any of them unmaps: the call's own prologue,
+ * so the repairs and merges it makes stay made (as the call's would), and
+ * the call then finds the room it counted, unless another region of the
+ * context took it meanwhile.
  */
 static int dma_check_unmap(void *opaque, const struct cvm_range *runs, size_t n)
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
 	struct span first;
-	int err = 0;
+	bool have_first;
+	int err;
 
 	pthread_mutex_lock(&d->lock);
-	if (d->avail != UINT64_MAX && !d->nfix && !(d->flags & CVM_DMA_COMPACT))
-		err = make_room(d, unmap_need(d, dr, runs, n, &first));
+	err = unmap_prologue(d, dr, runs, n, &first, &have_first);
+	d->nundo = 0;
 	pthread_mutex_unlock(&d->lock);
 	return err;
 }

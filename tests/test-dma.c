@@ -1068,10 +1068,10 @@ Test(dma, auto_granule_grows_to_a_region_page_larger_than_2_MiB)
 		{ CVM_MODEL_TYPE1, 0, 2ull << 20, -EINVAL, 0 },   /* set, and too small */
 		{ CVM_MODEL_TYPE1, 0, 8ull << 20, 0, 4 },    /* 4 + 8 + 8 + 4 MiB */
 	};
+	void *mem = reserve(c.length + big);
 	struct cvm_region *r;
 
-	c.hva = reserve(c.length + big);
-	c.hva = (void *)(((uintptr_t)c.hva + big - 1) & ~(uintptr_t)(big - 1));
+	c.hva = (void *)(((uintptr_t)mem + big - 1) & ~(uintptr_t)(big - 1));
 	cr_assert_eq(cvm_region_create(&c, &r), 0);
 	cr_assert_eq(cvm_convert(r, BASE + big, 6 * big, CVM_SHARED, 0), 0);
 	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
@@ -1091,6 +1091,55 @@ Test(dma, auto_granule_grows_to_a_region_page_larger_than_2_MiB)
 		cvm_dma_close(d);
 	}
 	cvm_region_destroy(r);
+	munmap(mem, c.length + big);
+}
+
+/* Regions of 4 KiB and of 4 MiB pages in one auto context: each has its
+ * own granule (2 MiB, 4 MiB). */
+static int longest(void *opaque, uint64_t iova, uint64_t len)
+{
+	uint64_t *m = opaque;
+
+	(void)iova;
+	if (len > *m)
+		*m = len;
+	return 0;
+}
+
+Test(dma, regions_of_4_KiB_and_4_MiB_pages_share_one_auto_context)
+{
+	const uint64_t big = 4ull << 20;
+	struct cvm_region_config cb = { .sz = sizeof(cb), .gpa = BASE + (1ull << 32),
+					.length = 8 * big, .page_size = (uint32_t)big };
+	struct cvm_region_config cs = { .sz = sizeof(cs), .gpa = BASE, .length = 8 * big };
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 40);
+	struct cvm_region *rb, *rs;
+	void *mb = reserve(cb.length + big);
+	uint64_t m = 0;
+
+	cb.hva = (void *)(((uintptr_t)mb + big - 1) & ~(uintptr_t)(big - 1));
+	cs.hva = reserve(cs.length);
+	cr_assert_eq(cvm_region_create(&cb, &rb), 0);
+	cr_assert_eq(cvm_region_create(&cs, &rs), 0);
+	cr_assert_eq(cvm_dma_add_region(d, rs), 0);
+	cr_assert_eq(cvm_dma_add_region(d, rb), 0);
+	cr_assert_eq(cvm_convert(rs, BASE, 8 * big, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(d).mappings, 16);
+	cr_assert_eq(cvm_convert(rb, cb.gpa, 8 * big, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(d).mappings, 24);
+	cr_assert_eq(cvm_convert(rb, cb.gpa + 3 * big, big, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(stats(d).mappings, 23);
+	cr_assert_eq(cvm_convert(rb, cb.gpa + 3 * big, big, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(rs, BASE + PG, PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(stats(d).mappings, 25);
+	cr_assert_eq(cvm_dma_for_each_mapping(d, longest, &m), 0);
+	cr_assert_eq(m, big);
+	cr_assert_eq(stats(d).mapped_bytes, 16 * big - PG);
+	cvm_dma_close(d);
+	cvm_region_destroy(rb);
+	cvm_region_destroy(rs);
+	munmap(mb, cb.length + big);
+	munmap(cs.hva, cs.length);
 }
 
 Test(dma, two_contexts_on_one_region_roll_each_other_back)
@@ -1188,6 +1237,34 @@ Test(dma, a_second_context_failing_leaves_the_first_as_it_was)
 {
 	second_context_fails_a_split(CVM_MODEL_TYPE1, 0, 0, true);
 	second_context_fails_a_split(CVM_MODEL_CUT, 0, 0, true);
+}
+
+/* The same with CVM_DMA_COMPACT on the context at its limit: its merges
+ * cannot free enough, and it refuses before the other context cuts. */
+Test(dma, a_compacting_context_out_of_entries_refuses_before_another_cuts)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
+	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, UINT64_MAX, 1);
+	struct cvm_dma *d1 = mkdma(CVM_MODEL_CUT, 0, UINT64_MAX, 3);
+	struct cvm_dma_stats st1;
+	char after[256];
+	struct cvm_region *r;
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d0, r), 0);
+	cr_assert_eq(cvm_dma_add_region(d1, r), 0);
+	cr_assert_eq(cvm_convert(r, A(0), 16 * PG, CVM_SHARED, 0), 0);
+	st1 = stats(d1);
+	cr_assert_eq(cvm_convert(r, A(4), PG, CVM_PRIVATE, 0), -ENOSPC);
+	cr_assert_eq(cvm_region_query(r, A(0), 16 * PG), CVM_SHARED);
+	layout(d1, after, sizeof(after));
+	cr_assert_str_eq(after, "0+16;", "d1 maps %s", after);
+	cr_assert_eq(stats(d1).cut_calls, st1.cut_calls, "d1 cut before d0 refused");
+	cvm_dma_close(d1);
+	cvm_dma_close(d0);
+	cvm_region_destroy(r);
+	munmap(c.hva, c.length);
 }
 
 /*
