@@ -1213,15 +1213,34 @@ static uint64_t unmap_need(struct cvm_dma *d, const struct dma_region *dr,
 	return need;
 }
 
+/* Mappings the runs whose spans are whole mappings remove. */
+static uint64_t whole_freed(struct cvm_dma *d, const struct dma_region *dr,
+			    const struct cvm_range *runs, size_t n)
+{
+	struct collect c = { d, 0, 0, 0 };
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t a = iova_of(dr, runs[i].gpa), b = a + runs[i].length;
+		struct span sp;
+
+		span_for_run(d, a, b, &sp);
+		if (sp.whole)
+			maptable_for_each(d->mt, a, b - a, count_gone, &c);
+	}
+	return c.n;
+}
+
 /*
  * What a private conversion of runs does before it unmaps, under d->lock:
  * repairs, then, under an entry limit, the room it needs (compacting if
  * allowed).  *have_first: the table did not change, so *first (the span of
- * runs[0]) still holds.
+ * runs[0]) still holds.  *whole_first: the runs fit only if those that
+ * remove whole mappings go before those that split one (at the limit, a
+ * batch that frees entries and takes as many).
  */
 static int unmap_prologue(struct cvm_dma *d, const struct dma_region *dr,
 			  const struct cvm_range *runs, size_t n, struct span *first,
-			  bool *have_first)
+			  bool *have_first, bool *whole_first)
 {
 	uint64_t need;
 	int err;
@@ -1229,12 +1248,16 @@ static int unmap_prologue(struct cvm_dma *d, const struct dma_region *dr,
 	d->nundo = 0;
 	if (d->nfix)
 		repair(d);
-	*have_first = false;
+	*have_first = *whole_first = false;
 	if (d->avail == UINT64_MAX)
 		return 0;
 	need = unmap_need(d, dr, runs, n, first);
 	/* No compaction (the table stays as it is): the first span holds. */
 	*have_first = need <= room(d);
+	if (!*have_first && n > 1 && need <= room(d) + whole_freed(d, dr, runs, n)) {
+		*whole_first = true;
+		return 0;
+	}
 	/* Compaction may join a mapping a run only trims to one it then
 	 * splits: count again on the new table until the count holds. */
 	while (!(err = make_room(d, need)) && !*have_first &&
@@ -1243,18 +1266,38 @@ static int unmap_prologue(struct cvm_dma *d, const struct dma_region *dr,
 	return err;
 }
 
+/* The runs that remove whole mappings, one span each: before the others
+ * split mappings into the entries these free. */
+static int unmap_whole_spans(struct cvm_dma *d, const struct dma_region *dr,
+			     const struct cvm_range *runs, size_t n)
+{
+	int err = 0;
+
+	for (size_t i = 0; i < n && !err; i++) {
+		uint64_t a = iova_of(dr, runs[i].gpa);
+		struct span sp;
+
+		span_for_run(d, a, a + runs[i].length, &sp);
+		if (sp.whole)
+			err = do_span(d, dr, &sp, runs + i, 1);
+	}
+	return err;
+}
+
 static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
 	struct span cur, next, first;
-	bool have_first = false;
+	bool have_first, whole_first;
 	uint64_t before;
 	int err;
 
 	pthread_mutex_lock(&d->lock);
-	err = unmap_prologue(d, dr, runs, n, &first, &have_first);
+	err = unmap_prologue(d, dr, runs, n, &first, &have_first, &whole_first);
 	before = d->st.mappings;
+	if (!err && whole_first)
+		err = unmap_whole_spans(d, dr, runs, n);
 	for (size_t i = 0, i0; i < n && !err;) {
 		uint64_t a = iova_of(dr, runs[i].gpa);
 
@@ -1279,6 +1322,9 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 			cur.one = false;
 			cur.whole = cur.whole && next.whole;
 		}
+		/* Whole spans went first, and are empty now. */
+		if (whole_first && cur.whole)
+			continue;
 		err = do_span(d, dr, &cur, runs + i0, i - i0);
 	}
 	if (!err && d->nfix)
@@ -1307,11 +1353,11 @@ static int dma_check_unmap(void *opaque, const struct cvm_range *runs, size_t n)
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
 	struct span first;
-	bool have_first;
+	bool have_first, whole_first;
 	int err;
 
 	pthread_mutex_lock(&d->lock);
-	err = unmap_prologue(d, dr, runs, n, &first, &have_first);
+	err = unmap_prologue(d, dr, runs, n, &first, &have_first, &whole_first);
 	d->nundo = 0;
 	pthread_mutex_unlock(&d->lock);
 	return err;

@@ -1239,6 +1239,51 @@ Test(dma, a_second_context_failing_leaves_the_first_as_it_was)
 	second_context_fails_a_split(CVM_MODEL_CUT, 0, 0, true);
 }
 
+/*
+ * At the entry limit, a private batch that splits one mapping and removes
+ * another whole ends with as many mappings as before: it fits, removing
+ * first, as the same ranges converted one at a time do.  With
+ * CVM_DMA_COMPACT nothing needs merging for it.
+ */
+static void batch_frees_then_splits(uint32_t rules, uint32_t flags)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 8 * PG };
+	const struct cvm_range sh[] = { { A(1), 4 * PG }, { A(7), PG } };
+	const struct cvm_range pv[] = { { A(2), 2 * PG }, { A(7), PG } };
+	struct cvm_dma *d = mkdma(rules, flags, 0, 2);
+	struct cvm_dma_stats st;
+	struct cvm_region *r;
+	char l[128];
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_convert_batch(r, sh, 2, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "1+4;7+1;");
+	st = stats(d);
+	cr_assert_eq(st.entries_avail, 0);
+	cr_assert_eq(cvm_convert_batch(r, pv, 2, CVM_PRIVATE, 0), 0, "rules %u flags %#x", rules,
+		     flags);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "1+1;4+1;", "rules %u: %s", rules, l);
+	cr_assert_eq(stats(d).disruptive_splits, st.disruptive_splits + 1, "only the split");
+	check_dma(r, d, 8, 2 << 20);
+	/* Where it does not fit, nothing changes. */
+	cr_assert_eq(cvm_convert(r, A(7), PG, CVM_SHARED, 0), -ENOSPC);
+	cvm_dma_close(d);
+	cvm_region_destroy(r);
+	munmap(c.hva, c.length);
+}
+
+Test(dma, at_the_limit_a_batch_that_frees_an_entry_may_split_another)
+{
+	batch_frees_then_splits(CVM_MODEL_TYPE1, 0);
+	batch_frees_then_splits(CVM_MODEL_IOMMUFD, 0);
+	batch_frees_then_splits(CVM_MODEL_CUT, CVM_DMA_NO_CUT);
+	batch_frees_then_splits(CVM_MODEL_TYPE1, CVM_DMA_COMPACT);
+}
+
 /* The same with CVM_DMA_COMPACT on the context at its limit: its merges
  * cannot free enough, and it refuses before the other context cuts. */
 Test(dma, a_compacting_context_out_of_entries_refuses_before_another_cuts)
