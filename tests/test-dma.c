@@ -1186,10 +1186,10 @@ static void layout(struct cvm_dma *d, char *buf, size_t size)
  * no context cuts or splits, and d1 keeps its one mapping.
  */
 static void second_context_fails_a_split(uint32_t rules1, uint32_t limit0, uint32_t limit1,
-					 bool inject)
+					 bool inject, uint32_t flags0)
 {
 	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
-	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, 0, UINT64_MAX, limit0);
+	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, flags0, UINT64_MAX, limit0);
 	struct cvm_dma *d1 = mkdma(rules1, 0, UINT64_MAX, limit1);
 	bool cut = rules1 == CVM_MODEL_CUT;
 	struct cvm_dma_stats st0, st1;
@@ -1229,14 +1229,14 @@ static void second_context_fails_a_split(uint32_t rules1, uint32_t limit0, uint3
 
 Test(dma, a_second_context_out_of_entries_leaves_the_first_as_it_was)
 {
-	second_context_fails_a_split(CVM_MODEL_TYPE1, 1, 2, false);
-	second_context_fails_a_split(CVM_MODEL_CUT, 1, 3, false);
+	second_context_fails_a_split(CVM_MODEL_TYPE1, 1, 2, false, 0);
+	second_context_fails_a_split(CVM_MODEL_CUT, 1, 3, false, 0);
 }
 
 Test(dma, a_second_context_failing_leaves_the_first_as_it_was)
 {
-	second_context_fails_a_split(CVM_MODEL_TYPE1, 0, 0, true);
-	second_context_fails_a_split(CVM_MODEL_CUT, 0, 0, true);
+	second_context_fails_a_split(CVM_MODEL_TYPE1, 0, 0, true, 0);
+	second_context_fails_a_split(CVM_MODEL_CUT, 0, 0, true, 0);
 }
 
 /*
@@ -1288,28 +1288,7 @@ Test(dma, at_the_limit_a_batch_that_frees_an_entry_may_split_another)
  * cannot free enough, and it refuses before the other context cuts. */
 Test(dma, a_compacting_context_out_of_entries_refuses_before_another_cuts)
 {
-	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
-	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, UINT64_MAX, 1);
-	struct cvm_dma *d1 = mkdma(CVM_MODEL_CUT, 0, UINT64_MAX, 3);
-	struct cvm_dma_stats st1;
-	char after[256];
-	struct cvm_region *r;
-
-	c.hva = reserve(c.length);
-	cr_assert_eq(cvm_region_create(&c, &r), 0);
-	cr_assert_eq(cvm_dma_add_region(d0, r), 0);
-	cr_assert_eq(cvm_dma_add_region(d1, r), 0);
-	cr_assert_eq(cvm_convert(r, A(0), 16 * PG, CVM_SHARED, 0), 0);
-	st1 = stats(d1);
-	cr_assert_eq(cvm_convert(r, A(4), PG, CVM_PRIVATE, 0), -ENOSPC);
-	cr_assert_eq(cvm_region_query(r, A(0), 16 * PG), CVM_SHARED);
-	layout(d1, after, sizeof(after));
-	cr_assert_str_eq(after, "0+16;", "d1 maps %s", after);
-	cr_assert_eq(stats(d1).cut_calls, st1.cut_calls, "d1 cut before d0 refused");
-	cvm_dma_close(d1);
-	cvm_dma_close(d0);
-	cvm_region_destroy(r);
-	munmap(c.hva, c.length);
+	second_context_fails_a_split(CVM_MODEL_CUT, 1, 3, false, CVM_DMA_COMPACT);
 }
 
 /*
