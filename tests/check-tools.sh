@@ -124,12 +124,12 @@ check "replay: the refusal is reported with line, errno and strerror" \
 cp "$tmp/kept.trace" "$tmp/kept.orig"
 "$gen" tdx-boot --guest-size 256M --ops 5000 -o "$tmp/kept.trace" 2>"$tmp/full.err"
 rc=$?
-check "tracegen: a run that fails part way exits 2 and leaves -o FILE as it was" \
+check "tracegen: a run that fails exits 2 and leaves -o FILE as it was" \
 	sh -c 'test "$1" -eq 2 && cmp -s "$2" "$3" && grep -q "RAM is full" "$4"' \
 	sh $rc "$tmp/kept.trace" "$tmp/kept.orig" "$tmp/full.err"
 "$gen" tdx-boot --guest-size 256M --ops 5000 -o "$tmp/new.trace" 2>/dev/null
-check "tracegen: a run that fails part way writes no file, not even a temporary one" \
-	sh -c '! ls "$1"/new.trace* >/dev/null 2>&1' sh "$tmp"
+check "tracegen: a run that fails writes no file, not even a temporary one" \
+	sh -c '! ls "$1"/new.trace* "$1"/.cvmdma-tracegen.* >/dev/null 2>&1' sh "$tmp"
 chmod 600 "$tmp/kept.trace"
 "$gen" churn --guest-size 1G --seed 4 -o "$tmp/kept.trace"
 check "tracegen: a replaced -o FILE keeps its permissions" \
@@ -178,6 +178,63 @@ assert n.endswith(\"caf\ufffd-\u00e9.trace\"), n"' sh "$rep" "$bad_name"
 else
 	skip "replay: --json stays valid JSON for a trace name that is not UTF-8" \
 		"python3 not installed"
+fi
+
+check "tracegen: an --ops that cannot fit is refused before a byte reaches a pipe" \
+	sh -c '"$1" tdx-boot --guest-size 256M --ops 5000 2>"$2" | wc -c | grep -qx 0 &&
+	grep -q "RAM is full.*--ops 5000" "$2"' sh "$gen" "$tmp/ops.err"
+check "tracegen: the largest --ops that fits is accepted and replays" \
+	sh -c '"$1" tdx-boot --guest-size 256M --ops 3071 | "$2" -q - >/dev/null' sh "$gen" "$rep"
+long=$(printf '%0250d' 0 | tr 0 a)
+check "tracegen: -o FILE with a name of 250 bytes (its temporary name stays short)" \
+	sh -c 'cd "$1" && "$2" churn --guest-size 1G -o "$3" && test -s "$3" &&
+	! ls -A | grep -q "^.cvmdma-tracegen"' \
+	sh "$tmp" "$(cd "$(dirname "$gen")" && pwd)/${gen##*/}" "$long"
+check "tracegen: --exit-max is refused by a workload without MapGPA requests" \
+	sh -c '"$1" snp-boot --exit-max 4K >/dev/null 2>"$2"; test $? -eq 2 &&
+	grep -q "not to snp-boot" "$2"' sh "$gen" "$tmp/exit.err"
+for t in "$gen" "$rep"; do
+	n=${t##*/}
+	check "$n: --version prints the version on stdout and exits 0" \
+		sh -c '"$1" --version | grep -q "^$2 (libcvmdma) [0-9]"' sh "$t" "$n"
+	check "$n: -h prints the usage on stdout and exits 0" \
+		sh -c '"$1" -h | grep -q "^usage: $2"' sh "$t" "$n"
+done
+check "replay: --policy with --compare is a usage error" \
+	sh -c '"$1" -p auto --compare "$2" >/dev/null 2>&1; test $? -eq 2' \
+	sh "$rep" "$data/share-64m.trace"
+# A line over the limit is refused, and what follows it is never taken for
+# the end of a shorter trace.
+check "replay: a line longer than 64 MiB is refused with its line number, nothing replayed" \
+	sh -c '{ printf "cvmdma-trace 1\nregion 0 1M private\nshared 0+4K\n"
+	head -c 67108865 /dev/zero | tr "\\0" " "; } | "$1" - >/dev/null 2>"$2"
+	test $? -eq 2 && grep -q "<stdin>:4: line longer than 64 MiB" "$2" &&
+	grep -q "nothing was replayed" "$2"' sh "$rep" "$tmp/long.err"
+if sh -c 'ulimit -v 60000 && "$1" --version' sh "$rep" >/dev/null 2>&1; then
+	check "replay: a line it cannot allocate is a read error, not the end of the trace" \
+		sh -c '{ printf "cvmdma-trace 1\nregion 0 1M private\nshared 0+4K\n"
+		head -c 60000000 /dev/zero | tr "\\0" " "; printf "\nbogus\n"; } |
+		(ulimit -v 60000; "$1" - >/dev/null 2>"$2"); test $? -eq 2 &&
+		grep -q "read error: Cannot allocate memory" "$2"' sh "$rep" "$tmp/nomem.err"
+else
+	skip "replay: a line it cannot allocate is a read error, not the end of the trace" \
+		"cannot run under ulimit -v (a sanitizer build)"
+fi
+printf 'cvmdma-trace 1\nregion 0 1M private\nshared 0+99999999999999999999\n' >"$tmp/big.trace"
+check "replay: a number past 64 bits in a range is reported as such" \
+	sh -c '"$1" "$2" 2>&1 | grep -q "big.trace:3: .*does not fit in 64 bits"' sh "$rep" "$tmp/big.trace"
+printf 'cvmdma-trace 1\nregion 0 1M private\n\033[31mred\n' >"$tmp/esc.trace"
+check "replay: control bytes of a bad line are not echoed to the terminal" \
+	sh -c '"$1" "$2" 2>&1 | grep -q "esc.trace:3: unknown statement .?\[31mred"' \
+	sh "$rep" "$tmp/esc.trace"
+if [ $have_py = yes ]; then
+	{ printf 'cvmdma-trace 1\nregion 0 0x4000000000000000 private page=1G\n'
+	  for i in 1 2 3 4 5; do echo 'private 0+0x4000000000000000'; done; } >"$tmp/sum.trace"
+	check "replay: byte totals past 2^64 saturate instead of wrapping" \
+		sh -c '"$1" -q --json "$2" | python3 -c "import json, sys
+assert json.load(sys.stdin)[\"bytes_to_private\"] == 2**64 - 1"' sh "$rep" "$tmp/sum.trace"
+else
+	skip "replay: byte totals past 2^64 saturate instead of wrapping" "python3 not installed"
 fi
 
 # ---- the example ----

@@ -59,21 +59,31 @@ static void log_cb(void *opaque, int prio, const char *msg)
 
 /* ---- options ---- */
 
-static void usage(void)
+static const char usage_text[] =
+	"usage: cvmdma-replay [OPTIONS] TRACE\n"
+	"  -b, --backend model|type1|iommufd  where to map (default model: no root, no IOMMU)\n"
+	"  -r, --rules type1|iommufd|cut      model: which kernel's rules (default type1)\n"
+	"      --entry-limit N|none           model: mapping limit (default 65535 for type1)\n"
+	"  -d, --device BDF                   type1/iommufd: a PCI device bound to vfio-pci\n"
+	"  -p, --policy POLICY                per-page|auto|unbounded|granule=SIZE|compact\n"
+	"                                     (repeated: one row each)\n"
+	"  -c, --compare[=POLICY,...]         several policies side by side\n"
+	"                                     (default set: per-page,auto,unbounded)\n"
+	"      --no-cut                       never use a kernel cut (CVM_DMA_NO_CUT)\n"
+	"      --json                         machine-readable results on stdout\n"
+	"  -q, --quiet                        no progress line, no library messages\n"
+	"  -v, --verbose                      more library messages (repeat for debug)\n"
+	"  -h, --help                         this text\n"
+	"  -V, --version                      the tool's and the library's versions\n"
+	"TRACE '-' reads standard input.  See cvmdma-replay(1).\n";
+
+static void __attribute__((noreturn)) version(void)
 {
-	puts("usage: cvmdma-replay [OPTIONS] TRACE\n"
-	     "  -b, --backend model|type1|iommufd  where to map (default model: no root, no IOMMU)\n"
-	     "  -r, --rules type1|iommufd|cut      model: which kernel's rules (default type1)\n"
-	     "      --entry-limit N|none           model: mapping limit (default 65535 for type1)\n"
-	     "  -d, --device BDF                   type1/iommufd: a PCI device bound to vfio-pci\n"
-	     "  -p, --policy POLICY                per-page|auto|unbounded|granule=SIZE|compact\n"
-	     "  -c, --compare[=POLICY,...]         several policies side by side\n"
-	     "                                     (default set: per-page,auto,unbounded)\n"
-	     "      --no-cut                       never use a kernel cut (CVM_DMA_NO_CUT)\n"
-	     "      --json                         machine-readable results on stdout\n"
-	     "  -q, --quiet                        no progress line, no library messages\n"
-	     "  -v, --verbose                      more library messages (repeat for debug)\n"
-	     "TRACE '-' reads standard input.  See cvmdma-replay(1).");
+	char s[128];
+
+	snprintf(s, sizeof(s), "cvmdma-replay (libcvmdma) %s\nlibrary: libcvmdma %s\n",
+		 PACKAGE_VERSION, cvm_version());
+	tool_print_exit("cvmdma-replay", s, EXIT_FAILED);
 }
 
 static void add_policy(struct opts *o, const char *name)
@@ -137,33 +147,28 @@ static void parse_options(int argc, char **argv, struct opts *o)
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
-	bool have_rules = false, have_limit = false, compare = false;
+	bool have_rules = false, have_limit = false, compare = false, have_policy = false;
 	int c;
 
 	o->cfg.backend = CVM_BACKEND_MODEL;
-	while ((c = getopt_long(argc, argv, "b:r:d:p:c::qvh", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "b:r:d:p:c::qvhV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'b': o->cfg.backend = pick("--backend", optarg, backend_names, 4, 1); break;
 		case 'r': o->cfg.rules = pick("--rules", optarg, rules_names, 3, 0);
 			  have_rules = true; break;
 		case 'L': parse_entry_limit(o, optarg); have_limit = true; break;
 		case 'd': o->cfg.device = optarg; break;
-		case 'p': add_policy(o, optarg); break;
+		case 'p': add_policy(o, optarg); have_policy = true; break;
 		case 'c': compare = true; if (optarg) add_policy_list(o, optarg); break;
 		case 'N': o->cfg.flags |= CVM_DMA_NO_CUT; break;
 		case 'J': o->json = true; break;
 		case 'q': o->quiet = true; break;
 		case 'v': o->verbose++; break;
-		case 'h':
-			usage();
-			if (fflush(stdout) || ferror(stdout)) {
-				fprintf(stderr, "cvmdma-replay: write error: %s\n",
-					strerror(errno ? errno : EIO));
-				exit(EXIT_FAILED);
-			}
-			exit(EXIT_OK);
+		case 'h': tool_print_exit("cvmdma-replay", usage_text, EXIT_FAILED);
+		case 'V': version();
 		default: fputs("Try 'cvmdma-replay --help'.\n", stderr); exit(EXIT_USAGE);
 		}
 	}
@@ -172,6 +177,9 @@ static void parse_options(int argc, char **argv, struct opts *o)
 			    compare ? "one trace only (a policy list follows -c or --compare= with no space)" :
 			    "one trace only");
 	o->trace = argv[optind];
+	if (compare && have_policy)
+		usage_error("--policy and --compare exclude each other (--compare=POLICY,... "
+			    "names the policies)");
 	if (compare && !o->npols)
 		add_policy_list(o, "per-page,auto,unbounded");
 	if (!o->npols)

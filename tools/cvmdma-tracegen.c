@@ -141,11 +141,8 @@ static uint64_t ram_gpa(const struct gen *g, uint64_t off)
 	return off < g->ram[0].size ? off : g->ram[1].base + (off - g->ram[0].size);
 }
 
-static void layout(struct gen *g)
+static void plan_layout(struct gen *g)
 {
-	char a[32], b[32];
-	unsigned int i;
-
 	/* QEMU q35: a guest with >= 2.75 GiB gets 2 GiB below 4 GiB (the PCI hole
 	 * is above) and the rest from 4 GiB up; a smaller guest is all low. */
 	g->ram[0] = (struct ram){ 0, g->guest_size };
@@ -155,6 +152,13 @@ static void layout(struct gen *g)
 		g->ram[1] = (struct ram){ HIGHMEM_BASE, g->guest_size - LOWMEM };
 		g->nram = 2;
 	}
+}
+
+static void layout(struct gen *g)
+{
+	char a[32], b[32];
+	unsigned int i;
+
 	for (i = 0; i < g->nram; i++) {
 		fprintf(g->out, "# %s RAM: %s\n", i ? "above-4G" : "below-4G",
 			tool_fmt_bytes(g->ram[i].size, a, sizeof(a)));
@@ -246,7 +250,6 @@ static void gen_tdx_boot(struct gen *g)
 		g->exit_max ? tool_fmt_len(g->exit_max, a, sizeof(a)) : "any size");
 	for (r = 0; r < g->nram; r++)
 		emit_mapgpa(g, 0, g->ram[r].base, g->ram[r].size);
-	place_swiotlb(g);
 	comment_swiotlb(g, "one MapGPA request, split into exits");
 	emit_mapgpa(g, 1, g->swiotlb_gpa, g->swiotlb_size);
 	fprintf(g->out, "# phase 3: %" PRIu64 " driver coherent allocations of 4-64 KiB, "
@@ -266,7 +269,6 @@ static void gen_snp_boot(struct gen *g)
 	      "#   253 per request; the RAM already reads private, so these are no-ops\n", g->out);
 	for (r = 0; r < g->nram; r++)
 		emit_psc(g, 0, g->ram[r].base, g->ram[r].size);
-	place_swiotlb(g);
 	comment_swiotlb(g, "4K entries at the unaligned ends, 2M entries between");
 	emit_psc(g, 1, g->swiotlb_gpa, g->swiotlb_size);
 	fprintf(g->out, "# phase 3: %" PRIu64 " driver coherent allocations of 4-64 KiB, "
@@ -413,12 +415,16 @@ static void gen_adversarial(struct gen *g)
 
 /* ---- main ---- */
 
+static const char usage_text[] =
+	"usage: cvmdma-tracegen WORKLOAD [--guest-size SIZE] [--seed N] [--ops N]\n"
+	"                       [--exit-max SIZE] [--initial shared|private] [-o FILE]\n"
+	"       cvmdma-tracegen --help | --version\n"
+	"workloads: tdx-boot snp-boot lazy-accept churn adversarial\n"
+	"See cvmdma-tracegen(1) and doc/trace-format.md.\n";
+
 static void usage(FILE *f)
 {
-	fputs("usage: cvmdma-tracegen WORKLOAD [--guest-size SIZE] [--seed N] [--ops N]\n"
-	      "                       [--exit-max SIZE] [--initial shared|private] [-o FILE]\n"
-	      "workloads: tdx-boot snp-boot lazy-accept churn adversarial\n"
-	      "See cvmdma-tracegen(1) and doc/trace-format.md.\n", f);
+	fputs(usage_text, f);
 }
 
 static uint64_t parse_num(const char *opt, const char *arg)
@@ -478,6 +484,21 @@ static void generate(struct gen *g)
 	if (!g->used)
 		die("out of memory");
 	tool_rng_seed(&g->rng, g->seed);
+	plan_layout(g);
+	/* tdx-boot and snp-boot never free an allocation: refuse an --ops that
+	 * cannot fit before writing anything, not after most of the trace has
+	 * gone down a pipe.  (place_swiotlb() is their first random draw.) */
+	if (g->wl == TDX_BOOT || g->wl == SNP_BOOT) {
+		uint64_t nblocks = ram_total(g) / BLOCK, used;
+
+		place_swiotlb(g);
+		used = (g->swiotlb_gpa + g->swiotlb_size + BLOCK - 1) / BLOCK -
+		       g->swiotlb_gpa / BLOCK;
+		if (g->ops > nblocks - used)
+			die("RAM is full of coherent allocations: --ops %" PRIu64 " is more than the "
+			    "%" PRIu64 " free 64 KiB blocks "
+			    "of the guest", g->ops, nblocks - used);
+	}
 	fprintf(g->out, "# cvmdma-tracegen %s --guest-size %s --seed %" PRIu64 " --ops %" PRIu64
 		" --exit-max %s --initial %s\n", workload_names[g->wl],
 		tool_fmt_len(g->guest_size, a, sizeof(a)), g->seed, g->ops,
@@ -517,7 +538,9 @@ static FILE *open_output(const char *path)
 	mask = umask(0);
 	umask(mask);
 	mode = exists ? st.st_mode & 07777 : 0666 & ~mask;
-	if (asprintf(&tmp_path, "%s.tmpXXXXXX", path) < 0) {
+	/* A short name beside FILE: FILE.tmpXXXXXX can exceed NAME_MAX. */
+	if (asprintf(&tmp_path, "%.*s.cvmdma-tracegen.XXXXXX",
+		     (int)(strrchr(path, '/') ? strrchr(path, '/') - path + 1 : 0), path) < 0) {
 		tmp_path = NULL;
 		die("out of memory");
 	}
@@ -550,13 +573,14 @@ int main(int argc, char **argv)
 		{ "initial", required_argument, NULL, 'i' },
 		{ "output", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 }
 	};
 	struct gen g = { .guest_size = 64 * GiB, .seed = 1 };
 	int have_ops = 0, have_exit = 0, have_initial = 0, c;
 	const char *path = NULL;
 
-	while ((c = getopt_long(argc, argv, "g:s:n:o:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "g:s:n:o:hV", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'g': g.guest_size = parse_num("--guest-size", optarg); break;
 		case 's': g.seed = parse_num("--seed", optarg); break;
@@ -569,11 +593,10 @@ int main(int argc, char **argv)
 			g.initial = !strcmp(optarg, "shared");
 			have_initial = 1;
 			break;
-		case 'h':
-			usage(stdout);
-			if (fflush(stdout) || ferror(stdout))
-				die("<stdout>: write error: %s", strerror(errno ? errno : EIO));
-			return 0;
+		case 'h': tool_print_exit("cvmdma-tracegen", usage_text, 2);
+		case 'V':
+			tool_print_exit("cvmdma-tracegen", "cvmdma-tracegen (libcvmdma) " PACKAGE_VERSION
+					"\n", 2);
 		default: usage(stderr); return 2;
 		}
 	}
@@ -588,6 +611,9 @@ int main(int argc, char **argv)
 	}
 	g.wl = parse_workload(argv[optind]);
 	check_guest_size(g.guest_size);
+	if (have_exit && (g.wl == SNP_BOOT || g.wl == LAZY_ACCEPT))
+		die("--exit-max applies to the MapGPA workloads (tdx-boot, churn, adversarial), "
+		    "not to %s", workload_names[g.wl]);
 	if (have_exit && g.exit_max % PAGE)
 		die("--exit-max must be a multiple of 4K (0: requests are not split)");
 	defaults(&g, have_ops, have_exit, have_initial);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tool-util.h"
@@ -33,6 +34,15 @@ static int suffix_shift(char c)
 	case 't': case 'T': return 40;
 	default: return -1;
 	}
+}
+
+void tool_print_exit(const char *prog, const char *s, int fail)
+{
+	if (fputs(s, stdout) == EOF || fflush(stdout) || ferror(stdout)) {
+		fprintf(stderr, "%s: write error: %s\n", prog, strerror(errno ? errno : EIO));
+		exit(fail);
+	}
+	exit(0);
 }
 
 int tool_parse_size(const char *s, const char *end, uint64_t *out)

@@ -30,6 +30,12 @@ const char *tool_fmt_bytes(uint64_t v, char *buf, size_t bufsz);
 /* Thousands separators: 1,234,567. */
 const char *tool_fmt_count(uint64_t v, char *buf, size_t bufsz);
 
+/*
+ * Print s on stdout and exit: 0, or fail with a message naming prog when
+ * stdout cannot take it (--help and --version into a closed pipe fail).
+ */
+void tool_print_exit(const char *prog, const char *s, int fail) __attribute__((noreturn));
+
 /* "ENOSPC" (or "E<n>" when unknown). */
 const char *tool_errno_name(int err);
 

@@ -14,6 +14,7 @@
 #include "trace.h"
 
 #define MAX_REGIONS 64
+#define MAX_LINE (64u << 20)	/* bytes: 3 M ranges; a longer line is not a trace */
 
 struct parser {
 	struct trace *t;
@@ -35,8 +36,55 @@ static int __attribute__((format(printf, 2, 3))) bad(struct parser *p, const cha
 		va_start(ap, fmt);
 		vsnprintf(p->err + n, p->errsz - n, fmt, ap);
 		va_end(ap);
+		/* Words of the trace are quoted: no control byte reaches a terminal. */
+		for (char *c = p->err + n; *c; c++)
+			if ((unsigned char)*c < 0x20 || *c == 0x7f)
+				*c = '?';
 	}
 	return -EINVAL;
+}
+
+/*
+ * getline() with a bound: the length of the next line (newline included),
+ * -1 at a clean end of file, -2 when the line is longer than max bytes,
+ * -3 on a read or allocation error (errno set).  Unlike getline(), which
+ * reports ENOMEM like EOF without the stream's error flag, a failure here
+ * is never mistaken for the end of a shorter trace.
+ */
+static ssize_t read_line(FILE *f, char **buf, size_t *cap, size_t max)
+{
+	size_t len = 0;
+	int c;
+
+	for (;;) {
+		c = getc_unlocked(f);
+		if (c == EOF)
+			break;
+		if (len + 2 > *cap) {
+			/* room for max bytes and the NUL, no more */
+			size_t ncap = *cap ? *cap * 2 : 256;
+			char *nb;
+
+			if (*cap >= max + 1)
+				return -2;
+			if (ncap > max + 1)
+				ncap = max + 1;
+			nb = realloc(*buf, ncap);
+			if (!nb)
+				return -3;
+			*buf = nb;
+			*cap = ncap;
+		}
+		(*buf)[len++] = (char)c;
+		if (c == '\n')
+			break;
+	}
+	if (ferror(f))
+		return -3;
+	if (!len)
+		return -1;
+	(*buf)[len] = '\0';
+	return (ssize_t)len;
 }
 
 static int grow(void **arr, size_t *cap, size_t need, size_t elem)
@@ -182,6 +230,8 @@ static int parse_range(struct parser *p, const char *w, struct cvm_range *out, i
 	r = tool_parse_size(w, plus, &out->gpa);
 	if (!r)
 		r = tool_parse_size(plus + 1, NULL, &out->length);
+	if (r == -ERANGE)
+		return bad(p, "range '%s': a number does not fit in 64 bits", w);
 	if (r)
 		return bad(p, "range '%s' must be GPA+LENGTH (numbers: decimal or 0x hex, "
 			   "optional K/M/G/T)", w);
@@ -221,10 +271,11 @@ static int parse_conversion(struct parser *p, char **w, int n, enum cvm_state to
 				   "of line %u, the first range in the region of line %u", w[i],
 				   t->regions[reg].line, t->regions[reg0].line);
 		reg0 = reg;
-		if (to == CVM_SHARED)
-			t->bytes_to_shared += rg->length;
-		else
-			t->bytes_to_private += rg->length;
+		/* Totals for the summary: saturate rather than wrap. */
+		uint64_t *sum = to == CVM_SHARED ? &t->bytes_to_shared : &t->bytes_to_private;
+
+		if (__builtin_add_overflow(*sum, rg->length, sum))
+			*sum = UINT64_MAX;
 	}
 	op.region = (unsigned int)reg0;
 	op.nranges = (unsigned int)(n - 1);
@@ -290,7 +341,7 @@ int trace_load(const char *path, struct trace *t, char *err, size_t errsz)
 		snprintf(err, errsz, "%s: out of memory", path);
 		goto out;
 	}
-	while ((len = getline(&line, &cap, f)) >= 0) {
+	while ((len = read_line(f, &line, &cap, MAX_LINE)) >= 0) {
 		p.line++;
 		if ((size_t)len != strlen(line)) {
 			r = bad(&p, "line contains a NUL byte");
@@ -300,7 +351,10 @@ int trace_load(const char *path, struct trace *t, char *err, size_t errsz)
 		if (r)
 			goto out;
 	}
-	if (ferror(f)) {
+	if (len == -2) {
+		p.line++;
+		r = bad(&p, "line longer than %u MiB", MAX_LINE >> 20);
+	} else if (len == -3) {
 		r = errno ? -errno : -EIO;
 		snprintf(err, errsz, "%s: read error: %s", p.name, strerror(-r));
 	} else if (!p.have_header) {
