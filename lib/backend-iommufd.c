@@ -14,7 +14,9 @@
  *  - the IOAS is mapped with 4 KiB IOPTEs only (more IOTLB pressure, and on
  *    a caching-mode vIOMMU one invalidation per 4 KiB when mapping);
  *  - an fd has one compat IOAS: we take it only when nobody else has, and
- *    hold it while the backend lives;
+ *    hold it while the backend lives (contexts of this process that cut in
+ *    the same IOAS share the claim and the small pages: the last to close
+ *    gives them back);
  *  - the iommufd maintainers regard the VFIO-compat split as legacy and
  *    want a native cut ioctl instead.  None exists in the 6.12 uapi; when
  *    linux/iommufd.h grows one, probe it here first (-ENOTTY = absent) and
@@ -22,6 +24,7 @@
  */
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
@@ -36,11 +39,33 @@
  * the real one (a device attached meanwhile). */
 #define RANGES_TRIES 4
 
+/*
+ * What the cut changed in one IOAS of one iommufd fd, shared by every
+ * context of this process that cuts there: the first one made the changes
+ * (or found them made), the others found them and rely on them, and only
+ * the last to close undoes them.  claims_lock also makes a setup and a
+ * release atomic against each other.  The fd is known by its number: two
+ * numbers for one open file (dup(2)) are two claims, which cvm_dma_open(3)
+ * tells VMMs to avoid (kcmp(2) could tell, but seccomp filters of VMMs
+ * may kill a process for calling it).
+ */
+struct cut_claim {
+	struct cut_claim *next;
+	int fd;
+	uint32_t ioas_id;
+	unsigned int refs;
+	bool compat_set, restore_huge;	/* as in struct iommufd_be */
+};
+
+static pthread_mutex_t claims_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct cut_claim *claims;
+
 struct iommufd_be {
 	struct cvm_be be;
 	bool compat_set;            /* we made our IOAS the fd's compat IOAS */
 	bool small_pages;           /* the IOAS has HUGE_PAGES = 0 */
 	bool restore_huge;          /* we set it: back to 1 if the cut fails, or at close */
+	struct cut_claim *claim;    /* when we cut: the changes above, shared */
 };
 
 static int iommufd_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
@@ -267,11 +292,57 @@ static int huge_pages_off(struct iommufd_be *ib)
 	return 0;
 }
 
+/* Under claims_lock: share the claim of an earlier context on our IOAS, or
+ * start one that holds what we changed. */
+static int claim_join(struct iommufd_be *ib)
+{
+	struct cut_claim *c;
+
+	for (c = claims; c; c = c->next)
+		if (c->ioas_id == ib->be.ioas_id && c->fd == ib->be.fd)
+			break;
+	if (!c) {
+		c = cvm_calloc(1, sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		c->fd = ib->be.fd;
+		c->ioas_id = ib->be.ioas_id;
+		c->next = claims;
+		claims = c;
+	}
+	c->refs++;
+	/* What we changed (the others had undone theirs meanwhile) is the
+	 * claim's to undo now. */
+	c->compat_set |= ib->compat_set;
+	c->restore_huge |= ib->restore_huge;
+	ib->compat_set = ib->restore_huge = false;
+	ib->claim = c;
+	return 0;
+}
+
+/* Under claims_lock: leave the claim; the last one out takes back what it
+ * holds, for iommufd_destroy() to undo. */
+static void claim_leave(struct iommufd_be *ib)
+{
+	struct cut_claim *c = ib->claim, **pp;
+
+	ib->claim = NULL;
+	if (--c->refs)
+		return;
+	for (pp = &claims; *pp != c; pp = &(*pp)->next)
+		;
+	*pp = c->next;
+	ib->compat_set = c->compat_set;
+	ib->restore_huge = c->restore_huge;
+	cvm_free(c);
+}
+
 static void setup_cut(struct iommufd_be *ib)
 {
 	struct cvm_be *be = &ib->be;
 	int ret;
 
+	pthread_mutex_lock(&claims_lock);
 	ret = huge_pages_off(ib);
 	if (ret) {
 		/* -EINVAL: the IOAS already has areas with a device attached. */
@@ -288,13 +359,20 @@ static void setup_cut(struct iommufd_be *ib)
 	}
 	ret = iommufd_refresh(be);
 	if (!ret && cvm_probe_cut(be, iommufd_cut)) {
-		be->can_cut = true;
-		return;
+		ret = claim_join(ib);
+		if (!ret) {
+			be->can_cut = true;
+			pthread_mutex_unlock(&claims_lock);
+			return;
+		}
+		cvm_info("iommufd: out of memory for the cut's claim on IOAS %u: no hitless cut",
+			 be->ioas_id);
 	}
 undo:
 	release_compat(ib);
 	if (ib->restore_huge && !set_option(be, IOMMU_OPTION_HUGE_PAGES, 1))
 		ib->small_pages = ib->restore_huge = false;
+	pthread_mutex_unlock(&claims_lock);
 	iommufd_refresh(be);
 }
 
@@ -302,6 +380,9 @@ static void iommufd_destroy(struct cvm_be *be)
 {
 	struct iommufd_be *ib = container_of(be, struct iommufd_be, be);
 
+	pthread_mutex_lock(&claims_lock);
+	if (ib->claim)
+		claim_leave(ib);
 	release_compat(ib);
 	/* An IOAS we do not destroy gets back the huge pages we turned off. */
 	if (ib->restore_huge && !be->own_ioas && be->fd >= 0) {
@@ -311,6 +392,7 @@ static void iommufd_destroy(struct cvm_be *be)
 			cvm_warn("iommufd: HUGE_PAGES=1 on IOAS %u not restored: %s",
 				 be->ioas_id, strerror(-ret));
 	}
+	pthread_mutex_unlock(&claims_lock);
 	if (be->own_ioas && be->fd >= 0) {
 		struct iommu_destroy d = { .size = sizeof(d), .id = be->ioas_id };
 

@@ -419,6 +419,93 @@ out:
 	world_close(w);
 }
 
+/* ---- two contexts that cut in one IOAS ---- */
+
+static int ioas_option_huge(struct world *w, uint64_t *val)
+{
+	struct iommu_option o = { .size = sizeof(o), .option_id = IOMMU_OPTION_HUGE_PAGES,
+				  .op = IOMMU_OPTION_OP_GET, .object_id = w->t->ioas };
+
+	if (ioctl(w->t->iommufd, IOMMU_OPTION, &o))
+		return -errno;
+	*val = o.val64;
+	return 0;
+}
+
+static int compat_ioas(struct world *w, uint32_t *id)
+{
+	struct iommu_vfio_ioas v = { .size = sizeof(v), .op = IOMMU_VFIO_IOAS_GET };
+
+	if (ioctl(w->t->iommufd, IOMMU_VFIO_IOAS, &v))
+		return -errno;
+	*id = v.ioas_id;
+	return 0;
+}
+
+/*
+ * A context opened first on the fd's IOAS makes the cut's changes (small
+ * IOPTEs, the compat IOAS); a second one finds them.  When the first
+ * closes, the second still cuts hitlessly; when the last closes, the IOAS
+ * is as before: no compat IOAS, huge pages back.
+ */
+static void run_shared_ioas(struct world *w)
+{
+	enum { XPG = 16 };
+	struct cvm_region_config xc = { .sz = sizeof(xc), .gpa = 0xc0000000ull, .length = XPG * PG,
+					.flags = CVM_REGION_INIT_SHARED };
+	struct cvm_dma_config c = { .sz = sizeof(c) };
+	struct cvm_dma_info ia = { .sz = sizeof(ia) }, ib = { .sz = sizeof(ib) };
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+	struct cvm_region *x = NULL;
+	struct cvm_dma *first = NULL;
+	uint64_t huge = 2;
+	uint32_t id = 0;
+	bool before, after, hole;
+	int err, gerr;
+
+	xc.hva = mmap(NULL, XPG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	target_backend(w->t, &c);
+	err = xc.hva == MAP_FAILED ? -ENOMEM : cvm_region_create(&xc, &x) ?:
+	      cvm_dma_open(&c, &first) ?: cvm_dma_add_region(first, x) ?:
+	      world_open(w, "auto", 0, 0) ?:
+	      cvm_convert(w->ram, RAM_GPA, 512 * PG, CVM_SHARED, 0);
+	if (!tap_ok(!err, "%s: two contexts that cut in one IOAS: setup (%d)", w->t->name, err))
+		goto out;
+	cvm_dma_info(first, &ia);
+	cvm_dma_info(w->dma, &ib);
+	if (!ia.can_cut || !ib.can_cut) {
+		tap_skip("the IOAS does not cut", "%s: two contexts that cut in one IOAS", w->t->name);
+		goto out;
+	}
+	before = dma_reaches(w, 99) && dma_reaches(w, 101);
+	cvm_dma_close(first);
+	first = NULL;
+	err = cvm_convert(w->ram, RAM_GPA + 100 * PG, PG, CVM_PRIVATE, 0);
+	after = dma_reaches(w, 99) && dma_reaches(w, 101) && dma_reaches(w, 0) &&
+		dma_reaches(w, 511);
+	hole = dma_blocked(w, 100, false);
+	cvm_dma_stats(w->dma, &st);
+	tap_ok(!err && before && after && hole && st.cut_calls == 1 && !st.disruptive_splits,
+	       "%s: the context opened first closes; the other still cuts hitlessly in the "
+	       "shared IOAS (%d, cut %llu)", w->t->name, err, (unsigned long long)st.cut_calls);
+	world_close(w);
+	gerr = compat_ioas(w, &id);
+	err = ioas_option_huge(w, &huge);
+	tap_ok(gerr == -ENODEV && !err && huge == 1,
+	       "%s: when the last of them closes, the fd has no compat IOAS and the IOAS its "
+	       "huge pages again (%d, %d, HUGE_PAGES %llu)", w->t->name, gerr, err,
+	       (unsigned long long)huge);
+	cvm_region_destroy(x);
+	munmap(xc.hva, XPG * PG);
+	return;
+out:
+	cvm_dma_close(first);
+	world_close(w);
+	cvm_region_destroy(x);
+	if (xc.hva != MAP_FAILED)
+		munmap(xc.hva, XPG * PG);
+}
+
 /* ---- a device plugged and unplugged while the guest converts ---- */
 
 #define HOTPLUG_OPS 150
@@ -966,6 +1053,8 @@ static void run_target(struct world *w, const char *name)
 	for (size_t i = 0; i < sizeof(pol) / sizeof(pol[0]); i++)
 		run_policy(w, pol[i].name, pol[i].flags, pol[i].g);
 	run_hitless(w);
+	if (!strcmp(name, "iommufd"))
+		run_shared_ioas(w);
 	run_double_failure(w);
 	run_region_gone(w);
 	run_pin_limit(w);
