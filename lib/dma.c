@@ -200,6 +200,26 @@ static uint64_t room(const struct cvm_dma *d)
 	return d->avail > d->held ? d->avail - d->held : 0;
 }
 
+/* The -ENOSPC line: need more mappings than the limit leaves (0: the kernel
+ * said so first, something else in the container having taken entries). */
+static void log_limit(struct cvm_dma *d, uint64_t need)
+{
+	char what[64];
+
+	if (need)
+		snprintf(what, sizeof(what), "%llu more mapping%s needed",
+			 (unsigned long long)need, need == 1 ? "" : "s");
+	else
+		snprintf(what, sizeof(what), "the kernel refused a map");
+	cvm_err("dma: %s backend would exceed its mapping limit: %s, %llu left%s.  Remedies: "
+		"use the iommufd backend (no mapping limit), raise "
+		"/sys/module/vfio_iommu_type1/parameters/dma_entry_limit (65535 by default), "
+		"or a larger split_granule%s",
+		d->be->ops->name, what, (unsigned long long)room(d),
+		d->flags & CVM_DMA_COMPACT ? ", and merging neighbours would not free enough" : "",
+		d->flags & CVM_DMA_COMPACT ? "" : ", or CVM_DMA_COMPACT");
+}
+
 /* ---- backend primitives: kernel call + table + undo log ---- */
 
 static int be_map(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t hva, bool log)
@@ -222,10 +242,16 @@ static int be_map(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t hva, 
 	err = d->be->ops->map(d->be, iova, len, (void *)(uintptr_t)hva);
 	if (err) {
 		maptable_remove(d->mt, iova, NULL);
-		if (err == -ENOMEM)
+		if (err == -ENOMEM) {
 			cvm_pin_diagnose(len, err);
-		if (err == -ENOSPC)
+		} else if (err == -ENOSPC) {
 			refresh_avail(d);
+			log_limit(d, 0);
+		} else if (err == -EFAULT) {
+			cvm_err("dma: map of [0x%llx, +0x%llx) from address 0x%llx: %s (the "
+				"memory is not mapped, or not writable)", (unsigned long long)iova,
+				(unsigned long long)len, (unsigned long long)hva, strerror(-err));
+		}
 		return err;
 	}
 	account(d, 1, (int64_t)len);
@@ -891,14 +917,7 @@ static int make_room(struct cvm_dma *d, uint64_t need)
 		if (err != -ENOSPC)
 			return err;     /* 0, or compaction could not run (-ENOMEM) */
 	}
-	cvm_err("dma: %s backend would exceed its mapping limit: %llu more mapping%s needed, "
-		"%llu left%s.  Remedies: use the iommufd backend (no mapping limit), raise "
-		"/sys/module/vfio_iommu_type1/parameters/dma_entry_limit (65535 by default), "
-		"or a larger split_granule%s",
-		d->be->ops->name, (unsigned long long)need, need == 1 ? "" : "s",
-		(unsigned long long)room(d),
-		d->flags & CVM_DMA_COMPACT ? ", and merging neighbours would not free enough" : "",
-		d->flags & CVM_DMA_COMPACT ? "" : ", or CVM_DMA_COMPACT");
+	log_limit(d, need);
 	return -ENOSPC;
 }
 
@@ -1552,11 +1571,20 @@ static int check_window(struct cvm_dma *d, const struct dma_region *dr)
 		}
 	}
 	if (!cvm_backend_iova_valid(d->be, s, dr->g.length)) {
+		char list[8 * 44 + 32] = "none";
+		size_t n = 0;
+
+		/* The ranges, up to 8 (x86 reports 2: the MSI window splits them). */
+		for (uint32_t i = 0; i < d->be->nranges && i < 8; i++)
+			n += (size_t)snprintf(list + n, sizeof(list) - n, "%s[0x%llx, 0x%llx]",
+					      i ? " " : "",
+					      (unsigned long long)d->be->ranges[i].start,
+					      (unsigned long long)d->be->ranges[i].last);
+		if (d->be->nranges > 8)
+			snprintf(list + n, sizeof(list) - n, " and %u more", d->be->nranges - 8);
 		cvm_err("dma: region IOVA window [0x%llx, 0x%llx] is not inside one of the %s "
-			"backend's valid IOVA ranges (%u ranges, the first [0x%llx, 0x%llx])",
-			(unsigned long long)s, (unsigned long long)(e - 1), d->be->ops->name,
-			d->be->nranges, d->be->nranges ? (unsigned long long)d->be->ranges[0].start : 0,
-			d->be->nranges ? (unsigned long long)d->be->ranges[0].last : 0);
+			"backend's valid IOVA ranges: %s", (unsigned long long)s,
+			(unsigned long long)(e - 1), d->be->ops->name, list);
 		return -ERANGE;
 	}
 	return 0;
@@ -1738,6 +1766,9 @@ static int check_dma_config(const struct cvm_dma_config *cfg)
 	if ((cfg->flags & CVM_DMA_PER_PAGE) && g)
 		return -EINVAL;
 	if (cfg->backend != CVM_BACKEND_MODEL && (cfg->model_rules || cfg->model_entry_limit))
+		return -EINVAL;
+	/* An IOAS of an fd the library has yet to open cannot exist. */
+	if (cfg->backend != CVM_BACKEND_MODEL && cfg->fd < 0 && cfg->ioas_id)
 		return -EINVAL;
 	return 0;
 }

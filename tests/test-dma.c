@@ -532,6 +532,31 @@ Test(dma, the_entry_limit_fails_the_conversion_cleanly_and_names_the_remedy)
 	cvm_set_log(NULL, NULL, 0);
 }
 
+/* The kernel's own -ENOSPC (something else in the container took entries
+ * the library counted on) and -EFAULT (memory not there) are explained too. */
+Test(dma, a_map_the_kernel_refuses_is_explained_in_the_log)
+{
+	const struct { int err; const char *says; } c[] = {
+		{ -ENOSPC, "the kernel refused a map" }, { -EFAULT, "not mapped, or not writable" },
+	};
+	struct fx f;
+
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 100);
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		last_log[0] = 0;
+		cvm_model_inject(cvm_dma_backend(f.d), 1, c[i].err);
+		cr_assert_eq(cvm_convert(f.r, A(7), PG, CVM_SHARED, 0), c[i].err);
+		cr_assert_eq(cvm_region_query(f.r, A(7), PG), CVM_PRIVATE);
+		cr_assert(strstr(last_log, c[i].says), "log: %s", last_log);
+		cr_assert(c[i].err != -ENOSPC || strstr(last_log, "dma_entry_limit"), "log: %s",
+			  last_log);
+		check(&f);
+	}
+	fx_fini(&f);
+	cvm_set_log(NULL, NULL, 0);
+}
+
 Test(dma, compact_merges_neighbours_near_the_limit)
 {
 	struct fx f;
@@ -1042,7 +1067,14 @@ Test(dma, a_region_outside_the_valid_iova_ranges_is_refused_with_erange)
 
 	c.hva = reserve(c.length);
 	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	last_log[0] = 0;
 	cr_assert_eq(cvm_dma_add_region(d, r), -ERANGE);
+	/* The log names every valid window, not only the first. */
+	cr_assert(strstr(last_log, "[0xfee00000, 0xff1fffff]") &&
+		  strstr(last_log, "[0x0, 0xfedfffff] [0xfef00000, 0xffffffffffff]"),
+		  "log: %s", last_log);
+	cvm_set_log(NULL, NULL, 0);
 	cr_assert_eq(cvm_dma_remove_region(d, r), -ENOENT);
 	cvm_region_destroy(r);
 	cvm_dma_close(d);
@@ -2202,6 +2234,12 @@ Test(dma, open_rejects_bad_configs)
 	c = good; c.backend = 42;
 	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
 	c = good; c.backend = CVM_BACKEND_TYPE1;
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	/* An IOAS of an fd the library would open itself: not -ENODEV, which
+	 * says /dev/iommu is missing. */
+	c = good; c.backend = CVM_BACKEND_IOMMUFD; c.ioas_id = 77;
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	c.backend = CVM_BACKEND_AUTO;
 	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
 	c = good; c.sz = sizeof(size_t);
 	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
