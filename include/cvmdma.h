@@ -166,8 +166,8 @@ struct cvm_dma_info {
 	int      fd;                /* the container or /dev/iommu fd                         */
 	uint32_t ioas_id;           /* IOMMUFD: the IOAS (attach devices to it)              */
 	uint32_t can_cut;           /* 1: private conversions cut mappings hitlessly          */
-	uint64_t split_granule;     /* in effect (a larger page wins); UINT64_MAX: unlimited;
-	                               0: CVM_DMA_PER_PAGE                                   */
+	uint64_t split_granule;     /* the context's (a region with larger pages uses its
+	                               page size); UINT64_MAX: unlimited; 0: PER_PAGE        */
 	uint64_t iova_pgsizes;      /* IOMMU page sizes (iommufd: from its IOVA alignment)    */
 };
 int cvm_dma_info(struct cvm_dma *dma, struct cvm_dma_info *info);
