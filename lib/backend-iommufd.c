@@ -348,6 +348,7 @@ static void setup_cut(struct iommufd_be *ib)
 		/* -EINVAL: the IOAS already has areas with a device attached. */
 		cvm_info("iommufd: HUGE_PAGES=0 on IOAS %u refused (%s): no hitless cut",
 			 be->ioas_id, strerror(-ret));
+		pthread_mutex_unlock(&claims_lock);
 		return;
 	}
 	ret = claim_compat(ib);

@@ -22,6 +22,7 @@
 #include <linux/iommufd.h>
 #include <linux/vfio.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -501,6 +502,62 @@ static void run_shared_ioas(struct world *w)
 out:
 	cvm_dma_close(first);
 	world_close(w);
+	cvm_region_destroy(x);
+	if (xc.hva != MAP_FAILED)
+		munmap(xc.hva, XPG * PG);
+}
+
+static void hung(int sig)
+{
+	static const char msg[] = "not ok - iommufd: a context whose HUGE_PAGES=0 was refused: "
+				  "open or close hung\n";
+
+	(void)sig;
+	if (write(STDOUT_FILENO, msg, sizeof(msg) - 1) < 0)
+		_exit(3);
+	_exit(1);
+}
+
+/*
+ * An IOAS that already has mappings with a device attached refuses
+ * HUGE_PAGES = 0, so a context that wants the cut opens without it.  Its
+ * open and close, and those of the next context, must still return (a
+ * lock left held hung them).
+ */
+static void run_small_pages_refused(struct world *w)
+{
+	enum { XPG = 16 };
+	struct cvm_region_config xc = { .sz = sizeof(xc), .gpa = 0xc0000000ull, .length = XPG * PG,
+					.flags = CVM_REGION_INIT_SHARED };
+	struct cvm_dma_config c = { .sz = sizeof(c), .flags = CVM_DMA_NO_CUT };
+	struct cvm_dma_info info = { .sz = sizeof(info) };
+	struct cvm_dma *keep = NULL, *d = NULL;
+	struct cvm_region *x = NULL;
+	int err, cut = -1;
+
+	xc.hva = mmap(NULL, XPG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	target_backend(w->t, &c);
+	err = xc.hva == MAP_FAILED ? -ENOMEM : cvm_region_create(&xc, &x) ?:
+	      cvm_dma_open(&c, &keep) ?: cvm_dma_add_region(keep, x);
+	if (!tap_ok(!err, "%s: a NO_CUT context maps in the IOAS (%d)", w->t->name, err))
+		goto out;
+	signal(SIGALRM, hung);
+	alarm(60);
+	c.flags = 0;
+	for (int i = 0; i < 2 && !err; i++) {
+		err = cvm_dma_open(&c, &d);
+		if (!err) {
+			cvm_dma_info(d, &info);
+			cut = (int)info.can_cut;
+			cvm_dma_close(d);
+		}
+	}
+	alarm(0);
+	tap_ok(!err && cut == 0, "%s: a context that wants the cut where HUGE_PAGES=0 is refused "
+	       "opens without it, and it and the next one close (%d, can_cut %d)", w->t->name,
+	       err, cut);
+out:
+	cvm_dma_close(keep);
 	cvm_region_destroy(x);
 	if (xc.hva != MAP_FAILED)
 		munmap(xc.hva, XPG * PG);
@@ -1053,8 +1110,10 @@ static void run_target(struct world *w, const char *name)
 	for (size_t i = 0; i < sizeof(pol) / sizeof(pol[0]); i++)
 		run_policy(w, pol[i].name, pol[i].flags, pol[i].g);
 	run_hitless(w);
-	if (!strcmp(name, "iommufd"))
+	if (!strcmp(name, "iommufd")) {
 		run_shared_ioas(w);
+		run_small_pages_refused(w);
+	}
 	run_double_failure(w);
 	run_region_gone(w);
 	run_pin_limit(w);
