@@ -216,7 +216,8 @@ static void log_limit(struct cvm_dma *d, uint64_t need)
 		"/sys/module/vfio_iommu_type1/parameters/dma_entry_limit (65535 by default), "
 		"or a larger split_granule%s",
 		d->be->ops->name, what, (unsigned long long)room(d),
-		d->flags & CVM_DMA_COMPACT ? ", and merging neighbours would not free enough" : "",
+		need && (d->flags & CVM_DMA_COMPACT) ?
+		", and merging neighbours would not free enough" : "",
 		d->flags & CVM_DMA_COMPACT ? "" : ", or CVM_DMA_COMPACT");
 }
 
@@ -246,8 +247,11 @@ static int be_map(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t hva, 
 			cvm_pin_diagnose(len, err);
 		} else if (err == -ENOSPC) {
 			refresh_avail(d);
-			log_limit(d, 0);
-		} else if (err == -EFAULT) {
+			/* Said once, by the call's own map: an undo, a repair or
+			 * a merge that fails says so its own way. */
+			if (log)
+				log_limit(d, 0);
+		} else if (err == -EFAULT && log) {
 			cvm_err("dma: map of [0x%llx, +0x%llx) from address 0x%llx: %s (the "
 				"memory is not mapped, or not writable)", (unsigned long long)iova,
 				(unsigned long long)len, (unsigned long long)hva, strerror(-err));
@@ -872,7 +876,7 @@ static int merge_visit(void *opaque, const struct mt_entry *e)
  * private conversion may call it twice: its count can grow after merging,
  * and a second call that cannot free enough leaves the first's merges.)
  */
-static int compact(struct cvm_dma *d, uint64_t need)
+static int compact(struct cvm_dma *d, uint64_t need, bool *refused)
 {
 	struct merge_scan m = { .d = d, .need = need - room(d) };
 	int err;
@@ -886,8 +890,13 @@ static int compact(struct cvm_dma *d, uint64_t need)
 		size_t mark = d->nundo;
 
 		err = be_unmap_span(d, s, e, true, true);
-		if (!err)
+		if (!err) {
 			err = be_map(d, s, e - s, hva_of(dr, s), false);
+			if (err == -ENOSPC) {
+				log_limit(d, 0);   /* the kernel's, not our count */
+				*refused = true;
+			}
+		}
 		if (err) {
 			d->nundo = d->nundo > mark ? d->nundo : mark;
 			rollback(d);
@@ -909,12 +918,13 @@ static int make_room(struct cvm_dma *d, uint64_t need)
 		return 0;
 	if (d->flags & CVM_DMA_COMPACT) {
 		size_t saved = d->nundo;
+		bool refused = false;
 
 		/* Compaction keeps the mapped set: it is not part of this call's undo. */
 		d->nundo = 0;
-		err = compact(d, need);
+		err = compact(d, need, &refused);
 		d->nundo = saved;
-		if (err != -ENOSPC)
+		if (err != -ENOSPC || refused)
 			return err;     /* 0, or compaction could not run (-ENOMEM) */
 	}
 	log_limit(d, need);

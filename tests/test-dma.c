@@ -503,10 +503,13 @@ Test(dma, a_failure_at_every_backend_call_leaves_state_and_iommu_as_before)
 /* ---- the entry limit ---- */
 
 static char last_log[1024];
+static int limit_lines;		/* LOG_ERR lines about the mapping limit */
 static void grab_log(void *opaque, int prio, const char *msg)
 {
-	if (prio <= LOG_ERR)
+	if (prio <= LOG_ERR) {
 		snprintf(last_log, sizeof(last_log), "%s", msg);
+		limit_lines += !!strstr(msg, "mapping limit");
+	}
 }
 
 Test(dma, the_entry_limit_fails_the_conversion_cleanly_and_names_the_remedy)
@@ -573,6 +576,11 @@ Test(dma, compact_merges_neighbours_near_the_limit)
 }
 
 static void layout(struct cvm_dma *d, char *buf, size_t size);
+static void inject_n(struct cvm_dma *d, uint64_t nth, uint64_t count, int err)
+{
+	cvm_model_inject_n(cvm_dma_backend(d), nth, count, err);
+}
+
 static void inject(struct cvm_dma *d, uint64_t nth, int err);
 
 /* COMPACT at the limit, [0, 10) and [100] mapped, limit 2 (or 3 with
@@ -672,6 +680,40 @@ Test(dma, a_joined_mapping_that_stays_after_a_failed_undo_is_repaired_whole)
 	check_dma(f.r, d2, 1024, UINT64_MAX);
 	cvm_dma_close(d2);
 	fx_fini(&f);
+}
+
+/*
+ * The kernel refuses the map that joins or merges neighbours (and, with
+ * refusals 2, the first map of its undo): one failure, one line about the
+ * limit, which does not claim that merging could not free enough.
+ */
+static void merge_refused(struct fx *f, bool joins, uint64_t refusals)
+{
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	limit_lines = 0;
+	inject_n(f->d, 2, refusals, -ENOSPC);	/* the unmap goes, the merged map not */
+	cr_assert_eq(cvm_convert(f->r, joins ? A(10) : A(600), PG, CVM_SHARED, 0), -ENOSPC);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert_eq(limit_lines, 1, "%d lines about the limit, the last: %s", limit_lines,
+		     last_log);
+	cr_assert(!strstr(last_log, "would not free enough"), "log: %s", last_log);
+	if (refusals == 1)
+		check(f);
+	fx_fini(f);
+}
+
+Test(dma, a_merge_the_kernel_refuses_says_the_limit_once)
+{
+	struct fx f;
+
+	join_fixture(&f, 2);
+	merge_refused(&f, true, 1);
+	for (uint64_t refusals = 1; refusals <= 2; refusals++) {
+		fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 10);
+		for (int i = 0; i < 10; i++)
+			cr_assert_eq(cvm_convert(f.r, A(i), PG, CVM_SHARED, 0), 0);
+		merge_refused(&f, false, refusals);
+	}
 }
 
 Test(dma, a_split_that_must_compact_first_works_on_the_compacted_table)
