@@ -42,6 +42,6 @@ vm_wrapper = mkdir -p $(@D) && printf '%s\n' '\#!/bin/sh' \
 	"exec '$(abs_top_srcdir)/tests/vm/guest-check.sh' --kernel $$kernel $$progs" \
 	>$@.tmp && chmod +x $@.tmp && mv $@.tmp $@
 tests/vm/guest-kernel-A: Makefile
-	$(AM_V_GEN)kernel=A progs='$(VM_TESTS_A:%=$(abs_top_builddir)/%)'; $(vm_wrapper)
+	$(AM_V_GEN)kernel=A progs="$(VM_TESTS_A:%='$(abs_top_builddir)/%')"; $(vm_wrapper)
 tests/vm/guest-kernel-B: Makefile
-	$(AM_V_GEN)kernel=B progs='$(VM_TESTS_B:%=$(abs_top_builddir)/%)'; $(vm_wrapper)
+	$(AM_V_GEN)kernel=B progs="$(VM_TESTS_B:%='$(abs_top_builddir)/%')"; $(vm_wrapper)
