@@ -443,6 +443,43 @@ static int compat_ioas(struct world *w, uint32_t *id)
 	return 0;
 }
 
+/* A second context on the target's container or IOAS, with a small shared
+ * region of its own beside the world's. */
+struct side {
+	struct cvm_dma *dma;
+	struct cvm_region *region;
+	void *hva;
+};
+
+#define SIDE_LEN (16 * PG)
+
+static int side_open(struct world *w, struct side *sd, uint32_t flags)
+{
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = 0xc0000000ull,
+					.length = SIDE_LEN, .flags = CVM_REGION_INIT_SHARED };
+	struct cvm_dma_config c = { .sz = sizeof(c), .flags = flags };
+
+	*sd = (struct side){ .hva = mmap(NULL, SIDE_LEN, PROT_READ | PROT_WRITE,
+					 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) };
+	if (sd->hva == MAP_FAILED)
+		return -ENOMEM;
+	rc.hva = sd->hva;
+	target_backend(w->t, &c);
+	return cvm_region_create(&rc, &sd->region) ?: cvm_dma_open(&c, &sd->dma) ?:
+	       cvm_dma_add_region(sd->dma, sd->region);
+}
+
+static void side_close(struct side *sd)
+{
+	cvm_dma_close(sd->dma);
+	cvm_region_destroy(sd->region);
+	if (sd->hva != MAP_FAILED)
+		munmap(sd->hva, SIDE_LEN);
+	sd->dma = NULL;
+	sd->region = NULL;
+	sd->hva = MAP_FAILED;
+}
+
 /*
  * A context opened first on the fd's IOAS makes the cut's changes (small
  * IOPTEs, the compat IOAS); a second one finds them.  When the first
@@ -451,36 +488,26 @@ static int compat_ioas(struct world *w, uint32_t *id)
  */
 static void run_shared_ioas(struct world *w)
 {
-	enum { XPG = 16 };
-	struct cvm_region_config xc = { .sz = sizeof(xc), .gpa = 0xc0000000ull, .length = XPG * PG,
-					.flags = CVM_REGION_INIT_SHARED };
-	struct cvm_dma_config c = { .sz = sizeof(c) };
 	struct cvm_dma_info ia = { .sz = sizeof(ia) }, ib = { .sz = sizeof(ib) };
 	struct cvm_dma_stats st = { .sz = sizeof(st) };
-	struct cvm_region *x = NULL;
-	struct cvm_dma *first = NULL;
+	struct side first;
 	uint64_t huge = 2;
 	uint32_t id = 0;
 	bool before, after, hole;
 	int err, gerr;
 
-	xc.hva = mmap(NULL, XPG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	target_backend(w->t, &c);
-	err = xc.hva == MAP_FAILED ? -ENOMEM : cvm_region_create(&xc, &x) ?:
-	      cvm_dma_open(&c, &first) ?: cvm_dma_add_region(first, x) ?:
-	      world_open(w, "auto", 0, 0) ?:
+	err = side_open(w, &first, 0) ?: world_open(w, "auto", 0, 0) ?:
 	      cvm_convert(w->ram, RAM_GPA, 512 * PG, CVM_SHARED, 0);
 	if (!tap_ok(!err, "%s: two contexts that cut in one IOAS: setup (%d)", w->t->name, err))
 		goto out;
-	cvm_dma_info(first, &ia);
+	cvm_dma_info(first.dma, &ia);
 	cvm_dma_info(w->dma, &ib);
 	if (!ia.can_cut || !ib.can_cut) {
 		tap_skip("the IOAS does not cut", "%s: two contexts that cut in one IOAS", w->t->name);
 		goto out;
 	}
 	before = dma_reaches(w, 99) && dma_reaches(w, 101);
-	cvm_dma_close(first);
-	first = NULL;
+	side_close(&first);
 	err = cvm_convert(w->ram, RAM_GPA + 100 * PG, PG, CVM_PRIVATE, 0);
 	after = dma_reaches(w, 99) && dma_reaches(w, 101) && dma_reaches(w, 0) &&
 		dma_reaches(w, 511);
@@ -496,15 +523,10 @@ static void run_shared_ioas(struct world *w)
 	       "%s: when the last of them closes, the fd has no compat IOAS and the IOAS its "
 	       "huge pages again (%d, %d, HUGE_PAGES %llu)", w->t->name, gerr, err,
 	       (unsigned long long)huge);
-	cvm_region_destroy(x);
-	munmap(xc.hva, XPG * PG);
 	return;
 out:
-	cvm_dma_close(first);
+	side_close(&first);
 	world_close(w);
-	cvm_region_destroy(x);
-	if (xc.hva != MAP_FAILED)
-		munmap(xc.hva, XPG * PG);
 }
 
 static void hung(int sig)
@@ -526,24 +548,18 @@ static void hung(int sig)
  */
 static void run_small_pages_refused(struct world *w)
 {
-	enum { XPG = 16 };
-	struct cvm_region_config xc = { .sz = sizeof(xc), .gpa = 0xc0000000ull, .length = XPG * PG,
-					.flags = CVM_REGION_INIT_SHARED };
-	struct cvm_dma_config c = { .sz = sizeof(c), .flags = CVM_DMA_NO_CUT };
+	struct cvm_dma_config c = { .sz = sizeof(c) };
 	struct cvm_dma_info info = { .sz = sizeof(info) };
-	struct cvm_dma *keep = NULL, *d = NULL;
-	struct cvm_region *x = NULL;
+	struct cvm_dma *d = NULL;
+	struct side keep;
 	int err, cut = -1;
 
-	xc.hva = mmap(NULL, XPG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	target_backend(w->t, &c);
-	err = xc.hva == MAP_FAILED ? -ENOMEM : cvm_region_create(&xc, &x) ?:
-	      cvm_dma_open(&c, &keep) ?: cvm_dma_add_region(keep, x);
+	err = side_open(w, &keep, CVM_DMA_NO_CUT);
 	if (!tap_ok(!err, "%s: a NO_CUT context maps in the IOAS (%d)", w->t->name, err))
 		goto out;
 	signal(SIGALRM, hung);
 	alarm(60);
-	c.flags = 0;
+	target_backend(w->t, &c);
 	for (int i = 0; i < 2 && !err; i++) {
 		err = cvm_dma_open(&c, &d);
 		if (!err) {
@@ -557,10 +573,7 @@ static void run_small_pages_refused(struct world *w)
 	       "opens without it, and it and the next one close (%d, can_cut %d)", w->t->name,
 	       err, cut);
 out:
-	cvm_dma_close(keep);
-	cvm_region_destroy(x);
-	if (xc.hva != MAP_FAILED)
-		munmap(xc.hva, XPG * PG);
+	side_close(&keep);
 }
 
 /* ---- a device plugged and unplugged while the guest converts ---- */
