@@ -15,6 +15,24 @@
  * and the MSI window [0xfee00000, 0xfeefffff] outside the valid ranges.
  *
  * The model records vaddr but never touches the memory behind it.
+ *
+ * Where it differs from the kernels (a differential run of random calls
+ * against kernels A and B found these, all on calls the DMA layer never
+ * makes: it cuts and unmaps page-aligned, non-empty ranges that do not
+ * wrap, and unmaps whole mappings only):
+ *  - CUT checks both cut points before it changes anything; the kernel
+ *    splits at the end of the range before it checks the start or the
+ *    length, so a failed cut (length 0, a wrapping range, a start off a
+ *    page boundary) may leave a mapping split in two, still mapped;
+ *  - CUT refuses with -EINVAL an unaligned end that falls on a mapping's
+ *    first byte, where the kernel removes the whole mappings below it and
+ *    says -ENOENT; a wrapping cut or map says -EOVERFLOW where the
+ *    compatibility code says -EINVAL;
+ *  - no rule set is iommufd's compat container with type1 v2 semantics
+ *    (unaligned ranges accepted, unmapping nothing is 0) or a native IOAS
+ *    whose unmap does not cut but whose VFIO-compat unmap does;
+ *  - the page sizes are intel-iommu's for every rule set, where iommufd
+ *    reports only its IOVA alignment.
  */
 #include <inttypes.h>
 
