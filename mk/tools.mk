@@ -27,6 +27,16 @@ EXTRA_DIST += scripts/demo tests/check-tools.sh tests/check-demo.sh tests/data/s
 
 if ENABLE_TESTS
 TESTS += tests/check-tools.sh tests/check-demo.sh
+# The replay's check against the real kernel (its engine, in the guest).
+check_PROGRAMS += tests/vm/guest-replay
+tests_vm_guest_replay_SOURCES = tests/vm/guest-replay.c $(GUEST_SOURCES) tools/replay.c \
+	tools/replay.h tools/trace.c tools/trace.h tools/vfio-setup.c tools/vfio-setup.h \
+	$(TOOLS_COMMON)
+tests_vm_guest_replay_CPPFLAGS = $(AM_CPPFLAGS) -I$(top_srcdir)/include -I$(top_srcdir)/tools
+tests_vm_guest_replay_CFLAGS = $(GUEST_CFLAGS)
+tests_vm_guest_replay_LDADD = $(GUEST_LDADD)
+VM_TESTS_A += tests/vm/guest-replay
+VM_TESTS_B += tests/vm/guest-replay
 endif
 if ENABLE_VM_TESTS
 AM_TESTS_ENVIRONMENT += DEMO_VM=yes; export DEMO_VM;

@@ -237,6 +237,14 @@ else
 	skip "replay: byte totals past 2^64 saturate instead of wrapping" "python3 not installed"
 fi
 
+check "replay: a --device that is no PCI device of this machine says so (exit 1)" \
+	sh -c 'out=$("$1" -q --backend type1 --device no-such-bdf "$2" 2>&1); test $? -eq 1 &&
+	printf "%s\n" "$out" | grep -q "no-such-bdf: no such PCI device"' \
+	sh "$rep" "$data/share-64m.trace"
+check "replay: a --device that is a path is refused as not a PCI address" \
+	sh -c 'out=$("$1" -q --backend type1 --device ../x "$2" 2>&1); test $? -eq 1 &&
+	printf "%s\n" "$out" | grep -q "not a PCI address"' sh "$rep" "$data/share-64m.trace"
+
 # ---- the example ----
 check "examples/minimal-vmm runs on the MODEL backend and ends with mapped == shared" \
 	"$example"

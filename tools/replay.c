@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
@@ -20,6 +21,9 @@
 #include "replay.h"
 #include "tool-util.h"
 #include "vfio-setup.h"
+
+#include <linux/iommufd.h>
+#include <linux/vfio.h>
 
 struct world {
 	const struct trace *t;
@@ -86,6 +90,50 @@ fail(struct world *w, enum fail_stage stage, int err, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* MemAvailable from /proc/meminfo in bytes, or UINT64_MAX if unknown. */
+static uint64_t mem_available(void)
+{
+	unsigned long long kb;
+	char line[128];
+	uint64_t v = UINT64_MAX;
+	FILE *f = fopen("/proc/meminfo", "re");
+
+	if (!f)
+		return v;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) {
+			v = (uint64_t)kb << 10;
+			break;
+		}
+	fclose(f);
+	return v;
+}
+
+/* A real IOMMU pins every shared page: at most what starts shared plus all
+ * that is ever converted to shared, and never more than the regions.  More
+ * than the system has would end in the OOM killer, not in an error. */
+static int check_pinnable(struct world *w)
+{
+	uint64_t total = 0, bound = w->t->bytes_to_shared, avail;
+	char a[32], b[32];
+	unsigned int i;
+
+	for (i = 0; i < w->t->nregions; i++) {
+		total += w->t->regions[i].size;
+		if (w->t->regions[i].init == CVM_SHARED)
+			bound += w->t->regions[i].size;
+	}
+	if (bound > total)
+		bound = total;
+	avail = mem_available();
+	if (avail == UINT64_MAX || bound <= avail)
+		return 0;
+	fail(w, FAIL_SETUP, -ENOMEM, "the trace may pin up to %s of memory and only %s is "
+	     "available: the kernel would kill the replay; use a smaller guest",
+	     tool_fmt_bytes(bound, a, sizeof(a)), tool_fmt_bytes(avail, b, sizeof(b)));
+	return -ENOMEM;
+}
+
 static int map_memory(struct world *w)
 {
 	/* The model never touches guest memory: an inaccessible, unreserved
@@ -93,6 +141,8 @@ static int map_memory(struct world *w)
 	int prot = w->cfg->backend == CVM_BACKEND_MODEL ? PROT_NONE : PROT_READ | PROT_WRITE;
 	unsigned int i;
 
+	if (w->cfg->backend != CVM_BACKEND_MODEL && check_pinnable(w))
+		return -1;
 	for (i = 0; i < w->t->nregions; i++) {
 		void *p = mmap(NULL, w->t->regions[i].size, prot,
 			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -285,6 +335,77 @@ static int cmp_region(const void *a, const void *b, void *arg)
 	return x < y ? -1 : x > y;
 }
 
+/* Unmap [iova, iova + len) behind the library's back: the bytes the kernel
+ * still mapped there, or -errno. */
+static int64_t kernel_unmap(struct world *w, uint64_t iova, uint64_t len)
+{
+	if (w->cfg->backend == CVM_BACKEND_TYPE1) {
+		struct vfio_iommu_type1_dma_unmap u = {
+			.argsz = sizeof(u), .iova = iova, .size = len,
+		};
+
+		if (ioctl(w->dev.container, VFIO_IOMMU_UNMAP_DMA, &u))
+			return -errno;
+		return (int64_t)u.size;
+	} else {
+		struct iommu_ioas_unmap u = {
+			.size = sizeof(u), .ioas_id = w->res->info.ioas_id, .iova = iova,
+			.length = len,
+		};
+
+		if (ioctl(w->res->info.fd, IOMMU_IOAS_UNMAP, &u))
+			return errno == ENOENT ? 0 : -errno;   /* ENOENT: nothing there */
+		return (int64_t)u.length;
+	}
+}
+
+/* verify() compares the library's table with the shared pages; the kernel
+ * must agree with the table.  Every gap between shared runs is private: an
+ * unmap there must find nothing (type1 refuses one that would bisect a
+ * mapping: that too is a mapping the table does not know).  shared: the
+ * merged shared runs, sorted. */
+static void verify_kernel(struct world *w, const struct runs *shared)
+{
+	unsigned int i;
+	size_t k = 0;
+
+	for (i = 0; i < w->t->nregions; i++) {
+		const struct trace_region *tr = &w->t->regions[i];
+		uint64_t pos = tr->gpa, end = tr->gpa + tr->size;
+
+		k = 0;
+		while (pos < end) {
+			uint64_t gap_end = end, next = end;
+			char len[32];
+			int64_t n;
+
+			while (k < shared->n && shared->v[k].gpa + shared->v[k].length <= pos)
+				k++;
+			if (k < shared->n && shared->v[k].gpa <= pos) {
+				pos = shared->v[k].gpa + shared->v[k].length;   /* inside a run */
+				continue;
+			}
+			if (k < shared->n && shared->v[k].gpa < end)
+				gap_end = next = shared->v[k].gpa;
+			n = kernel_unmap(w, pos, gap_end - pos);
+			if (n > 0 || n == -EINVAL) {
+				fail(w, FAIL_VERIFY, -EPROTO, "the kernel maps %s of private memory in "
+				     "[0x%" PRIx64 ", 0x%" PRIx64 ") that the library's table does not "
+				     "have", n > 0 ? tool_fmt_bytes((uint64_t)n, len, sizeof(len)) :
+				     "part", pos, gap_end);
+				return;
+			}
+			if (n < 0) {
+				fail(w, FAIL_VERIFY, (int)n, "cannot check the kernel's mappings in "
+				     "[0x%" PRIx64 ", 0x%" PRIx64 "): %s", pos, gap_end,
+				     strerror((int)-n));
+				return;
+			}
+			pos = next;
+		}
+	}
+}
+
 static void verify(struct world *w)
 {
 	struct runs shared = { 0 }, mapped = { 0 };
@@ -317,6 +438,8 @@ static void verify(struct world *w)
 			at = mapped.v[k].gpa;
 		fail(w, FAIL_VERIFY, -EPROTO, "mapped != shared after the replay: %zu shared runs,"
 		     " %zu mapped runs, first difference at 0x%" PRIx64, shared.n, mapped.n, at);
+	} else if (w->cfg->backend != CVM_BACKEND_MODEL) {
+		verify_kernel(w, &shared);
 	}
 out:
 	free(shared.v);

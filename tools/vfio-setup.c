@@ -22,6 +22,19 @@ static int fail(char *err, size_t errsz, int r, const char *what, const char *bd
 	return r;
 }
 
+/* A PCI address this machine has: not a path, and present in sysfs. */
+static int check_bdf(const char *bdf, char *err, size_t errsz)
+{
+	char dir[PATH_MAX];
+
+	if (!*bdf || strchr(bdf, '/') || bdf[0] == '.')
+		return fail(err, errsz, -EINVAL, "not a PCI address (as 0000:00:03.0)", bdf);
+	snprintf(dir, sizeof(dir), "/sys/bus/pci/devices/%s", bdf);
+	if (access(dir, F_OK))
+		return fail(err, errsz, -ENODEV, "no such PCI device", bdf);
+	return 0;
+}
+
 static int group_path(const char *bdf, char *path, size_t pathsz, char *err, size_t errsz)
 {
 	char link[PATH_MAX], target[PATH_MAX];
@@ -43,7 +56,7 @@ int vfio_type1_setup(const char *bdf, struct vfio_dev *d, char *err, size_t errs
 	int r;
 
 	*d = (struct vfio_dev)VFIO_DEV_INIT;
-	r = group_path(bdf, path, sizeof(path), err, errsz);
+	r = check_bdf(bdf, err, errsz) ?: group_path(bdf, path, sizeof(path), err, errsz);
 	if (r)
 		return r;
 	d->group = open(path, O_RDWR | O_CLOEXEC);
@@ -119,14 +132,17 @@ int vfio_iommufd_attach(const char *bdf, int iommufd, uint32_t ioas, struct vfio
 	int r;
 
 	*d = (struct vfio_dev)VFIO_DEV_INIT;
-	r = cdev_path(bdf, path, sizeof(path), err, errsz);
+	r = check_bdf(bdf, err, errsz) ?: cdev_path(bdf, path, sizeof(path), err, errsz);
 	if (r)
 		return r;
 	d->device = open(path, O_RDWR | O_CLOEXEC);
 	if (d->device < 0)
 		return fail(err, errsz, -errno, path, bdf);
 	if (ioctl(d->device, VFIO_DEVICE_BIND_IOMMUFD, &bind)) {
-		r = fail(err, errsz, -errno, "VFIO_DEVICE_BIND_IOMMUFD", bdf);
+		r = -errno;
+		r = fail(err, errsz, r, r == -EINVAL || r == -EBUSY ?
+			 "VFIO_DEVICE_BIND_IOMMUFD (is the device in use by another process?)" :
+			 "VFIO_DEVICE_BIND_IOMMUFD", bdf);
 		goto out;
 	}
 	if (ioctl(d->device, VFIO_DEVICE_ATTACH_IOMMUFD_PT, &at)) {
