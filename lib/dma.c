@@ -212,12 +212,14 @@ static void log_limit(struct cvm_dma *d, uint64_t need)
 	else
 		snprintf(what, sizeof(what), "the kernel refused a map");
 	cvm_err("dma: %s backend would exceed its mapping limit: %s, %llu left%s.  Remedies: "
-		"use the iommufd backend (no mapping limit), raise "
-		"/sys/module/vfio_iommu_type1/parameters/dma_entry_limit (65535 by default), "
+		"use the iommufd backend (no mapping limit), raise %s, "
 		"or a larger split_granule%s",
 		d->be->ops->name, what, (unsigned long long)room(d),
 		need && (d->flags & CVM_DMA_COMPACT) ?
 		", and merging neighbours would not free enough" : "",
+		d->be->kind == CVM_BACKEND_MODEL ? "model_entry_limit (the model's stand-in for "
+		"vfio_iommu_type1's dma_entry_limit)" :
+		"/sys/module/vfio_iommu_type1/parameters/dma_entry_limit (65535 by default)",
 		d->flags & CVM_DMA_COMPACT ? "" : ", or CVM_DMA_COMPACT");
 }
 
@@ -1754,15 +1756,21 @@ static int open_backend(const struct cvm_dma_config *cfg, struct cvm_be **be)
 	case CVM_BACKEND_TYPE1:
 		if (cfg->fd < 0)
 			return -EINVAL;   /* no group: we cannot set a container up */
-		return cvm_backend_type1_open(cfg->fd, be);
+		err = cvm_backend_type1_open(cfg->fd, be);
+		break;
 	case CVM_BACKEND_IOMMUFD:
 		err = cvm_backend_iommufd_open(cfg->fd, cfg->ioas_id, want_cut, be);
 		if (cfg->fd < 0 && (err == -ENOENT || err == -ENXIO || err == -ENODEV))
 			err = -ENODEV;
-		return err;
+		break;
 	default:
 		return -EINVAL;
 	}
+	/* A config zeroed whole names standard input. */
+	if (err == -ENOTTY && cfg->fd == 0)
+		cvm_err("dma: fd 0 (standard input) is neither a VFIO container nor /dev/iommu; "
+			"fd -1 lets the library open /dev/iommu itself");
+	return err;
 }
 
 static int check_dma_config(const struct cvm_dma_config *cfg)
@@ -1815,7 +1823,10 @@ CVM_EXPORT int cvm_dma_open(const struct cvm_dma_config *ucfg, struct cvm_dma **
 	d->avail = d->be->entries_avail;
 	d->st.sz = sizeof(d->st);
 	pthread_mutex_init(&d->lock, NULL);
-	if (d->granule == G_UNLIMITED)
+	if (d->flags & CVM_DMA_PER_PAGE)
+		cvm_info("dma: %s backend, %s, one mapping per page", d->be->ops->name,
+			 d->use_cut ? "hitless cuts" : "no hitless cut");
+	else if (d->granule == G_UNLIMITED)
 		cvm_info("dma: %s backend, %s, split granule unlimited", d->be->ops->name,
 			 d->use_cut ? "hitless cuts" : "no hitless cut");
 	else

@@ -7,9 +7,11 @@
  * mapping crosses the split granule.
  */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "dma.h"
 #include "internal.h"
@@ -558,6 +560,26 @@ Test(dma, a_map_the_kernel_refuses_is_explained_in_the_log)
 	}
 	fx_fini(&f);
 	cvm_set_log(NULL, NULL, 0);
+}
+
+/* A config zeroed whole names fd 0: the log says that -1 was meant. */
+Test(dma, fd_0_that_is_no_container_is_explained)
+{
+	struct cvm_dma_config c = { .sz = sizeof(c), .backend = CVM_BACKEND_TYPE1 };
+	struct cvm_dma *d = NULL;
+	int err, null = open("/dev/null", O_RDONLY);
+
+	/* Criterion runs each test in its own process: fd 0 is ours to set. */
+	cr_assert(null >= 0 && dup2(null, 0) == 0);
+	close(null);
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	last_log[0] = 0;
+	err = cvm_dma_open(&c, &d);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert_eq(err, -ENOTTY);
+	cr_assert_null(d);
+	cr_assert(strstr(last_log, "fd 0 (standard input)") && strstr(last_log, "fd -1"),
+		  "log: %s", last_log);
 }
 
 Test(dma, compact_merges_neighbours_near_the_limit)
