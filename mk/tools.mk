@@ -22,6 +22,9 @@ examples_minimal_vmm_LDADD = lib/libcvmdma.la
 
 dist_man_MANS += doc/man/cvmdma-replay.1 doc/man/cvmdma-tracegen.1
 dist_doc_DATA += doc/trace-format.md
+# The VMM-side example, installed beside the documentation.
+exampledir = $(docdir)/examples
+dist_example_DATA = examples/minimal-vmm.c
 EXTRA_DIST += scripts/demo tests/check-tools.sh tests/check-demo.sh tests/data/share-64m.trace \
 	tests/data/bad-range.trace tests/data/holes.trace
 

@@ -259,8 +259,8 @@ for f in "$mandir"/*.[137]; do
 		grep -q '#include' "$c" || continue
 		n=${c##*.ex}; n=${n%.c}
 		check "$page: example $n compiles against the header" \
-			${CC:-cc} -std=gnu11 -Wall -Wextra -Werror -Wno-unused-function \
-			-Wno-unused-parameter -I"$top_srcdir/include" -c "$c" -o "$c.o"
+			${CC:-cc} -std=c99 -Wall -Wextra -Werror -Wno-unused-function \
+			-I"$top_srcdir/include" -c "$c" -o "$c.o"
 		grep -q '^int main(' "$c" || continue
 		used=$(grep -oE '\bcvm_[a-z0-9_]+\(' "$c" | tr -d '(' | sort -u)
 		exported=$(nm -D --defined-only "$so" 2>/dev/null | awk '{ print $3 }' |
