@@ -33,4 +33,10 @@ tests_vm_guest_hitless_CFLAGS = $(GUEST_CFLAGS)
 tests_vm_guest_hitless_LDADD = $(GUEST_LDADD)
 VM_TESTS_A += tests/vm/guest-hitless
 VM_TESTS_B += tests/vm/guest-hitless
+check_PROGRAMS += tests/vm/guest-conc
+tests_vm_guest_conc_SOURCES = tests/vm/guest-conc.c $(GUEST_SOURCES)
+tests_vm_guest_conc_CFLAGS = $(GUEST_CFLAGS)
+tests_vm_guest_conc_LDADD = $(GUEST_LDADD)
+VM_TESTS_A += tests/vm/guest-conc
+VM_TESTS_B += tests/vm/guest-conc
 endif
