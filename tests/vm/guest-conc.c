@@ -5,7 +5,9 @@
  * device's container (type1 on kernel A, compat on kernel B) and an own
  * iommufd IOAS.  Three threads convert at random (single and batch), one
  * churns remove/add/stats/for_each_mapping/repair, one adds and removes
- * listeners (two churners by default race on the same region/context pairs).
+ * listeners.  Two churners by default work on the same region/context
+ * pairs (each one's remove or add and its note of the membership are
+ * serialised per pair; what lands between them is the library's to bear).
  * At the end every context must map exactly the shared pages, probed page
  * by page in the kernel.
  */
@@ -39,7 +41,10 @@ static const struct { uint64_t gpa, pages; uint32_t psz; } rdef[NREG] = {
 static struct cvm_region *reg[NREG];
 static uint8_t *hva[NREG];
 static struct cvm_dma *ctx[NCTX];
-static int in_ctx[NCTX][NREG];      /* churn thread's view; only it changes membership */
+static int in_ctx[NCTX][NREG];      /* membership, as the churners changed it */
+/* Held across a churner's remove or add and its note in in_ctx: without it
+ * two churners' notes can land in the other order than their calls. */
+static pthread_mutex_t pair_lock[NCTX][NREG];
 static uint64_t probe_buf;
 static volatile int stop;
 static int nchurn = 1;
@@ -121,6 +126,7 @@ static void *churner(void *arg)
 		struct cvm_dma_stats st = { .sz = sizeof(st) };
 		uint64_t last = 0;
 
+		pthread_mutex_lock(&pair_lock[c][r]);
 		if (__atomic_load_n(&in_ctx[c][r], __ATOMIC_RELAXED) || nchurn > 1) {
 			err = cvm_dma_remove_region(ctx[c], reg[r]);
 			__atomic_add_fetch(&n_rm, 1, __ATOMIC_RELAXED);
@@ -131,6 +137,7 @@ static void *churner(void *arg)
 			else
 				__atomic_store_n(&in_ctx[c][r], 0, __ATOMIC_RELAXED);
 		}
+		pthread_mutex_unlock(&pair_lock[c][r]);
 		err = cvm_dma_stats(ctx[c], &st);
 		__atomic_add_fetch(&n_stats, 1, __ATOMIC_RELAXED);
 		if (err)
@@ -145,7 +152,9 @@ static void *churner(void *arg)
 			__atomic_add_fetch(&n_repair_err, 1, __ATOMIC_RELAXED);
 			note_err("repair", err);
 		}
-		if ((!__atomic_load_n(&in_ctx[c][r], __ATOMIC_RELAXED) || nchurn > 1) && rand_r(&seed) % 4) {
+		pthread_mutex_lock(&pair_lock[c][r]);
+		if ((!__atomic_load_n(&in_ctx[c][r], __ATOMIC_RELAXED) || nchurn > 1) &&
+		    rand_r(&seed) % 4) {
 			err = cvm_dma_add_region(ctx[c], reg[r]);
 			__atomic_add_fetch(&n_add, 1, __ATOMIC_RELAXED);
 			if (err == -EEXIST && nchurn > 1)
@@ -155,6 +164,7 @@ static void *churner(void *arg)
 			else
 				__atomic_store_n(&in_ctx[c][r], 1, __ATOMIC_RELAXED);
 		}
+		pthread_mutex_unlock(&pair_lock[c][r]);
 	}
 	return NULL;
 }
@@ -361,6 +371,9 @@ int main(int argc, char **argv)
 	int err;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
+	for (int c = 0; c < NCTX; c++)
+		for (int r = 0; r < NREG; r++)
+			pthread_mutex_init(&pair_lock[c][r], NULL);
 	signal(SIGALRM, hung);
 	alarm(240);
 	cvm_set_log(logfn, NULL, LOG_ERR);
@@ -408,7 +421,7 @@ int main(int argc, char **argv)
 	pthread_join(th[NCONV + 1], NULL);
 	if (nchurn > 1)
 		pthread_join(th[NCONV + 2], NULL);
-	printf("# churn races (ENOENT/EEXIST): %lu\n", n_race);
+	printf("# removes of what was out, adds of what was in (ENOENT/EEXIST): %lu\n", n_race);
 	printf("# ops: convert %lu, batch %lu (failed %lu); remove %lu, add %lu, stats %lu, walk %lu, "
 	       "repair %lu (failed %lu); listener add %lu, remove %lu, callbacks %lu\n",
 	       n_conv, n_batch, n_conv_err, n_rm, n_add, n_stats, n_walk, n_repair, n_repair_err,
