@@ -1768,7 +1768,10 @@ static int open_backend(const struct cvm_dma_config *cfg, struct cvm_be **be)
 	}
 	/* A config zeroed whole names standard input. */
 	if (err == -ENOTTY && cfg->fd == 0)
-		cvm_err("dma: fd 0 (standard input) is neither a VFIO container nor /dev/iommu; "
+		cvm_err("dma: fd 0 (standard input) is neither a VFIO container nor /dev/iommu; %s",
+			kind == CVM_BACKEND_TYPE1 ?
+			"the type1 backend needs the VMM's container fd (fd -1 lets the library "
+			"open /dev/iommu itself with CVM_BACKEND_IOMMUFD or CVM_BACKEND_AUTO)" :
 			"fd -1 lets the library open /dev/iommu itself");
 	return err;
 }
