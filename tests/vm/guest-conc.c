@@ -269,20 +269,6 @@ static void *lister(void *arg)
 }
 
 /* ---- final check ---- */
-static int kernel_mapped(struct cvm_dma *d, uint64_t iova)
-{
-	struct cvm_be *be = cvm_dma_backend(d);
-	uint64_t done;
-	int err = be->ops->map(be, iova, PG, (void *)(uintptr_t)probe_buf);
-
-	if (err == -EEXIST)
-		return 1;
-	if (err)
-		return err;
-	err = be->ops->unmap(be, iova, PG, &done);
-	return err ? err : 0;
-}
-
 struct mapset { uint8_t *bm; uint64_t base, n; int outside, overlap; uint64_t count; };
 static int map_fn(void *o, uint64_t iova, uint64_t len)
 {
@@ -328,7 +314,7 @@ static int check_ctx(int c, const char *name)
 			int want = in_ctx[c][r] && q == CVM_SHARED;
 			if (q < 0 && probe_err++ < 3)
 				printf("# query %d\n", q);
-			int k = kernel_mapped(ctx[c], gpa);
+			int k = guest_kernel_mapped(ctx[c], gpa, probe_buf);
 			if (bm[r * 512 + p] != want) {
 				if (tbl_bad++ < 5)
 					printf("# %s: region %d page %llu: table %d, want %d\n", name, r,

@@ -60,20 +60,10 @@ struct world {
 
 /* ---- kernel probes ---- */
 
-/* Is iova mapped in the kernel?  Map one page there: -EEXIST means yes; on
- * success undo it at once.  Returns 1, 0 or -errno. */
+/* Is iova mapped in the kernel?  1, 0 or -errno. */
 static int kernel_mapped(struct world *w, uint64_t iova)
 {
-	struct cvm_be *be = cvm_dma_backend(w->dma);
-	uint64_t done;
-	int err = be->ops->map(be, iova, PG, (void *)(uintptr_t)w->probe_buf);
-
-	if (err == -EEXIST)
-		return 1;
-	if (err)
-		return err;
-	err = be->ops->unmap(be, iova, PG, &done);
-	return err ? err : 0;
+	return guest_kernel_mapped(w->dma, iova, w->probe_buf);
 }
 
 struct count { uint64_t n; };

@@ -18,6 +18,7 @@
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
 
+#include "dma.h"
 #include "guest.h"
 
 #define PCI_DEVICES	"/sys/bus/pci/devices"
@@ -504,4 +505,18 @@ void guest_target_close(struct guest_target *t)
 		close(t->container);
 	if (t->iommufd >= 0)
 		close(t->iommufd);
+}
+
+int guest_kernel_mapped(struct cvm_dma *dma, uint64_t iova, uint64_t probe_va)
+{
+	struct cvm_be *be = cvm_dma_backend(dma);
+	uint64_t done;
+	int err = be->ops->map(be, iova, 4096, (void *)(uintptr_t)probe_va);
+
+	if (err == -EEXIST)
+		return 1;
+	if (err)
+		return err;
+	err = be->ops->unmap(be, iova, 4096, &done);
+	return err ? err : 0;
 }

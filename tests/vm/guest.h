@@ -106,4 +106,10 @@ struct guest_target {
 int guest_target_open(struct guest_target *t, const char *name);
 void guest_target_close(struct guest_target *t);
 
+struct cvm_dma;
+/* Does the kernel map the page at iova in dma's container or IOAS?  A
+ * one-page map from probe_va there: -EEXIST means yes; a map that works is
+ * undone at once.  1, 0 or -errno. */
+int guest_kernel_mapped(struct cvm_dma *dma, uint64_t iova, uint64_t probe_va);
+
 #endif
