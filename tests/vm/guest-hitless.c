@@ -247,19 +247,6 @@ int ioctl(int fd, unsigned long req, ...)
 
 /* ---- the run ---- */
 
-/* A context on t's container or IOAS. */
-static void use_target(const struct guest_target *t, struct cvm_dma_config *c)
-{
-	if (t->container >= 0) {
-		c->backend = CVM_BACKEND_TYPE1;
-		c->fd = t->container;
-	} else {
-		c->backend = CVM_BACKEND_IOMMUFD;
-		c->fd = t->iommufd;
-		c->ioas_id = t->ioas;
-	}
-}
-
 /* Trace t's fd from an empty kernel set on: after cvm_dma_open(), whose
  * probes leave nothing mapped. */
 static void trace_start(const struct guest_target *t)
@@ -306,7 +293,7 @@ static void run_policy(struct guest_target *t, const char *policy, uint32_t flag
 	char why[160] = "";
 	int err;
 
-	use_target(t, &c);
+	guest_target_config(t, &c);
 	memset(state, 0, sizeof(state));
 	err = cvm_region_create(&rc, &ram) ?: cvm_region_create(&bc, &bounce) ?:
 	      cvm_dma_open(&c, &d);
@@ -412,7 +399,7 @@ static void run_holes(struct guest_target *t)
 	uint64_t hit;
 	int err;
 
-	use_target(t, &c);
+	guest_target_config(t, &c);
 	err = cvm_region_create(&rc, &ram) ?: cvm_dma_open(&c, &d);
 	trace_start(t);
 	err = err ?: cvm_dma_add_region(d, ram) ?:

@@ -213,20 +213,6 @@ static uint64_t pick_page(struct world *w, uint8_t want)
 	return UINT64_MAX;
 }
 
-/* A context on the target's container, or on the VMM's IOAS with the
- * device attached (the context adopts it). */
-static void target_backend(const struct guest_target *t, struct cvm_dma_config *c)
-{
-	if (t->container >= 0) {
-		c->backend = CVM_BACKEND_TYPE1;
-		c->fd = t->container;
-	} else {
-		c->backend = CVM_BACKEND_IOMMUFD;
-		c->fd = t->iommufd;
-		c->ioas_id = t->ioas;
-	}
-}
-
 /* The guest RAM region (all private) and the bounce pages (shared), served
  * by a new context with this policy on the target's container or IOAS. */
 static int world_open(struct world *w, const char *policy, uint32_t flags, uint64_t granule)
@@ -243,7 +229,7 @@ static int world_open(struct world *w, const char *policy, uint32_t flags, uint6
 	w->dma = NULL;
 	w->ram = w->bounce = NULL;
 	memset(w->state, 0, sizeof(w->state));
-	target_backend(w->t, &c);
+	guest_target_config(w->t, &c);
 	err = cvm_region_create(&rc, &w->ram) ?: cvm_region_create(&bc, &w->bounce) ?:
 	      cvm_dma_open(&c, &w->dma);
 	if (!err)
@@ -454,7 +440,7 @@ static int side_open(struct world *w, struct side *sd, uint32_t flags)
 	if (sd->hva == MAP_FAILED)
 		return -ENOMEM;
 	rc.hva = sd->hva;
-	target_backend(w->t, &c);
+	guest_target_config(w->t, &c);
 	return cvm_region_create(&rc, &sd->region) ?: cvm_dma_open(&c, &sd->dma) ?:
 	       cvm_dma_add_region(sd->dma, sd->region);
 }
@@ -549,7 +535,7 @@ static void run_small_pages_refused(struct world *w)
 		goto out;
 	signal(SIGALRM, hung);
 	alarm(60);
-	target_backend(w->t, &c);
+	guest_target_config(w->t, &c);
 	for (int i = 0; i < 2 && !err; i++) {
 		err = cvm_dma_open(&c, &d);
 		if (!err) {
@@ -609,7 +595,7 @@ static void *hp_attacher(void *arg)
 	struct cvm_dma *d;
 	int err;
 
-	target_backend(w->t, &c);
+	guest_target_config(w->t, &c);
 	for (;;) {
 		err = cvm_dma_open(&c, &d) ?: cvm_dma_add_region(d, w->bounce) ?:
 		      cvm_dma_add_region(d, w->ram);

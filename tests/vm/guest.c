@@ -520,3 +520,15 @@ int guest_kernel_mapped(struct cvm_dma *dma, uint64_t iova, uint64_t probe_va)
 	err = be->ops->unmap(be, iova, 4096, &done);
 	return err ? err : 0;
 }
+
+void guest_target_config(const struct guest_target *t, struct cvm_dma_config *c)
+{
+	if (t->container >= 0) {
+		c->backend = CVM_BACKEND_TYPE1;
+		c->fd = t->container;
+	} else {
+		c->backend = CVM_BACKEND_IOMMUFD;
+		c->fd = t->iommufd;
+		c->ioas_id = t->ioas;
+	}
+}

@@ -106,6 +106,11 @@ struct guest_target {
 int guest_target_open(struct guest_target *t, const char *name);
 void guest_target_close(struct guest_target *t);
 
+/* A context on the target's container, or on its IOAS with the device
+ * attached (the context adopts it): c's backend, fd and ioas_id. */
+struct cvm_dma_config;
+void guest_target_config(const struct guest_target *t, struct cvm_dma_config *c);
+
 struct cvm_dma;
 /* Does the kernel map the page at iova in dma's container or IOAS?  A
  * one-page map from probe_va there: -EEXIST means yes; a map that works is
