@@ -2,14 +2,14 @@
 # ABI checks: exported symbols <-> map <-> header, header self-containment,
 # abidiff against the committed baseline.
 if ENABLE_TESTS
-TESTS += tests/check-symbols.sh tests/check-header.sh tests/check-abi.sh
+TESTS += tests/check-symbols.sh tests/check-symbols-selftest.sh tests/check-header.sh tests/check-abi.sh
 check_PROGRAMS += tests/test-util
 tests_test_util_SOURCES = tests/test-util.c
 tests_test_util_CFLAGS = $(TEST_CFLAGS)
 tests_test_util_LDADD = $(TEST_LDADD)
 TESTS += tests/test-util
 endif
-EXTRA_DIST += tests/check-symbols.sh tests/check-header.sh tests/check-abi.sh \
+EXTRA_DIST += tests/check-symbols.sh tests/check-symbols-selftest.sh tests/check-header.sh tests/check-abi.sh \
 	tests/tap.sh abi/libcvmdma.abi
 
 # Regenerate the ABI baseline deliberately (never from make check).

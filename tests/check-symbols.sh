@@ -11,12 +11,14 @@ hdr=$top_srcdir/include/cvmdma.h
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 plan 7
 
-# Public functions declared in the header: an identifier cvm_* followed by '('.
-sed -e 's@/\*.*\*/@@g' "$hdr" | tr '\n' ' ' | tr ';' '\n' |
+# Public functions declared in the header: an identifier cvm_* followed by '('
+# in what the C compiler sees (comments, which name functions too, are gone).
+${CC:-cc} -E -P -I"$top_srcdir/include" -x c "$hdr" | tr '\n' ' ' | tr ';' '\n' |
 	grep -oE '\bcvm_[a-z0-9_]+[[:space:]]*\(' | grep -v '(\*' |
 	sed 's/[[:space:]]*(//' | sort -u >"$tmp/header"
 # Symbols in the map's global sections.
-awk '/global:/{g=1; next} /local:/{g=0} g && /;/ {gsub(/[ \t;]/, ""); print}' "$map" |
+# A node ends at its '}' (a node inheriting another has no local: section).
+awk '/global:/{g=1; next} /local:|}/{g=0} g && /;/ {gsub(/[ \t;]/, ""); print}' "$map" |
 	sort -u >"$tmp/map"
 # Exported (defined, dynamic) function symbols, without version suffix.
 nm -D --defined-only "$so" | awk '$2 ~ /[TWi]/ {print $3}' | sed 's/@.*//' |
