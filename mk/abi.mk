@@ -10,7 +10,7 @@ tests_test_util_LDADD = $(TEST_LDADD)
 TESTS += tests/test-util
 endif
 EXTRA_DIST += tests/check-symbols.sh tests/check-symbols-selftest.sh tests/check-header.sh tests/check-abi.sh \
-	tests/tap.sh abi/libcvmdma.abi
+	tests/tap.sh tests/abi-constants.c abi/libcvmdma.abi
 
 # Regenerate the ABI baseline deliberately (never from make check).
 abi-baseline: lib/libcvmdma.la
