@@ -732,10 +732,6 @@ CVM_EXPORT void cvm_listener_remove(struct cvm_listener *l, uint32_t flags)
 	if (!l)
 		return;
 	r = l->region;
-	if (flags & ~CVM_LISTENER_REPLAY_PRIVATE) {
-		cvm_err("cvm_listener_remove: unknown flags 0x%x: listener kept", flags);
-		return;
-	}
 	if (l->dma) {
 		cvm_err("cvm_listener_remove: not a listener from cvm_listener_add: ignored");
 		return;
@@ -744,6 +740,14 @@ CVM_EXPORT void cvm_listener_remove(struct cvm_listener *l, uint32_t flags)
 		cvm_err("cvm_listener_remove: refused from inside a callback of the same region");
 		return;
 	}
+	/*
+	 * Unknown bits (a newer caller's flag) cannot be refused: the caller
+	 * frees the listener's opaque data next, so keeping the listener would
+	 * call into freed memory.  Remove it, without what they asked for.
+	 */
+	if (flags & ~CVM_LISTENER_REPLAY_PRIVATE)
+		cvm_err("cvm_listener_remove: unknown flags 0x%x ignored: listener removed",
+			flags & ~CVM_LISTENER_REPLAY_PRIVATE);
 	region_lock(r, self_id());
 	if ((flags & CVM_LISTENER_REPLAY_PRIVATE) && l->ops.to_private)
 		replay(r, l, false, SIZE_MAX, NULL);

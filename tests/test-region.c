@@ -518,6 +518,33 @@ Test(region, a_late_listener_is_replayed_the_shared_runs)
 	cvm_region_destroy(r);
 }
 
+/*
+ * A newer caller's flag cannot be refused by a function that returns
+ * nothing: the caller frees the opaque data next.  The known bit is still
+ * honoured, and the listener is gone.
+ */
+Test(region, remove_with_unknown_flags_removes_the_listener_and_honours_known_ones)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_region_stats st = { .sz = sizeof(st) };
+	struct cvm_listener *l;
+	struct view v;
+
+	cr_assert_eq(cvm_convert(r, G(3), 2 * PG, CVM_SHARED, 0), 0);
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	v.loglen = 0; v.log[0] = 0;
+	cvm_listener_remove(l, CVM_LISTENER_REPLAY_PRIVATE | 1u << 1 | 1u << 31);
+	cr_assert_str_eq(v.log, "P:3+2 ");
+	cr_assert_eq(cvm_region_stats(r, &st), 0);
+	cr_assert_eq(st.listeners, 0, "the listener was kept");
+	v.loglen = 0; v.log[0] = 0;
+	cr_assert_eq(cvm_convert(r, G(3), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_str_eq(v.log, "", "a removed listener was called");
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
 Test(region, a_failed_replay_takes_back_what_it_told_and_adds_nothing)
 {
 	struct cvm_region *r = mkregion(NP, 0);
