@@ -32,12 +32,14 @@ if [ "${DEMO_VM:-no}" != yes ]; then
 	skip "scripts/demo --vm" "the guest tests are disabled (--disable-vm-tests)"
 else
 	st=0
-	"$top_srcdir/tests/vm/qemu-run" --check >"$tmp/why" 2>&1 || st=77
+	what="qemu-run --check failed"
+	"$top_srcdir/tests/vm/qemu-run" --check >"$tmp/why" 2>&1 || st=$?
+	[ $st -ne 0 ] || what="guest kernel A did not build"
 	[ $st -ne 0 ] || "$top_srcdir/tests/vm/build-kernel" A >/dev/null 2>"$tmp/why" || st=$?
 	if [ $st -eq 77 ]; then
 		skip "scripts/demo --vm" "$(tail -n 1 "$tmp/why" | tr -d '#')"
 	elif [ $st -ne 0 ]; then
-		not_ok "scripts/demo --vm: guest kernel A did not build"
+		not_ok "scripts/demo --vm: $what"
 		sed 's/^/# /' "$tmp/why"
 	else
 		"$demo" --no-build --vm >"$tmp/vm" 2>&1

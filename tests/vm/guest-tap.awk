@@ -21,6 +21,7 @@ function start(name) {
 	failed = 0
 	skipall = ""
 	bailed = 0
+	misnum = ""
 }
 
 # One line of the current program's output.
@@ -34,6 +35,9 @@ function tapline(l,   rest, num) {
 		if (rest == "" || rest ~ /^#/)
 			rest = "test " num (rest == "" ? "" : " " rest)
 		ran++
+		# Numbers are optional, but a number that is there must be the next one.
+		if (num != "" && num + 0 != ran && misnum == "")
+			misnum = "result " ran " is numbered " num
 		if (l ~ /^not/ && rest !~ /#[ \t]*[Tt][Oo][Dd][Oo]/)
 			failed++
 		# The directive (# SKIP / # TODO) stays at the end, so it keeps its meaning.
@@ -59,7 +63,7 @@ function tapline(l,   rest, num) {
 # The program exited with status st: report what its own lines did not.
 function finish(name, st,   problem) {
 	done[name] = 1
-	if (ran == 0 && planned == 0) {
+	if (ran == 0 && planned == 0 && st == 0) {
 		emit(1, name " # SKIP " (skipall != "" ? skipall : "no tests"))
 		return
 	}
@@ -68,7 +72,8 @@ function finish(name, st,   problem) {
 		return
 	}
 	if (ran == 0) {
-		emit(0, name ": printed no TAP result (exit status " st ")")
+		emit(0, name ": " (planned == 0 ? "skipped every test, then exit status " st \
+			: "printed no TAP result (exit status " st ")"))
 		return
 	}
 	problem = ""
@@ -76,6 +81,8 @@ function finish(name, st,   problem) {
 		problem = "printed no plan"
 	else if (planned >= 0 && planned != ran)
 		problem = "planned " planned " tests, ran " ran
+	if (misnum != "")
+		problem = problem (problem == "" ? "" : ", ") misnum
 	# A crash is news even after a failed test; a plain exit 1 after one is not.
 	if ((st != 0 && failed == 0) || st > 128)
 		problem = problem (problem == "" ? "" : ", ") "exit status " st \
