@@ -114,6 +114,12 @@ inprog && /@@CVM-END [^ ]*$/ { sub(/@@CVM-END [^ ]*$/, ""); tapline($0); inprog 
 /^@@CVM-DMESG-END / { indmesg = 0; next }
 /^@@CVM-DONE/ { print "# guest uptime at poweroff: " $2 " s"; next }
 /^@@CVM-QEMU-EXIT / { qemu = $2; next }
+# A kernel warning, bug or oops while a program ran fails it, though it passed.
+indmesg && dname != "boot" && !(dname in kbad) &&
+    /^(WARNING: |BUG: |Oops|general protection fault|Kernel panic|kernel BUG at)/ {
+	kbad[dname] = 1
+	emit(0, dname ": the kernel logged: " $0)
+}
 indmesg { print "# " dname ": dmesg: " $0; next }
 inprog { tapline($0); next }
 { print "# console: " $0 }
