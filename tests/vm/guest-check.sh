@@ -27,8 +27,12 @@ while [ $# -gt 0 ]; do
 done
 per_prog=${CVMDMA_VM_TEST_TIMEOUT:-300}
 # A guest that prints nothing for this long has stalled (every program
-# prints as it goes; the slowest step, 65,535 maps, takes ~20 s).
-stall=${CVMDMA_VM_STALL_TIMEOUT:-240}
+# prints as it goes; the slowest step, 65,535 maps, takes ~20 s).  Longer
+# than a program's own limit: a program that hangs silently is killed by
+# the guest first, which fails it (exit status 137) and goes on with the
+# next program; only a guest that stalls as a whole (its timers too) is
+# stopped here, and booted once more (below).
+stall=${CVMDMA_VM_STALL_TIMEOUT:-$((per_prog + 60))}
 # Boot takes seconds; allow every program its full share on top.
 limit=${limit:-$((120 + per_prog * $#))}
 
@@ -159,7 +163,9 @@ boot
 # A TCG guest on a heavily loaded host has been seen to stall until the
 # timeout (once in many runs, never reproduced on a quiet host; once mid-run
 # with the guest idle, so that even its own per-program timer never fired).
-# Boot once more, and say so: a real hang hangs twice and fails.
+# Boot once more, and say so: a real hang hangs twice and fails.  A program
+# that hangs while the guest lives never gets here: the guest kills it
+# after $per_prog s, before the console has been quiet for $stall s.
 if grep -q '(qemu-run exit 124)' "$work/tap" && [ -z "${CVMDMA_VM_NO_RETRY:-}" ]; then
 	echo "# the guest hung until the timeout; the first attempt said:"
 	sed 's/^/#   /' "$work/tap" "$work/qemu.err"
