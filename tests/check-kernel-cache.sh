@@ -18,13 +18,14 @@ if [ $st -eq 77 ]; then
 	echo "1..0 # SKIP $(tail -n 1 "$tmp/why")"
 	exit 0
 fi
-plan 11
+plan 13
 check "build-kernel key exits 0 and prints 16 hex digits" \
 	sh -c '[ "$1" -eq 0 ] && printf "%s\n" "$2" | grep -qx "[0-9a-f]\{16\}"' sh "$st" "$key"
 
 # A copy of the script and fragments, and a gcc that says another version.
 mkdir -p "$tmp/vm" "$tmp/bin"
 cp "$bk" "$top_srcdir"/tests/vm/kernel-A.config "$top_srcdir"/tests/vm/kernel-B.config "$tmp/vm/"
+chmod u+w "$tmp"/vm/*   # make distcheck's source tree is read-only
 printf '#!/bin/sh\n[ "$1" = -dumpfullversion ] && echo 99.0.0 && exit 0\nexec %s "$@"\n' \
 	"$(command -v gcc)" >"$tmp/bin/gcc"
 chmod +x "$tmp/bin/gcc"
@@ -43,8 +44,19 @@ mkcache() {
 		"$CVMDMA_CACHE_DIR/kernel-recent" "$CVMDMA_CACHE_DIR/notes"
 	echo A >"$cur/bzImage-A"
 	echo B >"$cur/bzImage-B"
-	touch -d '40 days ago' "$CVMDMA_CACHE_DIR/kernel-old" "$CVMDMA_CACHE_DIR/notes" "$cur"
+	# Built long ago by an older copy of the script, which never touches
+	# the directory, but its image read by QEMU yesterday.
+	mkdir -p "$CVMDMA_CACHE_DIR/kernel-oldread"
+	echo A >"$CVMDMA_CACHE_DIR/kernel-oldread/bzImage-A"
+	echo A >"$CVMDMA_CACHE_DIR/kernel-old/bzImage-A"
+	touch -d '40 days ago' "$CVMDMA_CACHE_DIR/kernel-old/bzImage-A" \
+		"$CVMDMA_CACHE_DIR/kernel-oldread/bzImage-A"
+	touch -a -d '1 day ago' "$CVMDMA_CACHE_DIR/kernel-oldread/bzImage-A"
+	touch -d '40 days ago' "$CVMDMA_CACHE_DIR/kernel-old" "$CVMDMA_CACHE_DIR/notes" "$cur" \
+		"$CVMDMA_CACHE_DIR/kernel-oldread"
 	touch -d '5 days ago' "$CVMDMA_CACHE_DIR/kernel-recent"
+	mkdir -p "$CVMDMA_CACHE_DIR/kernel-36h"
+	touch -d '36 hours ago' "$CVMDMA_CACHE_DIR/kernel-36h"
 }
 # Should a bug make it build after all, fail at once instead of for minutes.
 mkdir -p "$tmp/nobuild"
@@ -65,6 +77,17 @@ check "an entry of another key unused for 40 days is gone; one used 5 days ago s
 check "the entry in use is kept however old its mtime was, and touched" \
 	sh -c '[ -d "$1" ] && [ -n "$(find "$1" -maxdepth 0 -mtime -1)" ]' sh "$cur"
 check "what is not a kernel entry is left alone" test -d "$CVMDMA_CACHE_DIR/notes"
+check "an old entry whose image was read within the days stays (older scripts never touch it)" \
+	test -d "$CVMDMA_CACHE_DIR/kernel-oldread"
+
+# A removal that fails (a cache shared with another user) is no failure.
+mkcache
+mkdir -p "$tmp/badrm"
+printf '#!/bin/sh\necho "rm: cannot remove: Permission denied" >&2\nexit 1\n' >"$tmp/badrm/rm"
+chmod +x "$tmp/badrm/rm"
+PATH=$tmp/badrm:$tmp/nobuild:$PATH "$bk" A >"$tmp/out" 2>"$tmp/err"
+check "a clean-up that cannot remove something still prints the image and exits 0" \
+	test $? -eq 0 -a "$(cat "$tmp/out")" = "$cur/bzImage-A"
 
 mkcache
 CVMDMA_KEEP_KERNEL_TREE=1 nb A >/dev/null 2>&1
@@ -72,8 +95,9 @@ check "CVMDMA_KEEP_KERNEL_TREE=1 keeps the trees" \
 	test -d "$cur/src" -a -d "$cur/obj-A" -a -d "$cur/obj-B"
 
 CVMDMA_CACHE_DAYS=1 nb prune >/dev/null 2>&1
-check "prune with CVMDMA_CACHE_DAYS=1 removes the entry unused for 5 days, not the current one" \
-	sh -c '[ ! -e "$1/kernel-recent" ] && [ -d "$2/src" ]' sh "$CVMDMA_CACHE_DIR" "$cur"
+check "prune with CVMDMA_CACHE_DAYS=1 removes the entries unused for 5 days and for 36 hours, not the current one" \
+	sh -c '[ ! -e "$1/kernel-recent" ] && [ ! -e "$1/kernel-36h" ] && [ -d "$2/src" ]' \
+	sh "$CVMDMA_CACHE_DIR" "$cur"
 
 st=0
 CVMDMA_CACHE_DAYS=x nb prune >/dev/null 2>&1 || st=$?

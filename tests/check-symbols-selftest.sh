@@ -12,6 +12,7 @@ copy() { # dir: a source tree with the header, the map and the checks
 	cp "$top_srcdir/include/cvmdma.h" "$1/include/"
 	cp "$top_srcdir/lib/libcvmdma.map" "$1/lib/"
 	cp "$top_srcdir/tests/tap.sh" "$top_srcdir/tests/check-symbols.sh" "$1/tests/"
+	chmod -R u+w "$1"   # make distcheck's source tree is read-only
 }
 symcheck() { top_srcdir=$1 sh "$1/tests/check-symbols.sh" >"$1/log" 2>&1; }
 
