@@ -75,15 +75,22 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* The q-quantile (0..1) of v[0..n), nearest rank; sorts v. */
+/*
+ * The q-quantile (0..1) of v[0..n) by nearest rank: the ceil(q n)-th
+ * smallest value (the lower middle one of an even count for the median,
+ * the 99th of 100 for p99); sorts v.
+ */
 static inline uint64_t quantile(uint64_t *v, size_t n, double q)
 {
-	size_t k;
+	double r = q * (double)n;
+	size_t k = (size_t)r;
 
 	if (!n)
 		return 0;
 	qsort(v, n, sizeof(*v), cmp_u64);
-	k = (size_t)(q * (double)n);
+	if ((double)k < r)
+		k++;                    /* ceil(q n) */
+	k = k ? k - 1 : 0;
 	return v[k < n ? k : n - 1];
 }
 
