@@ -52,7 +52,7 @@ row '\*\*missed\*\* \(the median meets it, not every run\)' 'fast config: <= 100
 ok $? "a 90 ns median with a run at 120 ns misses it, and says the median meets it"
 row '\*\*missed\*\*' 'median \| 2,500 ns median'
 ok $? "a 2,500 ns median misses the 100 ns target"
-row '\*\*missed\*\*' 'median \| 2,500 ns median, .*the model backend alone, which stands for the kernel: 480 ns median per call'
+row '\*\*missed\*\*' 'median \| 2,500 ns median, .*the model backend alone \(type1 rules\), which stands for the kernel: 480 ns median per call'
 ok $? "the model backend's own median is shown beside a verdict with a DMA context"
 row '\*\*missed\*\*' "median \\| 2,500 ns median, .*the library itself, the median less the model: 2,020 ns\\)"
 ok $? "the library itself (the median less the model) is shown beside that verdict"
