@@ -134,6 +134,13 @@ variant replay-slow-run '$1 == "replay" && $2 == "sparse" { $17 = "1200.0" } 1' 
 	vrow replay-slow-run '\*\*missed\*\* \(the median meets it, not every run\)' \
 		'sparse, model cut rules: <= 1 s'
 ok $? "a replay whose slowest run took 1.2 s of wall time misses the target"
+variant replay-old-wall '$1 == "replay" && $2 == "sparse" { $9 = "1500.0"; NF = 16 } 1' \
+	core.out && vrow replay-old-wall '\*\*missed\*\*' 'sparse, model cut rules: <= 1 s \| 1\.50 s wall'
+ok $? "an older result (no slowest wall time) whose shown run took 1.5 s misses the target"
+variant replay-16g-failed '/^# region 1024 GiB;/ { sub(/1024 GiB/, "16 GiB") }
+	$1 == "replay" && $2 == "sparse" { $13 = "ENOMEM" } 1' core.out &&
+	vrow replay-16g-failed 'n/a: the target is on 1 TiB' 'of 16 GiB, .*sparse, .*\(stopped: ENOMEM\)'
+ok $? "a 16 GiB replay that failed says so beside its n/a"
 variant replay-16g '/^# region 1024 GiB;/ { sub(/1024 GiB/, "16 GiB") } 1' core.out &&
 	vrow replay-16g 'n/a: the target is on 1 TiB' 'replay \(cvm_dma_add_region\) of 16 GiB, 50% shared, sparse'
 ok $? "a replay of 16 GiB (run.sh --quick) says so and gets no verdict on the 1 TiB target"
