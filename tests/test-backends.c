@@ -396,8 +396,8 @@ static void teardown(void)
 	fk_fini();
 }
 
-TestSuite(type1, .init = setup, .fini = teardown);
-TestSuite(iommufd, .init = setup, .fini = teardown);
+TestSuite(type1, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(iommufd, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ---- type1 ---- */
 
@@ -482,6 +482,16 @@ Test(type1, refuses_a_looping_or_truncated_chain)
 Test(type1, refuses_overlapping_iova_ranges)
 {
 	const struct vfio_iova_range r[] = { { 0, 0x1fffff }, { 0x100000, 0x2fffff } };
+	struct cvm_be *be = NULL;
+
+	add_iova_ranges(r, 2);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), -EPROTO);
+}
+
+/* Ranges that share one byte overlap too (the kernel's "last" is inclusive). */
+Test(type1, refuses_iova_ranges_that_share_their_edge_byte)
+{
+	const struct vfio_iova_range r[] = { { 0, 0x1fffff }, { 0x1fffff, 0x2fffff } };
 	struct cvm_be *be = NULL;
 
 	add_iova_ranges(r, 2);

@@ -605,6 +605,81 @@ static void inject_n(struct cvm_dma *d, uint64_t nth, uint64_t count, int err)
 
 static void inject(struct cvm_dma *d, uint64_t nth, int err);
 
+/* COMPACT at the limit, the one pair that can merge ending at the region's end. */
+Test(dma, compact_merges_a_pair_that_ends_at_the_regions_end)
+{
+	struct fx f;
+	char lay[128];
+
+	fx_init(&f, 8, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
+	cr_assert_eq(cvm_convert(f.r, A(7), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(6), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
+	layout(f.d, lay, sizeof(lay));
+	cr_assert_str_eq(lay, "0+1;6+1;7+1;");
+	cr_assert_eq(cvm_convert(f.r, A(3), PG, CVM_SHARED, 0), 0);
+	layout(f.d, lay, sizeof(lay));
+	cr_assert_str_eq(lay, "0+1;3+1;6+2;");
+	cr_assert_eq(stats(f.d).disruptive_splits, 1);
+	check(&f);
+	fx_fini(&f);
+}
+
+/*
+ * Another user of the container took an entry: the kernel's own -ENOSPC
+ * refreshes the context's count, so the next call compacts first instead
+ * of running into the kernel's refusal again.
+ */
+Test(dma, the_kernels_own_enospc_corrects_the_entry_count)
+{
+	struct fx f;
+	struct cvm_be *be;
+	void *other = reserve(PG);
+	uint64_t gone = 0;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
+	be = cvm_dma_backend(f.d);
+	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(1), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).entries_avail, 1);
+	cr_assert_eq(be->ops->map(be, BASE + 512 * MiB, PG, other), 0);
+	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(stats(f.d).entries_avail, 0, "the count was not refreshed");
+	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).disruptive_splits, 1);
+	cr_assert_eq(be->ops->unmap(be, BASE + 512 * MiB, PG, &gone), 0);
+	check(&f);
+	fx_fini(&f);
+	munmap(other, PG);
+}
+
+/*
+ * A context that is told to_private before another keeps room for its
+ * undo until the conversion settles, then gives it back: over and over,
+ * its room must not shrink.
+ */
+Test(dma, room_kept_for_an_undo_is_given_back_when_the_conversion_settles)
+{
+	struct fx f;
+	struct cvm_dma *d1 = mkdma(CVM_MODEL_TYPE1, 0, 0, 2);
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, 0, 0, 0);
+	cr_assert_eq(cvm_dma_add_region(d1, f.r), 0);   /* told to_private first */
+	for (int i = 0; i < 20; i++) {
+		cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
+		cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_SHARED, 0), 0);
+		cr_assert_eq(stats(d1).entries_avail, 0);
+		cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_PRIVATE, 0), 0);
+		cr_assert_eq(stats(d1).entries_avail, 1);
+		cr_assert_eq(cvm_convert(f.r, A(20), PG, CVM_SHARED, 0), 0, "round %d", i);
+		cr_assert_eq(cvm_convert(f.r, A(10), 11 * PG, CVM_PRIVATE, 0), 0);
+	}
+	check(&f);
+	check_dma(f.r, d1, f.npages, 2 * MiB);
+	cvm_dma_close(d1);
+	fx_fini(&f);
+}
+
 /* COMPACT at the limit, [0, 10) and [100] mapped, limit 2 (or 3 with
  * [11, 21) too): a run joins the mappings beside it inside its G-block. */
 static void join_fixture(struct fx *f, uint32_t limit)
