@@ -17,7 +17,7 @@
 EXTRA_DIST += tests/vm/build-kernel tests/vm/kernel-A.config tests/vm/kernel-B.config \
 	tests/vm/mkinitramfs tests/vm/init tests/vm/qemu-run tests/vm/run-in-guest \
 	tests/vm/guest-check.sh tests/vm/guest-tap.awk tests/vm/README.md \
-	tests/check-kernel-cache.sh tests/check-guest-tap.sh
+	tests/check-kernel-cache.sh tests/check-guest-tap.sh tests/check-run-in-guest.sh
 
 GUEST_SOURCES = tests/vm/guest.c tests/vm/guest.h tests/vm/guest-tap.h
 GUEST_CFLAGS = $(AM_CFLAGS) $(CAPNG_CFLAGS)
@@ -28,6 +28,8 @@ if ENABLE_TESTS
 TESTS += tests/check-kernel-cache.sh
 # The console-to-TAP step of the guest stage, on made-up consoles.
 TESTS += tests/check-guest-tap.sh
+# run-in-guest's statuses and signal handling, around a stand-in QEMU.
+TESTS += tests/check-run-in-guest.sh
 check_PROGRAMS += tests/vm/guest-smoke
 tests_vm_guest_smoke_SOURCES = tests/vm/guest-smoke.c $(GUEST_SOURCES)
 tests_vm_guest_smoke_CFLAGS = $(GUEST_CFLAGS)

@@ -1,0 +1,90 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# tests/vm/run-in-guest around a stand-in QEMU (no guest is booted): the
+# program's output and status come through, a guest that reports nothing is
+# 125, a missing QEMU is 77, and a TERM while QEMU runs stops it at once.
+. "$top_srcdir/tests/tap.sh"
+tmp=$(mktemp -d)
+cleanup() {
+	[ ! -s "$tmp/pid" ] || kill -TERM "$(cat "$tmp/pid")" 2>/dev/null || :
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+plan 6
+
+mkdir "$tmp/vm"
+cp "$top_srcdir/tests/vm/run-in-guest" "$tmp/vm/"
+chmod u+w "$tmp/vm/run-in-guest"   # make distcheck's source tree is read-only
+# The stand-ins: an image and an initramfs that are never read, and a QEMU
+# whose console STUB_MODE chooses.
+printf '#!/bin/sh\necho "$CVMDMA_STUB/bzImage"\n' >"$tmp/vm/build-kernel"
+printf '#!/bin/sh\nexit 0\n' >"$tmp/vm/mkinitramfs"
+cat >"$tmp/vm/qemu-run" <<'STUB'
+#!/bin/sh
+[ "$1" != --check ] || exit "${STUB_CHECK:-0}"
+echo $$ >"$CVMDMA_STUB/pid"
+case $STUB_MODE in
+result)
+	printf '@@CVM-BOOT ok\n@@CVM-BEGIN prog\nhello\n@@CVM-END prog\n'
+	printf '@@CVM-RESULT prog 3\n'
+	;;
+silent)
+	echo 'Kernel panic - not syncing'
+	exit 9
+	;;
+hang)
+	trap 'echo TERM >"$CVMDMA_STUB/term"; exit 143' TERM
+	echo '@@CVM-BOOT ok'
+	while :; do sleep 1; done
+	;;
+esac
+STUB
+chmod +x "$tmp/vm/build-kernel" "$tmp/vm/mkinitramfs" "$tmp/vm/qemu-run"
+printf '#!/bin/sh\n' >"$tmp/prog"
+CVMDMA_STUB=$tmp
+export CVMDMA_STUB
+
+# rig MODE [STUB_CHECK]: run-in-guest on $tmp/prog; status in $tmp/st.
+rig() {
+	st=0
+	STUB_MODE=$1 STUB_CHECK=${2:-0} "$tmp/vm/run-in-guest" --timeout 60 "$tmp/prog" \
+		>"$tmp/out" 2>"$tmp/err" || st=$?
+	echo "$st" >"$tmp/st"
+}
+status_is() { [ "$(cat "$tmp/st")" = "$1" ] || { cat "$tmp/st" "$tmp/out" "$tmp/err"; return 1; }; }
+
+rig result
+check "the program's output and exit status come through" \
+	sh -c '[ "$(cat "$1/st")" = 3 ] && [ "$(cat "$1/out")" = hello ] ||
+		{ cat "$1/st" "$1/out" "$1/err"; exit 1; }' sh "$tmp"
+rig silent
+check "a guest that reports no result is 125, and says how QEMU ended" \
+	sh -c '[ "$(cat "$1/st")" = 125 ] && grep -q "no result (qemu-run exit 9)" "$1/err" &&
+		grep -q "Kernel panic" "$1/err" || { cat "$1/st" "$1/err"; exit 1; }' sh "$tmp"
+rig result 77
+check "no QEMU is a skip (77)" status_is 77
+rig result 1
+check "a broken qemu-run --check is a failure (125), not a skip" status_is 125
+
+# A TERM to run-in-guest while QEMU runs: the stand-in hears it, and
+# run-in-guest ends with 143 within seconds, not at --timeout.
+rm -f "$tmp/pid" "$tmp/term"
+STUB_MODE=hang "$tmp/vm/run-in-guest" --timeout 60 "$tmp/prog" >"$tmp/out" 2>"$tmp/err" &
+rp=$!
+i=0
+while [ ! -s "$tmp/pid" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+kill -TERM "$rp"
+i=0
+while kill -0 "$rp" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+if kill -0 "$rp" 2>/dev/null; then
+	not_ok "a TERM while QEMU runs ends run-in-guest within 10 s"
+	kill -TERM "$(cat "$tmp/pid")" 2>/dev/null || :
+	wait "$rp" || :
+	not_ok "the TERM reaches QEMU (run-in-guest did not end)"
+else
+	st=0
+	wait "$rp" || st=$?
+	check "a TERM while QEMU runs ends run-in-guest within 10 s, status 143 ($st)" test "$st" = 143
+	check "the TERM reaches QEMU" test -s "$tmp/term"
+fi
+tap_done
