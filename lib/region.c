@@ -211,6 +211,10 @@ static int check_config(const struct cvm_region_config *cfg, struct region_geom 
 		return -EINVAL;
 	if (cfg->length - 1 > UINT64_MAX - cfg->gpa)
 		return -ERANGE;
+	/* The mapping of the last page would wrap: refused here, not by a
+	 * backend at the first conversion to shared. */
+	if (cfg->hva && cfg->length - 1 > UINTPTR_MAX - (uintptr_t)cfg->hva)
+		return -ERANGE;
 	g->gpa = cfg->gpa;
 	g->length = cfg->length;
 	g->iova = (cfg->flags & CVM_REGION_IOVA) ? cfg->iova : cfg->gpa;
@@ -545,8 +549,9 @@ CVM_EXPORT int cvm_convert_batch(struct cvm_region *r, const struct cvm_range *r
 	struct prange stack[8], *pr = stack;
 	int err = 0;
 
-	/* More ranges than memory can hold cannot be a real array. */
-	if (!r || !ranges || !count || count > SIZE_MAX / sizeof(*ranges) || flags ||
+	/* No C object is larger than PTRDIFF_MAX bytes: such a count cannot
+	 * be a real array. */
+	if (!r || !ranges || !count || count > PTRDIFF_MAX / sizeof(*ranges) || flags ||
 	    !valid_target(to))
 		return -EINVAL;
 	if (count > ARRAY_SIZE(stack)) {

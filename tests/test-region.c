@@ -58,6 +58,12 @@ Test(region, create_rejects_bad_config_and_leaves_out_untouched)
 	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
 	c = good; c.hva = (void *)0x1001;
 	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	c = good; c.hva = (void *)(UINTPTR_MAX - 4095 - 8 * PG);   /* hva + length wraps */
+	cr_assert_eq(cvm_region_create(&c, &r), -ERANGE);
+	c = good; c.hva = (void *)(UINTPTR_MAX - 16 * PG + 1);   /* ends at the top: fine */
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cvm_region_destroy(r);
+	r = (struct cvm_region *)0x1;
 	cr_assert_eq(r, (struct cvm_region *)0x1, "a failed create wrote *out");
 }
 
@@ -428,6 +434,8 @@ Test(region, bad_input_returns_errno_and_changes_nothing)
 	cr_assert_eq(cvm_convert_batch(r, &one, 0, CVM_SHARED, 0), -EINVAL);
 	/* A count no array can have: refused before anything is read. */
 	cr_assert_eq(cvm_convert_batch(r, &one, SIZE_MAX / sizeof(one) + 1, CVM_SHARED, 0), -EINVAL);
+	cr_assert_eq(cvm_convert_batch(r, &one, PTRDIFF_MAX / sizeof(one) + 1, CVM_SHARED, 0),
+		     -EINVAL);
 	cr_assert_eq(cvm_convert_batch(r, &one, 1, CVM_SHARED, 2), -EINVAL);
 	cr_assert_eq(cvm_region_for_each_run(r, G(0), PG, CVM_SHARED, NULL, NULL), -EINVAL);
 	cr_assert_eq(cvm_region_for_each_run(r, G(0), PG, CVM_MIXED, state_walk_fn, NULL), -EINVAL);
