@@ -26,6 +26,8 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <linux/iommufd.h>
@@ -188,6 +190,14 @@ _Static_assert(sizeof(struct iommu_iova_range) == sizeof(struct cvm_iova_range) 
 	       offsetof(struct iommu_iova_range, last) == offsetof(struct cvm_iova_range, last),
 	       "IOVA range layouts differ");
 
+/* What an ioctl's error says about the fd the caller gave, for the log. */
+static const char *fd_hint(int err)
+{
+	if (err == -ENOTTY)
+		return " (the fd is no iommufd)";
+	return err == -EBADF ? " (the fd is not open)" : "";
+}
+
 static int iommufd_refresh(struct cvm_be *be)
 {
 	struct iommufd_be *ib = container_of(be, struct iommufd_be, be);
@@ -198,8 +208,10 @@ static int iommufd_refresh(struct cvm_be *be)
 
 	ret = read_ranges(be, &r, &n, &align);
 	if (ret) {
-		cvm_err("iommufd: IOMMU_IOAS_IOVA_RANGES on IOAS %u failed: %s",
-			be->ioas_id, strerror(-ret));
+		cvm_err("iommufd: IOMMU_IOAS_IOVA_RANGES on IOAS %u of fd %d failed: %s%s",
+			be->ioas_id, be->fd, strerror(-ret),
+			ret == -ENOENT ? " (no IOAS of that id on the fd: a HWPT or device id?)" :
+			fd_hint(ret));
 		return ret;
 	}
 	if (!is_pow2_u64(align)) {
@@ -215,6 +227,30 @@ static int iommufd_refresh(struct cvm_be *be)
 	be->pgsizes = ib->small_pages ? align : ~(align - 1);
 	be->entries_avail = UINT64_MAX;
 	return 0;
+}
+
+/*
+ * Asks the fd, not its path: an iommufd opened through a node of another
+ * name (a private /dev, an fd passed in from another mount namespace) is
+ * one too.  /dev/vfio/vfio (misc 10:196, VFIO_MINOR in the kernel's
+ * miscdevice.h) is a container even where iommufd serves it, since its
+ * VFIO-compat container answers iommufd's ioctls as well; any other
+ * character device that answers the get of the global RLIMIT mode (no
+ * object, no privilege, no side effect) is an iommufd.
+ */
+bool cvm_backend_fd_is_iommufd(int fd)
+{
+	struct iommu_option o = {
+		.size = sizeof(o), .option_id = IOMMU_OPTION_RLIMIT_MODE,
+		.op = IOMMU_OPTION_OP_GET,
+	};
+	struct stat st;
+
+	if (fstat(fd, &st) || !S_ISCHR(st.st_mode))
+		return false;
+	if (major(st.st_rdev) == 10 && minor(st.st_rdev) == 196)
+		return false;
+	return ioctl(fd, IOMMU_OPTION, &o) == 0;
 }
 
 static int set_option(struct cvm_be *be, uint32_t option, uint64_t val)
@@ -456,7 +492,8 @@ static int adopt(struct iommufd_be *ib, int fd, uint32_t ioas_id)
 	if (!ioas_id) {
 		ret = alloc_ioas(fd, &ioas_id);
 		if (ret) {
-			cvm_err("iommufd: IOMMU_IOAS_ALLOC failed: %s", strerror(-ret));
+			cvm_err("iommufd: IOMMU_IOAS_ALLOC on fd %d failed: %s%s", fd,
+				strerror(-ret), fd_hint(ret));
 			return ret;
 		}
 		be->own_ioas = true;

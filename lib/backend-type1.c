@@ -204,7 +204,12 @@ static int type1_refresh(struct cvm_be *be)
 
 	ret = read_info(be->fd, &buf, &len);
 	if (ret) {
-		cvm_err("type1: VFIO_IOMMU_GET_INFO failed: %s", strerror(-ret));
+		cvm_err("type1: VFIO_IOMMU_GET_INFO on fd %d failed: %s%s", be->fd, strerror(-ret),
+			ret == -ENOTTY ? " (the fd is no VFIO container)" :
+			ret == -EBADF ? " (the fd is not open)" :
+			ret == -EINVAL || ret == -ENODEV ?
+			" (is a VFIO group in the container and its IOMMU set with VFIO_SET_IOMMU? "
+			"An iommufd needs CVM_BACKEND_IOMMUFD)" : "");
 		return ret;
 	}
 	ret = parse_caps(buf, len, &c);

@@ -67,6 +67,8 @@ int cvm_backend_type1_open(int container_fd, struct cvm_be **out);
  * (KERNEL-FACTS.md §2a) where it can be had. */
 int cvm_backend_iommufd_open(int fd, uint32_t ioas_id, bool want_cut, struct cvm_be **out);
 void cvm_backend_destroy(struct cvm_be *be);   /* NULL is a no-op */
+/* fd is an iommufd (not a VFIO container), whatever node opened it. */
+bool cvm_backend_fd_is_iommufd(int fd);
 
 /* [iova, iova+len) lies inside one valid IOVA range. */
 bool cvm_backend_iova_valid(const struct cvm_be *be, uint64_t iova, uint64_t len);

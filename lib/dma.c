@@ -1726,19 +1726,6 @@ CVM_EXPORT int cvm_dma_remove_region(struct cvm_dma *d, struct cvm_region *r)
 
 #define DMA_FLAGS (CVM_DMA_PER_PAGE | CVM_DMA_NO_CUT | CVM_DMA_COMPACT)
 
-static bool fd_is_iommufd(int fd)
-{
-	char path[64], target[64];
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	n = readlink(path, target, sizeof(target) - 1);
-	if (n < 0)
-		return false;
-	target[n] = 0;
-	return strcmp(target, "/dev/iommu") == 0;
-}
-
 static int open_backend(const struct cvm_dma_config *cfg, struct cvm_be **be)
 {
 	bool want_cut = !(cfg->flags & CVM_DMA_NO_CUT);
@@ -1746,8 +1733,14 @@ static int open_backend(const struct cvm_dma_config *cfg, struct cvm_be **be)
 	int err;
 
 	if (kind == CVM_BACKEND_AUTO)
-		kind = cfg->fd >= 0 && !fd_is_iommufd(cfg->fd) ? CVM_BACKEND_TYPE1
-							       : CVM_BACKEND_IOMMUFD;
+		kind = cfg->fd >= 0 && !cvm_backend_fd_is_iommufd(cfg->fd) ?
+			CVM_BACKEND_TYPE1 : CVM_BACKEND_IOMMUFD;
+	if (kind == CVM_BACKEND_TYPE1 && cfg->ioas_id) {
+		/* A container has none: a mistake, not to be ignored. */
+		cvm_err("dma: ioas_id %u names an IOAS of an iommufd, but fd %d is driven "
+			"as a VFIO container (type1), which has none", cfg->ioas_id, cfg->fd);
+		return -EINVAL;
+	}
 	switch (kind) {
 	case CVM_BACKEND_MODEL:
 		if (cfg->model_rules > CVM_MODEL_CUT)

@@ -39,4 +39,11 @@ tests_vm_guest_conc_CFLAGS = $(GUEST_CFLAGS)
 tests_vm_guest_conc_LDADD = $(GUEST_LDADD)
 VM_TESTS_A += tests/vm/guest-conc
 VM_TESTS_B += tests/vm/guest-conc
+# Bad fds, IOAS ids, memory and IOVA windows on the real backends.
+check_PROGRAMS += tests/vm/guest-badfd
+tests_vm_guest_badfd_SOURCES = tests/vm/guest-badfd.c $(GUEST_SOURCES)
+tests_vm_guest_badfd_CFLAGS = $(GUEST_CFLAGS)
+tests_vm_guest_badfd_LDADD = $(GUEST_LDADD)
+VM_TESTS_A += tests/vm/guest-badfd
+VM_TESTS_B += tests/vm/guest-badfd
 endif

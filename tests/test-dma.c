@@ -2380,6 +2380,26 @@ Test(dma, open_rejects_bad_configs)
 	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
 	c.backend = CVM_BACKEND_AUTO;
 	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	/* A container has no IOAS: an ioas_id with TYPE1, or with AUTO on an
+	 * fd that is no iommufd, is a mistake, not ignored. */
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	c = good; c.backend = CVM_BACKEND_TYPE1; c.ioas_id = 3;
+	c.fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+	cr_assert_geq(c.fd, 0);
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	cr_assert(strstr(last_log, "ioas_id 3"), "log: %s", last_log);
+	c.backend = CVM_BACKEND_AUTO;
+	last_log[0] = 0;
+	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	cr_assert(strstr(last_log, "ioas_id 3"), "log: %s", last_log);
+	c.ioas_id = 0;   /* /dev/null is no container either, and the log says so */
+	cr_assert_eq(cvm_dma_open(&c, &d), -ENOTTY);
+	cr_assert(strstr(last_log, "no VFIO container"), "log: %s", last_log);
+	c.backend = CVM_BACKEND_IOMMUFD;
+	cr_assert_eq(cvm_dma_open(&c, &d), -ENOTTY);
+	cr_assert(strstr(last_log, "no iommufd"), "log: %s", last_log);
+	cvm_set_log(NULL, NULL, 0);
+	close(c.fd);
 	c = good; c.sz = sizeof(size_t);
 	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
 	cr_assert_eq(cvm_dma_open(NULL, &d), -EINVAL);
