@@ -234,9 +234,11 @@ static int iommufd_refresh(struct cvm_be *be)
  * name (a private /dev, an fd passed in from another mount namespace) is
  * one too.  /dev/vfio/vfio (misc 10:196, VFIO_MINOR in the kernel's
  * miscdevice.h) is a container even where iommufd serves it, since its
- * VFIO-compat container answers iommufd's ioctls as well; any other
- * character device that answers the get of the global RLIMIT mode (no
- * object, no privilege, no side effect) is an iommufd.
+ * VFIO-compat container answers iommufd's ioctls as well; any other misc
+ * device (iommufd is one, with a dynamic minor) that answers the get of
+ * the global RLIMIT mode (no object, no privilege, no side effect) is an
+ * iommufd.  Other devices get no ioctl: a VFIO device fd, for one, would
+ * take a runtime-PM reference to refuse it.
  */
 bool cvm_backend_fd_is_iommufd(int fd)
 {
@@ -246,9 +248,8 @@ bool cvm_backend_fd_is_iommufd(int fd)
 	};
 	struct stat st;
 
-	if (fstat(fd, &st) || !S_ISCHR(st.st_mode))
-		return false;
-	if (major(st.st_rdev) == 10 && minor(st.st_rdev) == 196)
+	if (fstat(fd, &st) || !S_ISCHR(st.st_mode) || major(st.st_rdev) != 10 ||
+	    minor(st.st_rdev) == 196)
 		return false;
 	return ioctl(fd, IOMMU_OPTION, &o) == 0;
 }

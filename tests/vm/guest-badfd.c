@@ -181,7 +181,7 @@ struct open_case {
 	uint32_t ioas_id;
 	int want;                 /* 0 or -errno */
 	uint32_t want_backend;    /* when want == 0 */
-	bool want_log;            /* a LOG_ERR line on failure */
+	const char *log;          /* on failure, a LOG_ERR line with this ("": any); NULL: none */
 	bool (*usable)(int fd);   /* the caller's fd afterwards */
 };
 
@@ -215,24 +215,25 @@ static int open_case(const struct open_case *c)
 	}
 	fd_ok = c->fd < 0 || !c->usable || c->usable(c->fd);
 	ok = ret == c->want && (ret || (uint32_t)got_backend == c->want_backend) &&
-	     (!ret || !c->want_log || logged(NULL)) && n0 == n1 && fd_ok;
+	     (!ret || !c->log || logged(*c->log ? c->log : NULL)) && n0 == n1 && fd_ok;
 	if (ret)
 		tap_diag("%s %s: %d (%s)%s%s", backend_name(c->backend), c->what, ret,
 			 strerror(-ret), log_errs ? ", logged: " : ", nothing logged",
 			 log_last);
-	tap_ok(ok, "open %s, fd %s%s: %d (want %d)%s%s%s, fds %d -> %d, fd %s",
+	tap_ok(ok, "open %s, fd %s%s: %d (want %d)%s%s%s%s, fds %d -> %d, fd %s",
 	       backend_name(c->backend), c->what, c->ioas_id ? " + ioas_id" : "", ret,
 	       c->want, ret ? (log_errs ? ", logged" : ", not logged") : ", backend ",
-	       ret ? "" : backend_name((uint32_t)got_backend),
+	       ret && c->log && *c->log ? (logged(c->log) ? " with " : " without ") : "",
+	       ret ? (c->log && *c->log ? c->log : "") : backend_name((uint32_t)got_backend),
 	       ret || got_backend == (int)c->want_backend ? "" : " (wrong)",
 	       n0, n1, c->fd < 0 || !c->usable ? "n/a" : fd_ok ? "still usable" : "BROKEN");
 	return ret;
 }
 
 static int oc(const char *what, uint32_t backend, int fd, uint32_t ioas_id, int want,
-	      uint32_t want_backend, bool want_log, bool (*usable)(int fd))
+	      uint32_t want_backend, const char *log, bool (*usable)(int fd))
 {
-	struct open_case c = { what, backend, fd, ioas_id, want, want_backend, want_log,
+	struct open_case c = { what, backend, fd, ioas_id, want, want_backend, log,
 			       usable };
 
 	return open_case(&c);
@@ -301,9 +302,20 @@ static uint64_t dma_mappings(struct cvm_dma *dma)
 	return cvm_dma_stats(dma, &st) ? UINT64_MAX : st.mappings;
 }
 
-/* A region with INIT_SHARED whose memory cannot be pinned: add fails. */
+/* [p, p + len) is still not mapped: nothing the test did since its munmap
+ * (an allocation of the library's, say) has mapped something there. */
+static bool still_unmapped(const void *p, size_t len)
+{
+	return msync((void *)(uintptr_t)p, len, MS_ASYNC) == -1 && errno == ENOMEM;
+}
+
+/*
+ * A region with INIT_SHARED whose memory cannot be pinned: add fails.  hole:
+ * the part of it that must be unmapped, or NULL.  With a granule of 4
+ * pages, the first two mappings succeed and are undone in one call.
+ */
 static void add_bad_memory(const struct target *t, const char *what, void *hva,
-			   uint64_t granule)
+			   const void *hole, size_t hole_len, uint64_t granule)
 {
 	struct target tg = *t;
 	struct cvm_region_config rc = {
@@ -313,10 +325,10 @@ static void add_bad_memory(const struct target *t, const char *what, void *hva,
 	struct cvm_region *r = NULL;
 	struct cvm_dma *dma = NULL;
 	uint32_t mask = ~0u;
-	int n0 = fd_count(), ret, rm = 0, mk;
-	int64_t left;
-
 	struct cvm_dma_stats st = { .sz = sizeof(st) };
+	int n0 = fd_count(), ret, rm = 0, mk;
+	bool hole_ok;
+	int64_t left;
 
 	tg.cfg.split_granule = granule;
 	if (open_target_dma(&tg, &dma))
@@ -324,6 +336,7 @@ static void add_bad_memory(const struct target *t, const char *what, void *hva,
 	if (cvm_region_create(&rc, &r))
 		goto fail;
 	log_reset();
+	hole_ok = !hole || still_unmapped(hole, hole_len);
 	ret = cvm_dma_add_region(dma, r);
 	cvm_dma_stats(dma, &st);
 	mk = kernel_mask(dma, t, RAM_GPA, &mask);
@@ -336,12 +349,15 @@ static void add_bad_memory(const struct target *t, const char *what, void *hva,
 	cvm_dma_close(dma);
 	cvm_region_destroy(r);
 	left = drain(t);
-	tap_ok(ret == -EFAULT && logged("not mapped, or not writable") && rm == -ENOENT &&
-	       !mk && !mask && left == 0 && n0 == fd_count() && fd_open(t->fd),
+	tap_ok(hole_ok && ret == -EFAULT && logged("not mapped, or not writable") &&
+	       rm == -ENOENT && !mk && !mask && left == 0 && n0 == fd_count() && fd_open(t->fd) &&
+	       st.map_calls == (granule ? 3 : 1) && st.unmap_calls == (granule ? 1 : 0),
 	       "%s: add_region of a shared region on %s memory: %d (want -EFAULT), logged %d, "
-	       "not added (%d), kernel maps %#x after %" PRIu64 " maps and %" PRIu64 " unmaps, "
-	       "left %" PRId64 " bytes, fd ok",
-	       t->name, what, ret, log_errs, rm, mask, st.map_calls, st.unmap_calls, left);
+	       "not added (%d), kernel maps %#x after %" PRIu64 " maps and %" PRIu64 " unmaps "
+	       "(want %d and %d), left %" PRId64 " bytes, fd ok%s",
+	       t->name, what, ret, log_errs, rm, mask, st.map_calls, st.unmap_calls,
+	       granule ? 3 : 1, granule ? 1 : 0, left,
+	       hole_ok ? "" : "; the hole was mapped again before the test");
 	return;
 fail:
 	tap_ok(false, "%s: add_region of a shared region on %s memory: setup failed", t->name, what);
@@ -355,7 +371,8 @@ fail:
  * listener and the kernel as before (only page 2 mapped), logged; then a
  * single conversion of only bad pages.
  */
-static void convert_bad_memory(const struct target *t, const char *what, uint8_t *hva)
+static void convert_bad_memory(const struct target *t, const char *what, uint8_t *hva,
+			       bool hole)
 {
 	struct cvm_region_config rc = {
 		.sz = sizeof(rc), .gpa = RAM_GPA, .length = NPG * PG, .hva = hva,
@@ -369,6 +386,7 @@ static void convert_bad_memory(const struct target *t, const char *what, uint8_t
 	struct counts c = { 0 };
 	uint32_t mask1 = ~0u, mask2 = ~0u;
 	int n0 = fd_count(), ret1, ret2, q1, q2, mk1, mk2, errs1;
+	bool hole_ok1, hole_ok2;
 	uint64_t maps1, maps2;
 	int64_t left;
 
@@ -382,6 +400,7 @@ static void convert_bad_memory(const struct target *t, const char *what, uint8_t
 	}
 	c = (struct counts){ 0 };
 	log_reset();
+	hole_ok1 = !hole || still_unmapped(hva + 8 * PG, 8 * PG);
 	ret1 = cvm_convert_batch(r, rg, 2, CVM_SHARED, 0);
 	errs1 = log_errs;
 	q1 = cvm_region_query(r, RAM_GPA + 3 * PG, NPG * PG - 3 * PG);
@@ -389,7 +408,7 @@ static void convert_bad_memory(const struct target *t, const char *what, uint8_t
 	mk1 = kernel_mask(dma, t, RAM_GPA, &mask1);
 	tap_diag("%s: batch to shared over %s memory: %d (%s)%s%s", t->name, what, ret1,
 		 strerror(-ret1), errs1 ? ", logged: " : ", nothing logged", log_last);
-	tap_ok(ret1 == -EFAULT && errs1 && logged("not mapped, or not writable") &&
+	tap_ok(hole_ok1 && ret1 == -EFAULT && errs1 && logged("not mapped, or not writable") &&
 	       q1 == CVM_PRIVATE && c.shared == c.private_ && maps1 == 1 && !mk1 &&
 	       mask1 == 1u << 2,
 	       "%s: batch to shared over good + %s memory: %d (want -EFAULT), logged %d, "
@@ -399,6 +418,7 @@ static void convert_bad_memory(const struct target *t, const char *what, uint8_t
 
 	c = (struct counts){ 0 };
 	log_reset();
+	hole_ok2 = !hole || still_unmapped(hva + 8 * PG, 8 * PG);
 	ret2 = cvm_convert(r, RAM_GPA + 8 * PG, 8 * PG, CVM_SHARED, 0);
 	q2 = cvm_region_query(r, RAM_GPA + 8 * PG, 8 * PG);
 	maps2 = dma_mappings(dma);
@@ -407,7 +427,8 @@ static void convert_bad_memory(const struct target *t, const char *what, uint8_t
 	cvm_listener_remove(l, 0);
 	cvm_region_destroy(r);
 	left = drain(t);
-	tap_ok(ret2 == -EFAULT && logged("not mapped, or not writable") && q2 == CVM_PRIVATE &&
+	tap_ok(hole_ok2 && ret2 == -EFAULT && logged("not mapped, or not writable") &&
+	       q2 == CVM_PRIVATE &&
 	       c.shared == c.private_ && maps2 == 1 && !mk2 && mask2 == 1u << 2 && left == 0 &&
 	       n0 == fd_count() && fd_open(t->fd),
 	       "%s: convert %s memory to shared: %d (want -EFAULT), logged %d, state %d, "
@@ -465,19 +486,19 @@ static void region_cases(struct target *t, uint64_t iova_top)
 	munmap(gone, NPG * PG);
 	memset(mixed, 0x5a, NPG * PG);
 
-	add_bad_memory(t, "unmapped", gone, 0);
-	add_bad_memory(t, "read-only (PROT_READ)", ro, 0);
+	add_bad_memory(t, "unmapped", gone, gone, NPG * PG, 0);
+	add_bad_memory(t, "read-only (PROT_READ)", ro, NULL, 0, 0);
 
 	/* Pages 8..15 unmapped, then read-only. */
 	munmap(mixed + 8 * PG, 8 * PG);
 	/* Four mappings of 4 pages: two map, the third fails, two undone. */
-	add_bad_memory(t, "good, then unmapped,", mixed, 4 * PG);
-	convert_bad_memory(t, "unmapped", mixed);
+	add_bad_memory(t, "good, then unmapped,", mixed, mixed + 8 * PG, 8 * PG, 4 * PG);
+	convert_bad_memory(t, "unmapped", mixed, true);
 	if (mmap(mixed + 8 * PG, 8 * PG, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
 		 -1, 0) == MAP_FAILED) {
 		tap_ok(false, "%s: mmap for the read-only conversion", t->name);
 	} else {
-		convert_bad_memory(t, "read-only (PROT_READ)", mixed);
+		convert_bad_memory(t, "read-only (PROT_READ)", mixed, false);
 	}
 
 	add_bad_iova(t, "the MSI window 0xfee00000", 0xfee00000ull, mixed);
@@ -563,32 +584,40 @@ static void container_cases(bool kernel_a, unsigned long type, const char *name)
 
 		/* Kernel B: the container IS an iommufd, whose compat IOAS
 		 * holds the device. */
-		if (!kernel_a && !ioctl(container, IOMMU_VFIO_IOAS, &v))
+		if (!kernel_a) {
+			int err = ioctl(container, IOMMU_VFIO_IOAS, &v) ? -errno : 0;
+
+			if (!tap_ok(!err && v.ioas_id, "compat: the container's compat IOAS: %u (%d)",
+				    v.ioas_id, err)) {
+				close_fd(&device);
+				close_fd(&container);
+				return;
+			}
 			compat_ioas = v.ioas_id;
-		if (!kernel_a)
 			before = ioas_state(container, compat_ioas);
+		}
 	}
 	if (kernel_a) {
 		oc("= VFIO container", CVM_BACKEND_IOMMUFD, container, 0,
-			  -ENOTTY, 0, true, container_usable);
+			  -ENOTTY, 0, "no iommufd", container_usable);
 		oc("= VFIO container", CVM_BACKEND_IOMMUFD, container, 1,
-			  -ENOTTY, 0, true, container_usable);
+			  -ENOTTY, 0, "no iommufd", container_usable);
 	} else {
 		/* iommufd's /dev/vfio/vfio is an iommufd: IOMMUFD works on it
 		 * (a new IOAS no device is in, or the container's own IOAS). */
 		oc("= compat container", CVM_BACKEND_IOMMUFD, container, 0,
-			  0, CVM_BACKEND_IOMMUFD, false, container_usable);
+			  0, CVM_BACKEND_IOMMUFD, NULL, container_usable);
 		oc("= compat container, its own compat IOAS",
-			  CVM_BACKEND_IOMMUFD, container, compat_ioas, 0, CVM_BACKEND_IOMMUFD, false,
+			  CVM_BACKEND_IOMMUFD, container, compat_ioas, 0, CVM_BACKEND_IOMMUFD, NULL,
 			  container_usable);
 	}
 	oc("= VFIO container", CVM_BACKEND_AUTO, container, 0,
-		  0, CVM_BACKEND_TYPE1, false, container_usable);
+		  0, CVM_BACKEND_TYPE1, NULL, container_usable);
 	/* A container has no IOAS: an ioas_id is a mistake. */
 	oc("= VFIO container", CVM_BACKEND_TYPE1, container, 7,
-		  -EINVAL, 0, true, container_usable);
+		  -EINVAL, 0, "ioas_id 7", container_usable);
 	oc("= VFIO container", CVM_BACKEND_AUTO, container, 7,
-		  -EINVAL, 0, true, container_usable);
+		  -EINVAL, 0, "ioas_id 7", container_usable);
 	if (!kernel_a) {
 		struct ioas_state now = ioas_state(container, compat_ioas);
 
@@ -641,6 +670,11 @@ static void v1_case(void)
 		return;
 	n0 = fd_count();
 	hva = mmap(NULL, NPG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!tap_ok(hva != MAP_FAILED, "type1-v1: mmap the region's memory")) {
+		close_fd(&device);
+		close_fd(&container);
+		return;
+	}
 	rc.hva = hva;
 	cfg.fd = container;
 	t.fd = container;
@@ -748,13 +782,13 @@ static void iommufd_cases(void)
 	}
 	before = ioas_state(fd, ioas);
 	oc("= iommufd, nonexistent ioas_id", CVM_BACKEND_IOMMUFD, fd,
-		  ioas + 1000, -ENOENT, 0, true, iommufd_usable);
+		  ioas + 1000, -ENOENT, 0, "no IOAS of that id", iommufd_usable);
 	oc("= iommufd, ioas_id = the HWPT's id", CVM_BACKEND_IOMMUFD,
-		  fd, hwpt, -ENOENT, 0, true, iommufd_usable);
+		  fd, hwpt, -ENOENT, 0, "no IOAS of that id", iommufd_usable);
 	oc("= iommufd, ioas_id = the device's id", CVM_BACKEND_IOMMUFD,
-		  fd, devid, -ENOENT, 0, true, iommufd_usable);
+		  fd, devid, -ENOENT, 0, "no IOAS of that id", iommufd_usable);
 	oc("= iommufd, its IOAS", CVM_BACKEND_AUTO, fd, ioas,
-		  0, CVM_BACKEND_IOMMUFD, false, iommufd_usable);
+		  0, CVM_BACKEND_IOMMUFD, NULL, iommufd_usable);
 	{
 		struct ioas_state now = ioas_state(fd, ioas);
 
@@ -765,7 +799,7 @@ static void iommufd_cases(void)
 	}
 	/* The container ioctls on an iommufd with no VFIO-compat IOAS. */
 	oc("= iommufd", CVM_BACKEND_TYPE1, fd, 0,
-		  -ENODEV, 0, true, iommufd_usable);
+		  -ENODEV, 0, "CVM_BACKEND_IOMMUFD", iommufd_usable);
 
 	t.fd = fd;
 	t.ioas = ioas;
@@ -798,9 +832,9 @@ static void unset_container_cases(bool kernel_a)
 		return;
 	/* No group: A's container has no driver (-EINVAL); B's has no compat IOAS. */
 	oc("= container without a group", CVM_BACKEND_TYPE1, cfd, 0,
-		  kernel_a ? -EINVAL : -ENODEV, 0, true, container_usable);
+		  kernel_a ? -EINVAL : -ENODEV, 0, "VFIO_SET_IOMMU", container_usable);
 	oc("= container without a group", CVM_BACKEND_AUTO, cfd, 0,
-		  kernel_a ? -EINVAL : -ENODEV, 0, true, container_usable);
+		  kernel_a ? -EINVAL : -ENODEV, 0, "VFIO_SET_IOMMU", container_usable);
 	ret = guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev));
 	snprintf(path, sizeof(path), "/dev/vfio/%d", group);
 	if (!ret)
@@ -812,16 +846,16 @@ static void unset_container_cases(bool kernel_a)
 		return;
 	}
 	/* The group fd where its container is wanted. */
-	oc("= the VFIO group (not its container)", CVM_BACKEND_TYPE1, gfd, 0, -ENOTTY, 0, true,
-	   any_usable);
+	oc("= the VFIO group (not its container)", CVM_BACKEND_TYPE1, gfd, 0, -ENOTTY, 0,
+	   "no VFIO container", any_usable);
 	if (kernel_a) {
 		oc("= container whose IOMMU is not set",
-			  CVM_BACKEND_TYPE1, cfd, 0, -EINVAL, 0, true, container_usable);
+			  CVM_BACKEND_TYPE1, cfd, 0, -EINVAL, 0, "VFIO_SET_IOMMU", container_usable);
 	} else {
 		/* iommufd made the compat IOAS when the group joined: the
 		 * container works as a v2 container before VFIO_SET_IOMMU. */
 		oc("= compat container whose IOMMU is not set",
-			  CVM_BACKEND_TYPE1, cfd, 0, 0, CVM_BACKEND_TYPE1, false, container_usable);
+			  CVM_BACKEND_TYPE1, cfd, 0, 0, CVM_BACKEND_TYPE1, NULL, container_usable);
 	}
 	close_fd(&gfd);
 	close_fd(&cfd);
@@ -831,23 +865,28 @@ static void unset_container_cases(bool kernel_a)
 enum { F_REGFILE, F_DEVNULL, F_CLOSED, F_IOMMUFD, F_NONE };
 static const struct open_case fd_cases[] = {
 	/* TYPE1 with what is no container. */
-	{ "= regular file", CVM_BACKEND_TYPE1, F_REGFILE, 0, -ENOTTY, 0, true, any_usable },
-	{ "= /dev/null", CVM_BACKEND_TYPE1, F_DEVNULL, 0, -ENOTTY, 0, true, any_usable },
-	{ "= closed fd", CVM_BACKEND_TYPE1, F_CLOSED, 0, -EBADF, 0, true, NULL },
-	{ "-1", CVM_BACKEND_TYPE1, F_NONE, 0, -EINVAL, 0, false, NULL },
+	{ "= regular file", CVM_BACKEND_TYPE1, F_REGFILE, 0, -ENOTTY, 0, "no VFIO container",
+	  any_usable },
+	{ "= /dev/null", CVM_BACKEND_TYPE1, F_DEVNULL, 0, -ENOTTY, 0, "no VFIO container",
+	  any_usable },
+	{ "= closed fd", CVM_BACKEND_TYPE1, F_CLOSED, 0, -EBADF, 0, "not open", NULL },
+	{ "-1", CVM_BACKEND_TYPE1, F_NONE, 0, -EINVAL, 0, NULL, NULL },
 	/* IOMMUFD with what is no iommufd. */
-	{ "= regular file", CVM_BACKEND_IOMMUFD, F_REGFILE, 0, -ENOTTY, 0, true, any_usable },
-	{ "= regular file", CVM_BACKEND_IOMMUFD, F_REGFILE, 1, -ENOTTY, 0, true, any_usable },
-	{ "= closed fd", CVM_BACKEND_IOMMUFD, F_CLOSED, 0, -EBADF, 0, true, NULL },
-	{ "= closed fd", CVM_BACKEND_IOMMUFD, F_CLOSED, 1, -EBADF, 0, true, NULL },
-	{ "-1", CVM_BACKEND_IOMMUFD, F_NONE, 1, -EINVAL, 0, false, NULL },
-	{ "-1", CVM_BACKEND_IOMMUFD, F_NONE, 0, 0, CVM_BACKEND_IOMMUFD, false, NULL },
+	{ "= regular file", CVM_BACKEND_IOMMUFD, F_REGFILE, 0, -ENOTTY, 0, "no iommufd",
+	  any_usable },
+	{ "= regular file", CVM_BACKEND_IOMMUFD, F_REGFILE, 1, -ENOTTY, 0, "no iommufd",
+	  any_usable },
+	{ "= closed fd", CVM_BACKEND_IOMMUFD, F_CLOSED, 0, -EBADF, 0, "not open", NULL },
+	{ "= closed fd", CVM_BACKEND_IOMMUFD, F_CLOSED, 1, -EBADF, 0, "not open", NULL },
+	{ "-1", CVM_BACKEND_IOMMUFD, F_NONE, 1, -EINVAL, 0, NULL, NULL },
+	{ "-1", CVM_BACKEND_IOMMUFD, F_NONE, 0, 0, CVM_BACKEND_IOMMUFD, NULL, NULL },
 	/* AUTO with an fd. */
-	{ "= regular file", CVM_BACKEND_AUTO, F_REGFILE, 0, -ENOTTY, 0, true, any_usable },
-	{ "= closed fd", CVM_BACKEND_AUTO, F_CLOSED, 0, -EBADF, 0, true, NULL },
-	{ "= /dev/iommu", CVM_BACKEND_AUTO, F_IOMMUFD, 0, 0, CVM_BACKEND_IOMMUFD, false,
+	{ "= regular file", CVM_BACKEND_AUTO, F_REGFILE, 0, -ENOTTY, 0, "no VFIO container",
+	  any_usable },
+	{ "= closed fd", CVM_BACKEND_AUTO, F_CLOSED, 0, -EBADF, 0, "not open", NULL },
+	{ "= /dev/iommu", CVM_BACKEND_AUTO, F_IOMMUFD, 0, 0, CVM_BACKEND_IOMMUFD, NULL,
 	  iommufd_usable },
-	{ "-1", CVM_BACKEND_AUTO, F_NONE, 0, 0, CVM_BACKEND_IOMMUFD, false, NULL },
+	{ "-1", CVM_BACKEND_AUTO, F_NONE, 0, 0, CVM_BACKEND_IOMMUFD, NULL, NULL },
 };
 
 int main(void)
@@ -889,7 +928,7 @@ int main(void)
 	if (tap_ok(aliasfd >= 0, "an iommufd opened through %s: %d", alias,
 		   aliasfd >= 0 ? 0 : -errno))
 		oc("= iommufd opened as /tmp/badfd-iommu",
-			  CVM_BACKEND_AUTO, aliasfd, 0, 0, CVM_BACKEND_IOMMUFD, false, iommufd_usable);
+			  CVM_BACKEND_AUTO, aliasfd, 0, 0, CVM_BACKEND_IOMMUFD, NULL, iommufd_usable);
 	close_fd(&aliasfd);
 	unlink(alias);
 
