@@ -374,7 +374,14 @@ static void claim_leave(struct iommufd_be *ib)
 	cvm_free(c);
 }
 
-static void setup_cut(struct iommufd_be *ib)
+/*
+ * Sets up the hitless cut if the kernel allows it.  A kernel that does not
+ * leaves a context without a cut (can_cut tells); running out of memory on
+ * the way is the caller's failure instead (-ENOMEM, with the IOAS as it
+ * was): a transient shortage must not make the context disruptive for its
+ * whole life.
+ */
+static int setup_cut(struct iommufd_be *ib)
 {
 	struct cvm_be *be = &ib->be;
 	int ret;
@@ -386,7 +393,7 @@ static void setup_cut(struct iommufd_be *ib)
 		cvm_info("iommufd: HUGE_PAGES=0 on IOAS %u refused (%s): no hitless cut",
 			 be->ioas_id, strerror(-ret));
 		pthread_mutex_unlock(&claims_lock);
-		return;
+		return 0;
 	}
 	ret = claim_compat(ib);
 	if (ret) {
@@ -401,17 +408,19 @@ static void setup_cut(struct iommufd_be *ib)
 		if (!ret) {
 			be->can_cut = true;
 			pthread_mutex_unlock(&claims_lock);
-			return;
+			return 0;
 		}
-		cvm_info("iommufd: out of memory for the cut's claim on IOAS %u: no hitless cut",
-			 be->ioas_id);
+		cvm_err("iommufd: out of memory for the cut's claim on IOAS %u", be->ioas_id);
 	}
 undo:
 	release_compat(ib);
 	if (ib->restore_huge && !set_option(be, IOMMU_OPTION_HUGE_PAGES, 1))
 		ib->small_pages = ib->restore_huge = false;
 	pthread_mutex_unlock(&claims_lock);
-	iommufd_refresh(be);
+	if (ret == -ENOMEM)
+		return ret;
+	ret = iommufd_refresh(be);
+	return ret == -ENOMEM ? ret : 0;
 }
 
 static void iommufd_destroy(struct cvm_be *be)
@@ -527,8 +536,13 @@ int cvm_backend_iommufd_open(int fd, uint32_t ioas_id, bool want_cut, struct cvm
 		iommufd_destroy(&ib->be);
 		return ret;
 	}
-	if (want_cut)
-		setup_cut(ib);
+	if (want_cut) {
+		ret = setup_cut(ib);
+		if (ret) {
+			iommufd_destroy(&ib->be);
+			return ret;
+		}
+	}
 	if (ib->be.can_cut)
 		ib->be.ops = &iommufd_cut_ops;
 	cvm_dbg("iommufd: fd %d%s, IOAS %u%s: alignment %#" PRIx64 ", %u IOVA ranges",
