@@ -46,4 +46,11 @@ tests_vm_guest_badfd_CFLAGS = $(GUEST_CFLAGS)
 tests_vm_guest_badfd_LDADD = $(GUEST_LDADD)
 VM_TESTS_A += tests/vm/guest-badfd
 VM_TESTS_B += tests/vm/guest-badfd
+# Out of memory at every allocation of every operation, on the real backends.
+check_PROGRAMS += tests/vm/guest-nomem
+tests_vm_guest_nomem_SOURCES = tests/vm/guest-nomem.c $(GUEST_SOURCES)
+tests_vm_guest_nomem_CFLAGS = $(GUEST_CFLAGS)
+tests_vm_guest_nomem_LDADD = $(GUEST_LDADD)
+VM_TESTS_A += tests/vm/guest-nomem
+VM_TESTS_B += tests/vm/guest-nomem
 endif
