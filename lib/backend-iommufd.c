@@ -403,7 +403,9 @@ static int setup_cut(struct iommufd_be *ib)
 		goto undo;
 	}
 	ret = iommufd_refresh(be);
-	if (!ret && cvm_probe_cut(be, iommufd_cut)) {
+	if (!ret)
+		ret = cvm_probe_cut(be, iommufd_cut);
+	if (ret == 1) {
 		ret = claim_join(ib);
 		if (!ret) {
 			be->can_cut = true;

@@ -285,7 +285,12 @@ int cvm_backend_type1_open(int container_fd, struct cvm_be **out)
 		type1_destroy(be);
 		return ret;
 	}
-	if (cvm_probe_cut(be, type1_unmap)) {
+	ret = cvm_probe_cut(be, type1_unmap);
+	if (ret < 0) {
+		type1_destroy(be);
+		return ret;
+	}
+	if (ret) {
 		be->can_cut = true;
 		be->ops = &type1_cut_ops;
 	}

@@ -156,18 +156,22 @@ static uint64_t probe_page(const struct cvm_be *be)
 	return max_u64(host, iommu);
 }
 
-/* Returns whether the cut worked; cleans up whatever the attempt left. */
-static bool probe_cut_at(struct cvm_be *be, cvm_cut_fn cut, uint64_t iova,
-			 uint64_t pg, void *va)
+/* As cvm_probe_cut(); cleans up whatever the attempt left. */
+static int probe_cut_at(struct cvm_be *be, cvm_cut_fn cut, uint64_t iova,
+			uint64_t pg, void *va)
 {
 	uint64_t cut_bytes = 0, rest = 0;
 	int ret, ret_cut, ret_rest;
 
 	ret = be->ops->map(be, iova, 3 * pg, va);
+	if (ret == -ENOMEM) {
+		cvm_pin_diagnose(3 * pg, ret);
+		return ret;
+	}
 	if (ret) {
 		cvm_info("%s: cut probe: mapping 3 pages at %#" PRIx64 " failed (%s): no cut",
 			 be->ops->name, iova, strerror(-ret));
-		return false;
+		return 0;
 	}
 	ret_cut = cut(be, iova + pg, pg, &cut_bytes);
 	ret_rest = be->ops->unmap(be, iova, 3 * pg, &rest);
@@ -178,18 +182,17 @@ static bool probe_cut_at(struct cvm_be *be, cvm_cut_fn cut, uint64_t iova,
 	if (!ret_cut && cut_bytes == pg && !ret_rest && rest == 2 * pg) {
 		cvm_info("%s: cut probe: the middle page came out alone: hitless cut available",
 			 be->ops->name);
-		return true;
+		return 1;
 	}
 	cvm_info("%s: cut probe: middle-page unmap returned %d (%s) with %" PRIu64
 		 " bytes, the rest %" PRIu64 " bytes: no cut",
 		 be->ops->name, ret_cut, ret_cut ? strerror(-ret_cut) : "ok", cut_bytes, rest);
-	return false;
+	return 0;
 }
 
-bool cvm_probe_cut(struct cvm_be *be, cvm_cut_fn cut)
+int cvm_probe_cut(struct cvm_be *be, cvm_cut_fn cut)
 {
 	uint64_t pg = probe_page(be), iova;
-	bool ok;
 	void *va;
 	int ret;
 
@@ -197,15 +200,15 @@ bool cvm_probe_cut(struct cvm_be *be, cvm_cut_fn cut)
 	if (ret) {
 		cvm_info("%s: cut probe: no scratch IOVA window (%s): no cut",
 			 be->ops->name, strerror(-ret));
-		return false;
+		return 0;
 	}
 	va = mmap(NULL, 3 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (va == MAP_FAILED) {
-		cvm_info("%s: cut probe: no memory to probe with (%s): no cut",
-			 be->ops->name, strerror(errno));
-		return false;
+		cvm_err("%s: cut probe: no memory to probe with (%s)", be->ops->name,
+			strerror(errno));
+		return -ENOMEM;
 	}
-	ok = probe_cut_at(be, cut, iova, pg, va);
+	ret = probe_cut_at(be, cut, iova, pg, va);
 	munmap(va, 3 * pg);
-	return ok;
+	return ret;
 }

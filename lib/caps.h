@@ -33,8 +33,11 @@ typedef int (*cvm_cut_fn)(struct cvm_be *be, uint64_t iova, uint64_t len,
  * exactly one page removed and the final unmap removed exactly the two
  * pages that stayed: a cut that works, and leaves its neighbours mapped.
  * Leaves nothing mapped (logs a warning if the kernel refuses the clean-up)
- * and says at LOG_INFO what the kernel answered.
+ * and says at LOG_INFO what the kernel answered.  1: the cut works; 0: it
+ * does not; -ENOMEM: no memory to tell with (no anonymous memory, or the
+ * kernel could not pin the three pages: logged at LOG_ERR), which the
+ * caller must not take for "no cut".
  */
-bool cvm_probe_cut(struct cvm_be *be, cvm_cut_fn cut);
+int cvm_probe_cut(struct cvm_be *be, cvm_cut_fn cut);
 
 #endif

@@ -549,6 +549,20 @@ Test(type1, a_taken_scratch_window_means_no_cut_not_a_failed_open)
 	cvm_backend_destroy(be);
 }
 
+/* A probe the kernel cannot pin tells nothing about the cut: a context
+ * opened then would be disruptive for its whole life. */
+Test(type1, a_probe_without_memory_fails_the_open)
+{
+	struct cvm_be *be = NULL;
+
+	q35_chain();
+	fk.vfio_rules = FK_CUT;
+	fk.map_err = -ENOMEM;
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), -ENOMEM);
+	cr_assert_null(be);
+	cr_assert_eq(fk.nmaps, 0);
+}
+
 Test(type1, unmap_all_falls_back_to_one_whole_space_unmap)
 {
 	struct cvm_be *be;
@@ -745,12 +759,25 @@ Test(iommufd, a_failed_probe_undoes_the_setup)
 	struct cvm_be *be;
 
 	as_iommufd();
-	fk.map_err = -ENOMEM;
+	fk.map_err = -EINVAL;
 	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
 	cr_assert_not(be->can_cut);
 	cr_assert(fk.huge_pages);
 	cr_assert_eq(fk.compat_ioas, 0);
 	cvm_backend_destroy(be);
+}
+
+Test(iommufd, a_probe_without_memory_fails_the_open_and_undoes_the_setup)
+{
+	struct cvm_be *be = NULL;
+
+	as_iommufd();
+	fk.map_err = -ENOMEM;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), -ENOMEM);
+	cr_assert_null(be);
+	cr_assert(fk.huge_pages);
+	cr_assert_eq(fk.compat_ioas, 0);
+	cr_assert_eq(fk.nmaps, 0);
 }
 
 Test(iommufd, an_ioas_already_without_huge_pages_keeps_them_off)
@@ -759,7 +786,7 @@ Test(iommufd, an_ioas_already_without_huge_pages_keeps_them_off)
 
 	as_iommufd();
 	fk.huge_pages = false;
-	fk.map_err = -ENOMEM;
+	fk.map_err = -EINVAL;
 	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
 	cr_assert_not(be->can_cut);
 	cr_assert_not(fk.huge_pages, "the owner's setting was changed");
