@@ -27,6 +27,11 @@ exampledir = $(docdir)/examples
 dist_example_DATA = examples/minimal-vmm.c
 EXTRA_DIST += scripts/demo tests/check-tools.sh tests/check-demo.sh tests/data/share-64m.trace \
 	tests/data/bad-range.trace tests/data/holes.trace
+# The trace parser's and replay engine's fuzz target (tests/check-fuzz.sh
+# builds and runs it) and its dictionary.
+EXTRA_DIST += tests/fuzz-trace.c tests/fuzz-trace.dict
+CLEANFILES += tests/fuzz-trace-crash-* tests/fuzz-trace-leak-* tests/fuzz-trace-timeout-* \
+	tests/fuzz-trace-oom-* tests/fuzz-trace-slow-unit-*
 
 if ENABLE_TESTS
 TESTS += tests/check-tools.sh tests/check-demo.sh
