@@ -183,6 +183,9 @@ fi
 check "tracegen: an --ops that cannot fit is refused before a byte reaches a pipe" \
 	sh -c '"$1" tdx-boot --guest-size 256M --ops 5000 2>"$2" | wc -c | grep -qx 0 &&
 	grep -q "RAM is full.*--ops 5000" "$2"' sh "$gen" "$tmp/ops.err"
+check "tracegen: adversarial refuses an --ops that cannot fit before a byte reaches a pipe" \
+	sh -c '"$1" adversarial --guest-size 256M --ops 99999999 2>"$2" | wc -c | grep -qx 0 &&
+	grep -q "more than half the .* shared pages" "$2"' sh "$gen" "$tmp/adv.err"
 check "tracegen: the largest --ops that fits is accepted and replays" \
 	sh -c '"$1" tdx-boot --guest-size 256M --ops 3071 | "$2" -q - >/dev/null' sh "$gen" "$rep"
 long=$(printf '%0250d' 0 | tr 0 a)

@@ -40,6 +40,12 @@ struct ram {
 	uint64_t base, size;
 };
 
+struct alloc {
+	uint64_t gpa, len;
+};
+
+#define ADV_RUNS 9	/* adversarial: the swiotlb and up to 8 large buffers */
+
 struct gen {
 	FILE *out;
 	struct tool_rng rng;
@@ -50,6 +56,9 @@ struct gen {
 	unsigned int nram;
 	uint64_t swiotlb_gpa, swiotlb_size;
 	uint8_t *used;                 /* one bit per 64 KiB block of RAM */
+	struct alloc runs[ADV_RUNS];   /* adversarial: the shared runs */
+	unsigned int nruns;
+	uint64_t run_pages;            /* adversarial: 4 KiB pages in them */
 };
 
 /* While -o FILE is written: the temporary file beside it, renamed over FILE
@@ -302,10 +311,6 @@ static void gen_lazy_accept(struct gen *g)
 	free(perm);
 }
 
-struct alloc {
-	uint64_t gpa, len;
-};
-
 static uint64_t gpa_to_off(const struct gen *g, uint64_t gpa)
 {
 	return gpa < g->ram[0].size ? gpa : gpa - g->ram[1].base + g->ram[0].size;
@@ -382,18 +387,29 @@ static unsigned int adversarial_runs(struct gen *g, struct alloc *runs, unsigned
 	return n;
 }
 
+/* The shared runs and the check of --ops against them, before anything is
+ * written: a refused --ops must not leave the header and regions on a pipe,
+ * where they would replay as a whole (empty) trace. */
+static void plan_adversarial(struct gen *g)
+{
+	unsigned int i;
+
+	g->nruns = adversarial_runs(g, g->runs, ADV_RUNS);
+	g->run_pages = 0;
+	for (i = 0; i < g->nruns; i++)
+		g->run_pages += g->runs[i].len / PAGE;
+	if (g->ops > g->run_pages / 2)
+		die("--ops %" PRIu64 " is more than half the %" PRIu64 " shared pages: "
+		    "use a larger --guest-size or fewer --ops", g->ops, g->run_pages);
+}
+
 static void gen_adversarial(struct gen *g)
 {
-	struct alloc runs[9];
-	unsigned int n = adversarial_runs(g, runs, 9), i;
-	uint64_t pages = 0, p, k;
+	const struct alloc *runs = g->runs;
+	unsigned int n = g->nruns, i;
+	uint64_t pages = g->run_pages, p, k;
 	uint8_t *hole;
 
-	for (i = 0; i < n; i++)
-		pages += runs[i].len / PAGE;
-	if (g->ops > pages / 2)
-		die("--ops %" PRIu64 " is more than half the %" PRIu64 " shared pages: "
-		    "use a larger --guest-size or fewer --ops", g->ops, pages);
 	hole = calloc(pages / 8 + 1, 1);
 	if (!hole)
 		die("out of memory");
@@ -499,6 +515,8 @@ static void generate(struct gen *g)
 			    "%" PRIu64 " free 64 KiB blocks "
 			    "of the guest", g->ops, nblocks - used);
 	}
+	if (g->wl == ADVERSARIAL)
+		plan_adversarial(g);	/* its first random draws, as before */
 	fprintf(g->out, "# cvmdma-tracegen %s --guest-size %s --seed %" PRIu64 " --ops %" PRIu64
 		" --exit-max %s --initial %s\n", workload_names[g->wl],
 		tool_fmt_len(g->guest_size, a, sizeof(a)), g->seed, g->ops,
