@@ -154,6 +154,11 @@ check "tracegen: no WORKLOAD is a usage error that says so" \
 check "replay: -cPOLICY,... takes the list like --compare=" \
 	sh -c '"$1" -cper-page,auto -q "$2" | grep -c "^\(per-page\|auto\) " | grep -qx 2' \
 	sh "$rep" "$data/share-64m.trace"
+for c in --compare= --compare=, --compare=auto,,unbounded --compare=auto, -c,auto; do
+	check "replay: $c (an empty policy in the list) is a usage error" \
+		sh -c '"$1" -q "$2" "$3" >/dev/null 2>"$4"; test $? -eq 2 &&
+		grep -q "empty policy name" "$4"' sh "$rep" "$c" "$data/share-64m.trace" "$tmp/c.err"
+done
 check "replay: the last --entry-limit counts (none, then 1000: 1000 is shown and enforced)" \
 	sh -c '"$1" --entry-limit none --entry-limit 1000 -p per-page "$2" 2>&1 |
 	grep -q "mapping limit 1,000" || exit 1

@@ -96,14 +96,23 @@ static void add_policy(struct opts *o, const char *name)
 	o->npols++;
 }
 
+/* "a,b,c": every element a policy; an empty list or element ("--compare=",
+ * "auto,,unbounded", "auto,") is a mistake, not the default set. */
 static void add_policy_list(struct opts *o, const char *list)
 {
-	char *copy = strdup(list), *save = NULL, *tok;
+	char *copy = strdup(list), *tok, *next;
 
 	if (!copy)
 		usage_error("out of memory");
-	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save))
+	for (tok = copy; tok; tok = next) {
+		next = strchr(tok, ',');
+		if (next)
+			*next++ = '\0';
+		if (!*tok)
+			usage_error("--compare: empty policy name in '%s' (a list is POLICY,POLICY,...; "
+				    "--compare alone takes the default set)", list);
 		add_policy(o, tok);
+	}
 	free(copy);
 }
 
