@@ -1551,10 +1551,23 @@ static int check_window(struct cvm_dma *d, const struct dma_region *dr)
 	uint64_t minpg = d->be->pgsizes ? d->be->pgsizes & -d->be->pgsizes : 4096;
 	uint64_t s = dr->g.iova, e = dr->g.iova + dr->g.length;
 
-	if (dr->g.page_size % minpg || s % minpg || !dr->g.hva)
+	/* Each -EINVAL says which of its reasons: the caller's errno cannot. */
+	if (!dr->g.hva) {
+		cvm_err("dma: the region has no hva: there is no memory to map its pages to");
 		return -EINVAL;
-	if (dr->granule != G_UNLIMITED && dr->granule < dr->g.page_size)
+	}
+	if (dr->g.page_size % minpg || s % minpg) {
+		cvm_err("dma: the region's IOVA 0x%llx or page size %u is not a multiple of the "
+			"IOMMU's smallest page, %llu bytes", (unsigned long long)s,
+			dr->g.page_size, (unsigned long long)minpg);
 		return -EINVAL;
+	}
+	if (dr->granule != G_UNLIMITED && dr->granule < dr->g.page_size) {
+		cvm_err("dma: the context's split granule, %llu bytes, is smaller than the "
+			"region's pages, %u bytes", (unsigned long long)dr->granule,
+			dr->g.page_size);
+		return -EINVAL;
+	}
 	/* The mapping code works on [s, e): a window that ends at 2^64 would
 	 * make e 0 and map nothing.  No IOMMU reaches that high, but an IOAS
 	 * with no device yet reports every IOVA as valid. */

@@ -101,6 +101,14 @@ printf 'cvmdma-trace 1\nregion 0 1M private\nshared 0x1000+1000\n' >"$tmp/unalig
 check "replay: an unaligned range is refused at parse time with its line" \
 	sh -c '"$1" "$2" 2>&1 | grep -q "unaligned.trace:3: .*aligned"' sh "$rep" "$tmp/unaligned.trace"
 
+printf 'cvmdma-trace 1\nregion 0 4M private page=2M\nshared 0+2M\n' >"$tmp/page2m.trace"
+check "replay: a granule below the region's page size fails that policy, the library says why" \
+	sh -c '"$1" -cgranule=64K,auto "$2" >"$3" 2>&1; test $? -eq 1 &&
+	grep -q "page2m.trace:2: .*EINVAL" "$3" &&
+	grep -q "split granule, 65536 bytes, is smaller than the region.s pages, 2097152" "$3" &&
+	grep -qE "^auto +[^ ]+ +ok " "$3" || { cat "$3"; exit 1; }' \
+	sh "$rep" "$tmp/page2m.trace" "$tmp/page2m.out"
+
 # ---- a refusal: the policy fails at its line, the others run ----
 "$rep" --entry-limit 1000 --compare -q --json "$data/share-64m.trace" >"$tmp/enospc.json" \
 	2>"$tmp/enospc.err"

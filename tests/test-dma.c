@@ -1248,7 +1248,13 @@ Test(dma, auto_granule_grows_to_a_region_page_larger_than_2_MiB)
 	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
 		struct cvm_dma *d = mkdma(k[i].rules, k[i].flags, k[i].g, 0);
 
+		last_log[0] = 0;
+		cvm_set_log(grab_log, NULL, LOG_ERR);
 		cr_assert_eq(cvm_dma_add_region(d, r), k[i].err, "config %zu", i);
+		cvm_set_log(NULL, NULL, 0);
+		/* The log says which of -EINVAL's reasons it is. */
+		cr_assert(!k[i].err || strstr(last_log, "split granule, 2097152 bytes, is smaller"),
+			  "config %zu: log: %s", i, last_log);
 		cr_assert_eq(stats(d).mappings, k[i].maps, "config %zu: %llu mappings", i,
 			     (unsigned long long)stats(d).mappings);
 		if (!k[i].err) {
