@@ -101,6 +101,14 @@ printf 'cvmdma-trace 1\nregion 0 1M private\nshared 0x1000+1000\n' >"$tmp/unalig
 check "replay: an unaligned range is refused at parse time with its line" \
 	sh -c '"$1" "$2" 2>&1 | grep -q "unaligned.trace:3: .*aligned"' sh "$rep" "$tmp/unaligned.trace"
 
+sed 's/$/\r/' "$data/holes.trace" >"$tmp/crlf.trace"
+check "replay: a trace with CRLF line ends replays as with LF (trace-format.md)" \
+	sh -c 'rows() { "$1" -q --compare "$2" | awk "/^(per-page|auto|unbounded) / {
+		print \$1, \$2, \$3, \$4, \$5, \$6, \$7, \$8, \$9, \$10 }"; }
+	rows "$1" "$2" >"$4.lf" && rows "$1" "$3" >"$4.crlf" &&
+	[ "$(wc -l <"$4.lf")" -eq 3 ] && cmp "$4.lf" "$4.crlf"' \
+	sh "$rep" "$data/holes.trace" "$tmp/crlf.trace" "$tmp/rows"
+
 printf 'cvmdma-trace 1\nregion 0 4M private page=2M\nshared 0+2M\n' >"$tmp/page2m.trace"
 check "replay: a granule below the region's page size fails that policy, the library says why" \
 	sh -c '"$1" -cgranule=64K,auto "$2" >"$3" 2>&1; test $? -eq 1 &&
