@@ -4,7 +4,7 @@ lib_libcvmdma_internal_la_SOURCES += lib/dma.c lib/dma.h
 
 if ENABLE_TESTS
 check_PROGRAMS += tests/test-dma
-tests_test_dma_SOURCES = tests/test-dma.c tests/oracle.h
+tests_test_dma_SOURCES = tests/test-dma.c tests/oracle.h tests/fail-alloc.h
 tests_test_dma_CFLAGS = $(TEST_CFLAGS)
 tests_test_dma_LDADD = $(TEST_LDADD)
 TESTS += tests/test-dma
@@ -48,7 +48,7 @@ VM_TESTS_A += tests/vm/guest-badfd
 VM_TESTS_B += tests/vm/guest-badfd
 # Out of memory at every allocation of every operation, on the real backends.
 check_PROGRAMS += tests/vm/guest-nomem
-tests_vm_guest_nomem_SOURCES = tests/vm/guest-nomem.c $(GUEST_SOURCES)
+tests_vm_guest_nomem_SOURCES = tests/vm/guest-nomem.c tests/fail-alloc.h $(GUEST_SOURCES)
 tests_vm_guest_nomem_CFLAGS = $(GUEST_CFLAGS)
 tests_vm_guest_nomem_LDADD = $(GUEST_LDADD)
 VM_TESTS_A += tests/vm/guest-nomem

@@ -16,6 +16,7 @@
 #include "dma.h"
 #include "internal.h"
 #include "oracle.h"
+#include "fail-alloc.h"
 
 #define BASE  0x100000000ull   /* 4 GiB: inside q35's valid IOVA ranges */
 #define MiB   (1ull << 20)
@@ -879,16 +880,12 @@ Test(dma, compaction_that_cannot_free_enough_merges_nothing)
 	fx_fini(&f);
 }
 
-static int alloc_fail_nth;
-static void *fail_nth_alloc(void *opaque, void *ptr, size_t size);
-
 /* 70 touching pairs at a limit of 140, then 70 new mappings: compaction
  * must merge every pair (more sequences than its list first holds).  When
  * memory runs out on the way, the conversion fails and the IOMMU still maps
  * exactly the shared pages. */
 Test(dma, compaction_merges_as_many_sequences_as_it_takes)
 {
-	struct cvm_alloc_hooks h = { .realloc = fail_nth_alloc };
 	struct cvm_range rs[70];
 	struct fx f;
 	int err = -ENOMEM;
@@ -902,10 +899,9 @@ Test(dma, compaction_merges_as_many_sequences_as_it_takes)
 			cr_assert_eq(cvm_convert(f.r, A(4 * i + 1), PG, CVM_SHARED, 0), 0);
 		}
 		cr_assert_eq(stats(f.d).mappings, 140);
-		alloc_fail_nth = k;
-		cvm_set_alloc_hooks(&h);
+		fail_alloc_arm(k);
 		err = cvm_convert_batch(f.r, rs, 70, CVM_SHARED, 0);
-		cvm_set_alloc_hooks(NULL);
+		fail_alloc_disarm();
 		cr_assert(err == 0 || err == -ENOMEM, "allocation %d: %d", k, err);
 		if (err)
 			cr_assert_eq(cvm_region_query(f.r, A(600), 140 * PG), CVM_PRIVATE);
@@ -1745,7 +1741,6 @@ static struct cvm_region *three_runs(void **hva)
  * add then succeeds. */
 Test(dma, an_add_out_of_memory_anywhere_can_be_retried)
 {
-	struct cvm_alloc_hooks h = { .realloc = fail_nth_alloc };
 	struct cvm_dma *d;
 	void *hva;
 	struct cvm_region *r = three_runs(&hva);
@@ -1753,10 +1748,9 @@ Test(dma, an_add_out_of_memory_anywhere_can_be_retried)
 
 	for (k = 1; err == -ENOMEM; k++) {
 		d = mkdma(k % 2 ? CVM_MODEL_TYPE1 : CVM_MODEL_CUT, 0, 0, 0);
-		alloc_fail_nth = k;
-		cvm_set_alloc_hooks(&h);
+		fail_alloc_arm(k);
 		err = cvm_dma_add_region(d, r);
-		cvm_set_alloc_hooks(NULL);
+		fail_alloc_disarm();
 		cr_assert(err == 0 || err == -ENOMEM, "allocation %d: %d", k, err);
 		if (err) {
 			cr_assert_eq(stats(d).mappings, 0);
@@ -1908,15 +1902,6 @@ Test(dma, a_destroyed_region_the_kernel_would_not_unmap_is_unmapped_on_the_next_
 	cvm_set_log(NULL, NULL, 0);
 }
 
-static int alloc_fail_nth;      /* the nth allocation from now on fails; 0: none */
-static void *fail_nth_alloc(void *opaque, void *ptr, size_t size)
-{
-	(void)opaque;
-	if (alloc_fail_nth > 0 && --alloc_fail_nth == 0)
-		return NULL;
-	return realloc(ptr, size);
-}
-
 /*
  * Memory runs out in the middle of a double failure, at every allocation
  * in turn: once a call without failures went through, a context reads
@@ -1926,7 +1911,6 @@ static void *fail_nth_alloc(void *opaque, void *ptr, size_t size)
  */
 Test(dma, pending_repairs_reads_0_only_when_the_iommu_is_right)
 {
-	struct cvm_alloc_hooks h = { .realloc = fail_nth_alloc };
 	int lost = 0;
 
 	for (int k = 1; k <= 40; k++) {
@@ -1937,10 +1921,9 @@ Test(dma, pending_repairs_reads_0_only_when_the_iommu_is_right)
 		cr_assert_eq(cvm_convert(f.r, A(0), 16 * PG, CVM_SHARED, 0), 0);
 		inject(f.d, 1, -EIO);
 		inject(d2, 5, -EBUSY);
-		alloc_fail_nth = k;
-		cvm_set_alloc_hooks(&h);
+		fail_alloc_arm(k);
 		cr_assert_lt(cvm_convert(f.r, A(4), PG, CVM_PRIVATE, 0), 0);
-		cvm_set_alloc_hooks(NULL);
+		fail_alloc_disarm();
 		inject(f.d, 0, 0);
 		inject(d2, 0, 0);
 		cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
@@ -1967,7 +1950,6 @@ Test(dma, pending_repairs_reads_0_only_when_the_iommu_is_right)
  * pending_repairs and cvm_dma_repair() say so until the context closes. */
 Test(dma, a_destroyed_regions_unmap_that_cannot_be_noted_stays_pending)
 {
-	struct cvm_alloc_hooks h = { .realloc = fail_nth_alloc };
 	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
 	struct cvm_region *r;
 	void *hva;
@@ -1977,11 +1959,10 @@ Test(dma, a_destroyed_regions_unmap_that_cannot_be_noted_stays_pending)
 	r = three_runs(&hva);
 	cr_assert_eq(cvm_dma_add_region(d, r), 0);
 	cvm_model_inject(cvm_dma_backend(d), 1, -EBUSY);
-	alloc_fail_nth = 1;
-	cvm_set_alloc_hooks(&h);
+	fail_alloc_arm(1);
 	cvm_region_destroy(r);
-	cvm_set_alloc_hooks(NULL);
-	cr_assert_eq(alloc_fail_nth, 0, "no allocation was tried");
+	fail_alloc_disarm();
+	cr_assert_eq(fail_alloc_left, 0, "no allocation was tried");
 	cr_assert(strstr(last_log, "no memory to note"), "log: %s", last_log);
 	layout(d, l, sizeof(l));
 	cr_assert_str_eq(l, "0+4;10+2;20+1;", "%s", l);
@@ -2180,7 +2161,6 @@ Test(dma, close_unmaps_what_the_kernel_refused_before_and_counts_what_stays)
  * limit's -ENOSPC (it would have made room). */
 Test(dma, compaction_out_of_memory_is_enomem)
 {
-	struct cvm_alloc_hooks h = { .realloc = fail_nth_alloc };
 
 	for (int k = 1; k <= 10; k++) {
 		struct fx f;
@@ -2189,10 +2169,9 @@ Test(dma, compaction_out_of_memory_is_enomem)
 		fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 4);
 		for (int i = 0; i < 4; i++)
 			cr_assert_eq(cvm_convert(f.r, A(i), PG, CVM_SHARED, 0), 0);
-		alloc_fail_nth = k;
-		cvm_set_alloc_hooks(&h);
+		fail_alloc_arm(k);
 		err = cvm_convert(f.r, A(30), PG, CVM_SHARED, 0);
-		cvm_set_alloc_hooks(NULL);
+		fail_alloc_disarm();
 		cr_assert(err == 0 || err == -ENOMEM, "allocation %d failing gave %d", k, err);
 		cr_assert_eq(cvm_region_query(f.r, A(30), PG), err ? CVM_PRIVATE : CVM_SHARED);
 		check(&f);

@@ -62,6 +62,7 @@
 #include "internal.h"
 #include "guest-tap.h"
 #include "guest.h"
+#include "../fail-alloc.h"
 
 #define PG	4096ull
 #define NPG	1024ull			/* 4 MiB: pages 0-511 and 512-1023 are two 2 MiB blocks */
@@ -73,31 +74,6 @@
 
 static uint8_t *ram_hva;
 static uint64_t probe_va;
-
-/* ---- the failing allocator ---- */
-
-static int fail_nth;		/* the nth allocation from now on fails; 0: none */
-
-static void *fail_nth_alloc(void *opaque, void *ptr, size_t size)
-{
-	(void)opaque;
-	if (fail_nth > 0 && --fail_nth == 0)
-		return NULL;
-	return realloc(ptr, size);
-}
-
-static void arm(int k)
-{
-	static const struct cvm_alloc_hooks h = { .realloc = fail_nth_alloc };
-
-	fail_nth = k;
-	cvm_set_alloc_hooks(&h);
-}
-
-static void disarm(void)
-{
-	cvm_set_alloc_hooks(NULL);
-}
 
 static size_t heap_used(void)
 {
@@ -673,10 +649,10 @@ static void sweep(struct target *tg, const char *policy, uint32_t flags, const s
 				 why);
 			setup_ok = false;
 		}
-		arm(k);
+		fail_alloc_arm(k);
 		err = op->fn(&w);
-		disarm();
-		reached = fail_nth == 0;
+		fail_alloc_disarm();
+		reached = fail_alloc_left == 0;
 		take(&w, &after);
 		if (!reached) {
 			/* Allocation k was never tried: the sweep is through. */
