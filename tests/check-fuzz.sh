@@ -30,6 +30,10 @@ if ! "$CLANG" -fsanitize=fuzzer "$tmp/probe.c" -o "$tmp/probe" >/dev/null 2>&1; 
 	skip_all "$CLANG cannot link libFuzzer (install libclang-rt-dev)"
 fi
 san="-g -O1 -fsanitize=address,undefined -fno-sanitize-recover=all"
+# make check passes libcap-ng's flags (the library links it); run by hand,
+# ask pkg-config.
+capng_cflags=${CAPNG_CFLAGS-$(pkg-config --cflags libcap-ng 2>/dev/null)}
+capng_libs=${CAPNG_LIBS:-$(pkg-config --libs libcap-ng 2>/dev/null || echo -lcap-ng)}
 inc="-I$top_builddir -I$top_srcdir/include -I$top_srcdir/lib"
 
 # cc_cov DIR FILE...: compile with coverage feedback into DIR.
@@ -37,7 +41,7 @@ cc_cov() {
 	d=$1
 	shift
 	for f in "$@"; do
-		"$CLANG" $san -fsanitize=fuzzer-no-link $inc $CAPNG_CFLAGS -c "$f" \
+		"$CLANG" $san -fsanitize=fuzzer-no-link $inc $capng_cflags -c "$f" \
 			-o "$d/$(basename "$f" .c).o" || return 1
 	done
 }
@@ -75,7 +79,7 @@ build_trace() {
 		"$top_srcdir/tools/vfio-setup.c" &&
 	"$CLANG" $san $inc -I"$top_srcdir/tools" -c "$top_srcdir/tests/fuzz-trace.c" \
 		-o "$tmp/tr/fuzz.o" &&
-	"$CLANG" $san -fsanitize=fuzzer "$tmp"/tr/*.o -pthread $CAPNG_LIBS -o "$fuzzer"
+	"$CLANG" $san -fsanitize=fuzzer "$tmp"/tr/*.o -pthread $capng_libs -o "$fuzzer"
 }
 check "build fuzz-trace with $CLANG (fuzzer, address, undefined)" build_trace
 if [ -x "$fuzzer" ]; then
