@@ -263,7 +263,7 @@ static const struct cvm_backend_ops type1_cut_ops = {
 	.destroy = type1_destroy,
 };
 
-int cvm_backend_type1_open(int container_fd, struct cvm_be **out)
+int cvm_backend_type1_open(int container_fd, bool want_cut, struct cvm_be **out)
 {
 	struct cvm_be *be;
 	int ret;
@@ -285,7 +285,7 @@ int cvm_backend_type1_open(int container_fd, struct cvm_be **out)
 		type1_destroy(be);
 		return ret;
 	}
-	ret = cvm_probe_cut(be, type1_unmap);
+	ret = want_cut ? cvm_probe_cut(be, type1_unmap) : 0;
 	if (ret < 0) {
 		type1_destroy(be);
 		return ret;

@@ -60,8 +60,9 @@ struct cvm_backend_ops {
 /* MODEL: rules = enum cvm_model_rules; entry_limit 0 = 65535 for TYPE1
  * rules, unlimited otherwise. */
 int cvm_backend_model_open(uint32_t rules, uint32_t entry_limit, struct cvm_be **out);
-/* TYPE1: adopt a container fd whose IOMMU is already set (VFIO_SET_IOMMU). */
-int cvm_backend_type1_open(int container_fd, struct cvm_be **out);
+/* TYPE1: adopt a container fd whose IOMMU is already set (VFIO_SET_IOMMU).
+ * want_cut: probe for a hitless cut (KERNEL-FACTS.md §3); else none. */
+int cvm_backend_type1_open(int container_fd, bool want_cut, struct cvm_be **out);
 /* IOMMUFD: adopt fd (or open /dev/iommu when fd < 0) and IOAS (or allocate
  * one when ioas_id == 0).  want_cut: set up and probe the hitless cut
  * (KERNEL-FACTS.md §2a) where it can be had. */

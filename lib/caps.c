@@ -166,6 +166,9 @@ static int probe_cut_at(struct cvm_be *be, cvm_cut_fn cut, uint64_t iova,
 	ret = be->ops->map(be, iova, 3 * pg, va);
 	if (ret == -ENOMEM) {
 		cvm_pin_diagnose(3 * pg, ret);
+		cvm_err("%s: cut probe: the kernel would not pin its %" PRIu64 " scratch bytes, so "
+			"the context does not open (CVM_DMA_NO_CUT opens without the probe)",
+			be->ops->name, 3 * pg);
 		return ret;
 	}
 	if (ret) {

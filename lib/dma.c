@@ -1741,7 +1741,8 @@ CVM_EXPORT int cvm_dma_remove_region(struct cvm_dma *d, struct cvm_region *r)
 
 static int open_backend(const struct cvm_dma_config *cfg, struct cvm_be **be)
 {
-	bool want_cut = !(cfg->flags & CVM_DMA_NO_CUT);
+	/* Per-page mappings are never cut: only the others probe for it. */
+	bool want_cut = !(cfg->flags & (CVM_DMA_NO_CUT | CVM_DMA_PER_PAGE));
 	uint32_t kind = cfg->backend;
 	int err;
 
@@ -1762,7 +1763,7 @@ static int open_backend(const struct cvm_dma_config *cfg, struct cvm_be **be)
 	case CVM_BACKEND_TYPE1:
 		if (cfg->fd < 0)
 			return -EINVAL;   /* no group: we cannot set a container up */
-		err = cvm_backend_type1_open(cfg->fd, be);
+		err = cvm_backend_type1_open(cfg->fd, want_cut, be);
 		break;
 	case CVM_BACKEND_IOMMUFD:
 		err = cvm_backend_iommufd_open(cfg->fd, cfg->ioas_id, want_cut, be);

@@ -406,7 +406,7 @@ Test(type1, reads_capabilities_through_a_misaligned_chain)
 	struct cvm_be *be;
 
 	q35_chain();
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), 0);
 	cr_assert_eq(be->kind, CVM_BACKEND_TYPE1);
 	cr_assert_eq(be->pgsizes, 0x40201000);
 	cr_assert_eq(be->entries_avail, 65535);
@@ -423,7 +423,7 @@ Test(type1, a_dma_avail_of_uint32_max_means_no_limit)
 	struct cvm_be *be;
 
 	add_dma_avail(UINT32_MAX);   /* iommufd's compat container */
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), 0);
 	cr_assert_eq(be->entries_avail, UINT64_MAX);
 	cvm_backend_destroy(be);
 }
@@ -436,7 +436,7 @@ Test(type1, asks_again_with_the_size_the_kernel_wants)
 	for (int i = 0; i < 100; i++)
 		r[i] = (struct vfio_iova_range){ i * 0x100000ull, i * 0x100000ull + 0xfffff - PG };
 	add_iova_ranges(r, 100);
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), 0);
 	cr_assert_eq(be->nranges, 100);
 	cr_assert_eq(be->entries_avail, UINT64_MAX, "no DMA_AVAIL: no limit");
 	fk.get_info_calls = 0;
@@ -449,7 +449,7 @@ Test(type1, without_an_iova_range_capability_every_iova_is_valid)
 {
 	struct cvm_be *be;
 
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), 0);
 	cr_assert_eq(be->nranges, 1);
 	cr_assert_eq(be->ranges[0].start, 0);
 	cr_assert_eq(be->ranges[0].last, UINT64_MAX);
@@ -467,7 +467,7 @@ Test(type1, refuses_a_looping_or_truncated_chain)
 	memcpy(&h, fk.caps + 12, sizeof(h));
 	h.next = sizeof(struct vfio_iommu_type1_info);
 	memcpy(fk.caps + 12, &h, sizeof(h));
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), -EPROTO);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), -EPROTO);
 	cr_assert_null(be);
 
 	/* A range count that runs past what the kernel copied out. */
@@ -475,7 +475,7 @@ Test(type1, refuses_a_looping_or_truncated_chain)
 	setup();
 	q35_chain();
 	memset(fk.caps + 12 + 8, 0xff, 4);
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), -EPROTO);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), -EPROTO);
 	cr_assert_null(be);
 }
 
@@ -485,7 +485,7 @@ Test(type1, refuses_overlapping_iova_ranges)
 	struct cvm_be *be = NULL;
 
 	add_iova_ranges(r, 2);
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), -EPROTO);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), -EPROTO);
 }
 
 /* Ranges that share one byte overlap too (the kernel's "last" is inclusive). */
@@ -495,7 +495,7 @@ Test(type1, refuses_iova_ranges_that_share_their_edge_byte)
 	struct cvm_be *be = NULL;
 
 	add_iova_ranges(r, 2);
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), -EPROTO);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), -EPROTO);
 }
 
 Test(type1, a_failed_refresh_keeps_the_old_capabilities)
@@ -503,7 +503,7 @@ Test(type1, a_failed_refresh_keeps_the_old_capabilities)
 	struct cvm_be *be;
 
 	q35_chain();
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), 0);
 	fk.caps[0] = 0xff;   /* corrupt the chain: header id only, harmless */
 	memset(fk.caps + 12 + 8, 0xff, 4);   /* nr_iovas huge */
 	cr_assert_eq(be->ops->refresh(be), -EPROTO);
@@ -519,7 +519,7 @@ static void probe_as(enum fk_unmap_rules rules, bool want_cut)
 	setup();
 	q35_chain();
 	fk.vfio_rules = rules;
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), 0);
 	cr_assert_eq(be->can_cut, want_cut, "rules %d", rules);
 	cr_assert_eq(be->ops->cut != NULL, want_cut, "rules %d", rules);
 	cr_assert_eq(fk.nmaps, 0, "rules %d: the probe left %d mappings", rules, fk.nmaps);
@@ -544,7 +544,7 @@ Test(type1, a_taken_scratch_window_means_no_cut_not_a_failed_open)
 	q35_chain();
 	fk.vfio_rules = FK_CUT;
 	fk.map_err = -EEXIST;
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), 0);
 	cr_assert_not(be->can_cut);
 	cvm_backend_destroy(be);
 }
@@ -558,9 +558,13 @@ Test(type1, a_probe_without_memory_fails_the_open)
 	q35_chain();
 	fk.vfio_rules = FK_CUT;
 	fk.map_err = -ENOMEM;
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), -ENOMEM);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), -ENOMEM);
 	cr_assert_null(be);
 	cr_assert_eq(fk.nmaps, 0);
+	/* A context that will never cut (NO_CUT, PER_PAGE) does not probe. */
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, false, &be), 0);
+	cr_assert_not(be->can_cut);
+	cvm_backend_destroy(be);
 }
 
 Test(type1, unmap_all_falls_back_to_one_whole_space_unmap)
@@ -569,7 +573,7 @@ Test(type1, unmap_all_falls_back_to_one_whole_space_unmap)
 	uint64_t got;
 
 	q35_chain();
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), 0);
 	cr_assert_eq(be->ops->map(be, 0x100000, 2 * PG, NULL), 0);
 	cr_assert_eq(be->ops->map(be, 0x7ffff000, PG, NULL), 0);
 	fk.refuse_unmap_all = -EINVAL;
@@ -586,7 +590,7 @@ Test(type1, ops_report_the_raw_kernel_answers)
 	uint64_t got = 1;
 
 	q35_chain();
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), 0);
 	cr_assert_eq(be->ops->map(be, 0x200000, 16 * PG, NULL), 0);
 	cr_assert_eq(be->ops->map(be, 0x200000 + PG, PG, NULL), -EEXIST);
 	cr_assert_eq(be->ops->unmap(be, 0x200000 + PG, PG, &got), -EINVAL);
@@ -602,7 +606,7 @@ Test(type1, destroy_leaves_the_vmm_container_open)
 {
 	struct cvm_be *be;
 
-	cr_assert_eq(cvm_backend_type1_open(fk.fd, &be), 0);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), 0);
 	cvm_backend_destroy(be);
 	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0);
 }
@@ -627,7 +631,7 @@ Test(type1, open_fails_cleanly_at_every_allocation)
 	for (fail_at = 1;; fail_at++) {
 		allocs = 0;
 		be = NULL;
-		ret = cvm_backend_type1_open(fk.fd, &be);
+		ret = cvm_backend_type1_open(fk.fd, true, &be);
 		if (!ret)
 			break;
 		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);

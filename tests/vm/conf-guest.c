@@ -84,7 +84,7 @@ static int type1_target_open(void *opaque, uint32_t entry_limit, struct cvm_be *
 		guest_set_dma_entry_limit(old, NULL);
 	if (ret)
 		return ret;
-	ret = cvm_backend_type1_open(t->container, out);
+	ret = cvm_backend_type1_open(t->container, true, out);
 	if (!ret)
 		type1_fresh_avail = (*out)->entries_avail;
 	return ret;
@@ -420,7 +420,7 @@ static void fact_probe_before_device(const char *tname, unsigned long type, bool
 
 	ret = guest_open_type1(type, &container, NULL);
 	if (!ret)
-		ret = cvm_backend_type1_open(container, &be);
+		ret = cvm_backend_type1_open(container, true, &be);
 	if (ret) {
 		tap_ok(false, "%s: open before the device (%s)", tname, strerror(-ret));
 		close_fd(&container);

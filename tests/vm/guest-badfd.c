@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <syslog.h>
@@ -568,6 +569,52 @@ static void close_fd(int *fd)
 
 static uint8_t probe_page[PG] __attribute__((aligned(4096)));
 
+/*
+ * No room to pin (CAP_IPC_LOCK off, RLIMIT_MEMLOCK at what the process has
+ * locked already): a context that may cut cannot probe for the cut and
+ * does not open (-ENOMEM, the log names the probe); NO_CUT and PER_PAGE
+ * contexts, which never cut, open without probing.
+ */
+static void pin_room_cases(int container, const char *name)
+{
+	static const struct { uint32_t flags; int want; const char *what; } k[] = {
+		{ 0, -ENOMEM, "0" }, { CVM_DMA_NO_CUT, 0, "NO_CUT" },
+		{ CVM_DMA_PER_PAGE, 0, "PER_PAGE" },
+	};
+	long locked = guest_locked_pages();
+	struct rlimit old, lim;
+	int err = 0;
+
+	if (locked < 0 || getrlimit(RLIMIT_MEMLOCK, &old))
+		err = -EIO;
+	lim = old;
+	lim.rlim_cur = (rlim_t)locked * 4096;
+	if (!err)
+		err = guest_ipc_lock_effective(false);
+	if (!err && setrlimit(RLIMIT_MEMLOCK, &lim))
+		err = -errno;
+	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+		struct cvm_dma_config cfg = {
+			.sz = sizeof(cfg), .backend = CVM_BACKEND_TYPE1, .fd = container,
+			.flags = k[i].flags,
+		};
+		struct cvm_dma *dma = NULL;
+		int n0 = fd_count(), ret;
+
+		log_reset();
+		ret = err ? err : cvm_dma_open(&cfg, &dma);
+		cvm_dma_close(dma);
+		tap_ok(!err && ret == k[i].want && (!ret || logged("cut probe")) &&
+		       n0 == fd_count() && container_usable(container),
+		       "%s: no room to pin (VmLck %ld pages), flags %s: open %d (want %d)%s",
+		       name, locked, k[i].what, ret, k[i].want,
+		       !ret ? "" : logged("cut probe") ? ", the log names the cut probe" :
+		       ", the log does not name the cut probe");
+	}
+	setrlimit(RLIMIT_MEMLOCK, &old);
+	guest_ipc_lock_effective(true);
+}
+
 static void container_cases(bool kernel_a, unsigned long type, const char *name)
 {
 	int container = -1, device = -1, ret;
@@ -618,6 +665,7 @@ static void container_cases(bool kernel_a, unsigned long type, const char *name)
 		  -EINVAL, 0, "ioas_id 7", container_usable);
 	oc("= VFIO container", CVM_BACKEND_AUTO, container, 7,
 		  -EINVAL, 0, "ioas_id 7", container_usable);
+	pin_room_cases(container, name);
 	if (!kernel_a) {
 		struct ioas_state now = ioas_state(container, compat_ioas);
 

@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <cap-ng.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/mman.h>
@@ -962,31 +961,6 @@ out:
 
 /* ---- a real refusal: the kernel cannot pin ---- */
 
-/* The process's locked_vm (type1 charges its pins there), in pages. */
-static long locked_pages(void)
-{
-	char line[128];
-	long kib = -1;
-	FILE *f = fopen("/proc/self/status", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "VmLck: %ld kB", &kib) == 1)
-			break;
-	fclose(f);
-	return kib < 0 ? -1 : kib / 4;
-}
-
-/* CAP_IPC_LOCK in the effective set on or off (it stays permitted). */
-static int ipc_lock_effective(bool on)
-{
-	if (capng_get_caps_process())
-		return -EPERM;
-	capng_update(on ? CAPNG_ADD : CAPNG_DROP, CAPNG_EFFECTIVE, CAP_IPC_LOCK);
-	return capng_apply(CAPNG_SELECT_CAPS) ? -EPERM : 0;
-}
-
 /*
  * Without CAP_IPC_LOCK, pinning past RLIMIT_MEMLOCK fails with -ENOMEM
  * (KERNEL-FACTS.md §1, §2): the limit is set so the kernel pins the first
@@ -1014,7 +988,7 @@ static void run_pin_limit(struct world *w)
 		goto out;
 	}
 	used_at_open = entries_used(w);
-	locked = strcmp(w->t->name, "type1") ? 0 : locked_pages();
+	locked = strcmp(w->t->name, "type1") ? 0 : guest_locked_pages();
 	if (locked < 0 || getrlimit(RLIMIT_MEMLOCK, &old)) {
 		tap_skip("cannot read VmLck or RLIMIT_MEMLOCK", "%s: a pin refused", w->t->name);
 		goto out;
@@ -1022,7 +996,7 @@ static void run_pin_limit(struct world *w)
 	lim = old;
 	lim.rlim_cur = (rlim_t)(locked + 16) * PG;   /* room for the first run only */
 	cvm_dma_stats(w->dma, &was);
-	err = ipc_lock_effective(false);
+	err = guest_ipc_lock_effective(false);
 	if (!err && setrlimit(RLIMIT_MEMLOCK, &lim))
 		err = -errno;
 	last_err[0] = 0;
@@ -1031,7 +1005,7 @@ static void run_pin_limit(struct world *w)
 		err = cvm_convert_batch(w->ram, two, 2, CVM_SHARED, 0);
 	cvm_set_log(NULL, NULL, 0);
 	setrlimit(RLIMIT_MEMLOCK, &old);
-	ipc_lock_effective(true);
+	guest_ipc_lock_effective(true);
 	cvm_dma_stats(w->dma, &st);
 	none = kernel_mapped(w, RAM_GPA) == 0 && kernel_mapped(w, RAM_GPA + 1024 * PG) == 0 &&
 	       check_kernel(w, used_at_open) && dma_blocked(w, 3, false);

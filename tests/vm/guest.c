@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cap-ng.h>
 #include <linux/iommufd.h>
 #include <linux/pci_regs.h>
 #include <linux/vfio.h>
@@ -537,4 +538,27 @@ void guest_target_config(const struct guest_target *t, struct cvm_dma_config *c)
 		c->fd = t->iommufd;
 		c->ioas_id = t->ioas;
 	}
+}
+
+long guest_locked_pages(void)
+{
+	char line[128];
+	long kib = -1;
+	FILE *f = fopen("/proc/self/status", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmLck: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib < 0 ? -1 : kib / 4;
+}
+
+int guest_ipc_lock_effective(bool on)
+{
+	if (capng_get_caps_process())
+		return -EPERM;
+	capng_update(on ? CAPNG_ADD : CAPNG_DROP, CAPNG_EFFECTIVE, CAP_IPC_LOCK);
+	return capng_apply(CAPNG_SELECT_CAPS) ? -EPERM : 0;
 }

@@ -45,6 +45,13 @@ int guest_iommufd_attach(int device_fd, uint32_t ioas_id);
  */
 int guest_set_dma_entry_limit(unsigned limit, unsigned *old);
 
+/* The process's locked_vm (VmLck: type1 charges its pins there), in 4 KiB
+ * pages, or -1. */
+long guest_locked_pages(void);
+/* CAP_IPC_LOCK in the effective set on or off (it stays permitted); 0 or
+ * -EPERM. */
+int guest_ipc_lock_effective(bool on);
+
 /*
  * Kernel log lines logged so far (from boot) that contain needle; compare
  * before and after an action.  Returns the count or a negative errno.
