@@ -165,7 +165,7 @@ struct cvm_dma_info {
 	uint32_t backend;           /* enum cvm_backend actually in use                      */
 	int      fd;                /* the container or /dev/iommu fd                         */
 	uint32_t ioas_id;           /* IOMMUFD: the IOAS (attach devices to it)              */
-	uint32_t can_cut;           /* 1: private conversions cut mappings hitlessly          */
+	uint32_t can_cut;           /* 1: private conversions cut mappings hitlessly; 0 with NO_CUT or PER_PAGE */
 	uint64_t split_granule;     /* the context's (a region with larger pages uses its
 	                               page size); UINT64_MAX: unlimited; 0: PER_PAGE        */
 	uint64_t iova_pgsizes;      /* IOMMU page sizes (iommufd: from its IOVA alignment)    */

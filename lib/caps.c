@@ -167,7 +167,8 @@ static int probe_cut_at(struct cvm_be *be, cvm_cut_fn cut, uint64_t iova,
 	if (ret == -ENOMEM) {
 		cvm_pin_diagnose(3 * pg, ret);
 		cvm_err("%s: cut probe: the kernel would not pin its %" PRIu64 " scratch bytes, so "
-			"the context does not open (CVM_DMA_NO_CUT opens without the probe)",
+			"the context does not open: give it that much room to pin (see above), or "
+			"open with CVM_DMA_NO_CUT (no probe, and no hitless cut)",
 			be->ops->name, 3 * pg);
 		return ret;
 	}

@@ -36,7 +36,8 @@ typedef int (*cvm_cut_fn)(struct cvm_be *be, uint64_t iova, uint64_t len,
  * and says at LOG_INFO what the kernel answered.  1: the cut works; 0: it
  * does not; -ENOMEM: no memory to tell with (no anonymous memory, or the
  * kernel could not pin the three pages: logged at LOG_ERR), which the
- * caller must not take for "no cut".
+ * caller must not take for "no cut".  Once the pages are pinned, whatever
+ * the cut returns, -ENOMEM included, is the kernel's answer: no cut.
  */
 int cvm_probe_cut(struct cvm_be *be, cvm_cut_fn cut);
 

@@ -1827,7 +1827,8 @@ CVM_EXPORT int cvm_dma_open(const struct cvm_dma_config *ucfg, struct cvm_dma **
 		return err;
 	}
 	d->flags = cfg.flags;
-	d->use_cut = d->be->can_cut && d->be->ops->cut && !(cfg.flags & CVM_DMA_NO_CUT);
+	d->use_cut = d->be->can_cut && d->be->ops->cut &&
+		     !(cfg.flags & (CVM_DMA_NO_CUT | CVM_DMA_PER_PAGE));
 	d->granule = cfg.split_granule ? cfg.split_granule : d->use_cut ? G_UNLIMITED : SZ_2M;
 	d->auto_granule = !cfg.split_granule && !(cfg.flags & CVM_DMA_PER_PAGE);
 	d->avail = d->be->entries_avail;

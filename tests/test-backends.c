@@ -49,6 +49,7 @@ static struct fake {
 	uint32_t next_id, compat_ioas;   /* 0: no compat IOAS */
 	bool huge_pages;
 	int huge_pages_set_err;
+	int vfio_ioas_set_err;       /* forced error for IOMMU_VFIO_IOAS SET */
 	struct iommu_iova_range ranges[8];
 	uint32_t nranges, ranges_grow_once;
 	uint32_t destroyed;
@@ -242,6 +243,8 @@ static int fk_vfio_ioas(struct iommu_vfio_ioas *v)
 		v->ioas_id = fk.compat_ioas;
 		return 0;
 	case IOMMU_VFIO_IOAS_SET:
+		if (fk.vfio_ioas_set_err)
+			return fk.vfio_ioas_set_err;
 		fk.compat_ioas = v->ioas_id;
 		return 0;
 	default:
@@ -764,6 +767,20 @@ Test(iommufd, a_failed_probe_undoes_the_setup)
 
 	as_iommufd();
 	fk.map_err = -EINVAL;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
+	cr_assert_not(be->can_cut);
+	cr_assert(fk.huge_pages);
+	cr_assert_eq(fk.compat_ioas, 0);
+	cvm_backend_destroy(be);
+}
+
+/* The kernel's own -ENOMEM from the compat switch is its answer: no cut. */
+Test(iommufd, a_refused_compat_switch_means_no_cut_not_a_failed_open)
+{
+	struct cvm_be *be = NULL;
+
+	as_iommufd();
+	fk.vfio_ioas_set_err = -ENOMEM;
 	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
 	cr_assert_not(be->can_cut);
 	cr_assert(fk.huge_pages);

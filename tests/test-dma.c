@@ -2437,3 +2437,22 @@ Test(dma, random_conversions_keep_mapped_equal_to_shared_under_every_policy)
 	for (size_t i = 0; i < ARRAY_SIZE(c); i++)
 		random_run(c[i].rules, c[i].flags, c[i].g, 1000 + (unsigned)i, 600);
 }
+
+/* can_cut says whether conversions use the kernel's cut: never for
+ * NO_CUT, nor for PER_PAGE, whose one-page mappings are never cut. */
+Test(dma, info_can_cut_is_0_where_the_context_never_cuts)
+{
+	const struct { uint32_t rules, flags, can_cut; } k[] = {
+		{ CVM_MODEL_CUT, 0, 1 }, { CVM_MODEL_CUT, CVM_DMA_NO_CUT, 0 },
+		{ CVM_MODEL_CUT, CVM_DMA_PER_PAGE, 0 }, { CVM_MODEL_TYPE1, 0, 0 },
+	};
+
+	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
+		struct cvm_dma *d = mkdma(k[i].rules, k[i].flags, 0, 0);
+		struct cvm_dma_info info = { .sz = sizeof(info) };
+
+		cr_assert_eq(cvm_dma_info(d, &info), 0);
+		cr_assert_eq(info.can_cut, k[i].can_cut, "case %zu", i);
+		cvm_dma_close(d);
+	}
+}
