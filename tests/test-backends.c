@@ -761,6 +761,16 @@ Test(iommufd, an_adopted_compat_ioas_stays_and_gets_its_huge_pages_back)
 	cr_assert_eq(fk.destroyed, 0);
 }
 
+/* An open the kernel answered with "no cut": the IOAS as it was (huge
+ * pages on, not the fd's compat IOAS); destroys be. */
+static void opened_without_cut(struct cvm_be *be)
+{
+	cr_assert_not(be->can_cut);
+	cr_assert(fk.huge_pages);
+	cr_assert_eq(fk.compat_ioas, 0);
+	cvm_backend_destroy(be);
+}
+
 Test(iommufd, a_failed_probe_undoes_the_setup)
 {
 	struct cvm_be *be;
@@ -768,10 +778,7 @@ Test(iommufd, a_failed_probe_undoes_the_setup)
 	as_iommufd();
 	fk.map_err = -EINVAL;
 	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
-	cr_assert_not(be->can_cut);
-	cr_assert(fk.huge_pages);
-	cr_assert_eq(fk.compat_ioas, 0);
-	cvm_backend_destroy(be);
+	opened_without_cut(be);
 }
 
 /* The kernel's own -ENOMEM from the compat switch is its answer: no cut. */
@@ -782,10 +789,7 @@ Test(iommufd, a_refused_compat_switch_means_no_cut_not_a_failed_open)
 	as_iommufd();
 	fk.vfio_ioas_set_err = -ENOMEM;
 	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
-	cr_assert_not(be->can_cut);
-	cr_assert(fk.huge_pages);
-	cr_assert_eq(fk.compat_ioas, 0);
-	cvm_backend_destroy(be);
+	opened_without_cut(be);
 }
 
 Test(iommufd, a_probe_without_memory_fails_the_open_and_undoes_the_setup)

@@ -299,6 +299,18 @@ static void diff2(const struct snap *a, const struct snap *b, char *out, size_t 
 #undef SAY
 }
 
+/* Where the kernel counts its entries (type1's DMA_AVAIL), it holds as
+ * many as the library's table. */
+static bool entries_agree(const struct snap *s, char *why, size_t len)
+{
+	if (s->kused >= 0 && (uint64_t)s->kused != s->st.mappings) {
+		snprintf(why, len, "[kernel holds %lld entries, library %llu]", (long long)s->kused,
+			 (unsigned long long)s->st.mappings);
+		return false;
+	}
+	return true;
+}
+
 /* The invariant when nothing is pending: the kernel maps exactly the shared
  * pages, and on type1 holds as many entries as the library's table. */
 static bool kernel_is_shared(struct world *w, const struct snap *s, char *why, size_t len)
@@ -317,12 +329,7 @@ static bool kernel_is_shared(struct world *w, const struct snap *s, char *why, s
 			return false;
 		}
 	}
-	if (s->kused >= 0 && (uint64_t)s->kused != s->st.mappings) {
-		snprintf(why, len, "[kernel holds %lld entries, library %llu]", (long long)s->kused,
-			 (unsigned long long)s->st.mappings);
-		return false;
-	}
-	return true;
+	return entries_agree(s, why, len);
 }
 
 /*
@@ -351,12 +358,7 @@ static bool repaired_rightly(struct world *w, const struct snap *a, const struct
 			 (unsigned long long)b->st.pending_repairs);
 		return false;
 	}
-	if (b->kused >= 0 && (uint64_t)b->kused != b->st.mappings) {
-		snprintf(why, len, "[kernel holds %lld entries, library %llu]", (long long)b->kused,
-			 (unsigned long long)b->st.mappings);
-		return false;
-	}
-	return true;
+	return entries_agree(b, why, len);
 }
 
 /* ---- setup ---- */
