@@ -575,7 +575,14 @@ static uint8_t probe_page[PG] __attribute__((aligned(4096)));
  * does not open (-ENOMEM, the log names the probe); NO_CUT and PER_PAGE
  * contexts, which never cut, open without probing.
  */
-static void pin_room_cases(int container, const char *name)
+/*
+ * No room to pin the cut probe's three pages: an open that may cut fails
+ * (-ENOMEM, the log names the probe), one that never cuts succeeds, and the
+ * fd is as usable as before.  backend/ioas: a container (TYPE1, 0), an
+ * iommufd's IOAS, or the compat container's own IOAS driven as IOMMUFD.
+ */
+static void pin_room_cases(int fd, enum cvm_backend backend, uint32_t ioas, const char *name,
+			   bool (*usable)(int))
 {
 	static const struct { uint32_t flags; int want; const char *what; } k[] = {
 		{ 0, -ENOMEM, "0" }, { CVM_DMA_NO_CUT, 0, "NO_CUT" },
@@ -595,7 +602,7 @@ static void pin_room_cases(int container, const char *name)
 		err = -errno;
 	for (size_t i = 0; i < sizeof(k) / sizeof(k[0]); i++) {
 		struct cvm_dma_config cfg = {
-			.sz = sizeof(cfg), .backend = CVM_BACKEND_TYPE1, .fd = container,
+			.sz = sizeof(cfg), .backend = backend, .fd = fd, .ioas_id = ioas,
 			.flags = k[i].flags,
 		};
 		struct cvm_dma *dma = NULL;
@@ -605,7 +612,7 @@ static void pin_room_cases(int container, const char *name)
 		ret = err ? err : cvm_dma_open(&cfg, &dma);
 		cvm_dma_close(dma);
 		tap_ok(!err && ret == k[i].want && (!ret || logged("cut probe")) &&
-		       n0 == fd_count() && container_usable(container),
+		       n0 == fd_count() && usable(fd),
 		       "%s: no room to pin (VmLck %ld pages), flags %s: open %d (want %d)%s",
 		       name, locked, k[i].what, ret, k[i].want,
 		       !ret ? "" : logged("cut probe") ? ", the log names the cut probe" :
@@ -665,7 +672,10 @@ static void container_cases(bool kernel_a, unsigned long type, const char *name)
 		  -EINVAL, 0, "ioas_id 7", container_usable);
 	oc("= VFIO container", CVM_BACKEND_AUTO, container, 7,
 		  -EINVAL, 0, "ioas_id 7", container_usable);
-	pin_room_cases(container, name);
+	pin_room_cases(container, CVM_BACKEND_TYPE1, 0, name, container_usable);
+	if (!kernel_a)
+		pin_room_cases(container, CVM_BACKEND_IOMMUFD, compat_ioas,
+			       "compat, its own compat IOAS as IOMMUFD", container_usable);
 	if (!kernel_a) {
 		struct ioas_state now = ioas_state(container, compat_ioas);
 
@@ -837,6 +847,7 @@ static void iommufd_cases(void)
 		  fd, devid, -ENOENT, 0, "no IOAS of that id", iommufd_usable);
 	oc("= iommufd, its IOAS", CVM_BACKEND_AUTO, fd, ioas,
 		  0, CVM_BACKEND_IOMMUFD, NULL, iommufd_usable);
+	pin_room_cases(fd, CVM_BACKEND_IOMMUFD, ioas, "iommufd", iommufd_usable);
 	{
 		struct ioas_state now = ioas_state(fd, ioas);
 
