@@ -117,6 +117,14 @@ check "replay: a granule below the region's page size fails that policy, the lib
 	grep -qE "^auto +[^ ]+ +ok " "$3" || { cat "$3"; exit 1; }' \
 	sh "$rep" "$tmp/page2m.trace" "$tmp/page2m.out"
 
+# Auto maps a region with pages larger than 2 MiB in its page size: the
+# granule column says what mappings never cross, so it reads 1G there.
+printf 'cvmdma-trace 1\nregion 0x100000000 4G private page=1G\nshared 0x100000000+2G\n' \
+	>"$tmp/page1g.trace"
+check "replay: the granule column shows a region's larger page under auto (1G, 1 GiB mappings)" \
+	sh -c '"$1" -q -pauto "$2" >"$3" && grep -qE "^auto +1G +ok +2 " "$3" || {
+	cat "$3"; exit 1; }' sh "$rep" "$tmp/page1g.trace" "$tmp/page1g.out"
+
 # ---- a refusal: the policy fails at its line, the others run ----
 "$rep" --entry-limit 1000 --compare -q --json "$data/share-64m.trace" >"$tmp/enospc.json" \
 	2>"$tmp/enospc.err"

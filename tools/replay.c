@@ -504,6 +504,23 @@ static void teardown(struct world *w)
 	}
 }
 
+/* What mappings never cross: cvm_dma_info() reports the context's granule,
+ * but under auto (split_granule 0) a region whose pages are larger is
+ * mapped in its page size (cvm_dma_info(3)); a larger page is a multiple
+ * of every smaller power of two, so the largest one bounds them all. */
+static void effective_granule(struct world *w)
+{
+	struct cvm_dma_info *info = &w->res->info;
+	unsigned int i;
+
+	if (w->res->pol.granule || (w->res->pol.flags & CVM_DMA_PER_PAGE) ||
+	    info->split_granule == UINT64_MAX)
+		return;
+	for (i = 0; i < w->t->nregions; i++)
+		if (w->t->regions[i].page_size > info->split_granule)
+			info->split_granule = w->t->regions[i].page_size;
+}
+
 void replay_run(const struct trace *t, const struct replay_cfg *cfg,
 		const struct policy *pol, struct result *res)
 {
@@ -522,6 +539,8 @@ void replay_run(const struct trace *t, const struct replay_cfg *cfg,
 	res->info.sz = sizeof(res->info);
 	if (cvm_dma_info(w.dma, &res->info))
 		res->info.sz = 0;
+	else
+		effective_granule(&w);
 	run_trace(&w);
 	cvm_dma_stats(w.dma, &res->st);
 	if (res->stage == FAIL_NONE || res->stage == FAIL_LINE)
