@@ -835,6 +835,22 @@ Test(iommufd, ranges_are_sized_then_read_even_when_they_grow_in_between)
 	cvm_backend_destroy(be);
 }
 
+/* cvm_dma_open(3): overlapping IOVA ranges are -EPROTO, from an IOAS too. */
+Test(iommufd, refuses_overlapping_iova_ranges)
+{
+	struct cvm_be *be = NULL;
+
+	as_iommufd();
+	fk.ranges[0] = (struct iommu_iova_range){ 0, 0x1fffff };
+	fk.ranges[1] = (struct iommu_iova_range){ 0x100000, 0x2fffff };
+	fk.nranges = 2;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, false, &be), -EPROTO);
+	cr_assert_null(be);
+	fk.ranges[1] = (struct iommu_iova_range){ 0x1fffff, 0x2fffff };   /* one byte */
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, false, &be), -EPROTO);
+	cr_assert_null(be);
+}
+
 Test(iommufd, raw_answers_and_unmap_all)
 {
 	struct cvm_be *be;
