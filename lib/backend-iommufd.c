@@ -25,7 +25,6 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -199,25 +198,6 @@ static const char *fd_hint(int err)
 	return err == -EBADF ? " (the fd is not open)" : "";
 }
 
-static int cmp_range(const void *a, const void *b)
-{
-	const struct cvm_iova_range *x = a, *y = b;
-
-	return x->start < y->start ? -1 : x->start > y->start;
-}
-
-/* Ascending and disjoint, as the kernel lists them (the scratch window is
- * taken from the last one): anything else is -EPROTO, as for type1. */
-static int sort_ranges(struct cvm_iova_range *r, uint32_t n)
-{
-	if (n > 1)
-		qsort(r, n, sizeof(*r), cmp_range);
-	for (uint32_t i = 0; i < n; i++)
-		if (r[i].last < r[i].start || (i && r[i].start <= r[i - 1].last))
-			return -EPROTO;
-	return 0;
-}
-
 static int iommufd_refresh(struct cvm_be *be)
 {
 	struct iommufd_be *ib = container_of(be, struct iommufd_be, be);
@@ -239,7 +219,7 @@ static int iommufd_refresh(struct cvm_be *be)
 		cvm_err("iommufd: IOAS %u reports IOVA alignment %#" PRIx64, be->ioas_id, align);
 		return -EPROTO;
 	}
-	if (sort_ranges(r, n)) {
+	if (cvm_iova_ranges_sort(r, n)) {
 		cvm_free(r);
 		cvm_err("iommufd: IOAS %u reports overlapping or inverted IOVA ranges",
 			be->ioas_id);

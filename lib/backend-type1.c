@@ -12,7 +12,6 @@
  * same call, v2 says -EINVAL and iommufd's v2 -ENOENT.
  */
 #include <inttypes.h>
-#include <stdlib.h>
 #include <sys/ioctl.h>
 
 #include <linux/vfio.h>
@@ -79,13 +78,6 @@ static int type1_unmap_all(struct cvm_be *be)
 	return vfio_unmap(be->fd, 0, -pg, 0, NULL);
 }
 
-static int cmp_range(const void *a, const void *b)
-{
-	const struct cvm_iova_range *x = a, *y = b;
-
-	return x->start < y->start ? -1 : x->start > y->start;
-}
-
 static int parse_iova_ranges(const uint8_t *buf, size_t len, size_t off, struct type1_caps *c)
 {
 	struct vfio_iommu_type1_info_cap_iova_range cap;
@@ -106,12 +98,9 @@ static int parse_iova_ranges(const uint8_t *buf, size_t len, size_t off, struct 
 		memcpy(&v, buf + off + sizeof(cap) + i * each, each);
 		r[i] = (struct cvm_iova_range){ .start = v.start, .last = v.end };
 	}
-	qsort(r, cap.nr_iovas, sizeof(*r), cmp_range);
-	for (uint32_t i = 0; i < cap.nr_iovas; i++) {
-		if (r[i].last < r[i].start || (i && r[i].start <= r[i - 1].last)) {
-			cvm_free(r);
-			return -EPROTO;
-		}
+	if (cvm_iova_ranges_sort(r, cap.nr_iovas)) {
+		cvm_free(r);
+		return -EPROTO;
 	}
 	cvm_free(c->ranges);
 	c->ranges = r;

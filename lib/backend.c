@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* Helpers shared by every backend: destruction and IOVA range arithmetic. */
+#include <stdlib.h>
+
 #include "internal.h"
 #include "backend.h"
 
@@ -7,6 +9,23 @@ void cvm_backend_destroy(struct cvm_be *be)
 {
 	if (be)
 		be->ops->destroy(be);
+}
+
+static int cmp_range(const void *a, const void *b)
+{
+	const struct cvm_iova_range *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+int cvm_iova_ranges_sort(struct cvm_iova_range *r, uint32_t n)
+{
+	if (n > 1)
+		qsort(r, n, sizeof(*r), cmp_range);
+	for (uint32_t i = 0; i < n; i++)
+		if (r[i].last < r[i].start || (i && r[i].start <= r[i - 1].last))
+			return -EPROTO;
+	return 0;
 }
 
 static bool range_holds(const struct cvm_iova_range *r, uint64_t iova, uint64_t last)
