@@ -555,6 +555,14 @@ CVM_EXPORT int cvm_convert_batch(struct cvm_region *r, const struct cvm_range *r
 	    !valid_target(to))
 		return -EINVAL;
 	if (count > ARRAY_SIZE(stack)) {
+		/* Bad input, then re-entry, are named before an allocation can
+		 * fail: with memory short they would read -ENOMEM. */
+		for (size_t i = 0; i < count && !err; i++)
+			err = check_range(r, ranges[i].gpa, ranges[i].length, stack);
+		if (!err && region_in_callback(r))
+			err = -EDEADLK;
+		if (err)
+			return err;
 		pr = cvm_reallocarray(NULL, count, sizeof(*pr));
 		if (!pr)
 			return -ENOMEM;

@@ -450,11 +450,41 @@ Test(region, bad_input_returns_errno_and_changes_nothing)
 	cvm_region_destroy(r);
 }
 
+/* A long batch (its ranges do not fit on the stack) names bad input even when
+ * memory is short: the ranges are checked before anything is allocated. */
+Test(region, a_long_batch_reports_bad_input_before_it_allocates)
+{
+	struct cvm_alloc_hooks h = { .realloc = failing_realloc };
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_range rs[9];
+	uint8_t want[NP] = { 0 };
+	int err;
+
+	for (int i = 0; i < 9; i++)
+		rs[i] = (struct cvm_range){ G(2 * i), PG };
+	rs[8].gpa = G(NP);                          /* out of range */
+	fail_nth = 1;
+	cvm_set_alloc_hooks(&h);
+	err = cvm_convert_batch(r, rs, 9, CVM_SHARED, 0);
+	cvm_set_alloc_hooks(NULL);
+	fail_nth = 0;
+	cr_assert_eq(err, -ERANGE, "a long batch with a bad range said %d", err);
+	rs[8].gpa = G(3) + 1;                       /* misaligned */
+	fail_nth = 1;
+	cvm_set_alloc_hooks(&h);
+	err = cvm_convert_batch(r, rs, 9, CVM_SHARED, 0);
+	cvm_set_alloc_hooks(NULL);
+	fail_nth = 0;
+	cr_assert_eq(err, -EINVAL, "a long batch with a misaligned range said %d", err);
+	assert_state(r, BASE, NP, want);
+	cvm_region_destroy(r);
+}
+
 /* ---- re-entry ---- */
 
 struct reenter {
 	struct cvm_region *r;
-	int convert_err, batch_err, add_err, add_oom_err, query, stats_err;
+	int convert_err, batch_err, add_err, add_oom_err, big_batch_oom_err, query, stats_err;
 	struct cvm_listener *self;
 };
 
@@ -477,6 +507,19 @@ static int reenter_to_shared(void *opaque, uint64_t gpa, uint64_t len)
 		re->add_oom_err = cvm_listener_add(re->r, &view_ops, NULL, 0, &l);
 		cvm_set_alloc_hooks(NULL);
 	}
+	/* A batch too long for the stack: refused before it allocates as well. */
+	{
+		struct cvm_alloc_hooks h = { .realloc = failing_realloc };
+		struct cvm_range rs[9];
+
+		for (int i = 0; i < 9; i++)
+			rs[i] = (struct cvm_range){ gpa, len };
+		fail_nth = 1;
+		cvm_set_alloc_hooks(&h);
+		re->big_batch_oom_err = cvm_convert_batch(re->r, rs, 9, CVM_PRIVATE, 0);
+		cvm_set_alloc_hooks(NULL);
+		fail_nth = 0;
+	}
 	re->query = cvm_region_query(re->r, gpa, len);
 	re->stats_err = cvm_region_stats(re->r, &st);
 	cvm_listener_remove(re->self, 0);      /* refused */
@@ -498,6 +541,8 @@ Test(region, reentry_from_a_listener_returns_edeadlk_and_queries_see_the_new_sta
 	cr_assert_eq(re.batch_err, -EDEADLK);
 	cr_assert_eq(re.add_err, -EDEADLK);
 	cr_assert_eq(re.add_oom_err, -EDEADLK);
+	cr_assert_eq(re.big_batch_oom_err, -EDEADLK, "a long batch from a callback said %d",
+		     re.big_batch_oom_err);
 	cr_assert_eq(re.query, CVM_SHARED);
 	cr_assert_eq(re.stats_err, 0);
 	cr_assert_eq(cvm_region_query(r, G(1), PG), CVM_SHARED);
