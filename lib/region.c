@@ -234,7 +234,9 @@ static int check_config(const struct cvm_region_config *cfg, struct region_geom 
 CVM_EXPORT int cvm_region_create(const struct cvm_region_config *ucfg, struct cvm_region **out)
 {
 	struct cvm_region_config cfg;
+	struct region_geom g;
 	struct cvm_region *r;
+	uint64_t npages;
 	int err;
 
 	if (!out)
@@ -243,12 +245,16 @@ CVM_EXPORT int cvm_region_create(const struct cvm_region_config *ucfg, struct cv
 			     offsetofend(struct cvm_region_config, length));
 	if (err)
 		return err;
+	/* Bad input is named before an allocation can fail (-ENOMEM). */
+	err = check_config(&cfg, &g, &npages);
+	if (err)
+		return err;
 	r = cvm_calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
-	err = check_config(&cfg, &r->g, &r->npages);
-	if (!err)
-		err = pagemap_create(r->npages, cfg.flags & CVM_REGION_INIT_SHARED, &r->pm);
+	r->g = g;
+	r->npages = npages;
+	err = pagemap_create(r->npages, cfg.flags & CVM_REGION_INIT_SHARED, &r->pm);
 	if (err) {
 		cvm_free(r);
 		return err;

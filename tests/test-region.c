@@ -450,6 +450,32 @@ Test(region, bad_input_returns_errno_and_changes_nothing)
 	cvm_region_destroy(r);
 }
 
+/* Bad configuration is named even when memory is short: it is checked before
+ * the region is allocated. */
+Test(region, create_reports_a_bad_config_before_it_allocates)
+{
+	struct cvm_alloc_hooks h = { .realloc = failing_realloc };
+	struct cvm_region_config good = { .sz = sizeof(good), .gpa = BASE, .length = 16 * PG };
+	struct cvm_region_config bad[3] = { good, good, good };
+	int want[3] = { -EINVAL, -EINVAL, -ERANGE };
+	struct cvm_region *r = (struct cvm_region *)0x1;
+
+	bad[0].length = 0;
+	bad[1].page_size = 3000;
+	bad[2].gpa = UINT64_MAX - 4095 - 8 * PG;   /* gpa + length wraps */
+	for (int i = 0; i < 3; i++) {
+		int err;
+
+		fail_nth = 1;
+		cvm_set_alloc_hooks(&h);
+		err = cvm_region_create(&bad[i], &r);
+		cvm_set_alloc_hooks(NULL);
+		fail_nth = 0;
+		cr_assert_eq(err, want[i], "bad config %d with memory short said %d", i, err);
+	}
+	cr_assert_eq(r, (struct cvm_region *)0x1);
+}
+
 /* A long batch (its ranges do not fit on the stack) names bad input even when
  * memory is short: the ranges are checked before anything is allocated. */
 Test(region, a_long_batch_reports_bad_input_before_it_allocates)
