@@ -1226,22 +1226,27 @@ static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct 
 
 /* Entries a private conversion of runs needs: one more for each mapping
  * split in two (cut or not), and to undo a cut, one per G-block of the
- * hole (keep_pending()).  *first: the span of runs[0]. */
+ * hole (keep_pending()).  *first: the span of runs[0].  *cuts (if not
+ * NULL): how many of those are for undoing cuts. */
 static uint64_t unmap_need(struct cvm_dma *d, const struct dma_region *dr,
-			   const struct cvm_range *runs, size_t n, struct span *first)
+			   const struct cvm_range *runs, size_t n, struct span *first,
+			   uint64_t *cuts)
 {
-	uint64_t need = 0;
+	uint64_t need = 0, undo = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		uint64_t a = iova_of(dr, runs[i].gpa);
 		struct span sp;
 
 		span_for_run(d, a, a + runs[i].length, &sp);
-		need += sp.split_one + (sp.cut ? pieces(sp.s, sp.e, dr->granule) : 0);
+		undo += sp.cut ? pieces(sp.s, sp.e, dr->granule) : 0;
+		need += sp.split_one;
 		if (!i)
 			*first = sp;
 	}
-	return need;
+	if (cuts)
+		*cuts = undo;
+	return need + undo;
 }
 
 /* Mappings the runs whose spans are whole mappings remove. */
@@ -1273,7 +1278,7 @@ static int unmap_prologue(struct cvm_dma *d, const struct dma_region *dr,
 			  const struct cvm_range *runs, size_t n, struct span *first,
 			  bool *have_first, bool *whole_first)
 {
-	uint64_t need;
+	uint64_t need, cuts;
 	int err;
 
 	d->nundo = 0;
@@ -1282,17 +1287,21 @@ static int unmap_prologue(struct cvm_dma *d, const struct dma_region *dr,
 	*have_first = *whole_first = false;
 	if (d->avail == UINT64_MAX)
 		return 0;
-	need = unmap_need(d, dr, runs, n, first);
+	need = unmap_need(d, dr, runs, n, first, &cuts);
 	/* No compaction (the table stays as it is): the first span holds. */
 	*have_first = need <= room(d);
-	if (!*have_first && n > 1 && need <= room(d) + whole_freed(d, dr, runs, n)) {
+	/* Not with a cut to undo: its hole comes back as a mapping of its
+	 * own, so the entries the whole mappings free are needed again to
+	 * map them back, and the undo would not fit. */
+	if (!*have_first && n > 1 && !cuts &&
+	    need <= room(d) + whole_freed(d, dr, runs, n)) {
 		*whole_first = true;
 		return 0;
 	}
 	/* Compaction may join a mapping a run only trims to one it then
 	 * splits: count again on the new table until the count holds. */
 	while (!(err = make_room(d, need)) && !*have_first &&
-	       (need = unmap_need(d, dr, runs, n, first)) > room(d))
+	       (need = unmap_need(d, dr, runs, n, first, NULL)) > room(d))
 		;
 	return err;
 }

@@ -1457,6 +1457,44 @@ Test(dma, at_the_limit_a_batch_that_frees_an_entry_may_split_another)
 	batch_frees_then_splits(CVM_MODEL_TYPE1, CVM_DMA_COMPACT);
 }
 
+/*
+ * With the hitless cut, removing whole mappings first does not make room
+ * for the batch: undoing a cut maps its hole as a mapping of its own, so a
+ * batch that fails after it cut could not map the whole mappings back
+ * within the limit (shared pages would stay unmapped for good).  At the
+ * limit, such a batch is refused before anything changes.
+ */
+Test(dma, at_the_limit_a_cutting_batch_that_fails_maps_every_shared_page_back)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 16 * PG };
+	const struct cvm_range sh[] = { { A(1), 5 * PG }, { A(7), PG }, { A(9), PG },
+					{ A(12), 2 * PG }, { A(15), PG } };
+	const struct cvm_range pv[] = { { A(2), PG }, { A(7), PG }, { A(9), PG },
+					{ A(12), PG }, { A(15), PG } };
+	struct cvm_dma *d = mkdma(CVM_MODEL_CUT, 0, 0, 5);
+	struct cvm_region *r;
+	int err;
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_convert_batch(r, sh, 5, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cr_assert_eq(stats(d).entries_avail, 0);
+	/* Fail the last kernel call a removing-first batch would make (the
+	 * second cut), so that a cut is there to undo. */
+	inject(d, 5, -EIO);
+	err = cvm_convert_batch(r, pv, 5, CVM_PRIVATE, 0);
+	inject(d, 0, 0);
+	cr_assert(err == -ENOSPC || err == -EIO, "err %d", err);
+	cr_assert_eq(cvm_region_query(r, A(1), 5 * PG), CVM_SHARED);
+	cr_assert_eq(stats(d).pending_repairs, 0, "the rollback left %llu ranges unmapped",
+		     (unsigned long long)stats(d).pending_repairs);
+	check_dma(r, d, 16, UINT64_MAX);
+	cvm_dma_close(d);
+	cvm_region_destroy(r);
+	munmap(c.hva, c.length);
+}
+
 /* The same with CVM_DMA_COMPACT on the context at its limit: its merges
  * cannot free enough, and it refuses before the other context cuts. */
 Test(dma, a_compacting_context_out_of_entries_refuses_before_another_cuts)
