@@ -760,6 +760,43 @@ static void inside_strays(const struct cvm_dma *d, uint64_t *lo, uint64_t *hi)
 		*hi = e.iova;
 }
 
+struct strays {
+	struct cvm_dma *d;
+	uint64_t lo, hi;        /* the contiguous mappings seen last */
+	int err;
+};
+
+static void stray_flush(struct strays *st)
+{
+	if (st->lo < st->hi)
+		fix_add(st->d, (struct fix){ FIX_UNMAP, st->err, st->lo, st->hi - st->lo, 0,
+					     region_at(st->d, st->lo) });
+}
+
+static int stray_visit(void *opaque, const struct mt_entry *e)
+{
+	struct strays *st = opaque;
+
+	if (e->iova != st->hi) {
+		stray_flush(st);
+		st->lo = e->iova;
+	}
+	st->hi = e->iova + e->len;
+	return 0;
+}
+
+/* The kernel refused to unmap [lo, hi), which held only whole mappings:
+ * note those it still holds, each contiguous stretch of them, for
+ * repair().  Not the gaps between them: a later step of the rollback may
+ * map pages that stay shared there. */
+static void note_strays(struct cvm_dma *d, uint64_t lo, uint64_t hi, int err)
+{
+	struct strays st = { d, 0, 0, err };
+
+	maptable_for_each(d->mt, lo, hi - lo, stray_visit, &st);
+	stray_flush(&st);
+}
+
 /*
  * Replay the undo log backwards: the IOMMU maps what it mapped before.
  * Where the kernel refuses a step, what it left different is noted for
@@ -785,8 +822,7 @@ static void rollback(struct cvm_dma *d)
 			/* A remap of pages that stay shared may stay: restoring
 			 * the mapping it came from finds it there, below. */
 			if (err && !u.remap)
-				fix_add(d, (struct fix){ FIX_UNMAP, err, lo, hi - lo, 0,
-							 region_at(d, lo) });
+				note_strays(d, lo, hi, err);
 			break;
 		case UNDO_UNMAPPED:
 			err = overlaps_table(d, lo, hi) ? -EEXIST : be_map(d, lo, u.len, u.hva, false);

@@ -2153,6 +2153,39 @@ Test(dma, a_refused_undo_of_a_join_is_repaired_whole_and_the_original_comes_back
 }
 
 /*
+ * CVM_DMA_COMPACT at a limit of 4, 64 KiB granule, [18] and [40], [41]
+ * mapped.  Sharing [14, 18) and [19, 22) at once merges [40, 42) (calls 1-2),
+ * joins run 1 to [18] (3: unmap 18+1, 4-5: map 14+2, 16+3, split at the
+ * block boundary 16) and run 2 to 16+3 (6: unmap 16+3, 7: map 16+6).  The
+ * kernel refuses call 7, the restore of 16+3 (8) and the unmap of 14+2 (9),
+ * then maps [18] back (10).  The unmap left to repair is 14+2's alone: a
+ * repair of all of [14, 19) would take [18], shared, with it.
+ */
+Test(dma, a_refused_unmap_in_a_rollback_repairs_only_what_the_kernel_kept)
+{
+	const struct cvm_range runs[] = { { A(14), 4 * PG }, { A(19), 3 * PG } };
+	char l[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 16 * PG, 4);
+	cr_assert_eq(cvm_convert(f.r, A(18), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(40), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(41), PG, CVM_SHARED, 0), 0);
+	inject_n(f.d, 7, 3, -EIO);
+	cr_assert_eq(cvm_convert_batch(f.r, runs, 2, CVM_SHARED, 0), -EIO);
+	inject(f.d, 0, 0);
+	cr_assert_eq(cvm_region_query(f.r, A(18), PG), CVM_SHARED);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "14+2;18+1;40+2;", "the kernel kept 14+2: %s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "18+1;40+2;", "maps %s", l);
+	check(&f);
+	fx_fini(&f);
+}
+
+/*
  * cvm_dma_close() tries once more what the kernel refused to unmap: a
  * destroyed region's mappings, and a region whose unmap it is refused
  * itself; the caller's container or IOAS outlives the context.  What the
