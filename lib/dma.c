@@ -980,16 +980,28 @@ static int make_room(struct cvm_dma *d, uint64_t need)
  * region's mappings alone.  Undoing a cut maps the hole as a mapping of
  * its own, one entry more than before the cut.
  */
-static void keep_pending(struct cvm_dma *d, struct dma_region *dr, uint64_t before)
+static void keep_pending(struct cvm_dma *d, struct dma_region *dr)
 {
 	struct undo_rec *v = dr->pend;
 	size_t cap = dr->cap_pend;
-	uint64_t want = before > d->st.mappings ? before - d->st.mappings : 0;
+	int64_t now = 0, want = 0;
 
-	for (size_t i = 0; i < d->nundo; i++)
-		if (d->undo[i].kind == UNDO_CUT)
-			want += pieces(d->undo[i].iova, d->undo[i].iova + d->undo[i].len,
-				       dr->granule);
+	/* The most entries the undo holds at once beyond today's, replayed
+	 * backwards as rollback() does: not the net count the call freed, as
+	 * a cut's extra entry stays when it is undone while an unmap it
+	 * offset comes back. */
+	for (size_t i = d->nundo; i-- > 0;) {
+		const struct undo_rec *u = &d->undo[i];
+
+		if (u->kind == UNDO_MAPPED)
+			now--;
+		else if (u->kind == UNDO_UNMAPPED)
+			now++;
+		else
+			now += (int64_t)pieces(u->iova, u->iova + u->len, dr->granule);
+		if (now > want)
+			want = now;
+	}
 	dr->pend = d->undo;
 	dr->npend = d->nundo;
 	dr->cap_pend = d->cap_undo;
@@ -997,8 +1009,8 @@ static void keep_pending(struct cvm_dma *d, struct dma_region *dr, uint64_t befo
 	d->cap_undo = cap;
 	d->nundo = 0;
 	if (d->avail != UINT64_MAX) {
-		dr->held = want;
-		d->held += want;
+		dr->held = (uint64_t)want;
+		d->held += (uint64_t)want;
 	}
 }
 
@@ -1106,7 +1118,7 @@ static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bo
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
-	uint64_t need = 0, before;
+	uint64_t need = 0;
 	size_t njoin = 0;
 	int err = 0;
 
@@ -1118,7 +1130,6 @@ static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bo
 		 * until the kernel lets go of them. */
 		err = stray_in(d, dr, runs, n);
 	}
-	before = d->st.mappings;
 	/* Only an entry limit needs the count of new mappings. */
 	if (!err && d->avail != UINT64_MAX) {
 		for (size_t i = 0; i < n; i++) {
@@ -1138,7 +1149,7 @@ static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bo
 	if (err)
 		rollback(d);
 	else if (!last)
-		keep_pending(d, dr, before);
+		keep_pending(d, dr);
 	d->nundo = 0;
 	pthread_mutex_unlock(&d->lock);
 	return err;
@@ -1366,12 +1377,10 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 	struct cvm_dma *d = dr->dma;
 	struct span cur, next, first;
 	bool have_first, whole_first;
-	uint64_t before;
 	int err;
 
 	pthread_mutex_lock(&d->lock);
 	err = unmap_prologue(d, dr, runs, n, &first, &have_first, &whole_first);
-	before = d->st.mappings;
 	if (!err && whole_first)
 		err = unmap_whole_spans(d, dr, runs, n);
 	for (size_t i = 0, i0; i < n && !err;) {
@@ -1408,7 +1417,7 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 	if (err) {
 		rollback(d);
 	} else if (!last) {
-		keep_pending(d, dr, before);
+		keep_pending(d, dr);
 	} else {
 		dr->nuntrim = 0;
 	}

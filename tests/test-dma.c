@@ -2019,6 +2019,68 @@ Test(dma, a_destroyed_regions_unmap_that_cannot_be_noted_stays_pending)
  * any two of them, which one injection in the model cannot.  The model's
  * own hooks need its ops back (shim_off()).
  */
+/*
+ * Room held for a pending undo.  d1 (CUT, limit 4) maps [0, 16) and [20]
+ * of r and is told to_private first: it cuts [4] out of [0, 16) (one
+ * entry more) and unmaps [20] (one fewer).  Its undo, if d0 fails the
+ * conversion, maps [20] back and [4] as a mapping of its own: two entries,
+ * with one free.  While d0 is still at work (its kernel call), another
+ * region of d1 must not take the one held back, or the undo cannot finish.
+ */
+static struct cvm_region *meanwhile_r;
+static int meanwhile_err = 1;
+static const struct cvm_backend_ops *meanwhile_real;
+
+static int meanwhile_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *done)
+{
+	*done = 0;
+	if (meanwhile_err == 1)
+		meanwhile_err = cvm_convert(meanwhile_r, A(64), PG, CVM_SHARED, 0);
+	return -EIO;
+}
+
+Test(dma, a_pending_undo_keeps_the_entries_its_cuts_and_unmaps_take_together)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
+	const struct cvm_range pv[] = { { A(4), PG }, { A(20), PG } };
+	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+	struct cvm_dma *d1 = mkdma(CVM_MODEL_CUT, 0, 0, 4);
+	struct cvm_backend_ops ops;
+	struct cvm_region *r;
+	char l[256];
+
+	c.hva = reserve(80 * PG);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	c.gpa = A(64);
+	c.length = 16 * PG;
+	c.hva = (char *)c.hva + 64 * PG;
+	cr_assert_eq(cvm_region_create(&c, &meanwhile_r), 0);
+	cr_assert_eq(cvm_dma_add_region(d0, r), 0);
+	cr_assert_eq(cvm_dma_add_region(d1, r), 0);     /* told to_private first */
+	cr_assert_eq(cvm_dma_add_region(d1, meanwhile_r), 0);
+	cr_assert_eq(cvm_convert(r, A(0), 16 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(20), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(d1).entries_avail, 2);
+	meanwhile_real = cvm_dma_backend(d0)->ops;
+	ops = *meanwhile_real;
+	ops.unmap = meanwhile_unmap;
+	cvm_dma_backend(d0)->ops = &ops;
+	cr_assert_eq(cvm_convert_batch(r, pv, 2, CVM_PRIVATE, 0), -EIO);
+	cvm_dma_backend(d0)->ops = meanwhile_real;
+	cr_assert_eq(cvm_region_query(r, A(0), 21 * PG), CVM_MIXED);
+	cr_assert_eq(cvm_region_query(r, A(0), 16 * PG), CVM_SHARED);
+	cr_assert_eq(stats(d1).pending_repairs, 0, "d1's undo ran out of entries");
+	cr_assert_eq(meanwhile_err, -ENOSPC, "the other region took an entry held back");
+	layout(d1, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;4+1;5+11;20+1;", "d1 maps %s", l);
+	check_dma(r, d0, 64, 2 * MiB);
+	cvm_dma_close(d1);
+	cvm_dma_close(d0);
+	cvm_region_destroy(meanwhile_r);
+	cvm_region_destroy(r);
+	munmap((char *)c.hva - 64 * PG, 80 * PG);
+}
+
 static const struct cvm_backend_ops *real_ops;
 static struct cvm_backend_ops shim_ops;
 static uint64_t unmapped_bytes, shim_calls, shim_fail;
