@@ -713,6 +713,38 @@ static void put_back_fixes(struct cvm_dma *d, struct dma_region *dr)
 	dr->nuntrim = 0;
 }
 
+/* The undo of a cut maps [lo, hi) of dr back whole: repairs that would map
+ * pages there are moot (what the undo cannot map is noted again).  A
+ * repair that reaches past both ends, with no memory to split it, stays
+ * whole: its repair then says -EEXIST, as before. */
+static void drop_map_fixes(struct cvm_dma *d, const struct dma_region *dr, uint64_t lo,
+			   uint64_t hi)
+{
+	for (size_t i = 0; i < d->nfix;) {
+		struct fix f = d->fix[i];
+		uint64_t e = f.iova + f.len;
+
+		if (!is_fix_map_of(&f, dr) || e <= lo || f.iova >= hi) {
+			i++;
+		} else if (f.iova < lo && e > hi) {
+			if (fix_reserve(&d->fix, &d->cap_fix, d->nfix + 1)) {
+				i++;
+				continue;
+			}
+			memmove(&d->fix[i + 2], &d->fix[i + 1], (d->nfix - i - 1) * sizeof(f));
+			d->fix[i] = fix_piece(&f, f.iova, lo);
+			d->fix[i + 1] = fix_piece(&f, hi, e);
+			d->nfix++;
+			i += 2;
+		} else if (f.iova < lo || e > hi) {
+			d->fix[i++] = f.iova < lo ? fix_piece(&f, f.iova, lo) : fix_piece(&f, hi, e);
+		} else {
+			memmove(&d->fix[i], &d->fix[i + 1], (d->nfix - i - 1) * sizeof(f));
+			d->nfix--;
+		}
+	}
+}
+
 /* dr leaves the context: its repairs go with it. */
 static void drop_fixes(struct cvm_dma *d, const struct dma_region *dr)
 {
@@ -832,6 +864,8 @@ static void rollback(struct cvm_dma *d)
 				note_missing(d, region_at(d, lo), lo, hi, u.hva, err);
 			break;
 		case UNDO_CUT:
+			if (d->nfix)
+				drop_map_fixes(d, u.dr, lo, hi);
 			err = map_range(d, u.dr, lo, hi, false);
 			if (err && made_by_call(d, lo, hi))
 				err = 0;

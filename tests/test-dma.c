@@ -2138,6 +2138,43 @@ static void shim_off(struct cvm_dma *d)
 #define CALL(n) (1ull << ((n) - 1))
 
 /*
+ * As an_undone_cut_over_pages_to_repair_leaves_nothing_to_repair, in a
+ * context that fails the call itself: its undo maps the hole of a cut back
+ * whole, over part of the pages a repair was waiting to map.  That part is
+ * done; the rest is still to map, and gets mapped (not refused with
+ * -EEXIST for ever, pending_repairs never reading 0 again).
+ */
+Test(dma, a_cut_undone_in_its_own_call_over_pages_to_repair_leaves_only_the_rest_to_repair)
+{
+	const struct cvm_range first[] = { { A(4), 4 * PG }, { A(12), PG } };
+	const struct cvm_range second[] = { { A(3), 3 * PG }, { A(14), PG } };
+	char l[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_CUT, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 16 * PG, CVM_SHARED, 0), 0);
+	/* Cut [4, 8) (call 1), fail the cut of page 12 (2) and the undo (3). */
+	inject_n(f.d, 2, 2, -EBUSY);
+	cr_assert_eq(cvm_convert_batch(f.r, first, 2, CVM_PRIVATE, 0), -EBUSY);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;8+8;", "maps %s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	/* The repair fails again (call 1); [3, 6) is cut (2), the cut of page
+	 * 14 fails (3), and the undo maps [3, 6) back whole (4). */
+	shim_on(f.d, CALL(1) | CALL(3));
+	cr_assert_eq(cvm_convert_batch(f.r, second, 2, CVM_PRIVATE, 0), -EBUSY);
+	shim_off(f.d);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+3;3+3;8+8;", "maps %s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 1, "[6, 8)");
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+3;3+3;6+2;8+8;", "maps %s", l);
+	check(&f);
+	fx_fini(&f);
+}
+
+/*
  * CVM_DMA_COMPACT at a limit of 3 with [257, 259) and [600] mapped: a
  * batch sharing [256], [259, 263) and [599] joins all three, calls 1-6:
  * unmap 257+2, map 256+3 (run 1 joins right), unmap 256+3, map 256+7
