@@ -575,7 +575,20 @@ static void note_missing(struct cvm_dma *d, const struct dma_region *dr, uint64_
 	}
 }
 
-/* Retry every repair (d->lock held); what the kernel still refuses stays. */
+/* [lo, hi) meets what the undo of a conversion still to settle (another
+ * context may yet fail it) would map or unmap again. */
+static bool pending_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
+{
+	for (const struct dma_region *dr = d->regions; dr; dr = dr->next)
+		for (size_t i = 0; i < dr->npend; i++)
+			if (lo < dr->pend[i].iova + dr->pend[i].len && dr->pend[i].iova < hi)
+				return true;
+	return false;
+}
+
+/* Retry every repair (d->lock held); what the kernel still refuses stays.
+ * A mapping left on private pages that a pending conversion unmapped
+ * waits for it to settle: its undo would map it back, unnoted. */
 static void repair(struct cvm_dma *d)
 {
 	size_t k = 0;
@@ -584,7 +597,9 @@ static void repair(struct cvm_dma *d)
 		struct fix f = d->fix[i];
 		int err;
 
-		if (f.kind == FIX_UNMAP)
+		if (f.kind == FIX_UNMAP && pending_over(d, f.iova, f.iova + f.len))
+			err = f.err;
+		else if (f.kind == FIX_UNMAP)
 			err = be_unmap_span(d, f.iova, f.iova + f.len, false, false);
 		else if (overlaps_table(d, f.iova, f.iova + f.len))
 			err = -EEXIST;

@@ -2081,6 +2081,66 @@ Test(dma, a_pending_undo_keeps_the_entries_its_cuts_and_unmaps_take_together)
 	munmap((char *)c.hva - 64 * PG, 80 * PG);
 }
 
+/*
+ * A repair must not unmap what a conversion still to settle may map again.
+ * d (TYPE1, COMPACT, limit 3) joins [10] to [0, 10), then fails the batch
+ * and cannot unmap [0, 11): a stray over private page 10, to repair.  A
+ * private conversion of [0, 10) (d is told first; its repair is refused
+ * again) unmaps the stray and maps [10] back; while d0 is still at work,
+ * another region's conversion in d runs d's repairs; then d0 fails, and
+ * d's undo maps [0, 11) back.  Its repair must still be pending then.
+ */
+Test(dma, a_repair_waits_for_the_undo_of_a_conversion_still_to_settle)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
+	const struct cvm_range sh[] = { { A(10), PG }, { A(25), PG } };
+	struct cvm_dma *d0 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
+	struct cvm_backend_ops ops;
+	struct cvm_region *r;
+	char l[256];
+
+	c.hva = reserve(80 * PG);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	c.gpa = A(64);
+	c.length = 16 * PG;
+	c.hva = (char *)c.hva + 64 * PG;
+	cr_assert_eq(cvm_region_create(&c, &meanwhile_r), 0);
+	cr_assert_eq(cvm_convert(r, A(0), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(20), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_dma_add_region(d0, r), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);      /* told to_private first */
+	cr_assert_eq(cvm_dma_add_region(d, meanwhile_r), 0);
+	/* unmap 0+10, map 0+11 (the join), map 25+1 refused, unmap 0+11 refused */
+	inject_n(d, 3, 2, -EBUSY);
+	cr_assert_eq(cvm_convert_batch(r, sh, 2, CVM_SHARED, 0), -EBUSY);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+11;20+1;", "d maps %s", l);
+	cr_assert_eq(cvm_region_query(r, A(10), PG), CVM_PRIVATE);
+	cr_assert_eq(stats(d).pending_repairs, 2, "unmap [0, 11), map [0, 10)");
+	inject_n(d, 1, 2, -EBUSY);      /* the repair, asked twice (check_unmap) */
+	meanwhile_err = 1;
+	meanwhile_real = cvm_dma_backend(d0)->ops;
+	ops = *meanwhile_real;
+	ops.unmap = meanwhile_unmap;
+	cvm_dma_backend(d0)->ops = &ops;
+	cr_assert_eq(cvm_convert(r, A(0), 10 * PG, CVM_PRIVATE, 0), -EIO);
+	cvm_dma_backend(d0)->ops = meanwhile_real;
+	cr_assert_eq(meanwhile_err, 0);
+	cr_assert_eq(cvm_region_query(r, A(0), 10 * PG), CVM_SHARED);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+11;20+1;64+1;", "d maps %s", l);
+	cr_assert_gt(stats(d).pending_repairs, 0, "[0, 11) maps private page 10, unnoted");
+	cr_assert_eq(cvm_dma_repair(d), 0);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+10;20+1;64+1;", "d maps %s", l);
+	cvm_dma_close(d);
+	cvm_dma_close(d0);
+	cvm_region_destroy(meanwhile_r);
+	cvm_region_destroy(r);
+	munmap((char *)c.hva - 64 * PG, 80 * PG);
+}
+
 static const struct cvm_backend_ops *real_ops;
 static struct cvm_backend_ops shim_ops;
 static uint64_t unmapped_bytes, shim_calls, shim_fail;
