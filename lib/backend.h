@@ -71,10 +71,10 @@ void cvm_backend_destroy(struct cvm_be *be);   /* NULL is a no-op */
 /* fd is an iommufd (not a VFIO container), whatever node opened it. */
 bool cvm_backend_fd_is_iommufd(int fd);
 
-/* [iova, iova+len) lies inside one valid IOVA range. */
 /* Sort n ranges by start; 0, or -EPROTO if two overlap or one ends below
  * its start (a kernel answer the library cannot use). */
 int cvm_iova_ranges_sort(struct cvm_iova_range *r, uint32_t n);
+/* [iova, iova+len) lies inside one valid IOVA range. */
 bool cvm_backend_iova_valid(const struct cvm_be *be, uint64_t iova, uint64_t len);
 /* A scratch IOVA window of len bytes for probes: the top of the highest
  * valid range that can hold it (regions rarely live there); 0 and *iova,

@@ -570,16 +570,13 @@ static void close_fd(int *fd)
 static uint8_t probe_page[PG] __attribute__((aligned(4096)));
 
 /*
- * No room to pin (CAP_IPC_LOCK off, RLIMIT_MEMLOCK at what the process has
- * locked already): a context that may cut cannot probe for the cut and
- * does not open (-ENOMEM, the log names the probe); NO_CUT and PER_PAGE
- * contexts, which never cut, open without probing.
- */
-/*
- * No room to pin the cut probe's three pages: an open that may cut fails
- * (-ENOMEM, the log names the probe), one that never cuts succeeds, and the
- * fd is as usable as before.  backend/ioas: a container (TYPE1, 0), an
- * iommufd's IOAS, or the compat container's own IOAS driven as IOMMUFD.
+ * No room to pin the cut probe's three pages (CAP_IPC_LOCK off,
+ * RLIMIT_MEMLOCK 0: type1 and the compat container count the process's
+ * locked pages, iommufd the user's, and 0 leaves no room in either): an
+ * open that may cut fails (-ENOMEM, the log names the probe), one that
+ * never cuts succeeds, and the fd is as usable as before.  backend/ioas: a
+ * container (TYPE1, 0), an iommufd's IOAS, or the compat container's own
+ * IOAS driven as IOMMUFD.
  */
 static void pin_room_cases(int fd, enum cvm_backend backend, uint32_t ioas, const char *name,
 			   bool (*usable)(int))
@@ -595,7 +592,7 @@ static void pin_room_cases(int fd, enum cvm_backend backend, uint32_t ioas, cons
 	if (locked < 0 || getrlimit(RLIMIT_MEMLOCK, &old))
 		err = -EIO;
 	lim = old;
-	lim.rlim_cur = (rlim_t)locked * 4096;
+	lim.rlim_cur = 0;
 	if (!err)
 		err = guest_ipc_lock_effective(false);
 	if (!err && setrlimit(RLIMIT_MEMLOCK, &lim))
