@@ -2039,34 +2039,62 @@ static int meanwhile_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint6
 	return -EIO;
 }
 
-Test(dma, a_pending_undo_keeps_the_entries_its_cuts_and_unmaps_take_together)
+/* r: 64 pages at BASE; meanwhile_r: 16 pages at A(64); one reservation. */
+static void *meanwhile_regions(struct cvm_region **r)
 {
 	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
+	void *hva = reserve(80 * PG);
+
+	c.hva = hva;
+	cr_assert_eq(cvm_region_create(&c, r), 0);
+	c.gpa = A(64);
+	c.length = 16 * PG;
+	c.hva = (char *)hva + 64 * PG;
+	cr_assert_eq(cvm_region_create(&c, &meanwhile_r), 0);
+	return hva;
+}
+
+static void meanwhile_regions_fini(struct cvm_region *r, void *hva)
+{
+	cvm_region_destroy(meanwhile_r);
+	cvm_region_destroy(r);
+	munmap(hva, 80 * PG);
+}
+
+/* cvm_convert_batch() of r with d's unmap converting meanwhile_r (and
+ * failing with -EIO). */
+static int convert_meanwhile(struct cvm_dma *d, struct cvm_region *r,
+			     const struct cvm_range *rs, size_t n)
+{
+	struct cvm_backend_ops ops;
+	int err;
+
+	meanwhile_err = 1;
+	meanwhile_real = cvm_dma_backend(d)->ops;
+	ops = *meanwhile_real;
+	ops.unmap = meanwhile_unmap;
+	cvm_dma_backend(d)->ops = &ops;
+	err = cvm_convert_batch(r, rs, n, CVM_PRIVATE, 0);
+	cvm_dma_backend(d)->ops = meanwhile_real;
+	return err;
+}
+
+Test(dma, a_pending_undo_keeps_the_entries_its_cuts_and_unmaps_take_together)
+{
 	const struct cvm_range pv[] = { { A(4), PG }, { A(20), PG } };
 	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
 	struct cvm_dma *d1 = mkdma(CVM_MODEL_CUT, 0, 0, 4);
-	struct cvm_backend_ops ops;
 	struct cvm_region *r;
+	void *hva = meanwhile_regions(&r);
 	char l[256];
 
-	c.hva = reserve(80 * PG);
-	cr_assert_eq(cvm_region_create(&c, &r), 0);
-	c.gpa = A(64);
-	c.length = 16 * PG;
-	c.hva = (char *)c.hva + 64 * PG;
-	cr_assert_eq(cvm_region_create(&c, &meanwhile_r), 0);
 	cr_assert_eq(cvm_dma_add_region(d0, r), 0);
 	cr_assert_eq(cvm_dma_add_region(d1, r), 0);     /* told to_private first */
 	cr_assert_eq(cvm_dma_add_region(d1, meanwhile_r), 0);
 	cr_assert_eq(cvm_convert(r, A(0), 16 * PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(cvm_convert(r, A(20), PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(stats(d1).entries_avail, 2);
-	meanwhile_real = cvm_dma_backend(d0)->ops;
-	ops = *meanwhile_real;
-	ops.unmap = meanwhile_unmap;
-	cvm_dma_backend(d0)->ops = &ops;
-	cr_assert_eq(cvm_convert_batch(r, pv, 2, CVM_PRIVATE, 0), -EIO);
-	cvm_dma_backend(d0)->ops = meanwhile_real;
+	cr_assert_eq(convert_meanwhile(d0, r, pv, 2), -EIO);
 	cr_assert_eq(cvm_region_query(r, A(0), 21 * PG), CVM_MIXED);
 	cr_assert_eq(cvm_region_query(r, A(0), 16 * PG), CVM_SHARED);
 	cr_assert_eq(stats(d1).pending_repairs, 0, "d1's undo ran out of entries");
@@ -2076,9 +2104,7 @@ Test(dma, a_pending_undo_keeps_the_entries_its_cuts_and_unmaps_take_together)
 	check_dma(r, d0, 64, 2 * MiB);
 	cvm_dma_close(d1);
 	cvm_dma_close(d0);
-	cvm_region_destroy(meanwhile_r);
-	cvm_region_destroy(r);
-	munmap((char *)c.hva - 64 * PG, 80 * PG);
+	meanwhile_regions_fini(r, hva);
 }
 
 /*
@@ -2092,20 +2118,14 @@ Test(dma, a_pending_undo_keeps_the_entries_its_cuts_and_unmaps_take_together)
  */
 Test(dma, a_repair_waits_for_the_undo_of_a_conversion_still_to_settle)
 {
-	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
 	const struct cvm_range sh[] = { { A(10), PG }, { A(25), PG } };
+	const struct cvm_range pv = { A(0), 10 * PG };
 	struct cvm_dma *d0 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
 	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
-	struct cvm_backend_ops ops;
 	struct cvm_region *r;
+	void *hva = meanwhile_regions(&r);
 	char l[256];
 
-	c.hva = reserve(80 * PG);
-	cr_assert_eq(cvm_region_create(&c, &r), 0);
-	c.gpa = A(64);
-	c.length = 16 * PG;
-	c.hva = (char *)c.hva + 64 * PG;
-	cr_assert_eq(cvm_region_create(&c, &meanwhile_r), 0);
 	cr_assert_eq(cvm_convert(r, A(0), 10 * PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(cvm_convert(r, A(20), PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(cvm_dma_add_region(d0, r), 0);
@@ -2119,13 +2139,7 @@ Test(dma, a_repair_waits_for_the_undo_of_a_conversion_still_to_settle)
 	cr_assert_eq(cvm_region_query(r, A(10), PG), CVM_PRIVATE);
 	cr_assert_eq(stats(d).pending_repairs, 2, "unmap [0, 11), map [0, 10)");
 	inject_n(d, 1, 2, -EBUSY);      /* the repair, asked twice (check_unmap) */
-	meanwhile_err = 1;
-	meanwhile_real = cvm_dma_backend(d0)->ops;
-	ops = *meanwhile_real;
-	ops.unmap = meanwhile_unmap;
-	cvm_dma_backend(d0)->ops = &ops;
-	cr_assert_eq(cvm_convert(r, A(0), 10 * PG, CVM_PRIVATE, 0), -EIO);
-	cvm_dma_backend(d0)->ops = meanwhile_real;
+	cr_assert_eq(convert_meanwhile(d0, r, &pv, 1), -EIO);
 	cr_assert_eq(meanwhile_err, 0);
 	cr_assert_eq(cvm_region_query(r, A(0), 10 * PG), CVM_SHARED);
 	layout(d, l, sizeof(l));
@@ -2136,9 +2150,7 @@ Test(dma, a_repair_waits_for_the_undo_of_a_conversion_still_to_settle)
 	cr_assert_str_eq(l, "0+10;20+1;64+1;", "d maps %s", l);
 	cvm_dma_close(d);
 	cvm_dma_close(d0);
-	cvm_region_destroy(meanwhile_r);
-	cvm_region_destroy(r);
-	munmap((char *)c.hva - 64 * PG, 80 * PG);
+	meanwhile_regions_fini(r, hva);
 }
 
 static const struct cvm_backend_ops *real_ops;

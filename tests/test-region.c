@@ -312,6 +312,21 @@ static int convert_failing(struct cvm_region *r, uint64_t p, uint64_t len, enum 
 	return err;
 }
 
+/* cvm_convert_batch() with the first allocation from now failing. */
+static int batch_short_of_memory(struct cvm_region *r, const struct cvm_range *rs, size_t n,
+				 enum cvm_state to)
+{
+	struct cvm_alloc_hooks h = { .realloc = failing_realloc };
+	int err;
+
+	fail_nth = 1;
+	cvm_set_alloc_hooks(&h);
+	err = cvm_convert_batch(r, rs, n, to, 0);
+	cvm_set_alloc_hooks(NULL);
+	fail_nth = 0;
+	return err;
+}
+
 /*
  * A single range that nobody listens to is converted without collecting its
  * changed runs.  It must behave exactly as the collecting path does (state,
@@ -480,7 +495,6 @@ Test(region, create_reports_a_bad_config_before_it_allocates)
  * memory is short: the ranges are checked before anything is allocated. */
 Test(region, a_long_batch_reports_bad_input_before_it_allocates)
 {
-	struct cvm_alloc_hooks h = { .realloc = failing_realloc };
 	struct cvm_region *r = mkregion(NP, 0);
 	struct cvm_range rs[9];
 	uint8_t want[NP] = { 0 };
@@ -489,18 +503,10 @@ Test(region, a_long_batch_reports_bad_input_before_it_allocates)
 	for (int i = 0; i < 9; i++)
 		rs[i] = (struct cvm_range){ G(2 * i), PG };
 	rs[8].gpa = G(NP);                          /* out of range */
-	fail_nth = 1;
-	cvm_set_alloc_hooks(&h);
-	err = cvm_convert_batch(r, rs, 9, CVM_SHARED, 0);
-	cvm_set_alloc_hooks(NULL);
-	fail_nth = 0;
+	err = batch_short_of_memory(r, rs, 9, CVM_SHARED);
 	cr_assert_eq(err, -ERANGE, "a long batch with a bad range said %d", err);
 	rs[8].gpa = G(3) + 1;                       /* misaligned */
-	fail_nth = 1;
-	cvm_set_alloc_hooks(&h);
-	err = cvm_convert_batch(r, rs, 9, CVM_SHARED, 0);
-	cvm_set_alloc_hooks(NULL);
-	fail_nth = 0;
+	err = batch_short_of_memory(r, rs, 9, CVM_SHARED);
 	cr_assert_eq(err, -EINVAL, "a long batch with a misaligned range said %d", err);
 	assert_state(r, BASE, NP, want);
 	cvm_region_destroy(r);
@@ -535,16 +541,11 @@ static int reenter_to_shared(void *opaque, uint64_t gpa, uint64_t len)
 	}
 	/* A batch too long for the stack: refused before it allocates as well. */
 	{
-		struct cvm_alloc_hooks h = { .realloc = failing_realloc };
 		struct cvm_range rs[9];
 
 		for (int i = 0; i < 9; i++)
 			rs[i] = (struct cvm_range){ gpa, len };
-		fail_nth = 1;
-		cvm_set_alloc_hooks(&h);
-		re->big_batch_oom_err = cvm_convert_batch(re->r, rs, 9, CVM_PRIVATE, 0);
-		cvm_set_alloc_hooks(NULL);
-		fail_nth = 0;
+		re->big_batch_oom_err = batch_short_of_memory(re->r, rs, 9, CVM_PRIVATE);
 	}
 	re->query = cvm_region_query(re->r, gpa, len);
 	re->stats_err = cvm_region_stats(re->r, &st);
