@@ -7,6 +7,7 @@
  * cvm_probe_cut().
  */
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -194,6 +195,14 @@ static int probe_cut_at(struct cvm_be *be, cvm_cut_fn cut, uint64_t iova,
 	return 0;
 }
 
+/*
+ * Probes of contexts opened at once on one container (or IOAS) pick the
+ * same scratch window: one at a time, or the second would find the window
+ * taken and go without the cut for its whole life.  Taken inside
+ * claims_lock by the iommufd backend, alone by type1.
+ */
+static pthread_mutex_t probe_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int cvm_probe_cut(struct cvm_be *be, cvm_cut_fn cut)
 {
 	uint64_t pg = probe_page(be), iova;
@@ -212,7 +221,9 @@ int cvm_probe_cut(struct cvm_be *be, cvm_cut_fn cut)
 			strerror(errno));
 		return -ENOMEM;
 	}
+	pthread_mutex_lock(&probe_lock);
 	ret = probe_cut_at(be, cut, iova, pg, va);
+	pthread_mutex_unlock(&probe_lock);
 	munmap(va, 3 * pg);
 	return ret;
 }

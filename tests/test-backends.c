@@ -9,7 +9,9 @@
  */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -45,6 +47,7 @@ static struct fake {
 	int get_info_calls;
 	int refuse_unmap_all;        /* -EINVAL for VFIO_DMA_UNMAP_FLAG_ALL */
 	int map_err;                 /* forced error for every map */
+	void (*map_hook)(void);      /* called once after a successful map */
 	/* iommufd */
 	uint32_t next_id, compat_ioas;   /* 0: no compat IOAS */
 	bool huge_pages;
@@ -98,6 +101,12 @@ static int fk_do_map(uint64_t iova, uint64_t len)
 			return -EEXIST;
 	cr_assert_lt(fk.nmaps, MAX_MAPS);
 	fk.maps[fk.nmaps++] = (struct fk_map){ iova, len };
+	if (fk.map_hook) {
+		void (*hook)(void) = fk.map_hook;
+
+		fk.map_hook = NULL;
+		hook();
+	}
 	return 0;
 }
 
@@ -567,6 +576,48 @@ Test(type1, a_probe_without_memory_fails_the_open)
 	/* A context that will never cut (NO_CUT, PER_PAGE) does not probe. */
 	cr_assert_eq(cvm_backend_type1_open(fk.fd, false, &be), 0);
 	cr_assert_not(be->can_cut);
+	cvm_backend_destroy(be);
+}
+
+/* cvm_dma_open(3) is MT-Safe: a context opened on a container while another
+ * one's probe holds the scratch window must not take the window's being in
+ * use for the kernel's "no cut" and go without the cut for its whole life. */
+static pthread_t other_thread;
+static struct cvm_be *other_be;
+static int other_ret = 1;
+static atomic_bool other_done;
+
+static void *open_other(void *arg)
+{
+	(void)arg;
+	other_ret = cvm_backend_type1_open(fk.fd, true, &other_be);
+	atomic_store(&other_done, true);
+	return NULL;
+}
+
+/* Runs from inside the first probe's map: the second open starts, and gets
+ * time to finish while the first one still holds the window. */
+static void start_other_open(void)
+{
+	cr_assert_eq(pthread_create(&other_thread, NULL, open_other, NULL), 0);
+	for (int i = 0; i < 100 && !atomic_load(&other_done); i++)
+		usleep(2000);
+}
+
+Test(type1, a_context_opened_during_another_ones_probe_gets_the_cut_too)
+{
+	struct cvm_be *be;
+
+	q35_chain();
+	fk.vfio_rules = FK_CUT;
+	fk.map_hook = start_other_open;
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), 0);
+	cr_assert_eq(pthread_join(other_thread, NULL), 0);
+	cr_assert_eq(other_ret, 0);
+	cr_assert(be->can_cut);
+	cr_assert(other_be->can_cut, "the second context took the first one's probe for \"no cut\"");
+	cr_assert_eq(fk.nmaps, 0, "the probes left mappings");
+	cvm_backend_destroy(other_be);
 	cvm_backend_destroy(be);
 }
 
