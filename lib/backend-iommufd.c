@@ -229,7 +229,10 @@ static int iommufd_refresh(struct cvm_be *be)
 	be->ranges = r;
 	be->nranges = n;
 	/* iommufd names no IOMMU page sizes, only the alignment a map needs;
-	 * with huge pages off it uses that size alone. */
+	 * with huge pages off it uses that size alone.  An IOAS with huge
+	 * pages and no device yet has no domain and says 1: no IOMMU has
+	 * pages of a byte, and the library maps 4 KiB at least. */
+	align = max_u64(align, 4096);
 	be->pgsizes = ib->small_pages ? align : ~(align - 1);
 	be->entries_avail = UINT64_MAX;
 	return 0;

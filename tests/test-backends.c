@@ -55,6 +55,7 @@ static struct fake {
 	int vfio_ioas_set_err;       /* forced error for IOMMU_VFIO_IOAS SET */
 	struct iommu_iova_range ranges[8];
 	uint32_t nranges, ranges_grow_once;
+	uint64_t huge_align;         /* IOVA alignment with huge pages on; 0: PG */
 	uint32_t destroyed;
 	unsigned long log[MAX_LOG];      /* ioctl numbers, in order */
 	int nlog;
@@ -216,7 +217,9 @@ static int fk_ranges(struct iommu_ioas_iova_ranges *q)
 	uint32_t n = fk.nranges, room = q->num_iovas;
 
 	q->num_iovas = n;
-	q->out_iova_alignment = PG;
+	/* The kernel's iopt_calculate_iova_alignment(): PAGE_SIZE with huge
+	 * pages off, else 1 (a fresh IOAS: no domain) or the domains' page. */
+	q->out_iova_alignment = fk.huge_pages && fk.huge_align ? fk.huge_align : PG;
 	if (room < n) {
 		/* Once: the list grows between the sizing call and the next. */
 		if (fk.ranges_grow_once) {
@@ -866,6 +869,37 @@ Test(iommufd, an_ioas_already_without_huge_pages_keeps_them_off)
 	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be), 0);
 	cr_assert_not(be->can_cut);
 	cr_assert_not(fk.huge_pages, "the owner's setting was changed");
+	cvm_backend_destroy(be);
+}
+
+/* Until a device is attached an IOAS with huge pages has no domain, and
+ * the kernel reports an IOVA alignment of 1 (iopt_init_table()): that is no
+ * IOMMU page of 1 byte (cvm_dma_info(3)'s iova_pgsizes), and the library
+ * maps 4 KiB at least. */
+Test(iommufd, an_alignment_of_one_before_a_device_is_no_one_byte_iommu_page)
+{
+	const uint64_t least = PG;
+	struct cvm_be *be;
+
+	as_iommufd();
+	fk.huge_align = 1;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 0, false, &be), 0);
+	cr_assert_eq(be->pgsizes & -be->pgsizes, least, "pgsizes %#llx",
+		     (unsigned long long)be->pgsizes);
+	cr_assert_eq(be->pgsizes, ~(least - 1));
+	cvm_backend_destroy(be);
+	/* Nor after a cut that did not work brought the huge pages back. */
+	fk.map_err = -EINVAL;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 0, true, &be), 0);
+	cr_assert_not(be->can_cut);
+	cr_assert(fk.huge_pages);
+	cr_assert_eq(be->pgsizes, ~(least - 1), "pgsizes %#llx", (unsigned long long)be->pgsizes);
+	cvm_backend_destroy(be);
+	/* A device's page size counts as the kernel reports it. */
+	fk.map_err = 0;
+	fk.huge_align = 2 * least;
+	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 0, false, &be), 0);
+	cr_assert_eq(be->pgsizes, ~(2 * least - 1));
 	cvm_backend_destroy(be);
 }
 
