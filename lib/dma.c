@@ -1386,9 +1386,10 @@ static int unmap_prologue(struct cvm_dma *d, const struct dma_region *dr,
 	need = unmap_need(d, dr, runs, n, first, &cuts);
 	/* No compaction (the table stays as it is): the first span holds. */
 	*have_first = need <= room(d);
-	/* Not with a cut to undo: its hole comes back as a mapping of its
-	 * own, so the entries the whole mappings free are needed again to
-	 * map them back, and the undo would not fit. */
+	/* Not with a cut to undo: its hole comes back as mappings of its
+	 * own, so the entries the whole mappings free may be needed again
+	 * to map them back.  need does not credit whole mappings inside a
+	 * cut's hole, so it cannot promise that the undo fits. */
 	if (!*have_first && n > 1 && !cuts &&
 	    need <= room(d) + whole_freed(d, dr, runs, n)) {
 		*whole_first = true;
