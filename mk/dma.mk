@@ -18,6 +18,17 @@ tests_test_dma_threads_LDADD = lib/libcvmdma-internal.la $(CAPNG_LIBS)
 TESTS += tests/test-dma-threads
 endif
 
+# Differential fuzz of the DMA layer against the model kernel, with
+# injected kernel and allocation failures: a few fixed seeds here; more
+# with tests/test-dma-fuzz -s FIRST -n SEEDS or -t SECONDS.
+if ENABLE_TESTS
+check_PROGRAMS += tests/test-dma-fuzz
+tests_test_dma_fuzz_SOURCES = tests/test-dma-fuzz.c tests/fail-alloc.h
+tests_test_dma_fuzz_CFLAGS = $(AM_CFLAGS) $(CAPNG_CFLAGS)
+tests_test_dma_fuzz_LDADD = lib/libcvmdma-internal.la $(CAPNG_LIBS)
+TESTS += tests/test-dma-fuzz
+endif
+
 # The library on real kernels, with edu DMA, in the guest (mk/vm.mk).
 if ENABLE_TESTS
 check_PROGRAMS += tests/vm/guest-lib

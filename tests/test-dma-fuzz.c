@@ -1,0 +1,989 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Differential fuzz of the DMA layer (lib/dma.c) against the model kernel
+ * (lib/backend-model.c), with failures injected into both.
+ *
+ * Each run (one seed) builds two regions (700 and 500 pages, or 48 and 32
+ * where conversions meet more often; the second of 4 or 16 KiB pages, its
+ * IOVA window beside the first's or away from it) and one or two MODEL
+ * contexts with random rules, policy (auto, per-page, no-cut, compact),
+ * split granule and entry limit, each serving most regions, then takes
+ * random steps: conversions (batches of up to five ranges), a region
+ * removed from or added back to a context, or a region destroyed and
+ * created again.  Before a step it may make backend calls of a context
+ * fail (-EIO, -ENOSPC, -ENOMEM, -EFAULT, -EBUSY): one call, one partial
+ * unmap that takes the first of its mappings, or consecutive calls (the
+ * model does these), or any one to three of the first calls (the shim
+ * here does); and one of the library's allocations (tests/fail-alloc.h).
+ * During a conversion, a backend call of a context that does not serve
+ * the other region may convert a range of that region "meanwhile", as
+ * another thread could while the first conversion waits on the kernel.
+ *
+ * After every step, for every context:
+ *  - a repair the step left pending succeeds (cvm_dma_repair()), or is
+ *    left for the next step (in half the runs, at half the steps: the
+ *    next calls meet it);
+ *  - the library's mapping table equals the model kernel's, mapping by
+ *    mapping, and its stats agree: mappings, mapped bytes, no pending
+ *    repair, entries_avail equal to the kernel's;
+ *  - a per-page context maps single pages; any other maps nothing across
+ *    its split granule;
+ *  - the kernel maps no page outside the regions, and a page of a region
+ *    the context serves is mapped exactly when it is shared (none of a
+ *    region it does not serve);
+ * and throughout, every map call the backend receives lies inside one
+ * region's IOVA window, with the region's own memory behind it.  A call
+ * that fails returns the injected error, -ENOSPC or -ENOMEM; a conversion
+ * that fails changes no page's state (but for the other region's, when it
+ * was converted meanwhile), and, in a context that can neither cut nor
+ * compact, no mapping (unless several failures were injected into it, or
+ * a conversion meanwhile may have made a second failure, or a repair was
+ * pending before or is after: a rollback or repair changed them).  With
+ * repairs left pending, only the table's own rules and the stats that
+ * count it are checked: the kernel may differ where they are.
+ *
+ * Nothing fails while a repair retries, yet it may fail for good after
+ * several failures (no entry left for it, -ENOSPC) or an allocation
+ * failure (a repair that could not be noted, -ENOMEM; such a repair is
+ * never left pending): that says nothing about the library, and the run
+ * ends there, counted as cut short.  Any other failed repair fails.
+ *
+ * Prints TAP, one line per 20 seeds.  A failed check prints the seed, the step
+ * and what differs, each context's mappings, and the command that replays
+ * it with a trace of the steps; the exit status is then 1.
+ *
+ * Usage: test-dma-fuzz [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-v]
+ *   -s first seed (1), -n number of seeds (300), -k steps per seed (300),
+ *   -t stop starting new seeds after SECONDS (with -n 0: no seed limit),
+ *   -v trace the steps on stderr; -vv adds the library's debug log.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dma.h"
+#include "backend.h"
+#include "internal.h"
+#include "fail-alloc.h"
+
+#define PG      4096ull
+#define NREG    2
+#define NCTX    2
+#define PSZ_MAX 16384ull           /* the largest region page picked */
+#define BLOCK   20                 /* seeds per TAP line */
+
+struct maps {
+	uint64_t n, cap, bytes;
+	struct { uint64_t iova, len; } *e;
+};
+
+struct reg {
+	uint64_t gpa, iova, npages, psize;
+	uint64_t npages_max;             /* pages of its large layout */
+	void *hva;                       /* reserved once, PROT_NONE */
+	struct cvm_region *r;            /* NULL between destroy and create */
+	uint8_t *shared, *shared_before; /* page state, one byte a page */
+};
+
+struct ctx {
+	struct cvm_dma *d;
+	struct cvm_be *be;
+	const struct cvm_backend_ops *model_ops;  /* the model's own table */
+	struct cvm_backend_ops shim;              /* it, with map checked */
+	uint32_t fail_mask;              /* the shim fails call n if bit n-1 is set */
+	uint32_t calls;                  /* calls the shim saw since fail_mask was set */
+	int fail_err;
+	uint64_t granule;                /* info.split_granule */
+	uint32_t flags;
+	bool strict;                     /* no cut, no compaction */
+	bool pending_before;             /* repairs were pending before the step */
+	bool pending_after;              /* and after it, left for later (defer) */
+	bool serves[NREG];               /* the region was added */
+	uint8_t *mapped[NREG];           /* pages the kernel maps, one byte a page */
+	struct maps before;              /* the library's table before the step */
+};
+
+static struct reg regs[NREG] = {
+	{ .gpa = 0x100000000ull, .npages_max = 700, .psize = 4096 },
+	{ .gpa = 0x300000000ull, .npages_max = 500 },
+};
+static struct ctx ctxs[NCTX];
+static int nctx;
+
+static unsigned int seed;
+static long step;
+static uint64_t rng;
+static int verbose;
+/* Several failures were injected since the repairs last all succeeded: a
+ * rollback may have been refused too, so a failed call may leave mappings
+ * changed, and a repair may fail for good. */
+static bool multi;
+/* This run leaves the repairs a step leaves pending to the next step at
+ * times (half its steps, those with defer set), for the calls that meet
+ * them. */
+static bool lazy, defer;
+/* A conversion of the other region "meanwhile": run from inside the
+ * at-th backend call of a context that does not serve that region, while
+ * this step's conversion waits on that context (as another thread's would
+ * run between its ioctls). */
+static struct {
+	bool armed, done;
+	int region;                      /* the region it converts */
+	uint32_t at, calls;
+	int injected;                    /* the step's injected error */
+} meanwhile;
+static bool cut_short;
+static int tap_n;
+
+/* ---- helpers ---- */
+
+/* xorshift64*: the same stream for a seed everywhere. */
+static uint32_t rnd(uint32_t n)
+{
+	rng ^= rng >> 12;
+	rng ^= rng << 25;
+	rng ^= rng >> 27;
+	return (uint32_t)((rng * 0x2545f4914f6cdd1dull) >> 32) % n;
+}
+
+static void trace(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!verbose)
+		return;
+	va_start(ap, fmt);
+	fprintf(stderr, "%u:%ld: ", seed, step);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+static void dump_maps(void);
+static const char *fmt_map(int buf, const uint64_t *iova, uint64_t len);
+
+/* A failed check: say where, what and how to see it again; exit 1. */
+__attribute__((format(printf, 1, 2), noreturn))
+static void fail(const char *fmt, ...)
+{
+	va_list ap;
+
+	printf("not ok %d - seed %u\n# seed %u step %ld: ", ++tap_n, seed, seed, step);
+	va_start(ap, fmt);
+	vprintf(fmt, ap);
+	va_end(ap);
+	printf("\n");
+	dump_maps();
+	printf("# replay with a trace: tests/test-dma-fuzz -s %u -n 1 -k %ld -v\n", seed, step);
+	printf("1..%d\n", tap_n);
+	fflush(stdout);
+	exit(1);
+}
+
+#define CHECK(cond, ...) do { if (!(cond)) fail(__VA_ARGS__); } while (0)
+
+static void *xcalloc(size_t n)
+{
+	void *p = calloc(n, 1);
+
+	if (!p) {
+		printf("Bail out! out of memory\n");
+		exit(1);
+	}
+	return p;
+}
+
+static int maps_add(void *opaque, uint64_t iova, uint64_t len)
+{
+	struct maps *m = opaque;
+
+	if (m->n == m->cap) {
+		m->cap = m->cap ? 2 * m->cap : 256;
+		m->e = realloc(m->e, m->cap * sizeof(*m->e));
+		if (!m->e) {
+			printf("Bail out! out of memory\n");
+			exit(1);
+		}
+	}
+	m->e[m->n].iova = iova;
+	m->e[m->n].len = len;
+	m->n++;
+	m->bytes += len;
+	return 0;
+}
+
+static void maps_reset(struct maps *m)
+{
+	m->n = 0;
+	m->bytes = 0;
+}
+
+/* The region whose IOVA window holds iova, or -1. */
+static int reg_of_iova(uint64_t iova)
+{
+	for (int i = 0; i < NREG; i++)
+		if (iova >= regs[i].iova && iova - regs[i].iova < regs[i].npages * regs[i].psize)
+			return i;
+	return -1;
+}
+
+/* ---- the model kernel, seen around the shim ----
+ * Each context's backend runs with a copy of the model's ops whose map
+ * checks its arguments first, and whose map, unmap, cut and unmap_all
+ * fail the calls fail_mask names (the model's own injection fails one call
+ * or consecutive ones).  The model's test hooks recognise a model by its
+ * ops table, so they are called with the model's own one in place. */
+
+static struct ctx *ctx_of(struct cvm_be *be)
+{
+	for (int k = 0; k < nctx; k++)
+		if (ctxs[k].be == be)
+			return &ctxs[k];
+	fail("a backend call on an unknown backend");
+}
+
+static void convert_meanwhile(void)
+{
+	struct reg *g = &regs[meanwhile.region];
+	uint64_t first = rnd((uint32_t)g->npages), len = 1 + rnd(8);
+	enum cvm_state to = rnd(2) ? CVM_SHARED : CVM_PRIVATE;
+	int err;
+
+	meanwhile.done = true;
+	if (len > g->npages - first)
+		len = g->npages - first;
+	err = cvm_convert(g->r, g->gpa + first * g->psize, len * g->psize, to, 0);
+	trace("meanwhile: region %d pages [%llu, +%llu) to %s: %d", meanwhile.region,
+	      (unsigned long long)first, (unsigned long long)len,
+	      to == CVM_SHARED ? "shared" : "private", err);
+	CHECK(!err || err == meanwhile.injected || err == -ENOSPC || err == -ENOMEM,
+	      "convert of region %d meanwhile: %d", meanwhile.region, err);
+}
+
+/* The error the shim fails this call of c with, or 0; first the
+ * conversion meanwhile, if this is its call. */
+static int shim_fails(struct ctx *c)
+{
+	uint32_t n = c->calls++;
+
+	if (meanwhile.armed && !meanwhile.done && !c->serves[meanwhile.region] &&
+	    ++meanwhile.calls == meanwhile.at)
+		convert_meanwhile();
+
+	if (n < 32 && (c->fail_mask >> n & 1)) {
+		trace("ctx %d: call %u fails %d (shim)", (int)(c - ctxs), n + 1, c->fail_err);
+		return c->fail_err;
+	}
+	return 0;
+}
+
+static int shim_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped)
+{
+	struct ctx *c = ctx_of(be);
+	int err = shim_fails(c);
+
+	if (err) {
+		*unmapped = 0;
+		return err;
+	}
+	return c->model_ops->unmap(be, iova, len, unmapped);
+}
+
+static int shim_cut(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped)
+{
+	struct ctx *c = ctx_of(be);
+	int err = shim_fails(c);
+
+	if (err) {
+		*unmapped = 0;
+		return err;
+	}
+	return c->model_ops->cut(be, iova, len, unmapped);
+}
+
+static int shim_unmap_all(struct cvm_be *be)
+{
+	struct ctx *c = ctx_of(be);
+	int err = shim_fails(c);
+
+	return err ? err : c->model_ops->unmap_all(be);
+}
+
+static int shim_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
+{
+	int i = reg_of_iova(iova);
+	struct ctx *c;
+	int err;
+
+	CHECK(i >= 0, "map 0x%llx+0x%llx outside every region", (unsigned long long)iova,
+	      (unsigned long long)len);
+	CHECK(len <= regs[i].iova + regs[i].npages * regs[i].psize - iova &&
+	      (char *)vaddr == (char *)regs[i].hva + (iova - regs[i].iova),
+	      "map 0x%llx+0x%llx to %p: region %d has %p there, %llu pages",
+	      (unsigned long long)iova, (unsigned long long)len, vaddr, i,
+	      (void *)((char *)regs[i].hva + (iova - regs[i].iova)),
+	      (unsigned long long)regs[i].npages);
+	c = ctx_of(be);
+	err = shim_fails(c);
+	return err ? err : c->model_ops->map(be, iova, len, vaddr);
+}
+
+static void kernel_maps(struct ctx *c, struct maps *m)
+{
+	c->be->ops = c->model_ops;
+	CHECK(cvm_model_for_each(c->be, maps_add, m) == 0, "cvm_model_for_each");
+	c->be->ops = &c->shim;
+}
+
+enum inject { INJECT_NONE, INJECT_ONCE, INJECT_PARTIAL, INJECT_N, INJECT_MASK };
+
+/* Fail the nth call of c (ONCE), or fail it after it removed the first of
+ * several mappings (PARTIAL), or count calls from the nth (N): the model
+ * does; or the calls in nth as a mask (MASK): the shim does.  NONE: stop
+ * failing calls. */
+static void inject(struct ctx *c, enum inject how, uint64_t nth, uint64_t count, int err)
+{
+	c->be->ops = c->model_ops;
+	switch (how) {
+	case INJECT_NONE:    cvm_model_inject(c->be, 0, 0); break;
+	case INJECT_ONCE:    cvm_model_inject(c->be, nth, err); break;
+	case INJECT_PARTIAL: cvm_model_inject_partial(c->be, nth, err); break;
+	case INJECT_N:       cvm_model_inject_n(c->be, nth, count, err); break;
+	case INJECT_MASK:    break;
+	}
+	c->be->ops = &c->shim;
+	c->fail_mask = how == INJECT_MASK ? (uint32_t)nth : 0;
+	c->fail_err = err;
+	c->calls = 0;
+}
+
+static void inject_none(void)
+{
+	for (int k = 0; k < nctx; k++)
+		inject(&ctxs[k], INJECT_NONE, 0, 0, 0);
+}
+
+/* ---- the state we check ---- */
+
+static int note_shared(void *opaque, uint64_t gpa, uint64_t len)
+{
+	struct reg *g = opaque;
+
+	memset(g->shared + (gpa - g->gpa) / g->psize, 1, len / g->psize);
+	return 0;
+}
+
+/* Each region's shared pages into ->shared (none for a destroyed one). */
+static void read_shared(void)
+{
+	for (int i = 0; i < NREG; i++) {
+		struct reg *g = &regs[i];
+
+		memset(g->shared, 0, g->npages);
+		if (g->r)
+			cvm_region_for_each_run(g->r, g->gpa, g->npages * g->psize, CVM_SHARED,
+						note_shared, g);
+	}
+}
+
+/* The pages the model kernel maps for context c, into c->mapped. */
+static void read_mapped(struct ctx *c)
+{
+	struct maps m = { 0 };
+
+	for (int i = 0; i < NREG; i++)
+		memset(c->mapped[i], 0, regs[i].npages);
+	kernel_maps(c, &m);
+	for (uint64_t j = 0; j < m.n; j++)
+		for (uint64_t p = m.e[j].iova; p < m.e[j].iova + m.e[j].len; p += PG) {
+			int i = reg_of_iova(p);
+
+			CHECK(i >= 0, "ctx %d: the kernel maps 0x%llx, outside every region",
+			      (int)(c - ctxs), (unsigned long long)p);
+			c->mapped[i][(p - regs[i].iova) / regs[i].psize] = 1;
+		}
+	free(m.e);
+}
+
+/* Table == kernel, stats, per-page and granule rules of context c.  With
+ * may_pend, repairs may be pending, and the table may differ from the
+ * kernel where they are (a kernel that fails an unmap of several mappings
+ * part way does not say which it removed): only the table's own rules
+ * and the stats that count it are checked. */
+static void check_table(struct ctx *c, bool may_pend)
+{
+	int k = (int)(c - ctxs);
+	struct maps lib = { 0 }, kern = { 0 };
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+
+	CHECK(cvm_dma_stats(c->d, &st) == 0, "cvm_dma_stats");
+	CHECK(cvm_dma_for_each_mapping(c->d, maps_add, &lib) == 0, "cvm_dma_for_each_mapping");
+	kernel_maps(c, &kern);
+	for (uint64_t j = 0; !may_pend && j < lib.n + 1; j++) {
+		bool lib_end = j == lib.n, kern_end = j == kern.n;
+
+		if (lib_end && kern_end)
+			break;
+		CHECK(!lib_end && !kern_end && lib.e[j].iova == kern.e[j].iova &&
+		      lib.e[j].len == kern.e[j].len,
+		      "ctx %d: %llu mappings in the library, %llu in the kernel; the first that "
+		      "differs, #%llu, is %s in the library, %s in the kernel", k,
+		      (unsigned long long)lib.n, (unsigned long long)kern.n, (unsigned long long)j,
+		      fmt_map(0, lib_end ? NULL : &lib.e[j].iova, lib_end ? 0 : lib.e[j].len),
+		      fmt_map(1, kern_end ? NULL : &kern.e[j].iova, kern_end ? 0 : kern.e[j].len));
+	}
+	for (uint64_t j = 0; j < lib.n; j++) {
+		uint64_t iova = lib.e[j].iova, len = lib.e[j].len;
+		int i = reg_of_iova(iova);
+
+		if (c->flags & CVM_DMA_PER_PAGE)
+			CHECK(i >= 0 && len == regs[i].psize,
+			      "ctx %d (per page): mapping 0x%llx+0x%llx is not one page", k,
+			      (unsigned long long)iova, (unsigned long long)len);
+		else if (c->granule != UINT64_MAX)
+			CHECK(iova / c->granule == (iova + len - 1) / c->granule,
+			      "ctx %d: mapping 0x%llx+0x%llx crosses the granule 0x%llx", k,
+			      (unsigned long long)iova, (unsigned long long)len,
+			      (unsigned long long)c->granule);
+	}
+	CHECK(st.mappings == lib.n, "ctx %d: stats say %llu mappings, the table has %llu", k,
+	      (unsigned long long)st.mappings, (unsigned long long)lib.n);
+	CHECK(st.mapped_bytes == lib.bytes, "ctx %d: stats say %llu bytes mapped, the table %llu",
+	      k, (unsigned long long)st.mapped_bytes, (unsigned long long)lib.bytes);
+	CHECK(may_pend || st.pending_repairs == 0, "ctx %d: %llu repairs still pending", k,
+	      (unsigned long long)st.pending_repairs);
+	if (may_pend)   /* the kernel may have more entries free than we know */
+		goto out;
+	CHECK(c->be->ops->refresh(c->be) == 0, "ctx %d: refresh", k);
+	CHECK(st.entries_avail == c->be->entries_avail,
+	      "ctx %d: stats say %llu entries left, the kernel %llu", k,
+	      (unsigned long long)st.entries_avail, (unsigned long long)c->be->entries_avail);
+out:
+	free(lib.e);
+	free(kern.e);
+}
+
+/* Everything the header comment lists, after a step.  failed: the step was
+ * a conversion that failed, so nothing may have changed.  With defer,
+ * pending repairs are left for the next step: a context with some is
+ * checked for table == kernel and its stats, but may map what it should
+ * not. */
+static void check_all(bool failed)
+{
+	read_shared();
+	for (int k = 0; k < nctx; k++) {
+		struct ctx *c = &ctxs[k];
+		struct cvm_dma_stats st = { .sz = sizeof(st) };
+
+		CHECK(cvm_dma_stats(c->d, &st) == 0, "cvm_dma_stats");
+		c->pending_after = st.pending_repairs && defer;
+		if (c->pending_after) {
+			trace("ctx %d has %llu repairs pending: left for later", k,
+			      (unsigned long long)st.pending_repairs);
+			check_table(c, true);
+			continue;
+		}
+		if (st.pending_repairs) {
+			int err = cvm_dma_repair(c->d);
+
+			trace("ctx %d had %llu repairs pending: repair %d", k,
+			      (unsigned long long)st.pending_repairs, err);
+			/* Nothing fails now; what may still stand in the
+			 * way: no free entry after a failed rollback, or
+			 * memory that ran out for noting a repair. */
+			if ((err == -ENOSPC && multi) || err == -ENOMEM) {
+				cut_short = true;
+				return;
+			}
+			CHECK(!err, "ctx %d: cvm_dma_repair %d with %llu repairs pending", k, err,
+			      (unsigned long long)st.pending_repairs);
+		}
+		check_table(c, false);
+		read_mapped(c);
+		for (int i = 0; i < NREG; i++)
+			for (uint64_t p = 0; p < regs[i].npages; p++) {
+				int want = c->serves[i] ? regs[i].shared[p] : 0;
+
+				CHECK(c->mapped[i][p] == want,
+				      "ctx %d: region %d page %llu is %s but %smapped%s", k, i,
+				      (unsigned long long)p, regs[i].shared[p] ? "shared" : "private",
+				      c->mapped[i][p] ? "" : "not ",
+				      c->serves[i] ? "" : " (region not in the context)");
+			}
+	}
+	if (!failed)
+		return;
+	for (int i = 0; i < NREG; i++)
+		for (uint64_t p = 0; p < regs[i].npages && !(meanwhile.done && i == meanwhile.region); p++)
+			CHECK(regs[i].shared[p] == regs[i].shared_before[p],
+			      "a failed conversion turned page %llu of region %d %s",
+			      (unsigned long long)p, i, regs[i].shared[p] ? "shared" : "private");
+	for (int k = 0; k < nctx; k++) {
+		struct ctx *c = &ctxs[k];
+		struct maps now = { 0 };
+
+		/* A repair at the start of the call may have changed them,
+		 * or one still to do (of a refused rollback) will. */
+		if (!c->strict || multi || c->pending_before || c->pending_after ||
+		    (meanwhile.done && c->serves[meanwhile.region]))
+			continue;
+		cvm_dma_for_each_mapping(c->d, maps_add, &now);
+		CHECK(now.n == c->before.n &&
+		      !memcmp(now.e, c->before.e, now.n * sizeof(*now.e)),
+		      "a failed conversion changed the mappings of ctx %d (no cut, no compaction): "
+		      "%llu before, %llu after", k, (unsigned long long)c->before.n,
+		      (unsigned long long)now.n);
+		free(now.e);
+	}
+}
+
+/* Each context's mappings (the first 64), as region:page+pages, in TAP
+ * comments. */
+static void dump_maps(void)
+{
+	for (int k = 0; k < nctx; k++) {
+		struct maps m = { 0 };
+		struct cvm_dma_stats st = { .sz = sizeof(st) };
+
+		cvm_dma_stats(ctxs[k].d, &st);
+		cvm_dma_for_each_mapping(ctxs[k].d, maps_add, &m);
+		printf("# ctx %d: %llu mappings, %llu repairs pending, %llu entries left:", k,
+		       (unsigned long long)m.n, (unsigned long long)st.pending_repairs,
+		       (unsigned long long)st.entries_avail);
+		for (uint64_t j = 0; j < m.n && j < 64; j++)
+			printf(" %s", fmt_map(0, &m.e[j].iova, m.e[j].len));
+		printf("%s\n", m.n > 64 ? " ..." : "");
+		free(m.e);
+	}
+}
+
+/* A mapping as region:page+pages (or iova+len outside the regions), in one
+ * of two static buffers; NULL iova: "none". */
+static const char *fmt_map(int buf, const uint64_t *iova, uint64_t len)
+{
+	static char s[2][64];
+	int i;
+
+	if (!iova)
+		return "none";
+	i = reg_of_iova(*iova);
+	if (i < 0)
+		snprintf(s[buf], sizeof(s[buf]), "0x%llx+0x%llx", (unsigned long long)*iova,
+			 (unsigned long long)len);
+	else
+		snprintf(s[buf], sizeof(s[buf]), "r%d:%llu+%llu", i,
+			 (unsigned long long)((*iova - regs[i].iova) / regs[i].psize),
+			 (unsigned long long)(len / regs[i].psize));
+	return s[buf];
+}
+
+static void log_fn(void *opaque, int priority, const char *msg)
+{
+	(void)opaque;
+	fprintf(stderr, "%u:%ld:   log %d: %s\n", seed, step, priority, msg);
+}
+
+/* ---- one run ---- */
+
+static uint64_t pick_granule(void)
+{
+	switch (rnd(5)) {
+	case 0:  return 0;                        /* auto */
+	case 1:  return rnd(2) ? 16 * PG : 4 * PG;
+	case 2:  return 2ull << 20;
+	case 3:  return UINT64_MAX;               /* unbounded */
+	default: return 64 * PG;
+	}
+}
+
+static void open_ctx(int k)
+{
+	static const uint32_t policies[] = { 0, CVM_DMA_PER_PAGE, CVM_DMA_NO_CUT, CVM_DMA_COMPACT, 0 };
+	struct ctx *c = &ctxs[k];
+	struct cvm_dma_config cfg = { .sz = sizeof(cfg), .backend = CVM_BACKEND_MODEL, .fd = -1 };
+	struct cvm_dma_info info = { .sz = sizeof(info) };
+
+	cfg.model_rules = rnd(3);
+	cfg.flags = policies[rnd(5)];
+	cfg.split_granule = cfg.flags & CVM_DMA_PER_PAGE ? 0 : pick_granule();
+	if (rnd(2))   /* an entry limit, often tight */
+		cfg.model_entry_limit = (rnd(2) ? 3 : 10) + rnd(rnd(2) ? 20 : 150);
+	CHECK(cvm_dma_open(&cfg, &c->d) == 0, "cvm_dma_open");
+	CHECK(cvm_dma_info(c->d, &info) == 0, "cvm_dma_info");
+	c->be = cvm_dma_backend(c->d);
+	c->model_ops = c->be->ops;
+	c->shim = *c->model_ops;
+	c->shim.map = shim_map;
+	c->shim.unmap = shim_unmap;
+	c->shim.cut = c->model_ops->cut ? shim_cut : NULL;
+	c->shim.unmap_all = shim_unmap_all;
+	c->be->ops = &c->shim;
+	c->granule = info.split_granule;
+	c->flags = cfg.flags;
+	c->strict = !info.can_cut && !(cfg.flags & CVM_DMA_COMPACT);
+	trace("ctx %d: rules %u flags %#x granule 0x%llx entry limit %u", k, cfg.model_rules,
+	      cfg.flags, (unsigned long long)c->granule, cfg.model_entry_limit);
+}
+
+static void create_region(int i)
+{
+	struct reg *g = &regs[i];
+	struct cvm_region_config cfg = {
+		.sz = sizeof(cfg), .gpa = g->gpa, .length = g->npages * g->psize,
+		.page_size = (uint32_t)g->psize, .hva = g->hva, .iova = g->iova,
+		.flags = CVM_REGION_IOVA | (rnd(2) ? CVM_REGION_INIT_SHARED : 0),
+	};
+
+	CHECK(cvm_region_create(&cfg, &g->r) == 0, "cvm_region_create of region %d", i);
+}
+
+/* Add region i to every context (all) or to most of them (at the start,
+ * so that a conversion of the other region can run while a context that
+ * does not serve it is at work); at a tight entry limit -ENOSPC is fair. */
+static void add_region(int i, bool all)
+{
+	for (int k = 0; k < nctx; k++) {
+		int err;
+
+		ctxs[k].serves[i] = false;
+		if (!all && rnd(4) == 0)
+			continue;
+		err = cvm_dma_add_region(ctxs[k].d, regs[i].r);
+		CHECK(!err || err == -ENOSPC, "ctx %d: cvm_dma_add_region of region %d: %d", k, i, err);
+		ctxs[k].serves[i] = !err;
+	}
+}
+
+static void setup(void)
+{
+	struct reg *a = &regs[0], *b = &regs[1];
+
+	/* Large regions, or small ones where conversions meet each other
+	 * (and the repairs earlier ones left) more often. */
+	if (rnd(2)) {
+		a->npages = a->npages_max;
+		b->npages = b->npages_max;
+	} else {
+		a->npages = 48;
+		b->npages = 32;
+	}
+	/* The first window at an odd offset, the second right after it
+	 * or away from it, aligned to its pages. */
+	a->iova = 0x200000000ull + rnd(4) * 3 * PG + rnd(2) * 0x1f0000;
+	b->psize = rnd(3) == 0 ? 16384 : 4096;
+	b->iova = rnd(2) ? a->iova + a->npages * a->psize : 0x400000000ull + rnd(8) * PG;
+	b->iova = (b->iova + b->psize - 1) & ~(b->psize - 1);
+	nctx = 1 + (int)rnd(2);
+	for (int k = 0; k < nctx; k++)
+		open_ctx(k);
+	for (int i = 0; i < NREG; i++)
+		create_region(i);
+	for (int i = 0; i < NREG; i++)
+		add_region(i, false);
+	trace("iova 0x%llx 0x%llx (16K pages: %d); served %d%d %d%d",
+	      (unsigned long long)a->iova, (unsigned long long)b->iova, b->psize == 16384,
+	      ctxs[0].serves[0], ctxs[0].serves[1], ctxs[1].serves[0], ctxs[1].serves[1]);
+}
+
+static void teardown(void)
+{
+	for (int k = 0; k < nctx; k++) {
+		cvm_dma_close(ctxs[k].d);
+		free(ctxs[k].before.e);
+		ctxs[k] = (struct ctx){ .mapped = { ctxs[k].mapped[0], ctxs[k].mapped[1] } };
+	}
+	for (int i = 0; i < NREG; i++) {
+		cvm_region_destroy(regs[i].r);
+		regs[i].r = NULL;
+	}
+}
+
+/* Destroy region i (its contexts unmap it, maybe failing as injected) and
+ * create it again, in every context that has room. */
+static void step_recreate(int i)
+{
+	trace("destroy and create region %d", i);
+	fail_alloc_disarm();
+	cvm_region_destroy(regs[i].r);
+	regs[i].r = NULL;
+	for (int k = 0; k < nctx; k++)
+		ctxs[k].serves[i] = false;
+	inject_none();
+	check_all(false);
+	if (cut_short)
+		return;
+	create_region(i);
+	add_region(i, true);
+	check_all(false);
+}
+
+/* Give the allocator back.  If an allocation failed, a repair may have
+ * gone unnoted: the context then cannot know what its table misses (and
+ * cvm_dma_repair() says -ENOMEM), so the repairs are not left for later. */
+static void no_defer_after_alloc_failure(bool alloc_armed)
+{
+	if (alloc_armed && fail_alloc_left == 0)
+		defer = false;
+	fail_alloc_disarm();
+}
+
+/* Remove region i from a context that serves it, or add it to one that
+ * does not. */
+static void step_add_remove(int i, int injected, bool alloc_armed)
+{
+	struct ctx *c = &ctxs[rnd((uint32_t)nctx)];
+	bool add = !c->serves[i];
+	int err;
+
+	if (!add) {
+		err = cvm_dma_remove_region(c->d, regs[i].r);
+		trace("remove region %d from ctx %d: %d", i, (int)(c - ctxs), err);
+		c->serves[i] = err != 0;
+	} else {
+		err = cvm_dma_add_region(c->d, regs[i].r);
+		trace("add region %d to ctx %d: %d", i, (int)(c - ctxs), err);
+		c->serves[i] = err == 0;
+	}
+	inject_none();
+	no_defer_after_alloc_failure(alloc_armed);
+	/* An add over mappings that a region left behind, the kernel
+	 * having refused to unmap them (a repair still to do), is -EBUSY. */
+	CHECK(!err || err == injected || err == -ENOSPC || err == -ENOMEM ||
+	      (add && err == -EBUSY && c->pending_before),
+	      "%s of region %d: %d", add ? "add" : "remove", i, err);
+	check_all(false);
+}
+
+/* Convert up to five random ranges of region i (short ones mostly, up to
+ * lenmax pages; a long one at times) to one state, in one batch. */
+static void step_convert(int i, int injected, bool alloc_armed, bool kernel_armed,
+			 uint64_t lenmax)
+{
+	struct reg *g = &regs[i];
+	struct cvm_range rs[5];
+	uint32_t n = 1 + rnd(5);
+	enum cvm_state to = rnd(2) ? CVM_SHARED : CVM_PRIVATE;
+	int err;
+
+	for (uint32_t j = 0; j < n; j++) {
+		uint64_t first = rnd((uint32_t)g->npages);
+		uint64_t len = 1 + rnd(rnd(4) ? (uint32_t)lenmax : 300);
+
+		if (len > g->npages - first)
+			len = g->npages - first;
+		rs[j] = (struct cvm_range){ g->gpa + first * g->psize, len * g->psize };
+		trace("region %d pages [%llu, +%llu) to %s", i, (unsigned long long)first,
+		      (unsigned long long)len, to == CVM_SHARED ? "shared" : "private");
+	}
+	/* The conversion meanwhile runs from a call of a context that does
+	 * not serve the other region only: a context holds its lock while it
+	 * is at work, and that conversion would wait for it for ever. */
+	memset(&meanwhile, 0, sizeof(meanwhile));
+	meanwhile.region = !i;
+	meanwhile.at = 1 + rnd(4);
+	meanwhile.injected = injected;
+	meanwhile.armed = rnd(4) == 0;
+	err = cvm_convert_batch(g->r, rs, n, to, 0);
+	meanwhile.armed = false;
+	trace("convert: %d%s", err, alloc_armed && fail_alloc_left == 0 ? " (an allocation failed)" : "");
+	inject_none();
+	/* A kernel failure and an allocation failure in one call: two
+	 * failures, as with INJECT_N. */
+	if (alloc_armed && kernel_armed && fail_alloc_left == 0)
+		multi = true;
+	/* So, too, a failure after a conversion meanwhile: it may have taken
+	 * the last entry a later context needed (-ENOSPC there, after an
+	 * earlier context did its part), and the injected failure may then
+	 * be in the earlier context's undo. */
+	if (meanwhile.done && err)
+		multi = true;
+	no_defer_after_alloc_failure(alloc_armed);
+	CHECK(!err || err == injected || err == -ENOSPC || err == -ENOMEM,
+	      "convert of region %d: %d", i, err);
+	check_all(err != 0);
+}
+
+/* What a failed step must leave as it was: page states, mappings. */
+static void snapshot(void)
+{
+	bool pending = false;
+
+	read_shared();
+	for (int i = 0; i < NREG; i++)
+		memcpy(regs[i].shared_before, regs[i].shared, regs[i].npages);
+	for (int k = 0; k < nctx; k++) {
+		struct cvm_dma_stats st = { .sz = sizeof(st) };
+
+		maps_reset(&ctxs[k].before);
+		cvm_dma_for_each_mapping(ctxs[k].d, maps_add, &ctxs[k].before);
+		cvm_dma_stats(ctxs[k].d, &st);
+		ctxs[k].pending_before = st.pending_repairs != 0;
+		pending |= ctxs[k].pending_before;
+	}
+	/* Failures that left repairs to do still count. */
+	if (!pending)
+		multi = false;
+}
+
+/* Make backend calls of a random context fail with err, in one of the
+ * ways the header comment lists. */
+static void arm_kernel_failure(int err)
+{
+	struct ctx *c = &ctxs[rnd((uint32_t)nctx)];
+	int k = (int)(c - ctxs);
+	uint64_t nth = 1 + rnd(8);
+	uint32_t how = rnd(10);
+
+	if (how < 2) {
+		inject(c, INJECT_PARTIAL, nth, 1, err);
+		trace("ctx %d: call %llu fails %d, partially", k, (unsigned long long)nth, err);
+	} else if (how < 4) {
+		uint64_t count = 1 + rnd(3);
+
+		inject(c, INJECT_N, nth, count, err);
+		multi = true;
+		trace("ctx %d: calls %llu..%llu fail %d", k, (unsigned long long)nth,
+		      (unsigned long long)(nth + count - 1), err);
+	} else if (how < 6) {
+		/* Mostly among the first four calls: a repair or a step,
+		 * then the undo of another. */
+		uint32_t mask = 1u << rnd(4) | 1u << rnd(4) | (rnd(2) ? 1u << rnd(8) : 0);
+
+		inject(c, INJECT_MASK, mask, 0, err);
+		multi |= (mask & (mask - 1)) != 0;
+		trace("ctx %d: calls %#x (as a mask) fail %d", k, mask, err);
+	} else {
+		inject(c, INJECT_ONCE, nth, 1, err);
+		trace("ctx %d: call %llu fails %d", k, (unsigned long long)nth, err);
+	}
+}
+
+/* One seed, steps steps or until cut short; returns only if every check
+ * held. */
+static void run(long steps)
+{
+	static const int errs[] = { -EIO, -ENOSPC, -ENOMEM, -EFAULT, -EBUSY };
+	uint64_t lenmax;
+
+	rng = 0x9e3779b97f4a7c15ull * ((uint64_t)seed + 1);
+	cut_short = false;
+	step = 0;
+	setup();
+	lenmax = rnd(2) ? 3 : 8;
+	lazy = rnd(2);
+	multi = false;
+	defer = false;
+	check_all(false);
+	for (step = 1; step <= steps && !cut_short; step++) {
+		int i = (int)rnd(NREG), op = (int)rnd(20);
+		bool kernel = rnd(3) == 0, alloc = rnd(8) == 0;
+		int err = errs[rnd(5)];
+
+		snapshot();
+		defer = lazy && rnd(2);
+		if (kernel)
+			arm_kernel_failure(err);
+		if (alloc) {
+			int nth = 1 + (int)rnd(12);
+
+			trace("allocation %d fails", nth);
+			fail_alloc_arm(nth);
+		}
+		if (op == 0)
+			step_add_remove(i, err, alloc);
+		else if (op == 1)
+			step_recreate(i);
+		else
+			step_convert(i, err, alloc, kernel, lenmax);
+	}
+	teardown();
+}
+
+__attribute__((noreturn))
+static void usage(const char *prog)
+{
+	fprintf(stderr, "usage: %s [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-v]\n", prog);
+	exit(2);
+}
+
+static unsigned long number(const char *s, const char *prog)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 0);
+	if (errno || end == s || *end || *s == '-' || v > LONG_MAX)
+		usage(prog);
+	return v;
+}
+
+int main(int argc, char **argv)
+{
+	unsigned long first = 1, nseeds = 300;
+	unsigned long done = 0, nsteps = 0, cut = 0;
+	long steps = 300, seconds = 0;
+	time_t t0 = time(NULL);
+	int opt;
+
+	while ((opt = getopt(argc, argv, "s:n:k:t:v")) != -1) {
+		switch (opt) {
+		case 's': first = number(optarg, argv[0]); break;
+		case 'n': nseeds = number(optarg, argv[0]); break;
+		case 'k': steps = (long)number(optarg, argv[0]); break;
+		case 't': seconds = (long)number(optarg, argv[0]); break;
+		case 'v': verbose++; break;
+		default:  usage(argv[0]);
+		}
+	}
+	if (optind != argc || first > UINT_MAX || (!nseeds && !seconds))
+		usage(argv[0]);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (verbose > 1)
+		cvm_set_log(log_fn, NULL, 7);
+	for (int i = 0; i < NREG; i++) {
+		/* Room for the region at its largest page size. */
+		regs[i].hva = mmap(NULL, regs[i].npages_max * PSZ_MAX, PROT_NONE,
+				   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+		if (regs[i].hva == MAP_FAILED) {
+			printf("Bail out! mmap\n");
+			return 1;
+		}
+		regs[i].shared = xcalloc(regs[i].npages_max);
+		regs[i].shared_before = xcalloc(regs[i].npages_max);
+		for (int k = 0; k < NCTX; k++)
+			ctxs[k].mapped[i] = xcalloc(regs[i].npages_max);
+	}
+	for (unsigned long s = first; !nseeds || s - first < nseeds; s++) {
+		if (seconds && time(NULL) - t0 >= seconds)
+			break;
+		seed = (unsigned int)s;
+		run(steps);
+		nsteps += cut_short ? step - 1 : steps;
+		cut += cut_short;
+		trace("seed done%s", cut_short ? ", cut short: a repair cannot be done" : "");
+		/* One TAP line per BLOCK seeds. */
+		if (++done % BLOCK == 0) {
+			printf("ok %d - seeds %lu..%u: %lu steps, %lu runs cut short\n", ++tap_n,
+			       s + 1 - BLOCK, seed, nsteps, cut);
+			nsteps = cut = 0;
+		}
+	}
+	if (done % BLOCK)
+		printf("ok %d - seeds %lu..%u: %lu steps, %lu runs cut short\n", ++tap_n,
+		       first + done - done % BLOCK, seed, nsteps, cut);
+	printf("# %lu seeds from %lu, %ld steps each, %ld s\n", done, first, steps,
+	       (long)(time(NULL) - t0));
+	printf("1..%d\n", tap_n);
+	return 0;
+}
