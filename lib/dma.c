@@ -1346,41 +1346,19 @@ static uint64_t unmap_need(struct cvm_dma *d, const struct dma_region *dr,
 }
 
 /* Mappings the runs whose spans are whole mappings remove. */
-struct inside {
-	uint64_t s, e;          /* a cut's hole */
-	uint64_t n;             /* whole mappings in it */
-};
-
-static int count_inside(void *opaque, const struct mt_entry *e)
-{
-	struct inside *in = opaque;
-
-	in->n += e->iova >= in->s && e->iova + e->len <= in->e;
-	return 0;
-}
-
-/* Mappings the runs whose spans are whole mappings remove (the return),
- * and in *inside the whole mappings inside the holes the other runs cut. */
 static uint64_t whole_freed(struct cvm_dma *d, const struct dma_region *dr,
-			    const struct cvm_range *runs, size_t n, uint64_t *inside)
+			    const struct cvm_range *runs, size_t n)
 {
 	struct collect c = { d, 0, 0, 0 };
-	struct inside in = { 0, 0, 0 };
 
 	for (size_t i = 0; i < n; i++) {
 		uint64_t a = iova_of(dr, runs[i].gpa), b = a + runs[i].length;
 		struct span sp;
 
 		span_for_run(d, a, b, &sp);
-		if (sp.whole) {
+		if (sp.whole)
 			maptable_for_each(d->mt, a, b - a, count_gone, &c);
-		} else if (sp.cut) {
-			in.s = a;
-			in.e = b;
-			maptable_for_each(d->mt, a, b - a, count_inside, &in);
-		}
 	}
-	*inside = in.n;
 	return c.n;
 }
 
@@ -1396,7 +1374,7 @@ static int unmap_prologue(struct cvm_dma *d, const struct dma_region *dr,
 			  const struct cvm_range *runs, size_t n, struct span *first,
 			  bool *have_first, bool *whole_first)
 {
-	uint64_t need, cuts, inside;
+	uint64_t need, cuts;
 	int err;
 
 	d->nundo = 0;
@@ -1408,17 +1386,12 @@ static int unmap_prologue(struct cvm_dma *d, const struct dma_region *dr,
 	need = unmap_need(d, dr, runs, n, first, &cuts);
 	/* No compaction (the table stays as it is): the first span holds. */
 	*have_first = need <= room(d);
-	/*
-	 * Removing the whole mappings first frees their entries for the
-	 * rest.  A failure part way is undone in reverse, each step adding
-	 * entries: the whole mappings come back as they were, and a cut's
-	 * hole as mappings of its own (the pieces need counts) in place of
-	 * the whole mappings the cut removed from it.  So with cuts the undo
-	 * ends need - inside entries above today's, which must fit today.
-	 */
-	if (!*have_first && n > 1 &&
-	    need <= room(d) + whole_freed(d, dr, runs, n, &inside) &&
-	    (!cuts || need <= room(d) + inside)) {
+	/* Not with a cut to undo: its hole comes back as mappings of its
+	 * own, so the entries the whole mappings free may be needed again
+	 * to map them back.  need does not credit whole mappings inside a
+	 * cut's hole, so it cannot promise that the undo fits. */
+	if (!*have_first && n > 1 && !cuts &&
+	    need <= room(d) + whole_freed(d, dr, runs, n)) {
 		*whole_first = true;
 		return 0;
 	}

@@ -1495,57 +1495,6 @@ Test(dma, at_the_limit_a_cutting_batch_that_fails_maps_every_shared_page_back)
 	munmap(c.hva, c.length);
 }
 
-/*
- * A cut whose hole holds a whole mapping frees that entry, and its undo
- * maps the hole back in one: at a limit of 4 with [1,3) [3] [4,6) [8]
- * mapped, the batch [2,5) + [8] fits by removing [8] first, and so does
- * its undo ([1] [2,5) [5] [8]).  d0 (told second) fails it, or not.
- */
-static void cut_batch_with_a_whole_mapping_in_its_hole(bool fail)
-{
-	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 16 * PG };
-	const struct cvm_range sh[] = { { A(1), 2 * PG }, { A(3), PG }, { A(4), 2 * PG },
-					{ A(8), PG } };
-	const struct cvm_range pv[] = { { A(2), 3 * PG }, { A(8), PG } };
-	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
-	struct cvm_dma *d = mkdma(CVM_MODEL_CUT, 0, 0, 4);
-	struct cvm_region *r;
-	char l[256];
-	int err;
-
-	c.hva = reserve(c.length);
-	cr_assert_eq(cvm_region_create(&c, &r), 0);
-	cr_assert_eq(cvm_dma_add_region(d0, r), 0);
-	cr_assert_eq(cvm_dma_add_region(d, r), 0);      /* told to_private first */
-	for (size_t i = 0; i < ARRAY_SIZE(sh); i++)
-		cr_assert_eq(cvm_convert(r, sh[i].gpa, sh[i].length, CVM_SHARED, 0), 0);
-	cr_assert_eq(stats(d).entries_avail, 0);
-	inject(d0, fail ? 1 : 0, -EIO);
-	err = cvm_convert_batch(r, pv, 2, CVM_PRIVATE, 0);
-	inject(d0, 0, 0);
-	layout(d, l, sizeof(l));
-	if (fail) {
-		cr_assert_eq(err, -EIO, "refused at the limit: %d", err);
-		cr_assert_str_eq(l, "1+1;2+3;5+1;8+1;", "the undo maps %s", l);
-		cr_assert_eq(stats(d).pending_repairs, 0);
-	} else {
-		cr_assert_eq(err, 0, "refused at the limit: %d", err);
-		cr_assert_str_eq(l, "1+1;5+1;", "maps %s", l);
-	}
-	check_dma(r, d, 16, UINT64_MAX);
-	check_dma(r, d0, 16, 2 * MiB);
-	cvm_dma_close(d);
-	cvm_dma_close(d0);
-	cvm_region_destroy(r);
-	munmap(c.hva, c.length);
-}
-
-Test(dma, at_the_limit_a_cutting_batch_fits_when_its_holes_free_whole_mappings)
-{
-	cut_batch_with_a_whole_mapping_in_its_hole(false);
-	cut_batch_with_a_whole_mapping_in_its_hole(true);
-}
-
 /* The same with CVM_DMA_COMPACT on the context at its limit: its merges
  * cannot free enough, and it refuses before the other context cuts. */
 Test(dma, a_compacting_context_out_of_entries_refuses_before_another_cuts)
