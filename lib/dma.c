@@ -1388,8 +1388,10 @@ static int unmap_prologue(struct cvm_dma *d, const struct dma_region *dr,
 	*have_first = need <= room(d);
 	/* Not with a cut to undo: its hole comes back as mappings of its
 	 * own, so the entries the whole mappings free may be needed again
-	 * to map them back.  need does not credit whole mappings inside a
-	 * cut's hole, so it cannot promise that the undo fits. */
+	 * to map them back.  Crediting the whole mappings inside a hole is
+	 * not safe either: a cut the kernel refuses part way has removed
+	 * only some of them, and the piece mapped back is one entry more
+	 * (test-dma-fuzz -s 20762 -k 205 found it). */
 	if (!*have_first && n > 1 && !cuts &&
 	    need <= room(d) + whole_freed(d, dr, runs, n)) {
 		*whole_first = true;
