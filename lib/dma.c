@@ -865,7 +865,7 @@ static void rollback(struct cvm_dma *d)
 			       d->undo[d->nundo - 1].iova + d->undo[d->nundo - 1].len == lo)
 				lo = d->undo[--d->nundo].iova;
 			inside_strays(d, &lo, &hi);
-			err = lo < hi ? be_unmap_span(d, lo, hi, false, false) : 0;
+			err = lo < hi ? be_unmap_span(d, lo, hi, false, u.remap) : 0;
 			/* A remap of pages that stay shared may stay: restoring
 			 * the mapping it came from finds it there, below. */
 			if (err && !u.remap)

@@ -1495,6 +1495,49 @@ Test(dma, at_the_limit_a_cutting_batch_that_fails_maps_every_shared_page_back)
 	munmap(c.hva, c.length);
 }
 
+/*
+ * d (iommufd rules: an unmap of several mappings may remove the first ones
+ * before it fails) maps [500, 512) and [512, 530), split at the 2 MiB
+ * boundary, and is told first that [505] and [520] go private: it unmaps
+ * both and maps the rest again, [506, 512) and [512, 520) side by side.
+ * d0 then fails the batch, and one call of d's rollback (each in turn)
+ * fails part way.  Once pending_repairs reads 0, d's table and the
+ * kernel's must agree and map the shared pages: the remaps the kernel took
+ * before it failed are mapped back, as the pages stay shared.
+ */
+Test(dma, a_rollback_unmap_of_remaps_failing_part_way_maps_back_what_it_took)
+{
+	const struct cvm_range pv[] = { { A(505), PG }, { A(520), PG } };
+
+	for (uint64_t nth = 1; nth <= 8; nth++) {
+		struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE,
+					       .length = 1024 * PG };
+		struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+		struct cvm_dma *d = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+		struct cvm_region *r;
+
+		c.hva = reserve(c.length);
+		cr_assert_eq(cvm_region_create(&c, &r), 0);
+		cr_assert_eq(cvm_dma_add_region(d0, r), 0);
+		cr_assert_eq(cvm_dma_add_region(d, r), 0);      /* told to_private first */
+		cr_assert_eq(cvm_convert(r, A(500), 30 * PG, CVM_SHARED, 0), 0);
+		inject(d0, 1, -EIO);
+		cvm_model_inject_partial(cvm_dma_backend(d), 5 + nth, -EBUSY);
+		cr_assert_eq(cvm_convert_batch(r, pv, 2, CVM_PRIVATE, 0), -EIO);
+		inject(d0, 0, 0);
+		cvm_model_inject_partial(cvm_dma_backend(d), 0, 0);
+		cr_assert_eq(cvm_region_query(r, A(500), 30 * PG), CVM_SHARED);
+		cvm_dma_repair(d);
+		if (!stats(d).pending_repairs)
+			check_dma(r, d, 1024, 2 * MiB);
+		check_dma(r, d0, 1024, 2 * MiB);
+		cvm_dma_close(d);
+		cvm_dma_close(d0);
+		cvm_region_destroy(r);
+		munmap(c.hva, c.length);
+	}
+}
+
 /* The same with CVM_DMA_COMPACT on the context at its limit: its merges
  * cannot free enough, and it refuses before the other context cuts. */
 Test(dma, a_compacting_context_out_of_entries_refuses_before_another_cuts)
