@@ -62,8 +62,9 @@ check "no QEMU is a skip (77)" status_is 77
 rig result 1
 check "a broken qemu-run --check is a failure (125), not a skip" status_is 125
 
-# A signal to run-in-guest alone while QEMU runs (INT made deliverable: a
-# shell starts a background job with it ignored): the program's output so
+# A signal to run-in-guest alone while QEMU runs (each made deliverable: a
+# shell starts a background job with INT ignored, and a run under nohup
+# has HUP ignored, which a shell cannot trap): the program's output so
 # far has come through (mawk would hold it back), the stand-in hears a TERM,
 # and run-in-guest ends with 128 + the signal within seconds, not at
 # --timeout, without calling the stop a guest failure.
@@ -73,7 +74,7 @@ sig_case() { # SIGNAL STATUS
 	# the last case's "hello" would be found, and the signal sent before
 	# run-in-guest started QEMU.
 	: >"$tmp/out"
-	STUB_MODE=hang env --default-signal=INT "$tmp/vm/run-in-guest" --timeout 60 "$tmp/prog" \
+	STUB_MODE=hang env --default-signal=INT,HUP,TERM "$tmp/vm/run-in-guest" --timeout 60 "$tmp/prog" \
 		>"$tmp/out" 2>"$tmp/err" &
 	rp=$!
 	i=0
