@@ -539,7 +539,7 @@ static void check_all(bool failed)
 			continue;
 		cvm_dma_for_each_mapping(c->d, maps_add, &now);
 		CHECK(now.n == c->before.n &&
-		      !memcmp(now.e, c->before.e, now.n * sizeof(*now.e)),
+		      (!now.n || !memcmp(now.e, c->before.e, now.n * sizeof(*now.e))),
 		      "a failed conversion changed the mappings of ctx %d (no cut, no compaction): "
 		      "%llu before, %llu after", k, (unsigned long long)c->before.n,
 		      (unsigned long long)now.n);
