@@ -287,7 +287,9 @@ static int shim_fails(struct ctx *c)
 	return 0;
 }
 
-static int shim_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped)
+/* An unmap or a cut (they share a signature): failed here, or the model's. */
+static int shim_unmap_or_cut(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped,
+			     bool cut)
 {
 	struct ctx *c = ctx_of(be);
 	int err = shim_fails(c);
@@ -296,19 +298,17 @@ static int shim_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *
 		*unmapped = 0;
 		return err;
 	}
-	return c->model_ops->unmap(be, iova, len, unmapped);
+	return (cut ? c->model_ops->cut : c->model_ops->unmap)(be, iova, len, unmapped);
+}
+
+static int shim_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped)
+{
+	return shim_unmap_or_cut(be, iova, len, unmapped, false);
 }
 
 static int shim_cut(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped)
 {
-	struct ctx *c = ctx_of(be);
-	int err = shim_fails(c);
-
-	if (err) {
-		*unmapped = 0;
-		return err;
-	}
-	return c->model_ops->cut(be, iova, len, unmapped);
+	return shim_unmap_or_cut(be, iova, len, unmapped, true);
 }
 
 static int shim_unmap_all(struct cvm_be *be)
