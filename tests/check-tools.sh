@@ -215,6 +215,9 @@ check "tracegen: an --ops that cannot fit is refused before a byte reaches a pip
 check "tracegen: adversarial refuses an --ops that cannot fit before a byte reaches a pipe" \
 	sh -c '"$1" adversarial --guest-size 256M --ops 99999999 2>"$2" | wc -c | grep -qx 0 &&
 	grep -q "more than half the .* shared pages" "$2"' sh "$gen" "$tmp/adv.err"
+check "tracegen: churn refuses an --ops above 10,000,000 before a byte reaches a pipe" \
+	sh -c '"$1" churn --guest-size 256M --ops 10000001 2>"$2" | wc -c | grep -qx 0 &&
+	grep -q "more than churn.s limit of 10000000" "$2"' sh "$gen" "$tmp/churn.err"
 check "tracegen: the largest --ops that fits is accepted and replays" \
 	sh -c '"$1" tdx-boot --guest-size 256M --ops 3071 | "$2" -q - >/dev/null' sh "$gen" "$rep"
 long=$(printf '%0250d' 0 | tr 0 a)

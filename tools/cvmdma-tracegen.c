@@ -29,6 +29,7 @@
 #define PSC_MAX_ENTRIES	253			/* GHCB page-state-change buffer */
 #define SWIOTLB_ALIGN	(256 * KiB)		/* IO_TLB_SEGSIZE * IO_TLB_SIZE */
 #define BLOCK		(64 * KiB)		/* largest coherent allocation */
+#define CHURN_MAX_OPS	UINT64_C(10000000)	/* ~250 MB of trace; nothing else bounds it */
 
 enum workload { TDX_BOOT, SNP_BOOT, LAZY_ACCEPT, CHURN, ADVERSARIAL, NR_WORKLOADS };
 
@@ -479,6 +480,9 @@ static void defaults(struct gen *g, int have_ops, int have_exit, int have_initia
 	if (g->wl == LAZY_ACCEPT && g->ops > g->guest_size / HUGE)
 		die("--ops %" PRIu64 " is more than the %" PRIu64 " 2 MiB units of the guest",
 		    g->ops, g->guest_size / HUGE);
+	if (g->wl == CHURN && g->ops > CHURN_MAX_OPS)
+		die("--ops %" PRIu64 " is more than churn's limit of %" PRIu64, g->ops,
+		    CHURN_MAX_OPS);
 }
 
 static void check_guest_size(uint64_t size)
