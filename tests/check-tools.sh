@@ -225,6 +225,13 @@ check "tracegen: -o FILE with a name of 250 bytes (its temporary name stays shor
 	sh -c 'cd "$1" && "$2" churn --guest-size 1G -o "$3" && test -s "$3" &&
 	! ls -A | grep -q "^.cvmdma-tracegen"' \
 	sh "$tmp" "$(cd "$(dirname "$gen")" && pwd)/${gen##*/}" "$long"
+for w in $workloads; do
+	check "tracegen: $w: the command on a trace's first line makes the same trace again" \
+		sh -c 'cd "$(dirname "$1")" && "$1" "$2" --guest-size 3G --seed 5 >"$3" &&
+		cmd=$(head -n 1 "$3") && test "${cmd%% *}" = "#" &&
+		eval "./${cmd#\# }" | cmp -s - "$3"' \
+		sh "$(cd "$(dirname "$gen")" && pwd)/${gen##*/}" "$w" "$tmp/first-line.trace"
+done
 check "tracegen: --exit-max is refused by a workload without MapGPA requests" \
 	sh -c '"$1" snp-boot --exit-max 4K >/dev/null 2>"$2"; test $? -eq 2 &&
 	grep -q "not to snp-boot" "$2"' sh "$gen" "$tmp/exit.err"

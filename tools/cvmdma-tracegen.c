@@ -521,9 +521,13 @@ static void generate(struct gen *g)
 	}
 	if (g->wl == ADVERSARIAL)
 		plan_adversarial(g);	/* its first random draws, as before */
+	/* The command that makes this trace again: snp-boot and lazy-accept
+	 * refuse --exit-max, so theirs names none. */
 	fprintf(g->out, "# cvmdma-tracegen %s --guest-size %s --seed %" PRIu64 " --ops %" PRIu64
-		" --exit-max %s --initial %s\n", workload_names[g->wl],
+		"%s%s --initial %s\n", workload_names[g->wl],
 		tool_fmt_len(g->guest_size, a, sizeof(a)), g->seed, g->ops,
+		g->wl == SNP_BOOT || g->wl == LAZY_ACCEPT ? "" : " --exit-max ",
+		g->wl == SNP_BOOT || g->wl == LAZY_ACCEPT ? "" :
 		g->exit_max ? tool_fmt_len(g->exit_max, b, sizeof(b)) : "0",
 		g->initial ? "shared" : "private");
 	fprintf(g->out, "cvmdma-trace 1\n");
