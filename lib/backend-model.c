@@ -32,7 +32,11 @@
  *    (unaligned ranges accepted, unmapping nothing is 0) or a native IOAS
  *    whose unmap does not cut but whose VFIO-compat unmap does;
  *  - the page sizes are intel-iommu's for every rule set, where iommufd
- *    reports only its IOVA alignment.
+ *    reports only its IOVA alignment;
+ *  - an injected partial failure of a cut (a test hook) splits and then
+ *    takes the first area inside; the kernel can also fail at that first
+ *    area after splitting, leaving mappings split and nothing removed,
+ *    which no call shows (the DMA layer's table then keeps them whole).
  */
 #include <inttypes.h>
 
@@ -362,6 +366,59 @@ static uint64_t count_after_cut(struct model *m, uint64_t iova, uint64_t last, i
 	return maptable_count(m->mt) - gone + (uint64_t)splits;
 }
 
+/* Both cut points of [iova, last] (see cut_point()). */
+static int cut_points(struct model *m, uint64_t iova, uint64_t last, int *splits)
+{
+	int err = cut_point(m, last, splits);
+
+	if (!err && iova)
+		err = cut_point(m, iova - 1, splits);
+	return err;
+}
+
+/*
+ * An injected cut failure: with inject_partial, as the kernel, which cuts
+ * at both ends before iopt_unmap_iova_range() takes the areas inside in
+ * ascending order: the cuts, then the first of several areas (the inside
+ * piece of a mapping across the start, if any) goes before the call fails.
+ * With one area inside, or a cut that could not be made, nothing changes
+ * (a failure before the first cut).
+ */
+static int failed_cut(struct model *m, uint64_t iova, uint64_t len, int err)
+{
+	struct first_two f = { .iova = iova, .last = iova + (len - 1) };
+	struct mt_entry e;
+	int splits = 0;
+
+	if (!m->inject_partial || !len || wraps(iova, len))
+		return failed_unmap(m, iova, len, err);
+	m->inject_partial = false;
+	/* Areas inside once cut: every mapping the range touches. */
+	for (uint64_t x = iova; f.n < 2 && !maptable_lookup(m->mt, x, &e) && e.iova <= f.last;
+	     x = entry_last(&e) + 1) {
+		f.n++;
+		if (entry_last(&e) >= f.last)
+			break;
+	}
+	if (f.n < 2 || cut_points(m, iova, f.last, &splits))
+		return err;
+	if (splits) {
+		/* Only the model limits the mappings of these rules, and its
+		 * limit has no room for splits the DMA layer could not plan for
+		 * (its rollback, or the piece mapped back, would not fit): there
+		 * the failure comes before the first cut. */
+		if (m->limit != NO_LIMIT || maptable_reserve(m->mt, 2))
+			return err;
+		split_after(m, f.last);
+		if (iova)
+			split_after(m, iova - 1);
+	}
+	f.n = 0;
+	maptable_for_each(m->mt, iova, len, note_inside, &f);
+	maptable_remove(m->mt, f.e[0].iova, NULL);
+	return err;
+}
+
 /*
  * iommufd_vfio_unmap_dma() with large pages disabled: cut at both ends of
  * the range, then unmap the whole areas inside.  The kernel makes the
@@ -377,7 +434,7 @@ static int cut_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *u
 
 	report(unmapped, 0);
 	if (injected(m, &err))
-		return failed_unmap(m, iova, len, err);
+		return failed_cut(m, iova, len, err);
 	if (!len)
 		return -EINVAL;
 	if (wraps(iova, len))
@@ -385,9 +442,7 @@ static int cut_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *u
 	if (unmap_exact(m, iova, len, unmapped))
 		return 0;
 	last = iova + len - 1;
-	err = cut_point(m, last, &splits);
-	if (!err && iova)
-		err = cut_point(m, iova - 1, &splits);
+	err = cut_points(m, iova, last, &splits);
 	if (err)
 		return err;
 	if (splits) {

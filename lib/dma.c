@@ -347,7 +347,7 @@ static int stop_at_inside(void *opaque, const struct mt_entry *e)
  * other answer proves neither: the table keeps the mapping, as before, and
  * the log says so.
  */
-static void put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, int err)
+static uint64_t put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, int err)
 {
 	uint64_t back = 0, unknown = 0;
 
@@ -378,6 +378,7 @@ static void put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, in
 			"not still hold %s", err, (unsigned long long)unknown,
 			unknown == 1 ? "" : "s", (unsigned long long)s, (unsigned long long)e,
 			unknown == 1 ? "it" : "them", unknown == 1 ? "it" : "them");
+	return back;
 }
 
 /* Unmap [s, e), which holds only whole mappings (at least one).  Never
@@ -421,6 +422,62 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log, bo
 	return 0;
 }
 
+/* The table's mapping m becomes two, split at x (the kernel split it). */
+static void split_entry(struct cvm_dma *d, const struct mt_entry *m, uint64_t x)
+{
+	maptable_remove(d->mt, m->iova, NULL);
+	maptable_insert(d->mt, m->iova, x - m->iova, m->data);
+	maptable_insert(d->mt, x, m->iova + m->len - x, m->data + (x - m->iova));
+	account(d, 1, 0);
+}
+
+/*
+ * A cut of [s, e) failed where the kernel may have removed some mappings
+ * first (be->unmap_partial).  iommufd_vfio_unmap_dma() splits the mappings
+ * across s and e before it unmaps anything, and iopt_unmap_iova_range()
+ * then takes the areas inside in ascending order: the first to go is the
+ * inside piece [s, l's end) of the mapping l across s, if there is one,
+ * which put_back_after_failure() does not look at (it is no mapping of the
+ * table).  Map it back too; once anything came back, the kernel had made
+ * both splits, and the table takes them.  When nothing came back the
+ * kernel may still have split l or r: the table keeps them whole, which
+ * is safe, because every later unmap or cut of a whole mapping of the
+ * table covers both parts.  l, r: the mappings across s and e, or NULL.
+ */
+static void put_back_after_cut(struct cvm_dma *d, uint64_t s, uint64_t e, int err,
+			       const struct mt_entry *l, const struct mt_entry *r)
+{
+	bool split = false;
+	int merr;
+
+	if (l) {
+		d->st.map_calls++;
+		merr = d->be->ops->map(d->be, s, l->iova + l->len - s,
+				       (void *)(uintptr_t)(l->data + (s - l->iova)));
+		if (!merr) {
+			split = true;
+			cvm_warn("dma: the kernel removed [0x%llx, 0x%llx) before the cut failed "
+				 "(%d): mapped back", (unsigned long long)s,
+				 (unsigned long long)(l->iova + l->len), err);
+		} else if (merr != -EEXIST) {
+			cvm_err("dma: after a failed cut (%d), [0x%llx, 0x%llx) could not be "
+				"checked: the kernel refused to map it again (%d), and may or may "
+				"not still hold it", err, (unsigned long long)s,
+				(unsigned long long)(l->iova + l->len), merr);
+		}
+	}
+	if (put_back_after_failure(d, s, e, err))
+		split = true;
+	/* Two splits: four inserts.  Without them the table stays whole, as
+	 * above. */
+	if (!split || maptable_reserve(d->mt, 4))
+		return;
+	if (l)
+		split_entry(d, l, s);
+	if (r)
+		split_entry(d, r, e);
+}
+
 /* Hitless cut of [s, e): whole mappings inside go, the (at most two)
  * mappings it bisects shrink without ever being unmapped. */
 static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, uint64_t e,
@@ -441,7 +498,8 @@ static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, ui
 	err = d->be->ops->cut(d->be, s, e - s, &done);
 	if (err) {
 		if (log && d->be->unmap_partial)
-			put_back_after_failure(d, s, e, err);
+			put_back_after_cut(d, s, e, err, has_l && !same ? &l : NULL,
+					   has_r && !same ? &r : NULL);
 		return err;
 	}
 	/* Whole mappings inside go; bisected ones are re-entered as their parts. */

@@ -12,7 +12,8 @@
  * removed from or added back to a context, or a region destroyed and
  * created again.  Before a step it may make backend calls of a context
  * fail (-EIO, -ENOSPC, -ENOMEM, -EFAULT, -EBUSY): one call, one partial
- * unmap that takes the first of its mappings, or consecutive calls (the
+ * unmap that takes the first of its mappings (a cut first splits those
+ * across its ends, as the kernel does), or consecutive calls (the
  * model does these), or any one to three of the first calls (the shim
  * here does); and one of the library's allocations (tests/fail-alloc.h).
  * During a conversion, a backend call of a context that does not serve
