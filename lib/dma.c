@@ -178,20 +178,42 @@ static void undo_push(struct cvm_dma *d, enum undo_kind kind, uint64_t iova, uin
 
 /* ---- entry accounting ---- */
 
+static void refresh_avail(struct cvm_dma *d)
+{
+	if (d->be->ops->refresh && d->be->ops->refresh(d->be) == 0)
+		d->avail = d->be->entries_avail;
+}
+
 static void account(struct cvm_dma *d, int64_t entries, int64_t bytes)
 {
 	d->st.mappings += (uint64_t)entries;
 	d->st.mapped_bytes += (uint64_t)bytes;
 	if (d->st.mappings > d->st.mappings_peak)
 		d->st.mappings_peak = d->st.mappings;
-	if (d->avail != UINT64_MAX)
+	if (d->avail == UINT64_MAX)
+		return;
+	if (entries <= 0 || d->avail >= (uint64_t)entries) {
 		d->avail -= (uint64_t)entries;
+		return;
+	}
+	/* The kernel took more mappings than we thought it had room for: it
+	 * had freed some in a call that failed part way.  Ask it; 0 (which
+	 * is what UINT64_MAX, no limit at all, must not become) if it
+	 * cannot say. */
+	d->avail = 0;
+	refresh_avail(d);
 }
 
-static void refresh_avail(struct cvm_dma *d)
+/* The kernel unmapped other than what the table expected: the table had
+ * kept mappings it had removed in a call that failed part way, so the
+ * count of free entries is off; ask the kernel again. */
+static void unmapped_other(struct cvm_dma *d, const char *what, uint64_t iova, uint64_t done,
+			   uint64_t expected)
 {
-	if (d->be->ops->refresh && d->be->ops->refresh(d->be) == 0)
-		d->avail = d->be->entries_avail;
+	cvm_warn("dma: kernel %s %llu bytes at 0x%llx, the table expected %llu", what,
+		 (unsigned long long)done, (unsigned long long)iova,
+		 (unsigned long long)expected);
+	refresh_avail(d);
 }
 
 /* Free entries a call may take: those not kept for a pending undo. */
@@ -311,12 +333,10 @@ static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t
 	err = d->be->ops->unmap(d->be, iova, len, &done);
 	if (err)
 		return err;
-	if (done != len)
-		cvm_warn("dma: kernel unmapped %llu bytes at 0x%llx, the table expected %llu",
-			 (unsigned long long)done, (unsigned long long)iova,
-			 (unsigned long long)len);
 	maptable_remove(d->mt, iova, NULL);
 	account(d, -1, -(int64_t)len);
+	if (done != len)
+		unmapped_other(d, "unmapped", iova, done, len);
 	if (log)
 		undo_push(d, UNDO_UNMAPPED, iova, len, hva, NULL);
 	return 0;
@@ -413,12 +433,10 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log, bo
 			put_back_after_failure(d, s, e, err);
 		return err;
 	}
-	if (done != c.bytes)
-		cvm_warn("dma: kernel unmapped %llu bytes at 0x%llx, the table expected %llu",
-			 (unsigned long long)done, (unsigned long long)s,
-			 (unsigned long long)c.bytes);
 	maptable_remove_range(d->mt, s, e - s, NULL);
 	account(d, -(int64_t)c.n, -(int64_t)c.bytes);
+	if (done != c.bytes)
+		unmapped_other(d, "unmapped", s, done, c.bytes);
 	return 0;
 }
 
@@ -520,10 +538,9 @@ static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, ui
 		bytes = c.bytes + (has_l ? l.iova + l.len - s : 0) + (has_r ? e - r.iova : 0);
 		before += has_r;
 	}
-	if (done != bytes)
-		cvm_warn("dma: kernel cut %llu bytes at 0x%llx, the table expected %llu",
-			 (unsigned long long)done, (unsigned long long)s, (unsigned long long)bytes);
 	account(d, (int64_t)(has_l + has_r) - (int64_t)(before + c.n), -(int64_t)bytes);
+	if (done != bytes)
+		unmapped_other(d, "cut", s, done, bytes);
 	if (log)
 		undo_push(d, UNDO_CUT, s, e - s, hva_of(dr, s), dr);
 	return 0;
