@@ -34,9 +34,12 @@
  *  - the page sizes are intel-iommu's for every rule set, where iommufd
  *    reports only its IOVA alignment;
  *  - an injected partial failure of a cut (a test hook) splits and then
- *    takes the first area inside; the kernel can also fail at that first
- *    area after splitting, leaving mappings split and nothing removed,
- *    which no call shows (the DMA layer's table then keeps them whole).
+ *    takes the first area inside, or changes nothing when there is one
+ *    area inside or splits to make under an entry limit (which only the
+ *    model puts on these rules); the kernel can also fail at that first
+ *    area after splitting, or split at the end and then refuse the start,
+ *    leaving mappings split and nothing removed, which no call shows (the
+ *    DMA layer's table then keeps them whole: cvm_dma_repair(3), BUGS).
  */
 #include <inttypes.h>
 

@@ -457,10 +457,16 @@ static void split_entry(struct cvm_dma *d, const struct mt_entry *m, uint64_t x)
  * inside piece [s, l's end) of the mapping l across s, if there is one,
  * which put_back_after_failure() does not look at (it is no mapping of the
  * table).  Map it back too; once anything came back, the kernel had made
- * both splits, and the table takes them.  When nothing came back the
- * kernel may still have split l or r: the table keeps them whole, which
- * is safe, because every later unmap or cut of a whole mapping of the
- * table covers both parts.  l, r: the mappings across s and e, or NULL.
+ * both splits, and the table takes them.  l, r: the mappings across s and
+ * e, or NULL.
+ *
+ * When nothing came back the kernel may still have split l or r (it failed
+ * at the first area, or split at e and then refused to split at s), and no
+ * call tells: the table keeps them whole.  A later call that succeeds
+ * covers both parts, but one that fails part way may take only the lower
+ * part, which the put-backs (they map a table mapping, or a piece, back
+ * whole) then find still mapped (-EEXIST): its pages stay unmapped, with
+ * nothing noted.  cvm_dma_repair(3) says so under BUGS.
  */
 static void put_back_after_cut(struct cvm_dma *d, uint64_t s, uint64_t e, int err,
 			       const struct mt_entry *l, const struct mt_entry *r)
@@ -486,13 +492,14 @@ static void put_back_after_cut(struct cvm_dma *d, uint64_t s, uint64_t e, int er
 	}
 	if (put_back_after_failure(d, s, e, err))
 		split = true;
-	/* Two splits: four inserts.  Without them the table stays whole, as
-	 * above. */
-	if (!split || maptable_reserve(d->mt, 4))
+	if (!split)
 		return;
+	/* The first split takes the two inserts be_cut() reserved (nothing
+	 * was inserted since); the second must ask, and without them r stays
+	 * whole in the table, as above. */
 	if (l)
 		split_entry(d, l, s);
-	if (r)
+	if (r && (!l || !maptable_reserve(d->mt, 2)))
 		split_entry(d, r, e);
 }
 
