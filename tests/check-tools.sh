@@ -232,6 +232,9 @@ for w in $workloads; do
 		eval "./${cmd#\# }" | cmp -s - "$3"' \
 		sh "$(cd "$(dirname "$gen")" && pwd)/${gen##*/}" "$w" "$tmp/first-line.trace"
 done
+check "tracegen: a number too big for 64 bits is refused as such (exit 2)" \
+	sh -c '"$1" churn --seed 99999999999999999999 >/dev/null 2>"$2"; test $? -eq 2 &&
+	grep -q "does not fit in 64 bits" "$2"' sh "$gen" "$tmp/big.err"
 check "tracegen: --exit-max is refused by a workload without MapGPA requests" \
 	sh -c '"$1" snp-boot --exit-max 4K >/dev/null 2>"$2"; test $? -eq 2 &&
 	grep -q "not to snp-boot" "$2"' sh "$gen" "$tmp/exit.err"

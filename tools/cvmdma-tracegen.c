@@ -447,8 +447,11 @@ static void usage(FILE *f)
 static uint64_t parse_num(const char *opt, const char *arg)
 {
 	uint64_t v;
+	int r = tool_parse_size(arg, NULL, &v);
 
-	if (tool_parse_size(arg, NULL, &v))
+	if (r == -ERANGE)
+		die("%s: '%s' does not fit in 64 bits", opt, arg);
+	if (r)
 		die("%s: '%s' is not a size (decimal or 0x hex, optional K/M/G/T)", opt, arg);
 	return v;
 }
