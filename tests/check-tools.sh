@@ -101,6 +101,10 @@ printf 'cvmdma-trace 1\nregion 0 1M private\nshared 0x1000+1000\n' >"$tmp/unalig
 check "replay: an unaligned range is refused at parse time with its line" \
 	sh -c '"$1" "$2" 2>&1 | grep -q "unaligned.trace:3: .*aligned"' sh "$rep" "$tmp/unaligned.trace"
 
+printf 'cvmdma-trace 1\nregion 0x0 2M private # a \000 in a comment\n' >"$tmp/nul.trace"
+check "replay: a NUL byte, even in a comment, makes the trace invalid (exit 2)" \
+	sh -c '"$1" "$2" >/dev/null 2>&1; test $? -eq 2' sh "$rep" "$tmp/nul.trace"
+
 sed 's/$/\r/' "$data/holes.trace" >"$tmp/crlf.trace"
 check "replay: a trace with CRLF line ends replays as with LF (trace-format.md)" \
 	sh -c 'rows() { "$1" -q --compare "$2" | awk "/^(per-page|auto|unbounded) / {
