@@ -5,7 +5,7 @@
 # header and the map against the built library.
 . "$top_srcdir/tests/tap.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-plan 2
+plan 3
 
 copy() { # dir: a source tree with the header, the map and the checks
 	mkdir -p "$1/include" "$1/lib" "$1/tests"
@@ -30,14 +30,31 @@ else
 fi
 
 # A second node that inherits the first, as the map's comment says new
-# releases add: the same symbols split over two nodes must pass.
+# releases add (the header says 0.2): the same symbols split over two nodes
+# must pass.
+node02() { # dir: move cvm_version to a new LIBCVMDMA_0.2 node
+	sed -i '/^\tcvm_version;$/d' "$1/lib/libcvmdma.map"
+	printf '\nLIBCVMDMA_0.2 {\nglobal:\n\tcvm_version;\n} LIBCVMDMA_0.1;\n' >>"$1/lib/libcvmdma.map"
+}
 copy "$tmp/b"
-sed -i '/^\tcvm_version;$/d' "$tmp/b/lib/libcvmdma.map"
-printf '\nLIBCVMDMA_0.2 {\nglobal:\n\tcvm_version;\n} LIBCVMDMA_0.1;\n' >>"$tmp/b/lib/libcvmdma.map"
+node02 "$tmp/b"
+sed -i 's/^#define CVMDMA_VERSION_MINOR .*/#define CVMDMA_VERSION_MINOR 2/' "$tmp/b/include/cvmdma.h"
 if symcheck "$tmp/b"; then
 	ok "a map with a LIBCVMDMA_0.2 node inheriting LIBCVMDMA_0.1 parses"
 else
 	not_ok "a map with a LIBCVMDMA_0.2 node inheriting LIBCVMDMA_0.1 parses"
 	sed 's/^/# /' "$tmp/b/log"
+fi
+# The same map while the header still says 0.1: symbols in a node named
+# after a release that is not this one must fail.
+copy "$tmp/c"
+node02 "$tmp/c"
+if ! grep -q '^LIBCVMDMA_0.2 {' "$tmp/c/lib/libcvmdma.map"; then
+	not_ok "a node newer than the header's version fails (could not mutate the map)"
+elif symcheck "$tmp/c"; then
+	not_ok "a node newer than the header's version fails"
+	sed 's/^/# /' "$tmp/c/log"
+else
+	ok "a node newer than the header's version fails"
 fi
 tap_done

@@ -1,7 +1,8 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # The exported ABI is exactly the map, the map is exactly the header, every
-# symbol is versioned, and the SONAME is right (libnvme's symbol test, in sh);
+# symbol is versioned, the map's newest node is the header's MAJOR.MINOR
+# (libbpf's check), and the SONAME is right (libnvme's symbol test, in sh);
 # a static archive (--enable-static), which has no version script, defines
 # only the same cvm_* globals, so a program's own names cannot clash.
 . "$top_srcdir/tests/tap.sh"
@@ -9,7 +10,7 @@ so=$top_builddir/lib/.libs/libcvmdma.so
 map=$top_srcdir/lib/libcvmdma.map
 hdr=$top_srcdir/include/cvmdma.h
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-plan 7
+plan 8
 
 # Public functions declared in the header: an identifier cvm_* followed by '('
 # in what the C compiler sees (comments, which name functions too, are gone).
@@ -20,6 +21,11 @@ ${CC:-cc} -E -P -I"$top_srcdir/include" -x c "$hdr" | tr '\n' ' ' | tr ';' '\n' 
 # A node ends at its '}' (a node inheriting another has no local: section).
 awk '/global:/{g=1; next} /local:|}/{g=0} g && /;/ {gsub(/[ \t;]/, ""); print}' "$map" |
 	sort -u >"$tmp/map"
+# The newest node: its symbols come with the release the header announces.
+newest=$(sed -n 's/^\(LIBCVMDMA_[0-9][0-9.]*\)[[:space:]]*{.*/\1/p' "$map" | sed 's/^LIBCVMDMA_//' |
+	sort -V | tail -n 1)
+hv=$(sed -n 's/^#define CVMDMA_VERSION_MAJOR \([0-9]*\)$/\1/p' "$hdr").$(
+	sed -n 's/^#define CVMDMA_VERSION_MINOR \([0-9]*\)$/\1/p' "$hdr")
 # Exported (defined, dynamic) function symbols, without version suffix.
 nm -D --defined-only "$so" | awk '$2 ~ /[TWi]/ {print $3}' | sed 's/@.*//' |
 	sort -u >"$tmp/so"
@@ -30,6 +36,7 @@ check "only cvm_* symbols are exported" sh -c "! grep -v '^cvm_' '$tmp/so'"
 # Every exported function carries a version from the map.
 unversioned=$(objdump -T "$so" | awk '$2 ~ /g/ && $4 == ".text" && $(NF-1) !~ /LIBCVMDMA_/ {print $NF}')
 check "every exported symbol is versioned (LIBCVMDMA_*)" test -z "$unversioned"
+check "the map's newest node LIBCVMDMA_$newest is the header's version $hv" test "$newest" = "$hv"
 soname=$(objdump -p "$so" | awk '$1 == "SONAME" {print $2}')
 check "SONAME is libcvmdma.so.0 (got '$soname')" test "$soname" = libcvmdma.so.0
 
