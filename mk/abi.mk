@@ -27,6 +27,7 @@ installcheck-local:
 	export PKG_CONFIG_PATH='$(DESTDIR)$(pkgconfigdir)' PKG_CONFIG_SYSROOT_DIR='$(DESTDIR)'; \
 	flags=$$($(PKG_CONFIG) --cflags --libs libcvmdma); \
 	echo "installcheck: pkg-config libcvmdma: $$flags"; \
+	$(PKG_CONFIG) --print-requires-private libcvmdma | grep -qx 'libcap-ng'; \
 	$(CC) -std=c11 -Wall -Werror $(srcdir)/tests/consumer.c $$flags -o $$tmp/c; \
 	$(CXX) -x c++ -std=c++11 -Wall -Wshadow -Werror $(srcdir)/tests/consumer.c $$flags -o $$tmp/cxx; \
 	LD_LIBRARY_PATH='$(DESTDIR)$(libdir)' $$tmp/c; \
