@@ -1085,6 +1085,11 @@ static int make_room(struct cvm_dma *d, uint64_t need)
 
 	if (d->avail == UINT64_MAX || need <= room(d))
 		return 0;
+	/* Our count sees only this context's calls: entries that others in
+	 * the container gave back since are free too.  Ask before refusing. */
+	refresh_avail(d);
+	if (need <= room(d))
+		return 0;
 	if (d->flags & CVM_DMA_COMPACT) {
 		size_t saved = d->nundo;
 		bool refused = false;

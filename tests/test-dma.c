@@ -654,6 +654,34 @@ Test(dma, the_kernels_own_enospc_corrects_the_entry_count)
 	munmap(other, PG);
 }
 
+/* Entries that others in the container give back count again: before it
+ * refuses at the limit, a context asks the kernel what is left. */
+Test(dma, entries_others_unmap_are_not_refused_at_the_limit)
+{
+	struct fx f;
+	struct cvm_be *be;
+	void *other = reserve(PG);
+	uint64_t gone = 0;
+	const struct cvm_range r3[] = { { A(0), PG }, { A(2), PG }, { A(4), PG } };
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 3);
+	be = cvm_dma_backend(f.d);
+	cr_assert_eq(be->ops->map(be, BASE + 512 * MiB, PG, other), 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(2), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(stats(f.d).entries_avail, 0);
+	cr_assert_eq(be->ops->unmap(be, BASE + 512 * MiB, PG, &gone), 0);
+	/* The kernel has an entry free again. */
+	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 5 * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_convert_batch(f.r, r3, 3, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).entries_avail, 0);
+	check(&f);
+	fx_fini(&f);
+	munmap(other, PG);
+}
+
 /*
  * A context that is told to_private before another keeps room for its
  * undo until the conversion settles, then gives it back: over and over,
