@@ -1788,6 +1788,13 @@ static int check_window(struct cvm_dma *d, const struct dma_region *dr)
 			return -EBUSY;
 		}
 	}
+	/* The same, where there was no memory to note them (d->lost). */
+	if (overlaps_table(d, s, e)) {
+		cvm_err("dma: region IOVA window [0x%llx, 0x%llx] holds mappings of a region "
+			"that left the context and that the kernel refused to unmap",
+			(unsigned long long)s, (unsigned long long)(e - 1));
+		return -EBUSY;
+	}
 	if (!cvm_backend_iova_valid(d->be, s, dr->g.length)) {
 		char list[8 * 44 + 32] = "none";
 		size_t n = 0;

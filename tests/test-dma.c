@@ -2110,6 +2110,35 @@ Test(dma, a_destroyed_regions_unmap_that_cannot_be_noted_stays_pending)
 	cvm_set_log(NULL, NULL, 0);
 }
 
+/* The same, then a new region over the window the mappings stay in: it is
+ * refused (-EBUSY), as over a window noted for repair; its pages private,
+ * it must not find them mapped. */
+Test(dma, a_region_over_mappings_left_unnoted_is_refused)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+	struct cvm_region *r, *r2;
+	void *hva;
+	char l[256];
+
+	r = three_runs(&hva);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cvm_model_inject(cvm_dma_backend(d), 1, -EBUSY);
+	fail_alloc_arm(1);
+	cvm_region_destroy(r);
+	fail_alloc_disarm();
+	cr_assert_eq(fail_alloc_left, 0, "no allocation was tried");
+	c.hva = hva;
+	cr_assert_eq(cvm_region_create(&c, &r2), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r2), -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(d, r2), -ENOENT);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;10+2;20+1;", "%s", l);
+	cvm_dma_close(d);
+	cvm_region_destroy(r2);
+	munmap(hva, 1024 * PG);
+}
+
 /*
  * A wrapper of the model kernel's ops: it counts what the kernel unmapped
  * (it outlives the context, so a test sees what a close did) and fails the
