@@ -2084,14 +2084,13 @@ Test(dma, pending_repairs_reads_0_only_when_the_iommu_is_right)
 
 /* A destroyed region's refused unmap that memory runs out for noting:
  * pending_repairs and cvm_dma_repair() say so until the context closes. */
-Test(dma, a_destroyed_regions_unmap_that_cannot_be_noted_stays_pending)
+/* Destroy a region of three_runs() in d while the kernel refuses to unmap
+ * it and the memory to note that runs out; returns its memory. */
+static void *destroy_unnoted(struct cvm_dma *d)
 {
-	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
 	struct cvm_region *r;
 	void *hva;
-	char l[256];
 
-	cvm_set_log(grab_log, NULL, LOG_ERR);
 	r = three_runs(&hva);
 	cr_assert_eq(cvm_dma_add_region(d, r), 0);
 	cvm_model_inject(cvm_dma_backend(d), 1, -EBUSY);
@@ -2099,6 +2098,17 @@ Test(dma, a_destroyed_regions_unmap_that_cannot_be_noted_stays_pending)
 	cvm_region_destroy(r);
 	fail_alloc_disarm();
 	cr_assert_eq(fail_alloc_left, 0, "no allocation was tried");
+	return hva;
+}
+
+Test(dma, a_destroyed_regions_unmap_that_cannot_be_noted_stays_pending)
+{
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+	void *hva;
+	char l[256];
+
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	hva = destroy_unnoted(d);
 	cr_assert(strstr(last_log, "no memory to note"), "log: %s", last_log);
 	layout(d, l, sizeof(l));
 	cr_assert_str_eq(l, "0+4;10+2;20+1;", "%s", l);
@@ -2117,17 +2127,11 @@ Test(dma, a_region_over_mappings_left_unnoted_is_refused)
 {
 	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
 	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
-	struct cvm_region *r, *r2;
+	struct cvm_region *r2;
 	void *hva;
 	char l[256];
 
-	r = three_runs(&hva);
-	cr_assert_eq(cvm_dma_add_region(d, r), 0);
-	cvm_model_inject(cvm_dma_backend(d), 1, -EBUSY);
-	fail_alloc_arm(1);
-	cvm_region_destroy(r);
-	fail_alloc_disarm();
-	cr_assert_eq(fail_alloc_left, 0, "no allocation was tried");
+	hva = destroy_unnoted(d);
 	c.hva = hva;
 	cr_assert_eq(cvm_region_create(&c, &r2), 0);
 	cr_assert_eq(cvm_dma_add_region(d, r2), -EBUSY);
