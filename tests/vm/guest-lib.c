@@ -959,6 +959,68 @@ out:
 	world_close(w);
 }
 
+/*
+ * Another user of the container holds an entry while the context fills the
+ * rest, then gives it back: the context's own count said 0 since the
+ * kernel's -ENOSPC, and it must ask the kernel (type1's DMA_AVAIL) before
+ * it refuses the next share, which the kernel now has room for.
+ */
+static void run_limit_foreign(struct world *w)
+{
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+	const uint64_t foreign = 0x100000000ull;   /* 4 GiB: outside both regions */
+	struct cvm_be *be;
+	uint64_t used_at_open, n = 0, gone = 0;
+	void *page = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	bool reach, kern;
+	int err;
+
+	err = page == MAP_FAILED ? -errno : world_open(w, "limit-foreign", 0, 0);
+	if (!tap_ok(!err, "%s/limit-foreign: open with an entry limit of %d (%d)", w->t->name,
+		    LIMIT, err))
+		goto out;
+	used_at_open = entries_used(w);
+	be = cvm_dma_backend(w->dma);
+	err = be->ops->map(be, foreign, PG, page);
+	/* Pages 0, 2, 4, ... until the kernel refuses one. */
+	for (; !err; n++) {
+		err = cvm_convert(w->ram, RAM_GPA + 2 * n * PG, PG, CVM_SHARED, 0);
+		if (!err)
+			set_state(w, 2 * n, 1, 1);
+	}
+	cvm_dma_stats(w->dma, &st);
+	if (!tap_ok(err == -ENOSPC && st.entries_avail == 0 && st.mappings == LIMIT - 1,
+		    "%s/limit-foreign: with another user's entry the kernel refuses the %lluth "
+		    "isolated page (%d), the context then counts 0 free", w->t->name,
+		    (unsigned long long)n, err))
+		goto unmap;
+	err = be->ops->unmap(be, foreign, PG, &gone);
+	if (!tap_ok(!err && gone == PG, "%s/limit-foreign: the other user gives its entry back "
+		    "(%d)", w->t->name, err))
+		goto out;
+	err = cvm_convert(w->ram, RAM_GPA + 2 * (n - 1) * PG, PG, CVM_SHARED, 0);
+	set_state(w, 2 * (n - 1), 1, 1);
+	cvm_dma_stats(w->dma, &st);
+	reach = dma_reaches(w, 2 * (n - 1)) && dma_reaches(w, 0);
+	/* check_kernel() probes with a map of its own: free an entry first. */
+	if (!err) {
+		err = cvm_convert(w->ram, RAM_GPA, PG, CVM_PRIVATE, 0);
+		set_state(w, 0, 1, 0);
+	}
+	kern = !err && check_kernel(w, used_at_open);
+	tap_ok(!err && reach && kern && st.mappings == LIMIT && st.entries_avail == 0,
+	       "%s/limit-foreign: the context asks the kernel and maps the next page (%d): "
+	       "reachable, %llu mappings, 0 free, the kernel maps exactly the library's table",
+	       w->t->name, err, (unsigned long long)st.mappings);
+	goto out;
+unmap:
+	be->ops->unmap(be, foreign, PG, &gone);
+out:
+	world_close(w);
+	if (page != MAP_FAILED)
+		munmap(page, PG);
+}
+
 /* ---- a real refusal: the kernel cannot pin ---- */
 
 /*
@@ -1048,6 +1110,7 @@ static void run_limit_target(struct world *w)
 		w->t = &t;
 		run_limit(w, "limit-auto", 0);
 		run_limit(w, "limit-compact", CVM_DMA_COMPACT);
+		run_limit_foreign(w);
 	} else {
 		tap_skip(strerror(-err), "type1: open the edu device with an entry limit");
 	}
