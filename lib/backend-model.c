@@ -36,10 +36,11 @@
  *  - an injected partial failure of a cut (a test hook) splits and then
  *    takes the first area inside, or changes nothing when there is one
  *    area inside or splits to make under an entry limit (which only the
- *    model puts on these rules); the kernel can also fail at that first
- *    area after splitting, or split at the end and then refuse the start,
- *    leaving mappings split and nothing removed, which no call shows (the
- *    DMA layer's table then keeps them whole: cvm_dma_repair(3), BUGS).
+ *    model puts on these rules); an injected split failure splits and
+ *    then removes nothing, as the kernel failing at that first area
+ *    (which no call shows: the DMA layer's table keeps the mappings whole
+ *    and remembers where they may be split); the kernel can also split at
+ *    the end and then refuse the start, which the model never does.
  */
 #include <inttypes.h>
 
@@ -61,6 +62,7 @@ struct model {
 	uint64_t inject_count;		/* calls in a row that fail from there */
 	int inject_err;
 	bool inject_partial;		/* an unmap fails after its first mapping */
+	bool inject_split;		/* a cut fails after its splits */
 };
 
 /* q35: everything below the MSI window, and above it up to 48 bits. */
@@ -123,7 +125,7 @@ static int failed_unmap(struct model *m, uint64_t iova, uint64_t len, int err)
 		if (f.n == 2)
 			maptable_remove(m->mt, f.e[0].iova, NULL);
 	}
-	m->inject_partial = false;
+	m->inject_partial = m->inject_split = false;
 	return err;
 }
 
@@ -385,17 +387,19 @@ static int cut_points(struct model *m, uint64_t iova, uint64_t last, int *splits
  * ascending order: the cuts, then the first of several areas (the inside
  * piece of a mapping across the start, if any) goes before the call fails.
  * With one area inside, or a cut that could not be made, nothing changes
- * (a failure before the first cut).
+ * (a failure before the first cut).  With inject_split, the kernel fails
+ * at the first area inside: the cuts are made, nothing is removed.
  */
 static int failed_cut(struct model *m, uint64_t iova, uint64_t len, int err)
 {
 	struct first_two f = { .iova = iova, .last = iova + (len - 1) };
+	bool take = m->inject_partial;
 	struct mt_entry e;
 	int splits = 0;
 
-	if (!m->inject_partial || !len || wraps(iova, len))
+	if (!(take || m->inject_split) || !len || wraps(iova, len))
 		return failed_unmap(m, iova, len, err);
-	m->inject_partial = false;
+	m->inject_partial = m->inject_split = false;
 	/* Areas inside once cut: every mapping the range touches. */
 	for (uint64_t x = iova; f.n < 2 && !maptable_lookup(m->mt, x, &e) && e.iova <= f.last;
 	     x = entry_last(&e) + 1) {
@@ -403,7 +407,7 @@ static int failed_cut(struct model *m, uint64_t iova, uint64_t len, int err)
 		if (entry_last(&e) >= f.last)
 			break;
 	}
-	if (f.n < 2 || cut_points(m, iova, f.last, &splits))
+	if (f.n < (take ? 2 : 1) || cut_points(m, iova, f.last, &splits))
 		return err;
 	if (splits) {
 		/* Only the model limits the mappings of these rules, and its
@@ -416,6 +420,8 @@ static int failed_cut(struct model *m, uint64_t iova, uint64_t len, int err)
 		if (iova)
 			split_after(m, iova - 1);
 	}
+	if (!take)
+		return err;
 	f.n = 0;
 	maptable_for_each(m->mt, iova, len, note_inside, &f);
 	maptable_remove(m->mt, f.e[0].iova, NULL);
@@ -580,7 +586,7 @@ void cvm_model_inject_n(struct cvm_be *be, uint64_t nth, uint64_t count, int err
 		return;
 	m->inject_nth = count ? nth : 0;
 	m->inject_count = count;
-	m->inject_partial = false;
+	m->inject_partial = m->inject_split = false;
 	/* A "failure" that returns success would silently skip the call. */
 	m->inject_err = err < 0 ? err : -EIO;
 }
@@ -593,6 +599,16 @@ void cvm_model_inject_partial(struct cvm_be *be, uint64_t nth, int err)
 		return;
 	cvm_model_inject_n(be, nth, 1, err);
 	m->inject_partial = nth != 0;
+}
+
+void cvm_model_inject_split(struct cvm_be *be, uint64_t nth, int err)
+{
+	struct model *m = as_model(be);
+
+	if (!m)
+		return;
+	cvm_model_inject_n(be, nth, 1, err);
+	m->inject_split = nth != 0;
 }
 
 void cvm_model_inject(struct cvm_be *be, uint64_t nth, int err)

@@ -90,6 +90,10 @@ void cvm_model_inject_n(struct cvm_be *be, uint64_t nth, uint64_t count, int err
 /* The nth call, if it is an unmap or a cut of several mappings, removes the
  * first of them and then fails with err, as iommufd can. */
 void cvm_model_inject_partial(struct cvm_be *be, uint64_t nth, int err);
+/* The nth call, if it is a cut, splits the mappings across its ends and
+ * then fails with err, removing nothing: iommufd when the first area
+ * inside cannot go.  No call shows the splits. */
+void cvm_model_inject_split(struct cvm_be *be, uint64_t nth, int err);
 /* Calls fn for each mapping the model kernel holds, ascending. */
 int  cvm_model_for_each(struct cvm_be *be,
 			int (*fn)(void *opaque, uint64_t iova, uint64_t len), void *opaque);
