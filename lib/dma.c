@@ -115,6 +115,11 @@ struct cvm_dma {
 	/* Repairs of regions gone from the context that could not even be
 	 * noted (out of memory): nothing clears them but closing it. */
 	uint64_t lost;
+	/* Where the kernel may have split a mapping the table keeps whole
+	 * (a cut it failed after making its splits: no call shows them),
+	 * ascending: a put-back maps each piece between them alone. */
+	uint64_t *maybe;
+	size_t nmaybe, cap_maybe;
 	struct cvm_dma_stats st;
 };
 
@@ -342,6 +347,95 @@ static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t
 	return 0;
 }
 
+/* ---- splits the kernel may have made unseen ---- */
+
+/* The first point where the kernel may have split a mapping inside
+ * (s, e), or e. */
+static uint64_t next_maybe(const struct cvm_dma *d, uint64_t s, uint64_t e)
+{
+	for (size_t i = 0; i < d->nmaybe; i++)
+		if (d->maybe[i] > s)
+			return d->maybe[i] < e ? d->maybe[i] : e;
+	return e;
+}
+
+static bool maybe_inside(const struct cvm_dma *d, uint64_t s, uint64_t e)
+{
+	return next_maybe(d, s, e) != e;
+}
+
+/* The kernel may have split the mapping across p at p, and the table keeps
+ * it whole.  Points no mapping crosses any more go first (a later cut made
+ * them ends, or the mapping went): one left behind only splits a put-back
+ * of a mapping made there later into pieces, which is never wrong. */
+static void maybe_add(struct cvm_dma *d, uint64_t p)
+{
+	size_t k = 0, at;
+	void *v;
+
+	for (size_t i = 0; i < d->nmaybe; i++) {
+		struct mt_entry m;
+		uint64_t x = d->maybe[i];
+
+		if (x != p && !maptable_lookup_le(d->mt, x, &m) && m.iova < x &&
+		    x - m.iova < m.len)
+			d->maybe[k++] = x;
+	}
+	d->nmaybe = k;
+	for (at = 0; at < k && d->maybe[at] < p; at++)
+		;
+	if (k == d->cap_maybe) {
+		v = cvm_reallocarray(d->maybe, k ? 2 * k : 8, sizeof(*d->maybe));
+		if (!v) {
+			cvm_err("dma: no memory to note that the kernel may have split the mapping "
+				"across iova 0x%llx: should a later unmap of it fail part way, "
+				"shared pages below 0x%llx may stay unmapped",
+				(unsigned long long)p, (unsigned long long)p);
+			return;
+		}
+		d->maybe = v;
+		d->cap_maybe = k ? 2 * k : 8;
+	}
+	memmove(&d->maybe[at + 1], &d->maybe[at], (k - at) * sizeof(*d->maybe));
+	d->maybe[at] = p;
+	d->nmaybe++;
+}
+
+/* Map [x, y) of a put-back (hva: of x): counted in *back if it came back
+ * (it was gone), in *unknown if the kernel refused other than with -EEXIST
+ * (still there), which proves neither.  Returns the kernel's answer. */
+static int map_piece(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva, uint64_t *back,
+		     uint64_t *unknown)
+{
+	int merr;
+
+	d->st.map_calls++;
+	merr = d->be->ops->map(d->be, x, y - x, (void *)(uintptr_t)hva);
+	if (!merr)
+		(*back)++;
+	else if (merr != -EEXIST)
+		(*unknown)++;
+	return merr;
+}
+
+/*
+ * Map [s, e) (hva: of s) back after a call that failed part way, where the
+ * kernel may have removed it.  Whole first: it comes back as the one
+ * mapping the table holds, or -EEXIST says some of it is there.  Where the
+ * kernel may have split it unseen, that may be only some pieces (it
+ * removes whole areas): then each piece between those points alone.
+ */
+static void map_back(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t hva, uint64_t *back,
+		     uint64_t *unknown)
+{
+	if (map_piece(d, s, e, hva, back, unknown) != -EEXIST || !maybe_inside(d, s, e))
+		return;
+	for (uint64_t x = s, y; x < e; x = y) {
+		y = next_maybe(d, x, e);
+		map_piece(d, x, y, hva + (x - s), back, unknown);
+	}
+}
+
 struct first_inside {
 	uint64_t s, e;
 	struct mt_entry found;
@@ -359,35 +453,8 @@ static int stop_at_inside(void *opaque, const struct mt_entry *e)
 	return 1;
 }
 
-/*
- * An unmap or a cut of [s, e) failed where the kernel may have removed some
- * whole mappings first (be->unmap_partial): map each whole mapping of the
- * table there again.  -EEXIST says the kernel still has it; a mapping that
- * comes back was gone, and is back as the failed call must leave it.  Any
- * other answer proves neither: the table keeps the mapping, as before, and
- * the log says so.
- */
-static uint64_t put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, int err)
+static void log_put_back(uint64_t s, uint64_t e, int err, uint64_t back, uint64_t unknown)
 {
-	uint64_t back = 0, unknown = 0;
-
-	for (uint64_t x = s; x < e;) {
-		struct first_inside f = { x, e, { 0 }, false };
-		struct mt_entry m;
-		int merr;
-
-		maptable_for_each(d->mt, x, e - x, stop_at_inside, &f);
-		if (!f.any)
-			break;
-		m = f.found;
-		x = m.iova + m.len;
-		d->st.map_calls++;
-		merr = d->be->ops->map(d->be, m.iova, m.len, (void *)(uintptr_t)m.data);
-		if (!merr)
-			back++;
-		else if (merr != -EEXIST)
-			unknown++;
-	}
 	if (back)
 		cvm_warn("dma: the kernel removed %llu mapping%s in [0x%llx, 0x%llx) before it "
 			 "failed (%d): mapped back", (unsigned long long)back, back == 1 ? "" : "s",
@@ -398,7 +465,36 @@ static uint64_t put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e
 			"not still hold %s", err, (unsigned long long)unknown,
 			unknown == 1 ? "" : "s", (unsigned long long)s, (unsigned long long)e,
 			unknown == 1 ? "it" : "them", unknown == 1 ? "it" : "them");
-	return back;
+}
+
+/*
+ * An unmap or a cut of [s, e) failed where the kernel may have removed some
+ * whole mappings first (be->unmap_partial): map each whole mapping of the
+ * table there again (map_back()).  -EEXIST says the kernel still has it; a
+ * mapping that comes back was gone, and is back as the failed call must
+ * leave it.  Any other answer proves neither: the table keeps the mapping,
+ * as before, and the log says so.
+ */
+static void put_back_inside(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t *back,
+			    uint64_t *unknown)
+{
+	for (uint64_t x = s; x < e;) {
+		struct first_inside f = { x, e, { 0 }, false };
+
+		maptable_for_each(d->mt, x, e - x, stop_at_inside, &f);
+		if (!f.any)
+			break;
+		x = f.found.iova + f.found.len;
+		map_back(d, f.found.iova, x, f.found.data, back, unknown);
+	}
+}
+
+static void put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, int err)
+{
+	uint64_t back = 0, unknown = 0;
+
+	put_back_inside(d, s, e, &back, &unknown);
+	log_put_back(s, e, err, back, unknown);
 }
 
 /* Unmap [s, e), which holds only whole mappings (at least one).  Never
@@ -429,7 +525,7 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log, bo
 		 * context, keeps these pages shared: a rollback, a repair or a
 		 * destroyed region unmaps pages that are private or going,
 		 * which must not be mapped again. */
-		if (keep && c.n > 1 && d->be->unmap_partial)
+		if (keep && d->be->unmap_partial && (c.n > 1 || maybe_inside(d, s, e)))
 			put_back_after_failure(d, s, e, err);
 		return err;
 	}
@@ -455,52 +551,57 @@ static void split_entry(struct cvm_dma *d, const struct mt_entry *m, uint64_t x)
  * across s and e before it unmaps anything, and iopt_unmap_iova_range()
  * then takes the areas inside in ascending order: the first to go is the
  * inside piece [s, l's end) of the mapping l across s, if there is one,
- * which put_back_after_failure() does not look at (it is no mapping of the
- * table).  Map it back too; once anything came back, the kernel had made
- * both splits, and the table takes them.  l, r: the mappings across s and
- * e, or NULL.
+ * which put_back_inside() does not look at (it is no mapping of the
+ * table).  Map it back too, and the inside piece [r's start, e) of the
+ * mapping r across e, or [s, e) if l holds the whole cut, where the kernel
+ * may have split it unseen before (else it is the last area inside, which
+ * a call that failed never takes).  Once anything came back, the kernel had made both
+ * splits, and the table takes them.  l, r: the mappings across s and e
+ * (the same one if it holds the whole cut), or NULL.
  *
  * When nothing came back the kernel may still have split l or r (it failed
  * at the first area, or split at e and then refused to split at s), and no
- * call tells: the table keeps them whole.  A later call that succeeds
- * covers both parts, but one that fails part way may take only the lower
- * part, which the put-backs (they map a table mapping, or a piece, back
- * whole) then find still mapped (-EEXIST): its pages stay unmapped, with
- * nothing noted.  cvm_dma_repair(3) says so under BUGS.
+ * call tells: the table keeps them whole and notes that the kernel may
+ * have split them at s and e (maybe_add()), so that a later put-back maps
+ * their pieces alone: a call on them that fails part way may take only a
+ * piece.
  */
 static void put_back_after_cut(struct cvm_dma *d, uint64_t s, uint64_t e, int err,
 			       const struct mt_entry *l, const struct mt_entry *r)
 {
-	bool split = false;
-	int merr;
+	bool same = l && r && l->iova == r->iova;
+	uint64_t back = 0, unknown = 0;
+	struct mt_entry rest;
 
-	if (l) {
-		d->st.map_calls++;
-		merr = d->be->ops->map(d->be, s, l->iova + l->len - s,
-				       (void *)(uintptr_t)(l->data + (s - l->iova)));
-		if (!merr) {
-			split = true;
-			cvm_warn("dma: the kernel removed [0x%llx, 0x%llx) before the cut failed "
-				 "(%d): mapped back", (unsigned long long)s,
-				 (unsigned long long)(l->iova + l->len), err);
-		} else if (merr != -EEXIST) {
-			cvm_err("dma: after a failed cut (%d), [0x%llx, 0x%llx) could not be "
-				"checked: the kernel refused to map it again (%d), and may or may "
-				"not still hold it", err, (unsigned long long)s,
-				(unsigned long long)(l->iova + l->len), merr);
-		}
-	}
-	if (put_back_after_failure(d, s, e, err))
-		split = true;
-	if (!split)
+	if (l && (!same || maybe_inside(d, s, e)))
+		map_back(d, s, same ? e : l->iova + l->len, l->data + (s - l->iova), &back,
+			 &unknown);
+	if (!same)
+		put_back_inside(d, s, e, &back, &unknown);
+	if (r && !same && maybe_inside(d, r->iova, e))
+		map_back(d, r->iova, e, r->data, &back, &unknown);
+	log_put_back(s, e, err, back, unknown);
+	if (!back) {
+		if (l)
+			maybe_add(d, s);
+		if (r)
+			maybe_add(d, e);
 		return;
+	}
 	/* The first split takes the two inserts be_cut() reserved (nothing
-	 * was inserted since); the second must ask, and without them r stays
-	 * whole in the table, as above. */
+	 * was inserted since); the second must ask, and without them the
+	 * table keeps r whole, as above. */
 	if (l)
 		split_entry(d, l, s);
-	if (r && (!l || !maptable_reserve(d->mt, 2)))
-		split_entry(d, r, e);
+	if (!r)
+		return;
+	rest = *r;
+	if (same)
+		rest = (struct mt_entry){ s, l->iova + l->len - s, l->data + (s - l->iova) };
+	if (l && maptable_reserve(d->mt, 2))
+		maybe_add(d, e);
+	else
+		split_entry(d, &rest, e);
 }
 
 /* Hitless cut of [s, e): whole mappings inside go, the (at most two)
@@ -523,8 +624,7 @@ static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, ui
 	err = d->be->ops->cut(d->be, s, e - s, &done);
 	if (err) {
 		if (log && d->be->unmap_partial)
-			put_back_after_cut(d, s, e, err, has_l && !same ? &l : NULL,
-					   has_r && !same ? &r : NULL);
+			put_back_after_cut(d, s, e, err, has_l ? &l : NULL, has_r ? &r : NULL);
 		return err;
 	}
 	/* Whole mappings inside go; bisected ones are re-entered as their parts. */
@@ -1399,7 +1499,9 @@ static int do_span(struct cvm_dma *d, const struct dma_region *dr, const struct 
 
 	if (sp->cut)
 		return be_cut(d, dr, sp->s, sp->e, true);
-	if (sp->one)
+	/* A mapping the kernel may have split unseen is several areas to it:
+	 * an unmap it fails part way may take some. */
+	if (sp->one && !maybe_inside(d, sp->s, sp->e))
 		return be_unmap_one(d, sp->s, sp->e - sp->s, sp->hva, true);
 	err = be_unmap_span(d, sp->s, sp->e, true, true);
 	if (err || sp->whole)
@@ -2115,6 +2217,7 @@ CVM_EXPORT void cvm_dma_close(struct cvm_dma *d)
 	pthread_mutex_destroy(&d->lock);
 	cvm_free(d->undo);
 	cvm_free(d->fix);
+	cvm_free(d->maybe);
 	cvm_free(d);
 }
 
