@@ -101,6 +101,11 @@ CVM_EXPORT int cvm_pin_check(uint64_t bytes, struct cvm_pin_info *info)
 			return ret;
 	}
 	ret = pin_probe(&pi);
+	/* -ENOMEM is the answer "no" (and fills *info): a probe that could not
+	 * tell because memory ran short (open(2) of /proc/self/status) must
+	 * not read as one. */
+	if (ret == -ENOMEM)
+		ret = -EAGAIN;
 	if (ret)
 		return ret;
 	if (info)

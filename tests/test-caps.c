@@ -5,6 +5,8 @@
  * RLIMIT_MEMLOCK lowered there, so the parent keeps its privileges.
  */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -19,6 +21,23 @@
 
 #define SZ_0_1 offsetofend(struct cvm_pin_info, locked_bytes)
 #define SKIP_PREFIX "skip: "
+
+/* open(2) and fopen(3) may fail with ENOMEM: armed, this fopen() does so
+ * for /proc/self/status (the library's calls resolve to it). */
+static int fail_status_open;
+
+FILE *fopen(const char *path, const char *mode)
+{
+	static FILE *(*real)(const char *, const char *);
+
+	if (fail_status_open && !strcmp(path, "/proc/self/status")) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	if (!real)
+		real = (FILE *(*)(const char *, const char *))dlsym(RTLD_NEXT, "fopen");
+	return real(path, mode);
+}
 
 static bool cap_ipc_lock_effective(void)
 {
@@ -105,6 +124,23 @@ Test(caps, pin_check_rejects_sz_short_of_the_first_release_and_changes_nothing)
 		cr_assert_eq(info.cap_ipc_lock, 0xa5a5a5a5u, "sz %zu: info written", bad[i]);
 		cr_assert_eq(info.sz, bad[i]);
 	}
+}
+
+/* -ENOMEM is the answer "no", with *info filled: memory short for reading
+ * /proc/self/status is "could not tell", and leaves *info alone. */
+Test(caps, pin_check_out_of_memory_for_its_probe_is_not_the_answer_no)
+{
+	struct cvm_pin_info info;
+	int ret;
+
+	memset(&info, 0xa5, sizeof(info));
+	info.sz = sizeof(info);
+	fail_status_open = 1;
+	ret = cvm_pin_check(4096, &info);
+	fail_status_open = 0;
+	cr_assert_eq(ret, -EAGAIN, "ret %d", ret);
+	cr_assert_eq(info.cap_ipc_lock, 0xa5a5a5a5u, "info written");
+	cr_assert_eq(info.sz, sizeof(info));
 }
 
 Test(caps, pin_check_writes_reserved_as_zero)
