@@ -158,6 +158,33 @@ check "tracegen: a run that fails exits 2 and leaves -o FILE as it was" \
 "$gen" tdx-boot --guest-size 256M --ops 5000 -o "$tmp/new.trace" 2>/dev/null
 check "tracegen: a run that fails writes no file, not even a temporary one" \
 	sh -c '! ls "$1"/new.trace* "$1"/.cvmdma-tracegen.* >/dev/null 2>&1' sh "$tmp"
+# Past a file size limit: a write error (exit 2), not SIGXFSZ, and no
+# temporary file left beside FILE.
+mkdir "$tmp/fsz"
+sh -c 'ulimit -f 8 && exec "$1" churn --guest-size 1G -o "$2"' sh "$gen" "$tmp/fsz/t.trace" \
+	2>"$tmp/fsz.err"
+rc=$?
+check "tracegen: a run past the file size limit exits 2 and leaves no temporary file" \
+	sh -c 'test "$1" -eq 2 && grep -q "write error" "$2" && test -z "$(ls -A "$3")"' \
+	sh $rc "$tmp/fsz.err" "$tmp/fsz"
+# Killed part way (Ctrl-C, SIGTERM): no temporary file either.
+mkdir "$tmp/sig"
+"$gen" churn --guest-size 1T --ops 10000000 -o "$tmp/sig/t.trace" 2>/dev/null &
+pid=$!
+i=0
+while [ $i -lt 200 ] && ! ls "$tmp/sig"/.cvmdma-tracegen.* >/dev/null 2>&1; do
+	sleep 0.01; i=$((i + 1))
+done
+kill -TERM $pid 2>/dev/null
+wait $pid
+rc=$?
+if [ $rc -eq 143 ]; then
+	check "tracegen: a run killed by SIGTERM leaves no temporary file" \
+		sh -c 'test -z "$(ls -A "$1")"' sh "$tmp/sig"
+else
+	skip "tracegen: a run killed by SIGTERM leaves no temporary file" \
+		"the run ended before the signal (exit $rc)"
+fi
 chmod 600 "$tmp/kept.trace"
 "$gen" churn --guest-size 1G --seed 4 -o "$tmp/kept.trace"
 check "tracegen: a replaced -o FILE keeps its permissions" \

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -67,6 +68,32 @@ struct gen {
  * that a failed run neither leaves a truncated trace (which would replay as
  * if whole) nor destroys the FILE that was there. */
 static char *tmp_path;
+/* The same for the handler of the signals that end a run (Ctrl-C, SIGTERM,
+ * SIGHUP): set once the file exists. */
+static const char *volatile tmp_for_signal;
+
+static void on_fatal_signal(int sig)
+{
+	const char *p = tmp_for_signal;
+
+	if (p)
+		unlink(p);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* A run killed by a signal leaves no temporary file either; a signal the
+ * caller ignores (a background job's SIGINT) stays ignored. */
+static void remove_tmp_on_signals(void)
+{
+	static const int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+	struct sigaction sa = { .sa_handler = on_fatal_signal }, old;
+
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		if (!sigaction(sigs[i], NULL, &old) && old.sa_handler != SIG_IGN)
+			sigaction(sigs[i], &sa, NULL);
+}
 
 static void __attribute__((noreturn, format(printf, 1, 2))) die(const char *fmt, ...)
 {
@@ -583,6 +610,8 @@ static FILE *open_output(const char *path)
 			return open_in_place(path);
 		die("%s: %s", path, strerror(err));
 	}
+	tmp_for_signal = tmp_path;
+	remove_tmp_on_signals();
 	if (fchmod(fd, mode) || !(f = fdopen(fd, "w"))) {
 		int err = errno;
 
@@ -649,12 +678,16 @@ int main(int argc, char **argv)
 
 	if (path && !strcmp(path, "-"))
 		path = NULL;
+	/* Past a file size limit a write fails (EFBIG) and the run ends with a
+	 * write error (exit 2, no temporary file left), not with SIGXFSZ. */
+	signal(SIGXFSZ, SIG_IGN);
 	g.out = path ? open_output(path) : stdout;
 	generate(&g);
 	if (fflush(g.out) || ferror(g.out))
 		die("%s: write error: %s", path ? path : "<stdout>", strerror(errno ? errno : EIO));
 	if (path && (fclose(g.out) || (tmp_path && rename(tmp_path, path))))
 		die("%s: %s", path, strerror(errno));
+	tmp_for_signal = NULL;
 	free(tmp_path);
 	return 0;
 }
