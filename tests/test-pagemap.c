@@ -772,6 +772,26 @@ Test(pagemap, worst_case_memory_stays_within_a_flat_bitmap_and_a_bit)
 	pagemap_destroy(pm);
 }
 
+/* The bound cvm_region_create(3) states for a region's last 2^16 pages, or
+ * fewer: up to 8 KiB (a whole chunk's bitset) whatever part it covers. */
+Test(pagemap, worst_case_of_a_partial_last_chunk_is_8_KiB_more_at_most)
+{
+	static const uint64_t sizes[] = { 64, 4096, (1 << 16) + 4096, (4 << 16) + 100 };
+
+	for (size_t i = 0; i < ARRAY_SIZE(sizes); i++) {
+		uint64_t n = sizes[i];
+		struct pagemap *pm;
+
+		cr_assert_eq(pagemap_create(n, false, &pm), 0);
+		for (uint64_t p = 0; p < n; p += 2)
+			cr_assert_eq(pagemap_assign(pm, p, 1, true, NULL, NULL), 0);
+		must_validate(pm);
+		cr_assert_leq(pagemap_bytes(pm), n / 8 + n / 800 + 2048 + 8192,
+			      "%llu pages: %zu", (unsigned long long)n, pagemap_bytes(pm));
+		pagemap_destroy(pm);
+	}
+}
+
 /* ---- differential ---- */
 
 struct config {
