@@ -2100,6 +2100,10 @@ static int check_dma_config(const struct cvm_dma_config *cfg)
 	/* An IOAS of an fd the library has yet to open cannot exist. */
 	if (cfg->backend != CVM_BACKEND_MODEL && cfg->fd < 0 && cfg->ioas_id)
 		return -EINVAL;
+	/* -1 alone asks the library to open /dev/iommu: another negative fd
+	 * is a mistake (an error code stored as the fd, say), not that. */
+	if (cfg->backend != CVM_BACKEND_MODEL && cfg->fd < -1)
+		return -EINVAL;
 	return 0;
 }
 

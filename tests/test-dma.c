@@ -2827,6 +2827,17 @@ Test(dma, open_rejects_bad_configs)
 	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
 	c = good; c.backend = CVM_BACKEND_TYPE1;
 	cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL);
+	/* Only -1 asks the library to open /dev/iommu (not -ENODEV, not an
+	 * fd of its own); the model ignores fd. */
+	c = good; c.fd = -2;
+	for (uint32_t b = CVM_BACKEND_AUTO; b <= CVM_BACKEND_IOMMUFD; b++) {
+		c.backend = b;
+		cr_assert_eq(cvm_dma_open(&c, &d), -EINVAL, "backend %u", b);
+	}
+	c.backend = CVM_BACKEND_MODEL;
+	cr_assert_eq(cvm_dma_open(&c, &d), 0);
+	cvm_dma_close(d);
+	d = NULL;
 	/* An IOAS of an fd the library would open itself: not -ENODEV, which
 	 * says /dev/iommu is missing. */
 	c = good; c.backend = CVM_BACKEND_IOMMUFD; c.ioas_id = 77;
