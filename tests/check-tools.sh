@@ -146,6 +146,12 @@ check "replay: the refusal is reported with line, errno and strerror" \
 	grep -q 'share-64m.trace:6: shared 0x4000000+64M refused: ENOSPC (No space left on device)' \
 	"$tmp/enospc.err"
 
+# Ratios where neither per-page nor the policy needed any: '-', JSON null.
+printf 'cvmdma-trace 1\nregion 0x0 256M private\nprivate 0x0+4K\n' >"$tmp/noop.trace"
+"$rep" -q --compare=per-page,auto "$tmp/noop.trace" >"$tmp/noop.out"
+check "replay: peak and calls of a trace that changes nothing read - against per-page" \
+	sh -c 'test "$(awk "\$1 == \"per-page\" || \$1 == \"auto\" { print \$(NF-2), \$(NF-1) }" "$1" | sort -u)" = "- -"' \
+	sh "$tmp/noop.out"
 # ---- command-line edges ----
 # A failed run leaves no trace behind, and the file that was there as it was.
 "$gen" churn --guest-size 1G --seed 3 -o "$tmp/kept.trace"
