@@ -364,14 +364,33 @@ static bool maybe_inside(const struct cvm_dma *d, uint64_t s, uint64_t e)
 	return next_maybe(d, s, e) != e;
 }
 
+/* Room for n more points, asked before a cut so that noting its points
+ * after the kernel failed it cannot fail. */
+static int maybe_reserve(struct cvm_dma *d, size_t n)
+{
+	size_t cap = d->cap_maybe;
+	void *v;
+
+	if (d->nmaybe + n <= cap)
+		return 0;
+	while (cap < d->nmaybe + n)
+		cap = cap ? 2 * cap : 8;
+	v = cvm_reallocarray(d->maybe, cap, sizeof(*d->maybe));
+	if (!v)
+		return -ENOMEM;
+	d->maybe = v;
+	d->cap_maybe = cap;
+	return 0;
+}
+
 /* The kernel may have split the mapping across p at p, and the table keeps
  * it whole.  Points no mapping crosses any more go first (a later cut made
  * them ends, or the mapping went): one left behind only splits a put-back
- * of a mapping made there later into pieces, which is never wrong. */
+ * of a mapping made there later into pieces, which is never wrong.  Cannot
+ * fail: be_cut() reserved room for the two points a failed cut notes. */
 static void maybe_add(struct cvm_dma *d, uint64_t p)
 {
 	size_t k = 0, at;
-	void *v;
 
 	for (size_t i = 0; i < d->nmaybe; i++) {
 		struct mt_entry m;
@@ -381,24 +400,11 @@ static void maybe_add(struct cvm_dma *d, uint64_t p)
 		    x - m.iova < m.len)
 			d->maybe[k++] = x;
 	}
-	d->nmaybe = k;
 	for (at = 0; at < k && d->maybe[at] < p; at++)
 		;
-	if (k == d->cap_maybe) {
-		v = cvm_reallocarray(d->maybe, k ? 2 * k : 8, sizeof(*d->maybe));
-		if (!v) {
-			cvm_err("dma: no memory to note that the kernel may have split the mapping "
-				"across iova 0x%llx: should a later unmap of it fail part way, "
-				"shared pages below 0x%llx may stay unmapped",
-				(unsigned long long)p, (unsigned long long)p);
-			return;
-		}
-		d->maybe = v;
-		d->cap_maybe = k ? 2 * k : 8;
-	}
 	memmove(&d->maybe[at + 1], &d->maybe[at], (k - at) * sizeof(*d->maybe));
 	d->maybe[at] = p;
-	d->nmaybe++;
+	d->nmaybe = k + 1;
 }
 
 /* Map [x, y) of a put-back (hva: of x): counted in *back if it came back
@@ -618,7 +624,8 @@ static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, ui
 	has_l = !maptable_lookup_le(d->mt, s, &l) && l.iova < s && l.iova + l.len > s;
 	has_r = !maptable_lookup_le(d->mt, e - 1, &r) && r.iova < e && r.iova + r.len > e;
 	same = has_l && has_r && l.iova == r.iova;     /* [s, e) strictly inside one mapping */
-	if ((log && (err = undo_reserve(d, 1))) || (err = maptable_reserve(d->mt, 2)))
+	if ((log && (err = undo_reserve(d, 1))) || (err = maptable_reserve(d->mt, 2)) ||
+	    (d->be->unmap_partial && (err = maybe_reserve(d, 2))))
 		return err;
 	d->st.cut_calls++;
 	err = d->be->ops->cut(d->be, s, e - s, &done);

@@ -1145,6 +1145,99 @@ static int maps_page(void *o, uint64_t iova, uint64_t len)
 	return p >= iova && p < iova + len;
 }
 
+/* hidden_split() with each allocation of the failed cut failing in turn:
+ * the cut refuses with -ENOMEM before the kernel is asked, or the points
+ * where the kernel may have split the mapping are remembered (room for
+ * them was taken before the cut), so that a later unmap the kernel fails
+ * after the first piece maps that piece back. */
+Test(dma, a_hidden_split_is_remembered_whatever_allocation_fails)
+{
+	int k, hit = 0;
+
+	for (k = 1; k < 200; k++) {
+		struct fx f;
+		int err, left;
+
+		fx_init(&f, 1024, 0, CVM_MODEL_CUT, 0, 0, 0);
+		cr_assert_eq(cvm_convert(f.r, A(5), 10 * PG, CVM_SHARED, 0), 0);
+		cvm_model_inject_split(cvm_dma_backend(f.d), 1, -EBUSY);
+		last_log[0] = 0;
+		cvm_set_log(grab_log, NULL, LOG_ERR);
+		fail_alloc_arm(k);
+		err = cvm_convert(f.r, A(8), 2 * PG, CVM_PRIVATE, 0);
+		left = fail_alloc_left;
+		fail_alloc_disarm();
+		cvm_set_log(NULL, NULL, 0);
+		if (left) {
+			fx_fini(&f);
+			break;
+		}
+		cr_assert(err == -EBUSY || err == -ENOMEM, "allocation %d: %d", k, err);
+		cr_assert_eq(cvm_region_query(f.r, A(5), 10 * PG), CVM_SHARED);
+		cvm_model_inject_partial(cvm_dma_backend(f.d), 1, -EBUSY);
+		cr_assert_eq(cvm_convert(f.r, A(5), 10 * PG, CVM_PRIVATE, 0), -EBUSY);
+		cr_assert_eq(cvm_region_query(f.r, A(5), 10 * PG), CVM_SHARED);
+		if (!stats(f.d).pending_repairs) {
+			char l[256];
+			uint64_t p5 = A(5);
+
+			kernel_layout(f.d, l, sizeof(l));
+			hit += err == -EBUSY;
+			cr_assert_eq(cvm_model_for_each(cvm_dma_backend(f.d), maps_page, &p5), 1,
+				     "allocation %d: shared page 5 unmapped (the kernel maps %s), "
+				     "nothing pending; the failed cut logged: %s", k, l, last_log);
+			check_dma_split(f.r, f.d, f.npages, f.granule, true);
+		}
+		fx_fini(&f);
+	}
+	cr_assert_gt(k, 2, "the calls allocate");
+	cr_assert_gt(hit, 0);
+}
+
+/* A hidden split, then a cvm_dma_remove_region() the kernel fails after
+ * the first piece: the piece comes back (one table mapping, a point
+ * inside). */
+Test(dma, a_failed_remove_region_maps_back_a_piece_of_a_hidden_split)
+{
+	char l[256];
+	struct fx f;
+
+	hidden_split(&f);
+	cvm_model_inject_partial(cvm_dma_backend(f.d), 1, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "5+3;8+2;10+5;", "the kernel maps %s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check_dma_split(f.r, f.d, f.npages, f.granule, true);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), 0);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(f.d)), 0);
+	cr_assert_eq(cvm_dma_add_region(f.d, f.r), 0);
+	check(&f);
+	fx_fini(&f);
+}
+
+/* A cut from a mapping's start into it, across a hidden split: the kernel
+ * takes the first piece and fails; it comes back, and the table takes the
+ * cut's split. */
+Test(dma, a_cut_from_a_mappings_start_across_a_hidden_split_maps_its_piece_back)
+{
+	char l[256];
+	struct fx f;
+
+	hidden_split(&f);
+	cvm_model_inject_partial(cvm_dma_backend(f.d), 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(5), 4 * PG, CVM_PRIVATE, 0), -EBUSY);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "5+3;8+1;9+1;10+5;", "the kernel maps %s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check_dma_split(f.r, f.d, f.npages, f.granule, true);
+	cr_assert_eq(cvm_convert(f.r, A(5), 4 * PG, CVM_PRIVATE, 0), 0);
+	check_dma_split(f.r, f.d, f.npages, f.granule, true);
+	cr_assert_eq(cvm_convert(f.r, A(9), 6 * PG, CVM_PRIVATE, 0), 0);
+	check(&f);
+	fx_fini(&f);
+}
+
 /* A rollback unmaps pages that go back to private: when the kernel takes
  * part of that unmap and fails, nothing is mapped back, and the repair
  * unmaps the rest. */
