@@ -481,6 +481,8 @@ static void log_put_back(uint64_t s, uint64_t e, int err, uint64_t back, uint64_
  * leave it.  Any other answer proves neither: the table keeps the mapping,
  * as before, and the log says so.
  */
+static const struct fix *stray_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
+
 static void put_back_inside(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t *back,
 			    uint64_t *unknown)
 {
@@ -491,6 +493,9 @@ static void put_back_inside(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t 
 		if (!f.any)
 			break;
 		x = f.found.iova + f.found.len;
+		/* A mapping left on private pages, to unmap: never back. */
+		if (d->nfix && stray_over(d, f.found.iova, x))
+			continue;
 		map_back(d, f.found.iova, x, f.found.data, back, unknown);
 	}
 }
@@ -775,6 +780,27 @@ static bool pending_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
 	return false;
 }
 
+/*
+ * Unmap the whole mappings of the table in [s, e) that no conversion keeps
+ * shared (a repair, or closing).  iommufd says -ENOENT when it holds none
+ * of them: it took them all in an earlier call that failed part way (one
+ * that failed at a mapping after them; a put-back never maps them again),
+ * so the table lets them go too.
+ */
+static int unmap_left(struct cvm_dma *d, uint64_t s, uint64_t e)
+{
+	struct collect c = { d, 0, 0, 0 };
+	int err = be_unmap_span(d, s, e, false, false);
+
+	if (err != -ENOENT)
+		return err;
+	maptable_for_each(d->mt, s, e - s, count_gone, &c);
+	maptable_remove_range(d->mt, s, e - s, NULL);
+	account(d, -(int64_t)c.n, -(int64_t)c.bytes);
+	unmapped_other(d, "unmapped", s, 0, c.bytes);
+	return 0;
+}
+
 /* Retry every repair (d->lock held); what the kernel still refuses stays.
  * A mapping left on private pages that a pending conversion unmapped
  * waits for it to settle: its undo would map it back, unnoted. */
@@ -789,7 +815,7 @@ static void repair(struct cvm_dma *d)
 		if (f.kind == FIX_UNMAP && pending_over(d, f.iova, f.iova + f.len))
 			err = f.err;
 		else if (f.kind == FIX_UNMAP)
-			err = be_unmap_span(d, f.iova, f.iova + f.len, false, false);
+			err = unmap_left(d, f.iova, f.iova + f.len);
 		else if (overlaps_table(d, f.iova, f.iova + f.len))
 			err = -EEXIST;
 		else
@@ -2188,7 +2214,7 @@ static void sweep(struct cvm_dma *d)
 	pthread_mutex_lock(&d->lock);
 	while (!maptable_lookup(d->mt, pos, &e)) {
 		pos = e.iova + e.len;
-		if (be_unmap_span(d, e.iova, pos, false, false))
+		if (unmap_left(d, e.iova, pos))
 			stuck++;
 		if (!pos)
 			break;      /* it ended at the top of the address space */

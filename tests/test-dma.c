@@ -1194,6 +1194,66 @@ Test(dma, a_hidden_split_is_remembered_whatever_allocation_fails)
 	cr_assert_gt(hit, 0);
 }
 
+/* A mapping a failed rollback left on private pages (noted to unmap) that
+ * the kernel takes in a cvm_dma_remove_region() it then fails is not
+ * mapped back with the region's shared pages. */
+Test(dma, a_failed_remove_region_maps_no_private_stray_back)
+{
+	struct cvm_range rr[2] = { { A(10), 3 * PG }, { A(20), PG } };
+	struct cvm_be *be;
+	uint64_t p10 = A(10), p11 = A(11);
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, 0);
+	be = cvm_dma_backend(f.d);
+	cr_assert_eq(cvm_convert(f.r, A(30), PG, CVM_SHARED, 0), 0);
+	/* As in a_rollback_the_kernel_fails_part_way_maps_no_private_page_back:
+	 * pages 10-12 stay in the table, to unmap; the kernel dropped page 10. */
+	cr_assert_eq(be->ops->map(be, A(20), PG, (char *)f.hva + 20 * PG), 0);
+	cvm_model_inject_partial(be, 5, -EBUSY);
+	cr_assert_eq(cvm_convert_batch(f.r, rr, 2, CVM_SHARED, 0), -EEXIST);
+	cr_assert_eq(cvm_region_query(f.r, A(10), 3 * PG), CVM_PRIVATE);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0);
+	cr_assert_gt(stats(f.d).pending_repairs, 0);
+	/* The window's unmap takes page 11 (its first area) and fails. */
+	cvm_model_inject_partial(be, 1, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0, "private page 10 mapped back");
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p11), 0, "private page 11 mapped back");
+	fx_fini(&f);
+}
+
+/* The same where the kernel took every stray before it failed: nothing is
+ * left for the repair to unmap, and iommufd says so (-ENOENT): the repair
+ * is done, not stuck. */
+Test(dma, a_stray_the_kernel_took_while_failing_is_repaired_unmapped)
+{
+	struct cvm_range rr[2] = { { A(10), 2 * PG }, { A(20), PG } };
+	struct cvm_be *be;
+	uint64_t p10 = A(10), p11 = A(11);
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, 0);
+	be = cvm_dma_backend(f.d);
+	cr_assert_eq(cvm_convert(f.r, A(30), PG, CVM_SHARED, 0), 0);
+	/* Pages 10 and 11 stay in the table, to unmap; the kernel took 10. */
+	cr_assert_eq(be->ops->map(be, A(20), PG, (char *)f.hva + 20 * PG), 0);
+	cvm_model_inject_partial(be, 4, -EBUSY);
+	cr_assert_eq(cvm_convert_batch(f.r, rr, 2, CVM_SHARED, 0), -EEXIST);
+	cr_assert_gt(stats(f.d).pending_repairs, 0);
+	/* The window's unmap takes page 11 and fails at page 20. */
+	cvm_model_inject_partial(be, 1, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0, "private page 10 mapped back");
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p11), 0, "private page 11 mapped back");
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(stats(f.d).mappings, 1, "page 30");
+	cr_assert_eq(be->ops->unmap(be, A(20), PG, NULL), 0);
+	check(&f);
+	fx_fini(&f);
+}
+
 /* A hidden split, then a cvm_dma_remove_region() the kernel fails after
  * the first piece: the piece comes back (one table mapping, a point
  * inside). */
