@@ -160,18 +160,14 @@ static uint64_t pieces(uint64_t s, uint64_t e, uint64_t g)
 
 static int undo_reserve(struct cvm_dma *d, size_t n)
 {
-	size_t cap = d->cap_undo;
 	void *p;
 
-	if (d->nundo + n <= cap)
+	if (d->nundo + n <= d->cap_undo)
 		return 0;
-	while (cap < d->nundo + n)
-		cap = cap ? cap * 2 : 64;
-	p = cvm_reallocarray(d->undo, cap, sizeof(*d->undo));
+	p = cvm_grow_array(d->undo, &d->cap_undo, d->nundo + n, sizeof(*d->undo), 64);
 	if (!p)
 		return -ENOMEM;
 	d->undo = p;
-	d->cap_undo = cap;
 	return 0;
 }
 
@@ -368,18 +364,14 @@ static bool maybe_inside(const struct cvm_dma *d, uint64_t s, uint64_t e)
  * after the kernel failed it cannot fail. */
 static int maybe_reserve(struct cvm_dma *d, size_t n)
 {
-	size_t cap = d->cap_maybe;
 	void *v;
 
-	if (d->nmaybe + n <= cap)
+	if (d->nmaybe + n <= d->cap_maybe)
 		return 0;
-	while (cap < d->nmaybe + n)
-		cap = cap ? 2 * cap : 8;
-	v = cvm_reallocarray(d->maybe, cap, sizeof(*d->maybe));
+	v = cvm_grow_array(d->maybe, &d->cap_maybe, d->nmaybe + n, sizeof(*d->maybe), 8);
 	if (!v)
 		return -ENOMEM;
 	d->maybe = v;
-	d->cap_maybe = cap;
 	return 0;
 }
 
@@ -692,18 +684,14 @@ static struct dma_region *region_at(const struct cvm_dma *d, uint64_t iova)
 
 static int fix_reserve(struct fix **v, size_t *cap, size_t want)
 {
-	size_t c = *cap;
 	void *p;
 
-	if (want <= c)
+	if (want <= *cap)
 		return 0;
-	while (c < want)
-		c = c ? 2 * c : 16;
-	p = cvm_reallocarray(*v, c, sizeof(**v));
+	p = cvm_grow_array(*v, cap, want, sizeof(**v), 16);
 	if (!p)
 		return -ENOMEM;
 	*v = p;
-	*cap = c;
 	return 0;
 }
 
@@ -1128,15 +1116,15 @@ static int merge_flush(struct merge_scan *m)
 {
 	if (m->k >= 2) {
 		if (m->nspans == m->cap) {
-			size_t cap = m->cap ? 2 * m->cap : 64;
-			uint64_t *p = cvm_reallocarray(m->spans, 2 * cap, sizeof(*p));
+			/* Spans are pairs: start, end. */
+			uint64_t *p = cvm_grow_array(m->spans, &m->cap, m->nspans + 1,
+						     2 * sizeof(*p), 64);
 
 			if (!p) {
 				m->err = -ENOMEM;
 				return 1;
 			}
 			m->spans = p;
-			m->cap = cap;
 		}
 		m->spans[2 * m->nspans] = m->first.iova;
 		m->spans[2 * m->nspans + 1] = m->last.iova + m->last.len;

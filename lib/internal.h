@@ -80,6 +80,10 @@ void *cvm_calloc(size_t n, size_t size);
 void *cvm_realloc(void *ptr, size_t size);
 /* realloc for arrays: fails (NULL) on n * size overflow. */
 void *cvm_reallocarray(void *ptr, size_t n, size_t size);
+/* Grow the array ptr of *cap elements of size bytes to hold want > *cap,
+ * doubling from *cap (first if 0): the new array, *cap updated; or NULL
+ * with ptr and *cap as they were. */
+void *cvm_grow_array(void *ptr, size_t *cap, size_t want, size_t size, size_t first);
 void cvm_free(void *ptr);
 
 #endif

@@ -140,16 +140,14 @@ const struct region_geom *region_geom(const struct cvm_region *r)
 
 static int vec_reserve(struct listener_vec *vec)
 {
-	size_t cap = vec->cap ? vec->cap * 2 : 4;
 	void *p;
 
 	if (vec->n < vec->cap)
 		return 0;
-	p = cvm_reallocarray(vec->v, cap, sizeof(*vec->v));
+	p = cvm_grow_array(vec->v, &vec->cap, vec->n + 1, sizeof(*vec->v), 4);
 	if (!p)
 		return -ENOMEM;
 	vec->v = p;
-	vec->cap = cap;
 	return 0;
 }
 
@@ -310,13 +308,11 @@ CVM_EXPORT void cvm_region_destroy(struct cvm_region *r)
 static int push_run(struct cvm_region *r, uint64_t gpa, uint64_t length)
 {
 	if (r->nruns == r->cap_runs) {
-		size_t cap = r->cap_runs ? r->cap_runs * 2 : 16;
-		void *p = cvm_reallocarray(r->runs, cap, sizeof(*r->runs));
+		void *p = cvm_grow_array(r->runs, &r->cap_runs, r->nruns + 1, sizeof(*r->runs), 16);
 
 		if (!p)
 			return -ENOMEM;
 		r->runs = p;
-		r->cap_runs = cap;
 	}
 	r->runs[r->nruns].gpa = gpa;
 	r->runs[r->nruns].length = length;

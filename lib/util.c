@@ -158,6 +158,22 @@ void *cvm_reallocarray(void *ptr, size_t n, size_t size)
 	return cvm_realloc(ptr, n * size);
 }
 
+void *cvm_grow_array(void *ptr, size_t *cap, size_t want, size_t size, size_t first)
+{
+	size_t c = *cap ? *cap : first;
+	void *p;
+
+	while (c < want) {
+		if (c > SIZE_MAX / 2)
+			return NULL;
+		c *= 2;
+	}
+	p = cvm_reallocarray(ptr, c, size);
+	if (p)
+		*cap = c;
+	return p;
+}
+
 void cvm_free(void *ptr)
 {
 	free(ptr);

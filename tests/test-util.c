@@ -90,3 +90,31 @@ Test(util, alloc_hook_can_fail_allocations)
 	cvm_free(p);
 	cr_assert_null(cvm_calloc(SIZE_MAX / 2, 4));
 }
+
+/* cvm_grow_array(): doubling from the capacity (first if 0) to hold what
+ * is asked; refused, with the array and capacity as they were, on a
+ * failed allocation or a size that would overflow. */
+Test(util, grow_array_doubles_and_leaves_all_as_it_was_on_failure)
+{
+	struct cvm_alloc_hooks h = { .realloc = fail_all };
+	size_t cap = 0;
+	int *v = cvm_grow_array(NULL, &cap, 1, sizeof(int), 4), *w;
+
+	cr_assert_not_null(v);
+	cr_assert_eq(cap, 4);
+	v[3] = 7;
+	w = cvm_grow_array(v, &cap, 9, sizeof(int), 4);
+	cr_assert_not_null(w);
+	cr_assert_eq(cap, 16);
+	cr_assert_eq(w[3], 7);
+	v = w;
+	cvm_set_alloc_hooks(&h);
+	cr_assert_null(cvm_grow_array(v, &cap, 17, sizeof(int), 4));
+	cvm_set_alloc_hooks(NULL);
+	cr_assert_eq(cap, 16);
+	cr_assert_null(cvm_grow_array(v, &cap, SIZE_MAX, sizeof(int), 4));
+	cr_assert_null(cvm_grow_array(v, &cap, SIZE_MAX / 2, 8, 4));
+	cr_assert_eq(cap, 16);
+	cr_assert_eq(v[3], 7);
+	cvm_free(v);
+}
