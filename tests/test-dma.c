@@ -1194,57 +1194,55 @@ Test(dma, a_hidden_split_is_remembered_whatever_allocation_fails)
 	cr_assert_gt(hit, 0);
 }
 
-/* A mapping a failed rollback left on private pages (noted to unmap) that
- * the kernel takes in a cvm_dma_remove_region() it then fails is not
+/* Page 30 shared; pages [10, 10 + n) shared by a batch whose second run
+ * (page 20) another user holds, so the batch fails, and whose rollback
+ * the kernel fails after taking page 10: pages [10, 10 + n) are private,
+ * still in the table, noted to unmap.  Then a cvm_dma_remove_region()
+ * that the kernel fails after taking the first of them it still holds. */
+static struct cvm_be *strays_then_failed_remove(struct fx *f, uint64_t n)
+{
+	struct cvm_range rr[2] = { { A(10), n * PG }, { A(20), PG } };
+	struct cvm_be *be;
+	uint64_t p10 = A(10);
+
+	fx_init(f, 1024, 0, CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, 0);
+	be = cvm_dma_backend(f->d);
+	cr_assert_eq(cvm_convert(f->r, A(30), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(be->ops->map(be, A(20), PG, (char *)f->hva + 20 * PG), 0);
+	cvm_model_inject_partial(be, n + 2, -EBUSY);
+	cr_assert_eq(cvm_convert_batch(f->r, rr, 2, CVM_SHARED, 0), -EEXIST);
+	cr_assert_eq(cvm_region_query(f->r, A(10), n * PG), CVM_PRIVATE);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0);
+	cr_assert_gt(stats(f->d).pending_repairs, 0);
+	cvm_model_inject_partial(be, 1, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f->d, f->r), -EBUSY);
+	return be;
+}
+
+/* The strays the kernel took in the failed cvm_dma_remove_region() are not
  * mapped back with the region's shared pages. */
 Test(dma, a_failed_remove_region_maps_no_private_stray_back)
 {
-	struct cvm_range rr[2] = { { A(10), 3 * PG }, { A(20), PG } };
-	struct cvm_be *be;
 	uint64_t p10 = A(10), p11 = A(11);
+	struct cvm_be *be;
 	struct fx f;
 
-	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, 0);
-	be = cvm_dma_backend(f.d);
-	cr_assert_eq(cvm_convert(f.r, A(30), PG, CVM_SHARED, 0), 0);
-	/* As in a_rollback_the_kernel_fails_part_way_maps_no_private_page_back:
-	 * pages 10-12 stay in the table, to unmap; the kernel dropped page 10. */
-	cr_assert_eq(be->ops->map(be, A(20), PG, (char *)f.hva + 20 * PG), 0);
-	cvm_model_inject_partial(be, 5, -EBUSY);
-	cr_assert_eq(cvm_convert_batch(f.r, rr, 2, CVM_SHARED, 0), -EEXIST);
-	cr_assert_eq(cvm_region_query(f.r, A(10), 3 * PG), CVM_PRIVATE);
-	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0);
-	cr_assert_gt(stats(f.d).pending_repairs, 0);
-	/* The window's unmap takes page 11 (its first area) and fails. */
-	cvm_model_inject_partial(be, 1, -EBUSY);
-	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
+	be = strays_then_failed_remove(&f, 3);
 	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0, "private page 10 mapped back");
 	cr_assert_eq(cvm_model_for_each(be, maps_page, &p11), 0, "private page 11 mapped back");
 	fx_fini(&f);
 }
 
-/* The same where the kernel took every stray before it failed: nothing is
- * left for the repair to unmap, and iommufd says so (-ENOENT): the repair
- * is done, not stuck. */
+/* The same where the kernel took every stray before it failed (at page
+ * 20): nothing is left for the repair to unmap, and iommufd says so
+ * (-ENOENT): the repair is done, not stuck. */
 Test(dma, a_stray_the_kernel_took_while_failing_is_repaired_unmapped)
 {
-	struct cvm_range rr[2] = { { A(10), 2 * PG }, { A(20), PG } };
+	uint64_t p11 = A(11);
 	struct cvm_be *be;
-	uint64_t p10 = A(10), p11 = A(11);
 	struct fx f;
 
-	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, 0);
-	be = cvm_dma_backend(f.d);
-	cr_assert_eq(cvm_convert(f.r, A(30), PG, CVM_SHARED, 0), 0);
-	/* Pages 10 and 11 stay in the table, to unmap; the kernel took 10. */
-	cr_assert_eq(be->ops->map(be, A(20), PG, (char *)f.hva + 20 * PG), 0);
-	cvm_model_inject_partial(be, 4, -EBUSY);
-	cr_assert_eq(cvm_convert_batch(f.r, rr, 2, CVM_SHARED, 0), -EEXIST);
-	cr_assert_gt(stats(f.d).pending_repairs, 0);
-	/* The window's unmap takes page 11 and fails at page 20. */
-	cvm_model_inject_partial(be, 1, -EBUSY);
-	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
-	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0, "private page 10 mapped back");
+	be = strays_then_failed_remove(&f, 2);
 	cr_assert_eq(cvm_model_for_each(be, maps_page, &p11), 0, "private page 11 mapped back");
 	cr_assert_eq(cvm_dma_repair(f.d), 0);
 	cr_assert_eq(stats(f.d).pending_repairs, 0);
