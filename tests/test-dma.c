@@ -101,6 +101,19 @@ static int maps_add(void *opaque, uint64_t iova, uint64_t len)
 	return 0;
 }
 
+/* m as "iova+len;..." in pages from BASE; frees m. */
+static void maps_print(struct maps *m, char *buf, size_t size)
+{
+	size_t k = 0;
+
+	buf[0] = 0;
+	for (uint64_t i = 0; i < m->n && k < size; i++)
+		k += (size_t)snprintf(buf + k, size - k, "%llu+%llu;",
+				      (unsigned long long)((m->e[i].iova - BASE) / PG),
+				      (unsigned long long)(m->e[i].len / PG));
+	free(m->e);
+}
+
 /* Mapped == shared (IOVA == GPA here), table == model kernel, granule
  * respected, for context d of region r.  split: the kernel may hold a
  * mapping of the table as several (it split it in a cut it failed, which
@@ -1060,15 +1073,9 @@ Test(dma, the_piece_a_failed_cut_took_first_is_mapped_back)
 static void kernel_layout(struct cvm_dma *d, char *buf, size_t size)
 {
 	struct maps m = { 0 };
-	size_t k = 0;
 
 	cr_assert_eq(cvm_model_for_each(cvm_dma_backend(d), maps_add, &m), 0);
-	buf[0] = 0;
-	for (uint64_t i = 0; i < m.n && k < size; i++)
-		k += (size_t)snprintf(buf + k, size - k, "%llu+%llu;",
-				      (unsigned long long)((m.e[i].iova - BASE) / PG),
-				      (unsigned long long)(m.e[i].len / PG));
-	free(m.e);
+	maps_print(&m, buf, size);
 }
 
 /* Pages [5, 15) shared in one mapping, which a cut of [8, 10) the kernel
@@ -1090,22 +1097,33 @@ static void hidden_split(struct fx *f)
 	check_dma_split(f->r, f->d, f->npages, f->granule, true);
 }
 
+/* After hidden_split(): a conversion of [page, page + n) to private that
+ * the kernel fails after taking its first area.  The pages stay shared,
+ * the kernel maps `kernel` (as kernel_layout() prints), nothing is left
+ * to repair, and each mapping of the table is one or more of the
+ * kernel's. */
+static void fail_part_way(struct fx *f, uint64_t page, uint64_t n, const char *kernel)
+{
+	char l[256];
+
+	cvm_model_inject_partial(cvm_dma_backend(f->d), 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f->r, A(page), n * PG, CVM_PRIVATE, 0), -EBUSY);
+	cr_assert_eq(cvm_region_query(f->r, A(5), 10 * PG), CVM_SHARED);
+	kernel_layout(f->d, l, sizeof(l));
+	cr_assert_str_eq(l, kernel, "the kernel maps %s", l);
+	cr_assert_eq(stats(f->d).pending_repairs, 0);
+	check_dma_split(f->r, f->d, f->npages, f->granule, true);
+}
+
 /* An unmap of that whole mapping, which the kernel fails after taking its
  * first piece: the library maps that piece back, as the pages stay
  * shared, and finds the others still there. */
 Test(dma, a_piece_of_a_hidden_split_an_unmap_took_is_mapped_back)
 {
-	char l[256];
 	struct fx f;
 
 	hidden_split(&f);
-	cvm_model_inject_partial(cvm_dma_backend(f.d), 1, -EBUSY);
-	cr_assert_eq(cvm_convert(f.r, A(5), 10 * PG, CVM_PRIVATE, 0), -EBUSY);
-	cr_assert_eq(cvm_region_query(f.r, A(5), 10 * PG), CVM_SHARED);
-	kernel_layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "5+3;8+2;10+5;", "the kernel maps %s", l);
-	cr_assert_eq(stats(f.d).pending_repairs, 0);
-	check_dma_split(f.r, f.d, f.npages, f.granule, true);
+	fail_part_way(&f, 5, 10, "5+3;8+2;10+5;");
 	cr_assert_eq(cvm_convert(f.r, A(5), 10 * PG, CVM_PRIVATE, 0), 0);
 	check(&f);
 	fx_fini(&f);
@@ -1120,15 +1138,9 @@ Test(dma, a_piece_of_a_hidden_split_a_cut_took_is_mapped_back)
 	struct fx f;
 
 	hidden_split(&f);
-	cvm_model_inject_partial(cvm_dma_backend(f.d), 1, -EBUSY);
-	cr_assert_eq(cvm_convert(f.r, A(6), 3 * PG, CVM_PRIVATE, 0), -EBUSY);
-	cr_assert_eq(cvm_region_query(f.r, A(5), 10 * PG), CVM_SHARED);
-	kernel_layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "5+1;6+2;8+1;9+1;10+5;", "the kernel maps %s", l);
+	fail_part_way(&f, 6, 3, "5+1;6+2;8+1;9+1;10+5;");
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "5+1;6+3;9+6;", "maps %s", l);
-	cr_assert_eq(stats(f.d).pending_repairs, 0);
-	check_dma_split(f.r, f.d, f.npages, f.granule, true);
 	cr_assert_eq(cvm_convert(f.r, A(6), 3 * PG, CVM_PRIVATE, 0), 0);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "5+1;9+6;", "maps %s", l);
@@ -1279,16 +1291,10 @@ Test(dma, a_failed_remove_region_maps_back_a_piece_of_a_hidden_split)
  * cut's split. */
 Test(dma, a_cut_from_a_mappings_start_across_a_hidden_split_maps_its_piece_back)
 {
-	char l[256];
 	struct fx f;
 
 	hidden_split(&f);
-	cvm_model_inject_partial(cvm_dma_backend(f.d), 1, -EBUSY);
-	cr_assert_eq(cvm_convert(f.r, A(5), 4 * PG, CVM_PRIVATE, 0), -EBUSY);
-	kernel_layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "5+3;8+1;9+1;10+5;", "the kernel maps %s", l);
-	cr_assert_eq(stats(f.d).pending_repairs, 0);
-	check_dma_split(f.r, f.d, f.npages, f.granule, true);
+	fail_part_way(&f, 5, 4, "5+3;8+1;9+1;10+5;");
 	cr_assert_eq(cvm_convert(f.r, A(5), 4 * PG, CVM_PRIVATE, 0), 0);
 	check_dma_split(f.r, f.d, f.npages, f.granule, true);
 	cr_assert_eq(cvm_convert(f.r, A(9), 6 * PG, CVM_PRIVATE, 0), 0);
@@ -1638,15 +1644,9 @@ Test(dma, two_contexts_on_one_region_roll_each_other_back)
 static void layout(struct cvm_dma *d, char *buf, size_t size)
 {
 	struct maps m = { 0 };
-	size_t k = 0;
 
 	cr_assert_eq(cvm_dma_for_each_mapping(d, maps_add, &m), 0);
-	buf[0] = 0;
-	for (uint64_t i = 0; i < m.n && k < size; i++)
-		k += (size_t)snprintf(buf + k, size - k, "%llu+%llu;",
-				      (unsigned long long)((m.e[i].iova - BASE) / PG),
-				      (unsigned long long)(m.e[i].len / PG));
-	free(m.e);
+	maps_print(&m, buf, size);
 }
 
 /*
