@@ -770,22 +770,40 @@ static bool pending_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
 
 /*
  * Unmap the whole mappings of the table in [s, e) that no conversion keeps
- * shared (a repair, or closing).  iommufd says -ENOENT when it holds none
- * of them: it took them all in an earlier call that failed part way (one
- * that failed at a mapping after them; a put-back never maps them again),
- * so the table lets them go too.
+ * shared (a repair, or closing).  iommufd says -ENOENT, removing nothing,
+ * when it holds none of them (it took them in an earlier call that failed
+ * part way: a put-back never maps them again), but also when the lowest
+ * mapping it holds in the range is not all inside it: another user's,
+ * mapped where ours had gone.  So on -ENOENT each piece the kernel may
+ * hold as a mapping of its own (a mapping of the table, or its parts
+ * between points where the kernel may have split it unseen) is unmapped
+ * alone, where -ENOENT does mean it is gone; the table lets a mapping go
+ * once none of its pieces is left.
  */
 static int unmap_left(struct cvm_dma *d, uint64_t s, uint64_t e)
 {
-	struct collect c = { d, 0, 0, 0 };
 	int err = be_unmap_span(d, s, e, false, false);
+	struct mt_entry m;
 
 	if (err != -ENOENT)
 		return err;
-	maptable_for_each(d->mt, s, e - s, count_gone, &c);
-	maptable_remove_range(d->mt, s, e - s, NULL);
-	account(d, -(int64_t)c.n, -(int64_t)c.bytes);
-	unmapped_other(d, "unmapped", s, 0, c.bytes);
+	while (!maptable_lookup(d->mt, s, &m) && m.iova < e) {
+		uint64_t end = m.iova + m.len, done = 0;
+
+		for (uint64_t x = m.iova, y; x < end; x = y) {
+			y = next_maybe(d, x, end);
+			d->st.unmap_calls++;
+			err = d->be->ops->unmap(d->be, x, y - x, &done);
+			if (err && err != -ENOENT)
+				return err;
+		}
+		maptable_remove(d->mt, m.iova, NULL);
+		account(d, -1, -(int64_t)m.len);
+		refresh_avail(d);
+		if (!end)
+			break;      /* it ended at the top of the address space */
+		s = end;
+	}
 	return 0;
 }
 

@@ -3086,3 +3086,77 @@ Test(dma, info_can_cut_is_0_where_the_context_never_cuts)
 		cvm_dma_close(d);
 	}
 }
+
+/* ---- -ENOENT is no proof that the kernel holds none ---- */
+
+/* iopt_unmap_iova_range() says -ENOENT, removing nothing, when the lowest
+ * area in the range starts below it.  A region destroyed while the kernel
+ * refused to unmap it leaves its window to unmap; a mapping the VMM makes
+ * afterwards across the window's start (the GPA range reused) fails every
+ * later unmap of the window with -ENOENT.  The repair unmaps the stuck
+ * mapping of page 30 (memory the VMM may free now) alone, and leaves the
+ * VMM's mapping be. */
+Test(dma, a_repair_past_another_users_mapping_across_the_window_unmaps_ours)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
+	struct cvm_region *r;
+	struct cvm_dma *d;
+	struct cvm_be *be;
+	uint64_t p30 = A(30);
+	void *hva;
+	int err;
+
+	hva = c.hva = reserve(1024 * PG);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	d = mkdma(CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	be = cvm_dma_backend(d);
+	cr_assert_eq(cvm_convert(r, A(30), PG, CVM_SHARED, 0), 0);
+	/* The region goes while the kernel refuses the unmap: its window is noted. */
+	cvm_model_inject(be, 1, -EBUSY);
+	cvm_region_destroy(r);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p30), 1);
+	cr_assert_gt(stats(d).pending_repairs, 0);
+	/* The VMM maps something of its own across the window's start (page 0
+	 * was private: nothing of ours is there). */
+	cr_assert_eq(be->ops->map(be, BASE - PG, 2 * PG, hva), 0);
+	err = cvm_dma_repair(d);
+	cr_assert_eq(err, 0);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p30), 0, "page 30 still mapped");
+	cr_assert_eq(stats(d).pending_repairs, 0);
+	cr_assert_eq(stats(d).mappings, 0);
+	cr_assert_eq(cvm_model_count(be), 1, "the VMM's mapping stays");
+	cvm_dma_close(d);
+	munmap(hva, 1024 * PG);
+}
+
+/* The same inside a region that stays: strays 10 and 11 (one repair), the
+ * kernel took 10 in the rollback that failed; a mapping the VMM makes over
+ * pages 9-10 (free in the kernel) makes the repair's unmap -ENOENT, and
+ * the repair unmaps private page 11 alone. */
+Test(dma, a_repair_past_another_users_mapping_over_a_stray_unmaps_the_rest)
+{
+	struct cvm_range rr[2] = { { A(10), 2 * PG }, { A(20), PG } };
+	struct cvm_be *be;
+	uint64_t p11 = A(11);
+	struct fx f;
+	int err;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, 0);
+	be = cvm_dma_backend(f.d);
+	cr_assert_eq(cvm_convert(f.r, A(30), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(be->ops->map(be, A(20), PG, (char *)f.hva + 20 * PG), 0);
+	cvm_model_inject_partial(be, 4, -EBUSY);
+	cr_assert_eq(cvm_convert_batch(f.r, rr, 2, CVM_SHARED, 0), -EEXIST);
+	cr_assert_eq(cvm_region_query(f.r, A(10), 2 * PG), CVM_PRIVATE);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p11), 1);
+	cr_assert_gt(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(be->ops->map(be, A(9), 2 * PG, (char *)f.hva + 9 * PG), 0);
+	err = cvm_dma_repair(f.d);
+	cr_assert_eq(err, 0);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p11), 0, "private page 11 mapped");
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(be->ops->unmap(be, A(9), 2 * PG, NULL), 0);
+	cr_assert_eq(be->ops->unmap(be, A(20), PG, NULL), 0);
+	fx_fini(&f);
+}
