@@ -76,6 +76,7 @@ enum undo_kind { UNDO_MAPPED, UNDO_UNMAPPED, UNDO_CUT };
 struct undo_rec {
 	enum undo_kind kind;
 	bool remap;                     /* UNDO_MAPPED: pages mapped before the call too */
+	bool stray;                     /* UNDO_UNMAPPED: a mapping waiting to be unmapped */
 	uint64_t iova, len, hva;
 	const struct dma_region *dr;    /* UNDO_CUT: to split the remap by granule */
 };
@@ -171,10 +172,16 @@ static int undo_reserve(struct cvm_dma *d, size_t n)
 	return 0;
 }
 
+static const struct fix *stray_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
+
+/* An unmapped mapping that a repair waits to unmap (a failed rollback left
+ * it over private pages) is noted as one: see rollback(). */
 static void undo_push(struct cvm_dma *d, enum undo_kind kind, uint64_t iova, uint64_t len,
 		      uint64_t hva, const struct dma_region *dr)
 {
-	d->undo[d->nundo++] = (struct undo_rec){ kind, false, iova, len, hva, dr };
+	bool stray = kind == UNDO_UNMAPPED && d->nfix && stray_over(d, iova, iova + len);
+
+	d->undo[d->nundo++] = (struct undo_rec){ kind, false, stray, iova, len, hva, dr };
 }
 
 /* ---- entry accounting ---- */
@@ -1094,7 +1101,11 @@ static void rollback(struct cvm_dma *d)
 			break;
 		case UNDO_UNMAPPED:
 			err = overlaps_table(d, lo, hi) ? -EEXIST : be_map(d, lo, u.len, u.hva, false);
-			if (err && made_by_call(d, lo, hi))
+			/* A stray that cannot come back lacks nothing: its
+			 * shared pages were noted to map when it was left
+			 * (note_missing()), and its private ones must not be;
+			 * its own repair unmaps what the call left of it. */
+			if (err && (u.stray || made_by_call(d, lo, hi)))
 				err = 0;
 			else if (err)
 				note_missing(d, region_at(d, lo), lo, hi, u.hva, err);

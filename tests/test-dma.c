@@ -3160,3 +3160,130 @@ Test(dma, a_repair_past_another_users_mapping_over_a_stray_unmaps_the_rest)
 	cr_assert_eq(be->ops->unmap(be, A(20), PG, NULL), 0);
 	fx_fini(&f);
 }
+
+/* A stray left by a refused undo of a join: [0, 11) over private page 10,
+ * with [0, 10) and [20] shared (TYPE1, COMPACT, limit 3).  The join
+ * unmaps 0+10 and maps 0+11; the map of 25+1 is refused, and so is the
+ * undo's unmap of 0+11. */
+static void stray_over_page_10(struct cvm_region *r, struct cvm_dma *d)
+{
+	const struct cvm_range sh[] = { { A(10), PG }, { A(25), PG } };
+	char l[256];
+
+	cr_assert_eq(cvm_convert(r, A(0), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(20), PG, CVM_SHARED, 0), 0);
+	inject_n(d, 3, 2, -EBUSY);
+	cr_assert_eq(cvm_convert_batch(r, sh, 2, CVM_SHARED, 0), -EBUSY);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+11;20+1;", "maps %s", l);
+	cr_assert_eq(stats(d).pending_repairs, 2, "unmap [0, 11), map [0, 10)");
+}
+
+/*
+ * That stray is unmapped whole by a private conversion of page 5 (its
+ * repair refused again, call 1): the span unmaps [0, 11) (2),
+ * maps 0+5 (3), and the kernel refuses 6+5 (4).  The undo unmaps 0+5 (5)
+ * and the kernel refuses to map [0, 11) back (6): the stray is gone, and
+ * what is missing there is only the shared [0, 10), never private page 10.
+ */
+Test(dma, a_stray_unmapped_by_a_failed_split_is_not_noted_to_map_again)
+{
+	char l[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
+	stray_over_page_10(f.r, f.d);
+	shim_on(f.d, CALL(1) | CALL(4) | CALL(6));
+	cr_assert_eq(cvm_convert(f.r, A(5), PG, CVM_PRIVATE, 0), -EIO);
+	cr_assert_eq(shim_calls, 6);
+	shim_off(f.d);
+	cr_assert_eq(cvm_region_query(f.r, A(0), 10 * PG), CVM_SHARED);
+	cr_assert_eq(cvm_region_query(f.r, A(10), PG), CVM_PRIVATE);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "20+1;", "maps %s", l);
+	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
+		     (unsigned long long)stats(f.d).pending_repairs);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+10;20+1;", "maps %s", l);
+	check(&f);
+	/* Whatever is still noted must not map page 10 once [0, 10) goes. */
+	cr_assert_eq(cvm_convert(f.r, A(0), 10 * PG, CVM_PRIVATE, 0), 0);
+	cvm_dma_repair(f.d);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "20+1;", "maps %s (pending %llu)", l,
+			 (unsigned long long)stats(f.d).pending_repairs);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check(&f);
+	fx_fini(&f);
+}
+
+/*
+ * The same split of the stray, where the undo keeps what it left of it:
+ * the kernel refuses to unmap the remainder 0+5 it mapped (call 5), so the
+ * stray cannot come back (-EEXIST).  Its repair takes 0+5, and the one
+ * noted when it was left maps [0, 10): nothing more is noted (a repair of
+ * [5, 11) would map page 10, and one of [0, 5) would wait for ever).
+ */
+Test(dma, a_stray_whose_remainder_stays_after_a_failed_split_is_not_noted_again)
+{
+	char l[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
+	stray_over_page_10(f.r, f.d);
+	shim_on(f.d, CALL(1) | CALL(4) | CALL(5));
+	cr_assert_eq(cvm_convert(f.r, A(5), PG, CVM_PRIVATE, 0), -EIO);
+	cr_assert_eq(shim_calls, 5);
+	shim_off(f.d);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+5;20+1;", "maps %s", l);
+	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
+		     (unsigned long long)stats(f.d).pending_repairs);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+10;20+1;", "maps %s", l);
+	check(&f);
+	fx_fini(&f);
+}
+
+/*
+ * The same split of the stray, which another context (told after this
+ * one) fails: the undo cannot map the stray back (call 8), and page 5,
+ * shared again, is the one more page to map.  Once [0, 10) goes private,
+ * nothing is left to map: not page 10.
+ */
+Test(dma, a_stray_split_another_context_fails_is_not_noted_to_map_again)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
+	struct cvm_dma *d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+	char l[256];
+	struct fx f = { .npages = 1024, .granule = 2 * MiB };
+
+	f.hva = c.hva = reserve(1024 * PG);
+	cr_assert_eq(cvm_region_create(&c, &f.r), 0);
+	cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);     /* told to_private last */
+	f.d = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
+	cr_assert_eq(cvm_dma_add_region(f.d, f.r), 0);
+	stray_over_page_10(f.r, f.d);
+	/* check_unmap's repair (1), the call's (2), unmap 0+11 (3), map 0+5
+	 * (4), 6+5 (5); d2 fails; the undo unmaps 6+5 (6), 0+5 (7), and the
+	 * kernel refuses 0+11 (8). */
+	inject(d2, 1, -EIO);
+	shim_on(f.d, CALL(1) | CALL(2) | CALL(8));
+	cr_assert_eq(cvm_convert(f.r, A(5), PG, CVM_PRIVATE, 0), -EIO);
+	cr_assert_eq(shim_calls, 8);
+	shim_off(f.d);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "20+1;", "maps %s", l);
+	/* [0, 5) and [6, 10) come back, [5] waits for an entry (limit 3). */
+	cr_assert_eq(cvm_dma_repair(f.d), -ENOSPC, "pending %llu",
+		     (unsigned long long)stats(f.d).pending_repairs);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+5;6+4;20+1;", "maps %s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 1, "[5]");
+	check_dma(f.r, d2, 1024, UINT64_MAX);
+	cr_assert_eq(cvm_convert(f.r, A(0), 10 * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	check(&f);
+	cvm_dma_close(d2);
+	fx_fini(&f);
+}
