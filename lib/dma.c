@@ -794,21 +794,24 @@ static int unmap_left(struct cvm_dma *d, uint64_t s, uint64_t e)
 
 	if (err != -ENOENT)
 		return err;
-	while (!maptable_lookup(d->mt, s, &m) && m.iova < e) {
+	for (uint64_t lo = s, last = e - 1; !maptable_lookup(d->mt, s, &m) && m.iova <= last;) {
 		uint64_t end = m.iova + m.len, done = 0;
 
-		for (uint64_t x = m.iova, y; x < end; x = y) {
-			y = next_maybe(d, x, end);
-			d->st.unmap_calls++;
-			err = d->be->ops->unmap(d->be, x, y - x, &done);
-			if (err && err != -ENOENT)
-				return err;
+		if (m.iova >= lo && end - 1 <= last) {
+			for (uint64_t x = m.iova, y; x != end; x = y) {
+				y = next_maybe(d, x, end);
+				d->st.unmap_calls++;
+				err = d->be->ops->unmap(d->be, x, y - x, &done);
+				if (err && err != -ENOENT)
+					return err;
+			}
+			maptable_remove(d->mt, m.iova, NULL);
+			account(d, -1, -(int64_t)m.len);
+			refresh_avail(d);
 		}
-		maptable_remove(d->mt, m.iova, NULL);
-		account(d, -1, -(int64_t)m.len);
-		refresh_avail(d);
-		if (!end)
-			break;      /* it ended at the top of the address space */
+		/* (one not wholly inside is not this call's to unmap) */
+		if (end - 1 >= last)
+			break;
 		s = end;
 	}
 	return 0;
