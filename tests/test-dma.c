@@ -3179,6 +3179,16 @@ static void stray_over_page_10(struct cvm_region *r, struct cvm_dma *d)
 	cr_assert_eq(stats(d).pending_repairs, 2, "unmap [0, 11), map [0, 10)");
 }
 
+/* Page 5 of that stray's shared pages goes private, the shim failing the
+ * calls in mask (-EIO), of which there are `calls`. */
+static void split_stray(struct cvm_region *r, struct cvm_dma *d, uint64_t mask, uint32_t calls)
+{
+	shim_on(d, mask);
+	cr_assert_eq(cvm_convert(r, A(5), PG, CVM_PRIVATE, 0), -EIO);
+	cr_assert_eq(shim_calls, calls);
+	shim_off(d);
+}
+
 /*
  * That stray is unmapped whole by a private conversion of page 5 (its
  * repair refused again, call 1): the span unmaps [0, 11) (2),
@@ -3193,10 +3203,7 @@ Test(dma, a_stray_unmapped_by_a_failed_split_is_not_noted_to_map_again)
 
 	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
 	stray_over_page_10(f.r, f.d);
-	shim_on(f.d, CALL(1) | CALL(4) | CALL(6));
-	cr_assert_eq(cvm_convert(f.r, A(5), PG, CVM_PRIVATE, 0), -EIO);
-	cr_assert_eq(shim_calls, 6);
-	shim_off(f.d);
+	split_stray(f.r, f.d, CALL(1) | CALL(4) | CALL(6), 6);
 	cr_assert_eq(cvm_region_query(f.r, A(0), 10 * PG), CVM_SHARED);
 	cr_assert_eq(cvm_region_query(f.r, A(10), PG), CVM_PRIVATE);
 	layout(f.d, l, sizeof(l));
@@ -3231,10 +3238,7 @@ Test(dma, a_stray_whose_remainder_stays_after_a_failed_split_is_not_noted_again)
 
 	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
 	stray_over_page_10(f.r, f.d);
-	shim_on(f.d, CALL(1) | CALL(4) | CALL(5));
-	cr_assert_eq(cvm_convert(f.r, A(5), PG, CVM_PRIVATE, 0), -EIO);
-	cr_assert_eq(shim_calls, 5);
-	shim_off(f.d);
+	split_stray(f.r, f.d, CALL(1) | CALL(4) | CALL(5), 5);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "0+5;20+1;", "maps %s", l);
 	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
@@ -3268,10 +3272,7 @@ Test(dma, a_stray_split_another_context_fails_is_not_noted_to_map_again)
 	 * (4), 6+5 (5); d2 fails; the undo unmaps 6+5 (6), 0+5 (7), and the
 	 * kernel refuses 0+11 (8). */
 	inject(d2, 1, -EIO);
-	shim_on(f.d, CALL(1) | CALL(2) | CALL(8));
-	cr_assert_eq(cvm_convert(f.r, A(5), PG, CVM_PRIVATE, 0), -EIO);
-	cr_assert_eq(shim_calls, 8);
-	shim_off(f.d);
+	split_stray(f.r, f.d, CALL(1) | CALL(2) | CALL(8), 8);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "20+1;", "maps %s", l);
 	/* [0, 5) and [6, 10) come back, [5] waits for an entry (limit 3). */
