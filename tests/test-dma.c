@@ -3089,43 +3089,100 @@ Test(dma, info_can_cut_is_0_where_the_context_never_cuts)
 
 /* ---- -ENOENT is no proof that the kernel holds none ---- */
 
-/* iopt_unmap_iova_range() says -ENOENT, removing nothing, when the lowest
- * area in the range starts below it.  A region destroyed while the kernel
- * refused to unmap it leaves its window to unmap; a mapping the VMM makes
- * afterwards across the window's start (the GPA range reused) fails every
- * later unmap of the window with -ENOENT.  The repair unmaps the stuck
- * mapping of page 30 (memory the VMM may free now) alone, and leaves the
- * VMM's mapping be. */
-Test(dma, a_repair_past_another_users_mapping_across_the_window_unmaps_ours)
+/* A region with pages 30 and 40 shared (one mapping each), destroyed while
+ * the kernel refuses the unmap: the context forgets the region and keeps
+ * its window to unmap.  The VMM may reuse the GPA range at once. */
+static struct cvm_dma *gone_with_30_and_40(uint32_t rules, void **hva)
 {
 	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
+	uint64_t p30 = A(30);
 	struct cvm_region *r;
 	struct cvm_dma *d;
-	struct cvm_be *be;
-	uint64_t p30 = A(30);
-	void *hva;
-	int err;
 
-	hva = c.hva = reserve(1024 * PG);
+	*hva = c.hva = reserve(1024 * PG);
 	cr_assert_eq(cvm_region_create(&c, &r), 0);
-	d = mkdma(CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, 0);
+	d = mkdma(rules, CVM_DMA_PER_PAGE, 0, 0);
 	cr_assert_eq(cvm_dma_add_region(d, r), 0);
-	be = cvm_dma_backend(d);
 	cr_assert_eq(cvm_convert(r, A(30), PG, CVM_SHARED, 0), 0);
-	/* The region goes while the kernel refuses the unmap: its window is noted. */
-	cvm_model_inject(be, 1, -EBUSY);
+	cr_assert_eq(cvm_convert(r, A(40), PG, CVM_SHARED, 0), 0);
+	cvm_model_inject(cvm_dma_backend(d), 1, -EBUSY);
 	cvm_region_destroy(r);
-	cr_assert_eq(cvm_model_for_each(be, maps_page, &p30), 1);
-	cr_assert_gt(stats(d).pending_repairs, 0);
-	/* The VMM maps something of its own across the window's start (page 0
-	 * was private: nothing of ours is there). */
-	cr_assert_eq(be->ops->map(be, BASE - PG, 2 * PG, hva), 0);
-	err = cvm_dma_repair(d);
-	cr_assert_eq(err, 0);
-	cr_assert_eq(cvm_model_for_each(be, maps_page, &p30), 0, "page 30 still mapped");
+	cr_assert_eq(cvm_model_for_each(cvm_dma_backend(d), maps_page, &p30), 1);
+	cr_assert_eq(stats(d).pending_repairs, 1);
+	return d;
+}
+
+static const uint32_t all_rules[] = { CVM_MODEL_TYPE1, CVM_MODEL_IOMMUFD, CVM_MODEL_CUT };
+
+/* The repair of a gone region's window unmaps the mappings of pages 30
+ * and 40, and leaves the VMM's mapping be. */
+static void repair_leaves_vmm_mapping(uint32_t rules, uint64_t vmm_iova, uint64_t vmm_pages)
+{
+	char l[256], want[64];
+	struct cvm_dma *d;
+	struct cvm_be *be;
+	void *hva;
+
+	d = gone_with_30_and_40(rules, &hva);
+	be = cvm_dma_backend(d);
+	cr_assert_eq(be->ops->map(be, vmm_iova, vmm_pages * PG, hva), 0);
+	cr_assert_eq(cvm_dma_repair(d), 0, "rules %u", rules);
 	cr_assert_eq(stats(d).pending_repairs, 0);
 	cr_assert_eq(stats(d).mappings, 0);
-	cr_assert_eq(cvm_model_count(be), 1, "the VMM's mapping stays");
+	kernel_layout(d, l, sizeof(l));
+	snprintf(want, sizeof(want), "%llu+%llu;", (unsigned long long)((vmm_iova - BASE) / PG),
+		 (unsigned long long)vmm_pages);     /* as kernel_layout() prints it */
+	cr_assert_str_eq(l, want, "rules %u: the kernel maps %s", rules, l);
+	cvm_dma_close(d);
+	munmap(hva, 1024 * PG);
+}
+
+/* iopt_unmap_iova_range() says -ENOENT, removing nothing, when the lowest
+ * area in the range starts below it, and type1 fails an unmap that
+ * bisects a mapping with -EINVAL: a mapping the VMM makes across the
+ * window's start (page 0 was private: nothing of ours is there) must not
+ * fail every later repair, nor be cut. */
+Test(dma, a_repair_past_another_users_mapping_across_the_window_unmaps_ours)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(all_rules); i++)
+		repair_leaves_vmm_mapping(all_rules[i], BASE - PG, 2);
+}
+
+/* A mapping the VMM makes wholly inside the window, between ours (page
+ * 35), is not ours to unmap: a call over the whole window would take it. */
+Test(dma, a_repair_of_a_gone_regions_window_keeps_another_users_mapping_inside_it)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(all_rules); i++)
+		repair_leaves_vmm_mapping(all_rules[i], A(35), 1);
+}
+
+/* The repair unmaps each run of adjacent mappings with a call of its own
+ * and stops at the first the kernel refuses: the next repair starts there,
+ * with one call, not with what already went. */
+Test(dma, a_window_repair_the_kernel_refuses_part_way_resumes_where_it_stopped)
+{
+	uint64_t p30 = A(30), p40 = A(40), calls;
+	struct cvm_dma *d;
+	struct cvm_be *be;
+	void *hva;
+
+	d = gone_with_30_and_40(CVM_MODEL_TYPE1, &hva);
+	be = cvm_dma_backend(d);
+	calls = stats(d).unmap_calls;
+	cvm_model_inject(be, 2, -EBUSY);
+	cr_assert_eq(cvm_dma_repair(d), -EBUSY);
+	cr_assert_eq(stats(d).unmap_calls, calls + 2);
+	cr_assert_eq(stats(d).pending_repairs, 1);
+	cr_assert_eq(stats(d).mappings, 1);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p30), 0);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p40), 1);
+	cvm_model_inject(be, 1, -EBUSY);
+	cr_assert_eq(cvm_dma_repair(d), -EBUSY);
+	cr_assert_eq(stats(d).unmap_calls, calls + 3, "the repair started at page 40");
+	cr_assert_eq(cvm_dma_repair(d), 0);
+	cr_assert_eq(stats(d).unmap_calls, calls + 4);
+	cr_assert_eq(stats(d).pending_repairs, 0);
+	cr_assert_eq(cvm_model_count(be), 0);
 	cvm_dma_close(d);
 	munmap(hva, 1024 * PG);
 }
