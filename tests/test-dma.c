@@ -3089,10 +3089,11 @@ Test(dma, info_can_cut_is_0_where_the_context_never_cuts)
 
 /* ---- -ENOENT is no proof that the kernel holds none ---- */
 
-/* A region with pages 30 and 40 shared (one mapping each), destroyed while
- * the kernel refuses the unmap: the context forgets the region and keeps
- * its window to unmap.  The VMM may reuse the GPA range at once. */
-static struct cvm_dma *gone_with_30_and_40(uint32_t rules, void **hva)
+/* A region with pages 30-31, 40 and 50 shared (one mapping each: three
+ * runs of adjacent mappings), destroyed while the kernel refuses the
+ * unmap: the context forgets the region and keeps its window to unmap.
+ * The VMM may reuse the GPA range at once. */
+static struct cvm_dma *gone_with_three_runs(uint32_t rules, void **hva)
 {
 	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
 	uint64_t p30 = A(30);
@@ -3103,8 +3104,10 @@ static struct cvm_dma *gone_with_30_and_40(uint32_t rules, void **hva)
 	cr_assert_eq(cvm_region_create(&c, &r), 0);
 	d = mkdma(rules, CVM_DMA_PER_PAGE, 0, 0);
 	cr_assert_eq(cvm_dma_add_region(d, r), 0);
-	cr_assert_eq(cvm_convert(r, A(30), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(30), 2 * PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(cvm_convert(r, A(40), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(50), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(d).mappings, 4);
 	cvm_model_inject(cvm_dma_backend(d), 1, -EBUSY);
 	cvm_region_destroy(r);
 	cr_assert_eq(cvm_model_for_each(cvm_dma_backend(d), maps_page, &p30), 1);
@@ -3114,8 +3117,8 @@ static struct cvm_dma *gone_with_30_and_40(uint32_t rules, void **hva)
 
 static const uint32_t all_rules[] = { CVM_MODEL_TYPE1, CVM_MODEL_IOMMUFD, CVM_MODEL_CUT };
 
-/* The repair of a gone region's window unmaps the mappings of pages 30
- * and 40, and leaves the VMM's mapping be. */
+/* The repair of a gone region's window unmaps the mappings of pages 30,
+ * 31, 40 and 50, and leaves the VMM's mapping be. */
 static void repair_leaves_vmm_mapping(uint32_t rules, uint64_t vmm_iova, uint64_t vmm_pages)
 {
 	char l[256], want[64];
@@ -3123,7 +3126,7 @@ static void repair_leaves_vmm_mapping(uint32_t rules, uint64_t vmm_iova, uint64_
 	struct cvm_be *be;
 	void *hva;
 
-	d = gone_with_30_and_40(rules, &hva);
+	d = gone_with_three_runs(rules, &hva);
 	be = cvm_dma_backend(d);
 	cr_assert_eq(be->ops->map(be, vmm_iova, vmm_pages * PG, hva), 0);
 	cr_assert_eq(cvm_dma_repair(d), 0, "rules %u", rules);
@@ -3156,31 +3159,32 @@ Test(dma, a_repair_of_a_gone_regions_window_keeps_another_users_mapping_inside_i
 		repair_leaves_vmm_mapping(all_rules[i], A(35), 1);
 }
 
-/* The repair unmaps each run of adjacent mappings with a call of its own
- * and stops at the first the kernel refuses: the next repair starts there,
- * with one call, not with what already went. */
+/* The repair unmaps each run of adjacent mappings with one call and stops
+ * at the first the kernel refuses (page 40's): the next repair starts
+ * there, not with what already went. */
 Test(dma, a_window_repair_the_kernel_refuses_part_way_resumes_where_it_stopped)
 {
-	uint64_t p30 = A(30), p40 = A(40), calls;
+	uint64_t p31 = A(31), p40 = A(40), p50 = A(50), calls;
 	struct cvm_dma *d;
 	struct cvm_be *be;
 	void *hva;
 
-	d = gone_with_30_and_40(CVM_MODEL_TYPE1, &hva);
+	d = gone_with_three_runs(CVM_MODEL_TYPE1, &hva);
 	be = cvm_dma_backend(d);
 	calls = stats(d).unmap_calls;
 	cvm_model_inject(be, 2, -EBUSY);
 	cr_assert_eq(cvm_dma_repair(d), -EBUSY);
-	cr_assert_eq(stats(d).unmap_calls, calls + 2);
+	cr_assert_eq(stats(d).unmap_calls, calls + 2, "one call for pages 30-31, one for 40");
 	cr_assert_eq(stats(d).pending_repairs, 1);
-	cr_assert_eq(stats(d).mappings, 1);
-	cr_assert_eq(cvm_model_for_each(be, maps_page, &p30), 0);
+	cr_assert_eq(stats(d).mappings, 2);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p31), 0);
 	cr_assert_eq(cvm_model_for_each(be, maps_page, &p40), 1);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p50), 1, "the repair went on past 40");
 	cvm_model_inject(be, 1, -EBUSY);
 	cr_assert_eq(cvm_dma_repair(d), -EBUSY);
 	cr_assert_eq(stats(d).unmap_calls, calls + 3, "the repair started at page 40");
 	cr_assert_eq(cvm_dma_repair(d), 0);
-	cr_assert_eq(stats(d).unmap_calls, calls + 4);
+	cr_assert_eq(stats(d).unmap_calls, calls + 5);
 	cr_assert_eq(stats(d).pending_repairs, 0);
 	cr_assert_eq(cvm_model_count(be), 0);
 	cvm_dma_close(d);
