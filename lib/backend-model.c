@@ -591,14 +591,19 @@ void cvm_model_inject_n(struct cvm_be *be, uint64_t nth, uint64_t count, int err
 	m->inject_err = err < 0 ? err : -EIO;
 }
 
-void cvm_model_inject_partial(struct cvm_be *be, uint64_t nth, int err)
+void cvm_model_inject_partial_n(struct cvm_be *be, uint64_t nth, uint64_t count, int err)
 {
 	struct model *m = as_model(be);
 
 	if (!m)
 		return;
-	cvm_model_inject_n(be, nth, 1, err);
-	m->inject_partial = nth != 0;
+	cvm_model_inject_n(be, nth, count, err);
+	m->inject_partial = nth && count;
+}
+
+void cvm_model_inject_partial(struct cvm_be *be, uint64_t nth, int err)
+{
+	cvm_model_inject_partial_n(be, nth, 1, err);
 }
 
 void cvm_model_inject_split(struct cvm_be *be, uint64_t nth, int err)

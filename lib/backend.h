@@ -90,6 +90,8 @@ void cvm_model_inject_n(struct cvm_be *be, uint64_t nth, uint64_t count, int err
 /* The nth call, if it is an unmap or a cut of several mappings, removes the
  * first of them and then fails with err, as iommufd can. */
 void cvm_model_inject_partial(struct cvm_be *be, uint64_t nth, int err);
+/* The same, and the count - 1 calls after it fail too, plainly. */
+void cvm_model_inject_partial_n(struct cvm_be *be, uint64_t nth, uint64_t count, int err);
 /* The nth call, if it is a cut, splits the mappings across its ends and
  * then fails with err, removing nothing: iommufd when the first area
  * inside cannot go.  No call shows the splits. */

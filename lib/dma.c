@@ -87,9 +87,11 @@ struct undo_rec {
  * FIX_UNMAP: whole mappings of pages that stayed private (the kernel
  * refused to unmap them), or with dr NULL the IOVA window of a region that
  * left the context while the kernel refused to unmap it; FIX_MAP: shared
- * pages left unmapped, one mapping's worth inside one G-block.
+ * pages left unmapped, one mapping's worth inside one G-block; FIX_REMAP:
+ * a piece of a mapping the table holds that the kernel may have removed
+ * in a call that failed, and then refused to map again (put-backs).
  */
-enum fix_kind { FIX_UNMAP, FIX_MAP };
+enum fix_kind { FIX_UNMAP, FIX_MAP, FIX_REMAP };
 
 struct fix {
 	enum fix_kind kind;
@@ -406,20 +408,35 @@ static void maybe_add(struct cvm_dma *d, uint64_t p)
 	d->nmaybe = k + 1;
 }
 
-/* Map [x, y) of a put-back (hva: of x): counted in *back if it came back
- * (it was gone), in *unknown if the kernel refused other than with -EEXIST
- * (still there), which proves neither.  Returns the kernel's answer. */
-static int map_piece(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva, uint64_t *back,
-		     uint64_t *unknown)
+/* What a put-back found, piece by piece. */
+struct put_back {
+	uint64_t back;          /* pieces mapped again: they were gone */
+	uint64_t unknown;       /* pieces the kernel refused to map other than with -EEXIST */
+	int err;                /* the kernel's last such answer */
+	bool note;              /* note those as repairs (FIX_REMAP) */
+};
+
+static void note_remap(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva, int err);
+
+/* Map [x, y) of a put-back (hva: of x): counted in pb->back if it came
+ * back (it was gone), in pb->unknown if the kernel refused other than with
+ * -EEXIST (still there), which proves neither: then, with pb->note, a
+ * repair tries again.  Returns the kernel's answer. */
+static int map_piece(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva,
+		     struct put_back *pb)
 {
 	int merr;
 
 	d->st.map_calls++;
 	merr = d->be->ops->map(d->be, x, y - x, (void *)(uintptr_t)hva);
-	if (!merr)
-		(*back)++;
-	else if (merr != -EEXIST)
-		(*unknown)++;
+	if (!merr) {
+		pb->back++;
+	} else if (merr != -EEXIST) {
+		pb->unknown++;
+		pb->err = merr;
+		if (pb->note)
+			note_remap(d, x, y, hva, merr);
+	}
 	return merr;
 }
 
@@ -430,14 +447,14 @@ static int map_piece(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva, ui
  * kernel may have split it unseen, that may be only some pieces (it
  * removes whole areas): then each piece between those points alone.
  */
-static void map_back(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t hva, uint64_t *back,
-		     uint64_t *unknown)
+static void map_back(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t hva,
+		     struct put_back *pb)
 {
-	if (map_piece(d, s, e, hva, back, unknown) != -EEXIST || !maybe_inside(d, s, e))
+	if (map_piece(d, s, e, hva, pb) != -EEXIST || !maybe_inside(d, s, e))
 		return;
 	for (uint64_t x = s, y; x < e; x = y) {
 		y = next_maybe(d, x, e);
-		map_piece(d, x, y, hva + (x - s), back, unknown);
+		map_piece(d, x, y, hva + (x - s), pb);
 	}
 }
 
@@ -458,18 +475,20 @@ static int stop_at_inside(void *opaque, const struct mt_entry *e)
 	return 1;
 }
 
-static void log_put_back(uint64_t s, uint64_t e, int err, uint64_t back, uint64_t unknown)
+static void log_put_back(uint64_t s, uint64_t e, int err, const struct put_back *pb)
 {
+	uint64_t back = pb->back, unknown = pb->unknown;
+
 	if (back)
 		cvm_warn("dma: the kernel removed %llu mapping%s in [0x%llx, 0x%llx) before it "
 			 "failed (%d): mapped back", (unsigned long long)back, back == 1 ? "" : "s",
 			 (unsigned long long)s, (unsigned long long)e, err);
 	if (unknown)
 		cvm_err("dma: after a failed unmap (%d), %llu mapping%s in [0x%llx, 0x%llx) "
-			"could not be checked: the kernel refused to map %s again, and may or may "
-			"not still hold %s", err, (unsigned long long)unknown,
+			"could not be checked: the kernel refused to map %s again (%d), and may "
+			"or may not still hold %s: noted to map", err, (unsigned long long)unknown,
 			unknown == 1 ? "" : "s", (unsigned long long)s, (unsigned long long)e,
-			unknown == 1 ? "it" : "them", unknown == 1 ? "it" : "them");
+			unknown == 1 ? "it" : "them", pb->err, unknown == 1 ? "it" : "them");
 }
 
 /*
@@ -478,12 +497,11 @@ static void log_put_back(uint64_t s, uint64_t e, int err, uint64_t back, uint64_
  * table there again (map_back()).  -EEXIST says the kernel still has it; a
  * mapping that comes back was gone, and is back as the failed call must
  * leave it.  Any other answer proves neither: the table keeps the mapping,
- * as before, and the log says so.
+ * as before, the log says so, and a repair maps it again (FIX_REMAP).
  */
 static const struct fix *stray_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
 
-static void put_back_inside(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t *back,
-			    uint64_t *unknown)
+static void put_back_inside(struct cvm_dma *d, uint64_t s, uint64_t e, struct put_back *pb)
 {
 	for (uint64_t x = s; x < e;) {
 		struct first_inside f = { x, e, { 0 }, false };
@@ -495,16 +513,16 @@ static void put_back_inside(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t 
 		/* A mapping left on private pages, to unmap: never back. */
 		if (d->nfix && stray_over(d, f.found.iova, x))
 			continue;
-		map_back(d, f.found.iova, x, f.found.data, back, unknown);
+		map_back(d, f.found.iova, x, f.found.data, pb);
 	}
 }
 
 static void put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, int err)
 {
-	uint64_t back = 0, unknown = 0;
+	struct put_back pb = { .note = true };
 
-	put_back_inside(d, s, e, &back, &unknown);
-	log_put_back(s, e, err, back, unknown);
+	put_back_inside(d, s, e, &pb);
+	log_put_back(s, e, err, &pb);
 }
 
 /* Unmap [s, e), which holds only whole mappings (at least one).  Never
@@ -580,18 +598,17 @@ static void put_back_after_cut(struct cvm_dma *d, uint64_t s, uint64_t e, int er
 			       const struct mt_entry *l, const struct mt_entry *r)
 {
 	bool same = l && r && l->iova == r->iova;
-	uint64_t back = 0, unknown = 0;
+	struct put_back pb = { .note = true };
 	struct mt_entry rest;
 
 	if (l && (!same || maybe_inside(d, s, e)))
-		map_back(d, s, same ? e : l->iova + l->len, l->data + (s - l->iova), &back,
-			 &unknown);
+		map_back(d, s, same ? e : l->iova + l->len, l->data + (s - l->iova), &pb);
 	if (!same)
-		put_back_inside(d, s, e, &back, &unknown);
+		put_back_inside(d, s, e, &pb);
 	if (r && !same && maybe_inside(d, r->iova, e))
-		map_back(d, r->iova, e, r->data, &back, &unknown);
-	log_put_back(s, e, err, back, unknown);
-	if (!back) {
+		map_back(d, r->iova, e, r->data, &pb);
+	log_put_back(s, e, err, &pb);
+	if (!pb.back) {
 		if (l)
 			maybe_add(d, s);
 		if (r)
@@ -764,6 +781,41 @@ static void note_missing(struct cvm_dma *d, const struct dma_region *dr, uint64_
 	}
 }
 
+/* A put-back the kernel refused: [x, y) of a mapping the table holds (hva:
+ * of x) may be gone from the kernel, so a repair maps it again.  Noted
+ * once, however many failed calls find it so. */
+static void note_remap(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva, int err)
+{
+	for (size_t i = 0; i < d->nfix; i++) {
+		if (d->fix[i].kind == FIX_REMAP && d->fix[i].iova == x && d->fix[i].len == y - x) {
+			d->fix[i].err = err;
+			return;
+		}
+	}
+	fix_add(d, (struct fix){ FIX_REMAP, err, x, y - x, hva, region_at(d, x) });
+}
+
+/* Map the piece of a FIX_REMAP again while the table holds it: the kernel
+ * mapping it, or saying it is there (-EEXIST; where the kernel may have
+ * split it unseen, piece by piece), settles it.  A piece the table no
+ * longer holds went in a later call that the kernel took: nothing is left
+ * to do.  The table counted the piece's entry all along, but a count the
+ * kernel gave since, without it, did not: so one that comes back asks
+ * the kernel again. */
+static int remap(struct cvm_dma *d, const struct fix *f)
+{
+	struct put_back pb = { .note = false };
+	struct mt_entry m;
+
+	if (maptable_lookup(d->mt, f->iova, &m) || m.iova > f->iova ||
+	    m.iova + m.len - f->iova < f->len)
+		return 0;
+	map_back(d, f->iova, f->iova + f->len, m.data + (f->iova - m.iova), &pb);
+	if (pb.back)
+		refresh_avail(d);
+	return pb.unknown ? pb.err : 0;
+}
+
 /* [lo, hi) meets what the undo of a conversion still to settle (another
  * context may yet fail it) would map or unmap again. */
 static bool pending_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
@@ -864,6 +916,8 @@ static void repair(struct cvm_dma *d)
 			err = f.err;
 		else if (f.kind == FIX_UNMAP)
 			err = unmap_left(d, f.iova, f.iova + f.len);
+		else if (f.kind == FIX_REMAP)
+			err = remap(d, &f);
 		else if (overlaps_table(d, f.iova, f.iova + f.len))
 			err = -EEXIST;
 		else

@@ -1426,6 +1426,131 @@ Test(dma, a_failed_remove_region_maps_back_what_the_kernel_took)
 	fx_fini(&f);
 }
 
+/* Pages 10, 12 and 14 shared (one mapping each, iommufd), then a
+ * cvm_dma_remove_region() that the kernel fails after taking page 10; the
+ * put-back's first `refused` maps are refused too (-EBUSY): the first is
+ * page 10's (gone), the second page 12's (still there). */
+static struct cvm_be *put_back_refused_limit(struct fx *f, uint64_t refused, uint32_t limit)
+{
+	struct cvm_be *be;
+
+	fx_init(f, 1024, 0, CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, limit);
+	be = cvm_dma_backend(f->d);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(cvm_convert(f->r, A(10 + 2 * i), PG, CVM_SHARED, 0), 0);
+	cvm_model_inject_partial_n(be, 1, 1 + refused, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f->d, f->r), -EBUSY);
+	cr_assert_eq(cvm_model_count(be), 2, "the kernel took page 10");
+	cr_assert_eq(stats(f->d).mappings, 3);
+	return be;
+}
+
+static struct cvm_be *put_back_refused(struct fx *f, uint64_t refused)
+{
+	return put_back_refused_limit(f, refused, 0);
+}
+
+/* A put-back the kernel refuses leaves the kernel without a mapping the
+ * table holds: noted as a repair (pending_repairs said 0, and the shared
+ * page stayed unmapped), which maps it again. */
+Test(dma, a_put_back_the_kernel_refuses_is_noted_and_repaired)
+{
+	uint64_t maps;
+	struct fx f;
+
+	put_back_refused(&f, 1);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	maps = stats(f.d).map_calls;
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(stats(f.d).map_calls, maps + 1);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(f.d)), 3);
+	check(&f);
+	fx_fini(&f);
+}
+
+/* A refused put-back of a mapping the kernel still holds is noted too (no
+ * call tells the two apart); the repair's -EEXIST settles it. */
+Test(dma, a_refused_put_back_of_a_mapping_still_there_is_settled_by_eexist)
+{
+	struct fx f;
+
+	put_back_refused(&f, 2);
+	cr_assert_eq(stats(f.d).pending_repairs, 2);
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(f.d)), 3);
+	check(&f);
+	fx_fini(&f);
+}
+
+/* Under an entry limit of 6: the kernel freed page 10's entry, which the
+ * context still counts; a conversion that needs more entries than it
+ * counts asks the kernel (4 free, not 3), and fails.  A repair that then
+ * maps page 10 again takes one of those 4: the context asks again. */
+Test(dma, a_repair_that_maps_a_put_back_again_counts_its_entry)
+{
+	struct cvm_be *be;
+	struct fx f;
+
+	be = put_back_refused_limit(&f, 1, 6);
+	cr_assert_eq(stats(f.d).entries_avail, 3);
+	/* The repair at the start, then the first map. */
+	cvm_model_inject_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(20), 4 * PG, CVM_SHARED, 0), -EBUSY);
+	cr_assert_eq(stats(f.d).entries_avail, 4, "the kernel was asked");
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(be->ops->refresh(be), 0);
+	cr_assert_eq(be->entries_avail, 3);
+	cr_assert_eq(stats(f.d).entries_avail, 3);
+	check(&f);
+	fx_fini(&f);
+}
+
+/* A piece noted twice (the same put-back refused again in a later failed
+ * call) is one repair. */
+Test(dma, a_put_back_refused_twice_is_one_repair)
+{
+	struct cvm_be *be;
+	struct fx f;
+
+	be = put_back_refused(&f, 1);
+	/* The unmap, and the put-back of page 10. */
+	cvm_model_inject_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(cvm_model_count(be), 3);
+	check(&f);
+	fx_fini(&f);
+}
+
+/* A noted piece that a later call unmapped (the kernel held it) is no
+ * longer the table's: its repair maps nothing. */
+Test(dma, a_noted_put_back_that_a_later_call_unmapped_maps_nothing)
+{
+	uint64_t p12 = A(12), maps;
+	struct cvm_be *be;
+	struct fx f;
+
+	be = put_back_refused(&f, 2);
+	/* Page 10 comes back; page 12's repair is refused again. */
+	cvm_model_inject(be, 2, -EBUSY);
+	cr_assert_eq(cvm_dma_repair(f.d), -EBUSY);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	/* The conversion's repair is refused, its unmap is not. */
+	cvm_model_inject(be, 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(12), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	maps = stats(f.d).map_calls;
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(stats(f.d).map_calls, maps);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p12), 0, "private page 12 mapped");
+	check(&f);
+	fx_fini(&f);
+}
+
 /* ---- regions and contexts ---- */
 
 Test(dma, add_region_maps_current_shared_runs_and_remove_unmaps_them)
