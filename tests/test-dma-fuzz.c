@@ -14,7 +14,8 @@
  * fail (-EIO, -ENOSPC, -ENOMEM, -EFAULT, -EBUSY): one call (half the time,
  * if it is a cut, after it split the mappings across its ends, which no
  * call shows), one partial unmap that takes the first of its mappings (a
- * cut first splits those across its ends, as the kernel does), or
+ * cut first splits those across its ends, as the kernel does; a quarter
+ * of the time the one or two calls after it fail too, the put-back), or
  * consecutive calls (the model does these), or any one to three of the
  * first calls (the shim here does); and one of the library's allocations
  * (tests/fail-alloc.h).
@@ -58,10 +59,12 @@
  * and what differs, each context's mappings, and the command that replays
  * it with a trace of the steps; the exit status is then 1.
  *
- * Usage: test-dma-fuzz [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-v]
+ * Usage: test-dma-fuzz [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-v]
  *   with no option, seeds 1-300 and then the seeds of regressions[] below;
  *   -s first seed (1), -n number of seeds (300), -k steps per seed (300),
  *   -t stop starting new seeds after SECONDS (with -n 0: no seed limit),
+ *   -P no failing put-backs after a partial failure (as the seeds of
+ *   regressions[] found before them run),
  *   -v trace the steps on stderr; -vv adds the library's debug log.
  */
 #include "config.h"
@@ -134,6 +137,10 @@ static uint64_t rng;
 /* A second stream, for the choices added after regressions[] was found,
  * which must not change what those seeds do until then. */
 static uint64_t rng2;
+/* A third, for a choice added after the seeds that rng2 found, which those
+ * seeds also run without (then_off). */
+static uint64_t rng3;
+static bool then_off;
 static int verbose;
 /* Several failures were injected since the repairs last all succeeded: a
  * rollback may have been refused too, so a failed call may leave mappings
@@ -200,7 +207,8 @@ static void fail(const char *fmt, ...)
 	va_end(ap);
 	printf("\n");
 	dump_maps();
-	printf("# replay with a trace: tests/test-dma-fuzz -s %u -n 1 -k %ld -v\n", seed, step);
+	printf("# replay with a trace: tests/test-dma-fuzz -s %u -n 1 -k %ld%s -v\n", seed, step,
+	       then_off ? " -P" : "");
 	printf("1..%d\n", tap_n);
 	fflush(stdout);
 	exit(1);
@@ -373,7 +381,7 @@ static void inject(struct ctx *c, enum inject how, uint64_t nth, uint64_t count,
 	switch (how) {
 	case INJECT_NONE:    cvm_model_inject(c->be, 0, 0); break;
 	case INJECT_ONCE:    cvm_model_inject(c->be, nth, err); break;
-	case INJECT_PARTIAL: cvm_model_inject_partial(c->be, nth, err); break;
+	case INJECT_PARTIAL: cvm_model_inject_partial_n(c->be, nth, count, err); break;
 	case INJECT_SPLIT:   cvm_model_inject_split(c->be, nth, err); break;
 	case INJECT_N:       cvm_model_inject_n(c->be, nth, count, err); break;
 	case INJECT_MASK:    break;
@@ -872,8 +880,17 @@ static void arm_kernel_failure(int err)
 	uint32_t how = rnd(10);
 
 	if (how < 2) {
-		inject(c, INJECT_PARTIAL, nth, 1, err);
-		trace("ctx %d: call %llu fails %d, partially", k, (unsigned long long)nth, err);
+		/* Sometimes the calls after it fail too: the put-back of
+		 * what the kernel took. */
+		uint64_t then = then_off || rnd_of(&rng3, 4) ? 0 : 1 + rnd_of(&rng3, 2);
+
+		inject(c, INJECT_PARTIAL, nth, 1 + then, err);
+		multi |= then != 0;
+		/* A cut's put-back the kernel refused leaves its splits
+		 * unseen too (the repair maps the piece back alone). */
+		c->hidden |= then != 0;
+		trace("ctx %d: call %llu fails %d, partially%s", k, (unsigned long long)nth, err,
+		      then == 2 ? ", and the two after it" : then ? ", and the next" : "");
 	} else if (how < 4) {
 		uint64_t count = 1 + rnd(3);
 
@@ -910,6 +927,7 @@ static void run(long steps)
 
 	rng = 0x9e3779b97f4a7c15ull * ((uint64_t)seed + 1);
 	rng2 = 0xd1b54a32d192ed03ull * ((uint64_t)seed + 1);
+	rng3 = 0xa0761d6478bd642full * ((uint64_t)seed + 1);
 	cut_short = false;
 	step = 0;
 	setup();
@@ -948,20 +966,24 @@ static const struct {
 	unsigned int seed;
 	long steps;
 	const char *found;
+	bool then;      /* found with put-backs failing too (rng3) */
 } regressions[] = {
-	{ 996, 300, "a cutting batch at the entry limit removed whole mappings first" },
-	{ 58534, 300, "undoing a cut left repairs stuck at -EEXIST" },
-	{ 5064749, 300, "a rollback's map at a count of 0 free entries wrapped it to no limit" },
-	{ 29371, 300, "a partial cut's splits under a model entry limit: no room to map back" },
-	{ 40371, 300, "a partial cut's splits under a model entry limit: no room to roll back" },
-	{ 19644, 300, "an unmap took a piece of a mapping a failed cut had split unseen" },
-	{ 1461, 300, "a put-back in pieces where the kernel had not split took an entry more" },
+	{ 996, 300, "a cutting batch at the entry limit removed whole mappings first", false },
+	{ 58534, 300, "undoing a cut left repairs stuck at -EEXIST", false },
+	{ 5064749, 300, "a rollback's map at a count of 0 free entries wrapped it to no limit", false },
+	{ 29371, 300, "a partial cut's splits under a model entry limit: no room to map back", false },
+	{ 40371, 300, "a partial cut's splits under a model entry limit: no room to roll back", false },
+	{ 19644, 300, "an unmap took a piece of a mapping a failed cut had split unseen", false },
+	{ 1461, 300, "a put-back in pieces where the kernel had not split took an entry more", false },
+	{ 2000057, 300, "a put-back the kernel refused was only logged", true },
+	{ 1016441, 300, "a repair that mapped a put-back again did not count its entry", true },
 };
 
 __attribute__((noreturn))
 static void usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-v]\n", prog);
+	fprintf(stderr, "usage: %s [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-v]\n",
+		prog);
 	exit(2);
 }
 
@@ -986,12 +1008,13 @@ int main(int argc, char **argv)
 	bool dflt = argc == 1;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "s:n:k:t:v")) != -1) {
+	while ((opt = getopt(argc, argv, "s:n:k:t:Pv")) != -1) {
 		switch (opt) {
 		case 's': first = number(optarg, argv[0]); break;
 		case 'n': nseeds = number(optarg, argv[0]); break;
 		case 'k': steps = (long)number(optarg, argv[0]); break;
 		case 't': seconds = (long)number(optarg, argv[0]); break;
+		case 'P': then_off = true; break;
 		case 'v': verbose++; break;
 		default:  usage(argv[0]);
 		}
@@ -1036,6 +1059,7 @@ int main(int argc, char **argv)
 	       (long)(time(NULL) - t0));
 	for (size_t i = 0; dflt && i < sizeof(regressions) / sizeof(regressions[0]); i++) {
 		seed = regressions[i].seed;
+		then_off = !regressions[i].then;
 		run(regressions[i].steps);
 		printf("ok %d - seed %u, which found: %s\n", ++tap_n, seed, regressions[i].found);
 	}
