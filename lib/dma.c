@@ -330,6 +330,9 @@ static int count_gone(void *opaque, const struct mt_entry *e)
 	return 0;
 }
 
+static bool remap_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
+static int unmap_each(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t *done);
+
 /* Unmap the mapping [iova, iova + len), known to be one whole entry of the
  * table (the common private conversion): no walk to collect it. */
 static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t hva, bool log)
@@ -341,6 +344,8 @@ static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t
 		return err;
 	d->st.unmap_calls++;
 	err = d->be->ops->unmap(d->be, iova, len, &done);
+	if (err == -ENOENT && d->nfix && remap_over(d, iova, iova + len))
+		err = unmap_each(d, iova, iova + len, &done);
 	if (err)
 		return err;
 	maptable_remove(d->mt, iova, NULL);
@@ -525,6 +530,32 @@ static void put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, in
 	log_put_back(s, e, err, &pb);
 }
 
+/* The kernel said -ENOENT, removing nothing, to an unmap of [s, e) (whole
+ * mappings) over a piece it may not hold (a put-back it refused): unmap
+ * each piece it may hold as a mapping of its own alone, where -ENOENT
+ * means that one is gone (the lowest area it held in the range may have
+ * been another user's, across s).  *done: the bytes it removed. */
+static int unmap_each(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t *done)
+{
+	struct mt_entry m;
+
+	for (uint64_t x = s; x < e && !maptable_lookup(d->mt, x, &m) && m.iova < e;
+	     x = m.iova + m.len) {
+		for (uint64_t p = m.iova, q, got; p != m.iova + m.len; p = q) {
+			int err;
+
+			q = next_maybe(d, p, m.iova + m.len);
+			got = 0;
+			d->st.unmap_calls++;
+			err = d->be->ops->unmap(d->be, p, q - p, &got);
+			if (err && err != -ENOENT)
+				return err;
+			*done += got;
+		}
+	}
+	return 0;
+}
+
 /* Unmap [s, e), which holds only whole mappings (at least one).  Never
  * anything else: an iommufd unmap that ends inside a mapping fails with
  * -ENOENT after it has already removed the whole mappings below that point
@@ -547,6 +578,8 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log, bo
 	}
 	d->st.unmap_calls++;
 	err = d->be->ops->unmap(d->be, s, e - s, &done);
+	if (err == -ENOENT && d->nfix && remap_over(d, s, e))
+		err = unmap_each(d, s, e, &done);
 	if (err) {
 		d->nundo = mark;
 		/* Only a call that is undone, or a region that stays in the
@@ -795,22 +828,37 @@ static void note_remap(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva, 
 	fix_add(d, (struct fix){ FIX_REMAP, err, x, y - x, hva, region_at(d, x) });
 }
 
-/* Map the piece of a FIX_REMAP again while the table holds it: the kernel
+/* A piece that a put-back could not map back (FIX_REMAP) meets [lo, hi). */
+static bool remap_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
+{
+	for (size_t i = 0; i < d->nfix; i++)
+		if (d->fix[i].kind == FIX_REMAP && lo < d->fix[i].iova + d->fix[i].len &&
+		    d->fix[i].iova < hi)
+			return true;
+	return false;
+}
+
+/* Map a FIX_REMAP's piece again where the table still holds it: the kernel
  * mapping it, or saying it is there (-EEXIST; where the kernel may have
- * split it unseen, piece by piece), settles it.  A piece the table no
- * longer holds went in a later call that the kernel took: nothing is left
- * to do.  The table counted the piece's entry all along, but a count the
- * kernel gave since, without it, did not: so one that comes back asks
- * the kernel again. */
+ * split it unseen, piece by piece), settles it.  Where the table no longer
+ * holds it, it went in a later call the kernel took, or that found it
+ * gone (an unmap said -ENOENT, a cut removed less): nothing to do there.
+ * The table counted the piece's entry all along, but a count the kernel
+ * gave since, without it, did not: so one that comes back asks the kernel
+ * again. */
 static int remap(struct cvm_dma *d, const struct fix *f)
 {
 	struct put_back pb = { .note = false };
+	uint64_t e = f->iova + f->len;
 	struct mt_entry m;
 
-	if (maptable_lookup(d->mt, f->iova, &m) || m.iova > f->iova ||
-	    m.iova + m.len - f->iova < f->len)
-		return 0;
-	map_back(d, f->iova, f->iova + f->len, m.data + (f->iova - m.iova), &pb);
+	for (uint64_t x = f->iova; x < e && !maptable_lookup(d->mt, x, &m) && m.iova < e;
+	     x = m.iova + m.len) {
+		uint64_t a = m.iova > x ? m.iova : x;
+		uint64_t b = m.iova + m.len < e ? m.iova + m.len : e;
+
+		map_back(d, a, b, m.data + (a - m.iova), &pb);
+	}
 	if (pb.back)
 		refresh_avail(d);
 	return pb.unknown ? pb.err : 0;

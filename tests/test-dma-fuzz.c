@@ -977,6 +977,7 @@ static const struct {
 	{ 1461, 300, "a put-back in pieces where the kernel had not split took an entry more", false },
 	{ 2000057, 300, "a put-back the kernel refused was only logged", true },
 	{ 1016441, 300, "a repair that mapped a put-back again did not count its entry", true },
+	{ 3005349, 460, "an unmap of a put-back the kernel refused said -ENOENT, for good", true },
 };
 
 __attribute__((noreturn))

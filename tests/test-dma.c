@@ -1507,6 +1507,92 @@ Test(dma, a_repair_that_maps_a_put_back_again_counts_its_entry)
 	fx_fini(&f);
 }
 
+/* A private conversion of a page whose put-back was refused, with the
+ * repair refused again first: iommufd's unmap of a mapping it no longer
+ * holds says -ENOENT, which then means it is gone, as the conversion
+ * wants; the noted repair has nothing left to do. */
+Test(dma, a_private_conversion_over_a_refused_put_back_finds_it_gone)
+{
+	uint64_t p10 = A(10), maps;
+	struct cvm_be *be;
+	struct fx f;
+
+	be = put_back_refused(&f, 1);
+	cvm_model_inject(be, 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0);
+	maps = stats(f.d).map_calls;
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(stats(f.d).map_calls, maps);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check(&f);
+	fx_fini(&f);
+}
+
+/* The same over two mappings the kernel no longer holds, in one unmap:
+ * pages [10, 14), [16, 18) and [20, 22) shared (one mapping each); two
+ * cvm_dma_remove_region() calls the kernel fails after taking the first
+ * it holds, the first two put-backs refused. */
+Test(dma, a_private_conversion_over_two_refused_put_backs_finds_them_gone)
+{
+	const struct cvm_range runs[] = { { A(10), 4 * PG }, { A(16), 2 * PG }, { A(20), 2 * PG } };
+	uint64_t p10 = A(10), p16 = A(16), p20 = A(20), unmaps;
+	struct cvm_be *be;
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, 0, 0, 0);
+	be = cvm_dma_backend(f.d);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(cvm_convert(f.r, runs[i].gpa, runs[i].length, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 3);
+	cvm_model_inject_partial_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
+	cvm_model_inject_partial_n(be, 1, 3, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p16), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 2);
+	cvm_model_inject_n(be, 1, 2, -EBUSY);
+	unmaps = stats(f.d).unmap_calls;
+	cr_assert_eq(cvm_convert(f.r, A(10), 9 * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(stats(f.d).unmap_calls, unmaps + 3, "the span, then each alone");
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p20), 1);
+	check(&f);
+	fx_fini(&f);
+}
+
+/* Cut rules: pages [10, 14) and [20, 22) shared (one mapping each); a
+ * cvm_dma_remove_region() that the kernel fails after taking [10, 14),
+ * whose put-back it refuses.  Page 13 goes private while the repair is
+ * refused: the cut of a page the kernel does not hold removes nothing and
+ * succeeds, and the table keeps [10, 13).  The repair maps that part
+ * again: the table no longer holds the whole piece, but still some. */
+Test(dma, a_refused_put_back_that_a_cut_trimmed_is_mapped_where_the_table_holds_it)
+{
+	uint64_t p10 = A(10), p13 = A(13);
+	struct cvm_be *be;
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_CUT, 0, 0, 0);
+	be = cvm_dma_backend(f.d);
+	cr_assert_eq(cvm_convert(f.r, A(10), 4 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(20), 2 * PG, CVM_SHARED, 0), 0);
+	cvm_model_inject_partial_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	cvm_model_inject(be, 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(13), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 1, "shared page 10 unmapped");
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p13), 0);
+	check(&f);
+	fx_fini(&f);
+}
+
 /* A piece noted twice (the same put-back refused again in a later failed
  * call) is one repair. */
 Test(dma, a_put_back_refused_twice_is_one_repair)
