@@ -843,6 +843,11 @@ static bool remap_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
  * split it unseen, piece by piece), settles it.  Where the table no longer
  * holds it, it went in a later call the kernel took, or that found it
  * gone (an unmap said -ENOENT, a cut removed less): nothing to do there.
+ * A part that comes back may leave the kernel holding a mapping of the
+ * table as several: each end of the piece was a mapping's end or a point
+ * where the kernel may have split it (maybe_add()) when it was noted, and
+ * such a point stays while a mapping lies across it; a mapping made
+ * across an end since (a join) was mapped whole, and says -EEXIST here.
  * The table counted the piece's entry all along, but a count the kernel
  * gave since, without it, did not: so one that comes back asks the kernel
  * again. */

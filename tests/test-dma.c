@@ -1593,6 +1593,64 @@ Test(dma, a_refused_put_back_that_a_cut_trimmed_is_mapped_where_the_table_holds_
 	fx_fini(&f);
 }
 
+/* Cut rules, [10, 20) and [20, 30) shared (one mapping each): the cut of
+ * [15, 25) takes [15, 20) and fails, and its put-back is refused.  Then
+ * [cs, ce) goes private while the repair is refused once more: the cut
+ * goes through, and the table holds [15, 20) differently.  The repair
+ * maps what it still holds of the piece.  (helper-84's reproducer.) */
+static void cut_over_a_refused_put_back(uint64_t cs, uint64_t ce)
+{
+	struct cvm_be *be;
+	struct fx f;
+
+	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 0);
+	be = cvm_dma_backend(f.d);
+	cr_assert_eq(cvm_convert(f.r, A(10), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(20), 10 * PG, CVM_SHARED, 0), 0);
+	cvm_model_inject_partial_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(15), 10 * PG, CVM_PRIVATE, 0), -EBUSY);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	cvm_model_inject(be, 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(cs), (ce - cs) * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check_dma_split(f.r, f.d, f.npages, f.granule, true);
+	fx_fini(&f);
+}
+
+Test(dma, a_cut_inside_a_refused_put_back_leaves_the_rest_to_map)
+{
+	cut_over_a_refused_put_back(16, 18);
+}
+
+Test(dma, a_cut_across_a_refused_put_backs_start_leaves_the_rest_to_map)
+{
+	cut_over_a_refused_put_back(12, 17);
+}
+
+/* The region's only mapping left in the table is one the kernel lost
+ * (page 10, its put-back refused, and refused again at the start of the
+ * last call): cvm_dma_remove_region() finds it gone, and the region
+ * leaves; it said -ENOENT ("not in the context") and stayed.
+ * (helper-84's reproducer.) */
+Test(dma, remove_region_over_a_refused_put_back_finds_it_gone)
+{
+	struct cvm_be *be;
+	struct fx f;
+
+	be = put_back_refused(&f, 1);
+	cvm_model_inject(be, 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(12), 3 * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 1);
+	cr_assert_eq(cvm_model_count(be), 0);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(stats(f.d).mappings, 0);
+	cr_assert_eq(cvm_dma_add_region(f.d, f.r), 0);
+	check(&f);
+	fx_fini(&f);
+}
+
 /* A piece noted twice (the same put-back refused again in a later failed
  * call) is one repair. */
 Test(dma, a_put_back_refused_twice_is_one_repair)
