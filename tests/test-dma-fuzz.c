@@ -18,7 +18,8 @@
  * of the time the one or two calls after it fail too, the put-back), or
  * consecutive calls (the model does these), or any one to three of the
  * first calls (the shim here does); and one of the library's allocations
- * (tests/fail-alloc.h).
+ * (tests/fail-alloc.h).  Without a kernel failure, a context that left
+ * repairs for later may have its first call fail (the repair, again).
  * During a conversion, a backend call of a context that does not serve
  * the other region may convert a range of that region "meanwhile", as
  * another thread could while the first conversion waits on the kernel.
