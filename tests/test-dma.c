@@ -1450,20 +1450,26 @@ static struct cvm_be *put_back_refused(struct fx *f, uint64_t refused)
 	return put_back_refused_limit(f, refused, 0);
 }
 
+/* cvm_dma_repair() settles every repair with exactly maps map calls. */
+static void repair_with_maps(struct fx *f, uint64_t maps)
+{
+	uint64_t before = stats(f->d).map_calls;
+
+	cr_assert_eq(cvm_dma_repair(f->d), 0);
+	cr_assert_eq(stats(f->d).map_calls, before + maps);
+	cr_assert_eq(stats(f->d).pending_repairs, 0);
+}
+
 /* A put-back the kernel refuses leaves the kernel without a mapping the
  * table holds: noted as a repair (pending_repairs said 0, and the shared
  * page stayed unmapped), which maps it again. */
 Test(dma, a_put_back_the_kernel_refuses_is_noted_and_repaired)
 {
-	uint64_t maps;
 	struct fx f;
 
 	put_back_refused(&f, 1);
 	cr_assert_eq(stats(f.d).pending_repairs, 1);
-	maps = stats(f.d).map_calls;
-	cr_assert_eq(cvm_dma_repair(f.d), 0);
-	cr_assert_eq(stats(f.d).map_calls, maps + 1);
-	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	repair_with_maps(&f, 1);
 	cr_assert_eq(cvm_model_count(cvm_dma_backend(f.d)), 3);
 	check(&f);
 	fx_fini(&f);
@@ -1513,7 +1519,7 @@ Test(dma, a_repair_that_maps_a_put_back_again_counts_its_entry)
  * wants; the noted repair has nothing left to do. */
 Test(dma, a_private_conversion_over_a_refused_put_back_finds_it_gone)
 {
-	uint64_t p10 = A(10), maps;
+	uint64_t p10 = A(10);
 	struct cvm_be *be;
 	struct fx f;
 
@@ -1521,10 +1527,7 @@ Test(dma, a_private_conversion_over_a_refused_put_back_finds_it_gone)
 	cvm_model_inject(be, 1, -EBUSY);
 	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_PRIVATE, 0), 0);
 	cr_assert_eq(cvm_model_for_each(be, maps_page, &p10), 0);
-	maps = stats(f.d).map_calls;
-	cr_assert_eq(cvm_dma_repair(f.d), 0);
-	cr_assert_eq(stats(f.d).map_calls, maps);
-	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	repair_with_maps(&f, 0);
 	check(&f);
 	fx_fini(&f);
 }
@@ -1673,7 +1676,7 @@ Test(dma, a_put_back_refused_twice_is_one_repair)
  * longer the table's: its repair maps nothing. */
 Test(dma, a_noted_put_back_that_a_later_call_unmapped_maps_nothing)
 {
-	uint64_t p12 = A(12), maps;
+	uint64_t p12 = A(12);
 	struct cvm_be *be;
 	struct fx f;
 
@@ -1686,10 +1689,7 @@ Test(dma, a_noted_put_back_that_a_later_call_unmapped_maps_nothing)
 	cvm_model_inject(be, 1, -EBUSY);
 	cr_assert_eq(cvm_convert(f.r, A(12), PG, CVM_PRIVATE, 0), 0);
 	cr_assert_eq(stats(f.d).pending_repairs, 1);
-	maps = stats(f.d).map_calls;
-	cr_assert_eq(cvm_dma_repair(f.d), 0);
-	cr_assert_eq(stats(f.d).map_calls, maps);
-	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	repair_with_maps(&f, 0);
 	cr_assert_eq(cvm_model_for_each(be, maps_page, &p12), 0, "private page 12 mapped");
 	check(&f);
 	fx_fini(&f);
