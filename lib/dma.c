@@ -842,31 +842,44 @@ static bool remap_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
  * mapping it, or saying it is there (-EEXIST; where the kernel may have
  * split it unseen, piece by piece), settles it.  Where the table no longer
  * holds it, it went in a later call the kernel took, or that found it
- * gone (an unmap said -ENOENT, a cut removed less): nothing to do there.
- * A part that comes back may leave the kernel holding a mapping of the
- * table as several: each end of the piece was a mapping's end or a point
- * where the kernel may have split it (maybe_add()) when it was noted, and
- * such a point stays while a mapping lies across it; a mapping made
- * across an end since (a join) was mapped whole, and says -EEXIST here.
- * The table counted the piece's entry all along, but a count the kernel
- * gave since, without it, did not: so one that comes back asks the kernel
- * again. */
+ * gone (an unmap said -ENOENT, a cut removed less): nothing to do there;
+ * nor where it lies under a mapping left on private pages, which a repair
+ * is to unmap (never mapped back, as in put_back_inside()).  A part of a
+ * table mapping that comes back is a mapping of the kernel's own, so the
+ * kernel holds that table mapping as several: the part's ends are noted
+ * as points where it may be split (the mapping may have been made across
+ * an end of the piece since, and lost in turn), so that a later put-back
+ * maps it piece by piece.  The table counted the piece's entry all along,
+ * but a count the kernel gave since, without it, did not: so one that
+ * comes back asks the kernel again. */
 static int remap(struct cvm_dma *d, const struct fix *f)
 {
 	struct put_back pb = { .note = false };
 	uint64_t e = f->iova + f->len;
 	struct mt_entry m;
+	int err = 0;
 
 	for (uint64_t x = f->iova; x < e && !maptable_lookup(d->mt, x, &m) && m.iova < e;
 	     x = m.iova + m.len) {
-		uint64_t a = m.iova > x ? m.iova : x;
-		uint64_t b = m.iova + m.len < e ? m.iova + m.len : e;
+		uint64_t a = m.iova > x ? m.iova : x, me = m.iova + m.len;
+		uint64_t b = me < e ? me : e, back = pb.back;
+		bool part = a > m.iova || b < me;
 
+		if (stray_over(d, m.iova, me))
+			continue;
+		if (part && (err = maybe_reserve(d, 2)))
+			break;
 		map_back(d, a, b, m.data + (a - m.iova), &pb);
+		if (part && pb.back > back) {
+			if (a > m.iova)
+				maybe_add(d, a);
+			if (b < me)
+				maybe_add(d, b);
+		}
 	}
 	if (pb.back)
 		refresh_avail(d);
-	return pb.unknown ? pb.err : 0;
+	return err ? err : pb.unknown ? pb.err : 0;
 }
 
 /* [lo, hi) meets what the undo of a conversion still to settle (another

@@ -2659,13 +2659,6 @@ Test(dma, a_region_over_mappings_left_unnoted_is_refused)
 }
 
 /*
- * A wrapper of the model kernel's ops: it counts what the kernel unmapped
- * (it outlives the context, so a test sees what a close did) and fails the
- * calls a script names (bit n - 1: the nth map, unmap or cut from arming),
- * any two of them, which one injection in the model cannot.  The model's
- * own hooks need its ops back (shim_off()).
- */
-/*
  * Room held for a pending undo.  d1 (CUT, limit 4) maps [0, 16) and [20]
  * of r and is told to_private first: it cuts [4] out of [0, 16) (one
  * entry more) and unmaps [20] (one fewer).  Its undo, if d0 fails the
@@ -2799,15 +2792,31 @@ Test(dma, a_repair_waits_for_the_undo_of_a_conversion_still_to_settle)
 	meanwhile_regions_fini(r, hva);
 }
 
+/*
+ * A wrapper of the model kernel's ops: it counts what the kernel unmapped
+ * (it outlives the context, so a test sees what a close did) and fails the
+ * calls a script names (bit n - 1: the nth map, unmap or cut from arming),
+ * any two of them, which one injection in the model cannot; an unmap that
+ * shim_partial names fails part way, as the model's partial failure.  The
+ * model's own hooks need its ops back (shim_off()).
+ */
 static const struct cvm_backend_ops *real_ops;
 static struct cvm_backend_ops shim_ops;
-static uint64_t unmapped_bytes, shim_calls, shim_fail;
+static uint64_t unmapped_bytes, shim_calls, shim_fail, shim_partial;
 
-static bool shim_fails(void)
+/* 'p': this call fails part way; 'f': it fails; 0: it goes through. */
+static int shim_next(void)
 {
 	uint64_t n = shim_calls++;
 
-	return n < 64 && (shim_fail >> n & 1);
+	if (n >= 64)
+		return 0;
+	return shim_partial >> n & 1 ? 'p' : shim_fail >> n & 1 ? 'f' : 0;
+}
+
+static bool shim_fails(void)
+{
+	return shim_next() != 0;
 }
 
 static int shim_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
@@ -2817,11 +2826,18 @@ static int shim_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
 
 static int shim_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *done)
 {
-	int err;
+	int how = shim_next(), err;
 
 	*done = 0;
-	if (shim_fails())
+	if (how == 'f')
 		return -EBUSY;
+	if (how == 'p') {
+		be->ops = real_ops;
+		cvm_model_inject_partial(be, 1, -EBUSY);
+		err = real_ops->unmap(be, iova, len, done);
+		be->ops = &shim_ops;
+		return err;
+	}
 	err = real_ops->unmap(be, iova, len, done);
 	if (!err)
 		unmapped_bytes += *done;
@@ -2844,7 +2860,7 @@ static void shim_on(struct cvm_dma *d, uint64_t fail)
 	shim_ops.unmap = shim_unmap;
 	shim_ops.cut = be->ops->cut ? shim_cut : NULL;
 	be->ops = &shim_ops;
-	unmapped_bytes = shim_calls = 0;
+	unmapped_bytes = shim_calls = shim_partial = 0;
 	shim_fail = fail;
 }
 
@@ -2854,6 +2870,81 @@ static void shim_off(struct cvm_dma *d)
 }
 
 #define CALL(n) (1ull << ((n) - 1))
+
+/* iommufd, 2 MiB granule: a put-back of [10, 14) refused (P), after a
+ * cvm_dma_remove_region() that the kernel failed after taking it; pages
+ * 12-13 go private with P's repair refused.  The table holds [10, 12),
+ * the kernel none of it. */
+static struct cvm_be *lost_10_to_14(struct fx *f)
+{
+	struct cvm_be *be;
+
+	fx_init(f, 2048, 0, CVM_MODEL_IOMMUFD, 0, 0, 0);
+	be = cvm_dma_backend(f->d);
+	cr_assert_eq(cvm_convert(f->r, A(10), 4 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f->r, A(1500), 2 * PG, CVM_SHARED, 0), 0);
+	cvm_model_inject_partial_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f->d, f->r), -EBUSY);
+	shim_on(f->d, CALL(1));
+	cr_assert_eq(cvm_convert(f->r, A(12), 2 * PG, CVM_PRIVATE, 0), 0);
+	shim_off(f->d);
+	cr_assert_eq(stats(f->d).pending_repairs, 1);
+	return be;
+}
+
+/* Then [12, 600) goes shared (N1 = [12, 512) and [512, 600)), and private
+ * again, each with P's repair refused: the unmap takes N1 and fails, and
+ * N1's put-back is refused too (P2).  The repair maps P's part [12, 14)
+ * of N1 as a kernel mapping of its own; P2's map of N1 whole then says
+ * -EEXIST, which proves only that part there: the rest of N1 is mapped
+ * piece by piece.  (helper-85's reproducer.) */
+Test(dma, a_part_of_a_mapping_that_a_repair_maps_again_is_a_point_of_split)
+{
+	uint64_t p100 = A(100);
+	struct cvm_be *be;
+	struct fx f;
+
+	be = lost_10_to_14(&f);
+	shim_on(f.d, CALL(1));
+	cr_assert_eq(cvm_convert(f.r, A(12), 588 * PG, CVM_SHARED, 0), 0);
+	shim_off(f.d);
+	shim_on(f.d, CALL(1) | CALL(4));
+	shim_partial = CALL(3);
+	cr_assert_eq(cvm_convert(f.r, A(12), 588 * PG, CVM_PRIVATE, 0), -EBUSY);
+	shim_off(f.d);
+	cr_assert_eq(stats(f.d).pending_repairs, 2);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p100), 0, "the kernel took N1");
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p100), 1, "shared page 100 unmapped");
+	check_dma_split(f.r, f.d, f.npages, f.granule, true);      /* N1 as two, split at 14 */
+	fx_fini(&f);
+}
+
+/* Then [12, 1030) goes shared with P's repair and the map of its third
+ * block refused: the rollback's unmap of [12, 1024) takes N1 = [12, 512)
+ * and fails, leaving N1 on private pages, to unmap.  The repair of P does
+ * not map its part [12, 14) of N1 back.  (helper-85's reproducer.) */
+Test(dma, a_repair_never_maps_a_refused_put_back_under_a_stray)
+{
+	uint64_t p12 = A(12);
+	struct cvm_be *be;
+	struct fx f;
+
+	be = lost_10_to_14(&f);
+	shim_on(f.d, CALL(1) | CALL(4));
+	shim_partial = CALL(5);
+	cr_assert_eq(cvm_convert(f.r, A(12), 1018 * PG, CVM_SHARED, 0), -EIO);
+	shim_off(f.d);
+	cr_assert_eq(cvm_region_query(f.r, A(12), PG), CVM_PRIVATE);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p12), 0, "the kernel took N1");
+	/* One map, [10, 12) (else [12, 14) too, until N1's repair unmaps
+	 * it), and N1's unmap. */
+	repair_with_maps(&f, 1);
+	cr_assert_eq(cvm_model_for_each(be, maps_page, &p12), 0, "private page 12 mapped");
+	check(&f);
+	fx_fini(&f);
+}
 
 /*
  * As an_undone_cut_over_pages_to_repair_leaves_nothing_to_repair, in a
