@@ -416,12 +416,14 @@ static void maybe_add(struct cvm_dma *d, uint64_t p)
 /* What a put-back found, piece by piece. */
 struct put_back {
 	uint64_t back;          /* pieces mapped again: they were gone */
+	uint64_t lost;          /* of those, pieces gone before the call (FIX_REMAP) */
 	uint64_t unknown;       /* pieces the kernel refused to map other than with -EEXIST */
 	int err;                /* the kernel's last such answer */
 	bool note;              /* note those as repairs (FIX_REMAP) */
 };
 
 static void note_remap(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva, int err);
+static bool remap_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
 
 /* Map [x, y) of a put-back (hva: of x): counted in pb->back if it came
  * back (it was gone), in pb->unknown if the kernel refused other than with
@@ -436,6 +438,7 @@ static int map_piece(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva,
 	merr = d->be->ops->map(d->be, x, y - x, (void *)(uintptr_t)hva);
 	if (!merr) {
 		pb->back++;
+		pb->lost += d->nfix && remap_over(d, x, y);
 	} else if (merr != -EEXIST) {
 		pb->unknown++;
 		pb->err = merr;
@@ -503,6 +506,9 @@ static void log_put_back(uint64_t s, uint64_t e, int err, const struct put_back 
  * mapping that comes back was gone, and is back as the failed call must
  * leave it.  Any other answer proves neither: the table keeps the mapping,
  * as before, the log says so, and a repair maps it again (FIX_REMAP).
+ * What comes back may have been gone before the call (a put-back refused
+ * earlier), taking an entry the context counted free since it last asked
+ * the kernel: so it asks again.
  */
 static const struct fix *stray_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
 
@@ -528,6 +534,8 @@ static void put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, in
 
 	put_back_inside(d, s, e, &pb);
 	log_put_back(s, e, err, &pb);
+	if (pb.back)
+		refresh_avail(d);
 }
 
 /* The kernel said -ENOENT, removing nothing, to an unmap of [s, e) (whole
@@ -616,9 +624,12 @@ static void split_entry(struct cvm_dma *d, const struct mt_entry *m, uint64_t x)
  * table).  Map it back too, and the inside piece [r's start, e) of the
  * mapping r across e, or [s, e) if l holds the whole cut, where the kernel
  * may have split it unseen before (else it is the last area inside, which
- * a call that failed never takes).  Once anything came back, the kernel had made both
+ * a call that failed never takes).  Once anything the call took came back
+ * (not a piece gone before it, FIX_REMAP), the kernel had made both
  * splits, and the table takes them.  l, r: the mappings across s and e
- * (the same one if it holds the whole cut), or NULL.
+ * (the same one if it holds the whole cut), or NULL.  Then, if anything
+ * came back, the context asks the kernel for its count of free entries
+ * again, as put_back_after_failure() does.
  *
  * When nothing came back the kernel may still have split l or r (it failed
  * at the first area, or split at e and then refused to split at s), and no
@@ -641,27 +652,28 @@ static void put_back_after_cut(struct cvm_dma *d, uint64_t s, uint64_t e, int er
 	if (r && !same && maybe_inside(d, r->iova, e))
 		map_back(d, r->iova, e, r->data, &pb);
 	log_put_back(s, e, err, &pb);
-	if (!pb.back) {
+	if (pb.back == pb.lost) {
 		if (l)
 			maybe_add(d, s);
 		if (r)
 			maybe_add(d, e);
-		return;
+	} else {
+		/* The first split takes the two inserts be_cut() reserved
+		 * (nothing was inserted since); the second must ask, and
+		 * without them the table keeps r whole, as above. */
+		if (l)
+			split_entry(d, l, s);
+		if (r) {
+			rest = same ? (struct mt_entry){ s, l->iova + l->len - s,
+							 l->data + (s - l->iova) } : *r;
+			if (l && maptable_reserve(d->mt, 2))
+				maybe_add(d, e);
+			else
+				split_entry(d, &rest, e);
+		}
 	}
-	/* The first split takes the two inserts be_cut() reserved (nothing
-	 * was inserted since); the second must ask, and without them the
-	 * table keeps r whole, as above. */
-	if (l)
-		split_entry(d, l, s);
-	if (!r)
-		return;
-	rest = *r;
-	if (same)
-		rest = (struct mt_entry){ s, l->iova + l->len - s, l->data + (s - l->iova) };
-	if (l && maptable_reserve(d->mt, 2))
-		maybe_add(d, e);
-	else
-		split_entry(d, &rest, e);
+	if (pb.back)
+		refresh_avail(d);
 }
 
 /* Hitless cut of [s, e): whole mappings inside go, the (at most two)
@@ -2549,4 +2561,15 @@ CVM_EXPORT int cvm_dma_for_each_mapping(struct cvm_dma *d,
 struct cvm_be *cvm_dma_backend(struct cvm_dma *d)
 {
 	return d->be;
+}
+
+bool cvm_dma_may_split_at(struct cvm_dma *d, uint64_t iova)
+{
+	bool at = false;
+
+	pthread_mutex_lock(&d->lock);
+	for (size_t i = 0; i < d->nmaybe && !at; i++)
+		at = d->maybe[i] == iova;
+	pthread_mutex_unlock(&d->lock);
+	return at;
 }

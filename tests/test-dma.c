@@ -1654,6 +1654,58 @@ Test(dma, remove_region_over_a_refused_put_back_finds_it_gone)
 	fx_fini(&f);
 }
 
+/* Then a cvm_dma_remove_region() that the kernel fails after taking page
+ * 12: its put-back maps page 12 back, and page 10 too, which the kernel
+ * had lost before and the context counted free since it asked: so the
+ * put-back asks again (seed 18235 of test-dma-fuzz). */
+Test(dma, a_put_back_that_maps_a_piece_lost_before_counts_its_entry)
+{
+	struct cvm_be *be;
+	struct fx f;
+
+	be = put_back_refused_limit(&f, 1, 6);
+	cvm_model_inject_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(20), 4 * PG, CVM_SHARED, 0), -EBUSY);
+	cr_assert_eq(stats(f.d).entries_avail, 4, "the kernel was asked");
+	cvm_model_inject_partial(be, 1, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
+	cr_assert_eq(cvm_model_count(be), 3, "pages 10, 12 and 14 mapped back");
+	cr_assert_eq(be->ops->refresh(be), 0);
+	cr_assert_eq(stats(f.d).entries_avail, be->entries_avail);
+	repair_with_maps(&f, 1);        /* page 10: -EEXIST */
+	check(&f);
+	fx_fini(&f);
+}
+
+/* Cut rules: [10, 12) lost (its put-back refused), [12, 20) mapped.  A cut
+ * of [11, 15) that the kernel refuses before its first split, with the
+ * repair refused first: the put-back maps [11, 12) back, which proves
+ * nothing of this call (it was gone before), so the table takes no split:
+ * the kernel made none (it still holds [12, 20) whole). */
+Test(dma, a_cut_put_back_of_a_piece_lost_before_takes_no_split)
+{
+	struct cvm_be *be;
+	struct fx f;
+
+	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 0);
+	be = cvm_dma_backend(f.d);
+	cr_assert_eq(cvm_convert(f.r, A(10), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(12), 8 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 2);
+	cvm_model_inject_partial_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	cvm_model_inject_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(11), 4 * PG, CVM_PRIVATE, 0), -EBUSY);
+	cr_assert_eq(stats(f.d).mappings, 2, "the table took splits");
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check_dma_split(f.r, f.d, f.npages, f.granule, true);
+	cr_assert_eq(cvm_convert(f.r, A(11), 4 * PG, CVM_PRIVATE, 0), 0);
+	check_dma_split(f.r, f.d, f.npages, f.granule, true);
+	fx_fini(&f);
+}
+
 /* A piece noted twice (the same put-back refused again in a later failed
  * call) is one repair. */
 Test(dma, a_put_back_refused_twice_is_one_repair)
