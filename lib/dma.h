@@ -6,5 +6,8 @@
 #include "backend.h"
 
 struct cvm_be *cvm_dma_backend(struct cvm_dma *d);
+/* iova is a point where the context knows the kernel may hold one of its
+ * mappings as several (a split no call showed). */
+bool cvm_dma_may_split_at(struct cvm_dma *d, uint64_t iova);
 
 #endif

@@ -19,7 +19,7 @@
  * consecutive calls (the model does these), or any one to three of the
  * first calls (the shim here does); and one of the library's allocations
  * (tests/fail-alloc.h).  Without a kernel failure, a context that left
- * repairs for later may have its first call fail (the repair, again).
+ * repairs for later may have its first calls fail (its repairs, again).
  * During a conversion, a backend call of a context that does not serve
  * the other region may convert a range of that region "meanwhile", as
  * another thread could while the first conversion waits on the kernel.
@@ -119,6 +119,7 @@ struct ctx {
 	bool strict;                     /* no cut, no compaction */
 	bool pending_before;             /* repairs were pending before the step */
 	bool pending_after;              /* and after it, left for later (defer) */
+	uint64_t pending_n;              /* how many, after the last step */
 	bool hidden;                     /* a cut may have failed after its splits */
 	bool serves[NREG];               /* the region was added */
 	uint8_t *mapped[NREG];           /* pages the kernel maps, one byte a page */
@@ -456,6 +457,19 @@ static void check_table(struct ctx *c, bool may_pend)
 	CHECK(cvm_dma_stats(c->d, &st) == 0, "cvm_dma_stats");
 	CHECK(cvm_dma_for_each_mapping(c->d, maps_add, &lib) == 0, "cvm_dma_for_each_mapping");
 	kernel_maps(c, &kern);
+	/* Even with repairs pending: where the kernel holds a mapping of the
+	 * table as several, the context knows it may (a put-back then maps
+	 * each piece alone). */
+	for (uint64_t i = 0, j = 0; i < 2 * kern.n; i++) {
+		uint64_t p = kern.e[i / 2].iova + (i % 2 ? kern.e[i / 2].len : 0);
+
+		while (j < lib.n && lib.e[j].iova + lib.e[j].len <= p)
+			j++;
+		CHECK(j == lib.n || p <= lib.e[j].iova || cvm_dma_may_split_at(c->d, p),
+		      "ctx %d: the kernel holds %s as pieces split at %s, which the context "
+		      "does not know", k, fmt_map(0, &lib.e[j].iova, lib.e[j].len),
+		      fmt_map(1, &p, 0));
+	}
 	/* Mapping by mapping; after a cut that may have failed after its
 	 * splits, a mapping of the table may be several in the kernel, end to
 	 * end. */
@@ -524,6 +538,7 @@ static void check_all(bool failed)
 		CHECK(c->be->entries_avail == UINT64_MAX || st.entries_avail != UINT64_MAX,
 		      "ctx %d: stats say no entry limit, the kernel has one", k);
 		c->pending_after = st.pending_repairs && defer;
+		c->pending_n = st.pending_repairs;
 		if (c->pending_after) {
 			trace("ctx %d has %llu repairs pending: left for later", k,
 			      (unsigned long long)st.pending_repairs);
@@ -920,16 +935,17 @@ static void arm_kernel_failure(int err)
 	}
 }
 
-/* Half the time a context left repairs for later, its first call this
- * step (the repair) fails: the step's calls meet what is still wrong. */
+/* Half the time a context left repairs for later, its first calls this
+ * step (one per repair) fail: the step's calls meet what is still wrong. */
 static void refuse_repair_again(int err)
 {
 	for (int k = 0; k < nctx && !then_off; k++) {
 		if (!ctxs[k].pending_after || rnd_of(&rng3, 2))
 			continue;
-		inject(&ctxs[k], INJECT_ONCE, 1, 1, err);
+		inject(&ctxs[k], INJECT_N, 1, ctxs[k].pending_n, err);
 		multi = true;
-		trace("ctx %d: call 1 fails %d (the repair left for later)", k, err);
+		trace("ctx %d: calls 1..%llu fail %d (the repairs left for later)", k,
+		      (unsigned long long)ctxs[k].pending_n, err);
 	}
 }
 
@@ -995,6 +1011,7 @@ static const struct {
 	{ 2000057, 300, "a put-back the kernel refused was only logged", true },
 	{ 1016441, 300, "a repair that mapped a put-back again did not count its entry", true },
 	{ 16332, 300, "an unmap of a put-back the kernel refused said -ENOENT, for good", true },
+	{ 18235, 300, "a put-back that mapped a piece lost before did not count its entry", true },
 };
 
 __attribute__((noreturn))
