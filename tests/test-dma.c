@@ -1492,19 +1492,28 @@ Test(dma, a_refused_put_back_of_a_mapping_still_there_is_settled_by_eexist)
 
 /* Under an entry limit of 6: the kernel freed page 10's entry, which the
  * context still counts; a conversion that needs more entries than it
- * counts asks the kernel (4 free, not 3), and fails.  A repair that then
- * maps page 10 again takes one of those 4: the context asks again. */
+ * counts asks the kernel (4 free, not 3), and fails, its repair refused
+ * first: the context counts page 10's entry free. */
+static struct cvm_be *put_back_refused_then_counted(struct fx *f)
+{
+	struct cvm_be *be = put_back_refused_limit(f, 1, 6);
+
+	cr_assert_eq(stats(f->d).entries_avail, 3);
+	/* The repair at the start, then the first map. */
+	cvm_model_inject_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_convert(f->r, A(20), 4 * PG, CVM_SHARED, 0), -EBUSY);
+	cr_assert_eq(stats(f->d).entries_avail, 4, "the kernel was asked");
+	return be;
+}
+
+/* A repair that then maps page 10 again takes one of those 4: the
+ * context asks again. */
 Test(dma, a_repair_that_maps_a_put_back_again_counts_its_entry)
 {
 	struct cvm_be *be;
 	struct fx f;
 
-	be = put_back_refused_limit(&f, 1, 6);
-	cr_assert_eq(stats(f.d).entries_avail, 3);
-	/* The repair at the start, then the first map. */
-	cvm_model_inject_n(be, 1, 2, -EBUSY);
-	cr_assert_eq(cvm_convert(f.r, A(20), 4 * PG, CVM_SHARED, 0), -EBUSY);
-	cr_assert_eq(stats(f.d).entries_avail, 4, "the kernel was asked");
+	be = put_back_refused_then_counted(&f);
 	cr_assert_eq(cvm_dma_repair(f.d), 0);
 	cr_assert_eq(be->ops->refresh(be), 0);
 	cr_assert_eq(be->entries_avail, 3);
@@ -1654,19 +1663,17 @@ Test(dma, remove_region_over_a_refused_put_back_finds_it_gone)
 	fx_fini(&f);
 }
 
-/* Then a cvm_dma_remove_region() that the kernel fails after taking page
- * 12: its put-back maps page 12 back, and page 10 too, which the kernel
- * had lost before and the context counted free since it asked: so the
- * put-back asks again (seed 18235 of test-dma-fuzz). */
+/* put_back_refused_then_counted(), then a cvm_dma_remove_region() that
+ * the kernel fails after taking page 12: its put-back maps page 12 back,
+ * and page 10 too, which the kernel had lost before and the context
+ * counted free since it asked: so the put-back asks again (seed 18235 of
+ * test-dma-fuzz). */
 Test(dma, a_put_back_that_maps_a_piece_lost_before_counts_its_entry)
 {
 	struct cvm_be *be;
 	struct fx f;
 
-	be = put_back_refused_limit(&f, 1, 6);
-	cvm_model_inject_n(be, 1, 2, -EBUSY);
-	cr_assert_eq(cvm_convert(f.r, A(20), 4 * PG, CVM_SHARED, 0), -EBUSY);
-	cr_assert_eq(stats(f.d).entries_avail, 4, "the kernel was asked");
+	be = put_back_refused_then_counted(&f);
 	cvm_model_inject_partial(be, 1, -EBUSY);
 	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
 	cr_assert_eq(cvm_model_count(be), 3, "pages 10, 12 and 14 mapped back");
