@@ -1684,9 +1684,25 @@ Test(dma, a_put_back_that_maps_a_piece_lost_before_counts_its_entry)
 	fx_fini(&f);
 }
 
-/* Cut rules: [10, 12) lost (its put-back refused), [12, 20) mapped.  A cut
- * of [11, 15) that the kernel refuses before its first split, with the
- * repair refused first: the put-back maps [11, 12) back, which proves
+/* Cut rules (entry limit: 0 for the default): [10, 12) lost (its put-back
+ * refused), [12, 20) mapped. */
+static struct cvm_be *lost_10_to_12_cut(struct fx *f, uint32_t limit)
+{
+	struct cvm_be *be;
+
+	fx_init(f, 64, 0, CVM_MODEL_CUT, 0, 0, limit);
+	be = cvm_dma_backend(f->d);
+	cr_assert_eq(cvm_convert(f->r, A(10), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f->r, A(12), 8 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f->d).mappings, 2);
+	cvm_model_inject_partial_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_dma_remove_region(f->d, f->r), -EBUSY);
+	cr_assert_eq(stats(f->d).pending_repairs, 1);
+	return be;
+}
+
+/* A cut of [11, 15) that the kernel refuses before its first split, with
+ * the repair refused first: the put-back maps [11, 12) back, which proves
  * nothing of this call (it was gone before), so the table takes no split:
  * the kernel made none (it still holds [12, 20) whole). */
 Test(dma, a_cut_put_back_of_a_piece_lost_before_takes_no_split)
@@ -1694,14 +1710,7 @@ Test(dma, a_cut_put_back_of_a_piece_lost_before_takes_no_split)
 	struct cvm_be *be;
 	struct fx f;
 
-	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 0);
-	be = cvm_dma_backend(f.d);
-	cr_assert_eq(cvm_convert(f.r, A(10), 2 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(12), 8 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(stats(f.d).mappings, 2);
-	cvm_model_inject_partial_n(be, 1, 2, -EBUSY);
-	cr_assert_eq(cvm_dma_remove_region(f.d, f.r), -EBUSY);
-	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	be = lost_10_to_12_cut(&f, 0);
 	cvm_model_inject_n(be, 1, 2, -EBUSY);
 	cr_assert_eq(cvm_convert(f.r, A(11), 4 * PG, CVM_PRIVATE, 0), -EBUSY);
 	cr_assert_eq(stats(f.d).mappings, 2, "the table took splits");
@@ -1709,6 +1718,29 @@ Test(dma, a_cut_put_back_of_a_piece_lost_before_takes_no_split)
 	cr_assert_eq(stats(f.d).pending_repairs, 0);
 	check_dma_split(f.r, f.d, f.npages, f.granule, true);
 	cr_assert_eq(cvm_convert(f.r, A(11), 4 * PG, CVM_PRIVATE, 0), 0);
+	check_dma_split(f.r, f.d, f.npages, f.granule, true);
+	fx_fini(&f);
+}
+
+/* The same under an entry limit of 4, after a conversion that asked the
+ * kernel for its count (3 free: [10, 12)'s entry among them) and failed:
+ * the cut's put-back of [11, 12) takes one of those 3, and asks again. */
+Test(dma, a_cut_put_back_of_a_piece_lost_before_counts_its_entry)
+{
+	const struct cvm_range three[] = { { A(30), PG }, { A(32), PG }, { A(34), PG } };
+	struct cvm_be *be;
+	struct fx f;
+
+	be = lost_10_to_12_cut(&f, 4);
+	cr_assert_eq(stats(f.d).entries_avail, 2);
+	cvm_model_inject_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_convert_batch(f.r, three, 3, CVM_SHARED, 0), -EBUSY);
+	cr_assert_eq(stats(f.d).entries_avail, 3, "the kernel was asked");
+	cvm_model_inject_n(be, 1, 2, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(11), 4 * PG, CVM_PRIVATE, 0), -EBUSY);
+	cr_assert_eq(be->ops->refresh(be), 0);
+	cr_assert_eq(stats(f.d).entries_avail, be->entries_avail);
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
 	check_dma_split(f.r, f.d, f.npages, f.granule, true);
 	fx_fini(&f);
 }
