@@ -423,7 +423,6 @@ struct put_back {
 };
 
 static void note_remap(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva, int err);
-static bool remap_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
 
 /* Map [x, y) of a put-back (hva: of x): counted in pb->back if it came
  * back (it was gone), in pb->unknown if the kernel refused other than with
@@ -631,12 +630,12 @@ static void split_entry(struct cvm_dma *d, const struct mt_entry *m, uint64_t x)
  * came back, the context asks the kernel for its count of free entries
  * again, as put_back_after_failure() does.
  *
- * When nothing came back the kernel may still have split l or r (it failed
- * at the first area, or split at e and then refused to split at s), and no
- * call tells: the table keeps them whole and notes that the kernel may
- * have split them at s and e (maybe_add()), so that a later put-back maps
- * their pieces alone: a call on them that fails part way may take only a
- * piece.
+ * When nothing the call took came back the kernel may still have split l
+ * or r (it failed at the first area, or split at e and then refused to
+ * split at s), and no call tells: the table keeps them whole and notes
+ * that the kernel may have split them at s and e (maybe_add()), so that a
+ * later put-back maps their pieces alone: a call on them that fails part
+ * way may take only a piece.
  */
 static void put_back_after_cut(struct cvm_dma *d, uint64_t s, uint64_t e, int err,
 			       const struct mt_entry *l, const struct mt_entry *r)
