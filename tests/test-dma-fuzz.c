@@ -64,8 +64,9 @@
  *   with no option, seeds 1-300 and then the seeds of regressions[] below;
  *   -s first seed (1), -n number of seeds (300), -k steps per seed (300),
  *   -t stop starting new seeds after SECONDS (with -n 0: no seed limit),
- *   -P no failing put-backs after a partial failure (as the seeds of
- *   regressions[] found before them run),
+ *   -P none of the third stream's choices: put-backs that fail after a
+ *   partial failure, repairs left for later refused again (as the seeds
+ *   of regressions[] found before them run),
  *   -v trace the steps on stderr; -vv adds the library's debug log.
  */
 #include "config.h"
@@ -141,7 +142,7 @@ static uint64_t rng;
 static uint64_t rng2;
 /* A third, for choices added after the seeds that rng2 found, which those
  * seeds also run without (then_off): put-backs that fail, and repairs
- * left for later that the next step's first call refuses again. */
+ * left for later that the next step's first calls refuse again. */
 static uint64_t rng3;
 static bool then_off;
 static int verbose;
