@@ -1566,33 +1566,49 @@ static int map_joined(struct cvm_dma *d, const struct dma_region *dr, uint64_t s
 	return err ? err : map_range(d, dr, s, e, true);
 }
 
-static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
+/*
+ * What a shared conversion of runs does before it maps, under d->lock:
+ * repairs, then, under an entry limit, the room it needs (compacting if
+ * allowed); *njoin: how many of the runs join their neighbours, which
+ * happens only when they map.
+ */
+static int map_prologue(struct cvm_dma *d, const struct dma_region *dr,
+			const struct cvm_range *runs, size_t n, size_t *njoin)
 {
-	struct dma_region *dr = opaque;
-	struct cvm_dma *d = dr->dma;
 	uint64_t need = 0;
-	size_t njoin = 0;
-	int err = 0;
+	int err;
 
-	pthread_mutex_lock(&d->lock);
 	d->nundo = 0;
+	*njoin = 0;
 	if (d->nfix) {
 		repair(d);
 		/* Pages a failed rollback left mapped cannot be mapped again
 		 * until the kernel lets go of them. */
-		err = stray_in(d, dr, runs, n);
+		if ((err = stray_in(d, dr, runs, n)))
+			return err;
 	}
 	/* Only an entry limit needs the count of new mappings. */
-	if (!err && d->avail != UINT64_MAX) {
-		for (size_t i = 0; i < n; i++) {
-			uint64_t s = iova_of(dr, runs[i].gpa);
+	if (d->avail == UINT64_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t s = iova_of(dr, runs[i].gpa);
 
-			need += pieces(s, s + runs[i].length, dr->granule);
-		}
-		if (need > room(d) && (d->flags & CVM_DMA_COMPACT))
-			need = join_need(d, dr, runs, n, need, &njoin);
-		err = make_room(d, need);
+		need += pieces(s, s + runs[i].length, dr->granule);
 	}
+	if (need > room(d) && (d->flags & CVM_DMA_COMPACT))
+		need = join_need(d, dr, runs, n, need, njoin);
+	return make_room(d, need);
+}
+
+static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
+{
+	struct dma_region *dr = opaque;
+	struct cvm_dma *d = dr->dma;
+	size_t njoin;
+	int err;
+
+	pthread_mutex_lock(&d->lock);
+	err = map_prologue(d, dr, runs, n, &njoin);
 	for (size_t i = 0; i < n && !err; i++) {
 		uint64_t s = iova_of(dr, runs[i].gpa), e = s + runs[i].length;
 
@@ -1884,6 +1900,28 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 }
 
 /*
+ * Would dma_map_runs() be refused before it maps anything (at the entry
+ * limit, or by pages a repair still has to unmap)?  Asked of every context
+ * of a region before any of them maps: the call's own prologue, so the
+ * repairs and compaction it makes stay made (as the call's would), and the
+ * joins of runs to their neighbours wait for the call, which an earlier
+ * context would otherwise make and undo again, twice disruptive.
+ */
+static int dma_check_map(void *opaque, const struct cvm_range *runs, size_t n)
+{
+	struct dma_region *dr = opaque;
+	struct cvm_dma *d = dr->dma;
+	size_t njoin;
+	int err;
+
+	pthread_mutex_lock(&d->lock);
+	err = map_prologue(d, dr, runs, n, &njoin);
+	d->nundo = 0;
+	pthread_mutex_unlock(&d->lock);
+	return err;
+}
+
+/*
  * Would dma_unmap_runs() be refused at the entry limit?  Asked of every
  * context of a region before any of them unmaps: the call's own prologue,
  * so the repairs and merges it makes stay made (as the call's would), and
@@ -2041,6 +2079,7 @@ static void dma_attach_failed(void *opaque)
 static const struct region_dma_ops dma_listener_ops = {
 	.map_runs = dma_map_runs,
 	.unmap_runs = dma_unmap_runs,
+	.check_map = dma_check_map,
 	.check_unmap = dma_check_unmap,
 	.settle = dma_settle,
 	.region_gone = dma_region_gone,

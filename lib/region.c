@@ -394,6 +394,18 @@ static int notify_shared(struct cvm_region *r)
 			}
 		}
 	}
+	/* A refusal at an entry limit (or for pages a repair must unmap
+	 * first) is known before anything is mapped: ask every context
+	 * first, so that none has to undo a merge. */
+	for (k = 0; r->dma.n > 1 && k < r->dma.n; k++) {
+		struct cvm_listener *l = r->dma.v[k];
+
+		err = l->dma->check_map(l->opaque, r->runs, r->nruns);
+		if (err) {
+			k = 0;
+			goto unwind_dma;
+		}
+	}
 	for (k = 0; k < r->dma.n; k++) {
 		struct cvm_listener *l = r->dma.v[k];
 

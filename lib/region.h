@@ -27,6 +27,12 @@ struct region_dma_ops {
 	 * listener of the same conversion may still fail it. */
 	int  (*map_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last);
 	int  (*unmap_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last);
+	/* Only when a conversion to shared has more than one DMA listener,
+	 * after the plain listeners accepted it and before any map_runs(): an
+	 * error (logged) when map_runs() would be refused before it maps
+	 * anything, so that no other listener has merged anything yet (with
+	 * CVM_DMA_COMPACT, its undo would unmap the merge again). */
+	int  (*check_map)(void *opaque, const struct cvm_range *runs, size_t n);
 	/* Only when a conversion to private has more than one DMA listener,
 	 * before any unmap_runs(): -ENOSPC (logged) when unmap_runs() would be
 	 * refused at the entry limit, so that no other listener has cut or

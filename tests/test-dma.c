@@ -2074,6 +2074,58 @@ Test(dma, a_second_context_failing_leaves_the_first_as_it_was)
 }
 
 /*
+ * A shared conversion that a second context refuses at its entry limit,
+ * while the first (CVM_DMA_COMPACT, at its own limit) could only fit it by
+ * joining the run to its neighbours: every context is asked before any
+ * maps, so the first joins nothing (a join undone is two disruptions of
+ * pages that stay shared), whichever context was added first.  When only
+ * the compacting context is short, it joins and the conversion succeeds.
+ */
+static void compact_context_beside_a_full_one(bool compact_first, uint32_t limit1)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
+	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, UINT64_MAX, 2);
+	struct cvm_dma *d1 = mkdma(CVM_MODEL_TYPE1, 0, UINT64_MAX, limit1);
+	struct cvm_dma_stats st0;
+	bool fits = !limit1 || limit1 > 2;
+	char after[64];
+	struct cvm_region *r;
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_convert(r, A(0), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(2), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_dma_add_region(compact_first ? d0 : d1, r), 0);
+	cr_assert_eq(cvm_dma_add_region(compact_first ? d1 : d0, r), 0);
+	st0 = stats(d0);
+	cr_assert_eq(cvm_convert(r, A(1), PG, CVM_SHARED, 0), fits ? 0 : -ENOSPC);
+	cr_assert_eq(cvm_region_query(r, A(1), PG), fits ? CVM_SHARED : CVM_PRIVATE);
+	layout(d0, after, sizeof(after));
+	cr_assert_str_eq(after, fits ? "0+3;" : "0+1;2+1;", "d0 maps %s", after);
+	cr_assert_eq(stats(d0).map_calls, st0.map_calls + fits);
+	cr_assert_eq(stats(d0).unmap_calls, st0.unmap_calls + 2 * fits);
+	cr_assert_eq(stats(d0).disruptive_splits, st0.disruptive_splits + 2 * fits);
+	layout(d1, after, sizeof(after));
+	cr_assert_str_eq(after, fits ? "0+1;1+1;2+1;" : "0+1;2+1;", "d1 maps %s", after);
+	cvm_dma_close(d1);
+	cvm_dma_close(d0);
+	cvm_region_destroy(r);
+	munmap(c.hva, c.length);
+}
+
+Test(dma, a_second_context_out_of_entries_keeps_a_compacting_one_from_joining)
+{
+	compact_context_beside_a_full_one(true, 2);
+	compact_context_beside_a_full_one(false, 2);
+}
+
+Test(dma, a_compacting_context_beside_one_with_room_joins)
+{
+	compact_context_beside_a_full_one(true, 0);
+	compact_context_beside_a_full_one(false, 3);
+}
+
+/*
  * At the entry limit, a private batch that splits one mapping and removes
  * another whole ends with as many mappings as before: it fits, removing
  * first, as the same ranges converted one at a time do.  With
@@ -3263,9 +3315,9 @@ Test(dma, compaction_leaves_a_mapping_to_repair_alone)
 	inject(f.d, 2, -EBUSY);
 	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), -EIO);
 	cr_assert_eq(stats(f.d).mappings, 2, "0+4 stays, next to 4+4");
-	inject(f.d, 1, -EBUSY);         /* the repair fails */
+	inject_n(f.d, 1, 2, -EBUSY);    /* the repair fails, asked twice (check_map) */
 	cr_assert_eq(cvm_convert(f.r, A(20), 4 * PG, CVM_SHARED, 0), 0);
-	inject(f.d, 1, -EBUSY);         /* again, and the table is full */
+	inject_n(f.d, 1, 2, -EBUSY);    /* again, and the table is full */
 	cr_assert_eq(cvm_convert(f.r, A(30), 4 * PG, CVM_SHARED, 0), -ENOSPC);
 	inject(f.d, 0, 0);
 	cr_assert_eq(cvm_convert(f.r, A(20), 4 * PG, CVM_PRIVATE, 0), 0);
