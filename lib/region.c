@@ -848,7 +848,8 @@ int region_dma_attach(struct cvm_region *r, const struct region_dma_ops *ops, vo
 	a.r = r;
 	a.l = l;
 	region_lock(r, self_id());
-	err = vec_reserve(&r->dma);
+	/* Destroyed meanwhile: the caller's reference keeps only the memory. */
+	err = r->dead ? -ENOENT : vec_reserve(&r->dma);
 	if (!err && count)
 		err = attach_pass(&a, true);
 	if (!err)

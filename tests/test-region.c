@@ -6,6 +6,7 @@
 
 #include "internal.h"
 #include "oracle.h"
+#include "region.h"
 
 #define BASE 0x100000000ull   /* 4 GiB */
 #define NP   256ull
@@ -770,6 +771,56 @@ Test(region, a_rollback_to_private_sees_the_pages_private_and_a_replay_sees_them
 
 /* A sz that ends inside a field is refused, where reading half of a pointer
  * would call or map an address nobody gave; one at a field's end is not. */
+/* ---- a DMA listener on its way to a region being destroyed ---- */
+
+struct attach_calls {
+	int counted, mapped, failed;
+};
+
+static int count_stub(void *o, const struct cvm_range *runs, size_t n, bool last)
+{
+	(void)runs, (void)n, (void)last;
+	((struct attach_calls *)o)->counted++;
+	return 0;
+}
+
+static int map_stub(void *o, const struct cvm_range *runs, size_t n, bool last)
+{
+	(void)runs, (void)n, (void)last;
+	((struct attach_calls *)o)->mapped++;
+	return 0;
+}
+
+static void failed_stub(void *o)
+{
+	((struct attach_calls *)o)->failed++;
+}
+
+/*
+ * cvm_dma_add_region() holds a reference to the region from before it
+ * attaches; a cvm_region_destroy() on another thread in between leaves
+ * only the memory.  The attach must see that: attached, the listener
+ * would map a destroyed region's pages and never be taken away.
+ */
+Test(region, a_dma_listener_does_not_attach_to_a_destroyed_region)
+{
+	const struct region_dma_ops ops = {
+		.map_runs = map_stub, .count_runs = count_stub, .attach_failed = failed_stub,
+	};
+	struct cvm_region *r = mkregion(NP, 0);
+	struct attach_calls calls = { 0 };
+	struct cvm_listener *l = NULL;
+
+	cr_assert_eq(cvm_convert(r, G(3), 4 * PG, CVM_SHARED, 0), 0);
+	region_get(r);
+	cvm_region_destroy(r);
+	cr_assert_eq(region_dma_attach(r, &ops, &calls, true, &l), -ENOENT);
+	cr_assert_null(l);
+	cr_assert_eq(calls.counted + calls.mapped, 0, "the dead region's runs were seen");
+	cr_assert_eq(calls.failed, 1);
+	region_put(r);
+}
+
 Test(region, a_sz_that_ends_inside_a_field_is_refused)
 {
 	static char ram[4096] __attribute__((aligned(4096)));
