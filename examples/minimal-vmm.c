@@ -82,6 +82,7 @@ static struct ram_block *block_of(uint64_t gpa, uint64_t len)
 
 static int backing_to_shared(void *opaque, uint64_t gpa, uint64_t len)
 {
+	(void)opaque, (void)gpa, (void)len;
 	return 0;   /* anonymous memory fills itself in on first touch */
 }
 
