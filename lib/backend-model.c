@@ -561,7 +561,10 @@ int cvm_backend_model_open(uint32_t rules, uint32_t entry_limit, struct cvm_be *
 	m->be.can_cut = rules == CVM_MODEL_CUT;
 	m->be.unmap_partial = rules != CVM_MODEL_TYPE1;   /* type1 v2 is all or nothing */
 	model_refresh(&m->be);
-	cvm_dbg("model backend %s open, entry limit %" PRIu64, m->be.ops->name, m->limit);
+	if (m->limit == NO_LIMIT)
+		cvm_dbg("model backend %s open, no entry limit", m->be.ops->name);
+	else
+		cvm_dbg("model backend %s open, entry limit %" PRIu64, m->be.ops->name, m->limit);
 	*out = &m->be;
 	return 0;
 }

@@ -161,7 +161,7 @@ static int check_region(struct parser *p, const struct trace_region *r)
 	if (r->size / r->page_size > (UINT64_C(1) << 32))
 		return bad(p, "region holds more than 2^32 pages");
 	if (r->gpa + r->size < r->gpa)
-		return bad(p, "region wraps around the 64-bit address space");
+		return bad(p, "region does not end below 2^64");
 	for (i = 0; i < t->nregions; i++) {
 		const struct trace_region *o = &t->regions[i];
 
@@ -238,7 +238,7 @@ static int parse_range(struct parser *p, const char *w, struct cvm_range *out, i
 	if (!out->length)
 		return bad(p, "range '%s' has length 0", w);
 	if (out->gpa + out->length < out->gpa)
-		return bad(p, "range '%s' wraps around the 64-bit address space", w);
+		return bad(p, "range '%s' does not end below 2^64", w);
 	*region = find_region(p->t, out->gpa, out->length);
 	if (*region < 0)
 		return bad(p, "range '%s' is not inside one declared region", w);
