@@ -69,6 +69,10 @@ struct dma_region {
 	 * region leaving the context clears them. */
 	uint64_t lost;
 	uint64_t attach_need;           /* add_region: mappings its runs take */
+	/* check_map()'s plan for the call that follows it in the same
+	 * conversion: runs that join, entries needed. */
+	size_t check_njoin;
+	uint64_t check_need;
 };
 
 enum undo_kind { UNDO_MAPPED, UNDO_UNMAPPED, UNDO_CUT };
@@ -1572,8 +1576,8 @@ static int map_joined(struct cvm_dma *d, const struct dma_region *dr, uint64_t s
  * allowed); *njoin: how many of the runs join their neighbours, which
  * happens only when they map.
  */
-static int map_prologue(struct cvm_dma *d, const struct dma_region *dr,
-			const struct cvm_range *runs, size_t n, size_t *njoin)
+static int map_prologue(struct cvm_dma *d, struct dma_region *dr,
+			const struct cvm_range *runs, size_t n, size_t *njoin, bool checked)
 {
 	uint64_t need = 0;
 	int err;
@@ -1581,7 +1585,10 @@ static int map_prologue(struct cvm_dma *d, const struct dma_region *dr,
 	d->nundo = 0;
 	*njoin = 0;
 	if (d->nfix) {
-		repair(d);
+		/* After a check, its repairs were made: one made now could
+		 * take the room the check counted (or compacted) for. */
+		if (!checked)
+			repair(d);
 		/* Pages a failed rollback left mapped cannot be mapped again
 		 * until the kernel lets go of them. */
 		if ((err = stray_in(d, dr, runs, n)))
@@ -1590,6 +1597,12 @@ static int map_prologue(struct cvm_dma *d, const struct dma_region *dr,
 	/* Only an entry limit needs the count of new mappings. */
 	if (d->avail == UINT64_MAX)
 		return 0;
+	/* After a check: its plan, counted before its compaction (a recount
+	 * on the compacted table can count fewer joins). */
+	if (checked) {
+		*njoin = dr->check_njoin;
+		return make_room(d, dr->check_need);
+	}
 	for (size_t i = 0; i < n; i++) {
 		uint64_t s = iova_of(dr, runs[i].gpa);
 
@@ -1597,10 +1610,13 @@ static int map_prologue(struct cvm_dma *d, const struct dma_region *dr,
 	}
 	if (need > room(d) && (d->flags & CVM_DMA_COMPACT))
 		need = join_need(d, dr, runs, n, need, njoin);
+	dr->check_njoin = *njoin;
+	dr->check_need = need;
 	return make_room(d, need);
 }
 
-static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
+static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last,
+			bool checked)
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
@@ -1608,7 +1624,7 @@ static int dma_map_runs(void *opaque, const struct cvm_range *runs, size_t n, bo
 	int err;
 
 	pthread_mutex_lock(&d->lock);
-	err = map_prologue(d, dr, runs, n, &njoin);
+	err = map_prologue(d, dr, runs, n, &njoin, checked);
 	for (size_t i = 0; i < n && !err; i++) {
 		uint64_t s = iova_of(dr, runs[i].gpa), e = s + runs[i].length;
 
@@ -1793,13 +1809,13 @@ static uint64_t whole_freed(struct cvm_dma *d, const struct dma_region *dr,
  */
 static int unmap_prologue(struct cvm_dma *d, const struct dma_region *dr,
 			  const struct cvm_range *runs, size_t n, struct span *first,
-			  bool *have_first, bool *whole_first)
+			  bool *have_first, bool *whole_first, bool checked)
 {
 	uint64_t need, cuts;
 	int err;
 
 	d->nundo = 0;
-	if (d->nfix)
+	if (d->nfix && !checked)
 		repair(d);
 	*have_first = *whole_first = false;
 	if (d->avail == UINT64_MAX)
@@ -1844,7 +1860,8 @@ static int unmap_whole_spans(struct cvm_dma *d, const struct dma_region *dr,
 	return err;
 }
 
-static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last)
+static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, bool last,
+			  bool checked)
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
@@ -1853,7 +1870,7 @@ static int dma_unmap_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 	int err;
 
 	pthread_mutex_lock(&d->lock);
-	err = unmap_prologue(d, dr, runs, n, &first, &have_first, &whole_first);
+	err = unmap_prologue(d, dr, runs, n, &first, &have_first, &whole_first, checked);
 	if (!err && whole_first)
 		err = unmap_whole_spans(d, dr, runs, n);
 	for (size_t i = 0, i0; i < n && !err;) {
@@ -1915,7 +1932,7 @@ static int dma_check_map(void *opaque, const struct cvm_range *runs, size_t n)
 	int err;
 
 	pthread_mutex_lock(&d->lock);
-	err = map_prologue(d, dr, runs, n, &njoin);
+	err = map_prologue(d, dr, runs, n, &njoin, false);
 	d->nundo = 0;
 	pthread_mutex_unlock(&d->lock);
 	return err;
@@ -1937,7 +1954,7 @@ static int dma_check_unmap(void *opaque, const struct cvm_range *runs, size_t n)
 	int err;
 
 	pthread_mutex_lock(&d->lock);
-	err = unmap_prologue(d, dr, runs, n, &first, &have_first, &whole_first);
+	err = unmap_prologue(d, dr, runs, n, &first, &have_first, &whole_first, false);
 	d->nundo = 0;
 	pthread_mutex_unlock(&d->lock);
 	return err;

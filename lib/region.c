@@ -375,6 +375,7 @@ static void settle_dma(struct cvm_region *r, size_t from, size_t to, bool keep)
 
 static int notify_shared(struct cvm_region *r)
 {
+	bool checked = r->dma.n > 1;
 	size_t i, j, k;
 	int err;
 
@@ -397,7 +398,7 @@ static int notify_shared(struct cvm_region *r)
 	/* A refusal at an entry limit (or for pages a repair must unmap
 	 * first) is known before anything is mapped: ask every context
 	 * first, so that none has to undo a merge. */
-	for (k = 0; r->dma.n > 1 && k < r->dma.n; k++) {
+	for (k = 0; checked && k < r->dma.n; k++) {
 		struct cvm_listener *l = r->dma.v[k];
 
 		err = l->dma->check_map(l->opaque, r->runs, r->nruns);
@@ -409,7 +410,7 @@ static int notify_shared(struct cvm_region *r)
 	for (k = 0; k < r->dma.n; k++) {
 		struct cvm_listener *l = r->dma.v[k];
 
-		err = l->dma->map_runs(l->opaque, r->runs, r->nruns, k == r->dma.n - 1);
+		err = l->dma->map_runs(l->opaque, r->runs, r->nruns, k == r->dma.n - 1, checked);
 		if (err)
 			goto unwind_dma;
 	}
@@ -426,12 +427,13 @@ unwind_dma:
 
 static int notify_private(struct cvm_region *r)
 {
+	bool checked = r->dma.n > 1;
 	size_t k;
 	int err;
 
 	/* A refusal at an entry limit is known before anything is unmapped:
 	 * ask every context first, so that none has to put pieces back. */
-	for (k = 0; r->dma.n > 1 && k < r->dma.n; k++) {
+	for (k = 0; checked && k < r->dma.n; k++) {
 		struct cvm_listener *l = r->dma.v[k];
 
 		err = l->dma->check_unmap(l->opaque, r->runs, r->nruns);
@@ -443,7 +445,7 @@ static int notify_private(struct cvm_region *r)
 	for (k = r->dma.n; k-- > 0;) {
 		struct cvm_listener *l = r->dma.v[k];
 
-		err = l->dma->unmap_runs(l->opaque, r->runs, r->nruns, k == 0);
+		err = l->dma->unmap_runs(l->opaque, r->runs, r->nruns, k == 0, checked);
 		if (err)
 			goto unwind_dma;
 	}
@@ -802,7 +804,7 @@ static int attach_flush(struct attach *a, bool last)
 	if (a->counting)
 		err = ops->count_runs(a->l->opaque, r->runs, r->nruns, last);
 	else if (r->nruns)
-		err = ops->map_runs(a->l->opaque, r->runs, r->nruns, true);
+		err = ops->map_runs(a->l->opaque, r->runs, r->nruns, true, false);
 	r->nruns = 0;
 	return err;
 }

@@ -24,9 +24,14 @@ struct region_dma_ops {
 	/* runs: absolute GPA, maximal, ascending, page aligned.  A call that
 	 * fails has undone itself.  One that succeeds with last false keeps
 	 * what it needs to undo itself until settle(keep): another DMA
-	 * listener of the same conversion may still fail it. */
-	int  (*map_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last);
-	int  (*unmap_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last);
+	 * listener of the same conversion may still fail it.  checked: this
+	 * conversion's check_map() / check_unmap() of the listener passed
+	 * just before (the call then follows the check's plan rather than
+	 * count and repair again, which could come out different). */
+	int  (*map_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last,
+			  bool checked);
+	int  (*unmap_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last,
+			    bool checked);
 	/* Only when a conversion to shared has more than one DMA listener,
 	 * after the plain listeners accepted it and before any map_runs(): an
 	 * error (logged) when map_runs() would be refused before it maps

@@ -2920,7 +2920,7 @@ Test(dma, a_repair_waits_for_the_undo_of_a_conversion_still_to_settle)
 	cr_assert_str_eq(l, "0+11;20+1;", "d maps %s", l);
 	cr_assert_eq(cvm_region_query(r, A(10), PG), CVM_PRIVATE);
 	cr_assert_eq(stats(d).pending_repairs, 2, "unmap [0, 11), map [0, 10)");
-	inject_n(d, 1, 2, -EBUSY);      /* the repair, asked twice (check_unmap) */
+	inject(d, 1, -EBUSY);           /* the repair, asked once (by check_unmap) */
 	cr_assert_eq(convert_meanwhile(d0, r, &pv, 1), -EIO);
 	cr_assert_eq(meanwhile_err, 0);
 	cr_assert_eq(cvm_region_query(r, A(0), 10 * PG), CVM_SHARED);
@@ -3315,9 +3315,9 @@ Test(dma, compaction_leaves_a_mapping_to_repair_alone)
 	inject(f.d, 2, -EBUSY);
 	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), -EIO);
 	cr_assert_eq(stats(f.d).mappings, 2, "0+4 stays, next to 4+4");
-	inject_n(f.d, 1, 2, -EBUSY);    /* the repair fails, asked twice (check_map) */
+	inject(f.d, 1, -EBUSY);         /* the repair fails (asked by check_map) */
 	cr_assert_eq(cvm_convert(f.r, A(20), 4 * PG, CVM_SHARED, 0), 0);
-	inject_n(f.d, 1, 2, -EBUSY);    /* again, and the table is full */
+	inject(f.d, 1, -EBUSY);         /* again, and the table is full */
 	cr_assert_eq(cvm_convert(f.r, A(30), 4 * PG, CVM_SHARED, 0), -ENOSPC);
 	inject(f.d, 0, 0);
 	cr_assert_eq(cvm_convert(f.r, A(20), 4 * PG, CVM_PRIVATE, 0), 0);
@@ -3832,11 +3832,11 @@ Test(dma, a_stray_split_another_context_fails_is_not_noted_to_map_again)
 	f.d = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
 	cr_assert_eq(cvm_dma_add_region(f.d, f.r), 0);
 	stray_over_page_10(f.r, f.d);
-	/* check_unmap's repair (1), the call's (2), unmap 0+11 (3), map 0+5
-	 * (4), 6+5 (5); d2 fails; the undo unmaps 6+5 (6), 0+5 (7), and the
-	 * kernel refuses 0+11 (8). */
+	/* check_unmap's repair (1; the call does not ask again), unmap 0+11
+	 * (2), map 0+5 (3), 6+5 (4); d2 fails; the undo unmaps 6+5 (5), 0+5
+	 * (6), and the kernel refuses 0+11 (7). */
 	inject(d2, 1, -EIO);
-	split_stray(f.r, f.d, CALL(1) | CALL(2) | CALL(8), 8);
+	split_stray(f.r, f.d, CALL(1) | CALL(7), 7);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "20+1;", "maps %s", l);
 	/* [0, 5) and [6, 10) come back, [5] waits for an entry (limit 3). */
@@ -3851,4 +3851,197 @@ Test(dma, a_stray_split_another_context_fails_is_not_noted_to_map_again)
 	check(&f);
 	cvm_dma_close(d2);
 	fx_fini(&f);
+}
+
+
+/*
+ * With several contexts, a conversion's call follows the plan its check
+ * made just before: it neither repairs again nor counts again.  Here d1
+ * (CVM_DMA_COMPACT, at its limit) has a piece to map back that the kernel
+ * refused; its check tries that repair (-ENOSPC: no room) and then merges
+ * 10 and 11 to find the entry page 50 needs.  A repair made again by the
+ * call would take that entry, and the conversion, which d0 had already
+ * mapped (and, compacting, joined) for, would be refused after all.
+ */
+static void a_check_then_its_call_keep_the_room(bool compact0)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
+	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, compact0 ? CVM_DMA_COMPACT : 0,
+				   UINT64_MAX, compact0 ? 6 : 0);
+	struct cvm_dma *d1 = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 2 * PG, 5);
+	struct cvm_dma_stats st0;
+	struct cvm_region *r;
+	char l[128];
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d0, r), 0);
+	cr_assert_eq(cvm_dma_add_region(d1, r), 0);
+	for (int p = 10; p <= 30; p += p == 11 ? 9 : p == 10 ? 1 : 10)
+		cr_assert_eq(cvm_convert(r, A(p), PG, CVM_SHARED, 0), 0);
+	/* d1 unmaps 30 first, d0 refuses, d1's map back is refused: 30 to map. */
+	inject(d0, 1, -EBUSY);
+	inject(d1, 2, -EBUSY);
+	cr_assert_eq(cvm_convert(r, A(30), PG, CVM_PRIVATE, 0), -EBUSY);
+	cr_assert_eq(stats(d1).pending_repairs, 1);
+	/* Each check asks for the repair once, and the call does not again. */
+	for (int p = 40; p <= 49; p += 9) {
+		inject(d1, 1, -EBUSY);
+		cr_assert_eq(cvm_convert(r, A(p), PG, CVM_SHARED, 0), 0);
+	}
+	layout(d1, l, sizeof(l));
+	cr_assert_str_eq(l, "10+1;11+1;20+1;40+1;49+1;", "d1 maps %s", l);
+	st0 = stats(d0);
+	cr_assert_eq(cvm_convert(r, A(50), PG, CVM_SHARED, 0), 0);
+	layout(d1, l, sizeof(l));
+	cr_assert_str_eq(l, "10+2;20+1;40+1;49+1;50+1;", "d1 maps %s", l);
+	cr_assert_eq(stats(d1).pending_repairs, 1, "30 waits for an entry");
+	layout(d0, l, sizeof(l));
+	cr_assert_str_eq(l, compact0 ? "10+1;11+1;20+1;30+1;40+1;49+2;" :
+		"10+1;11+1;20+1;30+1;40+1;49+1;50+1;", "d0 maps %s", l);
+	/* d0 joined 50 to 49 (compacting) once, and never undid it. */
+	cr_assert_eq(stats(d0).disruptive_splits, st0.disruptive_splits + compact0);
+	cr_assert_eq(stats(d0).unmap_calls, st0.unmap_calls + compact0);
+	cvm_dma_close(d1);
+	cvm_dma_close(d0);
+	cvm_region_destroy(r);
+	munmap(c.hva, c.length);
+}
+
+Test(dma, a_call_does_not_repair_again_what_its_check_tried)
+{
+	a_check_then_its_call_keep_the_room(true);
+	a_check_then_its_call_keep_the_room(false);
+}
+
+/*
+ * The check's compaction merges 11 and 12, which the runs 10 and 13 each
+ * join: counted again on the merged table, the mapping between two runs
+ * saves one entry, not two, and the call would refuse what the check (and
+ * before it, the one count of a single context) let through.
+ */
+static void a_call_keeps_its_checks_count(uint32_t limit0)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
+	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, limit0 ? CVM_DMA_COMPACT : 0, UINT64_MAX,
+				   limit0);
+	struct cvm_dma *d1 = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, UINT64_MAX, 2);
+	const struct cvm_range rg[3] = { { A(10), PG }, { A(13), PG }, { A(30), PG } };
+	struct cvm_dma_stats st0;
+	struct cvm_region *r;
+	char l[128];
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d0, r), 0);
+	cr_assert_eq(cvm_dma_add_region(d1, r), 0);
+	cr_assert_eq(cvm_convert(r, A(11), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(12), PG, CVM_SHARED, 0), 0);
+	st0 = stats(d0);
+	cr_assert_eq(cvm_convert_batch(r, rg, 3, CVM_SHARED, 0), 0);
+	layout(d1, l, sizeof(l));
+	cr_assert_str_eq(l, "10+4;30+1;", "d1 maps %s", l);
+	layout(d0, l, sizeof(l));
+	cr_assert_str_eq(l, limit0 ? "10+2;12+2;30+1;" : "10+1;11+1;12+1;13+1;30+1;",
+			 "d0 maps %s", l);
+	cr_assert_eq(stats(d0).disruptive_splits, st0.disruptive_splits + 2 * !!limit0);
+	check_dma(r, d0, 64, UINT64_MAX);
+	check_dma(r, d1, 64, UINT64_MAX);
+	cvm_dma_close(d1);
+	cvm_dma_close(d0);
+	cvm_region_destroy(r);
+	munmap(c.hva, c.length);
+}
+
+Test(dma, a_call_does_not_count_again_what_its_check_compacted)
+{
+	a_call_keeps_its_checks_count(3);
+	a_call_keeps_its_checks_count(0);
+}
+
+/* The same on the private path: check_unmap() tried d0's repair and
+ * merged 10 and 11 for the entry that splitting 40+4 takes. */
+Test(dma, an_unmap_does_not_repair_again_what_its_check_tried)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
+	struct cvm_dma *d0 = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, UINT64_MAX, 4);
+	struct cvm_dma *d1 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+	struct cvm_region *r;
+	char l[128];
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d0, r), 0);
+	cr_assert_eq(cvm_dma_add_region(d1, r), 0);
+	cr_assert_eq(cvm_convert(r, A(30), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(40), 4 * PG, CVM_SHARED, 0), 0);
+	inject_n(d0, 2, 2, -EBUSY);
+	cr_assert_eq(cvm_convert(r, A(31), PG, CVM_PRIVATE, 0), -EBUSY);
+	cr_assert_eq(stats(d0).pending_repairs, 1);
+	for (int p = 10; p <= 50; p += p == 10 ? 1 : 39) {
+		inject(d0, 1, -EBUSY);  /* the check's repair */
+		cr_assert_eq(cvm_convert(r, A(p), PG, CVM_SHARED, 0), 0);
+	}
+	layout(d0, l, sizeof(l));
+	cr_assert_str_eq(l, "10+1;11+1;40+4;50+1;", "d0 maps %s", l);
+	cr_assert_eq(cvm_convert(r, A(41), PG, CVM_PRIVATE, 0), 0);
+	layout(d0, l, sizeof(l));
+	cr_assert_str_eq(l, "10+2;40+1;42+2;50+1;", "d0 maps %s", l);
+	layout(d1, l, sizeof(l));
+	cr_assert_str_eq(l, "10+1;11+1;30+2;40+1;42+2;50+1;", "d1 maps %s", l);
+	cvm_dma_close(d1);
+	cvm_dma_close(d0);
+	cvm_region_destroy(r);
+	munmap(c.hva, c.length);
+}
+
+struct plain_count {
+	int64_t shared;
+};
+
+static int plain_to_shared(void *o, uint64_t gpa, uint64_t len)
+{
+	(void)gpa;
+	((struct plain_count *)o)->shared += (int64_t)(len / PG);
+	return 0;
+}
+
+static void plain_to_private(void *o, uint64_t gpa, uint64_t len)
+{
+	(void)gpa;
+	((struct plain_count *)o)->shared -= (int64_t)(len / PG);
+}
+
+/* A plain listener that accepted a shared conversion a context's check
+ * then refuses hears it undone, whichever context refuses. */
+Test(dma, a_plain_listener_hears_a_conversion_a_check_refuses_undone)
+{
+	for (int first = 0; first < 2; first++) {
+		struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
+		struct cvm_dma *full = mkdma(CVM_MODEL_TYPE1, 0, UINT64_MAX, 1);
+		struct cvm_dma *other = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+		struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = plain_to_shared,
+						.to_private = plain_to_private };
+		struct plain_count p = { 0 };
+		struct cvm_listener *l;
+		struct cvm_region *r;
+
+		c.hva = reserve(c.length);
+		cr_assert_eq(cvm_region_create(&c, &r), 0);
+		cr_assert_eq(cvm_listener_add(r, &ops, &p, 0, &l), 0);
+		cr_assert_eq(cvm_dma_add_region(first ? full : other, r), 0);
+		cr_assert_eq(cvm_dma_add_region(first ? other : full, r), 0);
+		cr_assert_eq(cvm_convert(r, A(0), PG, CVM_SHARED, 0), 0);
+		cr_assert_eq(p.shared, 1);
+		cr_assert_eq(cvm_convert(r, A(5), 2 * PG, CVM_SHARED, 0), -ENOSPC);
+		cr_assert_eq(p.shared, 1, "the listener is left at %lld shared pages",
+			     (long long)p.shared);
+		cr_assert_eq(cvm_region_query(r, A(5), 2 * PG), CVM_PRIVATE);
+		cr_assert_eq(stats(other).map_calls, 1, "the other context mapped");
+		check_dma(r, other, 64, 0);
+		cvm_dma_close(full);
+		cvm_dma_close(other);
+		cvm_region_destroy(r);
+		munmap(c.hva, c.length);
+	}
 }

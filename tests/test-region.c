@@ -769,8 +769,6 @@ Test(region, a_rollback_to_private_sees_the_pages_private_and_a_replay_sees_them
 	cvm_region_destroy(r);
 }
 
-/* A sz that ends inside a field is refused, where reading half of a pointer
- * would call or map an address nobody gave; one at a field's end is not. */
 /* ---- a DMA listener on its way to a region being destroyed ---- */
 
 struct attach_calls {
@@ -784,9 +782,9 @@ static int count_stub(void *o, const struct cvm_range *runs, size_t n, bool last
 	return 0;
 }
 
-static int map_stub(void *o, const struct cvm_range *runs, size_t n, bool last)
+static int map_stub(void *o, const struct cvm_range *runs, size_t n, bool last, bool checked)
 {
-	(void)runs, (void)n, (void)last;
+	(void)runs, (void)n, (void)last, (void)checked;
 	((struct attach_calls *)o)->mapped++;
 	return 0;
 }
@@ -821,6 +819,8 @@ Test(region, a_dma_listener_does_not_attach_to_a_destroyed_region)
 	region_put(r);
 }
 
+/* A sz that ends inside a field is refused, where reading half of a pointer
+ * would call or map an address nobody gave; one at a field's end is not. */
 Test(region, a_sz_that_ends_inside_a_field_is_refused)
 {
 	static char ram[4096] __attribute__((aligned(4096)));
