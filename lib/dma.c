@@ -420,7 +420,7 @@ static void maybe_add(struct cvm_dma *d, uint64_t p)
 /* What a put-back found, piece by piece. */
 struct put_back {
 	uint64_t back;          /* pieces mapped again: they were gone */
-	uint64_t lost;          /* of those, pieces gone before the call (FIX_REMAP) */
+	uint64_t lost;          /* of those, pieces maybe gone before the call (FIX_REMAP, stray) */
 	uint64_t unknown;       /* pieces the kernel refused to map other than with -EEXIST */
 	int err;                /* the kernel's last such answer */
 	bool note;              /* note those as repairs (FIX_REMAP) */
@@ -441,7 +441,10 @@ static int map_piece(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva,
 	merr = d->be->ops->map(d->be, x, y - x, (void *)(uintptr_t)hva);
 	if (!merr) {
 		pb->back++;
-		pb->lost += d->nfix && remap_over(d, x, y);
+		/* Under a stray, it may have gone in an earlier call that
+		 * failed part way, unnoted: put_back_inside() and remap()
+		 * never map a stray back, so no FIX_REMAP says so. */
+		pb->lost += d->nfix && (remap_over(d, x, y) || stray_over(d, x, y));
 	} else if (merr != -EEXIST) {
 		pb->unknown++;
 		pb->err = merr;
@@ -982,10 +985,8 @@ static int unmap_left(struct cvm_dma *d, uint64_t s, uint64_t e)
 	return 0;
 }
 
-/* Retry every repair (d->lock held); what the kernel still refuses stays.
- * A mapping left on private pages that a pending conversion unmapped
- * waits for it to settle: its undo would map it back, unnoted. */
-static void repair(struct cvm_dma *d)
+/* One pass of repair(): the unmaps (FIX_UNMAP), or the others. */
+static void repair_pass(struct cvm_dma *d, bool unmaps)
 {
 	size_t k = 0;
 
@@ -993,13 +994,18 @@ static void repair(struct cvm_dma *d)
 		struct fix f = d->fix[i];
 		int err;
 
+		if ((f.kind == FIX_UNMAP) != unmaps) {
+			d->fix[k++] = f;
+			continue;
+		}
 		if (f.kind == FIX_UNMAP && pending_over(d, f.iova, f.iova + f.len))
 			err = f.err;
 		else if (f.kind == FIX_UNMAP)
 			err = unmap_left(d, f.iova, f.iova + f.len);
 		else if (f.kind == FIX_REMAP)
 			err = remap(d, &f);
-		else if (overlaps_table(d, f.iova, f.iova + f.len))
+		else if (overlaps_table(d, f.iova, f.iova + f.len) ||
+			 stray_over(d, f.iova, f.iova + f.len))
 			err = -EEXIST;
 		else
 			err = room(d) ? be_map(d, f.iova, f.len, f.hva, false) : -ENOSPC;
@@ -1013,6 +1019,17 @@ static void repair(struct cvm_dma *d)
 		d->fix[k++] = f;
 	}
 	d->nfix = k;
+}
+
+/* Retry every repair (d->lock held); what the kernel still refuses stays.
+ * A mapping left on private pages that a pending conversion unmapped
+ * waits for it to settle: its undo would map it back, unnoted. */
+static void repair(struct cvm_dma *d)
+{
+	/* Unmaps first: a map waits while a mapping left on private pages
+	 * covers any of its pages (that repair would take it too). */
+	for (int pass = 0; pass < 2; pass++)
+		repair_pass(d, pass == 0);
 }
 
 /* The repair of a mapping left on private pages that overlaps [lo, hi). */
@@ -1113,9 +1130,10 @@ static int trim_fixes(struct cvm_dma *d, struct dma_region *dr, const struct cvm
 	return 0;
 }
 
-/* Another context failed the conversion: its pages are shared again.  An
- * undone cut mapped its hole back whole, so only what the table still
- * lacks is noted again. */
+/* Another context failed the conversion: its pages are shared again.
+ * Called before the undo (dma_settle()), as the call's own failure finds
+ * them still noted: the undo of a cut drops those over its hole, which it
+ * maps back (and notes again, once, where a stray's repair will take it). */
 static void put_back_fixes(struct cvm_dma *d, struct dma_region *dr)
 {
 	for (size_t i = 0; i < dr->nuntrim; i++) {
@@ -1243,6 +1261,51 @@ static void note_strays(struct cvm_dma *d, uint64_t lo, uint64_t hi, int err)
 }
 
 /*
+ * The undo of a cut whose hole [lo, hi) of dr meets the range of a mapping
+ * left on private pages (a stray): the hole goes back piece by piece,
+ * split where a stray's range begins or ends.  A piece inside a stray's
+ * range goes with that stray's repair (unmap_left() takes every mapping
+ * wholly inside), so it is also noted to map again, which repair() does
+ * after its unmaps; one outside is a mapping of its own, as the hole would
+ * be.  serr: the stray's error, for the notes.  Returns the kernel's last
+ * refusal (what it refused is noted), or 0.
+ */
+static int undo_cut_by_strays(struct cvm_dma *d, const struct dma_region *dr, uint64_t lo,
+			      uint64_t hi, uint64_t hva, int serr)
+{
+	int ret = 0;
+
+	for (uint64_t p = lo, q; p < hi; p = q) {
+		bool inside = false;
+		int err;
+
+		q = hi;
+		for (size_t i = 0; i < d->nfix; i++) {
+			const struct fix *f = &d->fix[i];
+			uint64_t fe = f->iova + f->len;
+
+			if (f->kind != FIX_UNMAP)
+				continue;
+			if (f->iova <= p && p < fe)
+				inside = true;
+			if (f->iova > p && f->iova < q)
+				q = f->iova;
+			if (fe > p && fe < q)
+				q = fe;
+		}
+		err = map_range(d, dr, p, q, false);
+		/* An earlier step of the call unmaps it anyway (see above). */
+		if (made_by_call(d, p, q))
+			continue;
+		if (err)
+			ret = err;
+		if (inside || err)
+			note_missing(d, dr, p, q, hva + (p - lo), err ? err : serr);
+	}
+	return ret;
+}
+
+/*
  * Replay the undo log backwards: the IOMMU maps what it mapped before.
  * Where the kernel refuses a step, what it left different is noted for
  * repair(): mappings of pages that stay private, to unmap, and shared
@@ -1250,6 +1313,8 @@ static void note_strays(struct cvm_dma *d, uint64_t lo, uint64_t hi, int err)
  */
 static void rollback(struct cvm_dma *d)
 {
+	const struct fix *sf;
+
 	while (d->nundo) {
 		struct undo_rec u = d->undo[--d->nundo];
 		uint64_t lo = u.iova, hi = u.iova + u.len;
@@ -1283,6 +1348,13 @@ static void rollback(struct cvm_dma *d)
 		case UNDO_CUT:
 			if (d->nfix)
 				drop_map_fixes(d, u.dr, lo, hi);
+			/* A hole that meets a mapping left on private pages:
+			 * what lies in its range goes with its repair, so it is
+			 * noted to map again too. */
+			if (d->nfix && (sf = stray_over(d, lo, hi))) {
+				err = undo_cut_by_strays(d, u.dr, lo, hi, u.hva, sf->err);
+				break;
+			}
 			err = map_range(d, u.dr, lo, hi, false);
 			if (err && made_by_call(d, lo, hi))
 				err = 0;
@@ -1477,6 +1549,10 @@ static void dma_settle(void *opaque, bool keep)
 	struct cvm_dma *d = dr->dma;
 
 	pthread_mutex_lock(&d->lock);
+	/* Repairs the call took away come back first, as where it failed
+	 * itself: the undo of a cut then finds those over its hole. */
+	if (!keep)
+		put_back_fixes(d, dr);
 	if (!keep && dr->npend) {
 		struct undo_rec *v = d->undo;
 		size_t cap = d->cap_undo;
@@ -1488,8 +1564,6 @@ static void dma_settle(void *opaque, bool keep)
 		dr->cap_pend = cap;
 		rollback(d);
 	}
-	if (!keep)
-		put_back_fixes(d, dr);
 	dr->nuntrim = 0;
 	dr->npend = 0;
 	d->held -= dr->held;
