@@ -1650,8 +1650,9 @@ static int map_joined(struct cvm_dma *d, const struct dma_region *dr, uint64_t s
  * allowed); *njoin: how many of the runs join their neighbours, which
  * happens only when they map.
  */
-static int map_prologue(struct cvm_dma *d, struct dma_region *dr,
-			const struct cvm_range *runs, size_t n, size_t *njoin, bool checked)
+static inline __attribute__((always_inline)) int
+map_prologue(struct cvm_dma *d, struct dma_region *dr,
+	     const struct cvm_range *runs, size_t n, size_t *njoin, bool checked)
 {
 	uint64_t need = 0;
 	int err;
