@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -4047,45 +4048,53 @@ Test(dma, a_plain_listener_hears_a_conversion_a_check_refuses_undone)
 }
 
 /*
- * A failed cut's put-back of the inside piece of l maps a
- * stray's piece that the kernel had lost before the call (no FIX_REMAP
- * says so), counts it as taken by this call, and so splits r at the cut's
- * end, where the kernel never split it.
- *
- * CUT rules, CVM_DMA_COMPACT, unlimited granule, limit 5.  y = 10+10,
- * r = 20+10, z = 100+1 and fillers [300], [302] fill the limit.  A batch
+ * A stray over shared pages, the way a join leaves one.  CUT rules,
+ * CVM_DMA_COMPACT, unlimited granule, d's limit 3 + nfill: y = 10+10,
+ * r = 20+10, z = 100+1 and nfill fillers [300], [302]... fill it.  A batch
  * sharing [9] and [99] joins [9] to y (calls 1-2: unmap y, map 9+11) and
  * [99] to z (3: unmap z, 4: map 99+2, refused); the undo maps z back (5)
  * and the kernel refuses to unmap 9+11 (6): a stray over private page 9
- * and shared [10, 20), which is noted to map.
+ * and shared [10, 20), which is noted to map.  Then the fillers go private,
+ * the stray's repair refused each time (call 1): nfill free entries.
+ */
+static void join_leaves_a_stray(struct cvm_region *r, struct cvm_dma *d, unsigned nfill)
+{
+	const struct cvm_range joined[] = { { A(9), PG }, { A(99), PG } };
+	char l[256], want[256] = "9+11;20+10;100+1;";
+
+	cr_assert_eq(cvm_convert(r, A(10), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(20), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(100), PG, CVM_SHARED, 0), 0);
+	for (unsigned i = 0; i < nfill; i++) {
+		cr_assert_eq(cvm_convert(r, A(300 + 2 * i), PG, CVM_SHARED, 0), 0);
+		snprintf(want + strlen(want), sizeof(want) - strlen(want), "%u+1;", 300 + 2 * i);
+	}
+	shim_on(d, CALL(4) | CALL(6));
+	cr_assert_eq(cvm_convert_batch(r, joined, 2, CVM_SHARED, 0), -EIO);
+	shim_off(d);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, want, "maps %s", l);
+	cr_assert_eq(stats(d).pending_repairs, 2, "unmap [9, 20), map [10, 20)");
+	for (unsigned i = 0; i < nfill; i++) {
+		shim_on(d, CALL(1));
+		cr_assert_eq(cvm_convert(r, A(300 + 2 * i), PG, CVM_PRIVATE, 0), 0);
+		shim_off(d);
+	}
+}
+
+/*
+ * A failed cut's put-back of the inside piece of l maps a stray's piece
+ * that the kernel had lost before the call (no FIX_REMAP says so), counts
+ * it as taken by this call, and so splits r at the cut's end, where the
+ * kernel never split it.
  */
 Test(dma, a_failed_cut_does_not_count_a_stray_piece_lost_before_as_taken)
 {
-	const struct cvm_range joined[] = { { A(9), PG }, { A(99), PG } };
 	char l[256];
 	struct fx f;
 
 	fx_init(&f, 1024, 0, CVM_MODEL_CUT, CVM_DMA_COMPACT, 0, 5);
-	cr_assert_eq(cvm_convert(f.r, A(10), 10 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(20), 10 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(300), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(302), PG, CVM_SHARED, 0), 0);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "10+10;20+10;100+1;300+1;302+1;", "maps %s", l);
-	shim_on(f.d, CALL(4) | CALL(6));
-	cr_assert_eq(cvm_convert_batch(f.r, joined, 2, CVM_SHARED, 0), -EIO);
-	shim_off(f.d);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "9+11;20+10;100+1;300+1;302+1;", "maps %s", l);
-	cr_assert_eq(stats(f.d).pending_repairs, 2, "unmap [9, 20), map [10, 20)");
-	/* Free two entries, the stray's repair refused each time (call 1). */
-	shim_on(f.d, CALL(1));
-	cr_assert_eq(cvm_convert(f.r, A(300), PG, CVM_PRIVATE, 0), 0);
-	shim_off(f.d);
-	shim_on(f.d, CALL(1));
-	cr_assert_eq(cvm_convert(f.r, A(302), PG, CVM_PRIVATE, 0), 0);
-	shim_off(f.d);
+	join_leaves_a_stray(f.r, f.d, 2);
 	/* A: cut [12, 14) out of the stray (2): its shared [14, 20) is a
 	 * mapping of its own. */
 	shim_on(f.d, CALL(1));
@@ -4120,6 +4129,33 @@ Test(dma, a_failed_cut_does_not_count_a_stray_piece_lost_before_as_taken)
 	fx_fini(&f);
 }
 
+/*
+ * join_leaves_a_stray(), then [a, a + n) and [100] go private in one
+ * batch: repair refused (1), cut [a, a + n) (2), unmap of [100] refused
+ * (3), the undo maps the hole back (4).  While the kernel keeps refusing
+ * the stray's unmap, the kernel maps what the table says (after), the
+ * hole included.
+ */
+static void cut_in_a_stray_undone(struct fx *f, unsigned nfill, uint64_t a, uint64_t n,
+				  const char *after)
+{
+	const struct cvm_range priv[] = { { A(a), n * PG }, { A(100), PG } };
+	char l[256];
+
+	fx_init(f, 1024, 0, CVM_MODEL_CUT, CVM_DMA_COMPACT, 0, 3 + nfill);
+	join_leaves_a_stray(f->r, f->d, nfill);
+	shim_on(f->d, CALL(1) | CALL(3));
+	cr_assert_eq(cvm_convert_batch(f->r, priv, 2, CVM_PRIVATE, 0), -EBUSY);
+	shim_off(f->d);
+	layout(f->d, l, sizeof(l));
+	cr_assert_str_eq(l, after, "maps %s", l);
+	shim_on(f->d, CALL(1));
+	cr_assert_eq(cvm_dma_repair(f->d), -EBUSY);
+	shim_off(f->d);
+	kernel_layout(f->d, l, sizeof(l));
+	cr_assert_str_eq(l, after, "the kernel maps %s", l);
+}
+
 /* A cut strictly inside the shared part of a join's stray
  * (9+11 over private page 9), undone in its own call.  Mapped back, the
  * hole [12, 14) was a mapping inside the stray's range, which the stray's
@@ -4129,41 +4165,10 @@ Test(dma, a_failed_cut_does_not_count_a_stray_piece_lost_before_as_taken)
  * stray waits), and noted to map again once the stray is gone. */
 Test(dma, a_cut_undone_inside_a_stray_is_mapped_once_the_stray_is_gone)
 {
-	const struct cvm_range joined[] = { { A(9), PG }, { A(99), PG } };
-	const struct cvm_range priv[] = { { A(12), 2 * PG }, { A(100), PG } };
 	char l[256];
 	struct fx f;
 
-	fx_init(&f, 1024, 0, CVM_MODEL_CUT, CVM_DMA_COMPACT, 0, 5);
-	cr_assert_eq(cvm_convert(f.r, A(10), 10 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(20), 10 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(300), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(302), PG, CVM_SHARED, 0), 0);
-	shim_on(f.d, CALL(4) | CALL(6));
-	cr_assert_eq(cvm_convert_batch(f.r, joined, 2, CVM_SHARED, 0), -EIO);
-	shim_off(f.d);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "9+11;20+10;100+1;300+1;302+1;", "maps %s", l);
-	shim_on(f.d, CALL(1));
-	cr_assert_eq(cvm_convert(f.r, A(300), PG, CVM_PRIVATE, 0), 0);
-	shim_off(f.d);
-	shim_on(f.d, CALL(1));
-	cr_assert_eq(cvm_convert(f.r, A(302), PG, CVM_PRIVATE, 0), 0);
-	shim_off(f.d);
-	/* Repair refused (1), cut [12, 14) (2), unmap of [100] refused (3),
-	 * the undo maps [12, 14) back (4). */
-	shim_on(f.d, CALL(1) | CALL(3));
-	cr_assert_eq(cvm_convert_batch(f.r, priv, 2, CVM_PRIVATE, 0), -EBUSY);
-	shim_off(f.d);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "9+3;12+2;14+6;20+10;100+1;", "maps %s", l);
-	/* While the kernel refuses the stray's unmap, the hole stays mapped. */
-	shim_on(f.d, CALL(1));
-	cr_assert_eq(cvm_dma_repair(f.d), -EBUSY);
-	shim_off(f.d);
-	kernel_layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "9+3;12+2;14+6;20+10;100+1;", "the kernel maps %s", l);
+	cut_in_a_stray_undone(&f, 2, 12, 2, "9+3;12+2;14+6;20+10;100+1;");
 	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
 		     (unsigned long long)stats(f.d).pending_repairs);
 	layout(f.d, l, sizeof(l));
@@ -4182,41 +4187,10 @@ Test(dma, a_cut_undone_inside_a_stray_is_mapped_once_the_stray_is_gone)
  * a mapping of its own, outside any stray. */
 Test(dma, a_cut_undone_across_a_stray_end_is_mapped_once_the_stray_is_gone)
 {
-	const struct cvm_range joined[] = { { A(9), PG }, { A(99), PG } };
-	const struct cvm_range priv[] = { { A(16), 9 * PG }, { A(100), PG } };
 	char l[256];
 	struct fx f;
 
-	fx_init(&f, 1024, 0, CVM_MODEL_CUT, CVM_DMA_COMPACT, 0, 6);
-	cr_assert_eq(cvm_convert(f.r, A(10), 10 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(20), 10 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(300), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(302), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(304), PG, CVM_SHARED, 0), 0);
-	shim_on(f.d, CALL(4) | CALL(6));
-	cr_assert_eq(cvm_convert_batch(f.r, joined, 2, CVM_SHARED, 0), -EIO);
-	shim_off(f.d);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "9+11;20+10;100+1;300+1;302+1;304+1;", "maps %s", l);
-	for (uint64_t p = 300; p <= 304; p += 2) {
-		shim_on(f.d, CALL(1));
-		cr_assert_eq(cvm_convert(f.r, A(p), PG, CVM_PRIVATE, 0), 0);
-		shim_off(f.d);
-	}
-	/* Repair refused (1), cut [16, 25) (2), unmap of [100] refused (3),
-	 * the undo maps [16, 25) back (4). */
-	shim_on(f.d, CALL(1) | CALL(3));
-	cr_assert_eq(cvm_convert_batch(f.r, priv, 2, CVM_PRIVATE, 0), -EBUSY);
-	shim_off(f.d);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "9+7;16+4;20+5;25+5;100+1;", "maps %s", l);
-	/* While the kernel refuses the stray's unmap, the hole stays mapped. */
-	shim_on(f.d, CALL(1));
-	cr_assert_eq(cvm_dma_repair(f.d), -EBUSY);
-	shim_off(f.d);
-	kernel_layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "9+7;16+4;20+5;25+5;100+1;", "the kernel maps %s", l);
+	cut_in_a_stray_undone(&f, 3, 16, 9, "9+7;16+4;20+5;25+5;100+1;");
 	/* [16, 30) goes private, the kernel failing it part way (2): before
 	 * this was fixed, one unmap of 16+9 and 25+5 that took 16+9, which
 	 * nothing put back. */
@@ -4239,7 +4213,6 @@ Test(dma, a_cut_undone_across_a_stray_end_is_mapped_once_the_stray_is_gone)
  * mapped == shared. */
 static void stray_cut_undone_by_another_context(uint64_t a, uint64_t n, const char *after)
 {
-	const struct cvm_range joined[] = { { A(9), PG }, { A(99), PG } };
 	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
 	struct cvm_dma *d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
 	struct fx f = { .npages = 1024, .granule = UINT64_MAX };
@@ -4250,31 +4223,12 @@ static void stray_cut_undone_by_another_context(uint64_t a, uint64_t n, const ch
 	cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);     /* told to_private last */
 	f.d = mkdma(CVM_MODEL_CUT, CVM_DMA_COMPACT, 0, 6);
 	cr_assert_eq(cvm_dma_add_region(f.d, f.r), 0);
-	cr_assert_eq(cvm_convert(f.r, A(10), 10 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(20), 10 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
-	for (uint64_t p = 300; p <= 304; p += 2)
-		cr_assert_eq(cvm_convert(f.r, A(p), PG, CVM_SHARED, 0), 0);
-	shim_on(f.d, CALL(4) | CALL(6));
-	cr_assert_eq(cvm_convert_batch(f.r, joined, 2, CVM_SHARED, 0), -EIO);
-	shim_off(f.d);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "9+11;20+10;100+1;300+1;302+1;304+1;", "maps %s", l);
-	/* check_unmap's repair refused (1; the call does not ask again), the
-	 * unmap (2). */
-	for (uint64_t p = 300; p <= 304; p += 2) {
-		shim_on(f.d, CALL(1));
-		cr_assert_eq(cvm_convert(f.r, A(p), PG, CVM_PRIVATE, 0), 0);
-		shim_off(f.d);
-	}
+	join_leaves_a_stray(f.r, f.d, 3);
 	/* The repair refused (1), the cut (2); d2 fails; the undo. */
 	shim_on(f.d, CALL(1));
 	inject(d2, 1, -EIO);
 	cr_assert_eq(cvm_convert(f.r, A(a), n * PG, CVM_PRIVATE, 0), -EIO);
 	shim_off(f.d);
-	layout(f.d, l, sizeof(l));
-	cr_log_info("after settle: %s pending %llu", l,
-		    (unsigned long long)stats(f.d).pending_repairs);
 	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
 		     (unsigned long long)stats(f.d).pending_repairs);
 	layout(f.d, l, sizeof(l));
@@ -4303,25 +4257,12 @@ Test(dma, a_cut_across_a_stray_end_another_context_undoes_is_mapped_once_the_str
  * test.) */
 Test(dma, a_hole_inside_a_stray_waits_for_the_stray_to_be_mapped)
 {
-	const struct cvm_range joined[] = { { A(9), PG }, { A(99), PG } };
 	const struct cvm_range priv[] = { { A(12), 2 * PG }, { A(100), PG } };
 	char l[256];
 	struct fx f;
 
 	fx_init(&f, 1024, 0, CVM_MODEL_CUT, CVM_DMA_COMPACT, 0, 5);
-	cr_assert_eq(cvm_convert(f.r, A(10), 10 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(20), 10 * PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(100), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(300), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(302), PG, CVM_SHARED, 0), 0);
-	shim_on(f.d, CALL(4) | CALL(6));
-	cr_assert_eq(cvm_convert_batch(f.r, joined, 2, CVM_SHARED, 0), -EIO);
-	shim_off(f.d);
-	for (uint64_t p = 300; p <= 302; p += 2) {
-		shim_on(f.d, CALL(1));
-		cr_assert_eq(cvm_convert(f.r, A(p), PG, CVM_PRIVATE, 0), 0);
-		shim_off(f.d);
-	}
+	join_leaves_a_stray(f.r, f.d, 2);
 	/* Repair refused (1), cut [12, 14) (2), unmap of [100] refused (3),
 	 * the undo's map of [12, 14) refused (4). */
 	shim_on(f.d, CALL(1) | CALL(3) | CALL(4));
