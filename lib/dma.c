@@ -1261,6 +1261,49 @@ static void note_strays(struct cvm_dma *d, uint64_t lo, uint64_t hi, int err)
 }
 
 /*
+ * Where the piece of a hole from p (below hi) ends: at hi, or where the
+ * range of a mapping left on private pages (a stray) begins or ends;
+ * *inside: the piece lies in a stray's range.
+ */
+static uint64_t stray_edge(const struct cvm_dma *d, uint64_t p, uint64_t hi, bool *inside)
+{
+	uint64_t q = hi;
+
+	*inside = false;
+	for (size_t i = 0; i < d->nfix; i++) {
+		const struct fix *f = &d->fix[i];
+		uint64_t fe = f->iova + f->len;
+
+		if (f->kind != FIX_UNMAP)
+			continue;
+		if (f->iova <= p && p < fe)
+			*inside = true;
+		if (f->iova > p && f->iova < q)
+			q = f->iova;
+		if (fe > p && fe < q)
+			q = fe;
+	}
+	return q;
+}
+
+/* The entries the undo of a cut of [lo, hi) of dr takes: its hole goes
+ * back split where strays' ranges begin and end (undo_cut_by_strays()). */
+static uint64_t cut_undo_pieces(const struct cvm_dma *d, const struct dma_region *dr,
+				uint64_t lo, uint64_t hi)
+{
+	uint64_t n = 0;
+	bool inside;
+
+	if (!d->nfix)
+		return pieces(lo, hi, dr->granule);
+	for (uint64_t p = lo, q; p < hi; p = q) {
+		q = stray_edge(d, p, hi, &inside);
+		n += pieces(p, q, dr->granule);
+	}
+	return n;
+}
+
+/*
  * The undo of a cut whose hole [lo, hi) of dr meets the range of a mapping
  * left on private pages (a stray): the hole goes back piece by piece,
  * split where a stray's range begins or ends.  A piece inside a stray's
@@ -1276,23 +1319,10 @@ static int undo_cut_by_strays(struct cvm_dma *d, const struct dma_region *dr, ui
 	int ret = 0;
 
 	for (uint64_t p = lo, q; p < hi; p = q) {
-		bool inside = false;
+		bool inside;
 		int err;
 
-		q = hi;
-		for (size_t i = 0; i < d->nfix; i++) {
-			const struct fix *f = &d->fix[i];
-			uint64_t fe = f->iova + f->len;
-
-			if (f->kind != FIX_UNMAP)
-				continue;
-			if (f->iova <= p && p < fe)
-				inside = true;
-			if (f->iova > p && f->iova < q)
-				q = f->iova;
-			if (fe > p && fe < q)
-				q = fe;
-		}
+		q = stray_edge(d, p, hi, &inside);
 		err = map_range(d, dr, p, q, false);
 		/* An earlier step of the call unmaps it anyway (see above). */
 		if (made_by_call(d, p, q))
@@ -1506,7 +1536,8 @@ static int make_room(struct cvm_dma *d, uint64_t need)
  * fail) until dma_settle(); the entries that undo would take are held
  * back from other regions' calls meanwhile, and compaction leaves the
  * region's mappings alone.  Undoing a cut maps the hole as a mapping of
- * its own, one entry more than before the cut.
+ * its own, one entry more than before the cut (more where strays' ranges
+ * split it: cut_undo_pieces()).
  */
 static void keep_pending(struct cvm_dma *d, struct dma_region *dr)
 {
@@ -1526,7 +1557,7 @@ static void keep_pending(struct cvm_dma *d, struct dma_region *dr)
 		else if (u->kind == UNDO_UNMAPPED)
 			now++;
 		else
-			now += (int64_t)pieces(u->iova, u->iova + u->len, dr->granule);
+			now += (int64_t)cut_undo_pieces(d, dr, u->iova, u->iova + u->len);
 		if (now > want)
 			want = now;
 	}
@@ -1847,7 +1878,7 @@ static uint64_t unmap_need(struct cvm_dma *d, const struct dma_region *dr,
 		struct span sp;
 
 		span_for_run(d, a, a + runs[i].length, &sp);
-		undo += sp.cut ? pieces(sp.s, sp.e, dr->granule) : 0;
+		undo += sp.cut ? cut_undo_pieces(d, dr, sp.s, sp.e) : 0;
 		need += sp.split_one;
 		if (!i)
 			*first = sp;

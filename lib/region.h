@@ -26,17 +26,20 @@ struct region_dma_ops {
 	 * what it needs to undo itself until settle(keep): another DMA
 	 * listener of the same conversion may still fail it.  checked: this
 	 * conversion's check_map() / check_unmap() of the listener passed
-	 * just before (the call then follows the check's plan rather than
-	 * count and repair again, which could come out different). */
+	 * just before: the call does not repair again (a repair that went
+	 * through now could take the room the check counted), and map_runs()
+	 * takes the check's count rather than count on the table its
+	 * compaction changed. */
 	int  (*map_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last,
 			  bool checked);
 	int  (*unmap_runs)(void *opaque, const struct cvm_range *runs, size_t n, bool last,
 			    bool checked);
 	/* Only when a conversion to shared has more than one DMA listener,
-	 * after the plain listeners accepted it and before any map_runs(): an
-	 * error (logged) when map_runs() would be refused before it maps
-	 * anything, so that no other listener has merged anything yet (with
-	 * CVM_DMA_COMPACT, its undo would unmap the merge again). */
+	 * after the plain listeners accepted it and before any map_runs(): the
+	 * error map_runs() would be refused with before it maps anything (at
+	 * the entry limit, logged; for pages a repair must unmap first), so
+	 * that no other listener has joined a run to its neighbours yet (with
+	 * CVM_DMA_COMPACT; its undo would unmap the join again). */
 	int  (*check_map)(void *opaque, const struct cvm_range *runs, size_t n);
 	/* Only when a conversion to private has more than one DMA listener,
 	 * before any unmap_runs(): -ENOSPC (logged) when unmap_runs() would be

@@ -4014,7 +4014,8 @@ static void plain_to_private(void *o, uint64_t gpa, uint64_t len)
 }
 
 /* A plain listener that accepted a shared conversion a context's check
- * then refuses hears it undone, whichever context refuses. */
+ * then refuses hears it undone, in whichever order the contexts were
+ * added. */
 Test(dma, a_plain_listener_hears_a_conversion_a_check_refuses_undone)
 {
 	for (int first = 0; first < 2; first++) {
@@ -4211,7 +4212,8 @@ Test(dma, a_cut_undone_across_a_stray_end_is_mapped_once_the_stray_is_gone)
  * settles it (dma_settle(): put_back_fixes(), then rollback()).  The
  * result must be the same: nothing left pending after one repair, and
  * mapped == shared. */
-static void stray_cut_undone_by_another_context(uint64_t a, uint64_t n, const char *after)
+static void stray_cut_undone_by_another_context(uint64_t a, uint64_t n, const char *settled,
+						const char *after)
 {
 	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
 	struct cvm_dma *d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
@@ -4229,6 +4231,10 @@ static void stray_cut_undone_by_another_context(uint64_t a, uint64_t n, const ch
 	inject(d2, 1, -EIO);
 	cr_assert_eq(cvm_convert(f.r, A(a), n * PG, CVM_PRIVATE, 0), -EIO);
 	shim_off(f.d);
+	/* The hole is mapped back meanwhile, split where the stray ends. */
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, settled, "the kernel maps %s", l);
+	cr_assert_gt(stats(f.d).pending_repairs, 0);
 	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
 		     (unsigned long long)stats(f.d).pending_repairs);
 	layout(f.d, l, sizeof(l));
@@ -4241,12 +4247,14 @@ static void stray_cut_undone_by_another_context(uint64_t a, uint64_t n, const ch
 
 Test(dma, a_cut_inside_a_stray_another_context_undoes_is_mapped_once_the_stray_is_gone)
 {
-	stray_cut_undone_by_another_context(12, 2, "10+2;12+2;14+6;20+10;100+1;");
+	stray_cut_undone_by_another_context(12, 2, "9+3;12+2;14+6;20+10;100+1;",
+					    "10+2;12+2;14+6;20+10;100+1;");
 }
 
 Test(dma, a_cut_across_a_stray_end_another_context_undoes_is_mapped_once_the_stray_is_gone)
 {
-	stray_cut_undone_by_another_context(16, 9, "10+6;16+4;20+5;25+5;100+1;");
+	stray_cut_undone_by_another_context(16, 9, "9+7;16+4;20+5;25+5;100+1;",
+					    "10+6;16+4;20+5;25+5;100+1;");
 }
 
 /* As a_cut_undone_inside_a_stray_is_mapped_once_the_stray_is_gone, where
@@ -4255,7 +4263,7 @@ Test(dma, a_cut_across_a_stray_end_another_context_undoes_is_mapped_once_the_str
  * repair waits (stray_over()): mapped now, the stray's repair would take
  * it too (unmap_left()), with nothing left to map it again.  (helper-93's
  * test.) */
-Test(dma, a_hole_inside_a_stray_waits_for_the_stray_to_be_mapped)
+Test(dma, a_hole_inside_a_stray_waits_to_be_mapped_until_the_stray_is_gone)
 {
 	const struct cvm_range priv[] = { { A(12), 2 * PG }, { A(100), PG } };
 	char l[256];
@@ -4281,6 +4289,41 @@ Test(dma, a_hole_inside_a_stray_waits_for_the_stray_to_be_mapped)
 		     (unsigned long long)stats(f.d).pending_repairs);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "10+2;12+2;14+6;20+10;100+1;", "maps %s", l);
+	check(&f);
+	fx_fini(&f);
+}
+
+/*
+ * The undo of a cut across a stray's end maps the hole back in two (see
+ * a_cut_undone_across_a_stray_end_is_mapped_once_the_stray_is_gone): the
+ * entries a cut keeps for its undo count both.  With one entry free the
+ * cut of [16, 25) is refused before it is made; counted as one, it was
+ * made, and its undo, the unmap of [100] refused, found no entry for
+ * [20, 25): shared pages unmapped.  (helper-95's reproducer.)
+ */
+Test(dma, a_cut_keeps_room_for_each_piece_its_undo_maps_back_by_a_stray)
+{
+	const struct cvm_range priv[] = { { A(16), 9 * PG }, { A(100), PG } };
+	char l[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_CUT, CVM_DMA_COMPACT, 0, 6);
+	join_leaves_a_stray(f.r, f.d, 3);
+	for (uint64_t p = 400; p <= 402; p += 2) {
+		shim_on(f.d, CALL(1));  /* the stray's repair refused */
+		cr_assert_eq(cvm_convert(f.r, A(p), PG, CVM_SHARED, 0), 0);
+		shim_off(f.d);
+	}
+	cr_assert_eq(stats(f.d).entries_avail, 1);
+	shim_on(f.d, CALL(1) | CALL(3));
+	cr_assert_eq(cvm_convert_batch(f.r, priv, 2, CVM_PRIVATE, 0), -ENOSPC);
+	cr_assert_eq(shim_calls, 1, "only the repair was asked");
+	shim_off(f.d);
+	cr_assert_eq(cvm_region_query(f.r, A(16), 9 * PG), CVM_SHARED);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "9+11;20+10;100+1;400+1;402+1;", "the kernel maps %s", l);
+	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
+		     (unsigned long long)stats(f.d).pending_repairs);
 	check(&f);
 	fx_fini(&f);
 }
