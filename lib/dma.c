@@ -337,6 +337,18 @@ static int count_gone(void *opaque, const struct mt_entry *e)
 static bool remap_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
 static int unmap_each(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t *done);
 
+/*
+ * May the kernel have lost part of the table's mappings in [lo, hi) in an
+ * earlier call that failed part way?  Under a put-back it refused
+ * (FIX_REMAP), or under a mapping left on private pages (a stray: no
+ * put-back maps one back).  An unmap there that the kernel answers with
+ * -ENOENT then goes mapping by mapping, -ENOENT meaning that one is gone.
+ */
+static bool gone_before(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
+{
+	return d->nfix && (remap_over(d, lo, hi) || stray_over(d, lo, hi));
+}
+
 /* Unmap the mapping [iova, iova + len), known to be one whole entry of the
  * table (the common private conversion): no walk to collect it. */
 static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t hva, bool log)
@@ -348,7 +360,7 @@ static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t
 		return err;
 	d->st.unmap_calls++;
 	err = d->be->ops->unmap(d->be, iova, len, &done);
-	if (err == -ENOENT && d->nfix && remap_over(d, iova, iova + len))
+	if (err == -ENOENT && gone_before(d, iova, iova + len))
 		err = unmap_each(d, iova, iova + len, &done);
 	if (err)
 		return err;
@@ -516,8 +528,6 @@ static void log_put_back(uint64_t s, uint64_t e, int err, const struct put_back 
  * earlier), taking an entry the context counted free since it last asked
  * the kernel: so it asks again.
  */
-static const struct fix *stray_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
-
 static void put_back_inside(struct cvm_dma *d, uint64_t s, uint64_t e, struct put_back *pb)
 {
 	for (uint64_t x = s; x < e;) {
@@ -592,7 +602,7 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log, bo
 	}
 	d->st.unmap_calls++;
 	err = d->be->ops->unmap(d->be, s, e - s, &done);
-	if (err == -ENOENT && d->nfix && remap_over(d, s, e))
+	if (err == -ENOENT && gone_before(d, s, e))
 		err = unmap_each(d, s, e, &done);
 	if (err) {
 		d->nundo = mark;
@@ -801,8 +811,6 @@ static bool overlaps_table(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
 
 	return !maptable_lookup(d->mt, lo, &e) && e.iova < hi;
 }
-
-static const struct fix *stray_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
 
 /* Shared pages [lo, hi) of dr (hva: of lo) that could not be mapped
  * again: note what the table lacks there, one repair per G-block.  A
