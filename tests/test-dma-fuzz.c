@@ -50,6 +50,19 @@
  * repairs left pending, only the table's own rules and the stats that
  * count it are checked: the kernel may differ where they are.
  *
+ * A quarter of the seeds (drawn from a fourth stream) run a stress
+ * profile: small regions; mostly contexts that cut and compact (CUT
+ * rules, CVM_DMA_COMPACT) at a tight entry limit; repairs mostly left for
+ * later, and refused again; conversions beside runs of shared pages (at
+ * the limit, joined to them) with a call and an undo's failing, which
+ * leaves a "stray" (a mapping over private pages that a repair is to
+ * unmap); then cuts inside a stray, across its end, or over all of it and
+ * the next mapping, with the calls after them, the undo's, or the model's
+ * (part way, after its splits) failing; and whole mappings made private
+ * (entries freed for such cuts while a stray waits).  What makes these
+ * choices reads the context's table and the model kernel's mappings at
+ * the start of the step, never the library's state otherwise.
+ *
  * Nothing fails while a repair retries, yet it may fail for good after
  * several failures (no entry left for it, -ENOSPC) or an allocation
  * failure (a repair that could not be noted, -ENOMEM; such a repair is
@@ -60,13 +73,15 @@
  * and what differs, each context's mappings, and the command that replays
  * it with a trace of the steps; the exit status is then 1.
  *
- * Usage: test-dma-fuzz [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-v]
+ * Usage: test-dma-fuzz [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-S] [-v]
  *   with no option, seeds 1-300 and then the seeds of regressions[] below;
  *   -s first seed (1), -n number of seeds (300), -k steps per seed (300),
  *   -t stop starting new seeds after SECONDS (with -n 0: no seed limit),
  *   -P none of the third stream's choices: put-backs that fail after a
  *   partial failure, repairs left for later refused again (as the seeds
  *   of regressions[] found before them run),
+ *   -S no stress profile (every seed runs as before it; so do the seeds
+ *   of regressions[] found before it),
  *   -v trace the steps on stderr; -vv adds the library's debug log.
  */
 #include "config.h"
@@ -125,6 +140,22 @@ struct ctx {
 	bool serves[NREG];               /* the region was added */
 	uint8_t *mapped[NREG];           /* pages the kernel maps, one byte a page */
 	struct maps before;              /* the library's table before the step */
+	/* Stress: pages of each region where a stray was seen (a mapping
+	 * over private and shared pages) since the repairs last all
+	 * succeeded: what a cut leaves of a stray, all shared, is still in
+	 * its range (its repair unmaps it too). */
+	uint64_t stray_lo[NREG], stray_hi[NREG];
+	/* And a mapping of the table in such a range that the kernel no
+	 * longer holds (a call that failed part way took it, and no
+	 * put-back maps a stray back): gone_n pages from gone_p0 of region
+	 * gone_reg, or gone_n 0. */
+	int gone_reg;
+	uint64_t gone_p0, gone_n;
+	/* Or one over shared pages in such a range that the kernel holds,
+	 * the next mapping right after it (piece_n2 pages), for an unmap of
+	 * both that the kernel fails part way, taking the first. */
+	int piece_reg;
+	uint64_t piece_p0, piece_n, piece_n2;
 };
 
 static struct reg regs[NREG] = {
@@ -145,6 +176,12 @@ static uint64_t rng2;
  * left for later that the next step's first calls refuse again. */
 static uint64_t rng3;
 static bool then_off;
+/* A fourth, for the stress profile that a quarter of the seeds select
+ * with it (none with -S, nor the seeds of regressions[] that predate it):
+ * its choices are drawn from it, over those of the other streams,
+ * which those seeds still draw as before. */
+static uint64_t rng4;
+static bool stress, stress_off;
 static int verbose;
 /* Several failures were injected since the repairs last all succeeded: a
  * rollback may have been refused too, so a failed call may leave mappings
@@ -183,6 +220,11 @@ static uint32_t rnd(uint32_t n)
 	return rnd_of(&rng, n);
 }
 
+static uint32_t rnd4(uint32_t n)
+{
+	return rnd_of(&rng4, n);
+}
+
 static void trace(const char *fmt, ...)
 {
 	va_list ap;
@@ -211,8 +253,8 @@ static void fail(const char *fmt, ...)
 	va_end(ap);
 	printf("\n");
 	dump_maps();
-	printf("# replay with a trace: tests/test-dma-fuzz -s %u -n 1 -k %ld%s -v\n", seed, step,
-	       then_off ? " -P" : "");
+	printf("# replay with a trace: tests/test-dma-fuzz -s %u -n 1 -k %ld%s%s -v\n", seed, step,
+	       then_off ? " -P" : "", stress_off ? " -S" : "");
 	printf("1..%d\n", tap_n);
 	fflush(stdout);
 	exit(1);
@@ -671,6 +713,18 @@ static void open_ctx(int k)
 	cfg.split_granule = cfg.flags & CVM_DMA_PER_PAGE ? 0 : pick_granule();
 	if (rnd(2))   /* an entry limit, often tight */
 		cfg.model_entry_limit = (rnd(2) ? 3 : 10) + rnd(rnd(2) ? 20 : 150);
+	/* Stress: mostly a context that cuts and compacts at a tight limit,
+	 * whose shared conversions join their runs to their neighbours (a
+	 * stray, when the undo's unmap of a joined mapping is refused), and
+	 * whose private ones cut inside them. */
+	if (stress && (k == 0 || rnd4(2))) {
+		static const uint64_t granules[] = { UINT64_MAX, 0, 64 * PG, 16 * PG };
+
+		cfg.model_rules = CVM_MODEL_CUT;
+		cfg.flags = CVM_DMA_COMPACT;
+		cfg.split_granule = granules[rnd4(4)];
+		cfg.model_entry_limit = 3 + rnd4(rnd4(2) ? 4 : 10);
+	}
 	CHECK(cvm_dma_open(&cfg, &c->d) == 0, "cvm_dma_open");
 	CHECK(cvm_dma_info(c->d, &info) == 0, "cvm_dma_info");
 	c->be = cvm_dma_backend(c->d);
@@ -684,8 +738,9 @@ static void open_ctx(int k)
 	c->granule = info.split_granule;
 	c->flags = cfg.flags;
 	c->strict = !info.can_cut && !(cfg.flags & CVM_DMA_COMPACT);
-	trace("ctx %d: rules %u flags %#x granule 0x%llx entry limit %u", k, cfg.model_rules,
-	      cfg.flags, (unsigned long long)c->granule, cfg.model_entry_limit);
+	trace("ctx %d: rules %u flags %#x granule 0x%llx entry limit %u%s", k, cfg.model_rules,
+	      cfg.flags, (unsigned long long)c->granule, cfg.model_entry_limit,
+	      stress ? " (stress)" : "");
 }
 
 static void create_region(int i)
@@ -729,6 +784,12 @@ static void setup(void)
 	} else {
 		a->npages = 48;
 		b->npages = 32;
+	}
+	if (stress) {   /* small ones, or smaller */
+		bool tiny = rnd4(2);
+
+		a->npages = tiny ? 24 : 48;
+		b->npages = tiny ? 16 : 32;
 	}
 	/* The first window at an odd offset, the second right after it
 	 * or away from it, aligned to its pages. */
@@ -817,21 +878,250 @@ static void step_add_remove(int i, int injected, bool alloc_armed)
 	check_all(false);
 }
 
+/* Stress: move a range of len pages that starts at first to an edge of a
+ * run of shared pages of g (the first at or after it): a range to share
+ * right beside the run (it joins it, at an entry limit), one to make
+ * private just inside it (a cut). */
+static uint64_t near_edge(const struct reg *g, uint64_t first, uint64_t len, enum cvm_state to)
+{
+	uint64_t p = 0, n = g->npages;
+	bool start;
+
+	for (uint64_t q = 0; q < n; q++) {
+		p = (first + q) % n;
+		if (p && g->shared[p] != g->shared[p - 1])
+			break;
+		p = 0;
+	}
+	if (!p)
+		return first;
+	start = g->shared[p];   /* a run starts at p, or one ends there */
+	if (to == CVM_SHARED)
+		return start ? (p > len ? p - len : 0) : p;
+	if (start)
+		return p + 1 < n ? p + rnd4(2) : p;
+	p -= rnd4(2);           /* to end at p or a page before it */
+	return p > len ? p - len : 0;
+}
+
+/* Stress: a mapping of region *i (any region, *i < 0) that a context
+ * held at the start of the step, picked at random: with stray, a stray
+ * (over private pages and shared ones: a repair is to unmap it, and a
+ * cut may cut the shared ones out of it), else one over shared pages
+ * only; of context *ctx (any, *ctx < 0); its region in *i, its pages
+ * [*first, *first + *len), its context in *ctx.  False if there is
+ * none. */
+static bool pick_mapping(int *i, bool stray, uint64_t *first, uint64_t *len, int *ctx)
+{
+	uint32_t seen = 0;
+	int want = *i, want_ctx = *ctx;
+
+	for (int k = 0; k < nctx; k++)
+		for (uint64_t j = 0; (want_ctx < 0 || k == want_ctx) && j < ctxs[k].before.n; j++) {
+			uint64_t iova = ctxs[k].before.e[j].iova, p0, n, nshared = 0;
+			int r = reg_of_iova(iova);
+			const struct reg *g;
+			bool is_stray;
+
+			if (r < 0 || (want >= 0 && r != want) || !regs[r].r)
+				continue;
+			g = &regs[r];
+			p0 = (iova - g->iova) / g->psize;
+			n = ctxs[k].before.e[j].len / g->psize;
+			for (uint64_t p = p0; p < p0 + n && p < g->npages; p++)
+				nshared += g->shared[p];
+			/* A stray, or a mapping over shared pages in the range
+			 * of one. */
+			is_stray = nshared && (nshared < n || (p0 >= ctxs[k].stray_lo[r] &&
+							       p0 + n <= ctxs[k].stray_hi[r]));
+			if ((stray ? !is_stray : nshared != n) || rnd4(++seen))
+				continue;
+			*i = r;
+			*first = p0;
+			*len = n;
+			*ctx = k;
+		}
+	return seen != 0;
+}
+
 /* Convert up to five random ranges of region i (short ones mostly, up to
- * lenmax pages; a long one at times) to one state, in one batch. */
+ * lenmax pages; a long one at times) to one state, in one batch.  Stress:
+ * at times to private, the first range a cut inside a stray (or across
+ * its end), or whole mappings over shared pages (entries freed for such
+ * a cut). */
 static void step_convert(int i, int injected, bool alloc_armed, bool kernel_armed,
 			 uint64_t lenmax)
 {
-	struct reg *g = &regs[i];
+	struct reg *g;
 	struct cvm_range rs[5];
 	uint32_t n = 1 + rnd(5);
 	enum cvm_state to = rnd(2) ? CVM_SHARED : CVM_PRIVATE;
+	/* Stress: 1, a cut in a stray; 2, whole mappings go (entries for
+	 * such a cut, while a stray waits); 3, joins (which leave strays). */
+	static const uint8_t aims[8] = { 0, 0, 0, 2, 3, 3, 3, 3 };
+	static const uint8_t aims_stray[8] = { 0, 1, 1, 1, 1, 2, 2, 3 };
+	uint64_t sf = 0, sn = 0;
+	int si = -1, sk = -1, wk;
+	bool stray = stress && pick_mapping(&si, true, &sf, &sn, &sk);
+	uint32_t aim = !stress ? 0 : stray ? aims_stray[rnd4(8)] : aims[rnd4(8)];
+	bool gone = false, piece = false;
 	int err;
 
+	/* A piece of a stray that the kernel no longer holds: half the
+	 * time, a cut across its end that the kernel refuses (the second
+	 * call, after the repair refused), or fails after its splits: the
+	 * put-back maps the piece back, gone before the call. */
+	for (int k = 0; stress && k < nctx && !gone; k++) {
+		struct ctx *c = &ctxs[k];
+
+		if (!c->gone_n || !c->pending_before || rnd4(2))
+			continue;
+		gone = stray = true;
+		aim = 1;
+		si = c->gone_reg;
+		sf = c->gone_p0;
+		sn = c->gone_n;
+		sk = k;
+		trace("stress: ctx %d holds region %d pages [%llu, +%llu), gone from the kernel", k,
+		      si, (unsigned long long)sf, (unsigned long long)sn);
+	}
+	/* Else a piece of a stray over shared pages with a mapping right
+	 * after it: half the time an unmap of both, which the kernel fails
+	 * after it took the first (the repair refused first). */
+	for (int k = 0; stress && k < nctx && !gone && !piece; k++) {
+		struct ctx *c = &ctxs[k];
+
+		if (!c->piece_n || !c->pending_before || rnd4(2))
+			continue;
+		piece = stray = true;
+		aim = 1;
+		si = c->piece_reg;
+		sf = c->piece_p0;
+		sn = c->piece_n + c->piece_n2;
+		sk = k;
+		trace("stress: ctx %d holds region %d pages [%llu, +%llu) in a stray's range, and "
+		      "%llu after it", k, si, (unsigned long long)sf, (unsigned long long)c->piece_n,
+		      (unsigned long long)c->piece_n2);
+	}
+
+	if (aim == 1 || aim == 2)
+		to = CVM_PRIVATE;
+	else if (aim == 3)
+		to = CVM_SHARED;
+	/* The region of the stray, for a cut inside it, and a range after
+	 * it that makes calls to fail. */
+	if (aim == 1) {
+		i = si;
+		n = gone || piece ? 1 : n < 2 ? 2 : n;
+	}
+	/* Entries freed: in the context of the stray, in any region. */
+	wk = stray ? sk : -1;
+	if (aim == 2 && stray) {
+		int r = -1;
+
+		if (pick_mapping(&r, false, &sf, &sn, &wk))
+			i = r;
+		wk = sk;
+	}
+	/* The context that holds the stray refuses its repair (its first
+	 * call), then, for a cut, fails a call or two after it (the undo's
+	 * map of the hole too, at times), or another context does. */
+	for (int k = 0; stray && (aim == 1 || aim == 2) && k < nctx; k++) {
+		struct ctx *c = &ctxs[k];
+		uint32_t mask = k == sk && c->pending_after ? 1 : 0;
+		uint32_t model = aim == 1 && k == sk && rnd4(2) ? 1 + rnd4(2) : 0;
+
+		if (gone && k == sk) {
+			model = rnd4(2) ? 2 : 0;
+			mask |= model ? 0 : 2;
+		} else if (piece && k == sk) {
+			model = 1;
+		} else if (gone || piece) {
+			continue;
+		} else if (aim == 1 && k == sk)   /* the second (the cut, often) to the fifth */
+			mask |= (rnd4(2) ? 1u : 3u) << (1 + rnd4(rnd4(4) ? 3 : 4));
+		else if (aim == 1 && rnd4(2))
+			mask |= (rnd4(2) ? 1u : 3u) << rnd4(3);
+		if (!mask)
+			continue;
+		/* At times the model fails a call part way (an unmap that
+		 * takes a piece of the stray), or a cut after its splits. */
+		if (model) {
+			mask |= c->fail_mask;
+			inject(c, model == 1 ? INJECT_PARTIAL : INJECT_SPLIT,
+			       gone || piece ? 1 : 1 + rnd4(2), 1, injected);
+			c->hidden = true;
+			trace("ctx %d: a call of the model fails %d %s (stress)", k, injected,
+			      model == 1 ? "part way" : "after its splits");
+		}
+		c->fail_mask = gone || piece ? mask : c->fail_mask | mask;
+		c->fail_err = injected;
+		c->calls = 0;
+		multi = true;
+		trace("ctx %d: calls %#x (as a mask) fail %d (stress, %s)", k, c->fail_mask,
+		      injected, aim == 1 ? "a cut in a stray" : "a stray waits");
+	}
+	/* Joins: a call after the first few fails, and the undo's, with
+	 * the first few of those of another context at times (its undo of
+	 * a join when this one fails the call after it). */
+	for (int k = 0; aim == 3 && k < nctx; k++) {
+		static const uint32_t pat[] = { 1, 3, 5, 9 };
+		struct ctx *c = &ctxs[k];
+
+		if (rnd4(2))
+			continue;
+		c->fail_mask |= pat[rnd4(4)] << (1 + rnd4(4));
+		c->fail_err = injected;
+		c->calls = 0;
+		multi = true;
+		trace("ctx %d: calls %#x (as a mask) fail %d (stress, joins)", k, c->fail_mask,
+		      injected);
+	}
+	g = &regs[i];
 	for (uint32_t j = 0; j < n; j++) {
 		uint64_t first = rnd((uint32_t)g->npages);
 		uint64_t len = 1 + rnd(rnd(4) ? (uint32_t)lenmax : 300);
 
+		if (stress && len > lenmax && rnd4(4))
+			len = 1 + rnd4((uint32_t)lenmax);
+		if (aim == 1 && j == 0) {
+			/* From a shared page of it (a private one has
+			 * nothing to convert), at random or its first: a
+			 * few pages inside it (0), or across its end (1), or
+			 * all of it from there and beyond (2, 3: the next
+			 * mapping too at times, the kernel taking one of
+			 * the two part way). */
+			uint32_t how = gone ? 1 : rnd4(4);
+
+			trace("stress: a cut in the stray [%llu, +%llu)", (unsigned long long)sf,
+			      (unsigned long long)sn);
+			first = sf + (how == 2 ? 0 : rnd4((uint32_t)sn));
+			for (uint64_t q = 0; q < sn && !g->shared[first]; q++)
+				first = first + 1 < sf + sn ? first + 1 : sf;
+			len = 1 + rnd4(3);
+			if (how == 0 && first + len > sf + sn)
+				len = sf + sn - first;
+			else if (how >= 2)
+				len = sf + sn - first + rnd4(4);
+			/* The piece and the mapping after it, whole. */
+			if (piece) {
+				first = sf;
+				len = sn;
+			}
+			/* The piece that is gone: from its last page or
+			 * two, past its end. */
+			if (gone) {
+				first = sf + sn - 1 - (sn > 1 ? rnd4(2) : 0);
+				len = sf + sn - first + 1 + rnd4(3);
+			}
+		} else if ((aim == 2 || (aim == 1 && rnd4(4))) &&
+			   pick_mapping(&i, false, &sf, &sn, &wk)) {
+			wk = stray ? sk : -1;
+			first = sf;
+			len = sn;
+		} else if (aim == 3 || (stress && rnd4(2))) {
+			first = near_edge(g, first, len, to);
+		}
 		if (len > g->npages - first)
 			len = g->npages - first;
 		rs[j] = (struct cvm_range){ g->gpa + first * g->psize, len * g->psize };
@@ -866,6 +1156,76 @@ static void step_convert(int i, int injected, bool alloc_armed, bool kernel_arme
 	check_all(err != 0);
 }
 
+/* Stress: the ranges of c's strays, from its table before the step, and
+ * a mapping in one of them that the kernel does not hold. */
+static void note_stray_ranges(struct ctx *c)
+{
+	struct maps kern = { 0 };
+
+	for (int i = 0; i < NREG; i++)
+		if (!c->pending_before || !regs[i].r)
+			c->stray_lo[i] = c->stray_hi[i] = 0;
+	for (uint64_t j = 0; c->pending_before && j < c->before.n; j++) {
+		uint64_t iova = c->before.e[j].iova, p0, n, nshared = 0;
+		int i = reg_of_iova(iova);
+		const struct reg *g;
+
+		if (i < 0 || !regs[i].r)
+			continue;
+		g = &regs[i];
+		p0 = (iova - g->iova) / g->psize;
+		n = c->before.e[j].len / g->psize;
+		for (uint64_t p = p0; p < p0 + n && p < g->npages; p++)
+			nshared += g->shared[p];
+		if (!nshared || nshared == n)
+			continue;
+		/* Joined to the one seen before if they meet, else anew. */
+		if (c->stray_lo[i] < c->stray_hi[i] && p0 <= c->stray_hi[i] &&
+		    c->stray_lo[i] <= p0 + n) {
+			c->stray_lo[i] = p0 < c->stray_lo[i] ? p0 : c->stray_lo[i];
+			c->stray_hi[i] = p0 + n > c->stray_hi[i] ? p0 + n : c->stray_hi[i];
+		} else {
+			c->stray_lo[i] = p0;
+			c->stray_hi[i] = p0 + n;
+		}
+	}
+	c->gone_n = c->piece_n = 0;
+	if (!c->pending_before)
+		return;
+	kernel_maps(c, &kern);
+	for (uint64_t j = 0; j < c->before.n && !c->gone_n; j++) {
+		uint64_t iova = c->before.e[j].iova, end = iova + c->before.e[j].len, p0;
+		int i = reg_of_iova(iova);
+		bool held = false;
+
+		if (i < 0 || !regs[i].r)
+			continue;
+		p0 = (iova - regs[i].iova) / regs[i].psize;
+		if (p0 < c->stray_lo[i] || p0 >= c->stray_hi[i])
+			continue;
+		for (uint64_t q = 0; q < kern.n && !held; q++)
+			held = kern.e[q].iova < end && iova < kern.e[q].iova + kern.e[q].len;
+		if (held) {
+			uint64_t n = c->before.e[j].len / regs[i].psize, nshared = 0;
+
+			for (uint64_t p = p0; p < p0 + n && p < regs[i].npages; p++)
+				nshared += regs[i].shared[p];
+			if (!c->piece_n && nshared == n && j + 1 < c->before.n &&
+			    c->before.e[j + 1].iova == end && reg_of_iova(end) == i) {
+				c->piece_reg = i;
+				c->piece_p0 = p0;
+				c->piece_n = n;
+				c->piece_n2 = c->before.e[j + 1].len / regs[i].psize;
+			}
+			continue;
+		}
+		c->gone_reg = i;
+		c->gone_p0 = p0;
+		c->gone_n = c->before.e[j].len / regs[i].psize;
+	}
+	free(kern.e);
+}
+
 /* What a failed step must leave as it was: page states, mappings. */
 static void snapshot(void)
 {
@@ -882,6 +1242,8 @@ static void snapshot(void)
 		cvm_dma_stats(ctxs[k].d, &st);
 		ctxs[k].pending_before = st.pending_repairs != 0;
 		pending |= ctxs[k].pending_before;
+		if (stress)
+			note_stray_ranges(&ctxs[k]);
 	}
 	/* Failures that left repairs to do still count. */
 	if (!pending)
@@ -936,6 +1298,56 @@ static void arm_kernel_failure(int err)
 	}
 }
 
+/* Stress: a context that left repairs for later mostly has its first
+ * call refused (the first repair: a stray's unmap, which keeps the stray
+ * while the step cuts inside it), at times as many as it has repairs;
+ * with more, in each context (the chosen one always, another at times) a
+ * call or two among the second to the eighth fail too, and at times a
+ * call that fails part way first, or a cut after its splits (the
+ * model's). */
+static void stress_arm(int err, bool more)
+{
+	int chosen = (int)rnd4((uint32_t)nctx), failures = 0;
+
+	for (int k = 0; k < nctx; k++) {
+		struct ctx *c = &ctxs[k];
+		uint32_t mask = 0, model = 0;
+		uint64_t nth = 1 + rnd4(6);
+
+		if (c->pending_after && rnd4(4))
+			mask |= rnd4(4) ? 1 : (1u << (c->pending_n < 4 ? c->pending_n : 4)) - 1;
+		if (more && (k == chosen || rnd4(4) == 0)) {
+			/* Mostly among the second to the fifth, at times with
+			 * the one or two after it, or the second after it (a
+			 * call, then an undo's). */
+			static const uint32_t pat[] = { 1, 1, 3, 5, 7 };
+
+			mask |= pat[rnd4(5)] << (1 + rnd4(rnd4(4) ? 4 : 7));
+			if (rnd4(2))
+				mask |= 2u << rnd4(7);
+			model = rnd4(3) == 0 ? 1 + rnd4(2) : 0;
+		}
+		if (!mask && !model)
+			continue;
+		if (model == 1)
+			inject(c, INJECT_PARTIAL, nth, 1, err);
+		else if (model == 2)
+			inject(c, INJECT_SPLIT, nth, 1, err);
+		else
+			inject(c, INJECT_NONE, 0, 0, 0);
+		c->fail_mask = mask;
+		c->fail_err = err;
+		failures += __builtin_popcount(mask) + (model != 0);
+		/* Its put-back may fail too (the shim's), and a split cut
+		 * leaves its splits unseen. */
+		c->hidden |= model == 2 || (model && mask);
+		trace("ctx %d: calls %#x (as a mask) fail %d%s%s (stress)", k, mask, err,
+		      model == 1 ? ", and a call of the model part way" : "",
+		      model == 2 ? ", and a cut of the model after its splits" : "");
+	}
+	multi |= failures > 1;
+}
+
 /* Half the time a context left repairs for later, its first calls this
  * step (one per repair) fail: the step's calls meet what is still wrong. */
 static void refuse_repair_again(int err)
@@ -960,11 +1372,17 @@ static void run(long steps)
 	rng = 0x9e3779b97f4a7c15ull * ((uint64_t)seed + 1);
 	rng2 = 0xd1b54a32d192ed03ull * ((uint64_t)seed + 1);
 	rng3 = 0xa0761d6478bd642full * ((uint64_t)seed + 1);
+	rng4 = 0xe7037ed1a0b428dbull * ((uint64_t)seed + 1);
+	stress = !stress_off && rnd4(4) == 0;
 	cut_short = false;
 	step = 0;
 	setup();
 	lenmax = rnd(2) ? 3 : 8;
 	lazy = rnd(2);
+	if (stress) {
+		lenmax = rnd4(2) ? 2 : 4;
+		lazy = rnd4(8) != 0;
+	}
 	multi = false;
 	defer = false;
 	check_all(false);
@@ -975,7 +1393,13 @@ static void run(long steps)
 
 		snapshot();
 		defer = lazy && rnd(2);
-		if (kernel)
+		if (stress) {
+			kernel = rnd4(2) == 0;
+			defer = lazy && rnd4(4) != 0;
+		}
+		if (stress && !(kernel && rnd4(3) == 0))
+			stress_arm(err, kernel);
+		else if (kernel)
 			arm_kernel_failure(err);
 		else
 			refuse_repair_again(err);
@@ -1001,24 +1425,37 @@ static const struct {
 	long steps;
 	const char *found;
 	bool then;      /* found with put-backs failing too (rng3) */
+	bool stress;    /* found with the stress profile (rng4) */
 } regressions[] = {
-	{ 996, 300, "a cutting batch at the entry limit removed whole mappings first", false },
-	{ 58534, 300, "undoing a cut left repairs stuck at -EEXIST", false },
-	{ 5064749, 300, "a rollback's map at a count of 0 free entries wrapped it to no limit", false },
-	{ 29371, 300, "a partial cut's splits under a model entry limit: no room to map back", false },
-	{ 40371, 300, "a partial cut's splits under a model entry limit: no room to roll back", false },
-	{ 19644, 300, "an unmap took a piece of a mapping a failed cut had split unseen", false },
-	{ 1461, 300, "a put-back in pieces where the kernel had not split took an entry more", false },
-	{ 2000057, 300, "a put-back the kernel refused was only logged", true },
-	{ 1016441, 300, "a repair that mapped a put-back again did not count its entry", true },
-	{ 16332, 300, "an unmap of a put-back the kernel refused said -ENOENT, for good", true },
-	{ 18235, 300, "a put-back that mapped a piece lost before did not count its entry", true },
+	{ 996, 300, "a cutting batch at the entry limit removed whole mappings first",
+	  false, false },
+	{ 58534, 300, "undoing a cut left repairs stuck at -EEXIST", false, false },
+	{ 5064749, 300, "a rollback's map at a count of 0 free entries wrapped it to no limit",
+	  false, false },
+	{ 29371, 300, "a partial cut's splits under a model entry limit: no room to map back",
+	  false, false },
+	{ 40371, 300, "a partial cut's splits under a model entry limit: no room to roll back",
+	  false, false },
+	{ 19644, 300, "an unmap took a piece of a mapping a failed cut had split unseen",
+	  false, false },
+	{ 1461, 300, "a put-back in pieces where the kernel had not split took an entry more",
+	  false, false },
+	{ 2000057, 300, "a put-back the kernel refused was only logged", true, false },
+	{ 1016441, 300, "a repair that mapped a put-back again did not count its entry",
+	  true, false },
+	{ 16332, 300, "an unmap of a put-back the kernel refused said -ENOENT, for good",
+	  true, false },
+	{ 18235, 300, "a put-back that mapped a piece lost before did not count its entry",
+	  true, false },
+	{ 105215, 300, "an unmap of a stray's piece the kernel had lost said -ENOENT, for good",
+	  true, true },
+	{ 201200, 1000, "the same, several hundred steps on", true, true },
 };
 
 __attribute__((noreturn))
 static void usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-v]\n",
+	fprintf(stderr, "usage: %s [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-S] [-v]\n",
 		prog);
 	exit(2);
 }
@@ -1044,13 +1481,14 @@ int main(int argc, char **argv)
 	bool dflt = argc == 1;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "s:n:k:t:Pv")) != -1) {
+	while ((opt = getopt(argc, argv, "s:n:k:t:PSv")) != -1) {
 		switch (opt) {
 		case 's': first = number(optarg, argv[0]); break;
 		case 'n': nseeds = number(optarg, argv[0]); break;
 		case 'k': steps = (long)number(optarg, argv[0]); break;
 		case 't': seconds = (long)number(optarg, argv[0]); break;
 		case 'P': then_off = true; break;
+		case 'S': stress_off = true; break;
 		case 'v': verbose++; break;
 		default:  usage(argv[0]);
 		}
@@ -1096,6 +1534,7 @@ int main(int argc, char **argv)
 	for (size_t i = 0; dflt && i < sizeof(regressions) / sizeof(regressions[0]); i++) {
 		seed = regressions[i].seed;
 		then_off = !regressions[i].then;
+		stress_off = !regressions[i].stress;
 		run(regressions[i].steps);
 		printf("ok %d - seed %u, which found: %s\n", ++tap_n, seed, regressions[i].found);
 	}
