@@ -3746,6 +3746,17 @@ static void stray_over_page_10(struct cvm_region *r, struct cvm_dma *d)
 
 /* Page 5 of that stray's shared pages goes private, the shim failing the
  * calls in mask (-EIO), of which there are `calls`. */
+/* One cvm_dma_repair() leaves nothing pending, and the table is want. */
+static void repaired_to(struct fx *f, const char *want)
+{
+	char l[256];
+
+	cr_assert_eq(cvm_dma_repair(f->d), 0, "pending %llu",
+		     (unsigned long long)stats(f->d).pending_repairs);
+	layout(f->d, l, sizeof(l));
+	cr_assert_str_eq(l, want, "maps %s", l);
+}
+
 static void split_stray(struct cvm_region *r, struct cvm_dma *d, uint64_t mask, uint32_t calls)
 {
 	shim_on(d, mask);
@@ -3773,10 +3784,7 @@ Test(dma, a_stray_unmapped_by_a_failed_split_is_not_noted_to_map_again)
 	cr_assert_eq(cvm_region_query(f.r, A(10), PG), CVM_PRIVATE);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "20+1;", "maps %s", l);
-	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
-		     (unsigned long long)stats(f.d).pending_repairs);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "0+10;20+1;", "maps %s", l);
+	repaired_to(&f, "0+10;20+1;");
 	check(&f);
 	/* Whatever is still noted must not map page 10 once [0, 10) goes. */
 	cr_assert_eq(cvm_convert(f.r, A(0), 10 * PG, CVM_PRIVATE, 0), 0);
@@ -3806,10 +3814,7 @@ Test(dma, a_stray_whose_remainder_stays_after_a_failed_split_is_not_noted_again)
 	split_stray(f.r, f.d, CALL(1) | CALL(4) | CALL(5), 5);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "0+5;20+1;", "maps %s", l);
-	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
-		     (unsigned long long)stats(f.d).pending_repairs);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "0+10;20+1;", "maps %s", l);
+	repaired_to(&f, "0+10;20+1;");
 	check(&f);
 	fx_fini(&f);
 }
@@ -4121,10 +4126,7 @@ Test(dma, a_failed_cut_does_not_count_a_stray_piece_lost_before_as_taken)
 	 * have split them: not r split at 25, which the kernel never did. */
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "9+3;14+6;20+10;100+1;", "maps %s", l);
-	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
-		     (unsigned long long)stats(f.d).pending_repairs);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "10+2;14+6;20+10;100+1;", "maps %s", l);
+	repaired_to(&f, "10+2;14+6;20+10;100+1;");
 	check_dma_split(f.r, f.d, f.npages, f.granule, true);
 	check(&f);
 	fx_fini(&f);
@@ -4166,14 +4168,10 @@ static void cut_in_a_stray_undone(struct fx *f, unsigned nfill, uint64_t a, uint
  * stray waits), and noted to map again once the stray is gone. */
 Test(dma, a_cut_undone_inside_a_stray_is_mapped_once_the_stray_is_gone)
 {
-	char l[256];
 	struct fx f;
 
 	cut_in_a_stray_undone(&f, 2, 12, 2, "9+3;12+2;14+6;20+10;100+1;");
-	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
-		     (unsigned long long)stats(f.d).pending_repairs);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "10+2;12+2;14+6;20+10;100+1;", "maps %s", l);
+	repaired_to(&f, "10+2;12+2;14+6;20+10;100+1;");
 	check(&f);
 	fx_fini(&f);
 }
@@ -4188,7 +4186,6 @@ Test(dma, a_cut_undone_inside_a_stray_is_mapped_once_the_stray_is_gone)
  * a mapping of its own, outside any stray. */
 Test(dma, a_cut_undone_across_a_stray_end_is_mapped_once_the_stray_is_gone)
 {
-	char l[256];
 	struct fx f;
 
 	cut_in_a_stray_undone(&f, 3, 16, 9, "9+7;16+4;20+5;25+5;100+1;");
@@ -4199,10 +4196,7 @@ Test(dma, a_cut_undone_across_a_stray_end_is_mapped_once_the_stray_is_gone)
 	shim_partial = CALL(2);
 	cr_assert_eq(cvm_convert(f.r, A(16), 14 * PG, CVM_PRIVATE, 0), -EBUSY);
 	shim_off(f.d);
-	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
-		     (unsigned long long)stats(f.d).pending_repairs);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "10+6;16+4;20+5;25+5;100+1;", "maps %s", l);
+	repaired_to(&f, "10+6;16+4;20+5;25+5;100+1;");
 	check(&f);
 	fx_fini(&f);
 }
@@ -4235,10 +4229,7 @@ static void stray_cut_undone_by_another_context(uint64_t a, uint64_t n, const ch
 	kernel_layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, settled, "the kernel maps %s", l);
 	cr_assert_gt(stats(f.d).pending_repairs, 0);
-	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
-		     (unsigned long long)stats(f.d).pending_repairs);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, after, "maps %s", l);
+	repaired_to(&f, after);
 	check(&f);
 	check_dma(f.r, d2, 1024, UINT64_MAX);
 	cvm_dma_close(d2);
@@ -4285,10 +4276,7 @@ Test(dma, a_hole_inside_a_stray_waits_to_be_mapped_until_the_stray_is_gone)
 	shim_off(f.d);
 	kernel_layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "9+3;14+6;20+10;100+1;", "the kernel maps %s", l);
-	cr_assert_eq(cvm_dma_repair(f.d), 0, "pending %llu",
-		     (unsigned long long)stats(f.d).pending_repairs);
-	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "10+2;12+2;14+6;20+10;100+1;", "maps %s", l);
+	repaired_to(&f, "10+2;12+2;14+6;20+10;100+1;");
 	check(&f);
 	fx_fini(&f);
 }
