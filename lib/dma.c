@@ -337,18 +337,6 @@ static int count_gone(void *opaque, const struct mt_entry *e)
 static bool remap_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
 static int unmap_each(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t *done);
 
-/*
- * May the kernel have lost part of the table's mappings in [lo, hi) in an
- * earlier call that failed part way?  Under a put-back it refused
- * (FIX_REMAP), or under a mapping left on private pages (a stray: no
- * put-back maps one back).  An unmap there that the kernel answers with
- * -ENOENT then goes mapping by mapping, -ENOENT meaning that one is gone.
- */
-static bool gone_before(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
-{
-	return d->nfix && (remap_over(d, lo, hi) || stray_over(d, lo, hi));
-}
-
 /* Unmap the mapping [iova, iova + len), known to be one whole entry of the
  * table (the common private conversion): no walk to collect it. */
 static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t hva, bool log)
@@ -360,7 +348,7 @@ static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t
 		return err;
 	d->st.unmap_calls++;
 	err = d->be->ops->unmap(d->be, iova, len, &done);
-	if (err == -ENOENT && gone_before(d, iova, iova + len))
+	if (err == -ENOENT)
 		err = unmap_each(d, iova, iova + len, &done);
 	if (err)
 		return err;
@@ -554,11 +542,19 @@ static void put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, in
 		refresh_avail(d);
 }
 
-/* The kernel said -ENOENT, removing nothing, to an unmap of [s, e) (whole
- * mappings) over a piece it may not hold (a put-back it refused): unmap
- * each piece it may hold as a mapping of its own alone, where -ENOENT
- * means that one is gone (the lowest area it held in the range may have
- * been another user's, across s).  *done: the bytes it removed. */
+/*
+ * iommufd said -ENOENT to an unmap of [s, e), whole mappings of the table:
+ * it holds none of them, or the lowest mapping it holds in the range is
+ * not all inside it (another user's, mapped where ours had gone), after
+ * removing those below.  Ours can be gone in an earlier call that failed
+ * part way (a put-back it refused, a mapping left on private pages: no
+ * put-back maps one back), or by someone else's unmap.  So each piece the
+ * kernel may hold as a mapping of its own (a mapping of the table, or its
+ * parts between points where it may have split it unseen) is unmapped
+ * alone, where -ENOENT does mean it is gone: as type1, which answers an
+ * unmap of nothing with 0 bytes, the conversion goes on (unmapped_other()
+ * logs it) instead of failing every time.  *done: the bytes it removed.
+ */
 static int unmap_each(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t *done)
 {
 	struct mt_entry m;
@@ -602,7 +598,7 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log, bo
 	}
 	d->st.unmap_calls++;
 	err = d->be->ops->unmap(d->be, s, e - s, &done);
-	if (err == -ENOENT && gone_before(d, s, e))
+	if (err == -ENOENT)
 		err = unmap_each(d, s, e, &done);
 	if (err) {
 		d->nundo = mark;

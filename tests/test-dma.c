@@ -4315,3 +4315,51 @@ Test(dma, a_cut_keeps_room_for_each_piece_its_undo_maps_back_by_a_stray)
 	check(&f);
 	fx_fini(&f);
 }
+
+/* ---- a mapping someone else removed ---- */
+
+static int warn_lines;          /* LOG_WARNING lines about the kernel's count */
+static void grab_warn(void *opaque, int prio, const char *msg)
+{
+	(void)opaque;
+	warn_lines += prio == LOG_WARNING && strstr(msg, "the table expected");
+}
+
+/*
+ * The VMM unmaps two of the context's mappings itself (pages 11 and 20),
+ * which it should not.  type1 answers the context's later unmap of them
+ * with 0 bytes unmapped; iommufd with -ENOENT, which failed every private
+ * conversion of those pages, for good (helper-98).  Now each rule set's
+ * conversion goes through, with a warning, and the table follows.
+ */
+Test(dma, a_private_conversion_over_a_mapping_the_vmm_removed_goes_through)
+{
+	for (size_t i = 0; i < ARRAY_SIZE(all_rules); i++) {
+		struct fx f;
+		struct cvm_be *be;
+		char l[64];
+
+		fx_init(&f, 1024, 0, all_rules[i], CVM_DMA_PER_PAGE, 0, 0);
+		be = cvm_dma_backend(f.d);
+		cr_assert_eq(cvm_convert(f.r, A(10), 3 * PG, CVM_SHARED, 0), 0);
+		cr_assert_eq(cvm_convert(f.r, A(20), PG, CVM_SHARED, 0), 0);
+		cr_assert_eq(cvm_convert(f.r, A(30), PG, CVM_SHARED, 0), 0);
+		cr_assert_eq(be->ops->unmap(be, A(11), PG, NULL), 0);
+		cr_assert_eq(be->ops->unmap(be, A(20), PG, NULL), 0);
+		warn_lines = 0;
+		cvm_set_log(grab_warn, NULL, LOG_WARNING);
+		/* Three whole mappings in one call, then one alone. */
+		cr_assert_eq(cvm_convert(f.r, A(10), 3 * PG, CVM_PRIVATE, 0), 0, "rules %u",
+			     all_rules[i]);
+		cr_assert_eq(cvm_convert(f.r, A(20), PG, CVM_PRIVATE, 0), 0, "rules %u",
+			     all_rules[i]);
+		cvm_set_log(NULL, NULL, 0);
+		cr_assert_eq(warn_lines, 2, "rules %u: %d warnings", all_rules[i], warn_lines);
+		cr_assert_eq(stats(f.d).mappings, 1);
+		cr_assert_eq(stats(f.d).pending_repairs, 0);
+		kernel_layout(f.d, l, sizeof(l));
+		cr_assert_str_eq(l, "30+1;", "rules %u: the kernel maps %s", all_rules[i], l);
+		check(&f);
+		fx_fini(&f);
+	}
+}
