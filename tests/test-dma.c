@@ -4327,10 +4327,11 @@ static void grab_warn(void *opaque, int prio, const char *msg)
 
 /*
  * The VMM unmaps two of the context's mappings itself (pages 11 and 20),
- * which it should not.  type1 answers the context's later unmap of them
- * with 0 bytes unmapped; iommufd with -ENOENT, which failed every private
- * conversion of those pages, for good (helper-98).  Now each rule set's
- * conversion goes through, with a warning, and the table follows.
+ * which it should not.  type1 answers the context's later unmap of 20 with
+ * 0 bytes unmapped; iommufd with -ENOENT, which failed every private
+ * conversion of that page, for good (helper-98; the guest test
+ * run_vmm_unmapped() shows it on the real kernel).  Now each rule set's
+ * conversions go through, each with a warning, and the table follows.
  */
 Test(dma, a_private_conversion_over_a_mapping_the_vmm_removed_goes_through)
 {
