@@ -455,8 +455,11 @@ static void iommufd_destroy(struct cvm_be *be)
 	if (be->own_ioas && be->fd >= 0) {
 		struct iommu_destroy d = { .size = sizeof(d), .id = be->ioas_id };
 
-		/* -EBUSY: a device is still attached; closing the fd (if
-		 * ours) frees it anyway, else it stays the fd owner's. */
+		/* -EBUSY: a device is still attached.  The IOAS then lives
+		 * on until the device is unbound (its bind holds the fd's
+		 * context, even once ours is closed), empty but for what
+		 * sweep() could not unmap; on an fd not ours it stays the
+		 * fd owner's. */
 		if (ioctl(be->fd, IOMMU_DESTROY, &d) && !be->own_fd)
 			cvm_warn("iommufd: IOAS %u not destroyed: %s", be->ioas_id,
 				 strerror(errno));
