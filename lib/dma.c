@@ -916,45 +916,6 @@ static bool pending_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
 }
 
 /*
- * Unmap [s, e), a run of adjacent whole mappings of the table that no
- * conversion keeps shared.  iommufd says -ENOENT, removing nothing, when
- * it holds none of them (it took them in an earlier call that failed part
- * way: a put-back never maps them again), but also when the lowest mapping
- * it holds in the range is not all inside it: another user's, mapped where
- * ours had gone.  So on -ENOENT each piece the kernel may hold as a
- * mapping of its own (a mapping of the table, or its parts between points
- * where the kernel may have split it unseen) is unmapped alone, where
- * -ENOENT does mean it is gone; the table lets a mapping go once none of
- * its pieces is left.
- */
-static int unmap_run(struct cvm_dma *d, uint64_t s, uint64_t e)
-{
-	int err = be_unmap_span(d, s, e, false, false);
-	struct mt_entry m;
-
-	if (err != -ENOENT)
-		return err;
-	for (uint64_t last = e - 1; !maptable_lookup(d->mt, s, &m) && m.iova <= last;) {
-		uint64_t end = m.iova + m.len, done = 0;
-
-		for (uint64_t x = m.iova, y; x != end; x = y) {
-			y = next_maybe(d, x, end);
-			d->st.unmap_calls++;
-			err = d->be->ops->unmap(d->be, x, y - x, &done);
-			if (err && err != -ENOENT)
-				return err;
-		}
-		maptable_remove(d->mt, m.iova, NULL);
-		account(d, -1, -(int64_t)m.len);
-		refresh_avail(d);
-		if (end - 1 >= last)
-			break;
-		s = end;
-	}
-	return 0;
-}
-
-/*
  * Unmap the whole mappings of the table in [s, e) (a repair, or closing;
  * e 0: to 2^64), each run of adjacent ones with a call of its own: a call
  * never reaches into a gap between them, where another user may have
@@ -963,7 +924,9 @@ static int unmap_run(struct cvm_dma *d, uint64_t s, uint64_t e)
  * with -EINVAL every time, and both kernels would take one that lies
  * wholly inside.  A mapping not wholly inside [s, e) is not this call's.
  * Stops at the first run the kernel refuses: the runs before it have left
- * the table, so a retry starts at that one.
+ * the table, so a retry starts at that one.  (Where iommufd's -ENOENT sent
+ * a run mapping by mapping and the kernel refused one, the table keeps the
+ * whole run, those it took as well: the retry lets them go.)
  */
 static int unmap_left(struct cvm_dma *d, uint64_t s, uint64_t e)
 {
@@ -978,7 +941,7 @@ static int unmap_left(struct cvm_dma *d, uint64_t s, uint64_t e)
 			while (hi - 1 < last && !maptable_lookup(d->mt, hi, &m) && m.iova == hi &&
 			       m.iova + m.len - 1 <= last)
 				hi = m.iova + m.len;
-			err = unmap_run(d, lo, hi);
+			err = be_unmap_span(d, lo, hi, false, false);
 			if (err)
 				return err;
 		}

@@ -3695,6 +3695,51 @@ Test(dma, a_window_repair_the_kernel_refuses_part_way_resumes_where_it_stopped)
 	munmap(hva, 1024 * PG);
 }
 
+/* The destroy's unmap of pages 30-31 the kernel fails after taking 30; the
+ * VMM maps pages 29-30 since.  The repair's unmap of 30-31 then says
+ * -ENOENT (the VMM's mapping starts below it), and goes mapping by
+ * mapping: 30 is gone, 31 the kernel refuses.  The table keeps both, the
+ * repair stays pending with the kernel's answer, and the next one lets
+ * them go with 40 and 50, leaving the VMM's mapping be. */
+Test(dma, a_window_repair_refused_after_an_enoent_keeps_the_run_and_ends_next_time)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
+	struct cvm_region *r;
+	struct cvm_dma *d;
+	struct cvm_be *be;
+	uint64_t calls;
+	char l[64];
+
+	c.hva = reserve(1024 * PG);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	d = mkdma(CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, 0);
+	be = cvm_dma_backend(d);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cr_assert_eq(cvm_convert(r, A(30), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(40), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(50), PG, CVM_SHARED, 0), 0);
+	cvm_model_inject_partial(be, 1, -EBUSY);
+	cvm_region_destroy(r);
+	kernel_layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "31+1;40+1;50+1;", "the kernel maps %s", l);
+	cr_assert_eq(be->ops->map(be, A(29), 2 * PG, (char *)c.hva + 29 * PG), 0);
+	calls = stats(d).unmap_calls;
+	cvm_model_inject(be, 3, -EBUSY);
+	cr_assert_eq(cvm_dma_repair(d), -EBUSY);
+	cr_assert_eq(stats(d).unmap_calls, calls + 3, "30-31, then 30 and 31 alone");
+	cr_assert_eq(stats(d).pending_repairs, 1);
+	cr_assert_eq(stats(d).mappings, 4);
+	kernel_layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "29+2;31+1;40+1;50+1;", "the kernel maps %s", l);
+	cr_assert_eq(cvm_dma_repair(d), 0);
+	cr_assert_eq(stats(d).pending_repairs, 0);
+	cr_assert_eq(stats(d).mappings, 0);
+	kernel_layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "29+2;", "the kernel maps %s", l);
+	cvm_dma_close(d);
+	munmap(c.hva, 1024 * PG);
+}
+
 /* The same inside a region that stays: strays 10 and 11 (one repair), the
  * kernel took 10 in the rollback that failed; a mapping the VMM makes over
  * pages 9-10 (free in the kernel) makes the repair's unmap -ENOENT, and
