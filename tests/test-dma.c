@@ -2812,13 +2812,14 @@ Test(dma, a_region_over_mappings_left_unnoted_is_refused)
  */
 static struct cvm_region *meanwhile_r;
 static int meanwhile_err = 1;
+static uint64_t meanwhile_page = 64;    /* the page of meanwhile_r converted */
 static const struct cvm_backend_ops *meanwhile_real;
 
 static int meanwhile_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *done)
 {
 	*done = 0;
 	if (meanwhile_err == 1)
-		meanwhile_err = cvm_convert(meanwhile_r, A(64), PG, CVM_SHARED, 0);
+		meanwhile_err = cvm_convert(meanwhile_r, A(meanwhile_page), PG, CVM_SHARED, 0);
 	return -EIO;
 }
 
@@ -4359,6 +4360,59 @@ Test(dma, a_cut_keeps_room_for_each_piece_its_undo_maps_back_by_a_stray)
 		     (unsigned long long)stats(f.d).pending_repairs);
 	check(&f);
 	fx_fini(&f);
+}
+
+/*
+ * The entries a pending cut holds for its undo count each piece a stray
+ * splits its hole into (keep_pending(): cut_undo_pieces()).  d (CUT,
+ * COMPACT, limit 5) holds the stray of join_leaves_a_stray() (9+11 over
+ * private page 9) with two entries free; d0 (told to_private last) serves
+ * r only.  [16, 25) goes private: d's repair refused (1), the cut (2),
+ * whose undo maps [16, 20) and [20, 25) back: both free entries held.
+ * While d0 is still at work, meanwhile_r's conversion in d must find no
+ * room; counted as one piece, it took the second entry, and when d0
+ * failed the conversion the undo found none for [20, 25): shared pages
+ * unmapped until a repair.
+ */
+Test(dma, a_pending_cut_across_a_stray_end_holds_an_entry_per_piece_of_its_undo)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG };
+	const struct cvm_range pv = { A(16), 9 * PG };
+	struct cvm_dma *d0 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+	struct fx f = { .npages = 1024, .granule = UINT64_MAX };
+	char l[256];
+
+	f.hva = c.hva = reserve(1040 * PG);
+	cr_assert_eq(cvm_region_create(&c, &f.r), 0);
+	c.gpa = A(1024);
+	c.length = 16 * PG;
+	c.hva = (char *)f.hva + 1024 * PG;
+	cr_assert_eq(cvm_region_create(&c, &meanwhile_r), 0);
+	cr_assert_eq(cvm_dma_add_region(d0, f.r), 0);     /* told to_private last */
+	f.d = mkdma(CVM_MODEL_CUT, CVM_DMA_COMPACT, 0, 5);
+	cr_assert_eq(cvm_dma_add_region(f.d, f.r), 0);
+	cr_assert_eq(cvm_dma_add_region(f.d, meanwhile_r), 0);
+	join_leaves_a_stray(f.r, f.d, 2);
+	cr_assert_eq(stats(f.d).entries_avail, 2);
+	meanwhile_page = 1024;
+	shim_on(f.d, CALL(1));
+	cr_assert_eq(convert_meanwhile(d0, f.r, &pv, 1), -EIO);
+	shim_off(f.d);
+	meanwhile_page = 64;
+	cr_assert_eq(meanwhile_err, -ENOSPC, "the other region took an entry held back");
+	cr_assert_eq(cvm_region_query(f.r, A(16), 9 * PG), CVM_SHARED);
+	/* The hole is mapped back, split where the stray ends. */
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "9+7;16+4;20+5;25+5;100+1;", "the kernel maps %s", l);
+	cr_assert_eq(stats(f.d).entries_avail, 0);
+	repaired_to(&f, "10+6;16+4;20+5;25+5;100+1;");
+	check(&f);
+	check_dma(f.r, d0, 1024, 2 * MiB);
+	cvm_dma_close(f.d);
+	cvm_dma_close(d0);
+	cvm_region_destroy(meanwhile_r);
+	cvm_region_destroy(f.r);
+	munmap(f.hva, 1040 * PG);
 }
 
 /* ---- a mapping someone else removed ---- */
