@@ -1291,9 +1291,6 @@ static int undo_cut_by_strays(struct cvm_dma *d, const struct dma_region *dr, ui
 
 		q = stray_edge(d, p, hi, &inside);
 		err = map_range(d, dr, p, q, false);
-		/* An earlier step of the call unmaps it anyway (see above). */
-		if (made_by_call(d, p, q))
-			continue;
 		if (err)
 			ret = err;
 		if (inside || err)
@@ -1352,10 +1349,13 @@ static void rollback(struct cvm_dma *d)
 				err = undo_cut_by_strays(d, u.dr, lo, hi, u.hva, sf->err);
 				break;
 			}
+			/* Unlike the cases above, no step of the call can
+			 * have mapped it (made_by_call()): only a private
+			 * conversion cuts, and one that cuts logs no map
+			 * (span_for_run() cuts every span that is not whole
+			 * mappings: no remap_rest()). */
 			err = map_range(d, u.dr, lo, hi, false);
-			if (err && made_by_call(d, lo, hi))
-				err = 0;
-			else if (err)
+			if (err)
 				note_missing(d, u.dr, lo, hi, u.hva, err);
 			break;
 		}
