@@ -105,6 +105,15 @@ printf 'cvmdma-trace 1\nregion 0x0 2M private # a \000 in a comment\n' >"$tmp/nu
 check "replay: a NUL byte, even in a comment, makes the trace invalid (exit 2)" \
 	sh -c '"$1" "$2" >/dev/null 2>&1; test $? -eq 2' sh "$rep" "$tmp/nul.trace"
 
+# A trace cut short in the middle of its last line (helper-100's case: a
+# batch of 253 ranges cut to 202 replayed, exit 0) is refused with that line.
+"$gen" snp-boot --guest-size 1G | head -c 2994 >"$tmp/cut.trace"
+"$rep" -q "$tmp/cut.trace" >"$tmp/cut.out" 2>"$tmp/cut.err"
+rc=$?
+check "replay: a trace whose last line has no newline is refused as cut short (exit 2)" \
+	sh -c 'test "$1" -eq 2 && grep -q "cut.trace:[0-9]*: the last line has no newline" "$2" &&
+	       test ! -s "$3"' sh $rc "$tmp/cut.err" "$tmp/cut.out"
+
 sed 's/$/\r/' "$data/holes.trace" >"$tmp/crlf.trace"
 check "replay: a trace with CRLF line ends replays as with LF (trace-format.md)" \
 	sh -c 'rows() { "$1" -q --compare "$2" | awk "/^(per-page|auto|unbounded) / {
@@ -164,6 +173,15 @@ check "tracegen: a run that fails exits 2 and leaves -o FILE as it was" \
 "$gen" tdx-boot --guest-size 256M --ops 5000 -o "$tmp/new.trace" 2>/dev/null
 check "tracegen: a run that fails writes no file, not even a temporary one" \
 	sh -c '! ls "$1"/new.trace* "$1"/.cvmdma-tracegen.* >/dev/null 2>&1' sh "$tmp"
+# A symbolic link is written in place: refused options must not open it.
+ln -s kept.trace "$tmp/link.trace"
+for w in "tdx-boot --guest-size 256M --ops 5000" "adversarial --guest-size 256M --ops 99999"; do
+	# shellcheck disable=SC2086
+	"$gen" $w -o "$tmp/link.trace" 2>/dev/null
+	rc=$?
+	check "tracegen $w through a symbolic link: exit 2, the file it points to as it was" \
+		sh -c 'test "$1" -eq 2 && cmp -s "$2" "$3"' sh $rc "$tmp/kept.trace" "$tmp/kept.orig"
+done
 # Past a file size limit: a write error (exit 2), not SIGXFSZ, and no
 # temporary file left beside FILE.
 mkdir "$tmp/fsz"

@@ -523,13 +523,11 @@ static void check_guest_size(uint64_t size)
 		die("--guest-size is limited to 16T (a region holds at most 2^32 pages)");
 }
 
-static void generate(struct gen *g)
+/* Everything that can refuse the options, before the output is opened: a
+ * refused --ops must leave an existing -o FILE as it was, even one written
+ * in place (a symbolic link, a directory that takes no new file). */
+static void plan(struct gen *g)
 {
-	static void (*const fn[NR_WORKLOADS])(struct gen *) = {
-		gen_tdx_boot, gen_snp_boot, gen_lazy_accept, gen_churn, gen_adversarial,
-	};
-	char a[32], b[32];
-
 	g->used = calloc(g->guest_size / BLOCK / 8 + 1, 1);
 	if (!g->used)
 		die("out of memory");
@@ -551,6 +549,15 @@ static void generate(struct gen *g)
 	}
 	if (g->wl == ADVERSARIAL)
 		plan_adversarial(g);	/* its first random draws, as before */
+}
+
+static void generate(struct gen *g)
+{
+	static void (*const fn[NR_WORKLOADS])(struct gen *) = {
+		gen_tdx_boot, gen_snp_boot, gen_lazy_accept, gen_churn, gen_adversarial,
+	};
+	char a[32], b[32];
+
 	/* The command that makes this trace again: snp-boot and lazy-accept
 	 * refuse --exit-max, so theirs names none. */
 	fprintf(g->out, "# cvmdma-tracegen %s --guest-size %s --seed %" PRIu64 " --ops %" PRIu64
@@ -681,6 +688,7 @@ int main(int argc, char **argv)
 	/* Past a file size limit a write fails (EFBIG) and the run ends with a
 	 * write error (exit 2, no temporary file left), not with SIGXFSZ. */
 	signal(SIGXFSZ, SIG_IGN);
+	plan(&g);
 	g.out = path ? open_output(path) : stdout;
 	generate(&g);
 	if (fflush(g.out) || ferror(g.out))

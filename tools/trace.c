@@ -347,6 +347,13 @@ int trace_load(const char *path, struct trace *t, char *err, size_t errsz)
 			r = bad(&p, "line contains a NUL byte");
 			goto out;
 		}
+		/* Only the last line can lack its '\n': a trace cut short
+		 * (a full disk, a writer killed) would replay as a whole one,
+		 * its last batch cut in the middle. */
+		if (line[len - 1] != '\n') {
+			r = bad(&p, "the last line has no newline: the trace may be cut short");
+			goto out;
+		}
 		r = parse_line(&p, line);
 		if (r)
 			goto out;
