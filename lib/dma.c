@@ -378,6 +378,15 @@ static bool maybe_inside(const struct cvm_dma *d, uint64_t s, uint64_t e)
 	return next_maybe(d, s, e) != e;
 }
 
+/* Mappings in [s, e) just went, or were cut: where the kernel may have held
+ * one as several, it freed as many entries as it held, which the table
+ * cannot tell, so the count of free ones is asked again. */
+static void recount_if_split(struct cvm_dma *d, uint64_t s, uint64_t e)
+{
+	if (d->nmaybe && d->avail != UINT64_MAX && maybe_inside(d, s, e))
+		refresh_avail(d);
+}
+
 /* Room for n more points, asked before a cut so that noting its points
  * after the kernel failed it cannot fail. */
 static int maybe_reserve(struct cvm_dma *d, size_t n)
@@ -614,6 +623,8 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log, bo
 	account(d, -(int64_t)c.n, -(int64_t)c.bytes);
 	if (done != c.bytes)
 		unmapped_other(d, "unmapped", s, done, c.bytes);
+	else
+		recount_if_split(d, s, e);
 	return 0;
 }
 
@@ -733,6 +744,8 @@ static int be_cut(struct cvm_dma *d, const struct dma_region *dr, uint64_t s, ui
 	account(d, (int64_t)(has_l + has_r) - (int64_t)(before + c.n), -(int64_t)bytes);
 	if (done != bytes)
 		unmapped_other(d, "cut", s, done, bytes);
+	else
+		recount_if_split(d, has_l ? l.iova : s, has_r ? r.iova + r.len : e);
 	if (log)
 		undo_push(d, UNDO_CUT, s, e - s, hva_of(dr, s), dr);
 	return 0;
