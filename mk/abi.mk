@@ -3,11 +3,13 @@
 # abidiff against the committed baseline.
 if ENABLE_TESTS
 TESTS += tests/check-symbols.sh tests/check-symbols-selftest.sh tests/check-header.sh tests/check-abi.sh
+if HAVE_CRITERION
 check_PROGRAMS += tests/test-util
 tests_test_util_SOURCES = tests/test-util.c
 tests_test_util_CFLAGS = $(TEST_CFLAGS)
 tests_test_util_LDADD = $(TEST_LDADD)
 TESTS += tests/test-util
+endif
 endif
 EXTRA_DIST += tests/check-symbols.sh tests/check-symbols-selftest.sh tests/check-header.sh tests/check-abi.sh \
 	tests/tap.sh tests/abi-constants.c abi/libcvmdma.abi

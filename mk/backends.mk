@@ -6,6 +6,7 @@ lib_libcvmdma_internal_la_SOURCES += lib/backend-type1.c lib/backend-iommufd.c \
 	lib/caps.c lib/caps.h
 
 if ENABLE_TESTS
+if HAVE_CRITERION
 check_PROGRAMS += tests/test-caps
 tests_test_caps_SOURCES = tests/test-caps.c
 tests_test_caps_CFLAGS = $(TEST_CFLAGS)
@@ -17,6 +18,7 @@ tests_test_backends_SOURCES = tests/test-backends.c
 tests_test_backends_CFLAGS = $(TEST_CFLAGS)
 tests_test_backends_LDADD = $(TEST_LDADD)
 TESTS += tests/test-backends
+endif
 # The conformance suite against the real kernels, in the guest (mk/vm.mk).
 check_PROGRAMS += tests/vm/conf-guest
 tests_vm_conf_guest_SOURCES = tests/vm/conf-guest.c tests/conformance.c tests/conformance.h \

@@ -3,11 +3,13 @@
 lib_libcvmdma_internal_la_SOURCES += lib/dma.c lib/dma.h
 
 if ENABLE_TESTS
+if HAVE_CRITERION
 check_PROGRAMS += tests/test-dma
 tests_test_dma_SOURCES = tests/test-dma.c tests/oracle.h tests/fail-alloc.h
 tests_test_dma_CFLAGS = $(TEST_CFLAGS)
 tests_test_dma_LDADD = $(TEST_LDADD)
 TESTS += tests/test-dma
+endif
 endif
 
 if ENABLE_TESTS
