@@ -16,6 +16,7 @@ EXTRA_DIST += tests/check-symbols.sh tests/check-symbols-selftest.sh tests/check
 
 # Regenerate the ABI baseline deliberately (never from make check).
 abi-baseline: lib/libcvmdma.la
+	@test -n '$(ABIDW)' || { echo "abi-baseline: abidw not found (abigail-tools)" >&2; exit 1; }
 	$(ABIDW) --no-corpus-path --headers-dir $(top_srcdir)/include \
 		--out-file $(top_srcdir)/abi/libcvmdma.abi lib/.libs/libcvmdma.so
 	@echo "abi/libcvmdma.abi regenerated: review and commit it with a NEWS entry"

@@ -6,6 +6,14 @@
 . "$top_srcdir/tests/tap.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 plan 3
+if [ ! -f "$top_builddir/lib/.libs/libcvmdma.so" ]; then
+	for t in "a function named only in a comment is not a declaration" \
+		 "a map with a LIBCVMDMA_0.2 node inheriting LIBCVMDMA_0.1 parses" \
+		 "a node newer than the header's version fails"; do
+		skip "$t" "no shared library (--disable-shared): check-symbols.sh checks less"
+	done
+	tap_done
+fi
 
 copy() { # dir: a source tree with the header, the map and the checks
 	mkdir -p "$1/include" "$1/lib" "$1/tests"
