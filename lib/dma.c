@@ -821,10 +821,24 @@ static bool overlaps_table(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
 	return !maptable_lookup(d->mt, lo, &e) && e.iova < hi;
 }
 
+/* A repair of dr that maps all of [lo, hi) (FIX_MAP). */
+static bool map_fix_covers(const struct cvm_dma *d, const struct dma_region *dr, uint64_t lo,
+			   uint64_t hi)
+{
+	for (size_t i = 0; i < d->nfix; i++)
+		if (d->fix[i].kind == FIX_MAP && d->fix[i].dr == dr && d->fix[i].iova <= lo &&
+		    hi - d->fix[i].iova <= d->fix[i].len)
+			return true;
+	return false;
+}
+
 /* Shared pages [lo, hi) of dr (hva: of lo) that could not be mapped
  * again: note what the table lacks there, one repair per G-block.  A
  * mapping waiting to be unmapped (it also covers pages that went private:
- * a run joined to its neighbour) counts as lacking: its repair takes it. */
+ * a run joined to its neighbour) counts as lacking: its repair takes it.
+ * A block a repair already maps (one the undo of a cut could not split,
+ * drop_map_fixes()) is not noted twice: the second would find the first's
+ * mapping there, -EEXIST for ever. */
 static void note_missing(struct cvm_dma *d, const struct dma_region *dr, uint64_t lo,
 			 uint64_t hi, uint64_t hva, int err)
 {
@@ -840,7 +854,9 @@ static void note_missing(struct cvm_dma *d, const struct dma_region *dr, uint64_
 		for (uint64_t x = p; x < q && dr;) {
 			uint64_t xe = block_end(x, dr->granule, q);
 
-			fix_add(d, (struct fix){ FIX_MAP, err, x, xe - x, hva + (x - lo), dr });
+			if (!map_fix_covers(d, dr, x, xe))
+				fix_add(d, (struct fix){ FIX_MAP, err, x, xe - x, hva + (x - lo),
+							 dr });
 			x = xe;
 		}
 		if (!more)
@@ -1127,7 +1143,10 @@ static void put_back_fixes(struct cvm_dma *d, struct dma_region *dr)
 /* The undo of a cut maps [lo, hi) of dr back whole: repairs that would map
  * pages there are moot (what the undo cannot map is noted again).  A
  * repair that reaches past both ends, with no memory to split it, stays
- * whole: its repair then says -EEXIST, as before. */
+ * whole: the hole then lies in a stray's range (a repair's pages have no
+ * other mapping to cut), whose repair unmaps what the undo maps back
+ * before that repair maps it all; note_missing() notes nothing again
+ * under it. */
 static void drop_map_fixes(struct cvm_dma *d, const struct dma_region *dr, uint64_t lo,
 			   uint64_t hi)
 {

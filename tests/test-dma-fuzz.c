@@ -1452,6 +1452,8 @@ static const struct {
 	{ 201200, 1000, "the same, several hundred steps on", true, true },
 	{ 17741, 1000, "a cut where a failed cut had split unseen freed an entry more than counted",
 	  true, true },
+	{ 58829, 1000, "a cut undone in a stray, with no memory to split a repair, noted it twice",
+	  true, true },
 };
 
 __attribute__((noreturn))

@@ -4328,6 +4328,52 @@ Test(dma, a_hole_inside_a_stray_waits_to_be_mapped_until_the_stray_is_gone)
 }
 
 /*
+ * As a_cut_undone_inside_a_stray_is_mapped_once_the_stray_is_gone, with
+ * each allocation of the batch failing in turn.  At one of them the undo
+ * of the cut has no memory to split the repair that maps [10, 20) around
+ * its hole [12, 14) (drop_map_fixes()): that repair stays whole, and the
+ * hole, mapped back inside the stray's range, was noted to map again as
+ * well.  Once the stray was unmapped and [10, 20) mapped, that second
+ * repair met the mapping: -EEXIST for ever, pending_repairs never 0.
+ * (helper-58829's reproducer: fuzz seed 58829, step 977.)
+ */
+Test(dma, a_cut_undone_in_a_stray_without_memory_to_split_a_repair_maps_its_pages_once)
+{
+	const struct cvm_range priv[] = { { A(12), 2 * PG }, { A(100), PG } };
+	int k, left = 0, repaired = 0;
+
+	for (k = 1; k < 100; k++) {
+		struct fx f;
+		int err;
+
+		fx_init(&f, 1024, 0, CVM_MODEL_CUT, CVM_DMA_COMPACT, 0, 5);
+		join_leaves_a_stray(f.r, f.d, 2);
+		/* Repair refused (1), cut [12, 14) (2), unmap of [100]
+		 * refused (3), the undo maps the hole back (4). */
+		shim_on(f.d, CALL(1) | CALL(3));
+		fail_alloc_arm(k);
+		err = cvm_convert_batch(f.r, priv, 2, CVM_PRIVATE, 0);
+		left = fail_alloc_left;
+		fail_alloc_disarm();
+		shim_off(f.d);
+		cr_assert(err == -EBUSY || err == -ENOMEM, "allocation %d: %d", k, err);
+		err = cvm_dma_repair(f.d);
+		/* -ENOMEM: a repair that could not even be noted. */
+		cr_assert(err == 0 || err == -ENOMEM, "allocation %d: repair %d, pending %llu", k,
+			  err, (unsigned long long)stats(f.d).pending_repairs);
+		if (!err) {
+			check(&f);
+			repaired++;
+		}
+		fx_fini(&f);
+		if (left)
+			break;
+	}
+	cr_assert_gt(k, 2, "the batch allocates");
+	cr_assert_gt(repaired, 1);
+}
+
+/*
  * The undo of a cut across a stray's end maps the hole back in two (see
  * a_cut_undone_across_a_stray_end_is_mapped_once_the_stray_is_gone): the
  * entries a cut keeps for its undo count both.  With one entry free the
