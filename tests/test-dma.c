@@ -4335,7 +4335,7 @@ Test(dma, a_hole_inside_a_stray_waits_to_be_mapped_until_the_stray_is_gone)
  * hole, mapped back inside the stray's range, was noted to map again as
  * well.  Once the stray was unmapped and [10, 20) mapped, that second
  * repair met the mapping: -EEXIST for ever, pending_repairs never 0.
- * (helper-58829's reproducer: fuzz seed 58829, step 977.)
+ * (helper-103's reproducer of fuzz seed 58829, step 977.)
  */
 Test(dma, a_cut_undone_in_a_stray_without_memory_to_split_a_repair_maps_its_pages_once)
 {
