@@ -182,6 +182,7 @@ static void replay(const struct trace *t, const struct run_cfg *c, struct outcom
 struct pieces {
 	uint64_t *s, *e;        /* sorted by start, disjoint */
 	size_t n, cap;
+	uint64_t heard;         /* runs the listener heard */
 };
 
 /* Index of the first piece that ends after gpa. */
@@ -220,6 +221,7 @@ static int pieces_shared(void *opaque, uint64_t gpa, uint64_t length)
 {
 	struct pieces *p = opaque;
 
+	p->heard++;
 	pieces_insert(p, pieces_find(p, gpa), gpa, gpa + length);
 	return 0;
 }
@@ -230,6 +232,7 @@ static void pieces_private(void *opaque, uint64_t gpa, uint64_t length)
 	uint64_t a = gpa, b = gpa + length;
 	size_t i = pieces_find(p, a), j;
 
+	p->heard++;
 	if (i < p->n && p->s[i] < a && p->e[i] > b) {       /* a hole inside one piece */
 		pieces_insert(p, i + 1, b, p->e[i]);
 		p->e[i] = a;
@@ -246,7 +249,9 @@ static void pieces_private(void *opaque, uint64_t gpa, uint64_t length)
 	p->n -= j - i;
 }
 
-static uint64_t count_pieces(const struct trace *t)
+/* Also *changes: the trace lines that change page state (the others are
+ * no-ops, which the library returns from at once). */
+static uint64_t count_pieces(const struct trace *t, uint64_t *changes)
 {
 	struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = pieces_shared,
 					.to_private = pieces_private };
@@ -264,8 +269,13 @@ static uint64_t count_pieces(const struct trace *t)
 		if (!err)
 			err = cvm_listener_add(w.regions[i], &ops, &p, 0, &l);
 	}
-	for (size_t i = 0; i < t->nops && !err; i++)
+	*changes = 0;
+	for (size_t i = 0; i < t->nops && !err; i++) {
+		uint64_t heard = p.heard;
+
 		err = apply(&w, &t->ops[i]);
+		*changes += p.heard != heard;
+	}
 	if (err)
 		die("bench-policy: %s: counting pieces: %s", t->name, err_name(err));
 	for (unsigned int i = 0; i < t->nregions; i++) {
@@ -323,13 +333,15 @@ static void bench_trace(const char *path)
 	struct trace t;
 	char err[512], label[128];
 	struct outcome o;
+	uint64_t n, changes;
 
 	memset(&t, 0, sizeof(t));
 	if (trace_load(path, &t, err, sizeof(err)))
 		die("bench-policy: %s", err);
 	label_of(path, label, sizeof(label));
 	progress("bench-policy: %s, counting the fewest hitless mappings ...", label);
-	printf("pieces\t%s\t%" PRIu64 "\n", label, count_pieces(&t));
+	n = count_pieces(&t, &changes);
+	printf("pieces\t%s\t%" PRIu64 "\t%" PRIu64 "\n", label, n, changes);
 	for (size_t i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
 		progress("bench-policy: %s, model %s, %s ...", label, runs[i].rules_name,
 			 runs[i].pol->name);
@@ -349,7 +361,7 @@ int main(int argc, char **argv)
 	printf("#cols policy workload rules policy lines result shared_runs live peak map_calls "
 	       "unmap_calls cut_calls calls disruptive_splits disrupted_bytes attach_cpu_ms conv_cpu_ms "
 	       "cpu_ns_per_line over_65535 mapped_eq_shared\n");
-	printf("#cols pieces workload fewest_hitless_mappings\n");
+	printf("#cols pieces workload fewest_hitless_mappings changing_lines\n");
 	for (int i = 1; i < argc; i++)
 		bench_trace(argv[i]);
 	return 0;

@@ -72,6 +72,11 @@ has 'all but wl-bad'
 ok $? "the workload that misses the floor is named"
 has 'live = shared runs on 0 of 2 workloads \(not on wl-good wl-bad\); live = the fewest'
 ok $? "live mappings are judged against the shared runs, as the target says, not the floor"
+has '^100 trace lines, 50 of them change page state\.' &&
+	has '^\| cut \| auto \| ok \|.*\| 1\.0 ms \| 10 ns \| 20,000 ns \|$'
+ok $? "the conversion CPU time is also shown per line that changes page state"
+has '^100 trace lines\.  At the end' && has '^\| cut \| auto \| ok \*\*MAPPED != SHARED\*\* \| .* \| 10 ns \| - \|$'
+ok $? "an older result without the count of changing lines shows none"
 has 'MAPPED != SHARED'
 ok $? "a run whose mapped set differs from the shared set is flagged"
 has '\| iommufd \| per-page \| ok \| 8 \| 70,000 \| 70,000 \| \*\*yes\*\* \|'
