@@ -335,7 +335,6 @@ static int count_gone(void *opaque, const struct mt_entry *e)
 }
 
 static bool remap_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
-static int unmap_each(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t *done);
 
 /* Unmap the mapping [iova, iova + len), known to be one whole entry of the
  * table (the common private conversion): no walk to collect it. */
@@ -348,8 +347,11 @@ static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t
 		return err;
 	d->st.unmap_calls++;
 	err = d->be->ops->unmap(d->be, iova, len, &done);
+	/* iommufd holds none of it: it held it as one area (no point where
+	 * it may have split it lies inside), and no area can cross its ends
+	 * while it is there.  unmap_each() would only ask the same again. */
 	if (err == -ENOENT)
-		err = unmap_each(d, iova, iova + len, &done);
+		err = 0;
 	if (err)
 		return err;
 	maptable_remove(d->mt, iova, NULL);
@@ -557,12 +559,17 @@ static void put_back_after_failure(struct cvm_dma *d, uint64_t s, uint64_t e, in
  * not all inside it (another user's, mapped where ours had gone), after
  * removing those below.  Ours can be gone in an earlier call that failed
  * part way (a put-back it refused, a mapping left on private pages: no
- * put-back maps one back), or by someone else's unmap.  So each piece the
- * kernel may hold as a mapping of its own (a mapping of the table, or its
- * parts between points where it may have split it unseen) is unmapped
- * alone, where -ENOENT does mean it is gone: as type1, which answers an
- * unmap of nothing with 0 bytes, the conversion goes on (unmapped_other()
- * logs it) instead of failing every time.  *done: the bytes it removed.
+ * put-back maps one back), or by someone else's unmap.  So each mapping of
+ * the table is unmapped alone, and as the kernel may hold it: split at
+ * some of the points where a failed cut may have split it, or whole (it
+ * may not have split at all).  From p, [p, q) is tried for each later
+ * point q up to the mapping's end, until the kernel takes one (an area of
+ * it ended at q; any gone before it were gone); -ENOENT up to the end
+ * means it holds nothing of ours that starts at p, and the next start is
+ * the next point.  So -ENOENT is never read as gone where the kernel
+ * holds an area across the piece's end.  As on type1, which answers an
+ * unmap of nothing with 0 bytes, the call goes on (unmapped_other() logs
+ * it) instead of failing every time.  *done: the bytes it removed.
  */
 static int unmap_each(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t *done)
 {
@@ -570,16 +577,22 @@ static int unmap_each(struct cvm_dma *d, uint64_t s, uint64_t e, uint64_t *done)
 
 	for (uint64_t x = s; x < e && !maptable_lookup(d->mt, x, &m) && m.iova < e;
 	     x = m.iova + m.len) {
-		for (uint64_t p = m.iova, q, got; p != m.iova + m.len; p = q) {
+		uint64_t end = m.iova + m.len;
+
+		for (uint64_t p = m.iova; p != end;) {
+			uint64_t q = p, got;
 			int err;
 
-			q = next_maybe(d, p, m.iova + m.len);
-			got = 0;
-			d->st.unmap_calls++;
-			err = d->be->ops->unmap(d->be, p, q - p, &got);
+			do {
+				q = next_maybe(d, q, end);
+				got = 0;
+				d->st.unmap_calls++;
+				err = d->be->ops->unmap(d->be, p, q - p, &got);
+			} while (err == -ENOENT && q != end);
 			if (err && err != -ENOENT)
 				return err;
 			*done += got;
+			p = err ? next_maybe(d, p, end) : q;
 		}
 	}
 	return 0;

@@ -4509,3 +4509,73 @@ Test(dma, a_private_conversion_over_a_mapping_the_vmm_removed_goes_through)
 		fx_fini(&f);
 	}
 }
+
+/*
+ * The iommufd backend that cuts unmaps with IOMMU_IOAS_UNMAP, which says
+ * -ENOENT, removing nothing, where an area reaches across either end of
+ * the range (no model rule set both cuts and does that: this wrapper
+ * does).  A cut of page 15 the kernel refuses before splitting leaves
+ * points where it may have split [12, 20); the VMM unmaps page 10 and maps
+ * 9-10 itself.  The private conversion of [10, 20) is then -ENOENT (the
+ * VMM's mapping across 10), and mapping by mapping [12, 15) is -ENOENT
+ * too: the kernel holds [12, 20) whole.  That was taken for gone, and
+ * private pages 12-19 stayed mapped (helper-104).
+ */
+static const struct cvm_backend_ops *native_real;
+static struct cvm_backend_ops native_ops;
+struct native_scan { uint64_t s, e; bool any, across; };
+
+static int native_visit(void *opaque, uint64_t iova, uint64_t len)
+{
+	struct native_scan *n = opaque;
+
+	if (iova + len > n->s && iova < n->e) {
+		n->any = true;
+		n->across |= iova < n->s || iova + len > n->e;
+	}
+	return 0;
+}
+
+static int native_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *done)
+{
+	struct native_scan n = { iova, iova + len, false, false };
+
+	be->ops = native_real;
+	cvm_model_for_each(be, native_visit, &n);
+	be->ops = &native_ops;
+	if (done)
+		*done = 0;
+	if (!n.any || n.across)
+		return -ENOENT;
+	return native_real->unmap(be, iova, len, done);
+}
+
+Test(dma, an_enoent_over_a_mapping_the_kernel_did_not_split_unmaps_it_whole)
+{
+	struct cvm_be *be;
+	char l[64];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_CUT, 0, 0, 0);
+	be = cvm_dma_backend(f.d);
+	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(12), 8 * PG, CVM_SHARED, 0), 0);
+	cvm_model_inject(be, 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(15), PG, CVM_PRIVATE, 0), -EBUSY);
+	cr_assert(cvm_dma_may_split_at(f.d, A(15)));
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "10+1;12+8;", "the kernel maps %s", l);
+	cr_assert_eq(be->ops->unmap(be, A(10), PG, NULL), 0);
+	cr_assert_eq(be->ops->map(be, A(9), 2 * PG, (char *)f.hva + 9 * PG), 0);
+	native_real = be->ops;
+	native_ops = *be->ops;
+	native_ops.unmap = native_unmap;
+	be->ops = &native_ops;
+	cr_assert_eq(cvm_convert(f.r, A(10), 10 * PG, CVM_PRIVATE, 0), 0);
+	be->ops = native_real;
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "9+2;", "the kernel maps %s", l);
+	cr_assert_eq(stats(f.d).mappings, 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	fx_fini(&f);
+}
