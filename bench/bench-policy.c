@@ -317,7 +317,7 @@ static void print_row(const char *label, const struct trace *t, const struct run
 	if (strcmp(c->rules_name, "type1"))
 		over = s->mappings_peak > TYPE1_LIMIT ? "YES" : "no";
 	printf("policy\t%s\t%s\t%s\t%zu\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-	       "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%.1f\t%.1f\t%.0f\t%s\t%s\n",
+	       "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%.3f\t%.3f\t%.0f\t%s\t%s\n",
 	       label, c->rules_name, c->pol->name, t->nops, result, o->shared_runs, s->mappings,
 	       s->mappings_peak,
 	       s->map_calls, s->unmap_calls, s->cut_calls,
