@@ -7,7 +7,10 @@
  *   type1    65,535 mappings at most: which policies fail, and where;
  *   iommufd  no limit, no cut: the counts behind those failures (a peak
  *            above 65,535 is flagged: type1 could not hold it);
- *   cut      the hitless backend (iommufd's VFIO-compat cut).
+ *   cut      the hitless backend (iommufd's VFIO-compat cut);
+ *   tight    type1 rules with a limit halfway between what auto and
+ *            unbounded need on iommufd rules: what compact buys (it only
+ *            acts near a limit), auto and compact side by side.
  *
  * Per run: live and peak mappings, map/unmap/cut calls, disruptive remaps
  * and bytes, and the library's CPU time (CLOCK_THREAD_CPUTIME_ID around the
@@ -42,22 +45,24 @@ struct run_cfg {
 	const char *rules_name;
 	uint32_t rules;
 	const struct policy *pol;
+	uint32_t limit;             /* the model's entry limit; 0: its default */
 };
 
 /*
- * compact only acts near a mapping limit, and on a backend that cuts every
- * policy but per-page is "unlimited granule": the rows that differ.
+ * compact only acts near a mapping limit (bench_trace() adds the runs at a
+ * lowered one), and on a backend that cuts every policy but per-page is
+ * "unlimited granule": the rows that differ.
  */
 static const struct run_cfg runs[] = {
-	{ "type1", CVM_MODEL_TYPE1, &pol_per_page },
-	{ "type1", CVM_MODEL_TYPE1, &pol_auto },
-	{ "type1", CVM_MODEL_TYPE1, &pol_unbounded },
-	{ "type1", CVM_MODEL_TYPE1, &pol_compact },
-	{ "iommufd", CVM_MODEL_IOMMUFD, &pol_per_page },
-	{ "iommufd", CVM_MODEL_IOMMUFD, &pol_auto },
-	{ "iommufd", CVM_MODEL_IOMMUFD, &pol_unbounded },
-	{ "cut", CVM_MODEL_CUT, &pol_per_page },
-	{ "cut", CVM_MODEL_CUT, &pol_auto },
+	{ "type1", CVM_MODEL_TYPE1, &pol_per_page, 0 },
+	{ "type1", CVM_MODEL_TYPE1, &pol_auto, 0 },
+	{ "type1", CVM_MODEL_TYPE1, &pol_unbounded, 0 },
+	{ "type1", CVM_MODEL_TYPE1, &pol_compact, 0 },
+	{ "iommufd", CVM_MODEL_IOMMUFD, &pol_per_page, 0 },
+	{ "iommufd", CVM_MODEL_IOMMUFD, &pol_auto, 0 },
+	{ "iommufd", CVM_MODEL_IOMMUFD, &pol_unbounded, 0 },
+	{ "cut", CVM_MODEL_CUT, &pol_per_page, 0 },
+	{ "cut", CVM_MODEL_CUT, &pol_auto, 0 },
 };
 
 #define TYPE1_LIMIT 65535
@@ -94,7 +99,7 @@ static int world_open(struct world *w, const struct run_cfg *c, struct outcome *
 {
 	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_MODEL, .fd = -1,
 				     .flags = c->pol->flags, .split_granule = c->pol->granule,
-				     .model_rules = c->rules };
+				     .model_rules = c->rules, .model_entry_limit = c->limit };
 	uint64_t c0;
 	int err;
 
@@ -314,17 +319,17 @@ static void print_row(const char *label, const struct trace *t, const struct run
 		snprintf(result, sizeof(result), "%s at line %u", err_name(o->err), o->line);
 	else
 		snprintf(result, sizeof(result), "ok");
-	if (strcmp(c->rules_name, "type1"))
+	if (!c->limit && strcmp(c->rules_name, "type1"))
 		over = s->mappings_peak > TYPE1_LIMIT ? "YES" : "no";
 	printf("policy\t%s\t%s\t%s\t%zu\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
-	       "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%.3f\t%.3f\t%.0f\t%s\t%s\n",
+	       "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%.3f\t%.3f\t%.0f\t%s\t%s\t%" PRIu32 "\n",
 	       label, c->rules_name, c->pol->name, t->nops, result, o->shared_runs, s->mappings,
 	       s->mappings_peak,
 	       s->map_calls, s->unmap_calls, s->cut_calls,
 	       s->map_calls + s->unmap_calls + s->cut_calls, s->disruptive_splits,
 	       s->disrupted_bytes, o->attach_cpu / 1e6, o->conv_cpu / 1e6,
 	       t->nops ? (double)o->conv_cpu / (double)t->nops : 0.0, over,
-	       check ? "ok" : "MISMATCH");
+	       check ? "ok" : "MISMATCH", c->limit);
 	fflush(stdout);
 }
 
@@ -333,7 +338,7 @@ static void bench_trace(const char *path)
 	struct trace t;
 	char err[512], label[128];
 	struct outcome o;
-	uint64_t n, changes;
+	uint64_t n, changes, auto_peak = 0, unb_peak = 0;
 
 	memset(&t, 0, sizeof(t));
 	if (trace_load(path, &t, err, sizeof(err)))
@@ -347,6 +352,25 @@ static void bench_trace(const char *path)
 			 runs[i].pol->name);
 		replay(&t, &runs[i], &o);
 		print_row(label, &t, &runs[i], &o);
+		if (runs[i].rules == CVM_MODEL_IOMMUFD && runs[i].pol == &pol_auto)
+			auto_peak = o.st.mappings_peak;
+		if (runs[i].rules == CVM_MODEL_IOMMUFD && runs[i].pol == &pol_unbounded)
+			unb_peak = o.st.mappings_peak;
+	}
+	/* Where auto needs more than unbounded, a limit between the two:
+	 * auto must fail there, and compact may get through by merging. */
+	if (auto_peak > unb_peak + 1 && auto_peak <= UINT32_MAX) {
+		const struct policy *tight[] = { &pol_auto, &pol_compact };
+
+		for (size_t i = 0; i < sizeof(tight) / sizeof(tight[0]); i++) {
+			struct run_cfg c = { "type1", CVM_MODEL_TYPE1, tight[i],
+					     (uint32_t)(unb_peak + (auto_peak - unb_peak) / 2) };
+
+			progress("bench-policy: %s, model type1 at %u mappings, %s ...", label,
+				 c.limit, c.pol->name);
+			replay(&t, &c, &o);
+			print_row(label, &t, &c, &o);
+		}
 	}
 	trace_free(&t);
 }
@@ -360,7 +384,7 @@ int main(int argc, char **argv)
 	printf("# bench-policy %s, libcvmdma %s\n", PACKAGE_VERSION, cvm_version());
 	printf("#cols policy workload rules policy lines result shared_runs live peak map_calls "
 	       "unmap_calls cut_calls calls disruptive_splits disrupted_bytes attach_cpu_ms conv_cpu_ms "
-	       "cpu_ns_per_line over_65535 mapped_eq_shared\n");
+	       "cpu_ns_per_line over_65535 mapped_eq_shared entry_limit\n");
 	printf("#cols pieces workload fewest_hitless_mappings changing_lines\n");
 	for (int i = 1; i < argc; i++)
 		bench_trace(argv[i]);

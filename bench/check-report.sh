@@ -77,6 +77,9 @@ has '^100 trace lines, 50 of them change page state\.' &&
 ok $? "the conversion CPU time is also shown per line that changes page state"
 has '^100 trace lines\.  At the end' && has '^\| cut \| auto \| ok \*\*MAPPED != SHARED\*\* \| .* \| 10 ns \| - \|$'
 ok $? "an older result without the count of changing lines shows none"
+has '^\| type1 at 11 \| compact \| ok \| 8 \| 11 \| 11 \| - \| 15 \| 4 \| 0 \| 4 \| 8\.0 MiB \|' &&
+	has '^\| type1 \| per-page \| \*\*ENOSPC at line 7\*\* \|'
+ok $? "a run at a lowered entry limit names the limit; one without the column does not"
 has 'MAPPED != SHARED'
 ok $? "a run whose mapped set differs from the shared set is flagged"
 has '\| iommufd \| per-page \| ok \| 8 \| 70,000 \| 70,000 \| \*\*yes\*\* \|'
