@@ -101,6 +101,13 @@ printf 'cvmdma-trace 1\nregion 0 1M private\nshared 0x1000+1000\n' >"$tmp/unalig
 check "replay: an unaligned range is refused at parse time with its line" \
 	sh -c '"$1" "$2" 2>&1 | grep -q "unaligned.trace:3: .*aligned"' sh "$rep" "$tmp/unaligned.trace"
 
+printf 'cvmdma-trace 1\nregion 0 1M private page=4K page=8K\n' >"$tmp/twopage.trace"
+check "replay: a region with page= twice is refused at parse time with its line" \
+	sh -c '"$1" "$2" 2>&1 | grep -q "twopage.trace:2: page= given twice"' sh "$rep" "$tmp/twopage.trace"
+printf 'cvmdma-trace 1\nregion 0X0 1M private\nshared 0X1000+4K\n' >"$tmp/hexcap.trace"
+check "replay: hexadecimal with 0X reads as with 0x (trace-format.md)" \
+	"$rep" -q "$tmp/hexcap.trace"
+
 printf 'cvmdma-trace 1\nregion 0x0 2M private # a \000 in a comment\n' >"$tmp/nul.trace"
 check "replay: a NUL byte, even in a comment, makes the trace invalid (exit 2)" \
 	sh -c '"$1" "$2" >/dev/null 2>&1; test $? -eq 2' sh "$rep" "$tmp/nul.trace"

@@ -193,6 +193,8 @@ static int parse_region(struct parser *p, char **w, int n)
 	for (i = 4; i < n; i++) {
 		if (strncmp(w[i], "page=", 5))
 			return bad(p, "unknown region attribute '%s' (known: page=SIZE)", w[i]);
+		if (i > 4)
+			return bad(p, "page= given twice");
 		if (word_size(p, w[i] + 5, "page size", &v))
 			return -EINVAL;
 		if (v > UINT32_MAX)
