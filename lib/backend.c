@@ -66,8 +66,10 @@ static uint64_t scratch_align(uint64_t pgsizes, uint64_t len)
 /*
  * Probes map at the top of the highest range because guest RAM regions
  * start low.  The window is aligned to the largest IOMMU page that fits in
- * it, so a 2 MiB probe may get a 2 MiB IOPTE: a cut probe must work on the
- * hardest layout the kernel can choose, or it would promise too much.
+ * it: a window large enough could get a huge IOPTE, and a cut probe must
+ * work on the hardest layout the kernel can choose, or it would promise
+ * too much.  (cvm_probe_cut()'s three pages never do; every cut route
+ * turns huge IOPTEs off first.)
  */
 int cvm_backend_scratch_iova(const struct cvm_be *be, uint64_t len, uint64_t *iova)
 {

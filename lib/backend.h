@@ -49,7 +49,9 @@ struct cvm_backend_ops {
 	 * also remove whole mappings inside the range.  NULL: cannot cut.  Only
 	 * called when be->can_cut. */
 	int (*cut)(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped);
-	/* Remove every mapping in the address space. */
+	/* Remove every mapping in the address space, the VMM's own too on a
+	 * container or IOAS it handed over: only the conformance tests call
+	 * it; a context unmaps region by region (cvm_dma_close(3)). */
 	int (*unmap_all)(struct cvm_be *be);
 	/* Re-read IOVA ranges, page sizes and remaining entries. */
 	int (*refresh)(struct cvm_be *be);

@@ -2235,7 +2235,10 @@ static int check_window(struct cvm_dma *d, const struct dma_region *dr)
 {
 	uint64_t minpg = d->be->pgsizes ? d->be->pgsizes & -d->be->pgsizes : 4096;
 	uint64_t s = dr->g.iova, e = dr->g.iova + dr->g.length;
+	uint64_t hva_align = minpg;
 
+	if (d->be->kind == CVM_BACKEND_IOMMUFD)
+		hva_align = min_u64(minpg, (uint64_t)sysconf(_SC_PAGESIZE));
 	/* Each -EINVAL says which of its reasons: the caller's errno cannot. */
 	if (!dr->g.hva) {
 		cvm_err("dma: the region has no hva: there is no memory to map its pages to");
@@ -2245,6 +2248,16 @@ static int check_window(struct cvm_dma *d, const struct dma_region *dr)
 		cvm_err("dma: the region's IOVA 0x%llx or page size %u is not a multiple of the "
 			"IOMMU's smallest page, %llu bytes", (unsigned long long)s,
 			dr->g.page_size, (unsigned long long)minpg);
+		return -EINVAL;
+	}
+	/* The kernel checks the host address too, or it would refuse every
+	 * map with a bare -EINVAL: type1 against the IOMMU's smallest page
+	 * (vfio_dma_do_map()), iommufd only its offset in a host page
+	 * (iopt_insert_area()). */
+	if ((uintptr_t)dr->g.hva % hva_align) {
+		cvm_err("dma: the region's hva %p is not a multiple of %llu bytes, the %s",
+			dr->g.hva, (unsigned long long)hva_align,
+			hva_align == minpg ? "IOMMU's smallest page" : "host page");
 		return -EINVAL;
 	}
 	if (dr->granule != G_UNLIMITED && dr->granule < dr->g.page_size) {

@@ -12,7 +12,9 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -275,7 +277,11 @@ static int fk_ioctl(unsigned long req, void *arg)
 		return fk_get_info(arg);
 	case VFIO_IOMMU_MAP_DMA: {
 		struct vfio_iommu_type1_dma_map *m = arg;
+		uint64_t pgsize = fk.pgsizes & -fk.pgsizes;
 
+		/* vfio_dma_do_map(): the host address too, to the smallest page. */
+		if ((m->iova | m->size | m->vaddr) & (pgsize - 1))
+			return -EINVAL;
 		return fk_do_map(m->iova, m->size);
 	}
 	case VFIO_IOMMU_UNMAP_DMA:
@@ -668,6 +674,58 @@ Test(type1, destroy_leaves_the_vmm_container_open)
 	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0);
 }
 
+static char log_buf[512];
+
+static void keep_log(void *opaque, int prio, const char *msg)
+{
+	(void)opaque;
+	if (prio <= LOG_ERR)
+		snprintf(log_buf, sizeof(log_buf), "%s", msg);
+}
+
+/*
+ * An IOMMU whose smallest page (64 KiB) is larger than the host's: type1
+ * refuses a map whose host address is not a multiple of it, so the region
+ * is refused when it joins, with its reason, not at each conversion with
+ * a bare -EINVAL.
+ */
+Test(type1, a_region_whose_hva_is_not_on_an_iommu_page_is_refused_with_its_reason)
+{
+	const uint64_t big = 16 * PG;
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_TYPE1,
+				     .fd = fk.fd, .flags = CVM_DMA_NO_CUT };
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = 0x100000, .length = 2 * big,
+					.page_size = big };
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+	struct cvm_region *r;
+	struct cvm_dma *d;
+	char *mem;
+
+	fk.pgsizes = big | 0x200000;
+	mem = aligned_alloc(big, 4 * big);
+	cr_assert_not_null(mem);
+	cr_assert_eq(cvm_dma_open(&dc, &d), 0);
+	cvm_set_log(keep_log, NULL, LOG_ERR);
+	rc.hva = mem + PG;
+	cr_assert_eq(cvm_region_create(&rc, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), -EINVAL);
+	cr_assert(strstr(log_buf, "hva") && strstr(log_buf, "65536 bytes, the IOMMU's smallest page"),
+		  "log: %s", log_buf);
+	cvm_region_destroy(r);
+	/* On the IOMMU page: it joins and maps. */
+	rc.hva = mem + big;
+	cr_assert_eq(cvm_region_create(&rc, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cr_assert_eq(cvm_convert(r, rc.gpa, big, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_dma_stats(d, &st), 0);
+	cr_assert_eq(st.mappings, 1);
+	cr_assert_eq(fk.nmaps, 1);
+	cvm_region_destroy(r);
+	cvm_dma_close(d);
+	cvm_set_log(NULL, NULL, 0);
+	free(mem);
+}
+
 static int fail_at, allocs;
 
 static void *fail_nth(void *opaque, void *ptr, size_t size)
@@ -901,6 +959,37 @@ Test(iommufd, an_alignment_of_one_before_a_device_is_no_one_byte_iommu_page)
 	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 0, false, &be), 0);
 	cr_assert_eq(be->pgsizes, ~(2 * least - 1));
 	cvm_backend_destroy(be);
+}
+
+/* iommufd checks only the host address's offset in its host page
+ * (iopt_insert_area()): an IOVA alignment above the host page does not
+ * refuse a region whose hva is on a host page. */
+Test(iommufd, a_region_on_a_host_page_joins_under_a_larger_iova_alignment)
+{
+	const uint64_t big = 16 * PG;
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_IOMMUFD,
+				     .fd = fk.fd, .ioas_id = 7, .flags = CVM_DMA_NO_CUT };
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = 0x100000, .length = 2 * big,
+					.page_size = big };
+	struct cvm_region *r;
+	struct cvm_dma *d;
+	char *mem;
+	int ret;
+
+	as_iommufd();
+	fk.huge_align = big;
+	mem = aligned_alloc(big, 4 * big);
+	cr_assert_not_null(mem);
+	ret = cvm_dma_open(&dc, &d);
+	cr_assert_eq(ret, 0, "open: %d", ret);
+	rc.hva = mem + (sysconf(_SC_PAGESIZE) < (long)big ? sysconf(_SC_PAGESIZE) : 0);
+	cr_assert_eq(cvm_region_create(&rc, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cr_assert_eq(cvm_convert(r, rc.gpa, big, CVM_SHARED, 0), 0);
+	cr_assert_eq(fk.nmaps, 1);
+	cvm_region_destroy(r);
+	cvm_dma_close(d);
+	free(mem);
 }
 
 Test(iommufd, ranges_are_sized_then_read_even_when_they_grow_in_between)
