@@ -8,9 +8,9 @@
  *   iommufd  no limit, no cut: the counts behind those failures (a peak
  *            above 65,535 is flagged: type1 could not hold it);
  *   cut      the hitless backend (iommufd's VFIO-compat cut);
- *   tight    type1 rules with a limit halfway between what auto and
- *            unbounded need on iommufd rules: what compact buys (it only
- *            acts near a limit), auto and compact side by side.
+ *   type1 at a lowered limit, halfway between what auto and unbounded
+ *            need on iommufd rules: what compact buys (it only acts near
+ *            a limit), auto and compact side by side.
  *
  * Per run: live and peak mappings, map/unmap/cut calls, disruptive remaps
  * and bytes, and the library's CPU time (CLOCK_THREAD_CPUTIME_ID around the
