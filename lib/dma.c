@@ -641,15 +641,6 @@ static int be_unmap_span(struct cvm_dma *d, uint64_t s, uint64_t e, bool log, bo
 	return 0;
 }
 
-/* The table's mapping m becomes two, split at x (the kernel split it). */
-static void split_entry(struct cvm_dma *d, const struct mt_entry *m, uint64_t x)
-{
-	maptable_remove(d->mt, m->iova, NULL);
-	maptable_insert(d->mt, m->iova, x - m->iova, m->data);
-	maptable_insert(d->mt, x, m->iova + m->len - x, m->data + (x - m->iova));
-	account(d, 1, 0);
-}
-
 /*
  * A cut of [s, e) failed where the kernel may have removed some mappings
  * first (be->unmap_partial).  iommufd_vfio_unmap_dma() splits the mappings
@@ -660,26 +651,27 @@ static void split_entry(struct cvm_dma *d, const struct mt_entry *m, uint64_t x)
  * table).  Map it back too, and the inside piece [r's start, e) of the
  * mapping r across e, or [s, e) if l holds the whole cut, where the kernel
  * may have split it unseen before (else it is the last area inside, which
- * a call that failed never takes).  Once anything the call took came back
- * (not a piece gone before it, FIX_REMAP), the kernel had made both
- * splits, and the table takes them.  l, r: the mappings across s and e
+ * a call that failed never takes).  l, r: the mappings across s and e
  * (the same one if it holds the whole cut), or NULL.  Then, if anything
  * came back, the context asks the kernel for its count of free entries
  * again, as put_back_after_failure() does.
  *
- * When nothing the call took came back the kernel may still have split l
- * or r (it failed at the first area, or split at e and then refused to
- * split at s), and no call tells: the table keeps them whole and notes
- * that the kernel may have split them at s and e (maybe_add()), so that a
- * later put-back maps their pieces alone: a call on them that fails part
- * way may take only a piece.
+ * Whether the kernel split l or r no call tells: it may have failed at
+ * the first area, or split at e and then refused to split at s, and what
+ * came back may have been gone before the call without anything saying so
+ * (a mapping the VMM removed), so even a put-back proves no split.  The
+ * table keeps them whole and notes that the kernel may have split them at
+ * s and e (maybe_add()): a later unmap goes piece by piece where the
+ * kernel's answer needs it (unmap_each()), and a later put-back maps
+ * their pieces alone.  Splitting the table where the kernel had not split
+ * would leave a table end inside one of the kernel's areas, whose
+ * IOMMU_IOAS_UNMAP is then -ENOENT with nothing removed (helper-108).
  */
 static void put_back_after_cut(struct cvm_dma *d, uint64_t s, uint64_t e, int err,
 			       const struct mt_entry *l, const struct mt_entry *r)
 {
 	bool same = l && r && l->iova == r->iova;
 	struct put_back pb = { .note = true };
-	struct mt_entry rest;
 
 	if (l && (!same || maybe_inside(d, s, e)))
 		map_back(d, s, same ? e : l->iova + l->len, l->data + (s - l->iova), &pb);
@@ -688,26 +680,10 @@ static void put_back_after_cut(struct cvm_dma *d, uint64_t s, uint64_t e, int er
 	if (r && !same && maybe_inside(d, r->iova, e))
 		map_back(d, r->iova, e, r->data, &pb);
 	log_put_back(s, e, err, &pb);
-	if (pb.back == pb.lost) {
-		if (l)
-			maybe_add(d, s);
-		if (r)
-			maybe_add(d, e);
-	} else {
-		/* The first split takes the two inserts be_cut() reserved
-		 * (nothing was inserted since); the second must ask, and
-		 * without them the table keeps r whole, as above. */
-		if (l)
-			split_entry(d, l, s);
-		if (r) {
-			rest = same ? (struct mt_entry){ s, l->iova + l->len - s,
-							 l->data + (s - l->iova) } : *r;
-			if (l && maptable_reserve(d->mt, 2))
-				maybe_add(d, e);
-			else
-				split_entry(d, &rest, e);
-		}
-	}
+	if (l)
+		maybe_add(d, s);
+	if (r)
+		maybe_add(d, e);
 	if (pb.back)
 		refresh_avail(d);
 }

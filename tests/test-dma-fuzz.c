@@ -29,8 +29,8 @@
  *    left for the next step (in half the runs, at half the steps: the
  *    next calls meet it);
  *  - the library's mapping table equals the model kernel's, mapping by
- *    mapping (once a cut may have failed after its splits, a mapping of
- *    the table may be several of the kernel's, end to end), and its
+ *    mapping (once a cut may have failed after its splits or part way, a
+ *    mapping of the table may be several of the kernel's, end to end), and its
  *    stats agree: mappings, mapped bytes, no pending
  *    repair, entries_avail equal to the kernel's (and, even with a repair
  *    pending, not the "no limit" of UINT64_MAX where the kernel has one);
@@ -1266,9 +1266,10 @@ static void arm_kernel_failure(int err)
 
 		inject(c, INJECT_PARTIAL, nth, 1 + then, err);
 		multi |= then != 0;
-		/* A cut's put-back the kernel refused leaves its splits
-		 * unseen too (the repair maps the piece back alone). */
-		c->hidden |= then != 0;
+		/* A cut that fails part way leaves its splits unseen: the
+		 * table keeps the mappings across its ends whole, whether
+		 * or not a put-back came back. */
+		c->hidden = true;
 		trace("ctx %d: call %llu fails %d, partially%s", k, (unsigned long long)nth, err,
 		      then == 2 ? ", and the two after it" : then ? ", and the next" : "");
 	} else if (how < 4) {
@@ -1338,9 +1339,9 @@ static void stress_arm(int err, bool more)
 		c->fail_mask = mask;
 		c->fail_err = err;
 		failures += __builtin_popcount(mask) + (model != 0);
-		/* Its put-back may fail too (the shim's), and a split cut
-		 * leaves its splits unseen. */
-		c->hidden |= model == 2 || (model && mask);
+		/* A cut that fails part way or after its splits leaves
+		 * them unseen. */
+		c->hidden |= model != 0;
 		trace("ctx %d: calls %#x (as a mask) fail %d%s%s (stress)", k, mask, err,
 		      model == 1 ? ", and a call of the model part way" : "",
 		      model == 2 ? ", and a cut of the model after its splits" : "");

@@ -1042,10 +1042,21 @@ Test(dma, a_mapping_a_failed_cut_took_is_mapped_back)
 	fx_fini(&f);
 }
 
+/* The model kernel's mappings, as layout() prints the library's. */
+static void kernel_layout(struct cvm_dma *d, char *buf, size_t size)
+{
+	struct maps m = { 0 };
+
+	cr_assert_eq(cvm_model_for_each(cvm_dma_backend(d), maps_add, &m), 0);
+	maps_print(&m, buf, size);
+}
+
 /* The kernel splits the mappings across both ends of a cut before it
  * unmaps, so the first area a failed cut takes is the inside piece of the
- * mapping across its start: the library maps that piece back, and its
- * table takes both splits (the kernel made them), one mapping more each. */
+ * mapping across its start: the library maps that piece back.  Its table
+ * keeps both mappings whole, with points where the kernel may have split
+ * them: a put-back proves no split (what came back may have been gone
+ * before the call). */
 Test(dma, the_piece_a_failed_cut_took_first_is_mapped_back)
 {
 	char l[256];
@@ -1059,24 +1070,18 @@ Test(dma, the_piece_a_failed_cut_took_first_is_mapped_back)
 	cr_assert_eq(cvm_convert(f.r, A(8), 5 * PG, CVM_PRIVATE, 0), -EBUSY);
 	cr_assert_eq(cvm_region_query(f.r, A(5), 10 * PG), CVM_SHARED);
 	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "5+3;8+2;10+1;11+2;13+2;", "maps %s", l);
-	cr_assert_eq(stats(f.d).mappings, 5);
+	cr_assert_str_eq(l, "5+5;10+1;11+4;", "maps %s", l);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "5+3;8+2;10+1;11+2;13+2;", "the kernel maps %s", l);
+	cr_assert(cvm_dma_may_split_at(f.d, A(8)) && cvm_dma_may_split_at(f.d, A(13)));
+	cr_assert_eq(stats(f.d).mappings, 3);
 	cr_assert_eq(stats(f.d).pending_repairs, 0);
-	check(&f);
+	check_dma_split(f.r, f.d, f.npages, f.granule, true);
 	cr_assert_eq(cvm_convert(f.r, A(8), 5 * PG, CVM_PRIVATE, 0), 0);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "5+3;13+2;", "maps %s", l);
 	check(&f);
 	fx_fini(&f);
-}
-
-/* The model kernel's mappings, as layout() prints the library's. */
-static void kernel_layout(struct cvm_dma *d, char *buf, size_t size)
-{
-	struct maps m = { 0 };
-
-	cr_assert_eq(cvm_model_for_each(cvm_dma_backend(d), maps_add, &m), 0);
-	maps_print(&m, buf, size);
 }
 
 /* Pages [5, 15) shared in one mapping, which a cut of [8, 10) the kernel
@@ -1132,7 +1137,7 @@ Test(dma, a_piece_of_a_hidden_split_an_unmap_took_is_mapped_back)
 
 /* A cut inside that mapping across a hidden split, which the kernel fails
  * after taking the first area inside: that piece comes back, and the
- * table takes the cut's splits. */
+ * table keeps the mapping whole (points at the cut's ends too). */
 Test(dma, a_piece_of_a_hidden_split_a_cut_took_is_mapped_back)
 {
 	char l[256];
@@ -1141,7 +1146,8 @@ Test(dma, a_piece_of_a_hidden_split_a_cut_took_is_mapped_back)
 	hidden_split(&f);
 	fail_part_way(&f, 6, 3, "5+1;6+2;8+1;9+1;10+5;");
 	layout(f.d, l, sizeof(l));
-	cr_assert_str_eq(l, "5+1;6+3;9+6;", "maps %s", l);
+	cr_assert_str_eq(l, "5+10;", "maps %s", l);
+	cr_assert(cvm_dma_may_split_at(f.d, A(6)) && cvm_dma_may_split_at(f.d, A(9)));
 	cr_assert_eq(cvm_convert(f.r, A(6), 3 * PG, CVM_PRIVATE, 0), 0);
 	layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "5+1;9+6;", "maps %s", l);
@@ -4686,4 +4692,81 @@ Test(dma, an_enoent_fallback_leaves_nothing_of_ours_however_the_kernel_held_it)
 		fx_fini(&f);
 	}
 	cr_assert_eq(states, 274, "%d states", states);
+}
+
+/*
+ * The VMM unmaps one of the context's mappings, [20, 25), itself (as in
+ * a_private_conversion_over_a_mapping_the_vmm_removed_goes_through), and
+ * a cut of [15, 30) across [10, 20) and [25, 35) is refused before the
+ * kernel splits anything.  Its put-back maps [20, 25) back, which nothing
+ * said was gone before the call: that proves no split, and the table
+ * keeps [10, 20) and [25, 35) whole, with points at 15 and 30.  It used
+ * to split them there (helper-108): the iommufd backend that cuts unmaps
+ * with IOMMU_IOAS_UNMAP, so the private conversion of the table's [10, 15)
+ * got -ENOENT (the kernel's [10, 20) reaches across 15), took it for gone,
+ * and returned 0 with private pages 10-14 still mapped.
+ */
+Test(dma, a_cut_refused_after_the_vmm_removed_a_mapping_leaves_no_private_page_mapped)
+{
+	struct cvm_be *be;
+	char l[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_CUT, 0, 0, 0);
+	be = cvm_dma_backend(f.d);
+	cr_assert_eq(cvm_convert(f.r, A(10), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(20), 5 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(25), 10 * PG, CVM_SHARED, 0), 0);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "10+10;20+5;25+10;", "the kernel maps %s", l);
+	/* The VMM removes [20, 25) itself. */
+	cr_assert_eq(be->ops->unmap(be, A(20), 5 * PG, NULL), 0);
+	/* The cut of [15, 30) is refused before any split. */
+	cvm_model_inject(be, 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(15), 15 * PG, CVM_PRIVATE, 0), -EBUSY);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "10+10;20+5;25+10;", "the kernel maps %s", l);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "10+10;20+5;25+10;", "the table maps %s", l);
+	cr_assert(cvm_dma_may_split_at(f.d, A(15)) && cvm_dma_may_split_at(f.d, A(30)));
+	native_on(be);
+	cr_assert_eq(cvm_convert(f.r, A(10), 5 * PG, CVM_PRIVATE, 0), 0);
+	be->ops = native_real;
+	cr_assert_eq(cvm_region_query(f.r, A(10), 5 * PG), CVM_PRIVATE);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "15+5;20+5;25+10;", "the kernel maps %s", l);
+	check(&f);
+	fx_fini(&f);
+}
+
+/*
+ * The same inside one mapping: hidden_split() leaves [5, 15) whole in the
+ * table, [5, 8) [8, 10) [10, 15) in the kernel (points at 8 and 10), and
+ * the VMM removes the piece [8, 10).  A cut of [7, 11) is refused before
+ * any split; its put-back maps [8, 10) back.  The table used to split
+ * [5, 15) at 7 and 11, an end inside the kernel's [5, 8) with no point in
+ * [5, 7): the private conversion of [5, 7) took the -ENOENT of
+ * IOMMU_IOAS_UNMAP for gone, and pages 5-6 stayed mapped.
+ */
+Test(dma, a_cut_refused_in_a_split_mapping_the_vmm_took_a_piece_of_leaves_none_mapped)
+{
+	struct cvm_be *be;
+	char l[256];
+	struct fx f;
+
+	hidden_split(&f);
+	be = cvm_dma_backend(f.d);
+	cr_assert_eq(be->ops->unmap(be, A(8), 2 * PG, NULL), 0);   /* the VMM */
+	cvm_model_inject(be, 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(7), 4 * PG, CVM_PRIVATE, 0), -EBUSY);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "5+3;8+2;10+5;", "the kernel maps %s", l);
+	native_on(be);
+	cr_assert_eq(cvm_convert(f.r, A(5), 2 * PG, CVM_PRIVATE, 0), 0);
+	be->ops = native_real;
+	cr_assert_eq(cvm_region_query(f.r, A(5), 2 * PG), CVM_PRIVATE);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "7+1;8+2;10+5;", "the kernel maps %s", l);
+	check_dma_split(f.r, f.d, f.npages, f.granule, true);
+	fx_fini(&f);
 }
