@@ -529,6 +529,19 @@ static const struct cvm_backend_ops model_cut_ops = {
 	.destroy = model_destroy,
 };
 
+/* CUT rules as the library meets them on an iommufd IOAS that cuts: the
+ * VFIO compatibility unmap cuts, IOMMU_IOAS_UNMAP does not (a test hook,
+ * cvm_model_native_unmap(), selects it). */
+static const struct cvm_backend_ops model_cut_native_ops = {
+	.name = "model-cut-native-unmap",
+	.map = iommufd_map,
+	.unmap = iommufd_unmap,
+	.cut = cut_unmap,
+	.unmap_all = model_unmap_all,
+	.refresh = model_refresh,
+	.destroy = model_destroy,
+};
+
 static const struct cvm_backend_ops *const model_ops[] = {
 	[CVM_MODEL_TYPE1] = &model_type1_ops,
 	[CVM_MODEL_IOMMUFD] = &model_iommufd_ops,
@@ -578,7 +591,35 @@ static struct model *as_model(struct cvm_be *be)
 	for (size_t i = 0; i < ARRAY_SIZE(model_ops); i++)
 		if (be->ops == model_ops[i])
 			return to_model(be);
-	return NULL;
+	return be->ops == &model_cut_native_ops ? to_model(be) : NULL;
+}
+
+int cvm_model_native_unmap(struct cvm_be *be)
+{
+	if (!as_model(be) || be->ops != &model_cut_ops)
+		return -EINVAL;
+	be->ops = &model_cut_native_ops;
+	return 0;
+}
+
+int cvm_model_vmm_unmap(struct cvm_be *be, uint64_t iova, uint64_t len)
+{
+	struct model *m = as_model(be);
+
+	if (!m)
+		return -EINVAL;
+	return maptable_remove_exact(m->mt, iova, len, NULL) ? -ENOENT : 0;
+}
+
+int cvm_model_vmm_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
+{
+	struct model *m = as_model(be);
+
+	if (!m || !vaddr)
+		return -EINVAL;
+	if (full(m))
+		return -ENOSPC;
+	return maptable_insert(m->mt, iova, len, (uintptr_t)vaddr);
 }
 
 void cvm_model_inject_n(struct cvm_be *be, uint64_t nth, uint64_t count, int err)

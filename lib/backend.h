@@ -98,6 +98,16 @@ void cvm_model_inject_partial_n(struct cvm_be *be, uint64_t nth, uint64_t count,
  * then fails with err, removing nothing: iommufd when the first area
  * inside cannot go.  No call shows the splits. */
 void cvm_model_inject_split(struct cvm_be *be, uint64_t nth, int err);
+/* A CUT model whose unmap is IOMMU_IOAS_UNMAP's (no cut: -ENOENT where an
+ * area reaches across an end), as on an iommufd IOAS that cuts; 0, or
+ * -EINVAL for any other backend. */
+int cvm_model_native_unmap(struct cvm_be *be);
+/* Another user of the container (the VMM): remove exactly the whole
+ * mapping [iova, iova+len) (-ENOENT if there is none), or map one (-EEXIST
+ * over another, -ENOSPC at the limit), with no call counted and no failure
+ * injected. */
+int cvm_model_vmm_unmap(struct cvm_be *be, uint64_t iova, uint64_t len);
+int cvm_model_vmm_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr);
 /* Calls fn for each mapping the model kernel holds, ascending. */
 int  cvm_model_for_each(struct cvm_be *be,
 			int (*fn)(void *opaque, uint64_t iova, uint64_t len), void *opaque);

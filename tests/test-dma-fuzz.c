@@ -29,8 +29,9 @@
  *    left for the next step (in half the runs, at half the steps: the
  *    next calls meet it);
  *  - the library's mapping table equals the model kernel's, mapping by
- *    mapping (once a cut may have failed after its splits or part way, a
- *    mapping of the table may be several of the kernel's, end to end), and its
+ *    mapping (once a cut may have failed after its splits or part way, or
+ *    the VMM unmapped some, a mapping of the table may be several of the
+ *    kernel's, end to end), and its
  *    stats agree: mappings, mapped bytes, no pending
  *    repair, entries_avail equal to the kernel's (and, even with a repair
  *    pending, not the "no limit" of UINT64_MAX where the kernel has one);
@@ -63,6 +64,16 @@
  * choices reads the context's table and the model kernel's mappings at
  * the start of the step, never the library's state otherwise.
  *
+ * From a fifth stream (none with -N, nor for the seeds of regressions[]
+ * that predate it): half the contexts of CUT rules unmap as iommufd's
+ * IOMMU_IOAS_UNMAP does (-ENOENT where a mapping reaches across an end,
+ * after removing the whole ones before it; the cut stays the VFIO
+ * compatibility one), as the library meets them on an iommufd IOAS that
+ * cuts; and before one conversion in eight the VMM unmaps about a sixth
+ * of the mappings of each context without an entry limit itself, and
+ * after it maps back what the context's table still holds (the library
+ * cannot know; a failed cut may have mapped a piece of it back already).
+ *
  * Nothing fails while a repair retries, yet it may fail for good after
  * several failures (no entry left for it, -ENOSPC) or an allocation
  * failure (a repair that could not be noted, -ENOMEM; such a repair is
@@ -73,7 +84,7 @@
  * and what differs, each context's mappings, and the command that replays
  * it with a trace of the steps; the exit status is then 1.
  *
- * Usage: test-dma-fuzz [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-S] [-v]
+ * Usage: test-dma-fuzz [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-S] [-N] [-v]
  *   with no option, seeds 1-300 and then the seeds of regressions[] below;
  *   -s first seed (1), -n number of seeds (300), -k steps per seed (300),
  *   -t stop starting new seeds after SECONDS (with -n 0: no seed limit),
@@ -82,6 +93,8 @@
  *   of regressions[] found before them run),
  *   -S no stress profile (every seed runs as before it; so do the seeds
  *   of regressions[] found before it),
+ *   -N none of the fifth stream's choices: IOMMU_IOAS_UNMAP, the VMM's
+ *   unmaps (the same for the seeds of regressions[] found before them),
  *   -v trace the steps on stderr; -vv adds the library's debug log.
  */
 #include "config.h"
@@ -137,6 +150,7 @@ struct ctx {
 	bool pending_after;              /* and after it, left for later (defer) */
 	uint64_t pending_n;              /* how many, after the last step */
 	bool hidden;                     /* a cut may have failed after its splits */
+	bool native;                     /* CUT rules, unmap by IOMMU_IOAS_UNMAP */
 	bool serves[NREG];               /* the region was added */
 	uint8_t *mapped[NREG];           /* pages the kernel maps, one byte a page */
 	struct maps before;              /* the library's table before the step */
@@ -182,6 +196,17 @@ static bool then_off;
  * which those seeds still draw as before. */
 static uint64_t rng4;
 static bool stress, stress_off;
+/* A fifth, for what the seeds before it run without (-N): a context of
+ * CUT rules whose unmap is IOMMU_IOAS_UNMAP's, as on an iommufd IOAS that
+ * cuts (-ENOENT where an area reaches across an end, no cut), and the
+ * VMM removing some of a context's mappings itself before a conversion. */
+static uint64_t rng5;
+static bool fifth_off;
+/* What the VMM removed this step, mapped back after it where the table
+ * still holds it (the library cannot know, and the oracle compares the
+ * table with the kernel). */
+static struct { int ctx; uint64_t iova, len; } vmm_gone[64];
+static int vmm_n;
 static int verbose;
 /* Several failures were injected since the repairs last all succeeded: a
  * rollback may have been refused too, so a failed call may leave mappings
@@ -223,6 +248,11 @@ static uint32_t rnd(uint32_t n)
 static uint32_t rnd4(uint32_t n)
 {
 	return rnd_of(&rng4, n);
+}
+
+static uint32_t rnd5(uint32_t n)
+{
+	return rnd_of(&rng5, n);
 }
 
 static void trace(const char *fmt, ...)
@@ -728,6 +758,9 @@ static void open_ctx(int k)
 	CHECK(cvm_dma_open(&cfg, &c->d) == 0, "cvm_dma_open");
 	CHECK(cvm_dma_info(c->d, &info) == 0, "cvm_dma_info");
 	c->be = cvm_dma_backend(c->d);
+	c->native = cfg.model_rules == CVM_MODEL_CUT && !fifth_off && rnd5(2);
+	if (c->native)
+		CHECK(cvm_model_native_unmap(c->be) == 0, "cvm_model_native_unmap");
 	c->model_ops = c->be->ops;
 	c->shim = *c->model_ops;
 	c->shim.map = shim_map;
@@ -738,9 +771,9 @@ static void open_ctx(int k)
 	c->granule = info.split_granule;
 	c->flags = cfg.flags;
 	c->strict = !info.can_cut && !(cfg.flags & CVM_DMA_COMPACT);
-	trace("ctx %d: rules %u flags %#x granule 0x%llx entry limit %u%s", k, cfg.model_rules,
-	      cfg.flags, (unsigned long long)c->granule, cfg.model_entry_limit,
-	      stress ? " (stress)" : "");
+	trace("ctx %d: rules %u%s flags %#x granule 0x%llx entry limit %u%s", k, cfg.model_rules,
+	      c->native ? " (IOMMU_IOAS_UNMAP)" : "", cfg.flags, (unsigned long long)c->granule,
+	      cfg.model_entry_limit, stress ? " (stress)" : "");
 }
 
 static void create_region(int i)
@@ -849,6 +882,105 @@ static void no_defer_after_alloc_failure(bool alloc_armed)
 	if (alloc_armed && fail_alloc_left == 0)
 		defer = false;
 	fail_alloc_disarm();
+}
+
+/*
+ * The VMM removes some of a context's mappings itself (each whole, as one
+ * user of a container may remove another's), in contexts without an entry
+ * limit: the entries would change the counts the oracle compares.
+ */
+/* The model's hooks know a model by its own ops table. */
+static int vmm_unmap(struct ctx *c, uint64_t iova, uint64_t len)
+{
+	int err;
+
+	c->be->ops = c->model_ops;
+	err = cvm_model_vmm_unmap(c->be, iova, len);
+	c->be->ops = &c->shim;
+	return err;
+}
+
+static int vmm_map(struct ctx *c, uint64_t iova, uint64_t len, void *vaddr)
+{
+	int err;
+
+	c->be->ops = c->model_ops;
+	err = cvm_model_vmm_map(c->be, iova, len, vaddr);
+	c->be->ops = &c->shim;
+	return err;
+}
+
+static void vmm_remove(void)
+{
+	vmm_n = 0;
+	for (int k = 0; k < nctx; k++) {
+		struct ctx *c = &ctxs[k];
+		struct maps kern = { 0 };
+
+		if (c->be->entries_avail != UINT64_MAX)
+			continue;
+		kernel_maps(c, &kern);
+		for (uint64_t j = 0; j < kern.n && vmm_n < 64; j++) {
+			if (rnd5(6))
+				continue;
+			CHECK(vmm_unmap(c, kern.e[j].iova, kern.e[j].len) == 0,
+			      "the VMM's unmap");
+			/* A failed cut's put-back may map a piece of it back,
+			 * and the restore the rest: two of the kernel's for
+			 * one of the table's. */
+			c->hidden = true;
+			vmm_gone[vmm_n].ctx = k;
+			vmm_gone[vmm_n].iova = kern.e[j].iova;
+			vmm_gone[vmm_n].len = kern.e[j].len;
+			vmm_n++;
+			trace("vmm: ctx %d: the VMM unmaps %s", k,
+			      fmt_map(0, &kern.e[j].iova, kern.e[j].len));
+		}
+		free(kern.e);
+	}
+}
+
+/* After the step, the VMM maps back what it removed where the context's
+ * table still holds it and the kernel holds nothing. */
+static void vmm_restore(void)
+{
+	for (int i = 0; i < vmm_n; i++) {
+		struct ctx *c = &ctxs[vmm_gone[i].ctx];
+		uint64_t lo = vmm_gone[i].iova, hi = lo + vmm_gone[i].len;
+		struct maps lib = { 0 }, kern = { 0 };
+
+		CHECK(cvm_dma_for_each_mapping(c->d, maps_add, &lib) == 0,
+		      "cvm_dma_for_each_mapping");
+		kernel_maps(c, &kern);
+		for (uint64_t j = 0; j < lib.n; j++) {
+			uint64_t a = lib.e[j].iova > lo ? lib.e[j].iova : lo;
+			uint64_t b = lib.e[j].iova + lib.e[j].len < hi ?
+				     lib.e[j].iova + lib.e[j].len : hi;
+
+			/* The gaps of the kernel's mappings in [a, b). */
+			for (uint64_t k = 0; a < b; k++) {
+				uint64_t ka = k < kern.n ? kern.e[k].iova : b;
+				uint64_t kb = k < kern.n ? ka + kern.e[k].len : b;
+				int r = reg_of_iova(a);
+
+				if (kb <= a)
+					continue;
+				if (ka > a) {
+					uint64_t e = ka < b ? ka : b;
+
+					CHECK(r >= 0 && vmm_map(c, a, e - a,
+						(char *)regs[r].hva + (a - regs[r].iova)) == 0,
+					      "the VMM's map");
+					trace("vmm: ctx %d: the VMM maps %s back", vmm_gone[i].ctx,
+					      fmt_map(0, &a, e - a));
+				}
+				a = kb;
+			}
+		}
+		free(lib.e);
+		free(kern.e);
+	}
+	vmm_n = 0;
 }
 
 /* Remove region i from a context that serves it, or add it to one that
@@ -1151,6 +1283,7 @@ static void step_convert(int i, int injected, bool alloc_armed, bool kernel_arme
 	if (meanwhile.done && err)
 		multi = true;
 	no_defer_after_alloc_failure(alloc_armed);
+	vmm_restore();
 	CHECK(!err || err == injected || err == -ENOSPC || err == -ENOMEM,
 	      "convert of region %d: %d", i, err);
 	check_all(err != 0);
@@ -1374,6 +1507,7 @@ static void run(long steps)
 	rng2 = 0xd1b54a32d192ed03ull * ((uint64_t)seed + 1);
 	rng3 = 0xa0761d6478bd642full * ((uint64_t)seed + 1);
 	rng4 = 0xe7037ed1a0b428dbull * ((uint64_t)seed + 1);
+	rng5 = 0x8ebc6af09c88c6e3ull * ((uint64_t)seed + 1);
 	stress = !stress_off && rnd4(4) == 0;
 	cut_short = false;
 	step = 0;
@@ -1392,6 +1526,8 @@ static void run(long steps)
 		bool kernel = rnd(3) == 0, alloc = rnd(8) == 0;
 		int err = errs[rnd(5)];
 
+		if (op >= 2 && !fifth_off && rnd5(8) == 0)
+			vmm_remove();
 		snapshot();
 		defer = lazy && rnd(2);
 		if (stress) {
@@ -1427,40 +1563,43 @@ static const struct {
 	const char *found;
 	bool then;      /* found with put-backs failing too (rng3) */
 	bool stress;    /* found with the stress profile (rng4) */
+	bool fifth;     /* found with IOMMU_IOAS_UNMAP and the VMM (rng5) */
 } regressions[] = {
 	{ 996, 300, "a cutting batch at the entry limit removed whole mappings first",
-	  false, false },
-	{ 58534, 300, "undoing a cut left repairs stuck at -EEXIST", false, false },
+	  false, false, false },
+	{ 58534, 300, "undoing a cut left repairs stuck at -EEXIST", false, false, false },
 	{ 5064749, 300, "a rollback's map at a count of 0 free entries wrapped it to no limit",
-	  false, false },
+	  false, false, false },
 	{ 29371, 300, "a partial cut's splits under a model entry limit: no room to map back",
-	  false, false },
+	  false, false, false },
 	{ 40371, 300, "a partial cut's splits under a model entry limit: no room to roll back",
-	  false, false },
+	  false, false, false },
 	{ 19644, 300, "an unmap took a piece of a mapping a failed cut had split unseen",
-	  false, false },
+	  false, false, false },
 	{ 1461, 300, "a put-back in pieces where the kernel had not split took an entry more",
-	  false, false },
-	{ 2000057, 300, "a put-back the kernel refused was only logged", true, false },
+	  false, false, false },
+	{ 2000057, 300, "a put-back the kernel refused was only logged", true, false, false },
 	{ 1016441, 300, "a repair that mapped a put-back again did not count its entry",
-	  true, false },
+	  true, false, false },
 	{ 16332, 300, "an unmap of a put-back the kernel refused said -ENOENT, for good",
-	  true, false },
+	  true, false, false },
 	{ 18235, 300, "a put-back that mapped a piece lost before did not count its entry",
-	  true, false },
+	  true, false, false },
 	{ 105215, 300, "an unmap of a stray's piece the kernel had lost said -ENOENT, for good",
-	  true, true },
-	{ 201200, 1000, "the same, several hundred steps on", true, true },
+	  true, true, false },
+	{ 201200, 1000, "the same, several hundred steps on", true, true, false },
 	{ 17741, 1000, "a cut where a failed cut had split unseen freed an entry more than counted",
-	  true, true },
+	  true, true, false },
 	{ 58829, 1000, "a cut undone in a stray, with no memory to split a repair, noted it twice",
-	  true, true },
+	  true, true, false },
+	{ 4000530, 300, "a refused cut's put-back of a mapping the VMM removed split the table",
+	  true, true, true },
 };
 
 __attribute__((noreturn))
 static void usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-S] [-v]\n",
+	fprintf(stderr, "usage: %s [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-S] [-N] [-v]\n",
 		prog);
 	exit(2);
 }
@@ -1486,7 +1625,7 @@ int main(int argc, char **argv)
 	bool dflt = argc == 1;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "s:n:k:t:PSv")) != -1) {
+	while ((opt = getopt(argc, argv, "s:n:k:t:PSNv")) != -1) {
 		switch (opt) {
 		case 's': first = number(optarg, argv[0]); break;
 		case 'n': nseeds = number(optarg, argv[0]); break;
@@ -1494,6 +1633,7 @@ int main(int argc, char **argv)
 		case 't': seconds = (long)number(optarg, argv[0]); break;
 		case 'P': then_off = true; break;
 		case 'S': stress_off = true; break;
+		case 'N': fifth_off = true; break;
 		case 'v': verbose++; break;
 		default:  usage(argv[0]);
 		}
@@ -1540,6 +1680,7 @@ int main(int argc, char **argv)
 		seed = regressions[i].seed;
 		then_off = !regressions[i].then;
 		stress_off = !regressions[i].stress;
+		fifth_off = !regressions[i].fifth;
 		run(regressions[i].steps);
 		printf("ok %d - seed %u, which found: %s\n", ++tap_n, seed, regressions[i].found);
 	}

@@ -246,6 +246,50 @@ Test(model_hooks, hooks_ignore_backends_that_are_not_the_model)
 	cvm_backend_destroy(NULL);
 }
 
+/* CUT rules with IOMMU_IOAS_UNMAP's unmap: a part of a mapping is -ENOENT,
+ * nothing removed; the cut still splits. */
+Test(model_hooks, native_unmap_refuses_a_part_and_the_cut_still_splits)
+{
+	struct cvm_be *be = open_model(CVM_MODEL_CUT, 0);
+	struct cvm_be *other = open_model(CVM_MODEL_IOMMUFD, 0);
+	uint64_t got = 1;
+	struct snap s;
+
+	cr_assert_eq(cvm_model_native_unmap(other), -EINVAL, "only CUT rules");
+	cr_assert_eq(cvm_model_native_unmap(be), 0);
+	cr_assert_eq(cvm_model_native_unmap(be), -EINVAL, "already");
+	cr_assert_eq(be->ops->map(be, BASE, 4 * PAGE, VA(0)), 0);
+	cr_assert_eq(be->ops->unmap(be, BASE + PAGE, PAGE, &got), -ENOENT);
+	cr_assert_eq(got, 0);
+	cr_assert_eq(cvm_model_count(be), 1, "the hooks know the model still");
+	cr_assert_eq(be->ops->cut(be, BASE + PAGE, PAGE, &got), 0);
+	cr_assert_eq(got, PAGE);
+	take(be, &s);
+	cr_assert_eq(s.n, 2);
+	cr_assert_eq(be->ops->unmap(be, BASE, 4 * PAGE, &got), 0);
+	cr_assert_eq(got, 3 * PAGE);
+	cvm_backend_destroy(other);
+	cvm_backend_destroy(be);
+}
+
+/* Another user of the container: no call counted, no failure injected. */
+Test(model_hooks, the_vmm_maps_and_unmaps_whole_mappings_past_an_injected_failure)
+{
+	struct cvm_be *be = open_model(CVM_MODEL_TYPE1, 2);
+
+	cr_assert_eq(be->ops->map(be, BASE, 4 * PAGE, VA(0)), 0);
+	cvm_model_inject(be, 1, -EIO);
+	cr_assert_eq(cvm_model_vmm_unmap(be, BASE, PAGE), -ENOENT, "a part");
+	cr_assert_eq(cvm_model_vmm_unmap(be, BASE, 4 * PAGE), 0);
+	cr_assert_eq(cvm_model_count(be), 0);
+	cr_assert_eq(cvm_model_vmm_map(be, BASE, PAGE, VA(0)), 0);
+	cr_assert_eq(cvm_model_vmm_map(be, BASE, PAGE, VA(0)), -EEXIST);
+	cr_assert_eq(cvm_model_vmm_map(be, BASE + PAGE, PAGE, VA(PAGE)), 0);
+	cr_assert_eq(cvm_model_vmm_map(be, BASE + 2 * PAGE, PAGE, VA(0)), -ENOSPC);
+	cr_assert_eq(be->ops->unmap(be, BASE, PAGE, NULL), -EIO, "the injection waited");
+	cvm_backend_destroy(be);
+}
+
 /* ---- errno details from the sources (the guest suite pins the facts) ---- */
 
 Test(model_errno, type1_map_checks_in_vfio_dma_do_map_order)
