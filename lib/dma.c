@@ -1616,28 +1616,38 @@ static bool join_right(const struct cvm_dma *d, const struct dma_region *dr, uin
 	       block_end(e - 1, dr->granule, UINT64_MAX) >= x->iova + x->len && joins(d, dr, x);
 }
 
-/* Entries runs need when the first *njoin of them join their neighbours:
- * as few as bring need within room.  A mapping between two runs counts
- * once (joined by both, it saves one entry more than counted). */
+/*
+ * Entries runs need when the first *njoin of them join their neighbours:
+ * as few as bring the total (need) within room.  A mapping between two
+ * runs counts once (joined by both, it saves one entry more than
+ * counted).  The runs map in order, each right after unmapping what it
+ * joins, so what a later run frees is not free yet when an earlier one
+ * maps: the count is the highest along the way, not the total.
+ */
 static uint64_t join_need(struct cvm_dma *d, const struct dma_region *dr,
 			  const struct cvm_range *runs, size_t n, uint64_t need, size_t *njoin)
 {
 	uint64_t prev = UINT64_MAX;     /* the mapping the last run joins on its right */
+	int64_t now = 0, peak = 0, joined = 0;
 
-	for (size_t i = 0; i < n && need > room(d); i++) {
-		uint64_t s = iova_of(dr, runs[i].gpa);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t s = iova_of(dr, runs[i].gpa), e = s + runs[i].length;
 		struct mt_entry x;
 
-		if (join_left(d, dr, s, &x) && x.iova != prev && need)
-			need--;
-		prev = UINT64_MAX;
-		if (join_right(d, dr, s + runs[i].length, &x) && need) {
-			need--;
-			prev = x.iova;
+		now += (int64_t)pieces(s, e, dr->granule);
+		if ((uint64_t)joined < need && need - (uint64_t)joined > room(d)) {
+			if (join_left(d, dr, s, &x) && x.iova != prev)
+				joined++, now--;
+			prev = UINT64_MAX;
+			if (join_right(d, dr, e, &x)) {
+				joined++, now--;
+				prev = x.iova;
+			}
+			*njoin = i + 1;
 		}
-		*njoin = i + 1;
+		peak = now > peak ? now : peak;
 	}
-	return need;
+	return (uint64_t)peak;
 }
 
 static int unmap_to_join(struct cvm_dma *d, const struct mt_entry *x)

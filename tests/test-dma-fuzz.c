@@ -1594,6 +1594,8 @@ static const struct {
 	  true, true, false },
 	{ 4000530, 300, "a refused cut's put-back of a mapping the VMM removed split the table",
 	  true, true, true },
+	{ 7109039, 300, "joins at the limit counted by their total: the kernel refused a map",
+	  true, true, true },
 };
 
 __attribute__((noreturn))

@@ -4770,3 +4770,29 @@ Test(dma, a_cut_refused_in_a_split_mapping_the_vmm_took_a_piece_of_leaves_none_m
 	check_dma_split(f.r, f.d, f.npages, f.granule, true);
 	fx_fini(&f);
 }
+
+/*
+ * A shared conversion at the limit whose runs join their neighbours
+ * (helper-109): run [2, 10) crosses the G-block at 8 (two pieces) and
+ * joins [10, 12) on its right, one entry more until run [13, 14) joins
+ * [12, 13) and [14, 15), one fewer.  The total, 0, fits a limit of 3 with
+ * 3 mappings; the first run alone does not.  The count was the total: the
+ * kernel refused the first run's second piece after the join had unmapped
+ * [10, 12) (disruptive), and the call failed -ENOSPC.  The count is now
+ * the peak along the runs: it compacts first and goes through.
+ */
+Test(dma, joins_at_the_limit_count_the_peak_not_the_total)
+{
+	struct fx f;
+
+	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 8 * PG, 3);
+	cr_assert_eq(cvm_convert(f.r, A(10), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(12), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(14), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).entries_avail, 0);
+	cr_assert_eq(cvm_convert(f.r, A(2), 13 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_region_query(f.r, A(2), 13 * PG), CVM_SHARED);
+	cr_assert_leq(stats(f.d).mappings, 3);
+	check(&f);
+	fx_fini(&f);
+}
