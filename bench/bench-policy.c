@@ -319,7 +319,7 @@ static void print_row(const char *label, const struct trace *t, const struct run
 		snprintf(result, sizeof(result), "%s at line %u", err_name(o->err), o->line);
 	else
 		snprintf(result, sizeof(result), "ok");
-	if (!c->limit && strcmp(c->rules_name, "type1"))
+	if (strcmp(c->rules_name, "type1"))
 		over = s->mappings_peak > TYPE1_LIMIT ? "YES" : "no";
 	printf("policy\t%s\t%s\t%s\t%zu\t%s\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64
 	       "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t%.3f\t%.3f\t%.0f\t%s\t%s\t%" PRIu32 "\n",
