@@ -684,6 +684,43 @@ Test(region, runs_are_clipped_to_the_window_and_a_callback_can_stop_the_walk)
 	cvm_region_destroy(r);
 }
 
+struct walk_mutate {
+	struct cvm_region *r;
+	int convert_err, batch_err, add_err;
+};
+
+static int mutate_from_walk(void *opaque, uint64_t gpa, uint64_t length)
+{
+	struct walk_mutate *m = opaque;
+	struct cvm_range rg[2] = { { G(0), PG }, { G(2), PG } };
+	struct cvm_listener *l = NULL;
+
+	m->convert_err = cvm_convert(m->r, gpa, length, CVM_PRIVATE, 0);
+	m->batch_err = cvm_convert_batch(m->r, rg, 2, CVM_SHARED, 0);
+	m->add_err = cvm_listener_add(m->r, &view_ops, NULL, 0, &l);
+	cr_assert_null(l);
+	return 1;
+}
+
+Test(region, a_walk_callback_cannot_mutate_the_region_it_walks)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct walk_mutate m = { r, 1, 1, 1 };
+	struct cvm_region_stats st = { .sz = sizeof(st) };
+
+	cr_assert_eq(cvm_convert(r, G(10), 10 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_region_for_each_run(r, G(0), NP * PG, CVM_SHARED, mutate_from_walk, &m),
+		     1);
+	cr_assert_eq(m.convert_err, -EDEADLK);
+	cr_assert_eq(m.batch_err, -EDEADLK);
+	cr_assert_eq(m.add_err, -EDEADLK);
+	cr_assert_eq(cvm_region_query(r, G(10), 10 * PG), CVM_SHARED);
+	cr_assert_eq(cvm_region_query(r, G(0), 10 * PG), CVM_PRIVATE);
+	cr_assert_eq(cvm_region_stats(r, &st), 0);
+	cr_assert_eq(st.listeners, 0);
+	cvm_region_destroy(r);
+}
+
 Test(region, stats_count_pages_runs_and_listeners)
 {
 	struct cvm_region *r = mkregion(NP, 0);
