@@ -41,7 +41,14 @@
  *    the context serves is mapped exactly when it is shared (none of a
  *    region it does not serve);
  * and throughout, every map call the backend receives lies inside one
- * region's IOVA window, with the region's own memory behind it.  A call
+ * region's IOVA window, with the region's own memory behind it, and,
+ * while a conversion runs, covers no private page that the conversion
+ * does not convert and the kernel did not map when the step began.
+ * Hitless: after a conversion, in each context without repairs pending
+ * before it, the pages shared before and after it that its kernel calls
+ * unmapped are counted in disrupted_bytes, and there are none in a
+ * context that cuts and does not compact (after a failed conversion:
+ * none outside its ranges, unless a call failing part way was injected).  A call
  * that fails returns the injected error, -ENOSPC or -ENOMEM; a conversion
  * that fails changes no page's state (but for the other region's, when it
  * was converted meanwhile), and, in a context that can neither cut nor
@@ -146,6 +153,7 @@ struct ctx {
 	uint64_t granule;                /* info.split_granule */
 	uint32_t flags;
 	bool strict;                     /* no cut, no compaction */
+	bool cuts;                       /* cuts, and no compaction: hitless */
 	bool pending_before;             /* repairs were pending before the step */
 	bool pending_after;              /* and after it, left for later (defer) */
 	uint64_t pending_n;              /* how many, after the last step */
@@ -153,6 +161,12 @@ struct ctx {
 	bool native;                     /* CUT rules, unmap by IOMMU_IOAS_UNMAP */
 	bool serves[NREG];               /* the region was added */
 	uint8_t *mapped[NREG];           /* pages the kernel maps, one byte a page */
+	/* Hitless: the pages the kernel mapped at the start of the step, and
+	 * those an unmap or cut of the step removed (calls that succeeded);
+	 * whether any call failed; disrupted_bytes at the start. */
+	uint8_t *mapped_before[NREG], *removed[NREG];
+	bool call_failed;
+	uint64_t disrupted_before;
 	struct maps before;              /* the library's table before the step */
 	/* Stress: pages of each region where a stray was seen (a mapping
 	 * over private and shared pages) since the repairs last all
@@ -228,6 +242,15 @@ static struct {
 } meanwhile;
 static bool cut_short;
 static int tap_n;
+/* The conversion step_convert() is making (n 0: none), for the check of
+ * every map call; and whether a call that fails part way or after its
+ * splits was injected in this step (the kernel then unmaps on its own). */
+static struct {
+	int region;
+	const struct cvm_range *rs;
+	uint32_t n;
+} converting;
+static bool partial_armed;
 
 /* ---- helpers ---- */
 
@@ -269,6 +292,7 @@ static void trace(const char *fmt, ...)
 }
 
 static void dump_maps(void);
+static int in_backend;          /* inside a backend call (a shim), the library's lock held */
 static const char *fmt_map(int buf, const uint64_t *iova, uint64_t len);
 
 /* A failed check: say where, what and how to see it again; exit 1. */
@@ -282,7 +306,11 @@ static void fail(const char *fmt, ...)
 	vprintf(fmt, ap);
 	va_end(ap);
 	printf("\n");
-	dump_maps();
+	/* Inside a backend call the context's lock is held: no listing. */
+	if (in_backend)
+		printf("# (found inside a kernel call: the mappings are not listed)\n");
+	else
+		dump_maps();
 	printf("# replay with a trace: tests/test-dma-fuzz -s %u -n 1 -k %ld%s%s -v\n", seed, step,
 	       then_off ? " -P" : "", stress_off ? " -S" : "");
 	printf("1..%d\n", tap_n);
@@ -387,18 +415,51 @@ static int shim_fails(struct ctx *c)
 	return 0;
 }
 
+static void kernel_maps(struct ctx *c, struct maps *m);
+
+/* A call that succeeded removed what the kernel mapped in [iova, iova+len)
+ * (m: its mappings before): an unmap only whole mappings inside, a cut
+ * exactly that range. */
+static void note_removed(struct ctx *c, const struct maps *m, uint64_t iova, uint64_t len)
+{
+	for (uint64_t j = 0; j < m->n; j++) {
+		uint64_t a = m->e[j].iova > iova ? m->e[j].iova : iova;
+		uint64_t b = m->e[j].iova + m->e[j].len < iova + len ?
+			     m->e[j].iova + m->e[j].len : iova + len;
+
+		for (uint64_t p = a; p < b; p += PG) {
+			int i = reg_of_iova(p);
+
+			if (i >= 0)
+				c->removed[i][(p - regs[i].iova) / regs[i].psize] = 1;
+		}
+	}
+}
+
 /* An unmap or a cut (they share a signature): failed here, or the model's. */
 static int shim_unmap_or_cut(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped,
 			     bool cut)
 {
 	struct ctx *c = ctx_of(be);
-	int err = shim_fails(c);
+	struct maps m = { 0 };
+	int err;
 
+	in_backend++;
+	err = shim_fails(c);
 	if (err) {
+		c->call_failed = true;
 		*unmapped = 0;
-		return err;
+	} else {
+		kernel_maps(c, &m);
+		err = (cut ? c->model_ops->cut : c->model_ops->unmap)(be, iova, len, unmapped);
+		if (err)
+			c->call_failed = true;
+		else
+			note_removed(c, &m, iova, len);
+		free(m.e);
 	}
-	return (cut ? c->model_ops->cut : c->model_ops->unmap)(be, iova, len, unmapped);
+	in_backend--;
+	return err;
 }
 
 static int shim_unmap(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *unmapped)
@@ -414,9 +475,45 @@ static int shim_cut(struct cvm_be *be, uint64_t iova, uint64_t len, uint64_t *un
 static int shim_unmap_all(struct cvm_be *be)
 {
 	struct ctx *c = ctx_of(be);
-	int err = shim_fails(c);
+	int err;
 
-	return err ? err : c->model_ops->unmap_all(be);
+	in_backend++;
+	err = shim_fails(c);
+	if (!err)
+		err = c->model_ops->unmap_all(be);
+	in_backend--;
+	return err;
+}
+
+static bool converting_page(int i, uint64_t p)
+{
+	for (uint32_t j = 0; i == converting.region && j < converting.n; j++) {
+		uint64_t a = (converting.rs[j].gpa - regs[i].gpa) / regs[i].psize;
+
+		if (p >= a && p - a < converting.rs[j].length / regs[i].psize)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * While a conversion runs, a map call covers no private page it does not
+ * convert, unless the kernel mapped that page already when the step began
+ * (a remap of what a stray covers, which its repair unmaps) or the page's
+ * region was converted meanwhile.  Repairs pending before the step map
+ * what earlier steps left, by their own rules: not checked.
+ */
+static void check_map_private(struct ctx *c, int i, uint64_t iova, uint64_t len)
+{
+	if (!converting.n || c->pending_before || (meanwhile.done && i == meanwhile.region))
+		return;
+	for (uint64_t p = (iova - regs[i].iova) / regs[i].psize;
+	     p < (iova + len - regs[i].iova) / regs[i].psize; p++)
+		CHECK(regs[i].shared_before[p] || converting_page(i, p) ||
+		      c->mapped_before[i][p],
+		      "ctx %d maps page %llu of region %d (map 0x%llx+0x%llx): private, not "
+		      "converted now, and not mapped before", (int)(c - ctxs),
+		      (unsigned long long)p, i, (unsigned long long)iova, (unsigned long long)len);
 }
 
 static int shim_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
@@ -424,6 +521,8 @@ static int shim_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
 	int i = reg_of_iova(iova);
 	struct ctx *c;
 	int err;
+
+	in_backend++;
 
 	CHECK(i >= 0, "map 0x%llx+0x%llx outside every region", (unsigned long long)iova,
 	      (unsigned long long)len);
@@ -434,8 +533,14 @@ static int shim_map(struct cvm_be *be, uint64_t iova, uint64_t len, void *vaddr)
 	      (void *)((char *)regs[i].hva + (iova - regs[i].iova)),
 	      (unsigned long long)regs[i].npages);
 	c = ctx_of(be);
+	check_map_private(c, i, iova, len);
 	err = shim_fails(c);
-	return err ? err : c->model_ops->map(be, iova, len, vaddr);
+	if (!err)
+		err = c->model_ops->map(be, iova, len, vaddr);
+	if (err)
+		c->call_failed = true;
+	in_backend--;
+	return err;
 }
 
 static void kernel_maps(struct ctx *c, struct maps *m)
@@ -454,6 +559,7 @@ enum inject { INJECT_NONE, INJECT_ONCE, INJECT_PARTIAL, INJECT_SPLIT, INJECT_N, 
 static void inject(struct ctx *c, enum inject how, uint64_t nth, uint64_t count, int err)
 {
 	c->be->ops = c->model_ops;
+	partial_armed |= how == INJECT_PARTIAL || how == INJECT_SPLIT;
 	switch (how) {
 	case INJECT_NONE:    cvm_model_inject(c->be, 0, 0); break;
 	case INJECT_ONCE:    cvm_model_inject(c->be, nth, err); break;
@@ -771,6 +877,7 @@ static void open_ctx(int k)
 	c->granule = info.split_granule;
 	c->flags = cfg.flags;
 	c->strict = !info.can_cut && !(cfg.flags & CVM_DMA_COMPACT);
+	c->cuts = info.can_cut && !(cfg.flags & CVM_DMA_COMPACT);
 	trace("ctx %d: rules %u%s flags %#x granule 0x%llx entry limit %u%s", k, cfg.model_rules,
 	      c->native ? " (IOMMU_IOAS_UNMAP)" : "", cfg.flags, (unsigned long long)c->granule,
 	      cfg.model_entry_limit, stress ? " (stress)" : "");
@@ -847,7 +954,11 @@ static void teardown(void)
 	for (int k = 0; k < nctx; k++) {
 		cvm_dma_close(ctxs[k].d);
 		free(ctxs[k].before.e);
-		ctxs[k] = (struct ctx){ .mapped = { ctxs[k].mapped[0], ctxs[k].mapped[1] } };
+		ctxs[k] = (struct ctx){
+			.mapped = { ctxs[k].mapped[0], ctxs[k].mapped[1] },
+			.mapped_before = { ctxs[k].mapped_before[0], ctxs[k].mapped_before[1] },
+			.removed = { ctxs[k].removed[0], ctxs[k].removed[1] },
+		};
 	}
 	for (int i = 0; i < NREG; i++) {
 		cvm_region_destroy(regs[i].r);
@@ -1076,6 +1187,56 @@ static bool pick_mapping(int *i, bool stray, uint64_t *first, uint64_t *len, int
 	return seen != 0;
 }
 
+/*
+ * Hitless, in each context without repairs pending before the step (they
+ * unmap and map by their own rules).  After a conversion that succeeded
+ * with every kernel call of the context succeeding, the pages shared
+ * before and after it that the kernel unmapped during it are counted in
+ * disrupted_bytes, and in a context that cuts and does not compact there
+ * are none.  After one that failed, a context that cuts and does not
+ * compact unmapped no page outside the converted ranges that is still
+ * shared, unless the kernel unmapped on its own (a call that fails part
+ * way or after its splits was injected).  A region converted meanwhile
+ * is not judged.
+ */
+static void check_hitless(int ri, const struct cvm_range *rs, uint32_t n, bool failed)
+{
+	converting.region = ri;
+	converting.rs = rs;
+	converting.n = n;
+	for (int k = 0; k < nctx; k++) {
+		struct ctx *c = &ctxs[k];
+		struct cvm_dma_stats st = { .sz = sizeof(st) };
+		bool cuts = c->cuts;
+		uint64_t bytes = 0;
+
+		if (c->pending_before || (failed ? !cuts || partial_armed : c->call_failed))
+			continue;
+		CHECK(cvm_dma_stats(c->d, &st) == 0, "cvm_dma_stats");
+		for (int i = 0; i < NREG; i++) {
+			if (!c->serves[i] || !regs[i].r || (meanwhile.done && i == meanwhile.region))
+				continue;
+			for (uint64_t p = 0; p < regs[i].npages; p++) {
+				if (!c->removed[i][p] || !regs[i].shared[p] ||
+				    !regs[i].shared_before[p])
+					continue;
+				CHECK(!failed || converting_page(i, p),
+				      "ctx %d (cuts): the failed conversion unmapped page %llu of "
+				      "region %d, shared before and after, outside its ranges", k,
+				      (unsigned long long)p, i);
+				CHECK(failed || !cuts, "ctx %d (cuts): page %llu of region %d, shared before "
+				      "and after, was unmapped", k, (unsigned long long)p, i);
+				bytes += regs[i].psize;
+			}
+		}
+		CHECK(failed || st.disrupted_bytes - c->disrupted_before >= bytes,
+		      "ctx %d: %llu bytes shared before and after were unmapped, %llu counted "
+		      "as disrupted", k, (unsigned long long)bytes,
+		      (unsigned long long)(st.disrupted_bytes - c->disrupted_before));
+	}
+	converting.n = 0;
+}
+
 /* Convert up to five random ranges of region i (short ones mostly, up to
  * lenmax pages; a long one at times) to one state, in one batch.  Stress:
  * at times to private, the first range a cut inside a stray (or across
@@ -1096,7 +1257,7 @@ static void step_convert(int i, int injected, bool alloc_armed, bool kernel_arme
 	int si = -1, sk = -1, wk;
 	bool stray = stress && pick_mapping(&si, true, &sf, &sn, &sk);
 	uint32_t aim = !stress ? 0 : stray ? aims_stray[rnd4(8)] : aims[rnd4(8)];
-	bool gone = false, piece = false;
+	bool gone = false, piece = false, vmm_acted;
 	int err;
 
 	/* A piece of a stray that the kernel no longer holds: half the
@@ -1268,7 +1429,11 @@ static void step_convert(int i, int injected, bool alloc_armed, bool kernel_arme
 	meanwhile.at = 1 + rnd(4);
 	meanwhile.injected = injected;
 	meanwhile.armed = rnd(4) == 0;
+	converting.region = i;
+	converting.rs = rs;
+	converting.n = n;
 	err = cvm_convert_batch(g->r, rs, n, to, 0);
+	converting.n = 0;
 	meanwhile.armed = false;
 	trace("convert: %d%s", err, alloc_armed && fail_alloc_left == 0 ? " (an allocation failed)" : "");
 	inject_none();
@@ -1283,10 +1448,13 @@ static void step_convert(int i, int injected, bool alloc_armed, bool kernel_arme
 	if (meanwhile.done && err)
 		multi = true;
 	no_defer_after_alloc_failure(alloc_armed);
+	vmm_acted = vmm_n != 0;
 	vmm_restore();
 	CHECK(!err || err == injected || err == -ENOSPC || err == -ENOMEM,
 	      "convert of region %d: %d", i, err);
 	check_all(err != 0);
+	if (!cut_short && !vmm_acted)
+		check_hitless(i, rs, n, err != 0);
 }
 
 /* Stress: the ranges of c's strays, from its table before the step, and
@@ -1364,6 +1532,7 @@ static void snapshot(void)
 {
 	bool pending = false;
 
+	partial_armed = false;
 	read_shared();
 	for (int i = 0; i < NREG; i++)
 		memcpy(regs[i].shared_before, regs[i].shared, regs[i].npages);
@@ -1374,6 +1543,13 @@ static void snapshot(void)
 		cvm_dma_for_each_mapping(ctxs[k].d, maps_add, &ctxs[k].before);
 		cvm_dma_stats(ctxs[k].d, &st);
 		ctxs[k].pending_before = st.pending_repairs != 0;
+		ctxs[k].disrupted_before = st.disrupted_bytes;
+		ctxs[k].call_failed = false;
+		read_mapped(&ctxs[k]);
+		for (int i = 0; i < NREG; i++) {
+			memcpy(ctxs[k].mapped_before[i], ctxs[k].mapped[i], regs[i].npages);
+			memset(ctxs[k].removed[i], 0, regs[i].npages);
+		}
 		pending |= ctxs[k].pending_before;
 		if (stress)
 			note_stray_ranges(&ctxs[k]);
@@ -1655,8 +1831,11 @@ int main(int argc, char **argv)
 		}
 		regs[i].shared = xcalloc(regs[i].npages_max);
 		regs[i].shared_before = xcalloc(regs[i].npages_max);
-		for (int k = 0; k < NCTX; k++)
+		for (int k = 0; k < NCTX; k++) {
 			ctxs[k].mapped[i] = xcalloc(regs[i].npages_max);
+			ctxs[k].mapped_before[i] = xcalloc(regs[i].npages_max);
+			ctxs[k].removed[i] = xcalloc(regs[i].npages_max);
+		}
 	}
 	for (unsigned long s = first; !nseeds || s - first < nseeds; s++) {
 		if (seconds && time(NULL) - t0 >= seconds)
