@@ -43,13 +43,13 @@
  * and throughout, every map call the backend receives lies inside one
  * region's IOVA window, with the region's own memory behind it, and,
  * while a conversion runs, covers no private page that the conversion
- * does not convert and the kernel did not map when the step began.
+ * does not convert (in a context without repairs pending before it).
  * Hitless: after a conversion, in each context without repairs pending
  * before it, the pages shared before and after it that its kernel calls
  * unmapped are counted in disrupted_bytes, and there are none in a
- * context that cuts and does not compact (after a failed conversion:
- * none outside its ranges, unless a call failing part way was injected).  A call
- * that fails returns the injected error, -ENOSPC or -ENOMEM; a conversion
+ * context that cuts or maps per page and does not compact (after a
+ * failed conversion: none outside its ranges, unless a call of that
+ * context failing part way was injected).  A call that fails returns the injected error, -ENOSPC or -ENOMEM; a conversion
  * that fails changes no page's state (but for the other region's, when it
  * was converted meanwhile), and, in a context that can neither cut nor
  * compact, no mapping (unless several failures were injected into it, or
@@ -153,7 +153,7 @@ struct ctx {
 	uint64_t granule;                /* info.split_granule */
 	uint32_t flags;
 	bool strict;                     /* no cut, no compaction */
-	bool cuts;                       /* cuts, and no compaction: hitless */
+	bool cuts;                       /* cuts or maps per page, no compaction: hitless */
 	bool pending_before;             /* repairs were pending before the step */
 	bool pending_after;              /* and after it, left for later (defer) */
 	uint64_t pending_n;              /* how many, after the last step */
@@ -161,11 +161,11 @@ struct ctx {
 	bool native;                     /* CUT rules, unmap by IOMMU_IOAS_UNMAP */
 	bool serves[NREG];               /* the region was added */
 	uint8_t *mapped[NREG];           /* pages the kernel maps, one byte a page */
-	/* Hitless: the pages the kernel mapped at the start of the step, and
-	 * those an unmap or cut of the step removed (calls that succeeded);
-	 * whether any call failed; disrupted_bytes at the start. */
-	uint8_t *mapped_before[NREG], *removed[NREG];
+	/* Hitless: the pages an unmap or cut of the step removed (calls that
+	 * succeeded); whether any call failed; disrupted_bytes at the start. */
+	uint8_t *removed[NREG];
 	bool call_failed;
+	bool partial_armed;              /* a call failing part way or after its splits was injected */
 	uint64_t disrupted_before;
 	struct maps before;              /* the library's table before the step */
 	/* Stress: pages of each region where a stray was seen (a mapping
@@ -243,14 +243,12 @@ static struct {
 static bool cut_short;
 static int tap_n;
 /* The conversion step_convert() is making (n 0: none), for the check of
- * every map call; and whether a call that fails part way or after its
- * splits was injected in this step (the kernel then unmaps on its own). */
+ * every map call. */
 static struct {
 	int region;
 	const struct cvm_range *rs;
 	uint32_t n;
 } converting;
-static bool partial_armed;
 
 /* ---- helpers ---- */
 
@@ -498,10 +496,10 @@ static bool converting_page(int i, uint64_t p)
 
 /*
  * While a conversion runs, a map call covers no private page it does not
- * convert, unless the kernel mapped that page already when the step began
- * (a remap of what a stray covers, which its repair unmaps) or the page's
- * region was converted meanwhile.  Repairs pending before the step map
- * what earlier steps left, by their own rules: not checked.
+ * convert, unless the page's region was converted meanwhile.  A context
+ * with repairs pending before the step is not checked: its strays (private
+ * pages still mapped after a failed rollback) may be mapped again where a
+ * span is remapped around a run, until their repair unmaps them.
  */
 static void check_map_private(struct ctx *c, int i, uint64_t iova, uint64_t len)
 {
@@ -509,10 +507,9 @@ static void check_map_private(struct ctx *c, int i, uint64_t iova, uint64_t len)
 		return;
 	for (uint64_t p = (iova - regs[i].iova) / regs[i].psize;
 	     p < (iova + len - regs[i].iova) / regs[i].psize; p++)
-		CHECK(regs[i].shared_before[p] || converting_page(i, p) ||
-		      c->mapped_before[i][p],
-		      "ctx %d maps page %llu of region %d (map 0x%llx+0x%llx): private, not "
-		      "converted now, and not mapped before", (int)(c - ctxs),
+		CHECK(regs[i].shared_before[p] || converting_page(i, p),
+		      "ctx %d maps page %llu of region %d (map 0x%llx+0x%llx): private, and "
+		      "not converted now", (int)(c - ctxs),
 		      (unsigned long long)p, i, (unsigned long long)iova, (unsigned long long)len);
 }
 
@@ -559,7 +556,7 @@ enum inject { INJECT_NONE, INJECT_ONCE, INJECT_PARTIAL, INJECT_SPLIT, INJECT_N, 
 static void inject(struct ctx *c, enum inject how, uint64_t nth, uint64_t count, int err)
 {
 	c->be->ops = c->model_ops;
-	partial_armed |= how == INJECT_PARTIAL || how == INJECT_SPLIT;
+	c->partial_armed |= how == INJECT_PARTIAL || how == INJECT_SPLIT;
 	switch (how) {
 	case INJECT_NONE:    cvm_model_inject(c->be, 0, 0); break;
 	case INJECT_ONCE:    cvm_model_inject(c->be, nth, err); break;
@@ -877,7 +874,9 @@ static void open_ctx(int k)
 	c->granule = info.split_granule;
 	c->flags = cfg.flags;
 	c->strict = !info.can_cut && !(cfg.flags & CVM_DMA_COMPACT);
-	c->cuts = info.can_cut && !(cfg.flags & CVM_DMA_COMPACT);
+	/* A per-page context never splits a mapping: hitless as one that cuts. */
+	c->cuts = (info.can_cut || (cfg.flags & CVM_DMA_PER_PAGE)) &&
+		  !(cfg.flags & CVM_DMA_COMPACT);
 	trace("ctx %d: rules %u%s flags %#x granule 0x%llx entry limit %u%s", k, cfg.model_rules,
 	      c->native ? " (IOMMU_IOAS_UNMAP)" : "", cfg.flags, (unsigned long long)c->granule,
 	      cfg.model_entry_limit, stress ? " (stress)" : "");
@@ -956,7 +955,6 @@ static void teardown(void)
 		free(ctxs[k].before.e);
 		ctxs[k] = (struct ctx){
 			.mapped = { ctxs[k].mapped[0], ctxs[k].mapped[1] },
-			.mapped_before = { ctxs[k].mapped_before[0], ctxs[k].mapped_before[1] },
 			.removed = { ctxs[k].removed[0], ctxs[k].removed[1] },
 		};
 	}
@@ -1192,12 +1190,12 @@ static bool pick_mapping(int *i, bool stray, uint64_t *first, uint64_t *len, int
  * unmap and map by their own rules).  After a conversion that succeeded
  * with every kernel call of the context succeeding, the pages shared
  * before and after it that the kernel unmapped during it are counted in
- * disrupted_bytes, and in a context that cuts and does not compact there
- * are none.  After one that failed, a context that cuts and does not
- * compact unmapped no page outside the converted ranges that is still
- * shared, unless the kernel unmapped on its own (a call that fails part
- * way or after its splits was injected).  A region converted meanwhile
- * is not judged.
+ * disrupted_bytes, and in a context that cuts or maps per page and does
+ * not compact (c->cuts) there are none.  After one that failed, such a
+ * context unmapped no page outside the converted ranges that is still
+ * shared, unless its kernel unmapped on its own (a call of it that fails
+ * part way or after its splits was injected).  A region converted
+ * meanwhile is not judged.
  */
 static void check_hitless(int ri, const struct cvm_range *rs, uint32_t n, bool failed)
 {
@@ -1210,7 +1208,7 @@ static void check_hitless(int ri, const struct cvm_range *rs, uint32_t n, bool f
 		bool cuts = c->cuts;
 		uint64_t bytes = 0;
 
-		if (c->pending_before || (failed ? !cuts || partial_armed : c->call_failed))
+		if (c->pending_before || (failed ? !cuts || c->partial_armed : c->call_failed))
 			continue;
 		CHECK(cvm_dma_stats(c->d, &st) == 0, "cvm_dma_stats");
 		for (int i = 0; i < NREG; i++) {
@@ -1532,7 +1530,6 @@ static void snapshot(void)
 {
 	bool pending = false;
 
-	partial_armed = false;
 	read_shared();
 	for (int i = 0; i < NREG; i++)
 		memcpy(regs[i].shared_before, regs[i].shared, regs[i].npages);
@@ -1545,11 +1542,9 @@ static void snapshot(void)
 		ctxs[k].pending_before = st.pending_repairs != 0;
 		ctxs[k].disrupted_before = st.disrupted_bytes;
 		ctxs[k].call_failed = false;
-		read_mapped(&ctxs[k]);
-		for (int i = 0; i < NREG; i++) {
-			memcpy(ctxs[k].mapped_before[i], ctxs[k].mapped[i], regs[i].npages);
+		ctxs[k].partial_armed = false;
+		for (int i = 0; i < NREG; i++)
 			memset(ctxs[k].removed[i], 0, regs[i].npages);
-		}
 		pending |= ctxs[k].pending_before;
 		if (stress)
 			note_stray_ranges(&ctxs[k]);
@@ -1833,7 +1828,6 @@ int main(int argc, char **argv)
 		regs[i].shared_before = xcalloc(regs[i].npages_max);
 		for (int k = 0; k < NCTX; k++) {
 			ctxs[k].mapped[i] = xcalloc(regs[i].npages_max);
-			ctxs[k].mapped_before[i] = xcalloc(regs[i].npages_max);
 			ctxs[k].removed[i] = xcalloc(regs[i].npages_max);
 		}
 	}

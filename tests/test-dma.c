@@ -2438,6 +2438,41 @@ Test(dma, repair_from_a_callback_of_a_region_it_serves_is_edeadlk)
 	fx_fini(&f);
 }
 
+struct walk_dma {
+	struct fx *f;
+	struct cvm_dma *d2;
+	int add_err, remove_err;
+};
+
+static int dma_from_walk(void *opaque, uint64_t gpa, uint64_t len)
+{
+	struct walk_dma *w = opaque;
+
+	(void)gpa; (void)len;
+	w->add_err = cvm_dma_add_region(w->d2, w->f->r);
+	w->remove_err = cvm_dma_remove_region(w->f->d, w->f->r);
+	return 1;
+}
+
+Test(dma, a_walk_callback_cannot_add_or_remove_the_region_it_walks)
+{
+	struct fx f;
+	struct walk_dma w = { &f, NULL, 1, 1 };
+
+	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 0);
+	w.d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(8), 4 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_region_for_each_run(f.r, A(0), 64 * PG, CVM_SHARED, dma_from_walk, &w),
+		     1);
+	cr_assert_eq(w.add_err, -EDEADLK);
+	cr_assert_eq(w.remove_err, -EDEADLK);
+	cr_assert_eq(stats(w.d2).mappings, 0);
+	cr_assert_eq(stats(f.d).mappings, 1);
+	check(&f);
+	cvm_dma_close(w.d2);
+	fx_fini(&f);
+}
+
 Test(dma, pages_left_unmapped_that_go_private_before_the_repair_stay_unmapped)
 {
 	for (int undone = 0; undone < 2; undone++) {
