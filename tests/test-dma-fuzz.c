@@ -49,9 +49,10 @@
  * unmapped are counted in disrupted_bytes, and there are none in a
  * context that cuts or maps per page and does not compact (after a
  * failed conversion: none outside its ranges, unless a call of that
- * context failing part way was injected).  A call that fails returns the injected error, -ENOSPC or -ENOMEM; a conversion
- * that fails changes no page's state (but for the other region's, when it
- * was converted meanwhile), and, in a context that can neither cut nor
+ * context failing part way was injected).  A call that fails returns the
+ * injected error, -ENOSPC or -ENOMEM; a conversion that fails changes no
+ * page's state (but for the other region's, when it was converted
+ * meanwhile), and, in a context that can neither cut nor
  * compact, no mapping (unless several failures were injected into it, or
  * a conversion meanwhile may have made a second failure, or a repair was
  * pending before or is after: a rollback or repair changed them).  With
@@ -483,12 +484,13 @@ static int shim_unmap_all(struct cvm_be *be)
 	return err;
 }
 
-static bool converting_page(int i, uint64_t p)
+/* Page p of region i lies in one of ranges rs[0..n) of region ri. */
+static bool in_ranges(int ri, const struct cvm_range *rs, uint32_t n, int i, uint64_t p)
 {
-	for (uint32_t j = 0; i == converting.region && j < converting.n; j++) {
-		uint64_t a = (converting.rs[j].gpa - regs[i].gpa) / regs[i].psize;
+	for (uint32_t j = 0; i == ri && j < n; j++) {
+		uint64_t a = (rs[j].gpa - regs[i].gpa) / regs[i].psize;
 
-		if (p >= a && p - a < converting.rs[j].length / regs[i].psize)
+		if (p >= a && p - a < rs[j].length / regs[i].psize)
 			return true;
 	}
 	return false;
@@ -507,7 +509,8 @@ static void check_map_private(struct ctx *c, int i, uint64_t iova, uint64_t len)
 		return;
 	for (uint64_t p = (iova - regs[i].iova) / regs[i].psize;
 	     p < (iova + len - regs[i].iova) / regs[i].psize; p++)
-		CHECK(regs[i].shared_before[p] || converting_page(i, p),
+		CHECK(regs[i].shared_before[p] ||
+		      in_ranges(converting.region, converting.rs, converting.n, i, p),
 		      "ctx %d maps page %llu of region %d (map 0x%llx+0x%llx): private, and "
 		      "not converted now", (int)(c - ctxs),
 		      (unsigned long long)p, i, (unsigned long long)iova, (unsigned long long)len);
@@ -1199,16 +1202,12 @@ static bool pick_mapping(int *i, bool stray, uint64_t *first, uint64_t *len, int
  */
 static void check_hitless(int ri, const struct cvm_range *rs, uint32_t n, bool failed)
 {
-	converting.region = ri;
-	converting.rs = rs;
-	converting.n = n;
 	for (int k = 0; k < nctx; k++) {
 		struct ctx *c = &ctxs[k];
 		struct cvm_dma_stats st = { .sz = sizeof(st) };
-		bool cuts = c->cuts;
 		uint64_t bytes = 0;
 
-		if (c->pending_before || (failed ? !cuts || c->partial_armed : c->call_failed))
+		if (c->pending_before || (failed ? !c->cuts || c->partial_armed : c->call_failed))
 			continue;
 		CHECK(cvm_dma_stats(c->d, &st) == 0, "cvm_dma_stats");
 		for (int i = 0; i < NREG; i++) {
@@ -1218,12 +1217,13 @@ static void check_hitless(int ri, const struct cvm_range *rs, uint32_t n, bool f
 				if (!c->removed[i][p] || !regs[i].shared[p] ||
 				    !regs[i].shared_before[p])
 					continue;
-				CHECK(!failed || converting_page(i, p),
+				CHECK(!failed || in_ranges(ri, rs, n, i, p),
 				      "ctx %d (cuts): the failed conversion unmapped page %llu of "
 				      "region %d, shared before and after, outside its ranges", k,
 				      (unsigned long long)p, i);
-				CHECK(failed || !cuts, "ctx %d (cuts): page %llu of region %d, shared before "
-				      "and after, was unmapped", k, (unsigned long long)p, i);
+				CHECK(failed || !c->cuts, "ctx %d (cuts): page %llu of region %d, "
+				      "shared before and after, was unmapped", k,
+				      (unsigned long long)p, i);
 				bytes += regs[i].psize;
 			}
 		}
@@ -1232,7 +1232,6 @@ static void check_hitless(int ri, const struct cvm_range *rs, uint32_t n, bool f
 		      "as disrupted", k, (unsigned long long)bytes,
 		      (unsigned long long)(st.disrupted_bytes - c->disrupted_before));
 	}
-	converting.n = 0;
 }
 
 /* Convert up to five random ranges of region i (short ones mostly, up to
