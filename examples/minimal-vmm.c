@@ -16,6 +16,7 @@
  * It runs on the MODEL backend (no root, no IOMMU) and exits 0 only if what
  * ends up mapped is exactly what is shared.
  */
+#define _DEFAULT_SOURCE		/* madvise(), MAP_ANONYMOUS in strict C99 */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -248,8 +249,13 @@ int main(void)
 	/* The listener gave the freed buffer's page back: it reads zero now. */
 	ok = ok && freed[0] == 0;
 	printf("mapped == shared: %s\n", ok ? "yes" : "NO");
+	/* Teardown: the DMA context first (its mappings go while the memory
+	 * is still there), then each block's listener, region and memory. */
 	cvm_dma_close(dma);
-	for (i = 0; i < NR_RAM; i++)
+	for (i = 0; i < NR_RAM; i++) {
+		cvm_listener_remove(ram[i].discard, 0);
 		cvm_region_destroy(ram[i].region);
+		munmap(ram[i].hva, ram[i].size);
+	}
 	return ok ? 0 : 1;
 }

@@ -34,7 +34,7 @@ hv=$(sed -n 's/^#define CVMDMA_VERSION_MAJOR \([0-9]*\)$/\1/p' "$top_srcdir/incl
 	sed -n 's/^#define CVMDMA_VERSION_MINOR \([0-9]*\)$/\1/p' "$top_srcdir/include/cvmdma.h")
 check "header version $hv is the package's $PACKAGE_VERSION (major.minor)" \
 	test "$hv" = "$(echo "$PACKAGE_VERSION" | cut -d. -f1-2)"
-check "examples/minimal-vmm.c compiles with -Wall -Wextra -Werror" \
-	${CC:-cc} -std=gnu11 -Wall -Wextra -Werror -I"$top_srcdir/include" \
+check "examples/minimal-vmm.c compiles as C99 with -Wall -Wextra -Werror" \
+	${CC:-cc} -std=c99 -Wall -Wextra -Werror -I"$top_srcdir/include" \
 	-c "$top_srcdir/examples/minimal-vmm.c" -o "$tmp/t6.o"
 tap_done
