@@ -2412,16 +2412,26 @@ Test(dma, repair_retries_now_and_says_what_keeps_a_repair_pending)
 }
 
 static struct cvm_dma *repair_me;
-static int repair_ret = 1;
+static int repair_ret = 1, stats_ret = 1, info_ret = 1;
+static uint64_t stats_mappings = UINT64_MAX;
 
+/* Repair (refused), read stats and info (allowed), and close (refused:
+ * the context must still work after it). */
 static int repair_from_callback(void *opaque, uint64_t gpa, uint64_t len)
 {
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+	struct cvm_dma_info info = { .sz = sizeof(info) };
+
 	(void)opaque; (void)gpa; (void)len;
 	repair_ret = cvm_dma_repair(repair_me);
+	stats_ret = cvm_dma_stats(repair_me, &st);
+	stats_mappings = st.mappings;
+	info_ret = cvm_dma_info(repair_me, &info);
+	cvm_dma_close(repair_me);
 	return 0;
 }
 
-Test(dma, repair_from_a_callback_of_a_region_it_serves_is_edeadlk)
+Test(dma, a_callback_of_a_region_it_serves_reads_stats_but_cannot_repair_or_close)
 {
 	static const struct cvm_listener_ops ops = { .sz = sizeof(ops),
 						     .to_shared = repair_from_callback };
@@ -2433,7 +2443,13 @@ Test(dma, repair_from_a_callback_of_a_region_it_serves_is_edeadlk)
 	cr_assert_eq(cvm_listener_add(f.r, &ops, NULL, 0, &l), 0);
 	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(repair_ret, -EDEADLK);
+	cr_assert_eq(stats_ret, 0);
+	cr_assert_eq(info_ret, 0);
+	/* Plain listeners are called before DMA contexts map. */
+	cr_assert_eq(stats_mappings, 0);
 	cvm_listener_remove(l, 0);
+	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 2);
 	check(&f);
 	fx_fini(&f);
 }
@@ -2441,7 +2457,7 @@ Test(dma, repair_from_a_callback_of_a_region_it_serves_is_edeadlk)
 struct walk_dma {
 	struct fx *f;
 	struct cvm_dma *d2;
-	int add_err, remove_err;
+	int add_err, remove_err, repair_err;
 };
 
 static int dma_from_walk(void *opaque, uint64_t gpa, uint64_t len)
@@ -2451,13 +2467,15 @@ static int dma_from_walk(void *opaque, uint64_t gpa, uint64_t len)
 	(void)gpa; (void)len;
 	w->add_err = cvm_dma_add_region(w->d2, w->f->r);
 	w->remove_err = cvm_dma_remove_region(w->f->d, w->f->r);
+	w->repair_err = cvm_dma_repair(w->f->d);
+	cvm_dma_close(w->f->d);         /* refused: the test goes on with it */
 	return 1;
 }
 
-Test(dma, a_walk_callback_cannot_add_or_remove_the_region_it_walks)
+Test(dma, a_walk_callback_cannot_add_remove_repair_or_close_the_context)
 {
 	struct fx f;
-	struct walk_dma w = { &f, NULL, 1, 1 };
+	struct walk_dma w = { &f, NULL, 1, 1, 1 };
 
 	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 0);
 	w.d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
@@ -2466,8 +2484,11 @@ Test(dma, a_walk_callback_cannot_add_or_remove_the_region_it_walks)
 		     1);
 	cr_assert_eq(w.add_err, -EDEADLK);
 	cr_assert_eq(w.remove_err, -EDEADLK);
+	cr_assert_eq(w.repair_err, -EDEADLK);
 	cr_assert_eq(stats(w.d2).mappings, 0);
 	cr_assert_eq(stats(f.d).mappings, 1);
+	cr_assert_eq(cvm_convert(f.r, A(16), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 2);
 	check(&f);
 	cvm_dma_close(w.d2);
 	fx_fini(&f);
