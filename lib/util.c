@@ -95,6 +95,11 @@ int cvm_copy_sized(void *dst, size_t dst_sz, uint64_t half, const void *src, siz
 	/* Past dst_sz nothing is read: those bytes need only be zero. */
 	if (sz < min_sz || (sz < dst_sz && !ends_a_field(sz, half)))
 		return -EINVAL;
+	/* No struct of ours will be that large: an sz left unset, which
+	 * would have the tail check read far past the caller's object (the
+	 * kernel caps its sized structs at a page the same way). */
+	if (sz > CVM_SZ_MAX)
+		return -E2BIG;
 	if (sz > dst_sz) {
 		const unsigned char *p = (const unsigned char *)src + dst_sz;
 

@@ -2,6 +2,8 @@
 /* The foundation: version, logging, sized structs, allocation hooks. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -71,6 +73,33 @@ Test(util, sized_struct_rejects_short_partial_and_nonzero_tail)
 	big.extra = 0;
 	cr_assert_eq(COPY(sizeof(size_t)), 0);
 #undef COPY
+}
+
+/*
+ * An sz left unset is a large number: refused before any tail byte is read.
+ * The struct sits at the end of a readable page whose tail is zero, below
+ * a page that cannot be read, so a tail check would crash there.
+ */
+Test(util, sized_struct_with_an_sz_above_a_page_is_e2big_unread)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	char *m = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct sized *s, dst;
+
+	cr_assert_neq(m, MAP_FAILED);
+	cr_assert_eq(mprotect(m + pg, pg, PROT_NONE), 0);
+	s = (struct sized *)(m + pg - 2 * sizeof(*s));
+	for (size_t sz = CVM_SZ_MAX + 1; sz; sz <<= 1) {
+		s->sz = sz;
+		cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), SIZED_HALF, s, sizeof(size_t)),
+			     -E2BIG, "sz %zu", sz);
+	}
+	s->sz = SIZE_MAX;
+	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), SIZED_HALF, s, sizeof(size_t)), -E2BIG);
+	/* At most a page it reads, and a zero tail is still fine. */
+	s->sz = 2 * sizeof(*s);
+	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), SIZED_HALF, s, sizeof(size_t)), 0);
+	munmap(m, 2 * pg);
 }
 
 static void *fail_all(void *opaque, void *ptr, size_t size)
