@@ -1867,6 +1867,23 @@ Test(dma, close_unmaps_everything_it_mapped)
 	munmap(f.hva, f.npages * PG);
 }
 
+/* cvm_region_stats(3): notifications count listener callbacks only. */
+Test(dma, a_dma_context_is_not_counted_in_the_region_notifications)
+{
+	struct fx f;
+	struct cvm_region_stats rst = { .sz = sizeof(rst) };
+
+	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(1), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 2);   /* pages 0 and 2-3 */
+	cr_assert_eq(cvm_region_stats(f.r, &rst), 0);
+	cr_assert_eq(rst.notifications, 0);
+	cr_assert_eq(rst.listeners, 0);
+	check(&f);
+	fx_fini(&f);
+}
+
 Test(dma, a_region_outside_the_valid_iova_ranges_is_refused_with_erange)
 {
 	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 1024 * PG,
