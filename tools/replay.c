@@ -118,10 +118,13 @@ static int check_pinnable(struct world *w)
 	char a[32], b[32];
 	unsigned int i;
 
+	/* Saturating: the trace's total saturates at UINT64_MAX already. */
 	for (i = 0; i < w->t->nregions; i++) {
-		total += w->t->regions[i].size;
-		if (w->t->regions[i].init == CVM_SHARED)
-			bound += w->t->regions[i].size;
+		if (__builtin_add_overflow(total, w->t->regions[i].size, &total))
+			total = UINT64_MAX;
+		if (w->t->regions[i].init == CVM_SHARED &&
+		    __builtin_add_overflow(bound, w->t->regions[i].size, &bound))
+			bound = UINT64_MAX;
 	}
 	if (bound > total)
 		bound = total;

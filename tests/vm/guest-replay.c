@@ -108,10 +108,11 @@ static void run(const struct trace *t, const char *bdf, enum cvm_backend backend
 }
 
 /* A trace that would pin more than the guest has is refused at setup, with
- * the reason: not ended by the OOM killer. */
-static void run_too_big(const char *bdf)
+ * the reason: not ended by the OOM killer.  The second one's conversions to
+ * shared add up past 2^64 (the total saturates) and a region starts shared:
+ * the bound must saturate too, not wrap to that region's size. */
+static void run_too_big(const char *bdf, const char *text, const char *what)
 {
-	static const char text[] = "cvmdma-trace 1\nregion 0x100000000 64G shared\n";
 	char path[] = "/tmp/guest-replay-XXXXXX", err[256] = "";
 	struct replay_cfg cfg = { .backend = CVM_BACKEND_TYPE1, .device = bdf };
 	struct policy pol;
@@ -119,17 +120,17 @@ static void run_too_big(const char *bdf)
 	struct trace t;
 	int fd = mkstemp(path);
 
-	if (fd < 0 || write(fd, text, sizeof(text) - 1) < 0 || close(fd) ||
+	if (fd < 0 || write(fd, text, strlen(text)) < 0 || close(fd) ||
 	    trace_load(path, &t, err, sizeof(err))) {
-		tap_ok(false, "replay: the 64 GiB trace loads (%s)", err);
+		tap_ok(false, "replay: the trace of %s loads (%s)", what, err);
 		return;
 	}
 	unlink(path);
 	policy_parse("auto", &pol);
 	replay_run(&t, &cfg, &pol, &res);
 	tap_ok(res.stage == FAIL_SETUP && res.err == -ENOMEM && strstr(res.msg, "may pin up to"),
-	       "replay: a trace that would pin 64 GiB in a small guest is refused at setup (%s)",
-	       res.msg);
+	       "replay: a trace that would pin %s in a small guest is refused at setup (%s)",
+	       what, res.msg);
 	trace_free(&t);
 }
 
@@ -153,6 +154,11 @@ int main(void)
 	run(&t, bdf, CVM_BACKEND_TYPE1, "replay/type1");
 	run(&t, bdf, CVM_BACKEND_IOMMUFD, "replay/iommufd");
 	trace_free(&t);
-	run_too_big(bdf);
+	run_too_big(bdf, "cvmdma-trace 1\nregion 0x100000000 64G shared\n", "64 GiB");
+	run_too_big(bdf, "cvmdma-trace 1\nregion 0 0x4000000000000000 private page=1G\n"
+		    "region 0x4000000000000000 2M shared\n"
+		    "shared 0+0x4000000000000000\nshared 0+0x4000000000000000\n"
+		    "shared 0+0x4000000000000000\nshared 0+0x4000000000000000\n"
+		    "shared 0+0x4000000000000000\n", "4 EiB, and more than 2^64 bytes to shared");
 	return tap_done();
 }
