@@ -334,6 +334,10 @@ printf 'cvmdma-trace 1\nregion 0 1M private\n\033[31mred\n' >"$tmp/esc.trace"
 check "replay: control bytes of a bad line are not echoed to the terminal" \
 	sh -c '"$1" "$2" 2>&1 | grep -q "esc.trace:3: unknown statement .?\[31mred"' \
 	sh "$rep" "$tmp/esc.trace"
+printf 'cvmdma-trace 1\nregion 0 1M private\nr\351d \302\233x\n' >"$tmp/high.trace"
+check "replay: bytes a trace cannot hold (C1 controls, non-ASCII) are not echoed either" \
+	sh -c '"$1" "$2" 2>&1 | grep -q "high.trace:3: unknown statement .r?d"' \
+	sh "$rep" "$tmp/high.trace"
 if [ $have_py = yes ]; then
 	{ printf 'cvmdma-trace 1\nregion 0 0x4000000000000000 private page=1G\n'
 	  for i in 1 2 3 4 5; do echo 'private 0+0x4000000000000000'; done; } >"$tmp/sum.trace"
@@ -345,12 +349,15 @@ else
 fi
 
 check "replay: a --device that is no PCI device of this machine says so (exit 1)" \
-	sh -c 'out=$("$1" -q --backend type1 --device no-such-bdf "$2" 2>&1); test $? -eq 1 &&
-	printf "%s\n" "$out" | grep -q "no-such-bdf: no such PCI device"' \
+	sh -c 'out=$("$1" -q --backend type1 --device ffff:ff:1f.7 "$2" 2>&1); test $? -eq 1 &&
+	printf "%s\n" "$out" | grep -q "ffff:ff:1f.7: no such PCI device"' \
 	sh "$rep" "$data/share-64m.trace"
-check "replay: a --device that is a path is refused as not a PCI address" \
-	sh -c 'out=$("$1" -q --backend type1 --device ../x "$2" 2>&1); test $? -eq 1 &&
-	printf "%s\n" "$out" | grep -q "not a PCI address"' sh "$rep" "$data/share-64m.trace"
+for bdf in ../x no-such-bdf '' 00:03.0 0000:00:03.8 0000:00:3.0 0000:00:03.0x; do
+	check "replay: --device '$bdf' is a usage error: not a PCI address (exit 2)" \
+		sh -c 'out=$("$1" -q --backend iommufd --device "$3" "$2" 2>&1); test $? -eq 2 &&
+		printf "%s\n" "$out" | grep -q "is not a PCI address"' \
+		sh "$rep" "$data/share-64m.trace" "$bdf"
+done
 
 # ---- the example ----
 check "examples/minimal-vmm runs on the MODEL backend and ends with mapped == shared" \

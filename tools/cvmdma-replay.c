@@ -21,6 +21,7 @@
 #include "replay.h"
 #include "tool-util.h"
 #include "trace.h"
+#include "vfio-setup.h"
 
 #define TYPE1_DEFAULT_LIMIT 65535
 #define MAX_POLICIES 16
@@ -66,7 +67,7 @@ static const char usage_text[] =
 	"      --entry-limit N|none           model: mapping limit (default 65535 for type1)\n"
 	"  -d, --device BDF                   type1/iommufd: a PCI device bound to vfio-pci\n"
 	"  -p, --policy POLICY                per-page|auto|unbounded|granule=SIZE|compact\n"
-	"                                     (repeated: one row each)\n"
+	"                                     (default auto; repeated: one row each)\n"
 	"  -c, --compare[=POLICY,...]         several policies side by side\n"
 	"                                     (default set: per-page,auto,unbounded)\n"
 	"      --no-cut                       never use a kernel cut (CVM_DMA_NO_CUT)\n"
@@ -197,6 +198,8 @@ static void parse_options(int argc, char **argv, struct opts *o)
 		usage_error("--device needs --backend type1 or iommufd");
 	if (o->cfg.backend != CVM_BACKEND_MODEL && !o->cfg.device)
 		usage_error("--backend %s needs --device BDF", backend_names[o->cfg.backend]);
+	if (o->cfg.device && !vfio_bdf_valid(o->cfg.device))
+		usage_error("--device '%s' is not a PCI address (as 0000:00:03.0)", o->cfg.device);
 	if (o->cfg.backend != CVM_BACKEND_MODEL && (have_rules || have_limit))
 		usage_error("--rules and --entry-limit apply to the model backend only");
 }

@@ -460,8 +460,9 @@ static void gen_adversarial(struct gen *g)
 /* ---- main ---- */
 
 static const char usage_text[] =
-	"usage: cvmdma-tracegen WORKLOAD [--guest-size SIZE] [--seed N] [--ops N]\n"
-	"                       [--exit-max SIZE] [--initial shared|private] [-o FILE]\n"
+	"usage: cvmdma-tracegen WORKLOAD [-g|--guest-size SIZE] [-s|--seed N] [-n|--ops N]\n"
+	"                       [--exit-max SIZE] [--initial shared|private]\n"
+	"                       [-o|--output FILE]\n"
 	"       cvmdma-tracegen --help | --version\n"
 	"workloads: tdx-boot snp-boot lazy-accept churn adversarial\n"
 	"See cvmdma-tracegen(1) and doc/trace-format.md.\n";

@@ -36,9 +36,10 @@ static int __attribute__((format(printf, 2, 3))) bad(struct parser *p, const cha
 		va_start(ap, fmt);
 		vsnprintf(p->err + n, p->errsz - n, fmt, ap);
 		va_end(ap);
-		/* Words of the trace are quoted: no control byte reaches a terminal. */
+		/* Words of the trace are quoted: no control byte reaches a
+		 * terminal, nor any other byte a trace (ASCII) cannot hold. */
 		for (char *c = p->err + n; *c; c++)
-			if ((unsigned char)*c < 0x20 || *c == 0x7f)
+			if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
 				*c = '?';
 	}
 	return -EINVAL;

@@ -2,6 +2,7 @@
 /* VFIO device setup for the real backends (see vfio-setup.h). */
 #include "config.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,12 +23,36 @@ static int fail(char *err, size_t errsz, int r, const char *what, const char *bd
 	return r;
 }
 
-/* A PCI address this machine has: not a path, and present in sysfs. */
+static size_t hex_run(const char *s)
+{
+	size_t n = 0;
+
+	while (isxdigit((unsigned char)s[n]))
+		n++;
+	return n;
+}
+
+bool vfio_bdf_valid(const char *bdf)
+{
+	size_t d = hex_run(bdf);
+
+	if (d < 4 || d > 8 || bdf[d] != ':')
+		return false;
+	bdf += d + 1;
+	if (hex_run(bdf) != 2 || bdf[2] != ':')
+		return false;
+	bdf += 3;
+	if (hex_run(bdf) != 2 || bdf[2] != '.')
+		return false;
+	return bdf[3] >= '0' && bdf[3] <= '7' && !bdf[4];
+}
+
+/* A PCI address this machine has: present in sysfs. */
 static int check_bdf(const char *bdf, char *err, size_t errsz)
 {
 	char dir[PATH_MAX];
 
-	if (!*bdf || strchr(bdf, '/') || bdf[0] == '.')
+	if (!vfio_bdf_valid(bdf))
 		return fail(err, errsz, -EINVAL, "not a PCI address (as 0000:00:03.0)", bdf);
 	snprintf(dir, sizeof(dir), "/sys/bus/pci/devices/%s", bdf);
 	if (access(dir, F_OK))
@@ -64,7 +89,11 @@ int vfio_type1_setup(const char *bdf, struct vfio_dev *d, char *err, size_t errs
 		r = fail(err, errsz, -errno, "open VFIO group (is it bound to vfio-pci?)", bdf);
 		goto out;
 	}
-	if (ioctl(d->group, VFIO_GROUP_GET_STATUS, &st) || !(st.flags & VFIO_GROUP_FLAGS_VIABLE)) {
+	if (ioctl(d->group, VFIO_GROUP_GET_STATUS, &st)) {
+		r = fail(err, errsz, -errno, "VFIO_GROUP_GET_STATUS", bdf);
+		goto out;
+	}
+	if (!(st.flags & VFIO_GROUP_FLAGS_VIABLE)) {
 		r = fail(err, errsz, -EBUSY, "group not viable (bind every device in it to "
 			 "vfio-pci)", bdf);
 		goto out;
