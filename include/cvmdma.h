@@ -14,8 +14,8 @@
  * more or fewer entries; see cvm_convert_batch(3) and cvm_dma_open(3)).
  * Structs that cross the ABI start with `size_t sz`: set it to sizeof(the
  * struct); the library reads only what sz covers, rejects a sz that ends
- * inside a field (-EINVAL) and non-zero bytes past the fields it knows
- * (-E2BIG).  In C++, name them with `struct` (struct cvm_dma_stats st = {}):
+ * inside a field (-EINVAL), non-zero bytes past the fields it knows
+ * (-E2BIG), and a sz above 4096 (-E2BIG, nothing past those fields read).  In C++, name them with `struct` (struct cvm_dma_stats st = {}):
  * cvm_region_stats, cvm_dma_stats and cvm_dma_info are also functions.
  */
 #ifndef CVMDMA_H

@@ -2429,26 +2429,35 @@ Test(dma, repair_retries_now_and_says_what_keeps_a_repair_pending)
 }
 
 static struct cvm_dma *repair_me;
-static int repair_ret = 1, stats_ret = 1, info_ret = 1;
+static int repair_ret = 1, stats_ret = 1, info_ret = 1, walk_ret = 1;
 static uint64_t stats_mappings = UINT64_MAX;
 
-/* Repair (refused), read stats and info (allowed), and close (refused:
- * the context must still work after it). */
+static int count_mapping(void *opaque, uint64_t gpa, uint64_t len)
+{
+	(void)gpa; (void)len;
+	++*(int *)opaque;
+	return 0;
+}
+
+/* Repair (refused); stats, info and the mapping walk (allowed).  Close is
+ * refused too: close_from_a_callback_of_a_region_it_serves_is_refused. */
 static int repair_from_callback(void *opaque, uint64_t gpa, uint64_t len)
 {
 	struct cvm_dma_stats st = { .sz = sizeof(st) };
 	struct cvm_dma_info info = { .sz = sizeof(info) };
+	int n = 0;
 
 	(void)opaque; (void)gpa; (void)len;
 	repair_ret = cvm_dma_repair(repair_me);
 	stats_ret = cvm_dma_stats(repair_me, &st);
 	stats_mappings = st.mappings;
 	info_ret = cvm_dma_info(repair_me, &info);
-	cvm_dma_close(repair_me);
+	walk_ret = cvm_dma_for_each_mapping(repair_me, count_mapping, &n) ?: n;
 	return 0;
 }
 
-Test(dma, a_callback_of_a_region_it_serves_reads_stats_but_cannot_repair_or_close)
+Test(dma, a_callback_of_a_region_it_serves_reads_the_context_but_cannot_repair_it,
+     .timeout = 30)
 {
 	static const struct cvm_listener_ops ops = { .sz = sizeof(ops),
 						     .to_shared = repair_from_callback };
@@ -2457,16 +2466,17 @@ Test(dma, a_callback_of_a_region_it_serves_reads_stats_but_cannot_repair_or_clos
 
 	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 0);
 	repair_me = f.d;
+	cr_assert_eq(cvm_convert(f.r, A(20), PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(cvm_listener_add(f.r, &ops, NULL, 0, &l), 0);
+	repair_ret = stats_ret = info_ret = walk_ret = 1;       /* the replay called it */
 	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(repair_ret, -EDEADLK);
 	cr_assert_eq(stats_ret, 0);
 	cr_assert_eq(info_ret, 0);
-	/* Plain listeners are called before DMA contexts map. */
-	cr_assert_eq(stats_mappings, 0);
+	/* Plain listeners are called before DMA contexts map: A(20) only. */
+	cr_assert_eq(stats_mappings, 1);
+	cr_assert_eq(walk_ret, 1);
 	cvm_listener_remove(l, 0);
-	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(stats(f.d).mappings, 2);
 	check(&f);
 	fx_fini(&f);
 }
@@ -2489,7 +2499,7 @@ static int dma_from_walk(void *opaque, uint64_t gpa, uint64_t len)
 	return 1;
 }
 
-Test(dma, a_walk_callback_cannot_add_remove_repair_or_close_the_context)
+Test(dma, a_walk_callback_cannot_add_remove_repair_or_close_the_context, .timeout = 30)
 {
 	struct fx f;
 	struct walk_dma w = { &f, NULL, 1, 1, 1 };
@@ -2497,8 +2507,12 @@ Test(dma, a_walk_callback_cannot_add_remove_repair_or_close_the_context)
 	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 0);
 	w.d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
 	cr_assert_eq(cvm_convert(f.r, A(8), 4 * PG, CVM_SHARED, 0), 0);
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	last_log[0] = 0;
 	cr_assert_eq(cvm_region_for_each_run(f.r, A(0), 64 * PG, CVM_SHARED, dma_from_walk, &w),
 		     1);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert(strstr(last_log, "cvm_dma_close: refused"), "log: %s", last_log);
 	cr_assert_eq(w.add_err, -EDEADLK);
 	cr_assert_eq(w.remove_err, -EDEADLK);
 	cr_assert_eq(w.repair_err, -EDEADLK);

@@ -2,6 +2,7 @@
 /* The foundation: version, logging, sized structs, allocation hooks. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -80,7 +81,7 @@ Test(util, sized_struct_rejects_short_partial_and_nonzero_tail)
  * The struct sits at the end of a readable page whose tail is zero, below
  * a page that cannot be read, so a tail check would crash there.
  */
-Test(util, sized_struct_with_an_sz_above_a_page_is_e2big_unread)
+Test(util, sized_struct_with_an_sz_above_4096_is_e2big_unread)
 {
 	long pg = sysconf(_SC_PAGESIZE);
 	char *m = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -96,9 +97,13 @@ Test(util, sized_struct_with_an_sz_above_a_page_is_e2big_unread)
 	}
 	s->sz = SIZE_MAX;
 	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), SIZED_HALF, s, sizeof(size_t)), -E2BIG);
-	/* At most a page it reads, and a zero tail is still fine. */
-	s->sz = 2 * sizeof(*s);
+	/* Up to the cap a zero tail is fine, read to its last byte. */
+	memset(m, 0, pg);
+	s = (struct sized *)(m + pg - CVM_SZ_MAX);
+	s->sz = CVM_SZ_MAX;
 	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), SIZED_HALF, s, sizeof(size_t)), 0);
+	m[pg - 1] = 1;
+	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), SIZED_HALF, s, sizeof(size_t)), -E2BIG);
 	munmap(m, 2 * pg);
 }
 
