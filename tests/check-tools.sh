@@ -334,9 +334,9 @@ printf 'cvmdma-trace 1\nregion 0 1M private\n\033[31mred\n' >"$tmp/esc.trace"
 check "replay: control bytes of a bad line are not echoed to the terminal" \
 	sh -c '"$1" "$2" 2>&1 | grep -q "esc.trace:3: unknown statement .?\[31mred"' \
 	sh "$rep" "$tmp/esc.trace"
-printf 'cvmdma-trace 1\nregion 0 1M private\nr\351d \302\233x\n' >"$tmp/high.trace"
+printf 'cvmdma-trace 1\nregion 0 1M private\nr\351\302\233d x\n' >"$tmp/high.trace"
 check "replay: bytes a trace cannot hold (C1 controls, non-ASCII) are not echoed either" \
-	sh -c '"$1" "$2" 2>&1 | grep -q "high.trace:3: unknown statement .r?d"' \
+	sh -c '"$1" "$2" 2>&1 | grep -q "high.trace:3: unknown statement .r???d"' \
 	sh "$rep" "$tmp/high.trace"
 if [ $have_py = yes ]; then
 	{ printf 'cvmdma-trace 1\nregion 0 0x4000000000000000 private page=1G\n'
@@ -352,12 +352,37 @@ check "replay: a --device that is no PCI device of this machine says so (exit 1)
 	sh -c 'out=$("$1" -q --backend type1 --device ffff:ff:1f.7 "$2" 2>&1); test $? -eq 1 &&
 	printf "%s\n" "$out" | grep -q "ffff:ff:1f.7: no such PCI device"' \
 	sh "$rep" "$data/share-64m.trace"
-for bdf in ../x no-such-bdf '' 00:03.0 0000:00:03.8 0000:00:3.0 0000:00:03.0x; do
+# Well-formed, so past the usage check: a wide (VMD) domain, upper case
+# read as sysfs writes it.
+for bdf in 10000:00:00.0 ffffffff:ff:1f.7 FFFF:FF:1F.7; do
+	lc=$(printf '%s' "$bdf" | tr A-F a-f)
+	check "replay: --device '$bdf' is a PCI address, absent here (exit 1, '$lc')" \
+		sh -c 'out=$("$1" -q --backend type1 --device "$3" "$2" 2>&1); test $? -eq 1 &&
+		printf "%s\n" "$out" | grep -q "$4: no such PCI device"' \
+		sh "$rep" "$data/share-64m.trace" "$bdf" "$lc"
+done
+for bdf in ../x no-such-bdf '' 00:03.0 0000:00:03.8 0000:00:3.0 0000:00:03.0x \
+	100000000:00:00.0 0000:00:20.0; do
 	check "replay: --device '$bdf' is a usage error: not a PCI address (exit 2)" \
 		sh -c 'out=$("$1" -q --backend iommufd --device "$3" "$2" 2>&1); test $? -eq 2 &&
 		printf "%s\n" "$out" | grep -q "is not a PCI address"' \
 		sh "$rep" "$data/share-64m.trace" "$bdf"
 done
+# The pin check runs before any device is opened.  Conversions to shared
+# that add up past 2^64 (the parser saturates the total) and a region that
+# starts shared: the bound saturates too, instead of wrapping to 2 MiB.
+{ printf 'cvmdma-trace 1\nregion 0 0x4000000000000000 private page=1G\n'
+  printf 'region 0x4000000000000000 2M shared\n'
+  for i in 1 2 3 4 5; do echo 'shared 0+0x4000000000000000'; done; } >"$tmp/pin.trace"
+if grep -q '^MemAvailable:' /proc/meminfo 2>/dev/null; then
+	check "replay: on a real backend, shared bytes past 2^64 are refused by the pin check" \
+		sh -c 'out=$("$1" -q --backend iommufd --device ffff:ff:1f.7 "$2" 2>&1);
+		test $? -eq 1 && printf "%s\n" "$out" | grep -q "may pin up to"' \
+		sh "$rep" "$tmp/pin.trace"
+else
+	skip "replay: on a real backend, shared bytes past 2^64 are refused by the pin check" \
+		"no MemAvailable in /proc/meminfo"
+fi
 
 # ---- the example ----
 check "examples/minimal-vmm runs on the MODEL backend and ends with mapped == shared" \

@@ -6,6 +6,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -161,6 +162,7 @@ static void parse_options(int argc, char **argv, struct opts *o)
 		{ NULL, 0, NULL, 0 }
 	};
 	bool have_rules = false, have_limit = false, compare = false, have_policy = false;
+	char *device = NULL;
 	int c;
 
 	o->cfg.backend = CVM_BACKEND_MODEL;
@@ -170,7 +172,7 @@ static void parse_options(int argc, char **argv, struct opts *o)
 		case 'r': o->cfg.rules = pick("--rules", optarg, rules_names, 3, 0);
 			  have_rules = true; break;
 		case 'L': parse_entry_limit(o, optarg); have_limit = true; break;
-		case 'd': o->cfg.device = optarg; break;
+		case 'd': o->cfg.device = device = optarg; break;
 		case 'p': add_policy(o, optarg); have_policy = true; break;
 		case 'c': compare = true; if (optarg) add_policy_list(o, optarg); break;
 		case 'N': o->cfg.flags |= CVM_DMA_NO_CUT; break;
@@ -198,8 +200,13 @@ static void parse_options(int argc, char **argv, struct opts *o)
 		usage_error("--device needs --backend type1 or iommufd");
 	if (o->cfg.backend != CVM_BACKEND_MODEL && !o->cfg.device)
 		usage_error("--backend %s needs --device BDF", backend_names[o->cfg.backend]);
-	if (o->cfg.device && !vfio_bdf_valid(o->cfg.device))
-		usage_error("--device '%s' is not a PCI address (as 0000:00:03.0)", o->cfg.device);
+	if (device) {
+		/* sysfs names devices in lower case: 0000:00:0A.0 is 0a. */
+		for (char *p = device; *p; p++)
+			*p = (char)tolower((unsigned char)*p);
+		if (!vfio_bdf_valid(device))
+			usage_error("--device '%s' is not a PCI address (as 0000:00:03.0)", device);
+	}
 	if (o->cfg.backend != CVM_BACKEND_MODEL && (have_rules || have_limit))
 		usage_error("--rules and --entry-limit apply to the model backend only");
 }

@@ -2,7 +2,6 @@
 /* VFIO device setup for the real backends (see vfio-setup.h). */
 #include "config.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -23,11 +22,12 @@ static int fail(char *err, size_t errsz, int r, const char *what, const char *bd
 	return r;
 }
 
+/* Lower-case hex digits at s, as sysfs writes them. */
 static size_t hex_run(const char *s)
 {
 	size_t n = 0;
 
-	while (isxdigit((unsigned char)s[n]))
+	while ((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f'))
 		n++;
 	return n;
 }
@@ -42,7 +42,7 @@ bool vfio_bdf_valid(const char *bdf)
 	if (hex_run(bdf) != 2 || bdf[2] != ':')
 		return false;
 	bdf += 3;
-	if (hex_run(bdf) != 2 || bdf[2] != '.')
+	if (hex_run(bdf) != 2 || bdf[2] != '.' || bdf[0] > '1')
 		return false;
 	return bdf[3] >= '0' && bdf[3] <= '7' && !bdf[4];
 }

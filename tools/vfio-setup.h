@@ -34,8 +34,9 @@ int vfio_type1_setup(const char *bdf, struct vfio_dev *d, char *err, size_t errs
 int vfio_iommufd_attach(const char *bdf, int iommufd, uint32_t ioas, struct vfio_dev *d,
 			char *err, size_t errsz);
 
-/* Is bdf written as a PCI address, DOMAIN:BUS:DEV.FN (0000:00:03.0; a
- * domain of 4 to 8 hex digits)?  Syntax only: whether it exists is setup's. */
+/* Is bdf written as sysfs names a PCI device, DOMAIN:BUS:DEV.FN in lower-case
+ * hex (0000:00:03.0; a domain of 4 to 8 digits, a device up to 1f, a
+ * function up to 7)?  Syntax only: whether it exists is setup's. */
 bool vfio_bdf_valid(const char *bdf);
 
 /* Close what setup opened (detaching the device); safe on a zeroed-to--1 d. */
