@@ -205,6 +205,10 @@ static void random_op(struct maptable *mt, struct naive *nv, uint64_t base, uint
 	struct mt_entry a, b;
 	int ra, rb;
 
+	/* The span's last byte: 2^64 - 1 near the top, where a search must
+	 * not count the free slots' sentinels (which hold that value). */
+	if (rnd() % 32 == 0)
+		x = base + span_units * unit - 1;
 	switch (rnd() % 9) {
 	case 8: {
 		uint64_t ba = 0, bb = 0, ka, kb;
@@ -266,13 +270,19 @@ static void random_op(struct maptable *mt, struct naive *nv, uint64_t base, uint
 	}
 }
 
-static void differential(uint64_t seed, uint64_t base, uint64_t unit, uint64_t span, int ops)
+/* Random operations from a table of `prefill` one-unit entries, a unit apart. */
+static void differential_from(uint64_t seed, uint64_t base, uint64_t unit, uint64_t span, int ops,
+			      uint64_t prefill)
 {
 	struct naive nv = { 0 };
 	struct maptable *mt;
 
 	rng_state = seed;
 	cr_assert_eq(maptable_create(&mt), 0);
+	for (uint64_t i = 0; i < prefill; i++) {
+		cr_assert_eq(maptable_insert(mt, base + 2 * i * unit, unit, i), 0);
+		cr_assert_eq(naive_insert(&nv, base + 2 * i * unit, unit, i), 0);
+	}
 	for (int i = 0; i < ops; i++) {
 		random_op(mt, &nv, base, unit, span);
 		if (i % 97 == 0)
@@ -291,6 +301,11 @@ static void differential(uint64_t seed, uint64_t base, uint64_t unit, uint64_t s
 	assert_same(mt, &nv);
 	maptable_destroy(mt);
 	free(nv.e);
+}
+
+static void differential(uint64_t seed, uint64_t base, uint64_t unit, uint64_t span, int ops)
+{
+	differential_from(seed, base, unit, span, ops, 0);
 }
 
 Test(maptable, agrees_with_a_sorted_array_on_random_operations)
@@ -315,6 +330,8 @@ Test(maptable, agrees_with_a_sorted_array_near_the_top_of_the_address_space)
 {
 	for (uint64_t seed = 31; seed <= 34; seed++)
 		differential(seed, UINT64_MAX - 64 * 4096 + 1, 4096, 64, 4000);
+	/* From 16 k entries: two inner levels above the leaves. */
+	differential_from(35, UINT64_MAX - (4096ull << 15) + 1, 4096, 1u << 15, 30000, 1u << 14);
 }
 
 Test(maptable, agrees_with_a_sorted_array_through_thousands_of_entries)
@@ -692,5 +709,52 @@ Test(maptable, insert_after_a_stale_separator_goes_right_of_it)
 	cr_assert_eq(maptable_validate(mt), 0);
 	cr_assert_eq(maptable_lookup_le(mt, 32 * 0x2000 + 0x800, &e), 0);
 	cr_assert(e.iova == 32 * 0x2000 && e.data == 99);
+	maptable_destroy(mt);
+}
+
+/*
+ * A search counts the keys at or below x without masking the free slots
+ * of a node, because they hold 2^64 - 1.  So an entry at 2^64 - 1 must
+ * still be found through inner nodes (the early answer when x is 2^64 - 1),
+ * and every way a node gives up entries must seal the slots it frees: a
+ * deep table built by appends is drained from its left (leaves and inner
+ * nodes borrowing from their right siblings, then merging) and from its
+ * right (borrowing from the left), validated all along.
+ */
+Test(maptable, a_deep_table_drained_from_either_end_keeps_its_free_slots_sealed)
+{
+	enum { N = 32 * 48 * 4 };
+	uint64_t base = UINT64_MAX - (uint64_t)(2 * N + 2) * 4096 + 1;
+	struct maptable *mt;
+	struct mt_entry e;
+
+	cr_assert_eq(maptable_create(&mt), 0);
+	for (uint64_t i = 0; i < N; i++)
+		cr_assert_eq(maptable_insert(mt, base + 2 * i * 4096, 4096, i), 0);
+	cr_assert_eq(maptable_validate(mt), 0);
+	/* The last leaf is full: this insert descends with x = 2^64 - 1. */
+	cr_assert_eq(maptable_insert(mt, UINT64_MAX, 1, 7), 0);
+	cr_assert_eq(maptable_validate(mt), 0);
+	cr_assert_eq(maptable_lookup_le(mt, UINT64_MAX, &e), 0);
+	cr_assert(e.iova == UINT64_MAX && e.len == 1 && e.data == 7);
+	cr_assert_eq(maptable_lookup(mt, UINT64_MAX, &e), 0);
+	cr_assert_eq(e.iova, UINT64_MAX);
+	cr_assert_eq(maptable_insert(mt, UINT64_MAX, 1, 8), -EEXIST);
+	/* The last leaf holds only it: this removal descends too. */
+	cr_assert_eq(maptable_remove_exact(mt, UINT64_MAX, 1, &e), 0);
+	cr_assert_eq(e.data, 7);
+	cr_assert_eq(maptable_validate(mt), 0);
+	cr_assert_eq(maptable_lookup(mt, UINT64_MAX, &e), -ENOENT);
+
+	for (uint64_t i = 0, j = N - 1; i < j; i++, j--) {
+		cr_assert_eq(maptable_remove(mt, base + 2 * i * 4096, &e), 0);
+		cr_assert_eq(e.data, i);
+		cr_assert_eq(maptable_remove(mt, base + 2 * j * 4096, &e), 0);
+		cr_assert_eq(e.data, j);
+		if (i % 8 == 0)
+			cr_assert_eq(maptable_validate(mt), 0, "after %" PRIu64 " from each end", i);
+	}
+	cr_assert_eq(maptable_count(mt), 0);
+	cr_assert_eq(maptable_validate(mt), 0);
 	maptable_destroy(mt);
 }
