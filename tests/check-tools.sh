@@ -146,6 +146,13 @@ check "replay: the granule column shows a region's larger page under auto (1G, 1
 	cat "$3"; exit 1; }' sh "$rep" "$tmp/page1g.trace" "$tmp/page1g.out"
 
 # ---- a refusal: the policy fails at its line, the others run ----
+# In the table's output too the failure is named on standard error, so a
+# script that throws the table away still learns why.
+check "replay: a table run names its failed policy and why on standard error" \
+	sh -c '"$1" --entry-limit 1000 --compare -q "$2" >/dev/null 2>"$3"; test $? -eq 1 &&
+	grep -q "^cvmdma-replay: per-page: .*:6: .*ENOSPC" "$3" &&
+	! grep -q "^cvmdma-replay: auto: " "$3" || { cat "$3"; exit 1; }' \
+	sh "$rep" "$data/share-64m.trace" "$tmp/enospc-table.err"
 "$rep" --entry-limit 1000 --compare -q --json "$data/share-64m.trace" >"$tmp/enospc.json" \
 	2>"$tmp/enospc.err"
 rc=$?

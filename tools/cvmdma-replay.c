@@ -606,11 +606,11 @@ int main(int argc, char **argv)
 	o.cfg.progress = !o.quiet && isatty(STDERR_FILENO) && t.nops >= 10000;
 	for (i = 0; i < o.npols; i++) {
 		replay_run(&t, &o.cfg, &o.pols[i], &res[i]);
+		/* On standard error in either output: a script that keeps only
+		 * the exit status and the errors still learns why. */
 		if (res[i].stage != FAIL_NONE) {
 			status = EXIT_FAILED;
-			if (o.json)
-				fprintf(stderr, "cvmdma-replay: %s: %s\n", res[i].pol.name,
-					res[i].msg);
+			fprintf(stderr, "cvmdma-replay: %s: %s\n", res[i].pol.name, res[i].msg);
 		}
 	}
 	if (o.json)
