@@ -136,17 +136,17 @@ static inline uint32_t leaf_count_le(const struct mt_leaf *l, uint64_t x)
 	return b + c;
 }
 
-/* After an inner node's count fell to n: its free key slots get the sentinel. */
-static inline void seal_keys(struct mt_inner *in, uint32_t old_n)
+/* After a node gave up several entries at once: its free slots get the
+ * sentinel.  (One erase seals its one slot itself.) */
+static inline void seal_keys(struct mt_inner *in)
 {
-	for (uint32_t i = in->n ? in->n - 1 : 0; i + 1 < old_n; i++)
+	for (uint32_t i = in->n - 1; i < INNER_MAX; i++)
 		in->key[i] = SENTINEL;
 }
 
-/* After a leaf's count fell: its free slots get the sentinel. */
-static inline void seal_leaf(struct mt_leaf *l, uint32_t old_n)
+static inline void seal_leaf(struct mt_leaf *l)
 {
-	for (uint32_t i = l->n; i < old_n; i++)
+	for (uint32_t i = l->n; i < LEAF_MAX; i++)
 		l->e[i].iova = SENTINEL;
 }
 
@@ -530,7 +530,7 @@ split_insert(struct maptable *mt, const struct mt_path *p, struct mt_leaf *l,
 	if (pos < left) {
 		leaf_move(r, 0, l, left - 1, LEAF_MAX - left + 1);
 		l->n = left - 1;
-		seal_leaf(l, LEAF_MAX);
+		seal_leaf(l);
 		leaf_insert_at(l, pos, iova, last, data);
 	} else {
 		leaf_move(r, 0, l, left, pos - left);
@@ -539,7 +539,7 @@ split_insert(struct maptable *mt, const struct mt_path *p, struct mt_leaf *l,
 		r->e[pos - left].data = data;
 		leaf_move(r, pos - left + 1, l, pos, LEAF_MAX - pos);
 		l->n = left;
-		seal_leaf(l, LEAF_MAX);
+		seal_leaf(l);
 	}
 	r->n = LEAF_MAX + 1 - left;
 	r->prev = l;
@@ -576,7 +576,7 @@ split_insert(struct maptable *mt, const struct mt_path *p, struct mt_leaf *l,
 		memcpy(in->key, tk, (kl - 1) * sizeof(uint64_t));
 		memcpy(in->kid, tc, kl * sizeof(void *));
 		in->n = kl;
-		seal_keys(in, INNER_MAX);
+		seal_keys(in);
 		rn->n = INNER_MAX + 1 - kl;
 		memcpy(rn->key, &tk[kl], (rn->n - 1) * sizeof(uint64_t));
 		memcpy(rn->kid, &tc[kl], rn->n * sizeof(void *));
@@ -1173,12 +1173,8 @@ uint64_t maptable_remove_range(struct maptable *mt, uint64_t iova, uint64_t len,
 			wp++;
 		}
 	}
-	{
-		uint32_t had = w->n;
-
-		w->n = wp;
-		seal_leaf(w, had > wp ? had : wp);
-	}
+	w->n = wp;
+	seal_leaf(w);
 	while (w->next) {		/* the leaves past the writer are empty */
 		struct mt_leaf *dead = w->next;
 
