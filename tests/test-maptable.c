@@ -270,7 +270,8 @@ static void random_op(struct maptable *mt, struct naive *nv, uint64_t base, uint
 	}
 }
 
-/* Random operations from a table of `prefill` one-unit entries, a unit apart. */
+/* Random operations from a table of `prefill` one-unit entries, each
+ * followed by a free unit. */
 static void differential_from(uint64_t seed, uint64_t base, uint64_t unit, uint64_t span, int ops,
 			      uint64_t prefill)
 {
@@ -719,7 +720,9 @@ Test(maptable, insert_after_a_stale_separator_goes_right_of_it)
  * and every way a node gives up entries must seal the slots it frees: a
  * deep table built by appends is drained from its left (leaves and inner
  * nodes borrowing from their right siblings, then merging) and from its
- * right (borrowing from the left), validated all along.
+ * right (the last nodes run short, and an empty one merges into its left
+ * sibling), validated all along.  Borrowing from the left is left to the
+ * differential runs.
  */
 Test(maptable, a_deep_table_drained_from_either_end_keeps_its_free_slots_sealed)
 {
