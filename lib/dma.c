@@ -237,9 +237,13 @@ static uint64_t room(const struct cvm_dma *d)
 }
 
 /* The -ENOSPC line: need more mappings than the limit leaves (0: the kernel
- * said so first, something else in the container having taken entries). */
+ * said so first, something else in the container having taken entries).
+ * Only the remedies that can help this context are named: a larger granule
+ * where one is set, merging where the context does not already merge and
+ * is not one mapping per page (which merging cannot change). */
 static void log_limit(struct cvm_dma *d, uint64_t need)
 {
+	bool per_page = d->flags & CVM_DMA_PER_PAGE, compact = d->flags & CVM_DMA_COMPACT;
 	char what[64];
 
 	if (need)
@@ -248,15 +252,16 @@ static void log_limit(struct cvm_dma *d, uint64_t need)
 	else
 		snprintf(what, sizeof(what), "the kernel refused a map");
 	cvm_err("dma: %s backend would exceed its mapping limit: %s, %llu left%s.  Remedies: "
-		"use the iommufd backend (no mapping limit), raise %s, "
-		"or a larger split_granule%s",
+		"use the iommufd backend (no mapping limit), raise %s%s%s",
 		d->be->ops->name, what, (unsigned long long)room(d),
-		need && (d->flags & CVM_DMA_COMPACT) ?
+		need && compact && !per_page ?
 		", and merging neighbours would not free enough" : "",
 		d->be->kind == CVM_BACKEND_MODEL ? "model_entry_limit (the model's stand-in for "
 		"vfio_iommu_type1's dma_entry_limit)" :
 		"/sys/module/vfio_iommu_type1/parameters/dma_entry_limit (65535 by default)",
-		d->flags & CVM_DMA_COMPACT ? "" : ", or CVM_DMA_COMPACT");
+		per_page ? ", or drop CVM_DMA_PER_PAGE (one mapping per page)" :
+		d->granule != G_UNLIMITED ? ", or a larger split_granule" : "",
+		per_page || compact ? "" : ", or CVM_DMA_COMPACT");
 }
 
 /* ---- backend primitives: kernel call + table + undo log ---- */

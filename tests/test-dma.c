@@ -565,6 +565,47 @@ Test(dma, the_entry_limit_fails_the_conversion_cleanly_and_names_the_remedy)
 	cvm_set_log(NULL, NULL, 0);
 }
 
+/* The limit's line names only remedies that can help the context: no larger
+ * granule where it is unlimited or one page, no CVM_DMA_COMPACT where the
+ * context has it or maps one mapping per page (nothing to merge). */
+Test(dma, the_entry_limit_line_names_only_remedies_that_apply)
+{
+	const struct {
+		uint32_t rules, flags;
+		bool granule, compact, per_page;
+	} c[] = {
+		{ CVM_MODEL_TYPE1, 0, true, true, false },
+		{ CVM_MODEL_TYPE1, CVM_DMA_COMPACT, true, false, false },
+		{ CVM_MODEL_TYPE1, CVM_DMA_PER_PAGE, false, false, true },
+		{ CVM_MODEL_TYPE1, CVM_DMA_PER_PAGE | CVM_DMA_COMPACT, false, false, true },
+		{ CVM_MODEL_CUT, 0, false, true, false },
+	};
+
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+		struct fx f;
+
+		fx_init(&f, 64, 0, c[i].rules, c[i].flags, 0, 2);
+		cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
+		cr_assert_eq(cvm_convert(f.r, A(2), PG, CVM_SHARED, 0), 0);
+		last_log[0] = 0;
+		cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_SHARED, 0), -ENOSPC);
+		cr_assert(strstr(last_log, "mapping limit") && strstr(last_log, "iommufd") &&
+			  strstr(last_log, "model_entry_limit"), "case %zu: %s", i, last_log);
+		cr_assert_eq(!!strstr(last_log, "split_granule"), c[i].granule,
+			     "case %zu: %s", i, last_log);
+		cr_assert_eq(!!strstr(last_log, "or CVM_DMA_COMPACT"), c[i].compact,
+			     "case %zu: %s", i, last_log);
+		cr_assert_eq(!!strstr(last_log, "drop CVM_DMA_PER_PAGE"), c[i].per_page,
+			     "case %zu: %s", i, last_log);
+		cr_assert_eq(!!strstr(last_log, "merging neighbours would not free enough"),
+			     c[i].flags == CVM_DMA_COMPACT, "case %zu: %s", i, last_log);
+		check(&f);
+		fx_fini(&f);
+	}
+	cvm_set_log(NULL, NULL, 0);
+}
+
 /* The kernel's own -ENOSPC (something else in the container took entries
  * the library counted on) and -EFAULT (memory not there) are explained too. */
 Test(dma, a_map_the_kernel_refuses_is_explained_in_the_log)
