@@ -606,6 +606,22 @@ Test(dma, the_entry_limit_line_names_only_remedies_that_apply)
 	cvm_set_log(NULL, NULL, 0);
 }
 
+/* CVM_DMA_COMPACT with CVM_DMA_PER_PAGE is accepted and merges nothing:
+ * touching one-page mappings stay apart, and the limit is -ENOSPC. */
+Test(dma, compact_does_nothing_with_per_page)
+{
+	struct fx f;
+
+	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, CVM_DMA_PER_PAGE | CVM_DMA_COMPACT, 0, 2);
+	cr_assert_eq(cvm_convert(f.r, A(0), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(2), PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(stats(f.d).mappings, 2);
+	cr_assert_eq(stats(f.d).disruptive_splits, 0);
+	cr_assert_eq(cvm_region_query(f.r, A(2), PG), CVM_PRIVATE);
+	check(&f);
+	fx_fini(&f);
+}
+
 /* The kernel's own -ENOSPC (something else in the container took entries
  * the library counted on) and -EFAULT (memory not there) are explained too. */
 Test(dma, a_map_the_kernel_refuses_is_explained_in_the_log)
