@@ -7,7 +7,8 @@
  * where conversions meet more often; the second of 4 or 16 KiB pages, its
  * IOVA window beside the first's or away from it) and one or two MODEL
  * contexts with random rules, policy (auto, per-page, no-cut, compact),
- * split granule and entry limit, each serving most regions, then takes
+ * split granule and entry limit, each serving most regions (and in half
+ * the seeds a plain listener on each region), then takes
  * random steps: conversions (batches of up to five ranges), a region
  * removed from or added back to a context, or a region destroyed and
  * created again.  Before a step it may make backend calls of a context
@@ -40,6 +41,8 @@
  *  - the kernel maps no page outside the regions, and a page of a region
  *    the context serves is mapped exactly when it is shared (none of a
  *    region it does not serve);
+ *  - a region's plain listener, if any, has heard each page's state
+ *    (never the same change twice in a row);
  * and throughout, every map call the backend receives lies inside one
  * region's IOVA window, with the region's own memory behind it, and,
  * while a conversion runs, covers no private page that the conversion
@@ -590,6 +593,38 @@ static int note_shared(void *opaque, uint64_t gpa, uint64_t len)
 	return 0;
 }
 
+/*
+ * In half of the seeds each region has a plain listener too, picked from
+ * the seed without drawing from any stream (every seed's steps stay what
+ * they were).  It keeps the page state it heard: each page hears the
+ * opposite of its last call, and after every step it equals the region's
+ * state (a failed conversion is heard undone, or not at all).
+ */
+static bool plain;
+static uint8_t *heard[NREG];
+
+static void hear(int i, uint64_t gpa, uint64_t len, uint8_t to)
+{
+	struct reg *g = &regs[i];
+
+	for (uint64_t p = (gpa - g->gpa) / g->psize; p < (gpa - g->gpa + len) / g->psize; p++) {
+		CHECK(heard[i][p] != to, "region %d's plain listener heard page %llu go %s twice",
+		      i, (unsigned long long)p, to ? "shared" : "private");
+		heard[i][p] = to;
+	}
+}
+
+static int heard_shared(void *opaque, uint64_t gpa, uint64_t len)
+{
+	hear((int)(intptr_t)opaque, gpa, len, 1);
+	return 0;
+}
+
+static void heard_private(void *opaque, uint64_t gpa, uint64_t len)
+{
+	hear((int)(intptr_t)opaque, gpa, len, 0);
+}
+
 /* Each region's shared pages into ->shared (none for a destroyed one). */
 static void read_shared(void)
 {
@@ -708,6 +743,12 @@ out:
 static void check_all(bool failed)
 {
 	read_shared();
+	for (int i = 0; plain && i < NREG; i++)
+		for (uint64_t p = 0; regs[i].r && p < regs[i].npages; p++)
+			CHECK(heard[i][p] == regs[i].shared[p],
+			      "region %d's plain listener heard page %llu %s, it is %s", i,
+			      (unsigned long long)p, heard[i][p] ? "shared" : "private",
+			      regs[i].shared[p] ? "shared" : "private");
 	for (int k = 0; k < nctx; k++) {
 		struct ctx *c = &ctxs[k];
 		struct cvm_dma_stats st = { .sz = sizeof(st) };
@@ -894,7 +935,17 @@ static void create_region(int i)
 		.flags = CVM_REGION_IOVA | (rnd(2) ? CVM_REGION_INIT_SHARED : 0),
 	};
 
+	static const struct cvm_listener_ops ops = { .sz = sizeof(ops),
+						     .to_shared = heard_shared,
+						     .to_private = heard_private };
+	struct cvm_listener *l;
+
 	CHECK(cvm_region_create(&cfg, &g->r) == 0, "cvm_region_create of region %d", i);
+	if (!plain)
+		return;
+	memset(heard[i], 0, g->npages_max);
+	CHECK(cvm_listener_add(g->r, &ops, (void *)(intptr_t)i, 0, &l) == 0,
+	      "cvm_listener_add to region %d", i);
 }
 
 /* Add region i to every context (all) or to most of them (at the start,
@@ -946,9 +997,10 @@ static void setup(void)
 		create_region(i);
 	for (int i = 0; i < NREG; i++)
 		add_region(i, false);
-	trace("iova 0x%llx 0x%llx (16K pages: %d); served %d%d %d%d",
+	trace("iova 0x%llx 0x%llx (16K pages: %d); served %d%d %d%d%s",
 	      (unsigned long long)a->iova, (unsigned long long)b->iova, b->psize == 16384,
-	      ctxs[0].serves[0], ctxs[0].serves[1], ctxs[1].serves[0], ctxs[1].serves[1]);
+	      ctxs[0].serves[0], ctxs[0].serves[1], ctxs[1].serves[0], ctxs[1].serves[1],
+	      plain ? "; plain listeners" : "");
 }
 
 static void teardown(void)
@@ -1679,6 +1731,7 @@ static void run(long steps)
 	rng4 = 0xe7037ed1a0b428dbull * ((uint64_t)seed + 1);
 	rng5 = 0x8ebc6af09c88c6e3ull * ((uint64_t)seed + 1);
 	stress = !stress_off && rnd4(4) == 0;
+	plain = (((uint64_t)seed * 0x9e3779b1u) >> 17) & 1;
 	cut_short = false;
 	step = 0;
 	setup();
@@ -1825,6 +1878,7 @@ int main(int argc, char **argv)
 		}
 		regs[i].shared = xcalloc(regs[i].npages_max);
 		regs[i].shared_before = xcalloc(regs[i].npages_max);
+		heard[i] = xcalloc(regs[i].npages_max);
 		for (int k = 0; k < NCTX; k++) {
 			ctxs[k].mapped[i] = xcalloc(regs[i].npages_max);
 			ctxs[k].removed[i] = xcalloc(regs[i].npages_max);
