@@ -2047,6 +2047,37 @@ static int dma_check_map(void *opaque, const struct cvm_range *runs, size_t n)
 	return err;
 }
 
+/* Is dma_map_runs() sure to be refused at the entry limit?  The count of
+ * new mappings with no merge, against the room left (asked of the kernel
+ * again before saying yes); no opinion where merges or repairs could
+ * change the count. */
+static int dma_precheck_map(void *opaque, const struct cvm_range *runs, size_t n)
+{
+	struct dma_region *dr = opaque;
+	struct cvm_dma *d = dr->dma;
+	uint64_t need = 0;
+	int err = 0;
+
+	pthread_mutex_lock(&d->lock);
+	if (d->avail == UINT64_MAX || (d->flags & CVM_DMA_COMPACT) || d->nfix)
+		goto out;
+	for (size_t i = 0; i < n; i++) {
+		uint64_t s = iova_of(dr, runs[i].gpa);
+
+		need += pieces(s, s + runs[i].length, dr->granule);
+	}
+	if (need <= room(d))
+		goto out;
+	refresh_avail(d);
+	if (need > room(d)) {
+		log_limit(d, need);
+		err = -ENOSPC;
+	}
+out:
+	pthread_mutex_unlock(&d->lock);
+	return err;
+}
+
 /*
  * Would dma_unmap_runs() be refused at the entry limit?  Asked of every
  * context of a region before any of them unmaps: the call's own prologue,
@@ -2206,6 +2237,7 @@ static const struct region_dma_ops dma_listener_ops = {
 	.map_runs = dma_map_runs,
 	.unmap_runs = dma_unmap_runs,
 	.check_map = dma_check_map,
+	.precheck_map = dma_precheck_map,
 	.check_unmap = dma_check_unmap,
 	.settle = dma_settle,
 	.region_gone = dma_region_gone,

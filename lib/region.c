@@ -379,6 +379,17 @@ static int notify_shared(struct cvm_region *r)
 	size_t i, j, k;
 	int err;
 
+	/* A context sure to refuse at its entry limit refuses before the
+	 * plain listeners do to_shared work that would only be undone. */
+	for (k = 0; r->plain.n && k < r->dma.n; k++) {
+		struct cvm_listener *l = r->dma.v[k];
+
+		err = l->dma->precheck_map(l->opaque, r->runs, r->nruns);
+		if (err) {
+			undo_runs(r, true);
+			return err;
+		}
+	}
 	for (i = 0; i < r->plain.n; i++) {
 		struct cvm_listener *l = r->plain.v[i];
 

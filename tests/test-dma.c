@@ -739,31 +739,45 @@ Test(dma, the_kernels_own_enospc_corrects_the_entry_count)
 }
 
 /* Entries that others in the container give back count again: before it
- * refuses at the limit, a context asks the kernel what is left. */
+ * refuses at the limit, a context asks the kernel what is left (also when
+ * it refuses before a plain listener hears the conversion). */
+static int accept_shared(void *o, uint64_t gpa, uint64_t len)
+{
+	return 0;
+}
+
 Test(dma, entries_others_unmap_are_not_refused_at_the_limit)
 {
-	struct fx f;
-	struct cvm_be *be;
-	void *other = reserve(PG);
-	uint64_t gone = 0;
+	static const struct cvm_listener_ops ops = { .sz = sizeof(ops),
+						     .to_shared = accept_shared };
 	const struct cvm_range r3[] = { { A(0), PG }, { A(2), PG }, { A(4), PG } };
 
-	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 3);
-	be = cvm_dma_backend(f.d);
-	cr_assert_eq(be->ops->map(be, BASE + 512 * MiB, PG, other), 0);
-	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(2), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_SHARED, 0), -ENOSPC);
-	cr_assert_eq(stats(f.d).entries_avail, 0);
-	cr_assert_eq(be->ops->unmap(be, BASE + 512 * MiB, PG, &gone), 0);
-	/* The kernel has an entry free again. */
-	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_SHARED, 0), 0);
-	cr_assert_eq(cvm_convert(f.r, A(0), 5 * PG, CVM_PRIVATE, 0), 0);
-	cr_assert_eq(cvm_convert_batch(f.r, r3, 3, CVM_SHARED, 0), 0);
-	cr_assert_eq(stats(f.d).entries_avail, 0);
-	check(&f);
-	fx_fini(&f);
-	munmap(other, PG);
+	for (int plain = 0; plain < 2; plain++) {
+		struct fx f;
+		struct cvm_be *be;
+		struct cvm_listener *l;
+		void *other = reserve(PG);
+		uint64_t gone = 0;
+
+		fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, 0, 0, 3);
+		if (plain)
+			cr_assert_eq(cvm_listener_add(f.r, &ops, NULL, 0, &l), 0);
+		be = cvm_dma_backend(f.d);
+		cr_assert_eq(be->ops->map(be, BASE + 512 * MiB, PG, other), 0);
+		cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
+		cr_assert_eq(cvm_convert(f.r, A(2), PG, CVM_SHARED, 0), 0);
+		cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_SHARED, 0), -ENOSPC);
+		cr_assert_eq(stats(f.d).entries_avail, 0);
+		cr_assert_eq(be->ops->unmap(be, BASE + 512 * MiB, PG, &gone), 0);
+		/* The kernel has an entry free again. */
+		cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_SHARED, 0), 0, "plain %d", plain);
+		cr_assert_eq(cvm_convert(f.r, A(0), 5 * PG, CVM_PRIVATE, 0), 0);
+		cr_assert_eq(cvm_convert_batch(f.r, r3, 3, CVM_SHARED, 0), 0);
+		cr_assert_eq(stats(f.d).entries_avail, 0);
+		check(&f);
+		fx_fini(&f);
+		munmap(other, PG);
+	}
 }
 
 /*
@@ -4199,12 +4213,14 @@ Test(dma, an_unmap_does_not_repair_again_what_its_check_tried)
 
 struct plain_count {
 	int64_t shared;
+	int calls;
 };
 
 static int plain_to_shared(void *o, uint64_t gpa, uint64_t len)
 {
 	(void)gpa;
 	((struct plain_count *)o)->shared += (int64_t)(len / PG);
+	((struct plain_count *)o)->calls++;
 	return 0;
 }
 
@@ -4212,16 +4228,23 @@ static void plain_to_private(void *o, uint64_t gpa, uint64_t len)
 {
 	(void)gpa;
 	((struct plain_count *)o)->shared -= (int64_t)(len / PG);
+	((struct plain_count *)o)->calls++;
 }
 
-/* A plain listener that accepted a shared conversion a context's check
- * then refuses hears it undone, in whichever order the contexts were
- * added. */
-Test(dma, a_plain_listener_hears_a_conversion_a_check_refuses_undone)
+/*
+ * A context at its entry limit refuses a shared conversion before the
+ * plain listeners hear it, in whichever order the contexts were added.
+ * With CVM_DMA_COMPACT it cannot tell before it tries to merge: its check
+ * refuses after the plain listener accepted, and the listener hears the
+ * conversion undone.
+ */
+Test(dma, a_plain_listener_hears_nothing_of_a_conversion_the_limit_refuses)
 {
-	for (int first = 0; first < 2; first++) {
+	for (int i = 0; i < 4; i++) {
+		bool first = i & 1, compact = i & 2;
 		struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
-		struct cvm_dma *full = mkdma(CVM_MODEL_TYPE1, 0, UINT64_MAX, 1);
+		struct cvm_dma *full = mkdma(CVM_MODEL_TYPE1, compact ? CVM_DMA_COMPACT : 0,
+					     UINT64_MAX, 1);
 		struct cvm_dma *other = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
 		struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = plain_to_shared,
 						.to_private = plain_to_private };
@@ -4236,9 +4259,11 @@ Test(dma, a_plain_listener_hears_a_conversion_a_check_refuses_undone)
 		cr_assert_eq(cvm_dma_add_region(first ? other : full, r), 0);
 		cr_assert_eq(cvm_convert(r, A(0), PG, CVM_SHARED, 0), 0);
 		cr_assert_eq(p.shared, 1);
+		p.calls = 0;
 		cr_assert_eq(cvm_convert(r, A(5), 2 * PG, CVM_SHARED, 0), -ENOSPC);
-		cr_assert_eq(p.shared, 1, "the listener is left at %lld shared pages",
-			     (long long)p.shared);
+		cr_assert_eq(p.shared, 1, "case %d: the listener is left at %lld shared pages",
+			     i, (long long)p.shared);
+		cr_assert_eq(p.calls, compact ? 2 : 0, "case %d: %d listener calls", i, p.calls);
 		cr_assert_eq(cvm_region_query(r, A(5), 2 * PG), CVM_PRIVATE);
 		cr_assert_eq(stats(other).map_calls, 1, "the other context mapped");
 		check_dma(r, other, 64, 0);
@@ -4247,6 +4272,67 @@ Test(dma, a_plain_listener_hears_a_conversion_a_check_refuses_undone)
 		cvm_region_destroy(r);
 		munmap(c.hva, c.length);
 	}
+}
+
+/* The same with one context: refused before any listener hears of it, and
+ * only where the limit is sure (no COMPACT, no pending repair); a
+ * conversion that fits after the refusal goes through as usual. */
+Test(dma, one_context_at_its_limit_refuses_before_the_plain_listeners)
+{
+	struct fx f;
+	struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = plain_to_shared,
+					.to_private = plain_to_private };
+	struct plain_count p = { 0 };
+	struct cvm_listener *l;
+	struct cvm_region_stats rs = { .sz = sizeof(rs) };
+	uint64_t notes;
+
+	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, 0, 0, 2);
+	cr_assert_eq(cvm_listener_add(f.r, &ops, &p, 0, &l), 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(2), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_region_stats(f.r, &rs), 0);
+	notes = rs.notifications;
+	p.calls = 0;
+	cr_assert_eq(cvm_convert(f.r, A(4), 3 * PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(p.calls, 0);
+	cr_assert_eq(cvm_region_stats(f.r, &rs), 0);
+	cr_assert_eq(rs.notifications, notes);
+	cr_assert_eq(cvm_region_query(f.r, A(4), 3 * PG), CVM_PRIVATE);
+	cr_assert_eq(stats(f.d).map_calls, 2);
+	/* A run that joins nothing still needs its own entry; one that frees
+	 * one first fits. */
+	cr_assert_eq(cvm_convert(f.r, A(2), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(4), 3 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(p.shared, 4);
+	check(&f);
+	fx_fini(&f);
+}
+
+/* With a repair pending, the early refusal has no opinion: the repair may
+ * free the entries the conversion needs, and does here. */
+Test(dma, a_repair_that_frees_room_is_made_before_the_limit_refuses)
+{
+	struct fx f;
+	struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = plain_to_shared,
+					.to_private = plain_to_private };
+	struct plain_count p = { 0 };
+	struct cvm_listener *l;
+	const struct cvm_range two[] = { { A(0), PG }, { A(2), PG } };
+	const struct cvm_range next[] = { { A(4), PG }, { A(6), PG } };
+
+	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, 0, 0, 2);
+	cr_assert_eq(cvm_listener_add(f.r, &ops, &p, 0, &l), 0);
+	/* [2]'s map fails, and so does the undo's unmap of [0]: a stray. */
+	inject_n(f.d, 2, 2, -EIO);
+	cr_assert_eq(cvm_convert_batch(f.r, two, 2, CVM_SHARED, 0), -EIO);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	cr_assert_eq(stats(f.d).entries_avail, 1);
+	cr_assert_eq(cvm_convert_batch(f.r, next, 2, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	cr_assert_eq(p.shared, 2);
+	check(&f);
+	fx_fini(&f);
 }
 
 /*
