@@ -541,7 +541,8 @@ int cvm_backend_iommufd_open(int fd, uint32_t ioas_id, bool want_cut, struct cvm
 		.ops = &iommufd_ops, .kind = CVM_BACKEND_IOMMUFD, .fd = -1,
 		.entries_avail = UINT64_MAX,
 		/* iopt_unmap_iova_range() stops at the first area it cannot
-		 * take (-EBUSY, -EDEADLOCK), after removing those before it. */
+		 * take (-EBUSY, -EDEADLOCK, or -ENOENT for one that crosses
+		 * an end of the range), after removing those before it. */
 		.unmap_partial = true,
 	};
 	ret = adopt(ib, fd, ioas_id);

@@ -7,9 +7,11 @@
  * vfio_iommu_type1 driver (v2 or legacy v1), and iommufd's compatibility
  * container (v2 or v1 semantics).  We do not ask which one it is: the
  * capabilities come from VFIO_IOMMU_GET_INFO and the cut from a probe.
- * Only iommufd's container with v1 semantics cuts a page out of a mapping
- * and leaves the rest mapped; the real v1 driver answers "0 bytes" for the
- * same call, v2 says -EINVAL and iommufd's v2 -ENOENT.
+ * Only iommufd's container cuts a page out of a mapping and leaves the
+ * rest mapped, and only while its IOAS has huge IOPTEs off (v1 semantics
+ * turn them off; so can IOMMU_OPTION on the same fd); the real v1 driver
+ * answers "0 bytes" for the same call, v2 says -EINVAL and iommufd's
+ * container with huge IOPTEs -ENOENT.
  */
 #include <inttypes.h>
 #include <sys/ioctl.h>
