@@ -185,6 +185,7 @@ static int walk_leaf(const struct pagemap *pm, uint32_t li, uint64_t start, uint
 			cv.clen = chunk_len(pm, (li << LEAF_SHIFT) + si);
 			cv.c = (struct ctr *)(s & SLOT_PTR);
 			cv.type = s & SLOT_TYPE;
+			cv.uval = false;	/* a container's chunk: unused */
 			ret = cv_walk(&cv, base, max_u64(start, base) - base,
 				      min_u64(end, base + cv.clen) - base, val, k);
 		}

@@ -20,7 +20,7 @@ abidiff_base() {
 		echo "no debug info in $(basename "$1") (build with -g): abidiff would compare only symbols"
 		return 77
 	fi
-	"$ABIDIFF" --no-added-syms --headers-dir2 "$top_srcdir/include" "$base" "$1" 2>&1 || return 1
+	"$ABIDIFF" --no-architecture --no-added-syms --headers-dir2 "$top_srcdir/include" "$base" "$1" 2>&1 || return 1
 }
 
 if [ ! -f "$so" ]; then
