@@ -23,6 +23,7 @@
  * runs under it.
  */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -2485,12 +2486,18 @@ static int open_backend(const struct cvm_dma_config *cfg, struct cvm_be **be)
 	}
 	switch (kind) {
 	case CVM_BACKEND_MODEL:
-		if (cfg->model_rules > CVM_MODEL_CUT)
+		if (cfg->model_rules > CVM_MODEL_CUT) {
+			cvm_err("dma: unknown model_rules %u", cfg->model_rules);
 			return -EINVAL;
+		}
 		return cvm_backend_model_open(cfg->model_rules, cfg->model_entry_limit, be);
 	case CVM_BACKEND_TYPE1:
-		if (cfg->fd < 0)
-			return -EINVAL;   /* no group: we cannot set a container up */
+		if (cfg->fd < 0) {
+			/* no group: we cannot set a container up */
+			cvm_err("dma: CVM_BACKEND_TYPE1 needs the VMM's container fd, its "
+				"groups and IOMMU set; fd -1 is for iommufd");
+			return -EINVAL;
+		}
 		err = cvm_backend_type1_open(cfg->fd, want_cut, be);
 		break;
 	case CVM_BACKEND_IOMMUFD:
@@ -2499,6 +2506,7 @@ static int open_backend(const struct cvm_dma_config *cfg, struct cvm_be **be)
 			err = -ENODEV;
 		break;
 	default:
+		cvm_err("dma: unknown backend %u", cfg->backend);
 		return -EINVAL;
 	}
 	/* A config zeroed whole names standard input. */
@@ -2515,21 +2523,37 @@ static int check_dma_config(const struct cvm_dma_config *cfg)
 {
 	uint64_t g = cfg->split_granule;
 
-	if (cfg->flags & ~DMA_FLAGS)
+	if (cfg->flags & ~DMA_FLAGS) {
+		cvm_err("dma: unknown flags %#x", cfg->flags & ~DMA_FLAGS);
 		return -EINVAL;
-	if (g && g != G_UNLIMITED && (!is_pow2_u64(g) || g < 4096))
+	}
+	if (g && g != G_UNLIMITED && (!is_pow2_u64(g) || g < 4096)) {
+		cvm_err("dma: split_granule %#" PRIx64 " is neither 0 (auto), UINT64_MAX "
+			"(never split) nor a power of two of at least 4096", g);
 		return -EINVAL;
-	if ((cfg->flags & CVM_DMA_PER_PAGE) && g)
+	}
+	if ((cfg->flags & CVM_DMA_PER_PAGE) && g) {
+		cvm_err("dma: CVM_DMA_PER_PAGE with split_granule %#" PRIx64 ": per page is "
+			"its own granule; leave split_granule 0", g);
 		return -EINVAL;
-	if (cfg->backend != CVM_BACKEND_MODEL && (cfg->model_rules || cfg->model_entry_limit))
+	}
+	if (cfg->backend != CVM_BACKEND_MODEL && (cfg->model_rules || cfg->model_entry_limit)) {
+		cvm_err("dma: model_rules and model_entry_limit are for CVM_BACKEND_MODEL only");
 		return -EINVAL;
+	}
 	/* An IOAS of an fd the library has yet to open cannot exist. */
-	if (cfg->backend != CVM_BACKEND_MODEL && cfg->fd < 0 && cfg->ioas_id)
+	if (cfg->backend != CVM_BACKEND_MODEL && cfg->fd < 0 && cfg->ioas_id) {
+		cvm_err("dma: ioas_id %u with fd -1: an IOAS of an fd the library has yet to "
+			"open cannot exist", cfg->ioas_id);
 		return -EINVAL;
+	}
 	/* -1 alone asks the library to open /dev/iommu: another negative fd
 	 * is a mistake (an error code stored as the fd, say), not that. */
-	if (cfg->backend != CVM_BACKEND_MODEL && cfg->fd < -1)
+	if (cfg->backend != CVM_BACKEND_MODEL && cfg->fd < -1) {
+		cvm_err("dma: fd %d: give an open fd, or -1 for the library to open its own",
+			cfg->fd);
 		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -2543,8 +2567,10 @@ CVM_EXPORT int cvm_dma_open(const struct cvm_dma_config *ucfg, struct cvm_dma **
 		return -EINVAL;
 	err = cvm_copy_sized(&cfg, sizeof(cfg), CVM_DMA_CONFIG_HALF, ucfg,
 			     offsetofend(struct cvm_dma_config, fd));
-	if (!err)
-		err = check_dma_config(&cfg);
+	if (err)
+		return cvm_sized_err(err, "dma: struct cvm_dma_config", ucfg, sizeof(cfg),
+				     offsetofend(struct cvm_dma_config, fd));
+	err = check_dma_config(&cfg);
 	if (err)
 		return err;
 	d = cvm_calloc(1, sizeof(*d));

@@ -44,6 +44,9 @@ static inline uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
  */
 int cvm_copy_sized(void *dst, size_t dst_sz, uint64_t half, const void *src, size_t min_sz);
 #define CVM_SZ_MAX	4096	/* a larger sz is -E2BIG, its tail unread */
+/* The LOG_ERR line for cvm_copy_sized()'s error err on the caller's struct
+ * `what` (src as given): which rule its sz broke.  Returns err. */
+int cvm_sized_err(int err, const char *what, const void *src, size_t dst_sz, size_t min_sz);
 #define CVM_HALF(type, field) (1ull << (offsetof(type, field) / 8))
 #define CVM_REGION_CONFIG_HALF CVM_HALF(struct cvm_region_config, page_size)
 #define CVM_REGION_STATS_HALF CVM_HALF(struct cvm_region_stats, page_size)

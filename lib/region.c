@@ -22,6 +22,7 @@
  * observe: DMA maps after the state reads shared, unmaps before any plain
  * listener (or any other thread) can see the pages as private.
  */
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -199,33 +200,57 @@ static int check_config(const struct cvm_region_config *cfg, struct region_geom 
 {
 	uint32_t ps = cfg->page_size ? cfg->page_size : 4096;
 
-	if (cfg->flags & ~REGION_FLAGS)
+	if (cfg->flags & ~REGION_FLAGS) {
+		cvm_err("region: unknown flags %#x", cfg->flags & ~REGION_FLAGS);
 		return -EINVAL;
-	if (!is_pow2_u64(ps) || ps < 4096)
+	}
+	if (!is_pow2_u64(ps) || ps < 4096) {
+		cvm_err("region: page_size %u is not a power of two of at least 4096", ps);
 		return -EINVAL;
-	if (!cfg->length || !is_aligned_u64(cfg->gpa, ps) || !is_aligned_u64(cfg->length, ps))
+	}
+	if (!cfg->length || !is_aligned_u64(cfg->gpa, ps) || !is_aligned_u64(cfg->length, ps)) {
+		cvm_err("region: gpa %#" PRIx64 " and length %#" PRIx64 " must be multiples of "
+			"the page size (%u), and length not 0", cfg->gpa, cfg->length, ps);
 		return -EINVAL;
-	if ((uintptr_t)cfg->hva % 4096)
+	}
+	if ((uintptr_t)cfg->hva % 4096) {
+		cvm_err("region: hva %p is not 4096-byte aligned", cfg->hva);
 		return -EINVAL;
-	if (cfg->length - 1 > UINT64_MAX - cfg->gpa)
+	}
+	if (cfg->length - 1 > UINT64_MAX - cfg->gpa) {
+		cvm_err("region: gpa %#" PRIx64 " + length %#" PRIx64 " is past 2^64",
+			cfg->gpa, cfg->length);
 		return -ERANGE;
+	}
 	/* The mapping of the last page would wrap: refused here, not by a
 	 * backend at the first conversion to shared. */
-	if (cfg->hva && cfg->length - 1 > UINTPTR_MAX - (uintptr_t)cfg->hva)
+	if (cfg->hva && cfg->length - 1 > UINTPTR_MAX - (uintptr_t)cfg->hva) {
+		cvm_err("region: hva %p + length %#" PRIx64 " is past the address space",
+			cfg->hva, cfg->length);
 		return -ERANGE;
+	}
 	g->gpa = cfg->gpa;
 	g->length = cfg->length;
 	g->iova = (cfg->flags & CVM_REGION_IOVA) ? cfg->iova : cfg->gpa;
 	g->hva = cfg->hva;
 	g->page_size = ps;
 	g->page_shift = (uint32_t)__builtin_ctz(ps);
-	if (!is_aligned_u64(g->iova, ps))
+	if (!is_aligned_u64(g->iova, ps)) {
+		cvm_err("region: iova %#" PRIx64 " is not a multiple of the page size (%u)",
+			g->iova, ps);
 		return -EINVAL;
-	if (cfg->length - 1 > UINT64_MAX - g->iova)
+	}
+	if (cfg->length - 1 > UINT64_MAX - g->iova) {
+		cvm_err("region: iova %#" PRIx64 " + length %#" PRIx64 " is past 2^64",
+			g->iova, cfg->length);
 		return -ERANGE;
+	}
 	*npages = cfg->length >> g->page_shift;
-	if (*npages > (1ull << 32))
+	if (*npages > (1ull << 32)) {
+		cvm_err("region: %" PRIu64 " pages, more than 2^32: use larger pages "
+			"(page_size) or several regions", *npages);
 		return -EINVAL;
+	}
 	return 0;
 }
 
@@ -242,7 +267,8 @@ CVM_EXPORT int cvm_region_create(const struct cvm_region_config *ucfg, struct cv
 	err = cvm_copy_sized(&cfg, sizeof(cfg), CVM_REGION_CONFIG_HALF, ucfg,
 			     offsetofend(struct cvm_region_config, length));
 	if (err)
-		return err;
+		return cvm_sized_err(err, "region: struct cvm_region_config", ucfg, sizeof(cfg),
+				     offsetofend(struct cvm_region_config, length));
 	/* Bad input is named before an allocation can fail (-ENOMEM). */
 	err = check_config(&cfg, &g, &npages);
 	if (err)

@@ -112,6 +112,31 @@ int cvm_copy_sized(void *dst, size_t dst_sz, uint64_t half, const void *src, siz
 	return 0;
 }
 
+int cvm_sized_err(int err, const char *what, const void *src, size_t dst_sz, size_t min_sz)
+{
+	size_t sz;
+
+	if (!err || !cvm_log_enabled(LOG_ERR))
+		return err;
+	if (!src) {
+		cvm_err("%s: NULL", what);
+		return err;
+	}
+	memcpy(&sz, src, sizeof(sz));
+	if (err == -E2BIG && sz > CVM_SZ_MAX)
+		cvm_err("%s: sz %zu is above %d: left unset?", what, sz, CVM_SZ_MAX);
+	else if (err == -E2BIG)
+		cvm_err("%s: sz %zu, but this library knows %zu bytes of it, and the bytes "
+			"past those are not all zero (a newer caller's fields it cannot honour)",
+			what, sz, dst_sz);
+	else if (sz < min_sz)
+		cvm_err("%s: sz %zu is below %zu, the size of the fields it has always had",
+			what, sz, min_sz);
+	else
+		cvm_err("%s: sz %zu ends inside a field (set sz to sizeof the struct)", what, sz);
+	return err;
+}
+
 void cvm_copy_out(void *dst, const void *src, size_t known)
 {
 	size_t sz;

@@ -3,6 +3,8 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <syslog.h>
 
 #include "internal.h"
 #include "oracle.h"
@@ -26,46 +28,76 @@ static uint64_t G(uint64_t page) { return BASE + page * PG; }
 
 /* ---- creation ---- */
 
-Test(region, create_rejects_bad_config_and_leaves_out_untouched)
+/* Each refusal of a config says why, in one LOG_ERR line. */
+static char said[512];
+static int nsaid;
+
+static void grab(void *opaque, int prio, const char *msg)
+{
+	if (prio <= LOG_ERR) {
+		snprintf(said, sizeof(said), "%s", msg);
+		nsaid++;
+	}
+}
+
+static void refused(const struct cvm_region_config *c, int err, const char *why)
+{
+	struct cvm_region *r = (struct cvm_region *)0x1;
+
+	said[0] = 0;
+	nsaid = 0;
+	cr_assert_eq(cvm_region_create(c, &r), err, "want %d for: %s", err, why);
+	cr_assert_eq(r, (struct cvm_region *)0x1, "a failed create wrote *out");
+	cr_assert_eq(nsaid, 1, "%d lines for: %s", nsaid, why);
+	cr_assert(strstr(said, why), "the line \"%s\" does not say \"%s\"", said, why);
+}
+
+Test(region, create_rejects_bad_config_says_why_and_leaves_out_untouched)
 {
 	struct cvm_region *r = (struct cvm_region *)0x1;
 	struct cvm_region_config good = { .sz = sizeof(good), .gpa = BASE, .length = 16 * PG };
 	struct { struct cvm_region_config c; uint64_t tail; } big = { good, 1 };
 	struct cvm_region_config c;
 
-	cr_assert_eq(cvm_region_create(NULL, &r), -EINVAL);
+	cvm_set_log(grab, NULL, LOG_ERR);
+	refused(NULL, -EINVAL, "NULL");
 	cr_assert_eq(cvm_region_create(&good, NULL), -EINVAL);
 	c = good; c.sz = offsetof(struct cvm_region_config, length);
-	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	refused(&c, -EINVAL, "is below");
+	c = good; c.sz = offsetof(struct cvm_region_config, page_size) + 2;
+	refused(&c, -EINVAL, "ends inside a field");
 	big.c.sz = sizeof(big);
-	cr_assert_eq(cvm_region_create(&big.c, &r), -E2BIG);
+	refused(&big.c, -E2BIG, "not all zero");
+	c = good; c.sz = 1 << 20;
+	refused(&c, -E2BIG, "left unset");
 	c = good; c.flags = 1u << 7;
-	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	refused(&c, -EINVAL, "unknown flags 0x80");
 	c = good; c.page_size = 8192 + 4096;
-	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	refused(&c, -EINVAL, "page_size 12288");
 	c = good; c.page_size = 2048;
-	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	refused(&c, -EINVAL, "page_size 2048");
 	c = good; c.length = 0;
-	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	refused(&c, -EINVAL, "length not 0");
 	c = good; c.gpa += 512;
-	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	refused(&c, -EINVAL, "multiples of the page size");
 	c = good; c.length += 512;
-	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	refused(&c, -EINVAL, "multiples of the page size");
 	c = good; c.gpa = UINT64_MAX - 4095 - 8 * PG;   /* gpa + length wraps */
-	cr_assert_eq(cvm_region_create(&c, &r), -ERANGE);
+	refused(&c, -ERANGE, "is past 2^64");
 	c = good; c.gpa = 0; c.length = ((1ull << 32) + 1) * PG;   /* > 2^32 pages */
-	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	refused(&c, -EINVAL, "more than 2^32");
 	c = good; c.flags = CVM_REGION_IOVA; c.iova = 100;
-	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	refused(&c, -EINVAL, "iova 0x64");
+	c = good; c.flags = CVM_REGION_IOVA; c.iova = UINT64_MAX - 4095;
+	refused(&c, -ERANGE, "iova 0xfffffffffffff000 + length");
 	c = good; c.hva = (void *)0x1001;
-	cr_assert_eq(cvm_region_create(&c, &r), -EINVAL);
+	refused(&c, -EINVAL, "not 4096-byte aligned");
 	c = good; c.hva = (void *)(UINTPTR_MAX - 4095 - 8 * PG);   /* hva + length wraps */
-	cr_assert_eq(cvm_region_create(&c, &r), -ERANGE);
+	refused(&c, -ERANGE, "past the address space");
+	cvm_set_log(NULL, NULL, 0);
 	c = good; c.hva = (void *)(UINTPTR_MAX - 16 * PG + 1);   /* ends at the top: fine */
 	cr_assert_eq(cvm_region_create(&c, &r), 0);
 	cvm_region_destroy(r);
-	r = (struct cvm_region *)0x1;
-	cr_assert_eq(r, (struct cvm_region *)0x1, "a failed create wrote *out");
 }
 
 Test(region, create_accepts_an_old_callers_shorter_struct)
