@@ -41,6 +41,20 @@ check "tracegen: a different seed gives a different trace: $differ" test "$diffe
 "$gen" churn --guest-size 4G --seed 7 -o "$tmp/churn-o.trace"
 check "tracegen: -o FILE writes what stdout gets" \
 	sh -c '"$1" churn --guest-size 4G --seed 7 | cmp -s - "$2"' sh "$gen" "$tmp/churn-o.trace"
+# A FILE the user may not write is not replaced, though its directory
+# would let the user put a new file in its place.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1; then
+	mkdir "$tmp/open" && chmod 755 "$tmp" && chmod 777 "$tmp/open" &&
+		echo old >"$tmp/open/f" && chmod 644 "$tmp/open/f"
+	check "tracegen: -o FILE the user may not write is refused, FILE kept" \
+		sh -c 'setpriv --reuid=65534 --regid=65534 --clear-groups \
+			"$1" churn -o "$2" 2>"$3.err"; test $? -eq 2 &&
+			grep -q "Permission denied" "$3.err" && test "$(cat "$2")" = old' \
+		sh "$gen" "$tmp/open/f" "$tmp/open"
+else
+	skip "tracegen: -o FILE the user may not write is refused, FILE kept" \
+		"needs root and setpriv(1) to run as another user"
+fi
 check "tracegen: an unknown workload is refused with exit 2" \
 	sh -c '"$1" no-such-workload >/dev/null 2>&1; test $? -eq 2' sh "$gen"
 check "tracegen: a guest size that is not a multiple of 2M is refused" \
@@ -313,7 +327,20 @@ for t in "$gen" "$rep"; do
 		sh -c '"$1" --version | grep -q "^$2 (libcvmdma) [0-9]"' sh "$t" "$n"
 	check "$n: -h prints the usage on stdout and exits 0" \
 		sh -c '"$1" -h | grep -q "^usage: $2"' sh "$t" "$n"
+	# Both ways: each long option of the man page's OPTIONS is in -h, and
+	# -h names no other.
+	sed -n '/^\.SH OPTIONS/,/^\.SH [A-Z]/p' "$top_srcdir/doc/man/$n.1" | grep '^\.B' |
+		grep -o '\\-\\-[a-z\\-]*' | tr -d '\\' | sort -u >"$tmp/$n.man"
+	"$t" -h | grep -o -- '--[a-z][a-z-]*' | sort -u >"$tmp/$n.help"
+	check "$n: -h and the man page's OPTIONS name the same long options" \
+		cmp -s "$tmp/$n.man" "$tmp/$n.help"
+	check "$n: the man page names options (the comparison above is not of nothing)" \
+		test "$(wc -l <"$tmp/$n.man")" -ge 7
 done
+check "replay: a granule that is no power of two is named as such, not as an unknown policy" \
+	sh -c '"$1" -p granule=3M "$2" >/dev/null 2>"$3"; test $? -eq 2 &&
+		grep -q "granule must be a power of two" "$3" && ! grep -q unknown "$3"' \
+	sh "$rep" "$data/holes.trace" "$tmp/g3m.err"
 check "replay: --policy with --compare is a usage error" \
 	sh -c '"$1" -p auto --compare "$2" >/dev/null 2>&1; test $? -eq 2' \
 	sh "$rep" "$data/share-64m.trace"
@@ -337,6 +364,11 @@ fi
 printf 'cvmdma-trace 1\nregion 0 1M private\nshared 0+99999999999999999999\n' >"$tmp/big.trace"
 check "replay: a number past 64 bits in a range is reported as such" \
 	sh -c '"$1" "$2" 2>&1 | grep -q "big.trace:3: .*does not fit in 64 bits"' sh "$rep" "$tmp/big.trace"
+{ printf 'cvmdma-trace 1\nregion 0 1M private page='; head -c 100000 /dev/zero | tr '\0' 1
+  printf '\n'; } >"$tmp/long.trace"
+check "replay: a bad word of 100,000 bytes is quoted short, and the reason still follows" \
+	sh -c '"$1" "$2" 2>&1 | grep -q "long.trace:2: page size .1\{40\}\.\.\. (100000 bytes). does not fit in 64 bits"' \
+	sh "$rep" "$tmp/long.trace"
 printf 'cvmdma-trace 1\nregion 0 1M private\n\033[31mred\n' >"$tmp/esc.trace"
 check "replay: control bytes of a bad line are not echoed to the terminal" \
 	sh -c '"$1" "$2" 2>&1 | grep -q "esc.trace:3: unknown statement .?\[31mred"' \

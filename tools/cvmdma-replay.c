@@ -92,6 +92,9 @@ static void add_policy(struct opts *o, const char *name)
 {
 	if (o->npols == MAX_POLICIES)
 		usage_error("at most %d policies", MAX_POLICIES);
+	if (policy_parse(name, &o->pols[o->npols]) && !strncmp(name, "granule=", 8))
+		usage_error("policy '%s': the granule must be a power of two of at least 4K "
+			    "(decimal or 0x hex, optional K/M/G/T)", name);
 	if (policy_parse(name, &o->pols[o->npols]))
 		usage_error("unknown policy '%s' (per-page, auto, unbounded, granule=SIZE with "
 			    "SIZE a power of two >= 4K, compact)", name);

@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <signal.h>
@@ -460,16 +461,26 @@ static void gen_adversarial(struct gen *g)
 /* ---- main ---- */
 
 static const char usage_text[] =
-	"usage: cvmdma-tracegen WORKLOAD [-g|--guest-size SIZE] [-s|--seed N] [-n|--ops N]\n"
-	"                       [--exit-max SIZE] [--initial shared|private]\n"
-	"                       [-o|--output FILE]\n"
-	"       cvmdma-tracegen --help | --version\n"
-	"workloads: tdx-boot snp-boot lazy-accept churn adversarial\n"
+	"usage: cvmdma-tracegen WORKLOAD [OPTION]...\n"
+	"Write a seeded conversion trace of a confidential guest to standard output.\n"
+	"Workloads: tdx-boot snp-boot lazy-accept churn adversarial\n"
+	"  -g, --guest-size SIZE       guest RAM, a multiple of 2M, 256M..16T (default 64G)\n"
+	"  -s, --seed N                seed of every random choice (default 1)\n"
+	"  -n, --ops N                 allocations, units, allocations+frees or holes,\n"
+	"                              by workload (tdx-boot, snp-boot: default 512)\n"
+	"      --exit-max SIZE         split MapGPA requests into exits of at most SIZE\n"
+	"                              (tdx-boot, churn: default 2M; adversarial: 0,\n"
+	"                              no split)\n"
+	"      --initial shared|private  override the workload's initial state of RAM\n"
+	"  -o, --output FILE           write to FILE, replaced only once complete\n"
+	"  -h, --help                  this text\n"
+	"  -V, --version               the tool's version\n"
 	"See cvmdma-tracegen(1) and doc/trace-format.md.\n";
 
+/* After a usage error's message: where the full text is. */
 static void usage(FILE *f)
 {
-	fputs(usage_text, f);
+	fputs("Try 'cvmdma-tracegen --help'.\n", f);
 }
 
 static uint64_t parse_num(const char *opt, const char *arg)
@@ -491,8 +502,9 @@ static enum workload parse_workload(const char *name)
 	for (i = 0; i < NR_WORKLOADS; i++)
 		if (!strcmp(name, workload_names[i]))
 			return (enum workload)i;
+	fprintf(stderr, "cvmdma-tracegen: unknown workload '%s'\n", name);
 	usage(stderr);
-	die("unknown workload '%s'", name);
+	exit(2);
 }
 
 /* Fills in what the options left open: each workload's own defaults. */
@@ -599,6 +611,10 @@ static FILE *open_output(const char *path)
 
 	if (exists && !S_ISREG(st.st_mode))
 		return open_in_place(path);
+	/* Replacing FILE needs only the directory's permission: refuse a FILE
+	 * the user could not write, as a shell's > would. */
+	if (exists && faccessat(AT_FDCWD, path, W_OK, AT_EACCESS))
+		die("%s: %s", path, strerror(errno));
 	mask = umask(0);
 	umask(mask);
 	mode = exists ? st.st_mode & 07777 : 0666 & ~mask;

@@ -24,7 +24,25 @@ struct parser {
 	size_t ops_cap, ranges_cap;
 	char *err;
 	size_t errsz;
+	char shown[2][80];	/* words as errors quote them: word() */
+	int nshown;
 };
+
+/*
+ * A word of the trace as an error quotes it: whole up to 64 bytes, else
+ * its start and its length, so that the reason after it still fits in the
+ * message (a word of megabytes is still one bad word).  Two per message.
+ */
+static const char *word(struct parser *p, const char *w)
+{
+	char *s = p->shown[p->nshown++ & 1];
+	size_t n = strlen(w);
+
+	if (n <= 64)
+		return w;
+	snprintf(s, sizeof(p->shown[0]), "%.40s... (%zu bytes)", w, n);
+	return s;
+}
 
 static int __attribute__((format(printf, 2, 3))) bad(struct parser *p, const char *fmt, ...)
 {
@@ -130,10 +148,10 @@ static int word_size(struct parser *p, const char *w, const char *what, uint64_t
 	int r = tool_parse_size(w, NULL, v);
 
 	if (r == -ERANGE)
-		return bad(p, "%s '%s' does not fit in 64 bits", what, w);
+		return bad(p, "%s '%s' does not fit in 64 bits", what, word(p, w));
 	if (r)
 		return bad(p, "%s '%s' is not a number (decimal or 0x hex, optional K/M/G/T)",
-			   what, w);
+			   what, word(p, w));
 	return 0;
 }
 
@@ -190,16 +208,16 @@ static int parse_region(struct parser *p, char **w, int n)
 	else if (!strcmp(w[3], "private"))
 		r.init = CVM_PRIVATE;
 	else
-		return bad(p, "initial state '%s' must be 'shared' or 'private'", w[3]);
+		return bad(p, "initial state '%s' must be 'shared' or 'private'", word(p, w[3]));
 	for (i = 4; i < n; i++) {
 		if (strncmp(w[i], "page=", 5))
-			return bad(p, "unknown region attribute '%s' (known: page=SIZE)", w[i]);
+			return bad(p, "unknown region attribute '%s' (known: page=SIZE)", word(p, w[i]));
 		if (i > 4)
 			return bad(p, "page= given twice");
 		if (word_size(p, w[i] + 5, "page size", &v))
 			return -EINVAL;
 		if (v > UINT32_MAX)
-			return bad(p, "page size '%s' is too large", w[i] + 5);
+			return bad(p, "page size '%s' is too large", word(p, w[i] + 5));
 		r.page_size = (uint32_t)v;
 	}
 	if (check_region(p, &r))
@@ -229,24 +247,24 @@ static int parse_range(struct parser *p, const char *w, struct cvm_range *out, i
 	int r;
 
 	if (!plus)
-		return bad(p, "range '%s' must be GPA+LENGTH", w);
+		return bad(p, "range '%s' must be GPA+LENGTH", word(p, w));
 	r = tool_parse_size(w, plus, &out->gpa);
 	if (!r)
 		r = tool_parse_size(plus + 1, NULL, &out->length);
 	if (r == -ERANGE)
-		return bad(p, "range '%s': a number does not fit in 64 bits", w);
+		return bad(p, "range '%s': a number does not fit in 64 bits", word(p, w));
 	if (r)
 		return bad(p, "range '%s' must be GPA+LENGTH (numbers: decimal or 0x hex, "
-			   "optional K/M/G/T)", w);
+			   "optional K/M/G/T)", word(p, w));
 	if (!out->length)
-		return bad(p, "range '%s' has length 0", w);
+		return bad(p, "range '%s' has length 0", word(p, w));
 	if (out->gpa + out->length < out->gpa)
-		return bad(p, "range '%s' does not end below 2^64", w);
+		return bad(p, "range '%s' does not end below 2^64", word(p, w));
 	*region = find_region(p->t, out->gpa, out->length);
 	if (*region < 0)
-		return bad(p, "range '%s' is not inside one declared region", w);
+		return bad(p, "range '%s' is not inside one declared region", word(p, w));
 	if ((out->gpa | out->length) & (p->t->regions[*region].page_size - 1))
-		return bad(p, "range '%s' is not aligned to the region's %u-byte pages", w,
+		return bad(p, "range '%s' is not aligned to the region's %u-byte pages", word(p, w),
 			   p->t->regions[*region].page_size);
 	return 0;
 }
@@ -260,7 +278,7 @@ static int parse_conversion(struct parser *p, char **w, int n, enum cvm_state to
 	if (!t->nregions)
 		return bad(p, "conversion before any region declaration");
 	if (n < 2)
-		return bad(p, "'%s' needs at least one GPA+LENGTH range", w[0]);
+		return bad(p, "'%s' needs at least one GPA+LENGTH range", word(p, w[0]));
 	if (grow((void **)&t->ranges, &p->ranges_cap, t->nranges + n - 1, sizeof(*t->ranges)) ||
 	    grow((void **)&t->ops, &p->ops_cap, t->nops + 1, sizeof(*t->ops)))
 		return bad(p, "out of memory");
@@ -271,7 +289,7 @@ static int parse_conversion(struct parser *p, char **w, int n, enum cvm_state to
 			return -EINVAL;
 		if (reg0 >= 0 && reg != reg0)
 			return bad(p, "a batch must stay inside one region: '%s' is in the region "
-				   "of line %u, the first range in the region of line %u", w[i],
+				   "of line %u, the first range in the region of line %u", word(p, w[i]),
 				   t->regions[reg].line, t->regions[reg0].line);
 		reg0 = reg;
 		/* Totals for the summary: saturate rather than wrap. */
@@ -306,7 +324,7 @@ static int parse_line(struct parser *p, char *line)
 		return bad(p, "out of memory");
 	split_words(line, w);
 	if (!p->have_header && strcmp(w[0], "cvmdma-trace"))
-		r = bad(p, "a trace starts with 'cvmdma-trace %d' (got '%s')", TRACE_VERSION, w[0]);
+		r = bad(p, "a trace starts with 'cvmdma-trace %d' (got '%s')", TRACE_VERSION, word(p, w[0]));
 	else if (!strcmp(w[0], "cvmdma-trace"))
 		r = p->have_header ? bad(p, "second 'cvmdma-trace' header") : parse_header(p, w, (int)n);
 	else if (!strcmp(w[0], "region"))
@@ -316,7 +334,7 @@ static int parse_line(struct parser *p, char *line)
 	else if (!strcmp(w[0], "private"))
 		r = parse_conversion(p, w, (int)n, CVM_PRIVATE);
 	else
-		r = bad(p, "unknown statement '%s' (expected region, shared or private)", w[0]);
+		r = bad(p, "unknown statement '%s' (expected region, shared or private)", word(p, w[0]));
 	free(w);
 	return r;
 }
