@@ -164,6 +164,19 @@ static uint64_t pieces(uint64_t s, uint64_t e, uint64_t g)
 	return ((e - 1) >> sh) - (s >> sh) + 1;
 }
 
+/* Mappings that runs (GPAs of dr) take when each is mapped on its own. */
+static uint64_t runs_pieces(const struct dma_region *dr, const struct cvm_range *runs, size_t n)
+{
+	uint64_t need = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t s = iova_of(dr, runs[i].gpa);
+
+		need += pieces(s, s + runs[i].length, dr->granule);
+	}
+	return need;
+}
+
 /* ---- undo log ---- */
 
 static int undo_reserve(struct cvm_dma *d, size_t n)
@@ -1713,11 +1726,7 @@ map_prologue(struct cvm_dma *d, struct dma_region *dr,
 		*njoin = dr->check_njoin;
 		return make_room(d, dr->check_need);
 	}
-	for (size_t i = 0; i < n; i++) {
-		uint64_t s = iova_of(dr, runs[i].gpa);
-
-		need += pieces(s, s + runs[i].length, dr->granule);
-	}
+	need = runs_pieces(dr, runs, n);
 	if (need > room(d) && (d->flags & CVM_DMA_COMPACT))
 		need = join_need(d, dr, runs, n, need, njoin);
 	dr->check_njoin = *njoin;
@@ -2062,11 +2071,7 @@ static int dma_precheck_map(void *opaque, const struct cvm_range *runs, size_t n
 	pthread_mutex_lock(&d->lock);
 	if (d->avail == UINT64_MAX || (d->flags & CVM_DMA_COMPACT) || d->nfix)
 		goto out;
-	for (size_t i = 0; i < n; i++) {
-		uint64_t s = iova_of(dr, runs[i].gpa);
-
-		need += pieces(s, s + runs[i].length, dr->granule);
-	}
+	need = runs_pieces(dr, runs, n);
 	if (need <= room(d))
 		goto out;
 	refresh_avail(d);
@@ -2205,11 +2210,7 @@ static int dma_count_runs(void *opaque, const struct cvm_range *runs, size_t n, 
 	struct cvm_dma *d = dr->dma;
 	int err = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		uint64_t s = iova_of(dr, runs[i].gpa);
-
-		dr->attach_need += pieces(s, s + runs[i].length, dr->granule);
-	}
+	dr->attach_need += runs_pieces(dr, runs, n);
 	if (last) {
 		pthread_mutex_lock(&d->lock);
 		if (d->avail != UINT64_MAX)
