@@ -182,6 +182,8 @@ fi
 check "replay: the refusal is reported with line, errno and strerror" \
 	grep -q 'share-64m.trace:6: shared 0x4000000+64M refused: ENOSPC (No space left on device)' \
 	"$tmp/enospc.err"
+check "replay: a model's ENOSPC names the option that sets its limit" \
+	grep -q 'ENOSPC (No space left on device); --entry-limit sets the model' "$tmp/enospc.err"
 
 # Ratios where neither per-page nor the policy needed any: '-', JSON null.
 printf 'cvmdma-trace 1\nregion 0x0 256M private\nprivate 0x0+4K\n' >"$tmp/noop.trace"

@@ -254,10 +254,12 @@ static void report_refusal(struct world *w, const struct trace_op *op, int r)
 
 	if (op->nranges > 1)
 		snprintf(batch, sizeof(batch), " (batch of %u ranges)", op->nranges);
-	fail(w, FAIL_LINE, r, "%s:%u: %s 0x%" PRIx64 "+%s%s refused: %s (%s)", w->t->name,
+	/* The library's line names the model's limit by its API field. */
+	fail(w, FAIL_LINE, r, "%s:%u: %s 0x%" PRIx64 "+%s%s refused: %s (%s)%s", w->t->name,
 	     op->line, op->to == CVM_SHARED ? "shared" : "private", rg->gpa,
 	     tool_fmt_len(rg->length, len, sizeof(len)), batch, tool_errno_name(-r),
-	     strerror(-r));
+	     strerror(-r), r == -ENOSPC && w->cfg->backend == CVM_BACKEND_MODEL ?
+	     "; --entry-limit sets the model's limit" : "");
 	w->res->line = op->line;
 }
 
