@@ -41,19 +41,31 @@ check "tracegen: a different seed gives a different trace: $differ" test "$diffe
 "$gen" churn --guest-size 4G --seed 7 -o "$tmp/churn-o.trace"
 check "tracegen: -o FILE writes what stdout gets" \
 	sh -c '"$1" churn --guest-size 4G --seed 7 | cmp -s - "$2"' sh "$gen" "$tmp/churn-o.trace"
+# Runs as another user (65534) need root, setpriv(1), and the tools and
+# $tmp within that user's reach (a checkout under a closed home is not).
+nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+as_nobody="needs root and setpriv(1) to run as another user"
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1; then
+	chmod 755 "$tmp"
+	if nobody "$gen" --version >/dev/null 2>&1 && nobody test -x "$tmp"; then
+		as_nobody=
+	else
+		as_nobody="user 65534 cannot run $gen or reach $tmp (a directory above is closed)"
+	fi
+fi
+
 # A FILE the user may not write is not replaced, though its directory
 # would let the user put a new file in its place.
-if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1; then
-	mkdir "$tmp/open" && chmod 755 "$tmp" && chmod 777 "$tmp/open" &&
-		echo old >"$tmp/open/f" && chmod 644 "$tmp/open/f"
+if [ -n "$as_nobody" ]; then
+	skip "tracegen: -o FILE the user may not write is refused, FILE kept" "$as_nobody"
+else
+	mkdir "$tmp/open" && chmod 777 "$tmp/open" && echo old >"$tmp/open/f" &&
+		chmod 644 "$tmp/open/f"
 	check "tracegen: -o FILE the user may not write is refused, FILE kept" \
 		sh -c 'setpriv --reuid=65534 --regid=65534 --clear-groups \
 			"$1" churn -o "$2" 2>"$3.err"; test $? -eq 2 &&
 			grep -q "Permission denied" "$3.err" && test "$(cat "$2")" = old' \
 		sh "$gen" "$tmp/open/f" "$tmp/open"
-else
-	skip "tracegen: -o FILE the user may not write is refused, FILE kept" \
-		"needs root and setpriv(1) to run as another user"
 fi
 check "tracegen: an unknown workload is refused with exit 2" \
 	sh -c '"$1" no-such-workload >/dev/null 2>&1; test $? -eq 2' sh "$gen"
@@ -243,9 +255,9 @@ chmod 600 "$tmp/kept.trace"
 "$gen" churn --guest-size 1G --seed 4 -o "$tmp/kept.trace"
 check "tracegen: a replaced -o FILE keeps its permissions" \
 	test "$(stat -c %a "$tmp/kept.trace")" = 600
-if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1; then
+if [ -z "$as_nobody" ]; then
 	mkdir "$tmp/ro" && : >"$tmp/ro/t.trace" && chmod 666 "$tmp/ro/t.trace" &&
-		chmod 555 "$tmp/ro" && chmod 755 "$tmp"
+		chmod 555 "$tmp/ro"
 	check "tracegen: -o FILE in a directory that takes no new file is written in place" \
 		sh -c 'setpriv --reuid=65534 --regid=65534 --clear-groups \
 		"$1" churn --guest-size 1G -o "$2" && grep -q "^cvmdma-trace 1" "$2"' \
@@ -253,7 +265,7 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1; then
 	chmod 755 "$tmp/ro"
 else
 	skip "tracegen: -o FILE in a directory that takes no new file is written in place" \
-		"needs root and setpriv(1) to run as another user"
+		"$as_nobody"
 fi
 check "tracegen: -o - writes standard output" \
 	sh -c 'cd "$1" && "$2" churn --guest-size 4G --seed 7 -o - | cmp -s - churn-o.trace &&
