@@ -2060,7 +2060,9 @@ static int dma_check_map(void *opaque, const struct cvm_range *runs, size_t n)
 /* Is dma_map_runs() sure to be refused at the entry limit?  The count of
  * new mappings with no merge, against the room left (asked of the kernel
  * again before saying yes); no opinion where merges or repairs could
- * change the count. */
+ * change the count.  Sure but for what the plain listeners that have yet
+ * to hear the conversion might free meanwhile (converting another region
+ * of the context, say): a refusal here does not wait for them. */
 static int dma_precheck_map(void *opaque, const struct cvm_range *runs, size_t n)
 {
 	struct dma_region *dr = opaque;
@@ -2069,7 +2071,9 @@ static int dma_precheck_map(void *opaque, const struct cvm_range *runs, size_t n
 	int err = 0;
 
 	pthread_mutex_lock(&d->lock);
-	if (d->avail == UINT64_MAX || (d->flags & CVM_DMA_COMPACT) || d->nfix)
+	/* One mapping per page merges nothing, COMPACT or not. */
+	if (d->avail == UINT64_MAX || d->nfix ||
+	    (d->flags & (CVM_DMA_COMPACT | CVM_DMA_PER_PAGE)) == CVM_DMA_COMPACT)
 		goto out;
 	need = runs_pieces(dr, runs, n);
 	if (need <= room(d))

@@ -406,8 +406,10 @@ static int notify_shared(struct cvm_region *r)
 	int err;
 
 	/* A context sure to refuse at its entry limit refuses before the
-	 * plain listeners do to_shared work that would only be undone. */
-	for (k = 0; r->plain.n && k < r->dma.n; k++) {
+	 * plain listeners do to_shared work that would only be undone, and
+	 * before another context's check merges mappings (disruptively,
+	 * with CVM_DMA_COMPACT) for a conversion that cannot go through. */
+	for (k = 0; (r->plain.n || checked) && k < r->dma.n; k++) {
 		struct cvm_listener *l = r->dma.v[k];
 
 		err = l->dma->precheck_map(l->opaque, r->runs, r->nruns);

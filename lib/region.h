@@ -41,12 +41,13 @@ struct region_dma_ops {
 	 * that no other listener has joined a run to its neighbours yet (with
 	 * CVM_DMA_COMPACT; its undo would unmap the join again). */
 	int  (*check_map)(void *opaque, const struct cvm_range *runs, size_t n);
-	/* Before the plain listeners hear a conversion to shared: -ENOSPC
-	 * (logged) when map_runs() is sure to be refused at the entry limit,
-	 * so that no listener does to_shared work only to undo it.  Changes
-	 * nothing else; 0 where it cannot tell without acting (merges with
-	 * CVM_DMA_COMPACT, pending repairs): map_runs() or check_map()
-	 * decides then, after the plain listeners. */
+	/* Before the plain listeners hear a conversion to shared, and before
+	 * any check_map(), when there are plain listeners or several DMA
+	 * listeners: -ENOSPC (logged) when map_runs() is sure to be refused
+	 * at the entry limit, so that no listener does to_shared work, and no
+	 * other context merges, only to undo it.  Changes nothing else; 0
+	 * where it cannot tell without acting (merges with CVM_DMA_COMPACT,
+	 * pending repairs): map_runs() or check_map() decides then. */
 	int  (*precheck_map)(void *opaque, const struct cvm_range *runs, size_t n);
 	/* Only when a conversion to private has more than one DMA listener,
 	 * before any unmap_runs(): -ENOSPC (logged) when unmap_runs() would be

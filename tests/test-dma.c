@@ -4329,6 +4329,55 @@ Test(dma, one_context_at_its_limit_refuses_before_the_plain_listeners)
 	fx_fini(&f);
 }
 
+/* One mapping per page merges nothing: with CVM_DMA_COMPACT too, a context
+ * at its limit refuses before the plain listeners hear. */
+Test(dma, per_page_with_compact_at_its_limit_refuses_before_the_plain_listeners)
+{
+	struct fx f;
+	struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = plain_to_shared,
+					.to_private = plain_to_private };
+	struct plain_count p = { 0 };
+	struct cvm_listener *l;
+
+	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, CVM_DMA_PER_PAGE | CVM_DMA_COMPACT, 0, 2);
+	cr_assert_eq(cvm_listener_add(f.r, &ops, &p, 0, &l), 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 2 * PG, CVM_SHARED, 0), 0);
+	p.calls = 0;
+	cr_assert_eq(cvm_convert(f.r, A(2), PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(p.calls, 0);
+	cr_assert_eq(p.shared, 2);
+	check(&f);
+	fx_fini(&f);
+}
+
+/* Two contexts, no plain listener: the one sure to refuse refuses before
+ * the other's check merges its touching mappings (CVM_DMA_COMPACT) for a
+ * conversion that cannot go through. */
+Test(dma, a_sure_refusal_comes_before_another_contexts_merge)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
+	struct cvm_dma *merging = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
+	struct cvm_dma *full = mkdma(CVM_MODEL_TYPE1, 0, 0, 3);
+	struct cvm_region *r;
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(merging, r), 0);
+	cr_assert_eq(cvm_dma_add_region(full, r), 0);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(cvm_convert(r, A(i), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, A(10), PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(stats(merging).disruptive_splits, 0, "merged for nothing");
+	cr_assert_eq(stats(merging).mappings, 3);
+	cr_assert_eq(cvm_region_query(r, A(10), PG), CVM_PRIVATE);
+	check_dma(r, merging, 64, 0);
+	check_dma(r, full, 64, 0);
+	cvm_dma_close(merging);
+	cvm_dma_close(full);
+	cvm_region_destroy(r);
+	munmap(c.hva, c.length);
+}
+
 /* With a repair pending, the early refusal has no opinion: the repair may
  * free the entries the conversion needs, and does here. */
 Test(dma, a_repair_that_frees_room_is_made_before_the_limit_refuses)
