@@ -95,7 +95,8 @@
  * and what differs, each context's mappings, and the command that replays
  * it with a trace of the steps; the exit status is then 1.
  *
- * Usage: test-dma-fuzz [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-S] [-N] [-v]
+ * Usage: test-dma-fuzz [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-S] [-N] [-L]
+ *                      [-v]
  *   with no option, seeds 1-300 and then the seeds of regressions[] below;
  *   -s first seed (1), -n number of seeds (300), -k steps per seed (300),
  *   -t stop starting new seeds after SECONDS (with -n 0: no seed limit),
@@ -106,6 +107,8 @@
  *   of regressions[] found before it),
  *   -N none of the fifth stream's choices: IOMMU_IOAS_UNMAP, the VMM's
  *   unmaps (the same for the seeds of regressions[] found before them),
+ *   -L no plain listeners (nor for the seeds of regressions[], all found
+ *   before them),
  *   -v trace the steps on stderr; -vv adds the library's debug log.
  */
 #include "config.h"
@@ -220,6 +223,8 @@ static bool stress, stress_off;
  * VMM removing some of a context's mappings itself before a conversion. */
 static uint64_t rng5;
 static bool fifth_off;
+/* A plain listener on each region (below); -L: none. */
+static bool plain, plain_off;
 /* What the VMM removed this step, mapped back after it where the table
  * still holds it (the library cannot know, and the oracle compares the
  * table with the kernel). */
@@ -313,8 +318,9 @@ static void fail(const char *fmt, ...)
 		printf("# (found inside a kernel call: the mappings are not listed)\n");
 	else
 		dump_maps();
-	printf("# replay with a trace: tests/test-dma-fuzz -s %u -n 1 -k %ld%s%s -v\n", seed, step,
-	       then_off ? " -P" : "", stress_off ? " -S" : "");
+	printf("# replay with a trace: tests/test-dma-fuzz -s %u -n 1 -k %ld%s%s%s%s -v\n", seed,
+	       step, then_off ? " -P" : "", stress_off ? " -S" : "", fifth_off ? " -N" : "",
+	       plain_off ? " -L" : "");
 	printf("1..%d\n", tap_n);
 	fflush(stdout);
 	exit(1);
@@ -600,7 +606,6 @@ static int note_shared(void *opaque, uint64_t gpa, uint64_t len)
  * opposite of its last call, and after every step it equals the region's
  * state (a failed conversion is heard undone, or not at all).
  */
-static bool plain;
 static uint8_t *heard[NREG];
 
 static void hear(int i, uint64_t gpa, uint64_t len, uint8_t to)
@@ -1731,7 +1736,7 @@ static void run(long steps)
 	rng4 = 0xe7037ed1a0b428dbull * ((uint64_t)seed + 1);
 	rng5 = 0x8ebc6af09c88c6e3ull * ((uint64_t)seed + 1);
 	stress = !stress_off && rnd4(4) == 0;
-	plain = (((uint64_t)seed * 0x9e3779b1u) >> 17) & 1;
+	plain = !plain_off && ((((uint64_t)seed * 0x9e3779b1u) >> 17) & 1);
 	cut_short = false;
 	step = 0;
 	setup();
@@ -1824,8 +1829,8 @@ static const struct {
 __attribute__((noreturn))
 static void usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-S] [-N] [-v]\n",
-		prog);
+	fprintf(stderr, "usage: %s [-s FIRST_SEED] [-n SEEDS] [-k STEPS] [-t SECONDS] [-P] [-S] [-N] "
+		"[-L] [-v]\n", prog);
 	exit(2);
 }
 
@@ -1850,7 +1855,7 @@ int main(int argc, char **argv)
 	bool dflt = argc == 1;
 	int opt;
 
-	while ((opt = getopt(argc, argv, "s:n:k:t:PSNv")) != -1) {
+	while ((opt = getopt(argc, argv, "s:n:k:t:PSNLv")) != -1) {
 		switch (opt) {
 		case 's': first = number(optarg, argv[0]); break;
 		case 'n': nseeds = number(optarg, argv[0]); break;
@@ -1859,6 +1864,7 @@ int main(int argc, char **argv)
 		case 'P': then_off = true; break;
 		case 'S': stress_off = true; break;
 		case 'N': fifth_off = true; break;
+		case 'L': plain_off = true; break;
 		case 'v': verbose++; break;
 		default:  usage(argv[0]);
 		}
@@ -1909,6 +1915,7 @@ int main(int argc, char **argv)
 		then_off = !regressions[i].then;
 		stress_off = !regressions[i].stress;
 		fifth_off = !regressions[i].fifth;
+		plain_off = true;
 		run(regressions[i].steps);
 		printf("ok %d - seed %u, which found: %s\n", ++tap_n, seed, regressions[i].found);
 	}
