@@ -4251,6 +4251,40 @@ static void plain_to_private(void *o, uint64_t gpa, uint64_t len)
 	((struct plain_count *)o)->calls++;
 }
 
+/* A plain listener on r that counts into *p. */
+static void count_plain(struct cvm_region *r, struct plain_count *p)
+{
+	static const struct cvm_listener_ops ops = { .sz = sizeof(ops),
+						     .to_shared = plain_to_shared,
+						     .to_private = plain_to_private };
+	struct cvm_listener *l;
+
+	cr_assert_eq(cvm_listener_add(r, &ops, p, 0, &l), 0);
+}
+
+/* A 64-page region served by a, then b; region2_fini() closes all three. */
+static void *region2_hva;
+
+static struct cvm_region *region2(struct cvm_dma *a, struct cvm_dma *b)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
+	struct cvm_region *r;
+
+	c.hva = region2_hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(a, r), 0);
+	cr_assert_eq(cvm_dma_add_region(b, r), 0);
+	return r;
+}
+
+static void region2_fini(struct cvm_region *r, struct cvm_dma *a, struct cvm_dma *b)
+{
+	cvm_dma_close(a);
+	cvm_dma_close(b);
+	cvm_region_destroy(r);
+	munmap(region2_hva, 64 * PG);
+}
+
 /*
  * A context at its entry limit refuses a shared conversion before the
  * plain listeners hear it, in whichever order the contexts were added.
@@ -4262,21 +4296,13 @@ Test(dma, a_plain_listener_hears_nothing_of_a_conversion_the_limit_refuses)
 {
 	for (int i = 0; i < 4; i++) {
 		bool first = i & 1, compact = i & 2;
-		struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
 		struct cvm_dma *full = mkdma(CVM_MODEL_TYPE1, compact ? CVM_DMA_COMPACT : 0,
 					     UINT64_MAX, 1);
 		struct cvm_dma *other = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
-		struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = plain_to_shared,
-						.to_private = plain_to_private };
 		struct plain_count p = { 0 };
-		struct cvm_listener *l;
-		struct cvm_region *r;
+		struct cvm_region *r = first ? region2(full, other) : region2(other, full);
 
-		c.hva = reserve(c.length);
-		cr_assert_eq(cvm_region_create(&c, &r), 0);
-		cr_assert_eq(cvm_listener_add(r, &ops, &p, 0, &l), 0);
-		cr_assert_eq(cvm_dma_add_region(first ? full : other, r), 0);
-		cr_assert_eq(cvm_dma_add_region(first ? other : full, r), 0);
+		count_plain(r, &p);
 		cr_assert_eq(cvm_convert(r, A(0), PG, CVM_SHARED, 0), 0);
 		cr_assert_eq(p.shared, 1);
 		p.calls = 0;
@@ -4287,10 +4313,7 @@ Test(dma, a_plain_listener_hears_nothing_of_a_conversion_the_limit_refuses)
 		cr_assert_eq(cvm_region_query(r, A(5), 2 * PG), CVM_PRIVATE);
 		cr_assert_eq(stats(other).map_calls, 1, "the other context mapped");
 		check_dma(r, other, 64, 0);
-		cvm_dma_close(full);
-		cvm_dma_close(other);
-		cvm_region_destroy(r);
-		munmap(c.hva, c.length);
+		region2_fini(r, full, other);
 	}
 }
 
@@ -4300,15 +4323,12 @@ Test(dma, a_plain_listener_hears_nothing_of_a_conversion_the_limit_refuses)
 Test(dma, one_context_at_its_limit_refuses_before_the_plain_listeners)
 {
 	struct fx f;
-	struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = plain_to_shared,
-					.to_private = plain_to_private };
 	struct plain_count p = { 0 };
-	struct cvm_listener *l;
 	struct cvm_region_stats rs = { .sz = sizeof(rs) };
 	uint64_t notes;
 
 	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, 0, 0, 2);
-	cr_assert_eq(cvm_listener_add(f.r, &ops, &p, 0, &l), 0);
+	count_plain(f.r, &p);
 	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(cvm_convert(f.r, A(2), PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(cvm_region_stats(f.r, &rs), 0);
@@ -4334,13 +4354,10 @@ Test(dma, one_context_at_its_limit_refuses_before_the_plain_listeners)
 Test(dma, per_page_with_compact_at_its_limit_refuses_before_the_plain_listeners)
 {
 	struct fx f;
-	struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = plain_to_shared,
-					.to_private = plain_to_private };
 	struct plain_count p = { 0 };
-	struct cvm_listener *l;
 
 	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, CVM_DMA_PER_PAGE | CVM_DMA_COMPACT, 0, 2);
-	cr_assert_eq(cvm_listener_add(f.r, &ops, &p, 0, &l), 0);
+	count_plain(f.r, &p);
 	cr_assert_eq(cvm_convert(f.r, A(0), 2 * PG, CVM_SHARED, 0), 0);
 	p.calls = 0;
 	cr_assert_eq(cvm_convert(f.r, A(2), PG, CVM_SHARED, 0), -ENOSPC);
@@ -4355,15 +4372,10 @@ Test(dma, per_page_with_compact_at_its_limit_refuses_before_the_plain_listeners)
  * conversion that cannot go through. */
 Test(dma, a_sure_refusal_comes_before_another_contexts_merge)
 {
-	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
 	struct cvm_dma *merging = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
 	struct cvm_dma *full = mkdma(CVM_MODEL_TYPE1, 0, 0, 3);
-	struct cvm_region *r;
+	struct cvm_region *r = region2(merging, full);
 
-	c.hva = reserve(c.length);
-	cr_assert_eq(cvm_region_create(&c, &r), 0);
-	cr_assert_eq(cvm_dma_add_region(merging, r), 0);
-	cr_assert_eq(cvm_dma_add_region(full, r), 0);
 	for (int i = 0; i < 3; i++)
 		cr_assert_eq(cvm_convert(r, A(i), PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(cvm_convert(r, A(10), PG, CVM_SHARED, 0), -ENOSPC);
@@ -4372,10 +4384,7 @@ Test(dma, a_sure_refusal_comes_before_another_contexts_merge)
 	cr_assert_eq(cvm_region_query(r, A(10), PG), CVM_PRIVATE);
 	check_dma(r, merging, 64, 0);
 	check_dma(r, full, 64, 0);
-	cvm_dma_close(merging);
-	cvm_dma_close(full);
-	cvm_region_destroy(r);
-	munmap(c.hva, c.length);
+	region2_fini(r, merging, full);
 }
 
 /* With a repair pending, the early refusal has no opinion: the repair may
@@ -4383,15 +4392,12 @@ Test(dma, a_sure_refusal_comes_before_another_contexts_merge)
 Test(dma, a_repair_that_frees_room_is_made_before_the_limit_refuses)
 {
 	struct fx f;
-	struct cvm_listener_ops ops = { .sz = sizeof(ops), .to_shared = plain_to_shared,
-					.to_private = plain_to_private };
 	struct plain_count p = { 0 };
-	struct cvm_listener *l;
 	const struct cvm_range two[] = { { A(0), PG }, { A(2), PG } };
 	const struct cvm_range next[] = { { A(4), PG }, { A(6), PG } };
 
 	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, 0, 0, 2);
-	cr_assert_eq(cvm_listener_add(f.r, &ops, &p, 0, &l), 0);
+	count_plain(f.r, &p);
 	/* [2]'s map fails, and so does the undo's unmap of [0]: a stray. */
 	inject_n(f.d, 2, 2, -EIO);
 	cr_assert_eq(cvm_convert_batch(f.r, two, 2, CVM_SHARED, 0), -EIO);
