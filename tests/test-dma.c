@@ -4387,6 +4387,58 @@ Test(dma, a_sure_refusal_comes_before_another_contexts_merge)
 	region2_fini(r, merging, full);
 }
 
+/*
+ * The early refusal says no only where the full path would: the same
+ * random conversions on two regions, each in a context of its own at a
+ * small limit, one region with a plain listener (so that the early refusal
+ * runs) and one without, return the same and leave the same mappings.
+ */
+Test(dma, the_early_refusal_agrees_with_the_full_path)
+{
+	static const uint32_t flags[] = { 0, CVM_DMA_PER_PAGE,
+					  CVM_DMA_PER_PAGE | CVM_DMA_COMPACT, CVM_DMA_COMPACT };
+	static const uint64_t granules[] = { 0, 4 * PG, 16 * PG, UINT64_MAX };
+	uint64_t x = 0x9e3779b97f4a7c15ull;
+	int refused = 0;
+
+	for (int seed = 0; seed < 32; seed++) {
+		uint32_t fl = flags[seed % 4], limit = 3 + seed % 13;
+		uint64_t g = fl & CVM_DMA_PER_PAGE ? 0 : granules[(seed / 4) % 4];
+		struct fx with, without;
+		struct plain_count p = { 0 };
+		char la[8192], lb[8192];
+
+		fx_init(&with, 256, 0, CVM_MODEL_TYPE1, fl, g, limit);
+		fx_init(&without, 256, 0, CVM_MODEL_TYPE1, fl, g, limit);
+		count_plain(with.r, &p);
+		for (int step = 0; step < 400; step++) {
+			uint64_t pg, len;
+			enum cvm_state to;
+			int ea, eb;
+
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			pg = x % 256;
+			len = 1 + (x >> 8) % (x >> 16 & 1 ? 3 : 24);
+			len = pg + len > 256 ? 256 - pg : len;
+			to = (x >> 40) % 5 < 3 ? CVM_SHARED : CVM_PRIVATE;
+			ea = cvm_convert(with.r, A(pg), len * PG, to, 0);
+			eb = cvm_convert(without.r, A(pg), len * PG, to, 0);
+			cr_assert_eq(ea, eb, "seed %d step %d: %d with the listener, %d without",
+				     seed, step, ea, eb);
+			refused += ea == -ENOSPC;
+			layout(with.d, la, sizeof(la));
+			layout(without.d, lb, sizeof(lb));
+			cr_assert_str_eq(la, lb, "seed %d step %d", seed, step);
+		}
+		cr_assert_eq(stats(with.d).disruptive_splits, stats(without.d).disruptive_splits);
+		check(&with);
+		check(&without);
+		fx_fini(&with);
+		fx_fini(&without);
+	}
+	cr_assert_gt(refused, 100, "only %d refusals: the limit was rarely met", refused);
+}
+
 /* With a repair pending, the early refusal has no opinion: the repair may
  * free the entries the conversion needs, and does here. */
 Test(dma, a_repair_that_frees_room_is_made_before_the_limit_refuses)
