@@ -187,8 +187,9 @@ static int setup(struct cvm_dma **dma)
 		 *     (after VFIO_GROUP_SET_CONTAINER and VFIO_SET_IOMMU), or
 		 *   .backend = CVM_BACKEND_IOMMUFD, .fd = iommufd, .ioas_id = ioas
 		 *     (or fd -1 / ioas 0 to let the library open and allocate, then
-		 *     cvm_dma_info() and VFIO_DEVICE_ATTACH_IOMMUFD_PT to that IOAS
-		 *     before cvm_dma_add_region()). */
+		 *     cvm_dma_info() for its fd and IOAS, VFIO_DEVICE_BIND_IOMMUFD
+		 *     of the device to that fd and VFIO_DEVICE_ATTACH_IOMMUFD_PT to
+		 *     that IOAS, before cvm_dma_add_region()). */
 		.backend = CVM_BACKEND_MODEL,
 		.fd = -1,
 		.split_granule = 0,   /* auto: unlimited where hitless cuts exist, else 2 MiB */
