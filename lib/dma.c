@@ -1508,16 +1508,22 @@ static int compact(struct cvm_dma *d, uint64_t need, bool *refused)
 	return err;
 }
 
+/* Room for need more entries?  Our count sees only this context's calls:
+ * entries that others in the container gave back since are free too, so
+ * the kernel is asked before the answer is no. */
+static bool has_room(struct cvm_dma *d, uint64_t need)
+{
+	if (d->avail == UINT64_MAX || need <= room(d))
+		return true;
+	refresh_avail(d);
+	return need <= room(d);
+}
+
 static int make_room(struct cvm_dma *d, uint64_t need)
 {
 	int err;
 
-	if (d->avail == UINT64_MAX || need <= room(d))
-		return 0;
-	/* Our count sees only this context's calls: entries that others in
-	 * the container gave back since are free too.  Ask before refusing. */
-	refresh_avail(d);
-	if (need <= room(d))
+	if (has_room(d, need))
 		return 0;
 	if (d->flags & CVM_DMA_COMPACT) {
 		size_t saved = d->nundo;
@@ -2067,7 +2073,7 @@ static int dma_precheck_map(void *opaque, const struct cvm_range *runs, size_t n
 {
 	struct dma_region *dr = opaque;
 	struct cvm_dma *d = dr->dma;
-	uint64_t need = 0;
+	uint64_t need;
 	int err = 0;
 
 	pthread_mutex_lock(&d->lock);
@@ -2076,10 +2082,7 @@ static int dma_precheck_map(void *opaque, const struct cvm_range *runs, size_t n
 	    (d->flags & (CVM_DMA_COMPACT | CVM_DMA_PER_PAGE)) == CVM_DMA_COMPACT)
 		goto out;
 	need = runs_pieces(dr, runs, n);
-	if (need <= room(d))
-		goto out;
-	refresh_avail(d);
-	if (need > room(d)) {
+	if (!has_room(d, need)) {
 		log_limit(d, need);
 		err = -ENOSPC;
 	}
