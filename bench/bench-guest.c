@@ -576,7 +576,7 @@ int main(int argc, char **argv)
 				  { .name = "type1 v1" } };
 	open_fn opens[] = { open_type1, open_iommufd, open_type1_v1 };
 	/* v1 only where it is iommufd's compat container: never rely on v1 on
-	 * the real type1 driver (KERNEL-FACTS.md §1). */
+	 * the real type1 driver (doc/kernel-facts.md §1). */
 	size_t nspaces = !strcmp(kernel, "B") ? 3 : 2, nw;
 	struct run_ctx c = { .kernel = kernel, .reps = argc > 2 ? atoi(argv[2]) : 3 };
 	struct workload *w = make_workloads(&nw);

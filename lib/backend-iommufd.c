@@ -2,9 +2,9 @@
 /*
  * iommufd backend: one IOAS on a /dev/iommu fd, mapped with the native
  * IOMMU_IOAS_* ioctls.  The native unmap cannot split an area
- * (KERNEL-FACTS.md §2): a range that cuts into one fails with -ENOENT.
+ * (doc/kernel-facts.md §2): a range that cuts into one fails with -ENOENT.
  *
- * The hitless cut (KERNEL-FACTS.md §2a, verified with real DMA): iommufd
+ * The hitless cut (doc/kernel-facts.md §2a, verified with real DMA): iommufd
  * serves the VFIO container ioctls on every fd, for the IOAS that
  * IOMMU_VFIO_IOAS names, and its VFIO_IOMMU_UNMAP_DMA splits areas at both
  * ends of the range first when the IOAS keeps 4 KiB IOPTEs (HUGE_PAGES = 0).

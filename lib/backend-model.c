@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * The MODEL backend: the kernel's IOMMU mapping rules, in process, with the
- * errnos of KERNEL-FACTS.md and, where that file is silent, of the Linux
+ * errnos of doc/kernel-facts.md and, where that file is silent, of the Linux
  * 6.12 code it was read from.  The DMA layer's tests run against it, and
  * tests/conformance.c holds it to the same facts as the real kernels.
  *

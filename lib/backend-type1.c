@@ -3,7 +3,7 @@
  * VFIO type1 backend: a container fd whose IOMMU the VMM has set
  * (VFIO_SET_IOMMU).  The fd stays the VMM's: we never close it.
  *
- * Three kernels answer these ioctls (KERNEL-FACTS.md §1 and §3): the real
+ * Three kernels answer these ioctls (doc/kernel-facts.md §1 and §3): the real
  * vfio_iommu_type1 driver (v2 or legacy v1), and iommufd's compatibility
  * container (v2 or v1 semantics).  We do not ask which one it is: the
  * capabilities come from VFIO_IOMMU_GET_INFO and the cut from a probe.
@@ -124,7 +124,7 @@ static int parse_one_cap(const uint8_t *buf, size_t len, size_t off, uint16_t id
 			return -EPROTO;
 		memcpy(&avail, buf + off, sizeof(avail));
 		/* iommufd's compat container has no limit and says UINT32_MAX
-		 * (KERNEL-FACTS §3); type1 cannot count past it either. */
+		 * (doc/kernel-facts.md §3); type1 cannot count past it either. */
 		c->avail = avail.avail == UINT32_MAX ? UINT64_MAX : avail.avail;
 		return 0;
 	default:
@@ -243,7 +243,8 @@ static const struct cvm_backend_ops type1_ops = {
 };
 
 /* Same table plus the cut: on iommufd's v1 container a plain unmap of part
- * of a mapping is the hitless cut (it keeps 4 KiB IOPTEs, KERNEL-FACTS §3). */
+ * of a mapping is the hitless cut (it keeps 4 KiB IOPTEs,
+ * doc/kernel-facts.md §3). */
 static const struct cvm_backend_ops type1_cut_ops = {
 	.name = "type1",
 	.map = type1_map,

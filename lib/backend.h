@@ -7,7 +7,7 @@
  * kernel's raw results (errno and reported sizes exactly as the kernel, or
  * the model of it, gives them): normalisation (type1's "unmap of nothing is
  * 0" vs iommufd's -ENOENT) is the DMA layer's job, and the conformance suite
- * asserts the raw facts of KERNEL-FACTS.md against every backend.
+ * asserts the raw facts of doc/kernel-facts.md against every backend.
  * Not thread-safe: the DMA context serialises calls.
  */
 #ifndef CVM_BACKEND_H
@@ -63,11 +63,11 @@ struct cvm_backend_ops {
  * rules, unlimited otherwise. */
 int cvm_backend_model_open(uint32_t rules, uint32_t entry_limit, struct cvm_be **out);
 /* TYPE1: adopt a container fd whose IOMMU is already set (VFIO_SET_IOMMU).
- * want_cut: probe for a hitless cut (KERNEL-FACTS.md §3); else none. */
+ * want_cut: probe for a hitless cut (doc/kernel-facts.md §3); else none. */
 int cvm_backend_type1_open(int container_fd, bool want_cut, struct cvm_be **out);
 /* IOMMUFD: adopt fd (or open /dev/iommu when fd < 0) and IOAS (or allocate
  * one when ioas_id == 0).  want_cut: set up and probe the hitless cut
- * (KERNEL-FACTS.md §2a) where it can be had. */
+ * (doc/kernel-facts.md §2a) where it can be had. */
 int cvm_backend_iommufd_open(int fd, uint32_t ioas_id, bool want_cut, struct cvm_be **out);
 void cvm_backend_destroy(struct cvm_be *be);   /* NULL is a no-op */
 /* fd is an iommufd (not a VFIO container), whatever node opened it. */

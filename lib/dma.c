@@ -5,13 +5,14 @@
  * kernel calls the backend's rules allow.
  *
  * The mapping table mirrors what the kernel holds, entry for entry.  Policy
- * (DESIGN §6): a mapping never crosses a split_granule (G) boundary; a run
- * that becomes shared is mapped as one mapping per G-block it touches; a run
- * that becomes private is removed with the backend's hitless cut where it
- * has one, else whole mappings are unmapped and the still-shared parts of
- * the mappings it bisects are mapped again (counted as disruptive).  Runs of
- * one call that bisect the same mapping, or are separated only by unmapped
- * gaps, share one unmap, so each still-shared page is remapped once.
+ * (libcvmdma(7), "Mapping policy"): a mapping never crosses a split_granule
+ * (G) boundary; a run that becomes shared is mapped as one mapping per
+ * G-block it touches; a run that becomes private is removed with the
+ * backend's hitless cut where it has one, else whole mappings are unmapped
+ * and the still-shared parts of the mappings it bisects are mapped again
+ * (counted as disruptive).  Runs of one call that bisect the same mapping,
+ * or are separated only by unmapped gaps, share one unmap, so each
+ * still-shared page is remapped once.
  *
  * Every backend mutation made for one listener call is recorded in an undo
  * log; if a later step fails, the log is replayed backwards so the IOMMU maps

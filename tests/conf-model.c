@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * The kernel conformance suite against the model backend, one target per
- * rule set, with the expectations KERNEL-FACTS.md gives for the kernel
+ * rule set, with the expectations doc/kernel-facts.md gives for the kernel
  * each one models.  The same suite runs against the real kernels in the
  * test guest (tests/vm/conf-guest.c).  Prints TAP, plan last.
  */

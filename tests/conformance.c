@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * The kernel conformance suite (see conformance.h): each test asserts one
- * fact of KERNEL-FACTS.md §1-§3 that the library relies on, through the
+ * fact of doc/kernel-facts.md §1-§3 that the library relies on, through the
  * backend ops exactly as the DMA layer calls them, on a fresh backend that
  * it leaves empty.  The same code runs against the model in make check and
  * against the real kernels in the test guest, so the model cannot drift

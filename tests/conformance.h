@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The kernel conformance suite: one test per kernel fact the library relies
- * on (KERNEL-FACTS.md §1-§3), run against the model backend in make check
+ * on (doc/kernel-facts.md §1-§3), run against the model backend in make check
  * (tests/conf-model.c) and against the real kernels inside the test guest
  * (tests/vm/conf-guest.c).  Plain C printing TAP lines, no Criterion: it
  * must run in a tiny guest.

@@ -176,7 +176,7 @@ static void check(struct fx *f)
 
 static uint64_t A(uint64_t page) { return BASE + page * PG; }
 
-/* ---- mapping counts per policy (DESIGN §4 / issue scenarios) ---- */
+/* ---- mapping counts per policy (cvm_dma_open(3), split_granule) ---- */
 
 Test(dma, a_64MiB_share_is_one_mapping_unbounded_32_at_2MiB_and_16384_per_page)
 {

@@ -1,5 +1,9 @@
 // SPDX-License-Identifier: MIT
-/* Regions, conversions and listeners: every invariant of DESIGN §5 but threads. */
+/*
+ * Regions, conversions and listeners: atomic conversions, each change heard
+ * once in maximal runs, bad input that changes nothing, re-entry refused.
+ * Threads: test-region-threads.c.
+ */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * The kernel conformance suite, run INSIDE the test guest against the real
- * kernel (KERNEL-FACTS.md §1-§3): every backend target the running kernel
+ * kernel (doc/kernel-facts.md §1-§3): every backend target the running kernel
  * offers goes through conformance_run(), the same suite the model backend
  * passes, plus the facts only a real kernel and device can show (IOVA
  * ranges before and after attach, DMA around a cut, failing safely).

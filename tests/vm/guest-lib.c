@@ -1071,7 +1071,7 @@ out:
 
 /*
  * Without CAP_IPC_LOCK, pinning past RLIMIT_MEMLOCK fails with -ENOMEM
- * (KERNEL-FACTS.md §1, §2): the limit is set so the kernel pins the first
+ * (doc/kernel-facts.md §1, §2): the limit is set so the kernel pins the first
  * run of a batch and refuses the second.  type1 charges every pin to the
  * process's locked_vm (VmLck), so this process's earlier pins count;
  * iommufd charges nothing pinned while CAP_IPC_LOCK was effective (to the

@@ -69,7 +69,7 @@ int guest_dmesg_count(const char *needle);
  */
 int guest_wait_dmar_ratelimit(void);
 
-/* ---- QEMU's edu device (KERNEL-FACTS.md §4) ---- */
+/* ---- QEMU's edu device (doc/kernel-facts.md §4) ---- */
 
 #define EDU_ID		0x010000edu	/* register 0x00 */
 #define EDU_BUF_ADDR	0x40000u	/* the device's own buffer, in device space */
