@@ -171,11 +171,25 @@ static bool bytes_are(const uint8_t *p, uint8_t v, size_t len)
 
 /* ---- guest-only facts ---- */
 
+/* The IOAS's IOVA alignment as the kernel reports it (the backend rounds
+ * it up to a page, which would hide it); 0 if the call fails. */
+static uint64_t ioas_alignment(int fd, uint32_t ioas_id)
+{
+	struct iommu_iova_range r[16];
+	struct iommu_ioas_iova_ranges q = {
+		.size = sizeof(q), .ioas_id = ioas_id, .num_iovas = 16,
+		.allowed_iovas = (uintptr_t)r,
+	};
+
+	return ioctl(fd, IOMMU_IOAS_IOVA_RANGES, &q) ? 0 : q.out_iova_alignment;
+}
+
 static void fact_iommufd_ranges_real_only_after_attach(void)
 {
 	const char *name = "iommufd: IOVA ranges are the full space before attach, "
-			   "the real ones (MSI window excluded) after; no IOMMU page "
-			   "below 4 KiB either way (the kernel says alignment 1 before)";
+			   "the real ones (MSI window excluded) after; the kernel's "
+			   "alignment is 1 before and 4 KiB after";
+	uint64_t align0, align1;
 	struct cvm_be *be;
 	int device = -1, ret;
 	bool before, after;
@@ -185,17 +199,22 @@ static void fact_iommufd_ranges_real_only_after_attach(void)
 		tap_ok(false, "%s (open: %s)", name, strerror(-ret));
 		return;
 	}
+	align0 = ioas_alignment(be->fd, be->ioas_id);
 	before = be->nranges == 1 && be->ranges[0].start == 0 &&
-		 be->ranges[0].last == UINT64_MAX && (be->pgsizes & -be->pgsizes) == PAGE;
-	tap_diag("iommufd before attach: pgsizes %#llx", (unsigned long long)be->pgsizes);
+		 be->ranges[0].last == UINT64_MAX && (be->pgsizes & -be->pgsizes) == PAGE &&
+		 align0 == 1;
+	tap_diag("iommufd before attach: pgsizes %#llx, alignment %#llx",
+		 (unsigned long long)be->pgsizes, (unsigned long long)align0);
 	ret = attach_edu(be, &device);
+	align1 = ret ? 0 : ioas_alignment(be->fd, be->ioas_id);
+	tap_diag("iommufd after attach: alignment %#llx", (unsigned long long)align1);
 	for (uint32_t i = 0; !ret && i < be->nranges; i++)
 		tap_diag("iommufd range %u: [%#llx, %#llx]", i,
 		     (unsigned long long)be->ranges[i].start,
 		     (unsigned long long)be->ranges[i].last);
 	after = !ret && be->nranges >= 2 && cvm_backend_iova_valid(be, DMA_IOVA, SZ_2M) &&
 		!cvm_backend_iova_valid(be, 0xfee00000, PAGE) &&
-		(be->pgsizes & -be->pgsizes) == PAGE;
+		(be->pgsizes & -be->pgsizes) == PAGE && align1 == PAGE;
 	tap_ok(before && after, "%s (before: %u ranges, after: %s)", name,
 	       before ? 1 : be->nranges, ret ? strerror(-ret) : "read");
 	cvm_backend_destroy(be);
@@ -242,6 +261,105 @@ static void fact_cut_with_huge_pages_fails_safely(void)
 		tap_ok(cut == -ENOENT && size == 0 && !ret && rest == SZ_2M,
 		       "%s (cut %d size %llu, then whole unmap %d size %#llx)", name, cut,
 		       (unsigned long long)size, ret, (unsigned long long)rest);
+	}
+	cvm_backend_destroy(be);
+	close_fd(&device);
+	munmap(mem, SZ_2M);
+}
+
+static int ioas_alloc(int fd, uint32_t *id)
+{
+	struct iommu_ioas_alloc a = { .size = sizeof(a) };
+
+	if (ioctl(fd, IOMMU_IOAS_ALLOC, &a))
+		return -errno;
+	*id = a.out_ioas_id;
+	return 0;
+}
+
+static int compat_ioas(int fd, uint32_t op, uint32_t *id)
+{
+	struct iommu_vfio_ioas v = { .size = sizeof(v), .op = op, .ioas_id = *id };
+
+	if (ioctl(fd, IOMMU_VFIO_IOAS, &v))
+		return -errno;
+	*id = v.ioas_id;
+	return 0;
+}
+
+/* §2a: an fd has at most one compat IOAS, the last one SET; before any,
+ * GET fails with -ENODEV.  The cut asks GET before each call and refuses
+ * (-EBUSY) to take an fd whose compat IOAS is another's. */
+static void fact_one_compat_ioas_per_fd(void)
+{
+	const char *name = "iommufd: GET names no compat IOAS (-ENODEV) until one is SET, "
+			   "then the last one SET";
+	uint32_t a = 0, b = 0, none = 0, got_a = 0, got_b = 0;
+	int fd, ret, gnone, ga, gb;
+
+	fd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	if (fd < 0) {
+		tap_ok(false, "%s (open /dev/iommu: %s)", name, strerror(errno));
+		return;
+	}
+	ret = ioas_alloc(fd, &a);
+	if (!ret)
+		ret = ioas_alloc(fd, &b);
+	if (ret) {
+		tap_ok(false, "%s (IOAS_ALLOC: %s)", name, strerror(-ret));
+		close(fd);
+		return;
+	}
+	gnone = compat_ioas(fd, IOMMU_VFIO_IOAS_GET, &none);
+	got_a = a;
+	ga = compat_ioas(fd, IOMMU_VFIO_IOAS_SET, &got_a);
+	if (!ga)
+		ga = compat_ioas(fd, IOMMU_VFIO_IOAS_GET, &got_a);
+	got_b = b;
+	gb = compat_ioas(fd, IOMMU_VFIO_IOAS_SET, &got_b);
+	if (!gb)
+		gb = compat_ioas(fd, IOMMU_VFIO_IOAS_GET, &got_b);
+	tap_ok(gnone == -ENODEV && !ga && got_a == a && !gb && got_b == b,
+	       "%s (GET first %d; SET %u then GET %d: %u; SET %u then GET %d: %u)", name, gnone,
+	       a, ga, got_a, b, gb, got_b);
+	close(fd);
+}
+
+/* §2: iommufd has no count of mappings: with the device attached, more 4 KiB
+ * maps than type1's default dma_entry_limit (65,535) all succeed.  The
+ * backend reports no limit (entries_avail UINT64_MAX) and never asks.  One
+ * page of memory is mapped at every IOVA, so little is pinned. */
+static void fact_iommufd_has_no_entry_limit(void)
+{
+	const char *name = "iommufd: 65,600 separate 4 KiB maps with the device attached "
+			   "all succeed (no entry limit), and one unmap removes them";
+	const uint64_t n = 65600;
+	uint64_t done = 0, rest = 0;
+	struct cvm_be *be;
+	int device = -1, ret;
+	uint8_t *mem;
+
+	mem = mem_alloc(SZ_2M);
+	ret = mem ? cvm_backend_iommufd_open(-1, 0, false, &be) : -ENOMEM;
+	if (ret) {
+		tap_ok(false, "%s (setup: %s)", name, strerror(-ret));
+		if (mem)
+			munmap(mem, SZ_2M);
+		return;
+	}
+	ret = attach_edu(be, &device);
+	/* Every other page, so no two maps touch. */
+	while (!ret && done < n) {
+		ret = be->ops->map(be, DMA_IOVA + 2 * PAGE * done, PAGE, mem);
+		done += !ret;
+	}
+	{
+		int uret = be->ops->unmap(be, DMA_IOVA, 2 * PAGE * n, &rest);
+
+		tap_ok(!ret && done == n && be->entries_avail == UINT64_MAX && !uret &&
+		       rest == n * PAGE,
+		       "%s (%llu maps, the last %d; unmap %d size %#llx)", name,
+		       (unsigned long long)done, ret, uret, (unsigned long long)rest);
 	}
 	cvm_backend_destroy(be);
 	close_fd(&device);
@@ -415,7 +533,8 @@ static void type1_facts(const char *tname, unsigned long type, bool cut)
 /* A VMM may hand over its container before it opens the device: the probe
  * then runs on an IOAS with no domain (compat: full IOVA range) and must give
  * the same answer. */
-static void fact_probe_before_device(const char *tname, unsigned long type, bool cut)
+static void fact_probe_before_device(const char *tname, unsigned long type, bool cut,
+				     bool compat)
 {
 	struct cvm_be *be;
 	int container = -1, ret;
@@ -431,6 +550,14 @@ static void fact_probe_before_device(const char *tname, unsigned long type, bool
 	describe(tname, be);
 	tap_ok(be->can_cut == cut, "%s: the cut probe says %s before the device is opened too",
 	       tname, cut ? "cut" : "no cut");
+	/* §3: iommufd's container has no domain yet, so it names every page
+	 * size from 4 KiB up and the whole IOVA space; the real type1 driver
+	 * has its domain once the group is in the container. */
+	if (compat)
+		tap_ok(be->pgsizes == 0xfffffffffffff000ull && be->nranges == 1 &&
+		       be->ranges[0].start == 0 && be->ranges[0].last == UINT64_MAX,
+		       "%s: before the device, page sizes %#llx and the whole IOVA space "
+		       "(%u ranges)", tname, (unsigned long long)be->pgsizes, be->nranges);
 	cvm_backend_destroy(be);
 	close_fd(&container);
 }
@@ -476,9 +603,9 @@ static const struct conf_target targets_a[] = {
 };
 
 /* iommufd's compat container: v2 answers a partial unmap with -ENOENT; with
- * v1 semantics the same unmap is the cut, so it succeeds.  The native IOAS
- * is the same code as on kernel A: the §2a cut must not depend on which
- * container the kernel has. */
+ * v1 semantics the same unmap is the cut, so it succeeds.  The native IOAS,
+ * with and without the cut, is the same code as on kernel A: the §2a cut
+ * must not depend on which container the kernel has. */
 static const struct conf_target targets_b[] = {
 	{ .name = "compat-v2", .partial_unmap_err = -ENOENT, .unmap_nothing_err = 0,
 	  .has_entry_limit = false, .expect_cut = false, .real = true,
@@ -489,6 +616,9 @@ static const struct conf_target targets_b[] = {
 	{ .name = "iommufd-cut", .partial_unmap_err = -ENOENT, .unmap_nothing_err = -ENOENT,
 	  .has_entry_limit = false, .expect_cut = true, .real = true,
 	  .open = iommufd_target_open, .ctx = &t_ifd_cut },
+	{ .name = "iommufd", .partial_unmap_err = -ENOENT, .unmap_nothing_err = -ENOENT,
+	  .has_entry_limit = false, .expect_cut = false, .real = true,
+	  .open = iommufd_target_open, .ctx = &t_ifd },
 };
 
 static void close_targets(void)
@@ -535,11 +665,11 @@ int main(int argc, char **argv)
 		return tap_skip_all("no edu device bound to vfio-pci (not in the test guest?)");
 	tap_diag("kernel %c, edu %s, group %d, cdev %s", kernel, bdf, group, cdev);
 	if (kernel == 'A') {
-		fact_probe_before_device("type1-v2 (no device)", VFIO_TYPE1v2_IOMMU, false);
+		fact_probe_before_device("type1-v2 (no device)", VFIO_TYPE1v2_IOMMU, false, false);
 		run_targets(targets_a, ARRAY_SIZE(targets_a));
 		type1_facts("type1-v1", VFIO_TYPE1_IOMMU, false);
 	} else {
-		fact_probe_before_device("compat-v1 (no device)", VFIO_TYPE1_IOMMU, true);
+		fact_probe_before_device("compat-v1 (no device)", VFIO_TYPE1_IOMMU, true, true);
 		run_targets(targets_b, ARRAY_SIZE(targets_b));
 		type1_facts("compat-v1", VFIO_TYPE1_IOMMU, true);
 	}
@@ -549,6 +679,9 @@ int main(int argc, char **argv)
 		fact_iommufd_ranges_real_only_after_attach();
 		fact_cut_with_huge_pages_fails_safely();
 		fact_busy_ioas_opens_without_cut();
+		fact_one_compat_ioas_per_fd();
+		if (kernel == 'A')	/* the same iommufd code on B: once is enough */
+			fact_iommufd_has_no_entry_limit();
 	} else {
 		tap_skip("no vfio cdev (VFIO_DEVICE_CDEV off)", "iommufd guest facts");
 	}
