@@ -4,13 +4,15 @@
 # symbol is versioned, the map's newest node is the header's MAJOR.MINOR
 # (libbpf's check), and the SONAME is right (libnvme's symbol test, in sh);
 # a static archive (--enable-static), which has no version script, defines
-# only the same cvm_* globals, so a program's own names cannot clash.
+# only the same cvm_* globals, so a program's own names cannot clash.  And
+# the library never prints, logs, exits or aborts on its own: it imports
+# nothing that could (its messages go only to the cvm_set_log() callback).
 . "$top_srcdir/tests/tap.sh"
 so=$top_builddir/lib/.libs/libcvmdma.so
 map=$top_srcdir/lib/libcvmdma.map
 hdr=$top_srcdir/include/cvmdma.h
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-plan 8
+plan 9
 
 # Public functions declared in the header: an identifier cvm_* followed by '('
 # in what the C compiler sees (comments, which name functions too, are gone).
@@ -31,7 +33,8 @@ check "every header function is in the map and nothing else is" diff -u "$tmp/he
 check "the map's newest node LIBCVMDMA_$newest is the header's version $hv" test "$newest" = "$hv"
 if [ ! -f "$so" ]; then
 	for t in "the .so exports exactly the map" "only cvm_* symbols are exported" \
-		 "every exported symbol is versioned (LIBCVMDMA_*)" "SONAME is libcvmdma.so.0"; do
+		 "every exported symbol is versioned (LIBCVMDMA_*)" "SONAME is libcvmdma.so.0" \
+		 "it imports nothing that prints, logs, exits or aborts"; do
 		skip "$t" "no shared library (--disable-shared)"
 	done
 else
@@ -45,6 +48,14 @@ else
 	check "every exported symbol is versioned (LIBCVMDMA_*)" test -z "$unversioned"
 	soname=$(objdump -p "$so" | awk '$1 == "SONAME" {print $2}')
 	check "SONAME is libcvmdma.so.0 (got '$soname')" test "$soname" = libcvmdma.so.0
+	# stdio to a stream, the standard streams, raw writes, syslog, err(3)
+	# and error(3), exit, abort and assert.  (A hardened build's
+	# __stack_chk_fail and __*_chk are the compiler's, not the library's.)
+	nm -D --undefined-only "$so" | awk '{print $2}' | sed 's/@.*//' >"$tmp/imports"
+	found=$(grep -xE '(_IO_)?(f|v|vf|d|vd)?printf|(f)?puts|(f)?putc(har)?|_IO_putc|fwrite|perror|std(out|err|in)|write|writev|pwrite|(v)?syslog|openlog|(v)?(err|errx|warn|warnx)|error(_at_line)?|(_|quick_)?exit|_Exit|abort|__assert_fail|__assert_perror_fail' \
+		"$tmp/imports" | tr '\n' ' ' | sed 's/ $//')
+	check "it imports nothing that prints, logs, exits or aborts${found:+ (it imports $found)}" \
+		test -z "$found"
 fi
 
 a=$top_builddir/lib/.libs/libcvmdma.a
