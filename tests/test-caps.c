@@ -23,8 +23,10 @@
 #define SKIP_PREFIX "skip: "
 
 /* open(2) and fopen(3) may fail with ENOMEM: armed, this fopen() does so
- * for /proc/self/status (the library's calls resolve to it). */
+ * for /proc/self/status (the library's calls resolve to it).  Given
+ * fake_status, it hands out that text as the file instead. */
 static int fail_status_open;
+static const char *fake_status;
 
 FILE *fopen(const char *path, const char *mode)
 {
@@ -34,9 +36,28 @@ FILE *fopen(const char *path, const char *mode)
 		errno = ENOMEM;
 		return NULL;
 	}
+	if (fake_status && !strcmp(path, "/proc/self/status"))
+		return fmemopen((void *)fake_status, strlen(fake_status), "r");
 	if (!real)
 		real = (FILE *(*)(const char *, const char *))dlsym(RTLD_NEXT, "fopen");
 	return real(path, mode);
+}
+
+/* libcap-ng fails when the kernel will not tell (capget(2)), or when
+ * /proc is not mounted: armed, this makes its read of the process's
+ * capabilities fail for the library (whose call resolves to it), and
+ * for the test's own calls too. */
+static int fail_capng_get;
+
+int capng_get_caps_process(void)
+{
+	static int (*real)(void);
+
+	if (fail_capng_get)
+		return -1;
+	if (!real)
+		real = (int (*)(void))dlsym(RTLD_NEXT, "capng_get_caps_process");
+	return real();
 }
 
 static bool cap_ipc_lock_effective(void)
@@ -141,6 +162,79 @@ Test(caps, pin_check_out_of_memory_for_its_probe_is_not_the_answer_no)
 	cr_assert_eq(ret, -EAGAIN, "ret %d", ret);
 	cr_assert_eq(info.cap_ipc_lock, 0xa5a5a5a5u, "info written");
 	cr_assert_eq(info.sz, sizeof(info));
+}
+
+/* Without its VmLck line the library cannot tell what is locked already:
+ * "could not tell", not a guess of 0, and *info is left alone. */
+Test(caps, pin_check_without_a_vmlck_line_is_no_data_and_leaves_info_alone)
+{
+	struct cvm_pin_info info;
+	int ret;
+
+	memset(&info, 0xa5, sizeof(info));
+	info.sz = sizeof(info);
+	fake_status = "Name:\ttest-caps\nVmPeak:\t  10000 kB\nVmPin:\t       0 kB\n"
+		      "VmLckd:\t     4 kB\n";
+	ret = cvm_pin_check(0, &info);
+	cr_assert_eq(ret, -ENODATA, "ret %d", ret);
+	cr_assert_eq(info.cap_ipc_lock, 0xa5a5a5a5u, "info written");
+	cr_assert_eq(info.locked_bytes, 0xa5a5a5a5a5a5a5a5u, "info written");
+	cr_assert_eq(info.sz, sizeof(info));
+	/* The same file with the line: the interposer is what made the
+	 * difference, and the library reads its value. */
+	fake_status = "Name:\ttest-caps\nVmLck:\t      8 kB\n";
+	ret = cvm_pin_check(0, &info);
+	fake_status = NULL;
+	cr_assert(ret == 0 || ret == -ENOMEM, "ret %d", ret);
+	cr_assert_eq(info.locked_bytes, 8192);
+}
+
+Test(caps, pin_check_is_eio_when_libcapng_cannot_read_the_capabilities)
+{
+	struct cvm_pin_info info;
+	int ret;
+
+	memset(&info, 0xa5, sizeof(info));
+	info.sz = sizeof(info);
+	fail_capng_get = 1;
+	ret = cvm_pin_check(4096, &info);
+	cr_assert_eq(cvm_pin_check(4096, NULL), -EIO);
+	fail_capng_get = 0;
+	cr_assert_eq(ret, -EIO, "ret %d", ret);
+	cr_assert_eq(info.cap_ipc_lock, 0xa5a5a5a5u, "info written");
+	cr_assert_eq(info.memlock_limit, 0xa5a5a5a5a5a5a5a5u, "info written");
+	cr_assert_eq(info.sz, sizeof(info));
+	ret = cvm_pin_check(4096, &info);
+	cr_assert(ret == 0 || ret == -ENOMEM, "ret %d", ret);
+}
+
+/*
+ * An sz above 4096 (one left unset, typically) is -E2BIG before anything
+ * past the known fields is read: the zeroed tail here would pass the check
+ * of the bytes past them, so only the size limit can refuse it.  4096
+ * itself is still a size the library accepts.
+ */
+Test(caps, pin_check_refuses_an_sz_above_4096_without_reading_past_the_fields)
+{
+	static struct { struct cvm_pin_info info; uint8_t tail[8192]; } big;
+	const size_t bad[] = { 4096 + 1, 4096 + 8, 8192, SIZE_MAX };
+	int ret;
+
+	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
+		memset(&big, 0, sizeof(big));
+		big.info.sz = bad[i];
+		big.info.memlock_limit = 0xa5a5a5a5a5a5a5a5u;
+		ret = cvm_pin_check(4096, &big.info);
+		cr_assert_eq(ret, -E2BIG, "sz %zu: %d", bad[i], ret);
+		cr_assert_eq(big.info.memlock_limit, 0xa5a5a5a5a5a5a5a5u, "sz %zu: info written",
+			     bad[i]);
+		cr_assert_eq(big.info.sz, bad[i]);
+	}
+	memset(&big, 0, sizeof(big));
+	big.info.sz = 4096;
+	ret = cvm_pin_check(4096, &big.info);
+	cr_assert(ret == 0 || ret == -ENOMEM, "sz 4096: %d", ret);
+	cr_assert_neq(big.info.memlock_limit, 0, "sz 4096: info not filled");
 }
 
 Test(caps, pin_check_writes_reserved_as_zero)
