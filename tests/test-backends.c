@@ -8,6 +8,7 @@
  * refusals at each step of the cut set-up.
  */
 #include <criterion/criterion.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -61,6 +62,8 @@ static struct fake {
 	uint32_t destroyed;
 	unsigned long log[MAX_LOG];      /* ioctl numbers, in order */
 	int nlog;
+	/* the process, not the IOMMU */
+	long host_page;              /* sysconf(_SC_PAGESIZE); 0: the real one */
 } fk;
 
 static void fk_reset(void)
@@ -337,6 +340,19 @@ int ioctl(int fd, unsigned long req, ...)
 		return -1;
 	}
 	return 0;
+}
+
+/* A host with pages larger than 4 KiB: fk.host_page fakes the page size
+ * sysconf() reports; everything else passes through. */
+long sysconf(int name)
+{
+	static long (*real)(int);
+
+	if (name == _SC_PAGESIZE && fk.host_page)
+		return fk.host_page;
+	if (!real)
+		real = (long (*)(int))dlsym(RTLD_NEXT, "sysconf");
+	return real(name);
 }
 
 /* Position of the first req in the ioctl log, or MAX_LOG. */
@@ -674,13 +690,17 @@ Test(type1, destroy_leaves_the_vmm_container_open)
 	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0);
 }
 
-static char log_buf[512];
+/* Every LOG_ERR line since log_buf was last emptied, one per line: the
+ * line a test looks for may not be the last one of a failed call. */
+static char log_buf[4096];
 
 static void keep_log(void *opaque, int prio, const char *msg)
 {
+	size_t used = strlen(log_buf);
+
 	(void)opaque;
 	if (prio <= LOG_ERR)
-		snprintf(log_buf, sizeof(log_buf), "%s", msg);
+		snprintf(log_buf + used, sizeof(log_buf) - used, "%s\n", msg);
 }
 
 /*
@@ -719,6 +739,54 @@ Test(type1, a_region_whose_hva_is_not_on_an_iommu_page_is_refused_with_its_reaso
 	cr_assert_eq(cvm_convert(r, rc.gpa, big, CVM_SHARED, 0), 0);
 	cr_assert_eq(cvm_dma_stats(d, &st), 0);
 	cr_assert_eq(st.mappings, 1);
+	cr_assert_eq(fk.nmaps, 1);
+	cvm_region_destroy(r);
+	cvm_dma_close(d);
+	cvm_set_log(NULL, NULL, 0);
+	free(mem);
+}
+
+/*
+ * cvm_dma_add_region(3): the region's pages must be whole IOMMU pages, or
+ * every map of them would fail with a bare -EINVAL.  All shared from the
+ * start, so a region let in would be mapped at once.  The IOVA half of
+ * the check cannot be reached from here: cvm_region_create(3) already
+ * wants the IOVA on the region's page, so an IOVA off the IOMMU's page
+ * comes with a page size off it too.
+ */
+Test(type1, a_region_whose_pages_are_not_iommu_pages_is_refused_with_its_reason)
+{
+	const uint64_t big = 16 * PG;
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_TYPE1,
+				     .fd = fk.fd, .flags = CVM_DMA_NO_CUT };
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = 0x100000, .length = 2 * big,
+					.flags = CVM_REGION_INIT_SHARED };
+	struct cvm_region *r;
+	struct cvm_dma *d;
+	char *mem;
+
+	fk.pgsizes = big | 0x200000;
+	mem = aligned_alloc(big, 2 * big);
+	cr_assert_not_null(mem);
+	rc.hva = mem;
+	cr_assert_eq(cvm_dma_open(&dc, &d), 0);
+	cvm_set_log(keep_log, NULL, LOG_ERR);
+	cr_assert_eq(cvm_region_create(&rc, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), -EINVAL);
+	cr_assert(strstr(log_buf, "page size 4096") &&
+		  strstr(log_buf, "the IOMMU's smallest page, 65536 bytes"), "log: %s", log_buf);
+	cr_assert_eq(fk.nmaps, 0);
+	cvm_region_destroy(r);
+	/* 64 KiB pages at an IOVA on a 4 KiB page only: the region's own
+	 * check refuses it first. */
+	rc.page_size = big;
+	rc.flags |= CVM_REGION_IOVA;
+	rc.iova = 0x100000 + PG;
+	cr_assert_eq(cvm_region_create(&rc, &r), -EINVAL);
+	/* On the IOMMU's pages: it joins and maps. */
+	rc.iova = 0x100000;
+	cr_assert_eq(cvm_region_create(&rc, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
 	cr_assert_eq(fk.nmaps, 1);
 	cvm_region_destroy(r);
 	cvm_dma_close(d);
@@ -989,6 +1057,49 @@ Test(iommufd, a_region_on_a_host_page_joins_under_a_larger_iova_alignment)
 	cr_assert_eq(fk.nmaps, 1);
 	cvm_region_destroy(r);
 	cvm_dma_close(d);
+	free(mem);
+}
+
+/*
+ * cvm_dma_add_region(3): on iommufd the hva needs to be on the smaller of
+ * the IOMMU's page and the host's (iopt_insert_area() checks only its
+ * offset in a host page).  A 4 KiB host cannot show it: regions already
+ * want their hva on 4 KiB.  So the host here has 16 KiB pages (arm64's),
+ * and the IOAS a 64 KiB IOVA alignment.
+ */
+Test(iommufd, a_region_whose_hva_is_not_on_a_host_page_is_refused_with_its_reason)
+{
+	const uint64_t big = 16 * PG, host = 4 * PG;
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_IOMMUFD,
+				     .fd = fk.fd, .ioas_id = 7, .flags = CVM_DMA_NO_CUT };
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = 0x100000, .length = 2 * big,
+					.page_size = big, .flags = CVM_REGION_INIT_SHARED };
+	struct cvm_region *r;
+	struct cvm_dma *d;
+	char *mem;
+
+	as_iommufd();
+	fk.huge_align = big;
+	fk.host_page = host;
+	mem = aligned_alloc(big, 4 * big);
+	cr_assert_not_null(mem);
+	cr_assert_eq(cvm_dma_open(&dc, &d), 0);
+	cvm_set_log(keep_log, NULL, LOG_ERR);
+	rc.hva = mem + PG;
+	cr_assert_eq(cvm_region_create(&rc, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), -EINVAL);
+	cr_assert(strstr(log_buf, "hva") && strstr(log_buf, "16384 bytes, the host page"),
+		  "log: %s", log_buf);
+	cr_assert_eq(fk.nmaps, 0);
+	cvm_region_destroy(r);
+	/* On a host page, though not on the IOMMU's: it joins and maps. */
+	rc.hva = mem + host;
+	cr_assert_eq(cvm_region_create(&rc, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cr_assert_eq(fk.nmaps, 1);
+	cvm_region_destroy(r);
+	cvm_dma_close(d);
+	cvm_set_log(NULL, NULL, 0);
 	free(mem);
 }
 
