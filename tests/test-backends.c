@@ -48,6 +48,7 @@ static struct fake {
 	size_t caps_len;
 	uint64_t pgsizes;
 	int get_info_calls;
+	bool info_keeps_growing;     /* every short GET_INFO: the chain grows too */
 	int refuse_unmap_all;        /* -EINVAL for VFIO_DMA_UNMAP_FLAG_ALL */
 	int map_err;                 /* forced error for every map */
 	void (*map_hook)(void);      /* called once after a successful map */
@@ -58,11 +59,14 @@ static struct fake {
 	int vfio_ioas_set_err;       /* forced error for IOMMU_VFIO_IOAS SET */
 	struct iommu_iova_range ranges[8];
 	uint32_t nranges, ranges_grow_once;
+	bool ranges_keep_growing;    /* every sizing call: one range more */
 	uint64_t huge_align;         /* IOVA alignment with huge pages on; 0: PG */
 	uint32_t destroyed;
 	unsigned long log[MAX_LOG];      /* ioctl numbers, in order */
 	int nlog;
 	/* the process, not the IOMMU */
+	int iommu_open_err;          /* open("/dev/iommu") fails with this errno */
+	int iommu_opens;
 	long host_page;              /* sysconf(_SC_PAGESIZE); 0: the real one */
 } fk;
 
@@ -186,6 +190,11 @@ static int fk_get_info(struct vfio_iommu_type1_info *info)
 	info->flags |= VFIO_IOMMU_INFO_CAPS;
 	if (info->argsz < need) {
 		info->argsz = need;
+		/* A device attached meanwhile: the next call needs more again. */
+		if (fk.info_keeps_growing) {
+			cr_assert_leq(fk.caps_len + 16, sizeof(fk.caps));
+			fk.caps_len += 16;
+		}
 		return 0;
 	}
 	memcpy(info + 1, fk.caps, fk.caps_len);
@@ -226,10 +235,14 @@ static int fk_ranges(struct iommu_ioas_iova_ranges *q)
 	 * pages off, else 1 (a fresh IOAS: no domain) or the domains' page. */
 	q->out_iova_alignment = fk.huge_pages && fk.huge_align ? fk.huge_align : PG;
 	if (room < n) {
-		/* Once: the list grows between the sizing call and the next. */
+		/* Once, or every time: the list grows between the sizing call
+		 * and the next. */
 		if (fk.ranges_grow_once) {
 			fk.nranges += fk.ranges_grow_once;
 			fk.ranges_grow_once = 0;
+		} else if (fk.ranges_keep_growing) {
+			cr_assert_lt(fk.nranges, ARRAY_SIZE(fk.ranges));
+			fk.nranges++;
 		}
 		return -EMSGSIZE;
 	}
@@ -342,8 +355,53 @@ int ioctl(int fd, unsigned long req, ...)
 	return 0;
 }
 
-/* A host with pages larger than 4 KiB: fk.host_page fakes the page size
- * sysconf() reports; everything else passes through. */
+/*
+ * cvm_dma_open(3) with fd -1 opens /dev/iommu itself (open(), O_CLOEXEC):
+ * armed with fk.iommu_open_err, an open of it fails as on a kernel without
+ * iommufd or for a process that may not open it.  Every other open passes
+ * through, as does every sysconf() but the host page size fk.host_page
+ * fakes (a host with pages larger than 4 KiB).
+ */
+static int open_as(const char *sym, const char *path, int flags, va_list ap)
+{
+	int (*real)(const char *, int, ...);
+	mode_t mode = 0;
+
+	/* glibc's __OPEN_NEEDS_MODE(): only then is there a mode to pass on. */
+	if (flags & O_CREAT || (flags & __O_TMPFILE) == __O_TMPFILE)
+		mode = va_arg(ap, mode_t);
+	if (fk.iommu_open_err && !strcmp(path, "/dev/iommu")) {
+		fk.iommu_opens++;
+		errno = fk.iommu_open_err;
+		return -1;
+	}
+	real = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, sym);
+	return real(path, flags, mode);
+}
+
+int open(const char *path, int flags, ...)
+{
+	va_list ap;
+	int ret;
+
+	va_start(ap, flags);
+	ret = open_as("open", path, flags, ap);
+	va_end(ap);
+	return ret;
+}
+
+int open64(const char *path, int flags, ...);
+int open64(const char *path, int flags, ...)
+{
+	va_list ap;
+	int ret;
+
+	va_start(ap, flags);
+	ret = open_as("open64", path, flags, ap);
+	va_end(ap);
+	return ret;
+}
+
 long sysconf(int name)
 {
 	static long (*real)(int);
@@ -433,8 +491,12 @@ static void teardown(void)
 	fk_fini();
 }
 
+/* What *out of a failed cvm_dma_open() still holds: it is never written. */
+#define OUT_UNSET ((struct cvm_dma *)&fk)
+
 TestSuite(type1, .init = setup, .fini = teardown, .timeout = 60);
 TestSuite(iommufd, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(dma_open, .init = setup, .fini = teardown, .timeout = 60);
 
 /* ---- type1 ---- */
 
@@ -794,6 +856,32 @@ Test(type1, a_region_whose_pages_are_not_iommu_pages_is_refused_with_its_reason)
 	free(mem);
 }
 
+/* cvm_dma_open(3): GET_INFO is asked again with the size the kernel wants,
+ * but not forever: an answer that outgrows every size is -EAGAIN, and the
+ * container stays the caller's. */
+Test(type1, an_info_that_keeps_growing_is_eagain_and_the_container_stays_open)
+{
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_TYPE1,
+				     .fd = fk.fd, .flags = CVM_DMA_NO_CUT };
+	struct vfio_iova_range r[40];
+	struct cvm_dma *d = OUT_UNSET;
+	int ret;
+
+	for (int i = 0; i < 40; i++)
+		r[i] = (struct vfio_iova_range){ i * 0x100000ull, i * 0x100000ull + 0xfffff - PG };
+	add_iova_ranges(r, 40);   /* more than the first call's 512 bytes */
+	fk.info_keeps_growing = true;
+	ret = cvm_dma_open(&dc, &d);
+	cr_assert_eq(ret, -EAGAIN, "open: %d", ret);
+	cr_assert_eq(d, OUT_UNSET, "*out written");
+	cr_assert_eq(fk.get_info_calls, 4, "gave up after %d calls", fk.get_info_calls);
+	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0, "the caller's container was closed");
+	/* The same answer, once it stops growing, opens. */
+	fk.info_keeps_growing = false;
+	cr_assert_eq(cvm_dma_open(&dc, &d), 0);
+	cvm_dma_close(d);
+}
+
 static int fail_at, allocs;
 
 static void *fail_nth(void *opaque, void *ptr, size_t size)
@@ -1120,6 +1208,57 @@ Test(iommufd, ranges_are_sized_then_read_even_when_they_grow_in_between)
 	cvm_backend_destroy(be);
 }
 
+/* cvm_dma_open(3): the list is sized and read again a few times, not
+ * forever; what the open made is undone and the caller's fd stays open. */
+Test(iommufd, ranges_that_keep_growing_are_eagain_and_the_open_is_undone)
+{
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_IOMMUFD,
+				     .fd = fk.fd };
+	struct cvm_dma *d = OUT_UNSET;
+	int ret, reads = 0;
+
+	as_iommufd();
+	fk.ranges_keep_growing = true;
+	ret = cvm_dma_open(&dc, &d);
+	cr_assert_eq(ret, -EAGAIN, "open: %d", ret);
+	cr_assert_eq(d, OUT_UNSET, "*out written");
+	for (int i = 0; i < fk.nlog; i++)
+		reads += fk.log[i] == IOMMU_IOAS_IOVA_RANGES;
+	cr_assert_eq(reads, 4, "gave up after %d reads", reads);
+	cr_assert_eq(fk.next_id, 2);
+	cr_assert_eq(fk.destroyed, 1, "the IOAS the open allocated was left");
+	cr_assert_eq(fk.compat_ioas, 0);
+	cr_assert(fk.huge_pages);
+	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0, "the caller's fd was closed");
+}
+
+/* cvm_dma_open(3): the kernel's IOVA alignment is an IOMMU page size, so a
+ * power of two; another one is -EPROTO, logged, whatever the flags. */
+Test(iommufd, an_iova_alignment_that_is_no_power_of_two_is_eproto_and_logged)
+{
+	const uint32_t flags[] = { CVM_DMA_NO_CUT, 0 };
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_IOMMUFD,
+				     .fd = fk.fd };
+	struct cvm_dma *d = OUT_UNSET;
+	int ret;
+
+	as_iommufd();
+	fk.huge_align = 3 * PG;
+	cvm_set_log(keep_log, NULL, LOG_ERR);
+	for (size_t i = 0; i < ARRAY_SIZE(flags); i++) {
+		dc.flags = flags[i];
+		log_buf[0] = '\0';
+		ret = cvm_dma_open(&dc, &d);
+		cr_assert_eq(ret, -EPROTO, "flags %#x: %d", flags[i], ret);
+		cr_assert_eq(d, OUT_UNSET, "*out written");
+		cr_assert(strstr(log_buf, "IOVA alignment 0x3000"), "log: %s", log_buf);
+		cr_assert_eq(fk.destroyed, fk.next_id - 1, "flags %#x: IOAS left", flags[i]);
+		cr_assert_eq(fk.nmaps, 0);
+	}
+	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0);
+	cvm_set_log(NULL, NULL, 0);
+}
+
 /* cvm_dma_open(3): overlapping IOVA ranges are -EPROTO, from an IOAS too. */
 Test(iommufd, refuses_overlapping_iova_ranges)
 {
@@ -1172,4 +1311,67 @@ Test(iommufd, open_fails_cleanly_at_every_allocation)
 		cr_assert_eq(fk.destroyed, fk.next_id - 1, "allocation %d: IOAS leaked", fail_at);
 	}
 	cvm_backend_destroy(be);
+}
+
+/* ---- cvm_dma_open(3) of the kernel backends ---- */
+
+/*
+ * -ENODEV when /dev/iommu does not exist (the node is missing, or has no
+ * driver behind it), the error of open(2) when the process may not open
+ * it: for the configurations in which the library opens it itself.
+ */
+Test(dma_open, an_unopenable_dev_iommu_is_enodev_when_missing_else_the_open_error)
+{
+	const uint32_t backends[] = { CVM_BACKEND_IOMMUFD, CVM_BACKEND_AUTO };
+	const struct { int err, want; } cases[] = {
+		{ ENOENT, -ENODEV }, { ENXIO, -ENODEV }, { ENODEV, -ENODEV },
+		{ EACCES, -EACCES }, { EPERM, -EPERM },
+	};
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .fd = -1 };
+	struct cvm_dma *d = OUT_UNSET;
+	int ret;
+
+	for (size_t b = 0; b < ARRAY_SIZE(backends); b++) {
+		for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+			dc.backend = backends[b];
+			fk.iommu_open_err = cases[i].err;
+			fk.iommu_opens = 0;
+			ret = cvm_dma_open(&dc, &d);
+			cr_assert_eq(ret, cases[i].want, "backend %u, open(2) %s: %d", backends[b],
+				     strerror(cases[i].err), ret);
+			cr_assert_eq(fk.iommu_opens, 1, "backend %u: /dev/iommu not opened",
+				     backends[b]);
+			cr_assert_eq(d, OUT_UNSET, "*out written");
+		}
+	}
+}
+
+/*
+ * model_rules, like model_entry_limit, is for CVM_BACKEND_MODEL only: with
+ * a kernel backend it is -EINVAL, logged, before any call to the kernel.
+ * Here rather than in test-dma.c, next to the fake that tells whether the
+ * fd was asked anything.
+ */
+Test(dma_open, model_rules_with_a_kernel_backend_is_refused_before_any_ioctl)
+{
+	const uint32_t backends[] = { CVM_BACKEND_TYPE1, CVM_BACKEND_IOMMUFD, CVM_BACKEND_AUTO };
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .fd = fk.fd,
+				     .model_rules = CVM_MODEL_IOMMUFD };
+	struct cvm_dma *d = OUT_UNSET;
+
+	cvm_set_log(keep_log, NULL, LOG_ERR);
+	for (size_t b = 0; b < ARRAY_SIZE(backends); b++) {
+		dc.backend = backends[b];
+		log_buf[0] = '\0';
+		cr_assert_eq(cvm_dma_open(&dc, &d), -EINVAL, "backend %u", backends[b]);
+		cr_assert_eq(d, OUT_UNSET, "*out written");
+		cr_assert(strstr(log_buf, "model_rules"), "log: %s", log_buf);
+		cr_assert_eq(fk.nlog, 0, "backend %u: the fd was asked", backends[b]);
+	}
+	/* The same config without it opens. */
+	dc.backend = CVM_BACKEND_TYPE1;
+	dc.model_rules = 0;
+	cr_assert_eq(cvm_dma_open(&dc, &d), 0);
+	cvm_dma_close(d);
+	cvm_set_log(NULL, NULL, 0);
 }
