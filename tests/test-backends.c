@@ -1191,6 +1191,114 @@ Test(iommufd, a_region_whose_hva_is_not_on_a_host_page_is_refused_with_its_reaso
 	free(mem);
 }
 
+/*
+ * A context that cuts, on the fake with a shared run of eight pages mapped
+ * as one mapping: the cut's checks of the fd's compat IOAS are what the
+ * tests below then break.
+ */
+#define CUT_GPA 0x100000ull
+
+struct cutting { struct cvm_dma *d; struct cvm_region *r; char *mem; };
+
+static void open_cutting(struct cutting *c)
+{
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_IOMMUFD,
+				     .fd = fk.fd };
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = CUT_GPA, .length = 16 * PG };
+	struct cvm_dma_info info = { .sz = sizeof(info) };
+
+	as_iommufd();
+	c->mem = aligned_alloc(PG, 16 * PG);
+	cr_assert_not_null(c->mem);
+	rc.hva = c->mem;
+	cr_assert_eq(cvm_dma_open(&dc, &c->d), 0);
+	cr_assert_eq(cvm_dma_info(c->d, &info), 0);
+	cr_assert(info.can_cut);
+	cr_assert_eq(fk.compat_ioas, info.ioas_id);
+	cr_assert_eq(cvm_region_create(&rc, &c->r), 0);
+	cr_assert_eq(cvm_dma_add_region(c->d, c->r), 0);
+	cr_assert_eq(cvm_convert(c->r, CUT_GPA, 8 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(fk.nmaps, 1);
+}
+
+static void close_cutting(struct cutting *c)
+{
+	cvm_region_destroy(c->r);
+	cvm_dma_close(c->d);
+	cvm_set_log(NULL, NULL, 0);
+	free(c->mem);
+}
+
+struct seen_maps { int n; struct fk_map m[MAX_MAPS]; };
+
+static int see_mapping(void *opaque, uint64_t iova, uint64_t length)
+{
+	struct seen_maps *s = opaque;
+
+	cr_assert_lt(s->n, MAX_MAPS);
+	s->m[s->n++] = (struct fk_map){ iova, length };
+	return 0;
+}
+
+/* A conversion to private that needs a cut, alone and in a batch, fails
+ * with want and its log line, and changes nothing. */
+static void refused_cut_changes_nothing(struct cutting *c, int want)
+{
+	const struct cvm_range ranges[] = { { CUT_GPA + 5 * PG, 2 * PG }, { CUT_GPA + PG, PG } };
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+	struct seen_maps before = { 0 }, after = { 0 };
+	int ret;
+
+	cr_assert_eq(cvm_dma_for_each_mapping(c->d, see_mapping, &before), 0);
+	cr_assert_eq(before.n, 1);
+	cvm_set_log(keep_log, NULL, LOG_ERR);
+	for (int batch = 0; batch < 2; batch++) {
+		log_buf[0] = '\0';
+		ret = batch ? cvm_convert_batch(c->r, ranges, ARRAY_SIZE(ranges), CVM_PRIVATE, 0) :
+		      cvm_convert(c->r, CUT_GPA + 2 * PG, PG, CVM_PRIVATE, 0);
+		cr_assert_eq(ret, want, "batch %d: %d", batch, ret);
+		cr_assert(strstr(log_buf, "no longer the fd's VFIO-compat IOAS") &&
+			  strstr(log_buf, strerror(-want)), "batch %d: log: %s", batch, log_buf);
+		cr_assert_eq(cvm_region_query(c->r, CUT_GPA, 8 * PG), CVM_SHARED, "batch %d",
+			     batch);
+		after.n = 0;
+		cr_assert_eq(cvm_dma_for_each_mapping(c->d, see_mapping, &after), 0);
+		cr_assert_eq(after.n, before.n, "batch %d", batch);
+		cr_assert_arr_eq(after.m, before.m, sizeof(before.m[0]) * before.n, "batch %d",
+				 batch);
+		cr_assert_eq(fk.nmaps, 1, "batch %d: the IOAS changed", batch);
+		cr_assert_eq(fk.maps[0].iova, CUT_GPA);
+		cr_assert_eq(fk.maps[0].len, 8 * PG);
+		cr_assert_eq(cvm_dma_stats(c->d, &st), 0);
+		cr_assert_eq(st.pending_repairs, 0, "batch %d", batch);
+	}
+}
+
+/* cvm_convert(3), cvm_convert_batch(3): the fd's owner made another IOAS
+ * the compat one, so a cut would land there. */
+Test(iommufd, a_conversion_that_would_cut_in_another_compat_ioas_is_ebusy_and_changes_nothing)
+{
+	struct cutting c;
+
+	open_cutting(&c);
+	fk.compat_ioas = 42;
+	refused_cut_changes_nothing(&c, -EBUSY);
+	close_cutting(&c);
+}
+
+/* The fd has no compat IOAS any more (IOMMU_VFIO_IOAS CLEAR, or the dup(2)
+ * copy of the fd whose context closed first took it back): the kernel's
+ * -ENODEV is passed on. */
+Test(iommufd, a_conversion_that_would_cut_without_a_compat_ioas_is_enodev_and_changes_nothing)
+{
+	struct cutting c;
+
+	open_cutting(&c);
+	fk.compat_ioas = 0;
+	refused_cut_changes_nothing(&c, -ENODEV);
+	close_cutting(&c);
+}
+
 Test(iommufd, ranges_are_sized_then_read_even_when_they_grow_in_between)
 {
 	struct cvm_be *be;
