@@ -3629,6 +3629,65 @@ Test(dma, a_sz_that_ends_inside_a_field_is_refused)
 	cvm_dma_close(d);
 }
 
+/* size zeroed bytes that end where an inaccessible page starts: a call
+ * that read past a struct placed there would fault. */
+static void *before_a_guard_page(size_t size)
+{
+	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+	char *m = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	cr_assert_neq(m, MAP_FAILED);
+	cr_assert_eq(mprotect(m + pg, pg, PROT_NONE), 0);
+	return memset(m + pg - size, 0, size);
+}
+
+/* cvm_dma_stats(3), cvm_dma_info(3): a NULL argument is -EINVAL.  A sz
+ * above 4096 (left unset) is -E2BIG before anything past the known fields
+ * is read (the struct ends where reading faults), and so is a larger sz
+ * with a non-zero byte past them (a newer caller's field the library
+ * cannot fill).  The caller's struct is never written. */
+Test(dma, stats_and_info_refuse_a_null_or_too_big_struct_and_write_nothing)
+{
+	struct { struct cvm_dma_stats s; uint64_t tail; } bs = { { .sz = sizeof(bs) }, 1 }, bs0;
+	struct { struct cvm_dma_info i; uint64_t tail; } bi = { { .sz = sizeof(bi) }, 1 }, bi0;
+	struct cvm_dma_stats *st = before_a_guard_page(sizeof(*st)), st0;
+	struct cvm_dma_info *info = before_a_guard_page(sizeof(*info)), info0;
+	struct fx f;
+
+	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), PG, CVM_SHARED, 0), 0);
+	/* Values the call would overwrite (1 mapping, the model backend). */
+	bs.s.mappings = st->mappings = 42;
+	bi.i.backend = info->backend = 77;
+	st->sz = sizeof(*st);
+	info->sz = sizeof(*info);
+	st0 = *st;
+	info0 = *info;
+	cr_assert_eq(cvm_dma_stats(NULL, st), -EINVAL);
+	cr_assert_eq(cvm_dma_info(NULL, info), -EINVAL);
+	cr_assert_eq(cvm_dma_info(f.d, NULL), -EINVAL);
+	cr_assert(!memcmp(st, &st0, sizeof(st0)) && !memcmp(info, &info0, sizeof(info0)));
+	st->sz = info->sz = 1 << 20;
+	st0 = *st;
+	info0 = *info;
+	cr_assert_eq(cvm_dma_stats(f.d, st), -E2BIG);
+	cr_assert_eq(cvm_dma_info(f.d, info), -E2BIG);
+	cr_assert(!memcmp(st, &st0, sizeof(st0)) && !memcmp(info, &info0, sizeof(info0)));
+	bs0 = bs;
+	bi0 = bi;
+	cr_assert_eq(cvm_dma_stats(f.d, &bs.s), -E2BIG);
+	cr_assert_eq(cvm_dma_info(f.d, &bi.i), -E2BIG);
+	cr_assert(!memcmp(&bs, &bs0, sizeof(bs0)) && !memcmp(&bi, &bi0, sizeof(bi0)));
+	/* The same with the tail zeroed: filled, the tail kept. */
+	bs.tail = bi.tail = 0;
+	cr_assert_eq(cvm_dma_stats(f.d, &bs.s), 0);
+	cr_assert_eq(cvm_dma_info(f.d, &bi.i), 0);
+	cr_assert_eq(bs.s.mappings, 1);
+	cr_assert_eq(bi.i.backend, CVM_BACKEND_MODEL);
+	cr_assert_eq(bs.tail + bi.tail, 0);
+	fx_fini(&f);
+}
+
 /* A refused config, with the LOG_ERR line that says why. */
 static void open_refused(const struct cvm_dma_config *c, int err, const char *why)
 {
@@ -3646,7 +3705,7 @@ Test(dma, open_rejects_bad_configs)
 {
 	struct cvm_dma_config good = { .sz = sizeof(good), .backend = CVM_BACKEND_MODEL, .fd = -1 };
 	struct { struct cvm_dma_config c; uint64_t tail; } big = { good, 1 };
-	struct cvm_dma_config c;
+	struct cvm_dma_config c, *cg;
 	struct cvm_dma *d = NULL;
 
 	c = good; c.flags = 1u << 9;
@@ -3669,6 +3728,12 @@ Test(dma, open_rejects_bad_configs)
 	open_refused(&c, -EINVAL, "is below");
 	big.c.sz = sizeof(big);
 	open_refused(&big.c, -E2BIG, "not all zero");
+	/* Left unset: refused before anything past the known fields is read
+	 * (the config ends where reading faults). */
+	cg = before_a_guard_page(sizeof(*cg));
+	*cg = good;
+	cg->sz = 1 << 20;
+	open_refused(cg, -E2BIG, "sz 1048576 is above 4096");
 	open_refused(NULL, -EINVAL, "NULL");
 	/* Only -1 asks the library to open /dev/iommu (not -ENODEV, not an
 	 * fd of its own); the model ignores fd. */
