@@ -1891,6 +1891,32 @@ Test(dma, add_region_maps_current_shared_runs_and_remove_unmaps_them)
 	munmap(c.hva, c.length);
 }
 
+/* A NULL context or region: -EINVAL, and the region stays in the
+ * context, mapped as before. */
+Test(dma, add_and_remove_region_refuse_a_null_context_or_region_and_change_nothing)
+{
+	struct cvm_dma_stats before;
+	char l[256], l2[256];
+	struct fx f;
+
+	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(8), 4 * PG, CVM_SHARED, 0), 0);
+	before = stats(f.d);
+	layout(f.d, l, sizeof(l));
+	cr_assert_eq(cvm_dma_add_region(f.d, NULL), -EINVAL);
+	cr_assert_eq(cvm_dma_add_region(NULL, f.r), -EINVAL);
+	cr_assert_eq(cvm_dma_remove_region(f.d, NULL), -EINVAL);
+	cr_assert_eq(cvm_dma_remove_region(NULL, f.r), -EINVAL);
+	layout(f.d, l2, sizeof(l2));
+	cr_assert_str_eq(l2, l);
+	cr_assert_eq(stats(f.d).map_calls, before.map_calls);
+	cr_assert_eq(stats(f.d).unmap_calls, before.unmap_calls);
+	cr_assert_eq(cvm_dma_add_region(f.d, f.r), -EEXIST, "still in the context");
+	cr_assert_eq(cvm_convert(f.r, A(20), PG, CVM_SHARED, 0), 0);
+	check(&f);
+	fx_fini(&f);
+}
+
 static struct cvm_dma *close_me;
 
 static int close_from_callback(void *opaque, uint64_t gpa, uint64_t len)
