@@ -2779,6 +2779,107 @@ Test(dma, a_region_whose_iova_window_overlaps_another_is_refused_and_logged)
 	cvm_region_destroy(r);
 }
 
+/* A region created without an hva (which only regions never added to a
+ * DMA context may lack) has no memory to map: -EINVAL and a line that says
+ * so; nothing is mapped, and its IOVA window stays free. */
+Test(dma, a_region_without_an_hva_is_refused_and_logged)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 64 * PG };
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+	struct cvm_region *r, *r2;
+
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	cr_assert_eq(cvm_convert(r, A(0), 4 * PG, CVM_SHARED, 0), 0);
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	last_log[0] = 0;
+	cr_assert_eq(cvm_dma_add_region(d, r), -EINVAL);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert(strstr(last_log, "has no hva"), "log: %s", last_log);
+	cr_assert_eq(stats(d).map_calls, 0);
+	cr_assert_eq(stats(d).mappings, 0);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(d)), 0);
+	cr_assert_eq(cvm_dma_remove_region(d, r), -ENOENT, "it never went in");
+	/* The same window with memory behind it goes in. */
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r2), 0);
+	cr_assert_eq(cvm_convert(r2, A(0), 4 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r2), 0);
+	check_dma(r2, d, 64, 2 * MiB);
+	cvm_dma_close(d);
+	cvm_region_destroy(r2);
+	cvm_region_destroy(r);
+	munmap(c.hva, c.length);
+}
+
+/* A region with more shared runs than the entry limit leaves, more than
+ * an add maps in one batch (1024 runs): -ENOSPC before any map, with one
+ * LOG_ERR line that names the limit (the count needed and left) and the
+ * remedies; nothing mapped, the region not in the context.  With as many
+ * runs as the limit it fits. */
+Test(dma, an_add_past_the_entry_limit_names_the_limit_and_the_remedies)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 4096 * PG };
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 1050);
+	struct cvm_region *r;
+
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r), 0);
+	for (int i = 0; i < 1100; i++)
+		cr_assert_eq(cvm_convert(r, A(2 * i), PG, CVM_SHARED, 0), 0);
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	last_log[0] = 0;
+	limit_lines = 0;
+	cr_assert_eq(cvm_dma_add_region(d, r), -ENOSPC);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert(strstr(last_log, "mapping limit: 1100 more mappings needed, 1050 left") &&
+		  strstr(last_log, "Remedies") && strstr(last_log, "iommufd") &&
+		  strstr(last_log, "model_entry_limit") && strstr(last_log, "split_granule") &&
+		  strstr(last_log, "CVM_DMA_COMPACT"), "log: %s", last_log);
+	cr_assert_eq(limit_lines, 1);
+	cr_assert_eq(stats(d).map_calls, 0, "the library must act before the kernel says no");
+	cr_assert_eq(stats(d).mappings, 0);
+	cr_assert_eq(stats(d).entries_avail, 1050);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(d)), 0);
+	cr_assert_eq(cvm_dma_remove_region(d, r), -ENOENT, "it never went in");
+	cr_assert_eq(cvm_convert(r, A(2000), 100 * PG, CVM_PRIVATE, 0), 0);   /* 50 runs */
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cr_assert_eq(stats(d).entries_avail, 0);
+	check_dma(r, d, 4096, 2 * MiB);
+	cvm_dma_close(d);
+	cvm_region_destroy(r);
+	munmap(c.hva, c.length);
+}
+
+/* The kernel cannot pin the second run: -ENOMEM, and a LOG_ERR line on the
+ * pin that failed, whether the process has CAP_IPC_LOCK and its
+ * RLIMIT_MEMLOCK.  The first run is unmapped again and the region is not
+ * in the context: the add, retried, succeeds. */
+Test(dma, an_add_the_kernel_cannot_pin_is_enomem_and_says_why)
+{
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, 0, 0, 0);
+	void *hva;
+	struct cvm_region *r = three_runs(&hva);
+
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	last_log[0] = 0;
+	inject(d, 2, -ENOMEM);          /* map 0+4, then refuse 10+2 */
+	cr_assert_eq(cvm_dma_add_region(d, r), -ENOMEM);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert(strstr(last_log, "pinning 8 KiB for DMA failed") &&
+		  strstr(last_log, "CAP_IPC_LOCK") && strstr(last_log, "RLIMIT_MEMLOCK"),
+		  "log: %s", last_log);
+	cr_assert_eq(stats(d).map_calls, 2);
+	cr_assert_eq(stats(d).mappings, 0);
+	cr_assert_eq(stats(d).pending_repairs, 0);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(d)), 0);
+	cr_assert_eq(cvm_dma_remove_region(d, r), -ENOENT, "it never went in");
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	check_dma(r, d, 1024, 2 * MiB);
+	cvm_dma_close(d);
+	cvm_region_destroy(r);
+	munmap(hva, 1024 * PG);
+}
+
 /*
  * An add whose replay fails and whose cleanup the kernel refuses too (its
  * rollback and its unmap of the region) returns the replay's error, and
