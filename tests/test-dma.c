@@ -2500,6 +2500,10 @@ Test(dma, repair_retries_now_and_says_what_keeps_a_repair_pending)
 	cr_assert_eq(stats(d2).pending_repairs, 1);
 	inject(d2, 1, -ENOSPC);
 	cr_assert_eq(cvm_dma_repair(d2), -ENOSPC, "the kernel's latest answer");
+	/* The kernel short of memory to pin the pages: -ENOMEM, still pending. */
+	inject(d2, 1, -ENOMEM);
+	cr_assert_eq(cvm_dma_repair(d2), -ENOMEM);
+	cr_assert_eq(stats(d2).pending_repairs, 1);
 	layout(d2, l, sizeof(l));
 	cr_assert_str_eq(l, "0+4;", "d2 maps %s", l);
 	/* The kernel takes it: mapped, and the other context untouched. */
@@ -2574,6 +2578,29 @@ Test(dma, a_callback_of_a_region_it_serves_reads_the_context_but_cannot_repair_i
 	cr_assert_eq(stats_mappings, 1);
 	cr_assert_eq(walk_ret, 1);
 	cvm_listener_remove(l, 0);
+	check(&f);
+	fx_fini(&f);
+}
+
+/* No memory for the chunk of mappings the walk copies out: -ENOMEM before
+ * fn is called; the context is as it was, and the next walk works. */
+Test(dma, a_mapping_walk_without_memory_for_its_chunk_calls_nothing)
+{
+	struct fx f;
+	int n = 0, err, left;
+
+	fx_init(&f, 64, 0, CVM_MODEL_TYPE1, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(10), PG, CVM_SHARED, 0), 0);
+	fail_alloc_arm(1);
+	err = cvm_dma_for_each_mapping(f.d, count_mapping, &n);
+	left = fail_alloc_left;
+	fail_alloc_disarm();
+	cr_assert_eq(err, -ENOMEM);
+	cr_assert_eq(left, 0, "the walk allocates");
+	cr_assert_eq(n, 0, "fn was called");
+	cr_assert_eq(cvm_dma_for_each_mapping(f.d, count_mapping, &n), 0);
+	cr_assert_eq(n, 2);
 	check(&f);
 	fx_fini(&f);
 }
