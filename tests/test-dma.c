@@ -2611,7 +2611,8 @@ struct walk_dma {
 	int add_err, remove_err, repair_err;
 };
 
-static int dma_from_walk(void *opaque, uint64_t gpa, uint64_t len)
+/* A walk's callback, or a plain listener's to_shared (1 is no veto). */
+static int dma_from_callback(void *opaque, uint64_t gpa, uint64_t len)
 {
 	struct walk_dma *w = opaque;
 
@@ -2633,7 +2634,7 @@ Test(dma, a_walk_callback_cannot_add_remove_repair_or_close_the_context, .timeou
 	cr_assert_eq(cvm_convert(f.r, A(8), 4 * PG, CVM_SHARED, 0), 0);
 	cvm_set_log(grab_log, NULL, LOG_ERR);
 	last_log[0] = 0;
-	cr_assert_eq(cvm_region_for_each_run(f.r, A(0), 64 * PG, CVM_SHARED, dma_from_walk, &w),
+	cr_assert_eq(cvm_region_for_each_run(f.r, A(0), 64 * PG, CVM_SHARED, dma_from_callback, &w),
 		     1);
 	cvm_set_log(NULL, NULL, 0);
 	cr_assert(strstr(last_log, "cvm_dma_close: refused"), "log: %s", last_log);
@@ -2644,6 +2645,41 @@ Test(dma, a_walk_callback_cannot_add_remove_repair_or_close_the_context, .timeou
 	cr_assert_eq(stats(f.d).mappings, 1);
 	cr_assert_eq(cvm_convert(f.r, A(16), PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(stats(f.d).mappings, 2);
+	check(&f);
+	cvm_dma_close(w.d2);
+	fx_fini(&f);
+}
+
+/* The same from a plain listener's callback of the region, in its replay
+ * and in a conversion: -EDEADLK, and neither context changes. */
+Test(dma, a_listener_callback_cannot_add_remove_repair_or_close_the_context, .timeout = 30)
+{
+	static const struct cvm_listener_ops ops = { .sz = sizeof(ops),
+						     .to_shared = dma_from_callback };
+	struct cvm_listener *l;
+	struct fx f;
+	struct walk_dma w = { &f, NULL, 1, 1, 1 };
+
+	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 0);
+	w.d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(8), 4 * PG, CVM_SHARED, 0), 0);
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	cr_assert_eq(cvm_listener_add(f.r, &ops, &w, 0, &l), 0);
+	cr_assert_eq(w.add_err, -EDEADLK, "replay");
+	cr_assert_eq(w.remove_err, -EDEADLK, "replay");
+	cr_assert_eq(w.repair_err, -EDEADLK, "replay");
+	w.add_err = w.remove_err = w.repair_err = 1;
+	last_log[0] = 0;
+	cr_assert_eq(cvm_convert(f.r, A(16), PG, CVM_SHARED, 0), 0);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert(strstr(last_log, "cvm_dma_close: refused"), "log: %s", last_log);
+	cr_assert_eq(w.add_err, -EDEADLK);
+	cr_assert_eq(w.remove_err, -EDEADLK);
+	cr_assert_eq(w.repair_err, -EDEADLK);
+	cvm_listener_remove(l, 0);
+	cr_assert_eq(stats(w.d2).map_calls, 0);
+	cr_assert_eq(cvm_dma_remove_region(w.d2, f.r), -ENOENT, "it never went in");
+	cr_assert_eq(stats(f.d).mappings, 2, "still in f.d, which mapped page 16");
 	check(&f);
 	cvm_dma_close(w.d2);
 	fx_fini(&f);
