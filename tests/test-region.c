@@ -451,6 +451,14 @@ Test(region, an_unheard_conversion_matches_a_heard_one_and_fails_atomically)
 
 /* ---- bad input ---- */
 
+/* A walk callback that must not be called: it counts its calls. */
+static int count_walk(void *opaque, uint64_t gpa, uint64_t length)
+{
+	(void)gpa, (void)length;
+	++*(int *)opaque;
+	return 0;
+}
+
 Test(region, bad_input_returns_errno_and_changes_nothing)
 {
 	struct cvm_region *r = mkregion(NP, 0);
@@ -458,6 +466,9 @@ Test(region, bad_input_returns_errno_and_changes_nothing)
 	struct view v;
 	uint8_t want[NP] = { 0 };
 	struct cvm_range one = { G(0), PG };
+	/* Shared and private pages: a bad target read as either would change some. */
+	struct cvm_range both = { G(98), 8 * PG };
+	int walked = 0;
 	struct { uint64_t gpa, len; int err; } m[] = {
 		{ G(0), 0, -EINVAL },                       /* zero length */
 		{ G(0) + 1, PG, -EINVAL },                  /* misaligned gpa */
@@ -471,12 +482,17 @@ Test(region, bad_input_returns_errno_and_changes_nothing)
 
 	view_init(&v, BASE, NP, false);
 	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	cr_assert_eq(cvm_convert(r, G(100), 4 * PG, CVM_SHARED, 0), 0);
+	memset(want + 100, 1, 4);
+	v.calls_shared = 0;
 	for (size_t i = 0; i < ARRAY_SIZE(m); i++) {
 		struct cvm_range rg = { m[i].gpa, m[i].len };
 
 		cr_assert_eq(cvm_convert(r, m[i].gpa, m[i].len, CVM_SHARED, 0), m[i].err, "case %zu", i);
 		cr_assert_eq(cvm_convert_batch(r, &rg, 1, CVM_SHARED, 0), m[i].err, "batch case %zu", i);
 		cr_assert_eq(cvm_region_query(r, m[i].gpa, m[i].len), m[i].err, "query case %zu", i);
+		cr_assert_eq(cvm_region_for_each_run(r, m[i].gpa, m[i].len, CVM_SHARED, count_walk,
+						     &walked), m[i].err, "walk case %zu", i);
 	}
 	cr_assert_eq(cvm_convert(NULL, G(0), PG, CVM_SHARED, 0), -EINVAL);
 	cr_assert_eq(cvm_convert(r, G(0), PG, CVM_MIXED, 0), -EINVAL);
@@ -489,8 +505,14 @@ Test(region, bad_input_returns_errno_and_changes_nothing)
 	cr_assert_eq(cvm_convert_batch(r, &one, PTRDIFF_MAX / sizeof(one) + 1, CVM_SHARED, 0),
 		     -EINVAL);
 	cr_assert_eq(cvm_convert_batch(r, &one, 1, CVM_SHARED, 2), -EINVAL);
+	cr_assert_eq(cvm_convert_batch(NULL, &one, 1, CVM_SHARED, 0), -EINVAL);
+	cr_assert_eq(cvm_convert_batch(r, &both, 1, CVM_MIXED, 0), -EINVAL);
+	cr_assert_eq(cvm_convert_batch(r, &both, 1, (enum cvm_state)7, 0), -EINVAL);
 	cr_assert_eq(cvm_region_for_each_run(r, G(0), PG, CVM_SHARED, NULL, NULL), -EINVAL);
 	cr_assert_eq(cvm_region_for_each_run(r, G(0), PG, CVM_MIXED, state_walk_fn, NULL), -EINVAL);
+	cr_assert_eq(cvm_region_for_each_run(NULL, G(0), PG, CVM_SHARED, count_walk, &walked),
+		     -EINVAL);
+	cr_assert_eq(walked, 0, "a walk called fn for bad input");
 	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 1, &l), -EINVAL);
 	cr_assert_eq(cvm_listener_add(r, NULL, &v, 0, &l), -EINVAL);
 	cr_assert_eq(cvm_listener_add(NULL, &view_ops, &v, 0, &l), -EINVAL);
