@@ -944,6 +944,98 @@ Test(region, a_sz_that_ends_inside_a_field_is_refused)
 	cvm_region_destroy(r);
 }
 
+/* A listener that cannot be added is not: no replay heard, the count of
+ * listeners as before, *out as the caller left it. */
+static void listener_not_added(struct cvm_region *r, const struct cvm_listener_ops *ops,
+			       struct cvm_listener **out, int err, const char *why)
+{
+	struct cvm_region_stats before = { .sz = sizeof(before) }, after = { .sz = sizeof(after) };
+	struct view v;
+
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_region_stats(r, &before), 0);
+	cr_assert_eq(cvm_listener_add(r, ops, &v, 0, out), err, "want %d for %s", err, why);
+	cr_assert_eq(v.calls_shared + v.calls_private, 0, "%s: the replay ran", why);
+	cr_assert_eq(cvm_region_stats(r, &after), 0);
+	cr_assert_eq(after.listeners, before.listeners, "%s: a listener was registered", why);
+	view_fini(&v);
+}
+
+/* A NULL out has nowhere to put the handle; an ops struct with bytes this
+ * library does not know (set) asks for what it cannot honour; an sz above
+ * 4096 was left unset, and its tail is not read, zero or not. */
+Test(region, listener_add_refuses_a_null_out_and_an_ops_struct_it_cannot_honour)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct { struct cvm_listener_ops o; uint64_t future; } big = { view_ops, 1 };
+	struct { struct cvm_listener_ops o; char tail[8192]; } huge = { view_ops, { 0 } };
+	struct cvm_listener *const mark = (struct cvm_listener *)0x1;
+	struct cvm_listener *first, *l = mark;
+	struct view v, w;
+
+	/* Shared pages, so that an add that went through would be heard replaying. */
+	cr_assert_eq(cvm_convert(r, G(8), 3 * PG, CVM_SHARED, 0), 0);
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &first), 0);
+	listener_not_added(r, &view_ops, NULL, -EINVAL, "a NULL out");
+	big.o.sz = sizeof(big);
+	listener_not_added(r, &big.o, &l, -E2BIG, "a non-zero tail");
+	cr_assert_eq(l, mark, "a refused add wrote *out");
+	huge.o.sz = 4096 + 8;
+	listener_not_added(r, &huge.o, &l, -E2BIG, "sz above 4096");
+	cr_assert_eq(l, mark, "a refused add wrote *out");
+	/* The same structs, once they ask for nothing unknown, are taken. */
+	big.future = 0;
+	view_init(&w, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &big.o, &w, 0, &l), 0, "a newer caller's zero tail");
+	cr_assert_str_eq(w.log, "S:8+3 ");
+	cvm_region_destroy(r);
+	view_fini(&v);
+	view_fini(&w);
+}
+
+/* A refused cvm_region_stats() leaves every byte of *st as the caller set it. */
+static void stats_refused(struct cvm_region *r, struct cvm_region_stats *st, size_t bytes,
+			  int err, const char *why)
+{
+	unsigned char *was = malloc(bytes);
+
+	cr_assert_not_null(was);
+	memcpy(was, st, bytes);
+	cr_assert_eq(cvm_region_stats(r, st), err, "want %d for %s", err, why);
+	cr_assert(memcmp(was, st, bytes) == 0, "%s: *st was written", why);
+	free(was);
+}
+
+/* A NULL region has nothing to report; a stats struct with a newer
+ * caller's fields set, or an sz above 4096 (left unset: its tail is not
+ * read), asks for what this library cannot fill in. */
+Test(region, stats_refuses_a_null_region_and_a_struct_it_cannot_fill)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct { struct cvm_region_stats s; uint64_t future; } big;
+	struct { struct cvm_region_stats s; char tail[8192]; } huge;
+	struct cvm_region_stats st;
+
+	cr_assert_eq(cvm_convert(r, G(8), 3 * PG, CVM_SHARED, 0), 0);
+	/* The fields the library fills hold values it would not write. */
+	memset(&st, 0xa5, sizeof(st));
+	st.sz = sizeof(st);
+	stats_refused(NULL, &st, sizeof(st), -EINVAL, "a NULL region");
+	memset(&big, 0xa5, sizeof(big));
+	big.s.sz = sizeof(big);
+	stats_refused(r, &big.s, sizeof(big), -E2BIG, "a non-zero tail");
+	memset(&huge, 0, sizeof(huge));
+	memset(&huge.s, 0xa5, sizeof(huge.s));
+	huge.s.sz = 4096 + 8;
+	stats_refused(r, &huge.s, sizeof(huge), -E2BIG, "sz above 4096");
+	/* The same struct with an sz it may have is filled. */
+	huge.s.sz = sizeof(huge.s) + 8;
+	cr_assert_eq(cvm_region_stats(r, &huge.s), 0);
+	cr_assert_eq(huge.s.shared_pages, 3);
+	cvm_region_destroy(r);
+}
+
 /* ---- random differential run against the oracle, with random vetoes ---- */
 
 Test(region, random_conversions_match_the_oracle_with_random_vetoes)
