@@ -10,6 +10,7 @@
 #include <string.h>
 #include <syslog.h>
 
+#include "fail-alloc.h"
 #include "internal.h"
 #include "oracle.h"
 #include "region.h"
@@ -548,6 +549,32 @@ Test(region, create_reports_a_bad_config_before_it_allocates)
 		cr_assert_eq(err, want[i], "bad config %d with memory short said %d", i, err);
 	}
 	cr_assert_eq(r, (struct cvm_region *)0x1);
+}
+
+/* Each allocation of a good create in turn fails: -ENOMEM, *out unwritten.
+ * What was allocated before it must be freed too, which only a leak
+ * checker can see. */
+Test(region, create_out_of_memory_fails_cleanly_at_each_allocation)
+{
+	struct cvm_region_config good = { .sz = sizeof(good), .gpa = BASE, .length = NP * PG,
+					  .flags = CVM_REGION_INIT_SHARED };
+	struct cvm_region *r = (struct cvm_region *)0x1;
+	int k, err = -ENOMEM;
+
+	for (k = 1; err == -ENOMEM && k < 100; k++) {
+		fail_alloc_arm(k);
+		err = cvm_region_create(&good, &r);
+		fail_alloc_disarm();
+		if (err) {
+			cr_assert_eq(err, -ENOMEM, "allocation %d failed: %d", k, err);
+			cr_assert_eq(fail_alloc_left, 0, "-ENOMEM with no allocation failed");
+			cr_assert_eq(r, (struct cvm_region *)0x1, "allocation %d: *out written", k);
+		}
+	}
+	cr_assert_eq(err, 0, "create never succeeded (%d)", err);
+	cr_assert_gt(k, 2, "no allocation was ever failed: the test tests nothing");
+	cr_assert_eq(cvm_region_query(r, BASE, NP * PG), CVM_SHARED);
+	cvm_region_destroy(r);
 }
 
 /* A long batch (its ranges do not fit on the stack) names bad input even when
