@@ -664,6 +664,24 @@ Test(region, reentry_from_a_listener_returns_edeadlk_and_queries_see_the_new_sta
 	cvm_region_destroy(r);
 }
 
+/* Listeners go with their region, unheard: the region's pages are not
+ * becoming private, so a to_private would tell them something false. */
+Test(region, destroy_frees_the_listeners_without_calling_to_private)
+{
+	struct cvm_region *r = mkregion(NP, CVM_REGION_INIT_SHARED);
+	struct cvm_listener *l;
+	struct view v;
+
+	cr_assert_eq(cvm_convert(r, G(5), 2 * PG, CVM_PRIVATE, 0), 0);
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	cr_assert_str_eq(v.log, "S:0+5 S:7+249 ");
+	cvm_region_destroy(r);
+	cr_assert_eq(v.calls_private, 0, "destroy told a listener to_private");
+	cr_assert_str_eq(v.log, "S:0+5 S:7+249 ");
+	view_fini(&v);
+}
+
 /* ---- listener add/remove ---- */
 
 Test(region, a_late_listener_is_replayed_the_shared_runs)
