@@ -33,16 +33,28 @@ static uint64_t G(uint64_t page) { return BASE + page * PG; }
 
 /* ---- creation ---- */
 
-/* Each refusal of a config says why, in one LOG_ERR line. */
-static char said[512];
+/* Each refusal of a config says why, in one LOG_ERR line.  The lines are
+ * kept, one after the other, so that a test can look for each of several. */
+static char said[2048];
 static int nsaid;
 
 static void grab(void *opaque, int prio, const char *msg)
 {
+	size_t used = strlen(said);
+
+	(void)opaque;
 	if (prio <= LOG_ERR) {
-		snprintf(said, sizeof(said), "%s", msg);
+		snprintf(said + used, sizeof(said) - used, "%s\n", msg);
 		nsaid++;
 	}
+}
+
+/* Start capturing LOG_ERR lines afresh. */
+static void grab_start(void)
+{
+	said[0] = 0;
+	nsaid = 0;
+	cvm_set_log(grab, NULL, LOG_ERR);
 }
 
 static void refused(const struct cvm_region_config *c, int err, const char *why)
@@ -664,6 +676,97 @@ Test(region, reentry_from_a_listener_returns_edeadlk_and_queries_see_the_new_sta
 	cvm_region_destroy(r);
 }
 
+/* A listener that, once told of a change to shared, tries to remove
+ * listeners (itself or others) or destroy the region: all refused. */
+struct meddler {
+	struct view v;                  /* first: what it heard */
+	struct cvm_region *r;
+	struct cvm_listener *remove[2];
+	bool destroy;
+};
+
+static int meddle_to_shared(void *opaque, uint64_t gpa, uint64_t len)
+{
+	struct meddler *m = opaque;
+	int err = view_to_shared(&m->v, gpa, len);
+
+	for (size_t i = 0; i < ARRAY_SIZE(m->remove); i++)
+		cvm_listener_remove(m->remove[i], 0);
+	if (m->destroy)
+		cvm_region_destroy(m->r);
+	return err;
+}
+
+static const struct cvm_listener_ops meddler_ops = {
+	.sz = sizeof(meddler_ops), .to_shared = meddle_to_shared, .to_private = view_to_private,
+};
+
+/* Freeing the region under the conversion that called it would leave that
+ * conversion in freed memory: refused, said, and nothing changes. */
+Test(region, destroy_from_a_callback_is_refused_logged_and_the_region_still_works)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_region_stats st = { .sz = sizeof(st) };
+	struct meddler m = { .r = r, .destroy = true };
+	struct cvm_listener *l;
+
+	view_init(&m.v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &meddler_ops, &m, 0, &l), 0);
+	grab_start();
+	cr_assert_eq(cvm_convert(r, G(5), 2 * PG, CVM_SHARED, 0), 0);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert_eq(nsaid, 1, "%d lines: %s", nsaid, said);
+	cr_assert(strstr(said, "cvm_region_destroy") && strstr(said, "refused"), "said: %s", said);
+	m.destroy = false;
+	cr_assert_eq(cvm_region_query(r, G(5), 2 * PG), CVM_SHARED);
+	cr_assert_eq(cvm_convert(r, G(5), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_eq(cvm_convert(r, G(20), PG, CVM_SHARED, 0), 0);
+	cr_assert_str_eq(m.v.log, "S:5+2 P:5+1 S:20+1 ");
+	cr_assert_eq(cvm_region_stats(r, &st), 0);
+	cr_assert_eq(st.listeners, 1);
+	cr_assert_eq(st.shared_pages, 2);
+	view_fini(&m.v);
+	cvm_region_destroy(r);
+}
+
+/* Removing a listener, this one or another, while the region calls its
+ * listeners is refused with a LOG_ERR line each: both stay, and are called
+ * for the rest of that conversion and for the next ones. */
+Test(region, remove_from_a_callback_is_refused_logged_and_the_listeners_stay)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_region_stats st = { .sz = sizeof(st) };
+	struct meddler m = { .r = r };
+	struct cvm_listener *self, *other;
+	struct view v;
+	const char *line;
+
+	view_init(&m.v, BASE, NP, false);
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &meddler_ops, &m, 0, &self), 0);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &other), 0);
+	m.remove[0] = self;
+	m.remove[1] = other;
+	grab_start();
+	cr_assert_eq(cvm_convert(r, G(5), 2 * PG, CVM_SHARED, 0), 0);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert_eq(nsaid, 2, "%d lines: %s", nsaid, said);
+	line = strstr(said, "cvm_listener_remove");
+	cr_assert(line && strstr(line, "refused"), "said: %s", said);
+	line = strstr(line + 1, "cvm_listener_remove");
+	cr_assert(line && strstr(line, "refused"), "said: %s", said);
+	cr_assert_str_eq(v.log, "S:5+2 ", "the other listener was not called after the refusal");
+	cr_assert_eq(cvm_region_stats(r, &st), 0);
+	cr_assert_eq(st.listeners, 2);
+	m.remove[0] = m.remove[1] = NULL;
+	cr_assert_eq(cvm_convert(r, G(5), 2 * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_str_eq(m.v.log, "S:5+2 P:5+2 ");
+	cr_assert_str_eq(v.log, "S:5+2 P:5+2 ");
+	view_fini(&m.v);
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
 /* Listeners go with their region, unheard: the region's pages are not
  * becoming private, so a to_private would tell them something false. */
 Test(region, destroy_frees_the_listeners_without_calling_to_private)
@@ -718,7 +821,11 @@ Test(region, remove_with_unknown_flags_removes_the_listener_and_honours_known_on
 	view_init(&v, BASE, NP, false);
 	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
 	v.loglen = 0; v.log[0] = 0;
+	grab_start();
 	cvm_listener_remove(l, CVM_LISTENER_REPLAY_PRIVATE | 1u << 1 | 1u << 31);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert_eq(nsaid, 1, "%d lines: %s", nsaid, said);
+	cr_assert(strstr(said, "unknown flags 0x80000002"), "said: %s", said);
 	cr_assert_str_eq(v.log, "P:3+2 ");
 	cr_assert_eq(cvm_region_stats(r, &st), 0);
 	cr_assert_eq(st.listeners, 0, "the listener was kept");
@@ -790,6 +897,7 @@ Test(region, runs_are_clipped_to_the_window_and_a_callback_can_stop_the_walk)
 struct walk_mutate {
 	struct cvm_region *r;
 	int convert_err, batch_err, add_err;
+	struct cvm_listener *listener;
 };
 
 static int mutate_from_walk(void *opaque, uint64_t gpa, uint64_t length)
@@ -802,25 +910,43 @@ static int mutate_from_walk(void *opaque, uint64_t gpa, uint64_t length)
 	m->batch_err = cvm_convert_batch(m->r, rg, 2, CVM_SHARED, 0);
 	m->add_err = cvm_listener_add(m->r, &view_ops, NULL, 0, &l);
 	cr_assert_null(l);
+	cvm_listener_remove(m->listener, 0);   /* refused */
+	cvm_region_destroy(m->r);              /* refused */
 	return 1;
 }
 
 Test(region, a_walk_callback_cannot_mutate_the_region_it_walks)
 {
 	struct cvm_region *r = mkregion(NP, 0);
-	struct walk_mutate m = { r, 1, 1, 1 };
+	struct walk_mutate m = { r, 1, 1, 1, NULL };
 	struct cvm_region_stats st = { .sz = sizeof(st) };
+	struct view v;
+	const char *line;
 
 	cr_assert_eq(cvm_convert(r, G(10), 10 * PG, CVM_SHARED, 0), 0);
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &m.listener), 0);
+	grab_start();
 	cr_assert_eq(cvm_region_for_each_run(r, G(0), NP * PG, CVM_SHARED, mutate_from_walk, &m),
 		     1);
+	cvm_set_log(NULL, NULL, 0);
 	cr_assert_eq(m.convert_err, -EDEADLK);
 	cr_assert_eq(m.batch_err, -EDEADLK);
 	cr_assert_eq(m.add_err, -EDEADLK);
+	/* The remove and the destroy are refused, each with a LOG_ERR line. */
+	cr_assert_eq(nsaid, 2, "%d lines: %s", nsaid, said);
+	line = strstr(said, "cvm_listener_remove");
+	cr_assert(line && strstr(line, "refused"), "said: %s", said);
+	line = strstr(said, "cvm_region_destroy");
+	cr_assert(line && strstr(line, "refused"), "said: %s", said);
 	cr_assert_eq(cvm_region_query(r, G(10), 10 * PG), CVM_SHARED);
 	cr_assert_eq(cvm_region_query(r, G(0), 10 * PG), CVM_PRIVATE);
 	cr_assert_eq(cvm_region_stats(r, &st), 0);
-	cr_assert_eq(st.listeners, 0);
+	cr_assert_eq(st.listeners, 1, "the walk removed the listener");
+	/* The region and its listener still work. */
+	cr_assert_eq(cvm_convert(r, G(0), PG, CVM_SHARED, 0), 0);
+	cr_assert_str_eq(v.log, "S:10+10 S:0+1 ");
+	view_fini(&v);
 	cvm_region_destroy(r);
 }
 
