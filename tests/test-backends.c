@@ -8,6 +8,7 @@
  * refusals at each step of the cut set-up.
  */
 #include <criterion/criterion.h>
+#include "leak-check.h"
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>

@@ -5,6 +5,7 @@
  * RLIMIT_MEMLOCK lowered there, so the parent keeps its privileges.
  */
 #include <criterion/criterion.h>
+#include "leak-check.h"
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdio.h>

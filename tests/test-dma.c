@@ -7,6 +7,7 @@
  * mapping crosses the split granule.
  */
 #include <criterion/criterion.h>
+#include "leak-check.h"
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,6 +5,7 @@
  * plus allocation failures, reservations and a 16 M-entry scale test.
  */
 #include <criterion/criterion.h>
+#include "leak-check.h"
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>

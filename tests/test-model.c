@@ -8,6 +8,7 @@
  * Also the common helpers of lib/backend.c.
  */
 #include <criterion/criterion.h>
+#include "leak-check.h"
 #include <inttypes.h>
 #include <stdlib.h>
 

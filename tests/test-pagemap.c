@@ -12,6 +12,7 @@
 #include "internal.h"
 
 #include <criterion/criterion.h>
+#include "leak-check.h"
 #include <stdio.h>
 #include <stdlib.h>
 

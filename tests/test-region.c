@@ -5,6 +5,7 @@
  * Threads: test-region-threads.c.
  */
 #include <criterion/criterion.h>
+#include "leak-check.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

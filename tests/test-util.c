@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* The foundation: version, logging, sized structs, allocation hooks. */
 #include <criterion/criterion.h>
+#include "leak-check.h"
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
