@@ -3917,6 +3917,21 @@ Test(dma, open_rejects_bad_configs)
 	open_refused(&c, -EINVAL, "CVM_BACKEND_MODEL only");
 	c = good; c.sz = sizeof(size_t);
 	open_refused(&c, -EINVAL, "is below");
+	/* The fields a config has always had end with fd: up to backend is
+	 * too short, up to fd (every later field then 0) opens. */
+	c = good; c.sz = offsetofend(struct cvm_dma_config, backend);
+	open_refused(&c, -EINVAL, "is below 16");
+	c = good; c.sz = offsetofend(struct cvm_dma_config, fd); c.split_granule = 3 * 4096;
+	cr_assert_eq(cvm_dma_open(&c, &d), 0, "a config up to fd, the rest unread, opens");
+	{
+		struct cvm_dma_info info = { .sz = sizeof(info) };
+
+		cr_assert_eq(cvm_dma_info(d, &info), 0);
+		cr_assert_eq(info.backend, CVM_BACKEND_MODEL);
+		cr_assert_neq(info.split_granule, 3 * 4096, "a field past sz was read");
+	}
+	cvm_dma_close(d);
+	d = NULL;
 	big.c.sz = sizeof(big);
 	open_refused(&big.c, -E2BIG, "not all zero");
 	/* Left unset: refused before anything past the known fields is read
