@@ -40,6 +40,27 @@ Test(util, log_callback_gets_messages_up_to_max_priority)
 	cr_assert_eq(l.n, 1);
 }
 
+/* cvm_set_log(3): a message above max_priority, or with no callback, is
+ * not even formatted: its arguments are not evaluated. */
+Test(util, a_message_nobody_takes_is_not_formatted)
+{
+	struct logged l = { 0 };
+	int k = 0;
+
+	cvm_set_log(NULL, NULL, LOG_DEBUG);
+	cvm_err("%d", k++);
+	cr_assert_eq(k, 0, "formatted with no callback");
+	cvm_set_log(log_cb, &l, LOG_WARNING);
+	cvm_info("%d", k++);
+	cvm_dbg("%d", k++);
+	cr_assert_eq(k, 0, "formatted above max_priority");
+	cvm_warn("%d", k++);
+	cr_assert_eq(k, 1);
+	cr_assert_eq(l.n, 1);
+	cr_assert_str_eq(l.msg, "0");
+	cvm_set_log(NULL, NULL, 0);
+}
+
 struct sized { size_t sz; uint64_t a; uint32_t b; };
 #define SIZED_HALF CVM_HALF(struct sized, b)
 
