@@ -5,12 +5,15 @@
  * registered throughout sees exactly the region's state at the end, and no
  * walk ever sees a half-applied batch, not even one a listener vetoes
  * (its two ranges are seen shared together or not at all).  Different
- * regions convert in parallel: their listeners run at the same time.
+ * regions convert in parallel: their listeners run at the same time, each
+ * on its caller's thread.  cvm_set_log() swaps the callback safely while
+ * other threads log.
  */
 #define CVM_MINI_TEST 1   /* Criterion cannot run under TSan: tests/mini-test.h */
 #include "mini-test.h"
 #include <pthread.h>
 #include <stdlib.h>
+#include <syslog.h>
 #include <time.h>
 
 #include "oracle.h"
@@ -210,6 +213,8 @@ Test(threads, a_walk_sees_a_batch_whole_or_not_at_all_even_when_it_is_vetoed)
  * conversions were serialised (one lock for all regions), the first would
  * wait for a listener that cannot start, until its time runs out. */
 static int par_in[2];
+static struct cvm_region *par_region[2];
+static pthread_t par_thread[2];	/* the thread each listener ran on */
 
 static int wait_for_other(void *o, uint64_t gpa, uint64_t len)
 {
@@ -218,6 +223,7 @@ static int wait_for_other(void *o, uint64_t gpa, uint64_t len)
 
 	(void)gpa;
 	(void)len;
+	par_thread[me] = pthread_self();
 	__atomic_store_n(&par_in[me], 1, __ATOMIC_RELEASE);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (!__atomic_load_n(&par_in[!me], __ATOMIC_ACQUIRE)) {
@@ -234,14 +240,19 @@ static const struct cvm_listener_ops wait_ops = { .sz = sizeof(wait_ops), .to_sh
 static void *share_all(void *arg)
 {
 	struct cvm_region *reg = arg;
+	int i = reg == par_region[1], err;
 
-	return (void *)(intptr_t)cvm_convert(reg, BASE, 64 * PG, CVM_SHARED, 0);
+	err = cvm_convert(reg, BASE, 64 * PG, CVM_SHARED, 0);
+	/* Callbacks run on the thread that called the mutating function. */
+	if (!err && !pthread_equal(par_thread[i], pthread_self()))
+		err = -ESRCH;
+	return (void *)(intptr_t)err;
 }
 
-Test(threads, two_regions_run_their_listeners_at_the_same_time)
+Test(threads, two_regions_run_their_listeners_at_the_same_time_on_the_callers_threads)
 {
 	struct cvm_region_config cfg = { .sz = sizeof(cfg), .gpa = BASE, .length = 64 * PG };
-	struct cvm_region *reg[2];
+	struct cvm_region **reg = par_region;
 	struct cvm_listener *l[2];
 	pthread_t t[2];
 	void *ret;
@@ -258,4 +269,71 @@ Test(threads, two_regions_run_their_listeners_at_the_same_time)
 		cr_assert_eq(cvm_region_query(reg[i], BASE, 64 * PG), CVM_SHARED);
 		cvm_region_destroy(reg[i]);
 	}
+}
+
+/* ---- cvm_set_log(3) while other threads log ---- */
+
+/* Two threads make the library log (a refused config is one LOG_ERR line)
+ * while this one swaps the callback between two and none.  cvm_set_log(3):
+ * the callback is never run by two threads at once, and once
+ * cvm_set_log() returns the previous one is not running and will not be
+ * called again. */
+struct log_cb_state { int retired, calls, late; };
+
+static int log_running, log_overlap, log_stop;
+
+static void counting_log(void *opaque, int prio, const char *msg)
+{
+	struct log_cb_state *st = opaque;
+
+	(void)prio;
+	(void)msg;
+	if (__atomic_fetch_add(&log_running, 1, __ATOMIC_ACQ_REL))
+		__atomic_add_fetch(&log_overlap, 1, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&st->retired, __ATOMIC_ACQUIRE))
+		__atomic_add_fetch(&st->late, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&st->calls, 1, __ATOMIC_RELAXED);
+	__atomic_sub_fetch(&log_running, 1, __ATOMIC_ACQ_REL);
+}
+
+static void *log_maker(void *arg)
+{
+	struct cvm_region_config bad = { .sz = sizeof(bad), .gpa = 1, .length = PG };
+	struct cvm_region *reg;
+
+	(void)arg;
+	while (!__atomic_load_n(&log_stop, __ATOMIC_ACQUIRE))
+		cr_assert_eq(cvm_region_create(&bad, &reg), -EINVAL);
+	return NULL;
+}
+
+Test(threads, set_log_swaps_the_callback_safely_while_other_threads_log)
+{
+	struct log_cb_state st[2] = { { 1, 0, 0 }, { 1, 0, 0 } };
+	pthread_t t[2];
+
+	for (int i = 0; i < 2; i++)
+		cr_assert_eq(pthread_create(&t[i], NULL, log_maker, NULL), 0);
+	for (int i = 0; i < 3000; i++) {
+		struct log_cb_state *on = &st[i % 2], *off = &st[!(i % 2)];
+		struct timespec nap = { 0, 20000 };
+
+		__atomic_store_n(&on->retired, 0, __ATOMIC_RELEASE);
+		if (i % 7 == 6)
+			cvm_set_log(NULL, NULL, 0);
+		else
+			cvm_set_log(counting_log, on, LOG_ERR);
+		/* From here on the other callback must never run. */
+		__atomic_store_n(&off->retired, 1, __ATOMIC_RELEASE);
+		if (i % 7 == 6)
+			__atomic_store_n(&on->retired, 1, __ATOMIC_RELEASE);
+		nanosleep(&nap, NULL);
+	}
+	__atomic_store_n(&log_stop, 1, __ATOMIC_RELEASE);
+	for (int i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert_eq(log_overlap, 0, "two threads ran the callback at once");
+	cr_assert_eq(st[0].late + st[1].late, 0, "a callback ran after cvm_set_log() replaced it");
+	cr_assert(st[0].calls > 0 && st[1].calls > 0, "calls %d and %d", st[0].calls, st[1].calls);
 }
