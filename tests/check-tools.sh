@@ -126,6 +126,105 @@ check "replay: nothing is replayed when a line is bad (no table)" \
 printf 'cvmdma-trace 1\nregion 0 1M private\nshared 0x1000+1000\n' >"$tmp/unaligned.trace"
 check "replay: an unaligned range is refused at parse time with its line" \
 	sh -c '"$1" "$2" 2>&1 | grep -q "unaligned.trace:3: .*aligned"' sh "$rep" "$tmp/unaligned.trace"
+# Each rule of doc/trace-format.md: a trace that breaks it is refused at
+# parse time, exit 2, with the file, the line and what is wrong.
+# refused WHAT NAME TRACE 'LINE: message': TRACE (printf %b) as NAME.trace.
+refused() {
+	printf '%b' "$3" >"$tmp/$2.trace"
+	check "replay: $1 is refused (exit 2): $2.trace:$4" \
+		sh -c '"$1" -q "$2" >"$3.out" 2>"$3.err"; test $? -eq 2 &&
+		grep -qF "$4" "$3.err" && grep -q "nothing was replayed" "$3.err" &&
+		! test -s "$3.out" || { cat "$3.err"; exit 1; }' \
+		sh "$rep" "$tmp/$2.trace" "$tmp/$2" "$2.trace:$4"
+}
+refused "an unknown version" v2 'cvmdma-trace 2\nregion 0 1M private\n' \
+	'1: trace version 2 is not supported (this tool reads 1)'
+refused "a first line that is not the header" nohdr 'region 0 1M private\n' \
+	"1: a trace starts with 'cvmdma-trace 1' (got 'region')"
+refused "a second header" hdr2 'cvmdma-trace 1\nregion 0 1M private\ncvmdma-trace 1\n' \
+	"3: second 'cvmdma-trace' header"
+refused "a region overlapping another" overlap \
+	'cvmdma-trace 1\nregion 0 2M private\nregion 4M 2M shared\nregion 1M 2M private\n' \
+	'4: region overlaps the region declared on line 2'
+refused "a region after the first conversion" late \
+	'cvmdma-trace 1\nregion 0 2M private\nshared 0+4K\nregion 4M 2M private\n' \
+	'4: regions must be declared before the first conversion'
+many='cvmdma-trace 1\n' i=0
+while [ $i -lt 65 ]; do many="${many}region $((i * 2))M 2M private\n"; i=$((i + 1)); done
+refused "a 65th region" many "$many" '66: more than 64 regions'
+refused "a region of 2^32 + 1 pages" pages 'cvmdma-trace 1\nregion 0 0x100000001000 private\n' \
+	'2: region holds more than 2^32 pages'
+refused "a region that ends at 2^64" end 'cvmdma-trace 1\nregion 0xffffffffffe00000 2M private\n' \
+	'2: region does not end below 2^64'
+refused "page=2K" page2k 'cvmdma-trace 1\nregion 0 2M private page=2K\n' \
+	'2: page size 2048 is not a power of two >= 4096'
+refused "page=4G" page4g 'cvmdma-trace 1\nregion 0x100000000 8G private page=4G\n' \
+	"2: page size '4G' is too large"
+refused "a range of length 0" len0 'cvmdma-trace 1\nregion 0 2M private\nshared 0x1000+0\n' \
+	"3: range '0x1000+0' has length 0"
+refused "a batch whose ranges are in two regions" straddle \
+	'cvmdma-trace 1\nregion 0 2M private\nregion 4M 2M private\nshared 0+4K 4M+4K\n' \
+	"4: a batch must stay inside one region: '4M+4K' is in the region of line 3"
+# ...and what it allows is read as it says.
+printf 'cvmdma-trace 1\t# tabs\nregion\t0\t2M\tprivate\tpage=4K\nshared\t0+4K \t0x2000+4K\n' \
+	>"$tmp/tabs.trace"
+check "replay: tabs separate words as spaces do (a batch of 2 ranges, 8 KiB shared)" \
+	sh -c '"$1" -q --json "$2" >"$3" &&
+	grep -qF "\"lines\": 1, \"ranges\": 2, \"bytes_to_shared\": 8192," "$3" ||
+	{ cat "$3"; exit 1; }' sh "$rep" "$tmp/tabs.trace" "$tmp/tabs.json"
+printf 'cvmdma-trace 1\nregion 0x10K 0x1f0k private page=4k\nshared 0x10K+4k\n' >"$tmp/lower.trace"
+check "replay: lower-case suffixes and 0x10K read as 2^10 multiples (0x10K = 16384)" \
+	sh -c '"$1" -q --json "$2" >"$3" &&
+	grep -qF "{\"line\": 2, \"gpa\": 16384, \"size\": 507904, \"page_size\": 4096," "$3" &&
+	grep -qF "\"bytes_to_shared\": 4096," "$3" || { cat "$3"; exit 1; }' \
+	sh "$rep" "$tmp/lower.trace" "$tmp/lower.json"
+printf 'cvmdma-trace 1\nregion 0x100000000 4G private page=2G\nshared 0x100000000+2G\n' \
+	>"$tmp/page2g.trace"
+check "replay: page=2G, the largest page size, is accepted" "$rep" -q "$tmp/page2g.trace"
+printf 'cvmdma-trace 1\nregion 0 2M private\nshared 0x2000+8K 0+12K\n' >"$tmp/unordered.trace"
+pat='"per-page", "ok": true,.*"live_mappings": 4,.*"unbounded", "ok": true,.*"live_mappings": 1,'
+check "replay: a batch of out-of-order, overlapping ranges is accepted (per-page: 4 mappings)" \
+	sh -c '"$1" -q -cper-page,unbounded --json "$2" >"$3" && tr -d "\n" <"$3" | grep -q "$4" ||
+	{ cat "$3"; exit 1; }' sh "$rep" "$tmp/unordered.trace" "$tmp/unordered.json" "$pat"
+# A region in the MSI window: read, but every policy fails at its line.
+printf 'cvmdma-trace 1\nregion 0xfec00000 4M private\nshared 0xfec00000+4K\n' >"$tmp/msi.trace"
+check "replay: a region over the MSI window fails every policy at its line with ERANGE (exit 1)" \
+	sh -c '"$1" --compare "$2" >"$3" 2>&1; test $? -eq 1 &&
+	test "$(grep -c "^cvmdma-replay: [a-z-]*: .*msi.trace:2: .*ERANGE" "$3")" -eq 3 &&
+	test "$(grep -cE "^(per-page|auto|unbounded) +[^ ]+ +FAILED line 2 " "$3")" -eq 3 ||
+	{ cat "$3"; exit 1; }' sh "$rep" "$tmp/msi.trace" "$tmp/msi.out"
+if [ $have_py = yes ]; then
+	"$rep" -q --compare --json "$tmp/msi.trace" >"$tmp/msi.json" 2>/dev/null
+	check "replay: --json says failed_at region, line 2, ERANGE for the MSI window region" \
+		test "$(fields "$tmp/msi.json" per-page failed_at failed_line error)/$(fields \
+		"$tmp/msi.json" unbounded failed_at failed_line error)" = region/2/ERANGE/region/2/ERANGE
+	# The worked example of trace-format.md, taken from the page itself.
+	sed -n '/^### Example/,/^The first conversion/p' "$top_srcdir/doc/trace-format.md" |
+		sed -n '/^```$/,/^```$/p' | sed '1d;$d' >"$tmp/example.trace"
+	ex() { # LINES: the example's first LINES lines as JSON, three policies
+		head -n "$1" "$tmp/example.trace" >"$tmp/ex$1.trace" &&
+		"$rep" -q --compare=unbounded,granule=2M,per-page --json "$tmp/ex$1.trace" \
+			>"$tmp/ex$1.json"
+	}
+	ex 4 && ex 5 && ex 6 && ex 7
+	check "trace-format.md example: the 64 MiB share is 1, 32 and 16384 mappings" \
+		test "$(fields "$tmp/ex4.json" unbounded live_mappings)/$(fields "$tmp/ex4.json" \
+		granule=2M live_mappings)/$(fields "$tmp/ex4.json" per-page live_mappings)" = 1/32/16384
+	check "trace-format.md example: the batch adds two mappings under unbounded" \
+		test "$(fields "$tmp/ex5.json" unbounded live_mappings map_calls)" = 3/3
+	last=
+	for p in unbounded granule=2M per-page; do
+		k="ok lines_applied live_mappings peak_mappings map_calls unmap_calls"
+		# shellcheck disable=SC2086
+		a=$(fields "$tmp/ex6.json" $p $k) b=$(fields "$tmp/ex7.json" $p $k)
+		[ "${a#True/3/}" != "$a" ] && [ "True/4/${a#True/3/}" = "$b" ] || last="$last $p: $a, $b"
+	done
+	check "trace-format.md example: the whole example replays, its last line costs nothing" \
+		test -z "$last"
+else
+	for n in 1 2 3 4; do skip "replay: MSI window JSON and trace-format.md example ($n)" \
+		"python3 not installed"; done
+fi
 
 printf 'cvmdma-trace 1\nregion 0 1M private page=4K page=8K\n' >"$tmp/twopage.trace"
 check "replay: a region with page= twice is refused at parse time with its line" \
