@@ -384,8 +384,23 @@ check "replay: the last --entry-limit counts (none, then 1000: 1000 is shown and
 	grep -q "mapping limit 1,000" || exit 1
 	"$1" --entry-limit none --entry-limit 1000 -q -p per-page "$2" >/dev/null 2>&1
 	test $? -eq 1' sh "$rep" "$data/share-64m.trace"
-check "replay: a directory as the trace is refused with the reason" \
-	sh -c '"$1" "$2" 2>&1 | grep -q "read error: Is a directory"' sh "$rep" "$tmp"
+# A trace that cannot be read: exit 2, the reason, nothing replayed.
+unread() { # WHAT TRACE MESSAGE [as nobody]
+	check "replay: $1 as the trace is refused with the reason (exit 2)" \
+		sh -c '${4:+setpriv --reuid=65534 --regid=65534 --clear-groups} \
+		"$1" -q "$2" >/dev/null 2>"$5"; test $? -eq 2 && grep -qF "$2: $3" "$5" &&
+		grep -q "nothing was replayed" "$5" || { cat "$5"; exit 1; }' \
+		sh "$rep" "$2" "$3" "$4" "$tmp/unread.err"
+}
+unread "a directory" "$tmp" "read error: Is a directory"
+unread "a missing file" "$tmp/no-such.trace" "No such file or directory"
+if [ -z "$as_nobody" ] && nobody "$rep" --version >/dev/null 2>&1; then
+	cp "$data/share-64m.trace" "$tmp/unreadable.trace" && chmod 600 "$tmp/unreadable.trace"
+	unread "a file the user may not read" "$tmp/unreadable.trace" "Permission denied" nobody
+else
+	skip "replay: a file the user may not read as the trace is refused with the reason (exit 2)" \
+		"${as_nobody:-user 65534 cannot run $rep}"
+fi
 if [ -w /dev/full ]; then
 	check "replay: a failed write of the results says so and exits 1" \
 		sh -c '"$1" -q "$2" >/dev/full 2>"$3"; test $? -eq 1 && grep -q "write error" "$3"' \
