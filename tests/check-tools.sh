@@ -99,6 +99,8 @@ if [ $have_py = yes ]; then
 		test "$(fields "$tmp/share.json" unbounded vs_peak)" = 16384.0
 
 	"$rep" --rules cut --compare=unbounded -q --json "$data/holes.trace" >"$tmp/cut.json"
+	"$rep" --rules cut --no-cut --compare=unbounded -q --json "$data/holes.trace" \
+		>"$tmp/nocut.json"
 	"$rep" --rules type1 --compare=unbounded,granule=2M -q --json "$data/holes.trace" \
 		>"$tmp/t1.json"
 	check "replay: a hole under cut rules: 2 mappings, 1 cut, nothing disrupted" \
@@ -106,6 +108,10 @@ if [ $have_py = yes ]; then
 		= 2/1/0
 	# The bisected mapping is unmapped and its two still-shared remainders
 	# mapped again: 2 MiB - 4 KiB (or 64 MiB - 4 KiB) disrupted for a moment.
+	# --no-cut: the cut the rules offer is not used, the hole bisects.
+	check "replay: --no-cut under cut rules: no cut call, 64 MiB - 4 KiB disrupted" \
+		test "$(fields "$tmp/nocut.json" unbounded can_cut cut_calls disruptive_splits \
+		disrupted_bytes)" = False/0/1/$((64 * 1048576 - 4096))
 	check "replay: a hole under type1 rules, 2M granule: 33 mappings, 2 MiB - 4 KiB disrupted" \
 		test "$(fields "$tmp/t1.json" granule=2M live_mappings disrupted_bytes)" \
 		= 33/$((2 * 1048576 - 4096))
@@ -113,7 +119,7 @@ if [ $have_py = yes ]; then
 		test "$(fields "$tmp/t1.json" unbounded live_mappings disrupted_bytes)" \
 		= 2/$((64 * 1048576 - 4096))
 else
-	for n in 1 2 3 4 5 6 7 8; do skip "replay: exact counts ($n)" "python3 not installed"; done
+	for n in 1 2 3 4 5 6 7 8 9; do skip "replay: exact counts ($n)" "python3 not installed"; done
 fi
 
 # ---- bad traces: the line, an error, nothing applied ----
@@ -465,10 +471,40 @@ for t in "$gen" "$rep"; do
 	check "$n: the man page names options (the comparison above is not of nothing)" \
 		test "$(wc -l <"$tmp/$n.man")" -ge 7
 done
+check "cvmdma-replay: --version's second line names the library it runs with" \
+	sh -c 'test "$("$1" --version | sed -n 2p)" = "library: libcvmdma $("$1" --version |
+	sed -n "1s/.* //p")"' sh "$rep"
 check "replay: a granule that is no power of two is named as such, not as an unknown policy" \
 	sh -c '"$1" -p granule=3M "$2" >/dev/null 2>"$3"; test $? -eq 2 &&
 		grep -q "granule must be a power of two" "$3" && ! grep -q unknown "$3"' \
 	sh "$rep" "$data/holes.trace" "$tmp/g3m.err"
+check "replay: --entry-limit 4294967296 (2^32) is a usage error that names the bound" \
+	sh -c '"$1" -q --entry-limit 4294967296 "$2" >/dev/null 2>"$3"; test $? -eq 2 &&
+	grep -q "is not a count up to 4294967295" "$3" &&
+	"$1" -q --entry-limit 4294967295 "$2" >/dev/null' sh "$rep" "$data/holes.trace" "$tmp/el.err"
+check "replay: -p given twice replays both, one row each, in order" \
+	sh -c 'test "$("$1" -q -p granule=2M -p unbounded "$2" |
+	awk "/^(granule=2M|unbounded|auto) / { print \$1, \$3 }" | tr "\n" ,)" = \
+	"granule=2M ok,unbounded ok,"' sh "$rep" "$data/holes.trace"
+# The library's messages (libcvmdma: ...) on standard error: its warning
+# that the model's limit is reached by default, none with -q, its
+# informational messages with -v, its debug messages with -vv.
+for v in "" -q -v -vv; do
+	# shellcheck disable=SC2086
+	"$rep" --entry-limit 1000 $v -p per-page "$data/share-64m.trace" >/dev/null \
+		2>"$tmp/log$v.err"
+done
+check "replay: by default the library's warnings are shown, not its informational messages" \
+	sh -c 'grep -q "^libcvmdma: .*would exceed its mapping limit" "$1" &&
+	! grep -q "^libcvmdma: dma: model-type1 backend, no hitless cut" "$1"' sh "$tmp/log.err"
+check "replay: -q hides the library's messages, not the tool's own" \
+	sh -c '! grep -q "^libcvmdma:" "$1" && grep -q "^cvmdma-replay: per-page: .*ENOSPC" "$1"' \
+	sh "$tmp/log-q.err"
+check "replay: -v shows the library's informational messages, not its debug ones" \
+	sh -c 'grep -q "^libcvmdma: dma: model-type1 backend, no hitless cut" "$1" &&
+	! grep -q "^libcvmdma: model backend model-type1 open" "$1"' sh "$tmp/log-v.err"
+check "replay: -vv shows the library's debug messages too" \
+	grep -q "^libcvmdma: model backend model-type1 open, entry limit 1000" "$tmp/log-vv.err"
 check "replay: --policy with --compare is a usage error" \
 	sh -c '"$1" -p auto --compare "$2" >/dev/null 2>&1; test $? -eq 2' \
 	sh "$rep" "$data/share-64m.trace"
