@@ -69,8 +69,28 @@ else
 fi
 check "tracegen: an unknown workload is refused with exit 2" \
 	sh -c '"$1" no-such-workload >/dev/null 2>&1; test $? -eq 2' sh "$gen"
-check "tracegen: a guest size that is not a multiple of 2M is refused" \
-	sh -c '! "$1" tdx-boot --guest-size 1001M >/dev/null 2>&1' sh "$gen"
+# usage_refused WHAT MESSAGE ARG...: tracegen ARG... exits 2 with MESSAGE
+# on standard error and not a byte on standard output.
+usage_refused() {
+	d=$1 m=$2; shift 2
+	check "tracegen: $d is refused (exit 2): $m" \
+		sh -c 'm=$1 e=$2; shift 2; "$@" >"$e.out" 2>"$e"; test $? -eq 2 &&
+		grep -qF -- "$m" "$e" && ! test -s "$e.out" || { cat "$e"; exit 1; }' \
+		sh "$m" "$tmp/usage.err" "$gen" "$@"
+}
+usage_refused "a guest size that is not a multiple of 2M" "a multiple of 2M" \
+	tdx-boot --guest-size 1001M
+usage_refused "a guest size below 256M" "at least 256M" tdx-boot --guest-size 254M
+usage_refused "a guest size above 16T" "limited to 16T" tdx-boot --guest-size $(((16 << 20) + 2))M
+check "tracegen: the guest sizes at the bounds, 256M and 16T, are taken" \
+	sh -c '"$1" tdx-boot --guest-size 256M --ops 0 >/dev/null &&
+	"$1" lazy-accept --guest-size 16T --ops 1 >/dev/null' sh "$gen"
+usage_refused "lazy-accept --ops above the guest's 2 MiB units" \
+	"--ops 129 is more than the 128 2 MiB units of the guest" \
+	lazy-accept --guest-size 256M --ops 129
+usage_refused "lazy-accept --exit-max" "not to lazy-accept" lazy-accept --exit-max 2M
+usage_refused "an --initial that is neither shared nor private" \
+	"--initial must be shared or private" churn --initial Shared
 check "tracegen: tdx-boot on 64G has 2 regions and a 1 GiB swiotlb" \
 	sh -c '"$1" tdx-boot --ops 0 | grep -c "^region" | grep -qx 2 &&
 	       "$1" tdx-boot --ops 0 | grep -q "^# swiotlb: 1.0 GiB"' sh "$gen"
@@ -355,6 +375,30 @@ if [ $rc -eq 143 ]; then
 else
 	skip "tracegen: a run killed by SIGTERM leaves no temporary file" \
 		"the run ended before the signal (exit $rc)"
+fi
+# Ctrl-C likewise.  A background job of a script ignores SIGINT: run the
+# tool with SIGINT at its default (env --default-signal, coreutils 8.31).
+mkdir "$tmp/int"
+if env --default-signal=INT true 2>/dev/null; then
+	env --default-signal=INT "$gen" churn --guest-size 1T --ops 10000000 \
+		-o "$tmp/int/t.trace" 2>/dev/null &
+	pid=$!
+	i=0
+	while [ $i -lt 200 ] && ! ls "$tmp/int"/.cvmdma-tracegen.* >/dev/null 2>&1; do
+		sleep 0.01; i=$((i + 1))
+	done
+	kill -INT $pid 2>/dev/null
+	wait $pid
+	rc=$?
+else
+	rc="no env --default-signal"
+fi
+if [ "$rc" = 130 ]; then
+	check "tracegen: a run ended by SIGINT leaves no temporary file" \
+		sh -c 'test -z "$(ls -A "$1")"' sh "$tmp/int"
+else
+	skip "tracegen: a run ended by SIGINT leaves no temporary file" \
+		"the run did not end by SIGINT (exit $rc)"
 fi
 chmod 600 "$tmp/kept.trace"
 "$gen" churn --guest-size 1G --seed 4 -o "$tmp/kept.trace"
