@@ -549,6 +549,11 @@ check "replay: -v shows the library's informational messages, not its debug ones
 	! grep -q "^libcvmdma: model backend model-type1 open" "$1"' sh "$tmp/log-v.err"
 check "replay: -vv shows the library's debug messages too" \
 	grep -q "^libcvmdma: model backend model-type1 open, entry limit 1000" "$tmp/log-vv.err"
+check "replay: a policy name of 40 bytes or more is refused as too long, not as a bad granule" \
+	sh -c '"$1" -p granule=0x0000000000000000000000000000000000200000 "$2" >/dev/null 2>"$3"
+	test $? -eq 2 && grep -q "policy .granule=0x0.* is too long: .* at most 39 bytes" "$3" &&
+	! grep -q "power of two" "$3" && "$1" -q -p granule=0x00000000000000000000000200000 \
+	"$2" >/dev/null' sh "$rep" "$data/holes.trace" "$tmp/g40.err"
 check "replay: --policy with --compare is a usage error" \
 	sh -c '"$1" -p auto --compare "$2" >/dev/null 2>&1; test $? -eq 2' \
 	sh "$rep" "$data/share-64m.trace"

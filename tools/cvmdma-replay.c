@@ -92,6 +92,11 @@ static void add_policy(struct opts *o, const char *name)
 {
 	if (o->npols == MAX_POLICIES)
 		usage_error("at most %d policies", MAX_POLICIES);
+	/* A name is kept for the table and JSON: one that does not fit is
+	 * refused as such, not as a bad granule or an unknown policy. */
+	if (strlen(name) >= sizeof(o->pols[0].name))
+		usage_error("policy '%.24s...' is too long: a policy name has at most %zu bytes",
+			    name, sizeof(o->pols[0].name) - 1);
 	if (policy_parse(name, &o->pols[o->npols]) && !strncmp(name, "granule=", 8))
 		usage_error("policy '%s': the granule must be a power of two of at least 4K "
 			    "(decimal or 0x hex, optional K/M/G/T)", name);
