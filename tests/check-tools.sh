@@ -505,6 +505,13 @@ for t in "$gen" "$rep"; do
 		sh -c '"$1" --version | grep -q "^$2 (libcvmdma) [0-9]"' sh "$t" "$n"
 	check "$n: -h prints the usage on stdout and exits 0" \
 		sh -c '"$1" -h | grep -q "^usage: $2"' sh "$t" "$n"
+	if [ -w /dev/full ]; then
+		check "$n: -h and --version that cannot be written say so and exit 1" \
+			sh -c 'for o in -h --version; do "$1" $o >/dev/full 2>"$2"; test $? -eq 1 &&
+			grep -q "^$3: write error" "$2" || exit 1; done' sh "$t" "$tmp/hv.err" "$n"
+	else
+		skip "$n: -h and --version that cannot be written say so and exit 1" "no /dev/full"
+	fi
 	# Both ways: each long option of the man page's OPTIONS is in -h, and
 	# -h names no other.
 	sed -n '/^\.SH OPTIONS/,/^\.SH [A-Z]/p' "$top_srcdir/doc/man/$n.1" | grep '^\.B' |

@@ -677,10 +677,10 @@ int main(int argc, char **argv)
 			g.initial = !strcmp(optarg, "shared");
 			have_initial = 1;
 			break;
-		case 'h': tool_print_exit("cvmdma-tracegen", usage_text, 2);
+		case 'h': tool_print_exit("cvmdma-tracegen", usage_text, 1);
 		case 'V':
 			tool_print_exit("cvmdma-tracegen", "cvmdma-tracegen (libcvmdma) " PACKAGE_VERSION
-					"\n", 2);
+					"\n", 1);
 		default: usage(stderr); return 2;
 		}
 	}
