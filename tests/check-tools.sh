@@ -89,6 +89,8 @@ usage_refused "lazy-accept --ops above the guest's 2 MiB units" \
 	"--ops 129 is more than the 128 2 MiB units of the guest" \
 	lazy-accept --guest-size 256M --ops 129
 usage_refused "lazy-accept --exit-max" "not to lazy-accept" lazy-accept --exit-max 2M
+usage_refused "an --exit-max that is no multiple of 4K" "a multiple of 4K" churn --exit-max 6K
+usage_refused "a second WORKLOAD" "one WORKLOAD only ('churn' is extra)" tdx-boot churn
 usage_refused "an --initial that is neither shared nor private" \
 	"--initial must be shared or private" churn --initial Shared
 check "tracegen: tdx-boot on 64G has 2 regions and a 1 GiB swiotlb" \
@@ -191,6 +193,15 @@ refused "a range of length 0" len0 'cvmdma-trace 1\nregion 0 2M private\nshared 
 refused "a batch whose ranges are in two regions" straddle \
 	'cvmdma-trace 1\nregion 0 2M private\nregion 4M 2M private\nshared 0+4K 4M+4K\n' \
 	"4: a batch must stay inside one region: '4M+4K' is in the region of line 3"
+# No region, no header: refused as a whole, no line to name.
+for c in "a header alone:no region declared" "an empty file:empty trace (no 'cvmdma-trace 1' header)"; do
+	[ "${c%%:*}" = "an empty file" ] && : >"$tmp/none.trace" ||
+		printf 'cvmdma-trace 1\n' >"$tmp/none.trace"
+	check "replay: a trace that is ${c%%:*} is refused (exit 2): ${c#*:}" \
+		sh -c '"$1" -q "$2" >/dev/null 2>"$3"; test $? -eq 2 &&
+		grep -qF "none.trace: $4" "$3" || { cat "$3"; exit 1; }' \
+		sh "$rep" "$tmp/none.trace" "$tmp/none.err" "${c#*:}"
+done
 # ...and what it allows is read as it says.
 printf 'cvmdma-trace 1\t# tabs\nregion\t0\t2M\tprivate\tpage=4K\nshared\t0+4K \t0x2000+4K\n' \
 	>"$tmp/tabs.trace"
@@ -564,6 +575,25 @@ check "replay: a policy name of 40 bytes or more is refused as too long, not as 
 check "replay: --policy with --compare is a usage error" \
 	sh -c '"$1" -p auto --compare "$2" >/dev/null 2>&1; test $? -eq 2' \
 	sh "$rep" "$data/share-64m.trace"
+# The usage errors cvmdma-replay.1's EXIT STATUS lists: exit 2, the reason.
+pols=$(printf 'granule=%dM,' 1 2 4 8 16 32 64 128 256 512 1024 2048 4096 8192 16384 32768)
+for u in "--rules and --entry-limit apply to the model backend only:-q --backend type1 \
+--device 0000:00:03.0 --rules cut" "--rules and --entry-limit apply to the model backend only:\
+--backend iommufd --device 0000:00:03.0 --entry-limit 9" \
+	"--device needs --backend type1 or iommufd:--device 0000:00:03.0" \
+	"--backend type1 needs --device BDF:--backend type1" \
+	"--backend iommufd needs --device BDF:--backend iommufd" \
+	"at most 16 policies:--compare=${pols}auto"; do
+	# shellcheck disable=SC2086
+	check "replay: ${u#*:} is a usage error (exit 2): ${u%%:*}" \
+		sh -c 'm=$1 e=$2; shift 2; "$@" >/dev/null 2>"$e"; test $? -eq 2 &&
+		grep -qF -- "$m" "$e" || { cat "$e"; exit 1; }' \
+		sh "${u%%:*}" "$tmp/u.err" "$rep" ${u#*:} "$data/holes.trace"
+done
+check "replay: a TRACE of - is named <stdin> in its messages and in --json's trace field" \
+	sh -c '"$1" -q --json - <"$2" | grep -q "^  \"trace\": \"<stdin>\"," &&
+	"$1" - <"$3" 2>&1 | grep -q "^cvmdma-replay: <stdin>:5: "' \
+	sh "$rep" "$data/holes.trace" "$data/bad-range.trace"
 # A line over the limit is refused, and what follows it is never taken for
 # the end of a shorter trace.
 check "replay: a line longer than 64 MiB is refused with its line number, nothing replayed" \
