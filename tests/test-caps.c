@@ -126,6 +126,23 @@ static char fail_buf[1024];
 		} \
 	} while (0)
 
+/* A cvm_pin_info the call must not write: every byte past sz is 0xa5. */
+static void poison(struct cvm_pin_info *info, size_t sz)
+{
+	memset(info, 0xa5, sizeof(*info));
+	info->sz = sz;
+}
+
+static bool untouched(const struct cvm_pin_info *info)
+{
+	const uint8_t *b = (const uint8_t *)info;
+
+	for (size_t i = sizeof(info->sz); i < sizeof(*info); i++)
+		if (b[i] != 0xa5)
+			return false;
+	return true;
+}
+
 Test(caps, pin_check_answers_without_info)
 {
 	int ret = cvm_pin_check(4096, NULL);
@@ -140,10 +157,9 @@ Test(caps, pin_check_rejects_sz_short_of_the_first_release_and_changes_nothing)
 			 SZ_0_1 - 1 };
 
 	for (size_t i = 0; i < ARRAY_SIZE(bad); i++) {
-		memset(&info, 0xa5, sizeof(info));
-		info.sz = bad[i];
+		poison(&info, bad[i]);
 		cr_assert_eq(cvm_pin_check(4096, &info), -EINVAL, "sz %zu", bad[i]);
-		cr_assert_eq(info.cap_ipc_lock, 0xa5a5a5a5u, "sz %zu: info written", bad[i]);
+		cr_assert(untouched(&info), "sz %zu: info written", bad[i]);
 		cr_assert_eq(info.sz, bad[i]);
 	}
 }
@@ -155,13 +171,12 @@ Test(caps, pin_check_out_of_memory_for_its_probe_is_not_the_answer_no)
 	struct cvm_pin_info info;
 	int ret;
 
-	memset(&info, 0xa5, sizeof(info));
-	info.sz = sizeof(info);
+	poison(&info, sizeof(info));
 	fail_status_open = 1;
 	ret = cvm_pin_check(4096, &info);
 	fail_status_open = 0;
 	cr_assert_eq(ret, -EAGAIN, "ret %d", ret);
-	cr_assert_eq(info.cap_ipc_lock, 0xa5a5a5a5u, "info written");
+	cr_assert(untouched(&info), "info written");
 	cr_assert_eq(info.sz, sizeof(info));
 }
 
@@ -172,14 +187,12 @@ Test(caps, pin_check_without_a_vmlck_line_is_no_data_and_leaves_info_alone)
 	struct cvm_pin_info info;
 	int ret;
 
-	memset(&info, 0xa5, sizeof(info));
-	info.sz = sizeof(info);
+	poison(&info, sizeof(info));
 	fake_status = "Name:\ttest-caps\nVmPeak:\t  10000 kB\nVmPin:\t       0 kB\n"
 		      "VmLckd:\t     4 kB\n";
 	ret = cvm_pin_check(0, &info);
 	cr_assert_eq(ret, -ENODATA, "ret %d", ret);
-	cr_assert_eq(info.cap_ipc_lock, 0xa5a5a5a5u, "info written");
-	cr_assert_eq(info.locked_bytes, 0xa5a5a5a5a5a5a5a5u, "info written");
+	cr_assert(untouched(&info), "info written");
 	cr_assert_eq(info.sz, sizeof(info));
 	/* The same file with the line: the interposer is what made the
 	 * difference, and the library reads its value. */
@@ -195,15 +208,13 @@ Test(caps, pin_check_is_eio_when_libcapng_cannot_read_the_capabilities)
 	struct cvm_pin_info info;
 	int ret;
 
-	memset(&info, 0xa5, sizeof(info));
-	info.sz = sizeof(info);
+	poison(&info, sizeof(info));
 	fail_capng_get = 1;
 	ret = cvm_pin_check(4096, &info);
 	cr_assert_eq(cvm_pin_check(4096, NULL), -EIO);
 	fail_capng_get = 0;
 	cr_assert_eq(ret, -EIO, "ret %d", ret);
-	cr_assert_eq(info.cap_ipc_lock, 0xa5a5a5a5u, "info written");
-	cr_assert_eq(info.memlock_limit, 0xa5a5a5a5a5a5a5a5u, "info written");
+	cr_assert(untouched(&info), "info written");
 	cr_assert_eq(info.sz, sizeof(info));
 	ret = cvm_pin_check(4096, &info);
 	cr_assert(ret == 0 || ret == -ENOMEM, "ret %d", ret);
@@ -243,8 +254,7 @@ Test(caps, pin_check_writes_reserved_as_zero)
 	struct cvm_pin_info info;
 	int ret;
 
-	memset(&info, 0xa5, sizeof(info));
-	info.sz = sizeof(info);
+	poison(&info, sizeof(info));
 	ret = cvm_pin_check(4096, &info);
 	cr_assert(ret == 0 || ret == -ENOMEM, "ret %d", ret);
 	cr_assert_eq(info.reserved, 0, "reserved must read 0, not the caller's bytes");
