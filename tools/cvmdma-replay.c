@@ -90,17 +90,20 @@ static void __attribute__((noreturn)) version(void)
 
 static void add_policy(struct opts *o, const char *name)
 {
+	int err;
+
 	if (o->npols == MAX_POLICIES)
 		usage_error("at most %d policies", MAX_POLICIES);
+	err = policy_parse(name, &o->pols[o->npols]);
 	/* A name is kept for the table and JSON: one that does not fit is
 	 * refused as such, not as a bad granule or an unknown policy. */
-	if (strlen(name) >= sizeof(o->pols[0].name))
+	if (err == -ENAMETOOLONG)
 		usage_error("policy '%.24s...' is too long: a policy name has at most %zu bytes",
 			    name, sizeof(o->pols[0].name) - 1);
-	if (policy_parse(name, &o->pols[o->npols]) && !strncmp(name, "granule=", 8))
+	if (err && !strncmp(name, "granule=", 8))
 		usage_error("policy '%s': the granule must be a power of two of at least 4K "
 			    "(decimal or 0x hex, optional K/M/G/T)", name);
-	if (policy_parse(name, &o->pols[o->npols]))
+	if (err)
 		usage_error("unknown policy '%s' (per-page, auto, unbounded, granule=SIZE with "
 			    "SIZE a power of two >= 4K, compact)", name);
 	o->npols++;

@@ -41,7 +41,7 @@ int policy_parse(const char *s, struct policy *p)
 
 	memset(p, 0, sizeof(*p));
 	if (strlen(s) >= sizeof(p->name))
-		return -EINVAL;
+		return -ENAMETOOLONG;
 	strcpy(p->name, s);
 	if (!strcmp(s, "per-page"))
 		p->flags = CVM_DMA_PER_PAGE;
