@@ -49,10 +49,12 @@ else
 	soname=$(objdump -p "$so" | awk '$1 == "SONAME" {print $2}')
 	check "SONAME is libcvmdma.so.0 (got '$soname')" test "$soname" = libcvmdma.so.0
 	# stdio to a stream, the standard streams, raw writes, syslog, err(3)
-	# and error(3), exit, abort and assert.  (A hardened build's
-	# __stack_chk_fail and __*_chk are the compiler's, not the library's.)
+	# and error(3), exit, abort and assert; with _FORTIFY_SOURCE, printf
+	# and syslog come as __printf_chk, __syslog_chk and the like.  (A
+	# hardened build's __stack_chk_fail is the compiler's, not the
+	# library's.)
 	nm -D --undefined-only "$so" | awk '{print $2}' | sed 's/@.*//' >"$tmp/imports"
-	found=$(grep -xE '(_IO_)?(f|v|vf|d|vd)?printf|(f)?puts|(f)?putc(har)?|_IO_putc|fwrite|perror|std(out|err|in)|write|writev|pwrite|(v)?syslog|openlog|(v)?(err|errx|warn|warnx)|error(_at_line)?|(_|quick_)?exit|_Exit|abort|__assert_fail|__assert_perror_fail' \
+	found=$(grep -xE '(__)?((_IO_)?(f|v|vf|d|vd)?printf|(v)?syslog)(_chk)?|(f)?puts|(f)?putc(har)?|_IO_putc|fwrite|perror|std(out|err|in)|write|writev|pwrite|openlog|(v)?(err|errx|warn|warnx)|error(_at_line)?|(_|quick_)?exit|_Exit|abort|__assert_fail|__assert_perror_fail' \
 		"$tmp/imports" | tr '\n' ' ' | sed 's/ $//')
 	check "it imports nothing that prints, logs, exits or aborts${found:+ (it imports $found)}" \
 		test -z "$found"
