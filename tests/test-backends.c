@@ -368,7 +368,9 @@ static int open_as(const char *sym, const char *path, int flags, va_list ap)
 	int (*real)(const char *, int, ...);
 	mode_t mode = 0;
 
-	/* glibc's __OPEN_NEEDS_MODE(): only then is there a mode to pass on. */
+	/* glibc's __OPEN_NEEDS_MODE(): only then is there a mode to pass on
+	 * (__O_TMPFILE: O_TMPFILE itself needs _GNU_SOURCE before the first
+	 * system header). */
 	if (flags & O_CREAT || (flags & __O_TMPFILE) == __O_TMPFILE)
 		mode = va_arg(ap, mode_t);
 	if (fk.iommu_open_err && !strcmp(path, "/dev/iommu")) {
@@ -875,7 +877,9 @@ Test(type1, an_info_that_keeps_growing_is_eagain_and_the_container_stays_open)
 	ret = cvm_dma_open(&dc, &d);
 	cr_assert_eq(ret, -EAGAIN, "open: %d", ret);
 	cr_assert_eq(d, OUT_UNSET, "*out written");
-	cr_assert_eq(fk.get_info_calls, 4, "gave up after %d calls", fk.get_info_calls);
+	/* Asked again a few times, not forever (the page promises no number). */
+	cr_assert(fk.get_info_calls >= 2 && fk.get_info_calls <= 8, "gave up after %d calls",
+		  fk.get_info_calls);
 	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0, "the caller's container was closed");
 	/* The same answer, once it stops growing, opens. */
 	fk.info_keeps_growing = false;
@@ -1333,7 +1337,7 @@ Test(iommufd, ranges_that_keep_growing_are_eagain_and_the_open_is_undone)
 	cr_assert_eq(d, OUT_UNSET, "*out written");
 	for (int i = 0; i < fk.nlog; i++)
 		reads += fk.log[i] == IOMMU_IOAS_IOVA_RANGES;
-	cr_assert_eq(reads, 4, "gave up after %d reads", reads);
+	cr_assert(reads >= 2 && reads <= 8, "gave up after %d reads", reads);
 	cr_assert_eq(fk.next_id, 2);
 	cr_assert_eq(fk.destroyed, 1, "the IOAS the open allocated was left");
 	cr_assert_eq(fk.compat_ioas, 0);

@@ -199,7 +199,7 @@ Test(threads, a_walk_sees_a_batch_whole_or_not_at_all_even_when_it_is_vetoed)
 	pthread_join(f, NULL);
 	for (int i = 0; i < 2; i++)
 		pthread_join(rd[i], NULL);
-	/* A third of the shares were vetoed: the walks saw both outcomes. */
+	/* The listener was asked for every share; a third were vetoed. */
 	cr_assert_eq(__atomic_load_n(&pr_shares, __ATOMIC_RELAXED), FLIPS / 2);
 	cr_assert_eq(cvm_region_query(pr_region, BASE, 64 * PG), CVM_PRIVATE);
 	cvm_region_destroy(pr_region);

@@ -582,6 +582,8 @@ Test(region, create_out_of_memory_fails_cleanly_at_each_allocation)
 			cr_assert_eq(err, -ENOMEM, "allocation %d failed: %d", k, err);
 			cr_assert_eq(fail_alloc_left, 0, "-ENOMEM with no allocation failed");
 			cr_assert_eq(r, (struct cvm_region *)0x1, "allocation %d: *out written", k);
+		} else {
+			cr_assert_gt(fail_alloc_left, 0, "allocation %d failed, yet it succeeded", k);
 		}
 	}
 	cr_assert_eq(err, 0, "create never succeeded (%d)", err);
