@@ -235,8 +235,8 @@ static void fact_cut_with_huge_pages_fails_safely(void)
 {
 	const char *name = "iommufd: a VFIO-compat cut with HUGE_PAGES=1 fails with -ENOENT "
 			   "and leaves the mapping whole";
-	struct iommu_vfio_ioas set = { .size = sizeof(set), .op = IOMMU_VFIO_IOAS_SET };
 	uint64_t size = 1, rest = 0;
+	uint32_t id;
 	struct cvm_be *be;
 	int device = -1, ret, cut;
 	uint8_t *mem;
@@ -250,9 +250,9 @@ static void fact_cut_with_huge_pages_fails_safely(void)
 	ret = attach_edu(be, &device);
 	if (!ret)
 		ret = be->ops->map(be, DMA_IOVA, SZ_2M, mem);
-	set.ioas_id = be->ioas_id;
-	if (!ret && ioctl(be->fd, IOMMU_VFIO_IOAS, &set))
-		ret = -errno;
+	id = be->ioas_id;
+	if (!ret)
+		ret = guest_compat_ioas(be->fd, IOMMU_VFIO_IOAS_SET, &id);
 	if (ret) {
 		tap_ok(false, "%s (setup: %s)", name, strerror(-ret));
 	} else {
@@ -265,26 +265,6 @@ static void fact_cut_with_huge_pages_fails_safely(void)
 	cvm_backend_destroy(be);
 	close_fd(&device);
 	munmap(mem, SZ_2M);
-}
-
-static int ioas_alloc(int fd, uint32_t *id)
-{
-	struct iommu_ioas_alloc a = { .size = sizeof(a) };
-
-	if (ioctl(fd, IOMMU_IOAS_ALLOC, &a))
-		return -errno;
-	*id = a.out_ioas_id;
-	return 0;
-}
-
-static int compat_ioas(int fd, uint32_t op, uint32_t *id)
-{
-	struct iommu_vfio_ioas v = { .size = sizeof(v), .op = op, .ioas_id = *id };
-
-	if (ioctl(fd, IOMMU_VFIO_IOAS, &v))
-		return -errno;
-	*id = v.ioas_id;
-	return 0;
 }
 
 /* §2a: an fd has at most one compat IOAS, the last one SET; before any,
@@ -302,23 +282,23 @@ static void fact_one_compat_ioas_per_fd(void)
 		tap_ok(false, "%s (open /dev/iommu: %s)", name, strerror(errno));
 		return;
 	}
-	ret = ioas_alloc(fd, &a);
+	ret = guest_ioas_alloc(fd, &a);
 	if (!ret)
-		ret = ioas_alloc(fd, &b);
+		ret = guest_ioas_alloc(fd, &b);
 	if (ret) {
 		tap_ok(false, "%s (IOAS_ALLOC: %s)", name, strerror(-ret));
 		close(fd);
 		return;
 	}
-	gnone = compat_ioas(fd, IOMMU_VFIO_IOAS_GET, &none);
+	gnone = guest_compat_ioas(fd, IOMMU_VFIO_IOAS_GET, &none);
 	got_a = a;
-	ga = compat_ioas(fd, IOMMU_VFIO_IOAS_SET, &got_a);
+	ga = guest_compat_ioas(fd, IOMMU_VFIO_IOAS_SET, &got_a);
 	if (!ga)
-		ga = compat_ioas(fd, IOMMU_VFIO_IOAS_GET, &got_a);
+		ga = guest_compat_ioas(fd, IOMMU_VFIO_IOAS_GET, &got_a);
 	got_b = b;
-	gb = compat_ioas(fd, IOMMU_VFIO_IOAS_SET, &got_b);
+	gb = guest_compat_ioas(fd, IOMMU_VFIO_IOAS_SET, &got_b);
 	if (!gb)
-		gb = compat_ioas(fd, IOMMU_VFIO_IOAS_GET, &got_b);
+		gb = guest_compat_ioas(fd, IOMMU_VFIO_IOAS_GET, &got_b);
 	tap_ok(gnone == -ENODEV && !ga && got_a == a && !gb && got_b == b,
 	       "%s (GET first %d; SET %u then GET %d: %u; SET %u then GET %d: %u)", name, gnone,
 	       a, ga, got_a, b, gb, got_b);

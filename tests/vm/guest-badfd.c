@@ -106,12 +106,10 @@ static bool container_usable(int fd)
 
 static bool iommufd_usable(int fd)
 {
-	struct iommu_ioas_alloc a = { .size = sizeof(a) };
 	struct iommu_destroy d = { .size = sizeof(d) };
 
-	if (!fd_open(fd) || ioctl(fd, IOMMU_IOAS_ALLOC, &a))
+	if (!fd_open(fd) || guest_ioas_alloc(fd, &d.id))
 		return false;
-	d.id = a.out_ioas_id;
 	return ioctl(fd, IOMMU_DESTROY, &d) == 0;
 }
 
@@ -149,15 +147,11 @@ static struct ioas_state ioas_state(int fd, uint32_t ioas)
 		.size = sizeof(o), .option_id = IOMMU_OPTION_HUGE_PAGES,
 		.op = IOMMU_OPTION_OP_GET, .object_id = ioas,
 	};
-	struct iommu_vfio_ioas v = { .size = sizeof(v), .op = IOMMU_VFIO_IOAS_GET };
 	struct ioas_state s = { -1, 0, 0 };
 
 	if (!ioctl(fd, IOMMU_OPTION, &o))
 		s.huge = (int)o.val64;
-	if (ioctl(fd, IOMMU_VFIO_IOAS, &v))
-		s.compat_err = -errno;
-	else
-		s.compat = v.ioas_id;
+	s.compat_err = guest_compat_ioas(fd, IOMMU_VFIO_IOAS_GET, &s.compat);
 	return s;
 }
 
@@ -532,18 +526,16 @@ static uint64_t iova_top(const struct target *t)
 /* /dev/iommu, a new IOAS with edu attached: its device id and HWPT id too. */
 static int open_iommufd(int *fd, uint32_t *ioas, int *device, uint32_t *devid, uint32_t *hwpt)
 {
-	struct iommu_ioas_alloc a = { .size = sizeof(a) };
 	struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind) };
 	struct vfio_device_attach_iommufd_pt at = { .argsz = sizeof(at) };
 	char bdf[32], cdev[256];
-	int group;
+	int group, ret;
 
 	*fd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
 	if (*fd < 0)
 		return -errno;
-	if (ioctl(*fd, IOMMU_IOAS_ALLOC, &a))
-		return -errno;
-	*ioas = a.out_ioas_id;
+	if ((ret = guest_ioas_alloc(*fd, ioas)))
+		return ret;
 	if (guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev)) || !cdev[0])
 		return -ENOENT;
 	*device = open(cdev, O_RDWR | O_CLOEXEC);
@@ -631,20 +623,20 @@ static void container_cases(bool kernel_a, unsigned long type, const char *name)
 		return;
 	/* The container where a /dev/iommu fd is wanted. */
 	{
-		struct iommu_vfio_ioas v = { .size = sizeof(v), .op = IOMMU_VFIO_IOAS_GET };
+		uint32_t id = 0;
 
 		/* Kernel B: the container IS an iommufd, whose compat IOAS
 		 * holds the device. */
 		if (!kernel_a) {
-			int err = ioctl(container, IOMMU_VFIO_IOAS, &v) ? -errno : 0;
+			int err = guest_compat_ioas(container, IOMMU_VFIO_IOAS_GET, &id);
 
-			if (!tap_ok(!err && v.ioas_id, "compat: the container's compat IOAS: %u (%d)",
-				    v.ioas_id, err)) {
+			if (!tap_ok(!err && id, "compat: the container's compat IOAS: %u (%d)",
+				    id, err)) {
 				close_fd(&device);
 				close_fd(&container);
 				return;
 			}
-			compat_ioas = v.ioas_id;
+			compat_ioas = id;
 			before = ioas_state(container, compat_ioas);
 		}
 	}

@@ -410,12 +410,7 @@ static int ioas_option_huge(struct world *w, uint64_t *val)
 
 static int compat_ioas(struct world *w, uint32_t *id)
 {
-	struct iommu_vfio_ioas v = { .size = sizeof(v), .op = IOMMU_VFIO_IOAS_GET };
-
-	if (ioctl(w->t->iommufd, IOMMU_VFIO_IOAS, &v))
-		return -errno;
-	*id = v.ioas_id;
-	return 0;
+	return guest_compat_ioas(w->t->iommufd, IOMMU_VFIO_IOAS_GET, id);
 }
 
 /* A second context on the target's container or IOAS, with a small shared

@@ -193,11 +193,13 @@ static int64_t ioas_huge(struct target *tg)
 
 static int64_t ioas_compat(struct target *tg)
 {
-	struct iommu_vfio_ioas v = { .size = sizeof(v), .op = IOMMU_VFIO_IOAS_GET };
+	uint32_t id = 0;
+	int ret;
 
 	if (tg->t.iommufd < 0)
 		return -1;
-	return ioctl(tg->t.iommufd, IOMMU_VFIO_IOAS, &v) ? -errno : (int64_t)v.ioas_id;
+	ret = guest_compat_ioas(tg->t.iommufd, IOMMU_VFIO_IOAS_GET, &id);
+	return ret ? ret : (int64_t)id;
 }
 
 static int probe(struct cvm_dma *d, uint64_t page)

@@ -266,6 +266,28 @@ int guest_iommufd_attach(int device_fd, uint32_t ioas_id)
 	return ret < 0 ? ret : 0;
 }
 
+int guest_ioas_alloc(int iommufd, uint32_t *id)
+{
+	struct iommu_ioas_alloc a = { .size = sizeof(a) };
+	int ret = ioctl_ptr(iommufd, IOMMU_IOAS_ALLOC, &a);
+
+	if (ret < 0)
+		return ret;
+	*id = a.out_ioas_id;
+	return 0;
+}
+
+int guest_compat_ioas(int iommufd, uint32_t op, uint32_t *id)
+{
+	struct iommu_vfio_ioas v = { .size = sizeof(v), .op = op, .ioas_id = *id };
+	int ret = ioctl_ptr(iommufd, IOMMU_VFIO_IOAS, &v);
+
+	if (ret < 0)
+		return ret;
+	*id = v.ioas_id;
+	return 0;
+}
+
 int guest_set_dma_entry_limit(unsigned limit, unsigned *old)
 {
 	char buf[32], *end;
@@ -489,15 +511,11 @@ int guest_target_open(struct guest_target *t, const char *name)
 		return guest_open_type1(VFIO_TYPE1_IOMMU, &t->container, &t->device) ?:
 		       edu_open(t->device, &t->edu);
 	if (!strcmp(name, "iommufd")) {
-		struct iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
-
 		t->iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
 		if (t->iommufd < 0)
 			return -errno;
-		if (ioctl(t->iommufd, IOMMU_IOAS_ALLOC, &alloc))
-			return -errno;
-		t->ioas = alloc.out_ioas_id;
-		return guest_iommufd_bind(t->iommufd, &t->device) ?:
+		return guest_ioas_alloc(t->iommufd, &t->ioas) ?:
+		       guest_iommufd_bind(t->iommufd, &t->device) ?:
 		       guest_iommufd_attach(t->device, t->ioas) ?: edu_open(t->device, &t->edu);
 	}
 	return -EINVAL;

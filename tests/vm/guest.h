@@ -39,6 +39,14 @@ int guest_iommufd_bind(int iommufd, int *device_fd);
 /* Attach a bound cdev to an IOAS or HWPT (VFIO_DEVICE_ATTACH_IOMMUFD_PT). */
 int guest_iommufd_attach(int device_fd, uint32_t ioas_id);
 
+/* A new IOAS on an iommufd (IOMMU_IOAS_ALLOC): 0 and *id, or -errno. */
+int guest_ioas_alloc(int iommufd, uint32_t *id);
+
+/* The fd's VFIO-compat IOAS (IOMMU_VFIO_IOAS): op IOMMU_VFIO_IOAS_GET reads
+ * it into *id (-ENODEV while there is none), IOMMU_VFIO_IOAS_SET makes *id
+ * the one.  0 or -errno. */
+int guest_compat_ioas(int iommufd, uint32_t op, uint32_t *id);
+
 /*
  * Set vfio_iommu_type1's dma_entry_limit (applies to containers created
  * afterwards); *old (may be NULL) gets the previous value.
