@@ -8,6 +8,7 @@
  */
 #include <criterion/criterion.h>
 #include "leak-check.h"
+#include "guard-page.h"
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -3818,18 +3819,6 @@ Test(dma, a_sz_that_ends_inside_a_field_is_refused)
 	cr_assert_eq(info.backend, CVM_BACKEND_MODEL);
 	cr_assert_eq(info.split_granule, 0, "past sz: not written");
 	cvm_dma_close(d);
-}
-
-/* size zeroed bytes that end where an inaccessible page starts: a call
- * that read past a struct placed there would fault. */
-static void *before_a_guard_page(size_t size)
-{
-	size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-	char *m = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	cr_assert_neq(m, MAP_FAILED);
-	cr_assert_eq(mprotect(m + pg, pg, PROT_NONE), 0);
-	return memset(m + pg - size, 0, size);
 }
 
 /* cvm_dma_stats(3), cvm_dma_info(3): a NULL argument is -EINVAL.  A sz

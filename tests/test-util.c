@@ -2,6 +2,7 @@
 /* The foundation: version, logging, sized structs, allocation hooks. */
 #include <criterion/criterion.h>
 #include "leak-check.h"
+#include "guard-page.h"
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -105,13 +106,9 @@ Test(util, sized_struct_rejects_short_partial_and_nonzero_tail)
  */
 Test(util, sized_struct_with_an_sz_above_4096_is_e2big_unread)
 {
-	long pg = sysconf(_SC_PAGESIZE);
-	char *m = mmap(NULL, 2 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	struct sized *s, dst;
+	struct sized *s = before_a_guard_page(2 * sizeof(*s)), dst;
+	char *tail;
 
-	cr_assert_neq(m, MAP_FAILED);
-	cr_assert_eq(mprotect(m + pg, pg, PROT_NONE), 0);
-	s = (struct sized *)(m + pg - 2 * sizeof(*s));
 	for (size_t sz = CVM_SZ_MAX + 1; sz; sz <<= 1) {
 		s->sz = sz;
 		cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), SIZED_HALF, s, sizeof(size_t)),
@@ -120,13 +117,12 @@ Test(util, sized_struct_with_an_sz_above_4096_is_e2big_unread)
 	s->sz = SIZE_MAX;
 	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), SIZED_HALF, s, sizeof(size_t)), -E2BIG);
 	/* Up to the cap a zero tail is fine, read to its last byte. */
-	memset(m, 0, pg);
-	s = (struct sized *)(m + pg - CVM_SZ_MAX);
+	tail = before_a_guard_page(CVM_SZ_MAX);
+	s = (struct sized *)tail;
 	s->sz = CVM_SZ_MAX;
 	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), SIZED_HALF, s, sizeof(size_t)), 0);
-	m[pg - 1] = 1;
+	tail[CVM_SZ_MAX - 1] = 1;
 	cr_assert_eq(cvm_copy_sized(&dst, sizeof(dst), SIZED_HALF, s, sizeof(size_t)), -E2BIG);
-	munmap(m, 2 * pg);
 }
 
 static void *fail_all(void *opaque, void *ptr, size_t size)
