@@ -1168,6 +1168,69 @@ Test(region, listener_add_refuses_a_null_out_and_an_ops_struct_it_cannot_honour)
 	view_fini(&w);
 }
 
+/* Each allocation of an add in turn fails: -ENOMEM, *out unwritten, nothing
+ * registered and nothing heard (the allocations come before the replay); the
+ * listener's memory is not kept, which only the leak check can see. */
+Test(region, listener_add_out_of_memory_fails_cleanly_at_each_allocation)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_listener *const mark = (struct cvm_listener *)0x1;
+	struct cvm_listener *l = mark;
+	int k, err = -ENOMEM;
+	struct view v;
+
+	cr_assert_eq(cvm_convert(r, G(8), 3 * PG, CVM_SHARED, 0), 0);
+	for (k = 1; err == -ENOMEM && k < 100; k++) {
+		struct cvm_region_stats st = { .sz = sizeof(st) };
+
+		view_init(&v, BASE, NP, false);
+		fail_alloc_arm(k);
+		err = cvm_listener_add(r, &view_ops, &v, 0, &l);
+		fail_alloc_disarm();
+		cr_assert_eq(cvm_region_stats(r, &st), 0);
+		if (err) {
+			cr_assert_eq(err, -ENOMEM, "allocation %d failed: %d", k, err);
+			cr_assert_eq(fail_alloc_left, 0, "-ENOMEM with no allocation failed");
+			cr_assert_eq(l, mark, "allocation %d: *out written", k);
+			cr_assert_eq(st.listeners, 0, "allocation %d: a listener was registered", k);
+			cr_assert_eq(v.calls_shared + v.calls_private, 0, "allocation %d: heard", k);
+			view_fini(&v);
+		} else {
+			cr_assert_gt(fail_alloc_left, 0, "allocation %d failed, yet it succeeded", k);
+			cr_assert_eq(st.listeners, 1);
+		}
+	}
+	cr_assert_eq(err, 0, "add never succeeded (%d)", err);
+	cr_assert_gt(k, 2, "no allocation was ever failed: the test tests nothing");
+	cr_assert_str_eq(v.log, "S:8+3 ");
+	cvm_region_destroy(r);
+	view_fini(&v);
+}
+
+/* A listener with no to_shared hears only what goes private: not the
+ * replay, not a shared conversion. */
+Test(region, a_listener_without_to_shared_hears_only_private_conversions)
+{
+	static const struct cvm_listener_ops ops = { .sz = sizeof(ops),
+						     .to_private = view_to_private };
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_listener *l;
+	struct view v;
+
+	cr_assert_eq(cvm_convert(r, G(8), 3 * PG, CVM_SHARED, 0), 0);
+	view_init(&v, BASE, NP, true);
+	cr_assert_eq(cvm_listener_add(r, &ops, &v, 0, &l), 0);
+	cr_assert_eq(cvm_convert(r, G(20), 2 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(v.calls_shared + v.calls_private, 0, "heard a replay or a shared conversion");
+	cr_assert_eq(cvm_convert(r, G(9), 12 * PG, CVM_PRIVATE, 0), 0);
+	cr_assert_str_eq(v.log, "P:9+2 P:20+1 ");
+	cr_assert_eq(cvm_region_query(r, G(8), PG), CVM_SHARED);
+	cr_assert_eq(cvm_region_query(r, G(21), PG), CVM_SHARED);
+	cvm_listener_remove(l, 0);
+	cvm_region_destroy(r);
+	view_fini(&v);
+}
+
 /* A refused cvm_region_stats() leaves every byte of *st as the caller set it. */
 static void stats_refused(struct cvm_region *r, struct cvm_region_stats *st, size_t bytes,
 			  int err, const char *why)
