@@ -56,8 +56,13 @@ else
 	nm -D --undefined-only "$so" | awk '{print $2}' | sed 's/@.*//' >"$tmp/imports"
 	found=$(grep -xE '(__)?((_IO_)?(f|v|vf|d|vd)?printf|(v)?syslog)(_chk)?|(f)?puts|(f)?putc(har)?|_IO_putc|fwrite|perror|std(out|err|in)|write|writev|pwrite|openlog|(v)?(err|errx|warn|warnx)|error(_at_line)?|(_|quick_)?exit|_Exit|abort|__assert_fail|__assert_perror_fail' \
 		"$tmp/imports" | tr '\n' ' ' | sed 's/ $//')
-	check "it imports nothing that prints, logs, exits or aborts${found:+ (it imports $found)}" \
-		test -z "$found"
+	if [ -n "${COVERAGE:-}" ]; then
+		skip "it imports nothing that prints, logs, exits or aborts" \
+			"a coverage build: gcov's runtime writes its counts with stdio and may abort"
+	else
+		check "it imports nothing that prints, logs, exits or aborts${found:+ (it imports $found)}" \
+			test -z "$found"
+	fi
 fi
 
 a=$top_builddir/lib/.libs/libcvmdma.a
@@ -86,7 +91,7 @@ int main(void)
 }
 EOF2
 	check "a program with its own region_get() and pagemap_create() links it" \
-		sh -c '${CC:-cc} $SANITIZED -I"$1/include" -o "$2/clash" "$2/clash.c" "$3" -lcap-ng -pthread &&
+		sh -c '${CC:-cc} $SANITIZED ${COVERAGE:-} -I"$1/include" -o "$2/clash" "$2/clash.c" "$3" -lcap-ng -pthread &&
 		"$2/clash"' sh "$top_srcdir" "$tmp" "$a"
 fi
 tap_done
