@@ -83,6 +83,16 @@ static int set_memlock(rlim_t bytes)
 	return setrlimit(RLIMIT_MEMLOCK, &rl);
 }
 
+/* The child leaves with _exit() (Criterion's exit handlers are the
+ * worker's), which skips gcov's: a coverage build writes the child's
+ * counts first. */
+#ifdef CVM_COVERAGE
+void __gcov_dump(void);
+#define child_exit(status) (__gcov_dump(), _exit(status))
+#else
+#define child_exit(status) _exit(status)
+#endif
+
 /*
  * Runs fn in a child (so dropped capabilities and lowered limits die with
  * it); fn returns NULL on success, a failure message, or SKIP_PREFIX + why.
@@ -102,8 +112,8 @@ static void in_child(const char *(*fn)(void))
 
 		close(pfd[0]);
 		if (m && write(pfd[1], m, strlen(m)) < 0)
-			_exit(2);
-		_exit(m ? 1 : 0);
+			child_exit(2);
+		child_exit(m ? 1 : 0);
 	}
 	close(pfd[1]);
 	n = read(pfd[0], msg, sizeof(msg) - 1);
