@@ -144,6 +144,28 @@ Test(model_inject, the_nth_call_fails_counting_every_kind_of_call)
 	cvm_backend_destroy(be);
 }
 
+/* An injected partial failure of a cut with an end off a page boundary
+ * inside a mapping fails before the first cut, where the kernel refuses
+ * that end (iopt_area_split()): nothing changes, though a whole mapping
+ * lies inside the range and the other end could be cut. */
+Test(model_inject, a_partial_cut_failure_at_an_end_that_cannot_be_cut_changes_nothing)
+{
+	struct cvm_be *be = open_model(CVM_MODEL_CUT, 0);
+	uint64_t iova = BASE + SZ_2M / 2 + 100, len = 4 * SZ_2M - 100, size = 7;
+	struct snap s;
+
+	populate(be);
+	take(be, &s);
+	cvm_model_inject_partial(be, 1, -EBUSY);
+	cr_assert_eq(be->ops->cut(be, iova, len, &size), -EBUSY);
+	cr_assert_eq(size, 0);
+	assert_unchanged(be, &s);
+	/* Without the injection the kernel's own answer. */
+	cr_assert_eq(be->ops->cut(be, iova, len, &size), -EINVAL);
+	assert_unchanged(be, &s);
+	cvm_backend_destroy(be);
+}
+
 /* ---- entry limit ---- */
 
 Test(model_limit, type1_defaults_to_65535_entries_read_through_refresh)
@@ -360,6 +382,38 @@ Test(model_errno, iommufd_unmap_of_everything_succeeds_even_when_empty)
 	cr_assert_eq(be->ops->unmap(be, BASE + 1, SZ_2M, &size), -ENOENT);
 	cr_assert_eq(be->ops->unmap(be, 0, UINT64_MAX, &size), 0);
 	cr_assert_eq(size, 3 * SZ_2M);
+	cvm_backend_destroy(be);
+}
+
+/* iopt_alloc_pages() (6.12) refuses a length within a page of 2^64 with
+ * -EINVAL before it checks whether the user range wraps (-EOVERFLOW). */
+Test(model_errno, iommufd_map_of_a_length_within_a_page_of_2_64_is_einval)
+{
+	struct cvm_be *be = open_model(CVM_MODEL_IOMMUFD, 0);
+
+	cr_assert_eq(be->ops->map(be, BASE, UINT64_MAX - PAGE + 1, VA(0)), -EINVAL);
+	cr_assert_eq(be->ops->map(be, BASE, UINT64_MAX - 1, VA(0)), -EINVAL);
+	cr_assert_eq(cvm_model_count(be), 0);
+	cvm_backend_destroy(be);
+}
+
+/* iommufd_ioas_unmap(): only iova 0 with length U64_MAX means everything.
+ * Another range at iova 0 is an ordinary unmap; an iova or a length of
+ * U64_MAX is -EOVERFLOW otherwise, even where the range would not wrap. */
+Test(model_errno, iommufd_unmap_means_everything_only_for_iova_0_and_length_u64_max)
+{
+	struct cvm_be *be = open_model(CVM_MODEL_IOMMUFD, 0);
+	uint64_t size = 7;
+
+	cr_assert_eq(be->ops->map(be, 0, SZ_2M, VA(0)), 0);
+	populate(be);
+	cr_assert_eq(be->ops->unmap(be, 1, UINT64_MAX, &size), -EOVERFLOW);
+	cr_assert_eq(size, 0);
+	cr_assert_eq(be->ops->unmap(be, UINT64_MAX, 1, &size), -EOVERFLOW);
+	cr_assert_eq(cvm_model_count(be), 4);
+	cr_assert_eq(be->ops->unmap(be, 0, SZ_2M, &size), 0);
+	cr_assert_eq(size, SZ_2M);
+	cr_assert_eq(cvm_model_count(be), 3);
 	cvm_backend_destroy(be);
 }
 
@@ -729,4 +783,31 @@ Test(backend_common, scratch_window_is_the_aligned_top_of_the_highest_range)
 	be.nranges = 1;
 	cr_assert_eq(cvm_backend_scratch_iova(&be, PAGE, &iova), 0);
 	cr_assert_eq(iova, UINT64_MAX - PAGE + 1);
+}
+
+/* A range that holds len bytes, but not len bytes aligned to the largest
+ * page that fits in len, is passed over for the next one down. */
+Test(backend_common, scratch_window_skips_a_range_too_small_once_aligned)
+{
+	struct cvm_iova_range r[2] = { { 0, 0x3fffffull }, { 0x401000ull, 0x600fffull } };
+	struct cvm_be be = { .pgsizes = 0x40201000ull, .nranges = 2, .ranges = r };
+	uint64_t iova = 0;
+
+	cr_assert_eq(cvm_backend_scratch_iova(&be, SZ_2M, &iova), 0);
+	cr_assert_eq(iova, 0x200000ull);
+	be.nranges = 1;
+	be.ranges = &r[1];
+	cr_assert_eq(cvm_backend_scratch_iova(&be, SZ_2M, &iova), -ENOSPC);
+}
+
+/* No page sizes (a type1 container without VFIO_IOMMU_INFO_PGSIZES): the
+ * window is 4 KiB aligned. */
+Test(backend_common, scratch_window_without_page_sizes_is_4k_aligned)
+{
+	struct cvm_iova_range r = { 0, 0x12345fffull };
+	struct cvm_be be = { .pgsizes = 0, .nranges = 1, .ranges = &r };
+	uint64_t iova = 0;
+
+	cr_assert_eq(cvm_backend_scratch_iova(&be, 2 * PAGE + 100, &iova), 0);
+	cr_assert_eq(iova, 0x12343000ull);
 }
