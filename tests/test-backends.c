@@ -590,6 +590,17 @@ Test(type1, refuses_overlapping_iova_ranges)
 	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), -EPROTO);
 }
 
+/* A range that ends below its start is no range. */
+Test(type1, refuses_an_iova_range_that_ends_below_its_start)
+{
+	const struct vfio_iova_range r[] = { { 0x300000, 0x1fffff } };
+	struct cvm_be *be = NULL;
+
+	add_iova_ranges(r, 1);
+	cr_assert_eq(cvm_backend_type1_open(fk.fd, true, &be), -EPROTO);
+	cr_assert_null(be);
+}
+
 /* Ranges that share one byte overlap too (the kernel's "last" is inclusive). */
 Test(type1, refuses_iova_ranges_that_share_their_edge_byte)
 {
