@@ -622,6 +622,30 @@ Test(maptable, holds_16M_entries_in_under_48_bytes_each, .timeout = 120)
 	maptable_destroy(mt);
 }
 
+/* A promise made on an empty table counts its first leaf as a level that
+ * splits: inserts in descending order split the leftmost leaf again every
+ * 15 or so, leaving half-full leaves behind, and none may allocate. */
+Test(maptable, reserve_on_an_empty_table_makes_the_next_inserts_infallible)
+{
+	const uint64_t n = 3000;
+	struct maptable *mt;
+
+	cr_assert_eq(maptable_create(&mt), 0);
+	cr_assert_eq(maptable_reserve(mt, n), 0);
+	fail_after(0);
+	allocs_seen = 0;
+	for (uint64_t i = n; i-- > 0; )
+		if (maptable_insert(mt, i * 0x2000, 0x1000, i)) {
+			no_failures();
+			cr_assert_fail("insert %" PRIu64 " of %" PRIu64, n - i, n);
+		}
+	no_failures();
+	cr_assert_eq(allocs_seen, 0, "a reserved insert tried to allocate");
+	cr_assert_eq(maptable_count(mt), n);
+	cr_assert_eq(maptable_validate(mt), 0);
+	maptable_destroy(mt);
+}
+
 /* The worst case for a reservation: every leaf full (a table built in
  * ascending order is packed), then inserts that split a different leaf
  * each, then appends at the end, with removals in between. */
