@@ -104,18 +104,22 @@ struct first_two {
 	int n;
 };
 
+/* The whole mappings the range starts with, up to two: the walk stops at
+ * the first that sticks out of the range, as the kernel does. */
 static int note_inside(void *opaque, const struct mt_entry *e)
 {
 	struct first_two *f = opaque;
 
-	if (e->iova >= f->iova && e->iova + (e->len - 1) <= f->last)
-		f->e[f->n++] = *e;
+	if (e->iova < f->iova || e->iova + (e->len - 1) > f->last)
+		return 1;
+	f->e[f->n++] = *e;
 	return f->n == 2;
 }
 
-/* An injected unmap failure: with inject_partial, the first of several
- * whole mappings inside the range goes before the call fails, as in
- * iopt_unmap_iova_range(), which stops at the first area it cannot take. */
+/* An injected unmap failure: with inject_partial, when the range starts
+ * with several whole mappings, the first goes before the call fails, as in
+ * iopt_unmap_iova_range(), which takes areas in ascending order and stops
+ * at the first it cannot take (one sticking out first: nothing goes). */
 static int failed_unmap(struct model *m, uint64_t iova, uint64_t len, int err)
 {
 	struct first_two f = { .iova = iova, .last = iova + (len - 1) };

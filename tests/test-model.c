@@ -144,6 +144,29 @@ Test(model_inject, the_nth_call_fails_counting_every_kind_of_call)
 	cvm_backend_destroy(be);
 }
 
+/* An injected partial failure of an iommufd unmap whose range starts
+ * inside a mapping removes nothing, although two whole ones follow it:
+ * iopt_unmap_iova_range() takes areas in ascending order and stops at the
+ * first, which sticks out.  (Where the backend cuts, the cut comes first.) */
+Test(model_inject, a_partial_unmap_failure_behind_a_mapping_sticking_out_changes_nothing)
+{
+	struct cvm_be *be = open_model(CVM_MODEL_IOMMUFD, 0);
+	uint64_t size = 7;
+	struct snap s;
+
+	populate(be);
+	take(be, &s);
+	cvm_model_inject_partial(be, 1, -EBUSY);
+	cr_assert_eq(be->ops->unmap(be, BASE + SZ_2M / 2, 5 * SZ_2M, &size), -EBUSY);
+	cr_assert_eq(size, 0);
+	assert_unchanged(be, &s);
+	/* Starting at a whole mapping, the first of the two goes. */
+	cvm_model_inject_partial(be, 1, -EBUSY);
+	cr_assert_eq(be->ops->unmap(be, BASE, 5 * SZ_2M, &size), -EBUSY);
+	cr_assert_eq(cvm_model_count(be), 2);
+	cvm_backend_destroy(be);
+}
+
 /* An injected partial failure of a cut with an end off a page boundary
  * inside a mapping fails before the first cut, where the kernel refuses
  * that end (iopt_area_split()): nothing changes, though a whole mapping
