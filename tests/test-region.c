@@ -258,6 +258,39 @@ Test(region, convert_rolls_back_when_a_listener_vetoes)
 	cvm_region_destroy(r);
 }
 
+/* A veto rolls back only the listeners that heard to_shared: one without
+ * to_shared, registered before the one that vetoes, never heard the runs
+ * become shared, so it hears nothing of them going back (net zero). */
+Test(region, a_veto_takes_nothing_back_from_a_listener_without_to_shared)
+{
+	static const struct cvm_listener_ops private_only = { .sz = sizeof(private_only),
+							      .to_private = view_to_private };
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_listener *l[2];
+	uint8_t want[NP] = { 0 };
+	struct view v[2];
+
+	view_init(&v[0], BASE, NP, true);          /* as if it knew every page */
+	view_init(&v[1], BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &private_only, &v[0], 0, &l[0]), 0);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v[1], 0, &l[1]), 0);
+	v[1].veto_at = 1;
+	cr_assert_eq(cvm_convert(r, G(4), 4 * PG, CVM_SHARED, 0), -EPERM);
+	assert_state(r, BASE, NP, want);
+	cr_assert_eq(v[0].calls_private, 0, "told to_private for a run it never heard: %s",
+		     v[0].log);
+	cr_assert_eq(v[1].calls_private, 0);
+	/* It hears a private conversion that went through, as before. */
+	cr_assert_eq(cvm_convert(r, G(4), 4 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r, G(5), PG, CVM_PRIVATE, 0), 0);
+	cr_assert_str_eq(v[0].log, "P:5+1 ");
+	for (int i = 0; i < 2; i++) {
+		cvm_listener_remove(l[i], 0);
+		view_fini(&v[i]);
+	}
+	cvm_region_destroy(r);
+}
+
 Test(region, batch_is_all_or_nothing)
 {
 	struct cvm_region *r = mkregion(NP, 0);
@@ -532,6 +565,63 @@ Test(region, bad_input_returns_errno_and_changes_nothing)
 	cr_assert_eq(cvm_listener_add(NULL, &view_ops, &v, 0, &l), -EINVAL);
 	cr_assert_eq(cvm_region_stats(r, NULL), -EINVAL);
 	cr_assert_eq(cvm_region_query(NULL, G(0), PG), -EINVAL);
+	assert_state(r, BASE, NP, want);
+	cr_assert_eq(v.calls_shared + v.calls_private, 0);
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
+/* A range from the region's first page but longer than the whole region
+ * is out of range (-ERANGE) for every call that takes one, and changes
+ * nothing: the check that it ends inside the region subtracts its length
+ * from the region's, which must not wrap. */
+Test(region, a_range_longer_than_the_region_is_erange_even_from_its_first_page)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_range rg[2] = { { G(0), (NP + 1) * PG }, { G(0), 2 * NP * PG } };
+	uint8_t want[NP] = { 0 };
+	struct cvm_listener *l;
+	struct view v;
+	int walked = 0;
+
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(cvm_convert(r, rg[i].gpa, rg[i].length, CVM_SHARED, 0), -ERANGE,
+			     "case %d", i);
+		cr_assert_eq(cvm_convert_batch(r, &rg[i], 1, CVM_SHARED, 0), -ERANGE, "case %d", i);
+		cr_assert_eq(cvm_region_query(r, rg[i].gpa, rg[i].length), -ERANGE, "case %d", i);
+		cr_assert_eq(cvm_region_for_each_run(r, rg[i].gpa, rg[i].length, CVM_PRIVATE,
+						     count_walk, &walked), -ERANGE, "case %d", i);
+	}
+	cr_assert_eq(walked, 0, "a walk called fn for bad input");
+	assert_state(r, BASE, NP, want);
+	cr_assert_eq(v.calls_shared + v.calls_private, 0);
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
+/* A batch is all or nothing for bad input too: a bad range before good
+ * ones (not only the last) is its error, and nothing converts.  A long
+ * batch names it before it allocates, with memory short. */
+Test(region, a_batch_whose_bad_range_comes_before_good_ones_changes_nothing)
+{
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_range shortb[2] = { { G(NP), PG }, { G(4), PG } };
+	struct cvm_range longb[9];
+	uint8_t want[NP] = { 0 };
+	struct cvm_listener *l;
+	struct view v;
+
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &view_ops, &v, 0, &l), 0);
+	cr_assert_eq(cvm_convert_batch(r, shortb, 2, CVM_SHARED, 0), -ERANGE);
+	shortb[0].gpa = G(0) + 1;                   /* misaligned */
+	cr_assert_eq(cvm_convert_batch(r, shortb, 2, CVM_SHARED, 0), -EINVAL);
+	for (int i = 0; i < 9; i++)
+		longb[i] = (struct cvm_range){ G(2 * i), PG };
+	longb[0].gpa = G(NP);                       /* out of range */
+	cr_assert_eq(batch_short_of_memory(r, longb, 9, CVM_SHARED), -ERANGE);
 	assert_state(r, BASE, NP, want);
 	cr_assert_eq(v.calls_shared + v.calls_private, 0);
 	view_fini(&v);
@@ -860,6 +950,42 @@ Test(region, a_failed_replay_takes_back_what_it_told_and_adds_nothing)
 	cr_assert_eq(st.listeners, 0);
 	cr_assert_eq(cvm_convert(r, G(20), PG, CVM_SHARED, 0), 0);
 	cr_assert_eq(v.calls_shared, 3, "a listener whose replay failed was kept");
+	view_fini(&v);
+	cvm_region_destroy(r);
+}
+
+/* A listener without to_private is never called for one: neither when the
+ * replay of its add fails (nothing to take back from it: it is not added,
+ * and the error is returned), nor when it is removed with
+ * CVM_LISTENER_REPLAY_PRIVATE (cvm_listener_add(3), cvm_listener_remove(3)). */
+Test(region, a_listener_without_to_private_is_added_and_removed_without_one)
+{
+	static const struct cvm_listener_ops shared_only = { .sz = sizeof(shared_only),
+							     .to_shared = view_to_shared };
+	struct cvm_region *r = mkregion(NP, 0);
+	struct cvm_range rs[2] = { { G(0), PG }, { G(5), 3 * PG } };
+	struct cvm_region_stats st = { .sz = sizeof(st) };
+	struct cvm_listener *l = NULL;
+	struct view v;
+
+	cr_assert_eq(cvm_convert_batch(r, rs, 2, CVM_SHARED, 0), 0);
+	view_init(&v, BASE, NP, false);
+	v.veto_at = 2;
+	v.veto_err = -ENOSPC;
+	cr_assert_eq(cvm_listener_add(r, &shared_only, &v, 0, &l), -ENOSPC);
+	cr_assert_null(l);
+	cr_assert_eq(cvm_region_stats(r, &st), 0);
+	cr_assert_eq(st.listeners, 0);
+	view_fini(&v);
+	view_init(&v, BASE, NP, false);
+	cr_assert_eq(cvm_listener_add(r, &shared_only, &v, 0, &l), 0);
+	cr_assert_str_eq(v.log, "S:0+1 S:5+3 ");
+	cvm_listener_remove(l, CVM_LISTENER_REPLAY_PRIVATE);
+	cr_assert_eq(cvm_region_stats(r, &st), 0);
+	cr_assert_eq(st.listeners, 0);
+	cr_assert_eq(cvm_convert(r, G(20), PG, CVM_SHARED, 0), 0);
+	cr_assert_str_eq(v.log, "S:0+1 S:5+3 ", "a removed listener heard a conversion");
+	cr_assert_eq(cvm_region_query(r, G(5), 3 * PG), CVM_SHARED);
 	view_fini(&v);
 	cvm_region_destroy(r);
 }
