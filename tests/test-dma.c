@@ -2607,6 +2607,43 @@ Test(dma, a_mapping_walk_without_memory_for_its_chunk_calls_nothing)
 	fx_fini(&f);
 }
 
+/* A walk that fn stops: the count of calls, and at which it returns 7. */
+struct stop_walk {
+	int calls, at;
+};
+
+static int stop_walk_at(void *opaque, uint64_t iova, uint64_t len)
+{
+	struct stop_walk *w = opaque;
+
+	(void)iova; (void)len;
+	return ++w->calls == w->at ? 7 : 0;
+}
+
+/* cvm_dma_for_each_mapping(3): a non-zero return from fn stops the walk
+ * and is returned.  300 one-page mappings take two chunks of the walk: fn
+ * stops it in the middle of the first, with more chunks to come, and in
+ * the second; fn is never called again after it said stop. */
+Test(dma, a_mapping_walk_stops_where_fn_says_in_any_chunk, .timeout = 30)
+{
+	int at[] = { 3, 260, 0 }, want_calls[] = { 3, 260, 300 }, want_ret[] = { 7, 7, 0 };
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, CVM_DMA_PER_PAGE, 0, 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 300 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 300);
+	for (size_t i = 0; i < ARRAY_SIZE(at); i++) {
+		struct stop_walk w = { 0, at[i] };
+
+		cr_assert_eq(cvm_dma_for_each_mapping(f.d, stop_walk_at, &w), want_ret[i],
+			     "stop at %d", at[i]);
+		cr_assert_eq(w.calls, want_calls[i], "stop at %d: fn called %d times", at[i],
+			     w.calls);
+	}
+	check(&f);
+	fx_fini(&f);
+}
+
 struct walk_dma {
 	struct fx *f;
 	struct cvm_dma *d2;
@@ -2684,6 +2721,56 @@ Test(dma, a_listener_callback_cannot_add_remove_repair_or_close_the_context, .ti
 	cr_assert_eq(stats(f.d).mappings, 2, "still in f.d, which mapped page 16");
 	check(&f);
 	cvm_dma_close(w.d2);
+	fx_fini(&f);
+}
+
+/* A walk's callback: repair and close the context (both refused). */
+static int repair_and_close_from_callback(void *opaque, uint64_t gpa, uint64_t len)
+{
+	struct walk_dma *w = opaque;
+
+	(void)gpa; (void)len;
+	w->repair_err = cvm_dma_repair(w->f->d);
+	cvm_dma_close(w->f->d);
+	return 1;
+}
+
+/* A context looks for a callback of the calling thread in each region it
+ * serves, and one it finds stays found: here a callback of the region
+ * added last, which it looks at first, before one whose lock the thread
+ * does not hold.  Repair and close are refused, as from a context of one
+ * region (cvm_dma_repair(3), cvm_dma_close(3)). */
+Test(dma, a_callback_of_any_region_of_a_context_cannot_repair_or_close_it, .timeout = 30)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE + 1024 * PG,
+				       .length = 64 * PG };
+	struct walk_dma w = { 0 };
+	struct cvm_region *r2;
+	struct fx f;
+
+	fx_init(&f, 64, 0, CVM_MODEL_CUT, 0, 0, 0);
+	w.f = &f;
+	w.repair_err = 1;
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r2), 0);
+	cr_assert_eq(cvm_dma_add_region(f.d, r2), 0);
+	cr_assert_eq(cvm_convert(f.r, A(8), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r2, A(1030), PG, CVM_SHARED, 0), 0);
+	cvm_set_log(grab_log, NULL, LOG_ERR);
+	last_log[0] = 0;
+	cr_assert_eq(cvm_region_for_each_run(r2, A(1024), 64 * PG, CVM_SHARED,
+					     repair_and_close_from_callback, &w), 1);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert_eq(w.repair_err, -EDEADLK);
+	cr_assert(strstr(last_log, "cvm_dma_close: refused"), "log: %s", last_log);
+	/* The context is whole and still follows both regions. */
+	cr_assert_eq(stats(f.d).mappings, 2);
+	cr_assert_eq(cvm_convert(r2, A(1031), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(f.d).mappings, 3);
+	cr_assert_eq(cvm_dma_remove_region(f.d, r2), 0);
+	check(&f);
+	cvm_region_destroy(r2);
+	munmap(c.hva, c.length);
 	fx_fini(&f);
 }
 
@@ -3051,6 +3138,57 @@ Test(dma, a_destroyed_region_the_kernel_would_not_unmap_is_unmapped_on_the_next_
 	munmap(hva, 1024 * PG);
 	munmap(c.hva, c.length);
 	cvm_set_log(NULL, NULL, 0);
+}
+
+/*
+ * A destroyed region whose unmap the kernel keeps refusing leaves its IOVA
+ * window to unmap: a region added over it waits (-EBUSY, see the test
+ * above), but regions added above or below that window go in at once, and
+ * map, while the repair is still pending.
+ */
+Test(dma, regions_beside_the_window_of_a_destroyed_region_still_to_unmap_go_in)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .length = 64 * PG };
+	uint64_t gpa[2] = { BASE + 2048 * PG, BASE - 64 * PG };
+	struct cvm_dma *d = mkdma(CVM_MODEL_CUT, 0, 0, 0);
+	struct cvm_region *r, *r2[2];
+	void *hva, *hva2[2];
+
+	r = three_runs(&hva);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	inject(d, 1, -EBUSY);
+	cvm_region_destroy(r);
+	cr_assert_eq(stats(d).pending_repairs, 1);
+	for (int i = 0; i < 2; i++) {
+		c.gpa = gpa[i];
+		hva2[i] = c.hva = reserve(c.length);
+		cr_assert_eq(cvm_region_create(&c, &r2[i]), 0);
+		cr_assert_eq(cvm_convert(r2[i], gpa[i] + PG, PG, CVM_SHARED, 0), 0);
+		/* The repair is refused by the add, and again by its first map. */
+		inject_n(d, 1, 2, -EBUSY);
+		cr_assert_eq(cvm_dma_add_region(d, r2[i]), 0, "region %d", i);
+		cr_assert_eq(stats(d).pending_repairs, 1, "region %d", i);
+	}
+	/* The gone region's three mappings, and one page of each new region. */
+	cr_assert_eq(stats(d).mappings, 5);
+	for (int i = 0; i < 2; i++) {
+		uint64_t p = gpa[i] + PG;
+
+		cr_assert_eq(cvm_model_for_each(cvm_dma_backend(d), maps_page, &p), 1,
+			     "region %d: its shared page is not mapped", i);
+	}
+	inject(d, 0, 0);
+	cr_assert_eq(cvm_dma_repair(d), 0);
+	cr_assert_eq(stats(d).mappings, 2);
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(d)), 2);
+	for (int i = 0; i < 2; i++) {
+		cr_assert_eq(cvm_dma_remove_region(d, r2[i]), 0);
+		cvm_region_destroy(r2[i]);
+		munmap(hva2[i], c.length);
+	}
+	cr_assert_eq(cvm_model_count(cvm_dma_backend(d)), 0);
+	cvm_dma_close(d);
+	munmap(hva, 1024 * PG);
 }
 
 /*
@@ -3685,6 +3823,96 @@ Test(dma, compaction_leaves_a_mapping_to_repair_alone)
 	fx_fini(&f);
 }
 
+/*
+ * Two regions whose IOVA windows and memory touch, in one context at its
+ * entry limit: the mapping of the first region's last page and that of
+ * the second's first page lie end to end, in IOVA and in memory, but
+ * compaction never merges them: a mapping stays inside its region (its
+ * removal unmaps its window alone).  With nothing else to merge, the
+ * conversion is refused and nothing changes.
+ */
+Test(dma, compaction_never_merges_mappings_of_two_regions_that_touch)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE, .length = 16 * PG };
+	struct cvm_dma *d = mkdma(CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
+	struct cvm_region *r0, *r1;
+	char l[128];
+	void *hva;
+
+	hva = c.hva = reserve(32 * PG);
+	cr_assert_eq(cvm_region_create(&c, &r0), 0);
+	c.gpa = BASE + 16 * PG;
+	c.hva = (char *)hva + 16 * PG;
+	cr_assert_eq(cvm_region_create(&c, &r1), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r0), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r1), 0);
+	cr_assert_eq(cvm_convert(r0, A(15), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r1, A(16), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r0, A(5), PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(stats(d).entries_avail, 0);
+	cr_assert_eq(cvm_convert(r1, A(25), PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(cvm_region_query(r1, A(25), PG), CVM_PRIVATE);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "5+1;15+1;16+1;", "the table holds %s", l);
+	kernel_layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "5+1;15+1;16+1;", "the kernel maps %s", l);
+	cr_assert_eq(stats(d).disruptive_splits, 0);
+	cr_assert_eq(cvm_dma_remove_region(d, r0), 0);
+	layout(d, l, sizeof(l));
+	cr_assert_str_eq(l, "16+1;", "the table holds %s", l);
+	cvm_dma_close(d);
+	cvm_region_destroy(r0);
+	cvm_region_destroy(r1);
+	munmap(hva, 32 * PG);
+}
+
+/*
+ * A mapping that a failed rollback left on private pages [0, 4) waits for
+ * its repair (the kernel keeps refusing it).  Sharing page 4 next to it at
+ * the entry limit, with CVM_DMA_COMPACT, must not join the two: the joined
+ * mapping would keep the private pages mapped, and the repair, which
+ * unmaps only mappings wholly inside [0, 4), would never take it.  With
+ * nothing else to join or merge, the conversion is refused and nothing
+ * changes; once the repair goes through, page 4 is shared and mapped.
+ */
+Test(dma, compaction_never_joins_a_run_to_a_mapping_left_on_private_pages)
+{
+	struct cvm_dma *d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+	char l[128];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_TYPE1, CVM_DMA_COMPACT, 0, 3);
+	cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);
+	inject(d2, 1, -EIO);
+	inject(f.d, 2, -EBUSY);         /* map [0, 4), then its undo */
+	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), -EIO);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	/* Fill the context, the repair refused each time (by the check). */
+	for (uint64_t p = 100; p <= 200; p += 100) {
+		inject(f.d, 1, -EBUSY);
+		cr_assert_eq(cvm_convert(f.r, A(p), PG, CVM_SHARED, 0), 0);
+	}
+	cr_assert_eq(stats(f.d).entries_avail, 0);
+	inject(f.d, 1, -EBUSY);
+	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(cvm_region_query(f.r, A(0), 5 * PG), CVM_PRIVATE);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;100+1;200+1;", "the table holds %s", l);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;100+1;200+1;", "the kernel maps %s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 1);
+	cr_assert_eq(stats(f.d).disruptive_splits, 0);
+	layout(d2, l, sizeof(l));
+	cr_assert_str_eq(l, "100+1;200+1;", "d2 maps %s", l);
+	inject(f.d, 0, 0);
+	cr_assert_eq(cvm_dma_repair(f.d), 0);
+	cr_assert_eq(cvm_convert(f.r, A(4), PG, CVM_SHARED, 0), 0);
+	check(&f);
+	check_dma(f.r, d2, 1024, 2 * MiB);
+	cvm_dma_close(d2);
+	fx_fini(&f);
+}
+
 /* Random conversions with a failure injected into each of two contexts:
  * once a call goes through without one, both map exactly the shared set. */
 Test(dma, after_random_double_failures_the_next_call_restores_both_contexts)
@@ -3879,6 +4107,43 @@ static void open_refused(const struct cvm_dma_config *c, int err, const char *wh
 	cvm_set_log(NULL, NULL, 0);
 	cr_assert_null(d);
 	cr_assert(strstr(last_log, why), "the line \"%s\" does not say \"%s\"", last_log, why);
+}
+
+/* cvm_dma_open(3) out of memory at each of its allocations in turn:
+ * -ENOMEM, *out unwritten, and (for a leak checker) nothing kept; the
+ * open that then succeeds gives a context that works. */
+Test(dma, an_open_out_of_memory_at_any_allocation_fails_cleanly)
+{
+	static const uint32_t all_rules[] = { CVM_MODEL_TYPE1, CVM_MODEL_IOMMUFD, CVM_MODEL_CUT };
+
+	for (size_t i = 0; i < ARRAY_SIZE(all_rules); i++) {
+		struct cvm_dma_config c = { .sz = sizeof(c), .backend = CVM_BACKEND_MODEL,
+					    .fd = -1, .model_rules = all_rules[i] };
+		struct cvm_dma *d = (struct cvm_dma *)0x1;
+		int k, err = -ENOMEM, left = 0;
+		struct fx f;
+
+		for (k = 1; err == -ENOMEM && k < 100; k++) {
+			fail_alloc_arm(k);
+			err = cvm_dma_open(&c, &d);
+			left = fail_alloc_left;
+			fail_alloc_disarm();
+			if (left)
+				break;
+			cr_assert_eq(err, -ENOMEM, "rules %u, allocation %d: %d", all_rules[i], k,
+				     err);
+			cr_assert_eq(d, (struct cvm_dma *)0x1, "allocation %d: *out written", k);
+		}
+		cr_assert_eq(err, 0, "rules %u: the open never succeeded (%d)", all_rules[i], err);
+		cr_assert_gt(k, 2, "the open allocates");
+		fx_init(&f, 64, 0, all_rules[i], 0, 0, 0);
+		cvm_dma_close(f.d);
+		f.d = d;
+		cr_assert_eq(cvm_dma_add_region(f.d, f.r), 0);
+		cr_assert_eq(cvm_convert(f.r, A(4), 4 * PG, CVM_SHARED, 0), 0);
+		check(&f);
+		fx_fini(&f);
+	}
 }
 
 Test(dma, open_rejects_bad_configs)
@@ -5309,6 +5574,40 @@ Test(dma, an_enoent_fallback_leaves_nothing_of_ours_however_the_kernel_held_it)
 		fx_fini(&f);
 	}
 	cr_assert_eq(states, 274, "%d states", states);
+}
+
+/*
+ * iommufd says -ENOENT to the unmap of a region whose only mapping the VMM
+ * removed, and the library goes mapping by mapping (unmap_each()): only
+ * the mappings of that region's window.  The next region's mapping, which
+ * starts where the window ends, stays mapped and in the table.
+ */
+Test(dma, an_enoent_fallback_of_a_region_removal_stops_at_its_window)
+{
+	struct cvm_region_config c = { .sz = sizeof(c), .gpa = BASE - 16 * PG, .length = 16 * PG };
+	struct cvm_region *r0;
+	struct cvm_be *be;
+	char l[64];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_IOMMUFD, 0, 0, 0);
+	be = cvm_dma_backend(f.d);
+	c.hva = reserve(c.length);
+	cr_assert_eq(cvm_region_create(&c, &r0), 0);
+	cr_assert_eq(cvm_dma_add_region(f.d, r0), 0);
+	cr_assert_eq(cvm_convert(r0, BASE - 16 * PG, 4 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(f.r, A(0), 4 * PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_model_vmm_unmap(be, BASE - 16 * PG, 4 * PG), 0);
+	cr_assert_eq(cvm_dma_remove_region(f.d, r0), 0);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;", "the table holds %s", l);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;", "the kernel maps %s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 0);
+	check(&f);
+	cvm_region_destroy(r0);
+	munmap(c.hva, c.length);
+	fx_fini(&f);
 }
 
 /*
