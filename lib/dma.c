@@ -354,8 +354,6 @@ static int count_gone(void *opaque, const struct mt_entry *e)
 	return 0;
 }
 
-static bool remap_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi);
-
 /* Unmap the mapping [iova, iova + len), known to be one whole entry of the
  * table (the common private conversion): no walk to collect it. */
 static int be_unmap_one(struct cvm_dma *d, uint64_t iova, uint64_t len, uint64_t hva, bool log)
@@ -451,7 +449,6 @@ static void maybe_add(struct cvm_dma *d, uint64_t p)
 /* What a put-back found, piece by piece. */
 struct put_back {
 	uint64_t back;          /* pieces mapped again: they were gone */
-	uint64_t lost;          /* of those, pieces maybe gone before the call (FIX_REMAP, stray) */
 	uint64_t unknown;       /* pieces the kernel refused to map other than with -EEXIST */
 	int err;                /* the kernel's last such answer */
 	bool note;              /* note those as repairs (FIX_REMAP) */
@@ -472,10 +469,6 @@ static int map_piece(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva,
 	merr = d->be->ops->map(d->be, x, y - x, (void *)(uintptr_t)hva);
 	if (!merr) {
 		pb->back++;
-		/* Under a stray, it may have gone in an earlier call that
-		 * failed part way, unnoted: put_back_inside() and remap()
-		 * never map a stray back, so no FIX_REMAP says so. */
-		pb->lost += d->nfix && (remap_over(d, x, y) || stray_over(d, x, y));
 	} else if (merr != -EEXIST) {
 		pb->unknown++;
 		pb->err = merr;
@@ -886,16 +879,6 @@ static void note_remap(struct cvm_dma *d, uint64_t x, uint64_t y, uint64_t hva, 
 		}
 	}
 	fix_add(d, (struct fix){ FIX_REMAP, err, x, y - x, hva, region_at(d, x) });
-}
-
-/* A piece that a put-back could not map back (FIX_REMAP) meets [lo, hi). */
-static bool remap_over(const struct cvm_dma *d, uint64_t lo, uint64_t hi)
-{
-	for (size_t i = 0; i < d->nfix; i++)
-		if (d->fix[i].kind == FIX_REMAP && lo < d->fix[i].iova + d->fix[i].len &&
-		    d->fix[i].iova < hi)
-			return true;
-	return false;
 }
 
 /* Map a FIX_REMAP's piece again where the table still holds it: the kernel
