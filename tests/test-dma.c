@@ -1286,6 +1286,67 @@ Test(dma, a_hidden_split_is_remembered_whatever_allocation_fails)
 	cr_assert_gt(hit, 0);
 }
 
+/*
+ * A hitless cut of page 10 out of [0, 64) with each allocation of the
+ * conversion failing in turn.  The cut is the first entry of f.d's undo
+ * log since f.d handed its buffer to the share, which d2 (told after it)
+ * could still have failed (keep_pending()); and f.d's mapping table,
+ * filled by maps alone, has no spare node.  So the cut allocates both
+ * (be_cut(): undo_reserve(), maptable_reserve()) before the kernel is
+ * asked.  An allocation that fails, the library's or the (model)
+ * kernel's, is -ENOMEM with nothing changed in either context (the page
+ * is shared, each table and kernel holds [0, 64), nothing is pending),
+ * and the same call goes through afterwards; or it is one the call can do
+ * without (a spare node more), and the call goes through.
+ */
+Test(dma, a_cut_without_memory_for_its_undo_log_or_table_changes_nothing)
+{
+	int k, refused = 0;
+
+	for (k = 1; k < 200; k++) {
+		struct cvm_dma *d2;
+		char l[256];
+		struct fx f;
+		int err, left;
+
+		fx_init(&f, 1024, 0, CVM_MODEL_CUT, 0, 0, 0);
+		d2 = mkdma(CVM_MODEL_IOMMUFD, 0, 0, 0);
+		cr_assert_eq(cvm_dma_add_region(d2, f.r), 0);
+		cr_assert_eq(cvm_convert(f.r, A(0), 64 * PG, CVM_SHARED, 0), 0);
+		fail_alloc_arm(k);
+		err = cvm_convert(f.r, A(10), PG, CVM_PRIVATE, 0);
+		left = fail_alloc_left;
+		fail_alloc_disarm();
+		cr_assert(err == 0 || err == -ENOMEM, "allocation %d: %d", k, err);
+		if (err) {
+			cr_assert_eq(cvm_region_query(f.r, A(0), 64 * PG), CVM_SHARED);
+			for (int i = 0; i < 2; i++) {
+				struct cvm_dma *d = i ? d2 : f.d;
+
+				layout(d, l, sizeof(l));
+				cr_assert_str_eq(l, "0+64;", "allocation %d: d%d maps %s", k, i, l);
+				kernel_layout(d, l, sizeof(l));
+				cr_assert_str_eq(l, "0+64;", "allocation %d: d%d's kernel maps %s",
+						 k, i, l);
+				cr_assert_eq(stats(d).pending_repairs, 0, "allocation %d: d%d",
+					     k, i);
+			}
+			refused++;
+			err = cvm_convert(f.r, A(10), PG, CVM_PRIVATE, 0);
+		}
+		cr_assert_eq(err, 0, "allocation %d: %d", k, err);
+		layout(f.d, l, sizeof(l));
+		cr_assert_str_eq(l, "0+10;11+53;", "allocation %d: maps %s", k, l);
+		check(&f);
+		check_dma(f.r, d2, 1024, 2 * MiB);
+		cvm_dma_close(d2);
+		fx_fini(&f);
+		if (left)
+			break;
+	}
+	cr_assert_gt(refused, 0, "the cut allocates");
+}
+
 /* Page 30 shared; pages [10, 10 + n) shared by a batch whose second run
  * (page 20) another user holds, so the batch fails, and whose rollback
  * the kernel fails after taking page 10: pages [10, 10 + n) are private,
@@ -2801,6 +2862,44 @@ Test(dma, pages_left_unmapped_that_go_private_before_the_repair_stay_unmapped)
 	}
 }
 
+/*
+ * leave_4_to_16_unmapped(), then exactly the pages d2 has still to map,
+ * [4, 16), go private with d2's repair refused again: d2 has nothing
+ * there to unmap, so its undo log stays empty, but it takes the repair
+ * off its list (the pages are to be private).  Then f.d fails the
+ * conversion and the pages stay shared: settling d2 with nothing to undo
+ * must still give the repair back, or [4, 16) stays shared and unmapped
+ * in d2 with nothing pending.
+ */
+Test(dma, a_context_with_nothing_to_undo_gets_its_repairs_back_when_another_fails)
+{
+	struct cvm_dma_stats before;
+	struct cvm_dma *d2;
+	char l[256];
+	struct fx f;
+
+	two_contexts(&f, &d2);
+	leave_4_to_16_unmapped(&f, d2);
+	before = stats(d2);
+	inject(d2, 1, -EBUSY);          /* the repair */
+	inject(f.d, 1, -EIO);
+	cr_assert_eq(cvm_convert(f.r, A(4), 12 * PG, CVM_PRIVATE, 0), -EIO);
+	cr_assert_eq(cvm_region_query(f.r, A(0), 16 * PG), CVM_SHARED);
+	cr_assert_eq(stats(d2).unmap_calls, before.unmap_calls, "d2 had nothing to unmap");
+	cr_assert_eq(stats(d2).pending_repairs, 1);
+	layout(d2, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;", "d2 maps %s", l);
+	inject(d2, 0, 0);
+	inject(f.d, 0, 0);
+	cr_assert_eq(cvm_dma_repair(d2), 0);
+	layout(d2, l, sizeof(l));
+	cr_assert_str_eq(l, "0+4;4+12;", "d2 maps %s", l);
+	check(&f);
+	check_dma(f.r, d2, 1024, 2 * MiB);
+	cvm_dma_close(d2);
+	fx_fini(&f);
+}
+
 /* A repair whose pages an undone cut mapped back is done: not noted again. */
 Test(dma, an_undone_cut_over_pages_to_repair_leaves_nothing_to_repair)
 {
@@ -3558,6 +3657,51 @@ Test(dma, a_part_of_a_mapping_that_a_repair_maps_again_is_a_point_of_split)
 	cr_assert_eq(cvm_model_for_each(be, maps_page, &p100), 1, "shared page 100 unmapped");
 	check_dma_split(f.r, f.d, f.npages, f.granule, true);      /* N1 as two, split at 14 */
 	fx_fini(&f);
+}
+
+/*
+ * lost_10_to_14(), then [12, 600) goes shared with P's repair refused:
+ * the table holds [10, 12) and N1 = [12, 512), the kernel N1 but not
+ * [10, 12).  A cvm_dma_repair() with each of its allocations failing in
+ * turn, among them the room for the points where a part of a mapping
+ * that comes back splits it (remap(): maybe_reserve(), for P's part
+ * [12, 14) of N1): -ENOMEM, P stays pending (what was done stays done),
+ * and calling again repairs it (cvm_dma_repair(3)).
+ */
+Test(dma, a_repair_without_memory_for_its_points_of_split_stays_pending)
+{
+	int k, refused = 0;
+
+	for (k = 1; k < 100; k++) {
+		uint64_t p10 = A(10);
+		struct fx f;
+		int err, left;
+
+		lost_10_to_14(&f);
+		shim_on(f.d, CALL(1));
+		cr_assert_eq(cvm_convert(f.r, A(12), 588 * PG, CVM_SHARED, 0), 0);
+		shim_off(f.d);
+		cr_assert_eq(stats(f.d).pending_repairs, 1);
+		fail_alloc_arm(k);
+		err = cvm_dma_repair(f.d);
+		left = fail_alloc_left;
+		fail_alloc_disarm();
+		if (!left) {
+			cr_assert_eq(err, -ENOMEM, "allocation %d: %d", k, err);
+			cr_assert_eq(stats(f.d).pending_repairs, 1, "allocation %d", k);
+			refused++;
+			err = cvm_dma_repair(f.d);
+		}
+		cr_assert_eq(err, 0, "allocation %d: %d", k, err);
+		cr_assert_eq(stats(f.d).pending_repairs, 0, "allocation %d", k);
+		cr_assert_eq(cvm_model_for_each(cvm_dma_backend(f.d), maps_page, &p10), 1,
+			     "allocation %d: shared page 10 unmapped", k);
+		check_dma_split(f.r, f.d, f.npages, f.granule, true);
+		fx_fini(&f);
+		if (left)
+			break;
+	}
+	cr_assert_gt(refused, 0, "the repair allocates");
 }
 
 /* Then [12, 1030) goes shared with P's repair and the map of its third
@@ -5211,6 +5355,48 @@ Test(dma, a_hole_inside_a_stray_waits_to_be_mapped_until_the_stray_is_gone)
 	kernel_layout(f.d, l, sizeof(l));
 	cr_assert_str_eq(l, "9+3;14+6;20+10;100+1;", "the kernel maps %s", l);
 	repaired_to(&f, "10+2;12+2;14+6;20+10;100+1;");
+	check(&f);
+	fx_fini(&f);
+}
+
+/*
+ * As a_cut_undone_across_a_stray_end_is_mapped_once_the_stray_is_gone,
+ * where the kernel also refuses to map back the piece of the hole outside
+ * the stray's range, [20, 25) (5), after taking [16, 20) (4).  That piece
+ * is noted to map like any shared pages left unmapped: outside the range,
+ * no stray's repair waits for it, so a repair maps it even while the
+ * kernel still refuses the stray's unmap.  Not noted, it stayed shared and
+ * unmapped for good, with nothing pending.
+ */
+Test(dma, a_cut_undone_across_a_stray_end_notes_the_outside_piece_the_kernel_refuses)
+{
+	const struct cvm_range priv[] = { { A(16), 9 * PG }, { A(100), PG } };
+	char l[256];
+	struct fx f;
+
+	fx_init(&f, 1024, 0, CVM_MODEL_CUT, CVM_DMA_COMPACT, 0, 6);
+	join_leaves_a_stray(f.r, f.d, 3);
+	/* Repair refused (1), cut [16, 25) (2), unmap of [100] refused (3),
+	 * the undo maps [16, 20) back (4), and [20, 25) is refused (5). */
+	shim_on(f.d, CALL(1) | CALL(3) | CALL(5));
+	cr_assert_eq(cvm_convert_batch(f.r, priv, 2, CVM_PRIVATE, 0), -EBUSY);
+	cr_assert_eq(shim_calls, 5);
+	shim_off(f.d);
+	cr_assert_eq(cvm_region_query(f.r, A(16), 9 * PG), CVM_SHARED);
+	cr_assert_eq(cvm_region_query(f.r, A(100), PG), CVM_SHARED);
+	layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "9+7;16+4;25+5;100+1;", "maps %s", l);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "9+7;16+4;25+5;100+1;", "the kernel maps %s", l);
+	cr_assert_eq(stats(f.d).pending_repairs, 4,
+		     "unmap [9, 20), map [10, 16), [16, 20) and [20, 25)");
+	/* The stray's unmap refused again (1): [20, 25) is mapped all the same. */
+	shim_on(f.d, CALL(1));
+	cr_assert_eq(cvm_dma_repair(f.d), -EBUSY);
+	shim_off(f.d);
+	kernel_layout(f.d, l, sizeof(l));
+	cr_assert_str_eq(l, "9+7;16+4;20+5;25+5;100+1;", "the kernel maps %s", l);
+	repaired_to(&f, "10+6;16+4;20+5;25+5;100+1;");
 	check(&f);
 	fx_fini(&f);
 }
