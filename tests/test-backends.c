@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,8 +48,11 @@ static struct fake {
 	/* VFIO_IOMMU_GET_INFO: the caps chain as the kernel would copy it out */
 	uint8_t caps[8192];
 	size_t caps_len;
-	uint64_t pgsizes;
+	uint64_t pgsizes;            /* 0: the IOMMU's page checked is 4 KiB */
 	int get_info_calls;
+	int get_info_err;            /* forced error for every GET_INFO */
+	bool has_avail;              /* the chain has DMA_AVAIL, at caps + avail_off */
+	size_t avail_off;
 	bool info_keeps_growing;     /* every short GET_INFO: the chain grows too */
 	int refuse_unmap_all;        /* -EINVAL for VFIO_DMA_UNMAP_FLAG_ALL */
 	int map_err;                 /* forced error for every map */
@@ -183,6 +187,8 @@ static int fk_get_info(struct vfio_iommu_type1_info *info)
 	size_t need = sizeof(*info) + fk.caps_len;
 
 	fk.get_info_calls++;
+	if (fk.get_info_err)
+		return fk.get_info_err;
 	info->flags = VFIO_IOMMU_INFO_PGSIZES;
 	info->iova_pgsizes = fk.pgsizes;
 	info->cap_offset = 0;
@@ -294,7 +300,7 @@ static int fk_ioctl(unsigned long req, void *arg)
 		return fk_get_info(arg);
 	case VFIO_IOMMU_MAP_DMA: {
 		struct vfio_iommu_type1_dma_map *m = arg;
-		uint64_t pgsize = fk.pgsizes & -fk.pgsizes;
+		uint64_t pgsize = fk.pgsizes ? fk.pgsizes & -fk.pgsizes : PG;
 
 		/* vfio_dma_do_map(): the host address too, to the smallest page. */
 		if ((m->iova | m->size | m->vaddr) & (pgsize - 1))
@@ -454,7 +460,17 @@ static void add_dma_avail(uint32_t avail)
 		.avail = avail,
 	};
 
+	fk.has_avail = true;
+	fk.avail_off = fk.caps_len + offsetof(struct vfio_iommu_type1_info_dma_avail, avail);
 	add_cap(&c, sizeof(c));   /* 12 bytes: the next cap is misaligned */
+}
+
+/* What DMA_AVAIL says from now on: the kernel's count changed (the
+ * context's maps and unmaps, or another user's of the container). */
+static void set_dma_avail(uint32_t avail)
+{
+	cr_assert(fk.has_avail);
+	memcpy(fk.caps + fk.avail_off, &avail, sizeof(avail));
 }
 
 static void add_iova_ranges(const struct vfio_iova_range *r, uint32_t n)
@@ -896,6 +912,225 @@ Test(type1, an_info_that_keeps_growing_is_eagain_and_the_container_stays_open)
 	fk.info_keeps_growing = false;
 	cr_assert_eq(cvm_dma_open(&dc, &d), 0);
 	cvm_dma_close(d);
+}
+
+/* ---- type1 contexts on the fake: counts, refreshes, the log ---- */
+
+/* A context on the fake type1 container; CVM_DMA_NO_CUT: no probe. */
+static struct cvm_dma *open_type1(void)
+{
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_TYPE1,
+				     .fd = fk.fd, .flags = CVM_DMA_NO_CUT };
+	struct cvm_dma *d;
+	int ret;
+
+	ret = cvm_dma_open(&dc, &d);
+	cr_assert_eq(ret, 0, "open: %d", ret);
+	return d;
+}
+
+/* A region of npages private 4 KiB pages at gpa, on memory *mem of its own. */
+static struct cvm_region *type1_region(uint64_t gpa, uint64_t npages, char **mem)
+{
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = gpa, .length = npages * PG };
+	struct cvm_region *r;
+
+	*mem = aligned_alloc(PG, npages * PG);
+	cr_assert_not_null(*mem);
+	rc.hva = *mem;
+	cr_assert_eq(cvm_region_create(&rc, &r), 0);
+	return r;
+}
+
+static uint64_t entries_avail(struct cvm_dma *d)
+{
+	struct cvm_dma_stats st = { .sz = sizeof(st) };
+
+	cr_assert_eq(cvm_dma_stats(d, &st), 0);
+	return st.entries_avail;
+}
+
+/*
+ * cvm_convert(3), -ENOSPC: a type1 container with no entry left (another
+ * user of the container took them all) refuses a share before any map,
+ * and the log line names type1's own knob, vfio_iommu_type1's
+ * dma_entry_limit in sysfs, not the model backend's stand-in for it.
+ */
+Test(type1, the_entry_limit_line_names_the_module_parameter_of_vfio_iommu_type1)
+{
+	struct cvm_region *r;
+	struct cvm_dma *d;
+	char *mem;
+
+	add_dma_avail(0);
+	d = open_type1();
+	r = type1_region(0x100000, 16, &mem);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cvm_set_log(keep_log, NULL, LOG_ERR);
+	cr_assert_eq(cvm_convert(r, 0x100000, PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_eq(cvm_region_query(r, 0x100000, 16 * PG), CVM_PRIVATE);
+	cr_assert_eq(logged_at(VFIO_IOMMU_MAP_DMA), MAX_LOG, "the kernel was asked to map");
+	cr_assert(strstr(log_buf, "type1 backend would exceed its mapping limit: 1 more mapping "
+			 "needed, 0 left") &&
+		  strstr(log_buf, "raise /sys/module/vfio_iommu_type1/parameters/"
+			 "dma_entry_limit") &&
+		  !strstr(log_buf, "model_entry_limit"), "log: %s", log_buf);
+	cvm_region_destroy(r);
+	cvm_dma_close(d);
+	cvm_set_log(NULL, NULL, 0);
+	free(mem);
+}
+
+/*
+ * At its entry limit a type1 context asks the kernel for its count again
+ * before it refuses (another user may have freed entries).  Where
+ * VFIO_IOMMU_GET_INFO fails, it goes by its own count, 0: the share is
+ * -ENOSPC with nothing mapped, not made on the strength of the count the
+ * kernel gave at open (1, before the context took that entry).  Once the
+ * kernel answers again, its count is the one that holds.
+ */
+Test(type1, at_the_limit_a_failed_get_info_leaves_the_contexts_own_count)
+{
+	struct cvm_region *r;
+	struct cvm_dma *d;
+	char *mem;
+	int calls;
+
+	add_dma_avail(1);
+	d = open_type1();
+	r = type1_region(0x100000, 16, &mem);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cr_assert_eq(cvm_convert(r, 0x100000, PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(entries_avail(d), 0);
+	set_dma_avail(0);
+	fk.get_info_err = -EINVAL;
+	calls = fk.get_info_calls;
+	cvm_set_log(keep_log, NULL, LOG_ERR);
+	cr_assert_eq(cvm_convert(r, 0x100000 + 2 * PG, PG, CVM_SHARED, 0), -ENOSPC);
+	cr_assert_gt(fk.get_info_calls, calls, "the kernel was not asked");
+	cr_assert(strstr(log_buf, "VFIO_IOMMU_GET_INFO on fd") &&
+		  strstr(log_buf, "mapping limit: 1 more mapping needed, 0 left"), "log: %s",
+		  log_buf);
+	cr_assert_eq(cvm_region_query(r, 0x100000 + 2 * PG, PG), CVM_PRIVATE);
+	cr_assert_eq(fk.nmaps, 1);
+	cr_assert_eq(entries_avail(d), 0);
+	/* The kernel answers again: another user freed an entry. */
+	fk.get_info_err = 0;
+	set_dma_avail(1);
+	cr_assert_eq(cvm_convert(r, 0x100000 + 2 * PG, PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(fk.nmaps, 2);
+	cr_assert_eq(entries_avail(d), 0);
+	cvm_region_destroy(r);
+	cvm_dma_close(d);
+	cvm_set_log(NULL, NULL, 0);
+	free(mem);
+}
+
+/*
+ * cvm_dma_add_region(3) reads the backend's capabilities again and, with
+ * nothing mapped, takes the kernel's count of free entries.  Where
+ * VFIO_IOMMU_GET_INFO fails, the region still joins (checked against the
+ * ranges read before) and the context keeps its own count: 2, where the
+ * count the backend read last, while the context held a mapping, is 1.
+ */
+Test(type1, a_failed_get_info_at_add_region_keeps_the_contexts_own_count)
+{
+	struct cvm_region *r[3];
+	struct cvm_dma *d;
+	char *mem[3];
+
+	add_dma_avail(2);
+	d = open_type1();
+	for (int i = 0; i < 3; i++)
+		r[i] = type1_region(0x100000 + i * 0x100000, 16, &mem[i]);
+	cr_assert_eq(cvm_dma_add_region(d, r[0]), 0);
+	cr_assert_eq(cvm_convert(r[0], 0x100000, PG, CVM_SHARED, 0), 0);
+	set_dma_avail(1);
+	cr_assert_eq(cvm_dma_add_region(d, r[1]), 0);     /* reads 1, one mapping held */
+	cr_assert_eq(cvm_convert(r[0], 0x100000, PG, CVM_PRIVATE, 0), 0);
+	set_dma_avail(2);
+	cr_assert_eq(entries_avail(d), 2);
+	fk.get_info_err = -EINVAL;
+	cvm_set_log(keep_log, NULL, LOG_ERR);
+	cr_assert_eq(cvm_dma_add_region(d, r[2]), 0);
+	cr_assert(strstr(log_buf, "VFIO_IOMMU_GET_INFO on fd"), "log: %s", log_buf);
+	cr_assert_eq(entries_avail(d), 2);
+	/* Both entries are there to take. */
+	cr_assert_eq(cvm_convert(r[2], 0x300000, PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(cvm_convert(r[2], 0x300000 + 2 * PG, PG, CVM_SHARED, 0), 0);
+	cr_assert_eq(fk.nmaps, 2);
+	cr_assert_eq(entries_avail(d), 0);
+	for (int i = 0; i < 3; i++) {
+		cvm_region_destroy(r[i]);
+		free(mem[i]);
+	}
+	cvm_dma_close(d);
+	cvm_set_log(NULL, NULL, 0);
+}
+
+/*
+ * A type1 kernel that reports no IOMMU page sizes: the context takes
+ * 4 KiB, a region's smallest page, for the IOMMU's.  A region of 4 KiB
+ * pages whose IOVA and hva lie on 4 KiB but not on 8 KiB joins and maps,
+ * and cvm_dma_info(3) passes on the sizes as the backend reported them.
+ */
+Test(type1, without_page_sizes_the_iommus_page_is_taken_as_4_KiB)
+{
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = 0x101000, .length = 2 * PG,
+					.flags = CVM_REGION_INIT_SHARED };
+	struct cvm_dma_info info = { .sz = sizeof(info) };
+	struct cvm_region *r;
+	struct cvm_dma *d;
+	char *mem;
+
+	fk.pgsizes = 0;
+	d = open_type1();
+	cr_assert_eq(cvm_dma_info(d, &info), 0);
+	cr_assert_eq(info.iova_pgsizes, 0);
+	mem = aligned_alloc(2 * PG, 4 * PG);
+	cr_assert_not_null(mem);
+	rc.hva = mem + PG;
+	cr_assert_eq(cvm_region_create(&rc, &r), 0);
+	cr_assert_eq(cvm_dma_add_region(d, r), 0);
+	cr_assert_eq(fk.nmaps, 1);
+	cr_assert_eq(fk.maps[0].iova, 0x101000);
+	cr_assert_eq(fk.maps[0].len, 2 * PG);
+	cvm_region_destroy(r);
+	cr_assert_eq(fk.nmaps, 0);
+	cvm_dma_close(d);
+	free(mem);
+}
+
+/*
+ * cvm_dma_add_region(3), -ERANGE: the log line lists the backend's valid
+ * IOVA ranges, at most 8 of them, and says how many more there are, so
+ * that the line stays short whatever the kernel reports (here 10).
+ */
+Test(type1, a_region_outside_ten_iova_ranges_logs_eight_and_how_many_more)
+{
+	struct vfio_iova_range rg[10];
+	struct cvm_region *r;
+	struct cvm_dma *d;
+	char *mem, want[64];
+
+	for (int i = 0; i < 10; i++)
+		rg[i] = (struct vfio_iova_range){ i * 0x100000ull, i * 0x100000ull + 0x7ffff };
+	add_iova_ranges(rg, 10);
+	d = open_type1();
+	r = type1_region(0x10000000, 16, &mem);
+	cvm_set_log(keep_log, NULL, LOG_ERR);
+	cr_assert_eq(cvm_dma_add_region(d, r), -ERANGE);
+	cr_assert(strstr(log_buf, "not inside one of the type1 backend's valid IOVA ranges: "
+			 "[0x0, 0x7ffff] [0x100000, 0x17ffff]") &&
+		  strstr(log_buf, " [0x700000, 0x77ffff] and 2 more\n"), "log: %s", log_buf);
+	for (int i = 8; i < 10; i++) {
+		snprintf(want, sizeof(want), "[0x%x00000,", i);
+		cr_assert_null(strstr(log_buf, want), "range %d listed: %s", i, log_buf);
+	}
+	cvm_region_destroy(r);
+	cvm_dma_close(d);
+	cvm_set_log(NULL, NULL, 0);
+	free(mem);
 }
 
 static int fail_at, allocs;
