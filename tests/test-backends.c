@@ -9,6 +9,7 @@
  */
 #include <criterion/criterion.h>
 #include "leak-check.h"
+#include <dirent.h>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -56,6 +57,7 @@ static struct fake {
 	bool info_keeps_growing;     /* every short GET_INFO: the chain grows too */
 	int refuse_unmap_all;        /* -EINVAL for VFIO_DMA_UNMAP_FLAG_ALL */
 	int map_err;                 /* forced error for every map */
+	int split_err;               /* a cut that must split an area fails first */
 	void (*map_hook)(void);      /* called once after a successful map */
 	/* iommufd */
 	uint32_t next_id, compat_ioas;   /* 0: no compat IOAS */
@@ -67,10 +69,13 @@ static struct fake {
 	bool ranges_keep_growing;    /* every sizing call: one range more */
 	uint64_t huge_align;         /* IOVA alignment with huge pages on; 0: PG */
 	uint32_t destroyed;
+	int destroy_err;             /* IOMMU_DESTROY fails (-EBUSY: a device attached) */
 	unsigned long log[MAX_LOG];      /* ioctl numbers, in order */
 	int nlog;
 	/* the process, not the IOMMU */
 	int iommu_open_err;          /* open("/dev/iommu") fails with this errno */
+	bool serve_dev_iommu;        /* open("/dev/iommu") succeeds: the fake answers there */
+	int dev_iommu_fd;            /* what that open returned; -1: none */
 	int iommu_opens;
 	long host_page;              /* sysconf(_SC_PAGESIZE); 0: the real one */
 } fk;
@@ -85,6 +90,7 @@ static void fk_reset(void)
 	fk.huge_pages = true;
 	fk.ranges[0] = (struct iommu_iova_range){ 0, UINT64_MAX };
 	fk.nranges = 1;
+	fk.dev_iommu_fd = -1;
 }
 
 static void fk_fini(void)
@@ -224,6 +230,12 @@ static int fk_vfio_unmap(struct vfio_iommu_type1_dma_unmap *u, bool on_iommufd)
 		if (fk.refuse_unmap_all)
 			return -EINVAL;
 		ret = fk_do_unmap(rules, 0, UINT64_MAX, &size);
+	} else if (rules == FK_CUT && fk.split_err &&
+		   fk_bisected(u->iova, u->iova + (u->size - 1))) {
+		/* iommufd_vfio_unmap_dma(): iopt_cut_iova() splits at the
+		 * range's end first; when that iopt_area_split() fails
+		 * (-ENOMEM), nothing has changed and nothing is copied back. */
+		return fk.split_err;
 	} else {
 		ret = fk_do_unmap(rules, u->iova, u->iova + (u->size - 1), &size);
 	}
@@ -313,6 +325,8 @@ static int fk_ioctl(unsigned long req, void *arg)
 		((struct iommu_ioas_alloc *)arg)->out_ioas_id = fk.next_id++;
 		return 0;
 	case IOMMU_DESTROY:
+		if (fk.destroy_err)
+			return fk.destroy_err;
 		fk.destroyed = ((struct iommu_destroy *)arg)->id;
 		return 0;
 	case IOMMU_IOAS_MAP: {
@@ -350,7 +364,7 @@ int ioctl(int fd, unsigned long req, ...)
 	va_start(ap, req);
 	arg = va_arg(ap, void *);
 	va_end(ap);
-	if (fd != fk.fd || fd <= 0)
+	if ((fd != fk.fd && fd != fk.dev_iommu_fd) || fd <= 0)
 		return syscall(SYS_ioctl, fd, req, arg);
 	if (fk.nlog < MAX_LOG)
 		fk.log[fk.nlog++] = req;
@@ -365,9 +379,11 @@ int ioctl(int fd, unsigned long req, ...)
 /*
  * cvm_dma_open(3) with fd -1 opens /dev/iommu itself (open(), O_CLOEXEC):
  * armed with fk.iommu_open_err, an open of it fails as on a kernel without
- * iommufd or for a process that may not open it.  Every other open passes
- * through, as does every sysconf() but the host page size fk.host_page
- * fakes (a host with pages larger than 4 KiB).
+ * iommufd or for a process that may not open it; with fk.serve_dev_iommu it
+ * succeeds, with a new fd (of /dev/null) that the fake kernel answers on as
+ * on fk.fd.  Every other open passes through, as does every sysconf() but
+ * the host page size fk.host_page fakes (a host with pages larger than
+ * 4 KiB).
  */
 static int open_as(const char *sym, const char *path, int flags, va_list ap)
 {
@@ -385,6 +401,11 @@ static int open_as(const char *sym, const char *path, int flags, va_list ap)
 		return -1;
 	}
 	real = (int (*)(const char *, int, ...))dlsym(RTLD_NEXT, sym);
+	if (fk.serve_dev_iommu && !strcmp(path, "/dev/iommu")) {
+		fk.iommu_opens++;
+		fk.dev_iommu_fd = real("/dev/null", flags, mode);
+		return fk.dev_iommu_fd;
+	}
 	return real(path, flags, mode);
 }
 
@@ -782,8 +803,9 @@ Test(type1, destroy_leaves_the_vmm_container_open)
 	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0);
 }
 
-/* Every LOG_ERR line since log_buf was last emptied, one per line: the
- * line a test looks for may not be the last one of a failed call. */
+/* Every line since log_buf was last emptied (LOG_ERR ones, or down to the
+ * priority cvm_set_log() was given), one per line: the line a test looks
+ * for may not be the last one of a failed call. */
 static char log_buf[4096];
 
 static void keep_log(void *opaque, int prio, const char *msg)
@@ -791,8 +813,8 @@ static void keep_log(void *opaque, int prio, const char *msg)
 	size_t used = strlen(log_buf);
 
 	(void)opaque;
-	if (prio <= LOG_ERR)
-		snprintf(log_buf + used, sizeof(log_buf) - used, "%s\n", msg);
+	(void)prio;
+	snprintf(log_buf + used, sizeof(log_buf) - used, "%s\n", msg);
 }
 
 /*
@@ -1163,6 +1185,121 @@ Test(type1, open_fails_cleanly_at_every_allocation)
 	cvm_backend_destroy(be);
 }
 
+/* Before Linux 5.4 there is no IOVA_RANGE capability: the library makes the
+ * one range "everything" itself, and memory running out for it is -ENOMEM
+ * like any other allocation of the open, with nothing left allocated. */
+Test(type1, without_an_iova_range_capability_open_fails_cleanly_at_every_allocation)
+{
+	struct cvm_alloc_hooks hooks = { .realloc = fail_nth };
+	struct cvm_be *be;
+	int ret;
+
+	add_dma_avail(65535);
+	cvm_set_alloc_hooks(&hooks);
+	for (fail_at = 1;; fail_at++) {
+		allocs = 0;
+		be = NULL;
+		ret = cvm_backend_type1_open(fk.fd, true, &be);
+		if (!ret)
+			break;
+		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
+		cr_assert_null(be);
+		cr_assert_eq(fk.nmaps, 0);
+	}
+	cvm_set_alloc_hooks(NULL);
+	cr_assert_gt(fail_at, 3, "the range's own allocation was never failed");
+	cr_assert_eq(be->nranges, 1);
+	cr_assert_eq(be->ranges[0].start, 0);
+	cr_assert_eq(be->ranges[0].last, UINT64_MAX);
+	cr_assert_eq(be->entries_avail, 65535);
+	cvm_backend_destroy(be);
+}
+
+/* A chain longer than the first GET_INFO's 512 bytes of room: the library
+ * asks again with the argsz the kernel wants, so its buffer ends exactly
+ * where the chain does, and a capability at the end has nothing after it. */
+static void long_chain(void)
+{
+	struct vfio_iova_range r[40];
+
+	last_cap = SIZE_MAX;
+	for (int i = 0; i < 40; i++)
+		r[i] = (struct vfio_iova_range){ i * 0x100000ull, i * 0x100000ull + 0xfffff - PG };
+	add_iova_ranges(r, 40);
+	add_dma_avail(65535);
+}
+
+/* An open of a type1 context on the fake's chain: -EPROTO and its log line,
+ * *out not written, nothing mapped, the container still open. */
+static void refused_as_malformed(const char *what)
+{
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_TYPE1,
+				     .fd = fk.fd };
+	struct cvm_dma *d = OUT_UNSET;
+	int ret;
+
+	log_buf[0] = '\0';
+	cvm_set_log(keep_log, NULL, LOG_ERR);
+	ret = cvm_dma_open(&dc, &d);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert_eq(ret, -EPROTO, "%s: open: %d", what, ret);
+	cr_assert_eq(d, OUT_UNSET, "%s: *out written", what);
+	cr_assert(strstr(log_buf, "malformed VFIO_IOMMU_GET_INFO capability chain"), "%s: log: %s",
+		  what, log_buf);
+	cr_assert_eq(fk.nmaps, 0, "%s", what);
+	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0, "%s: the container was closed", what);
+}
+
+/*
+ * cvm_dma_open(3): a capability that runs past the end of the kernel's
+ * reply is -EPROTO, not a read past the library's buffer: a DMA_AVAIL or
+ * an IOVA_RANGE cut short, and a "next" whose header would straddle the
+ * end.  No kernel sends these; the parse must not trust the chain.
+ */
+Test(type1, a_capability_that_runs_past_the_end_of_the_reply_is_eproto)
+{
+	struct vfio_iommu_type1_info_dma_avail avail = {
+		.header = { .id = VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL, .version = 1 },
+		.avail = 100,
+	};
+	struct vfio_iommu_type1_info_cap_iova_range range = {
+		.header = { .id = VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE, .version = 1 },
+	};
+	struct vfio_info_cap_header h;
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .backend = CVM_BACKEND_TYPE1,
+				     .fd = fk.fd };
+	struct cvm_dma *d;
+
+	/* The chain whole opens: the fake's long chain is a good one. */
+	long_chain();
+	cr_assert_gt(fk.caps_len, 512);
+	cr_assert_eq(cvm_dma_open(&dc, &d), 0);
+	cvm_dma_close(d);
+
+	/* DMA_AVAIL's header, without its count. */
+	fk_fini();
+	setup();
+	long_chain();
+	add_cap(&avail, sizeof(avail.header));
+	refused_as_malformed("DMA_AVAIL cut short");
+
+	/* IOVA_RANGE's header and nr_iovas (0), without its reserved field. */
+	fk_fini();
+	setup();
+	long_chain();
+	add_cap(&range, offsetofend(struct vfio_iommu_type1_info_cap_iova_range, nr_iovas));
+	refused_as_malformed("IOVA_RANGE cut short");
+
+	/* The last capability's next points 4 bytes before the end. */
+	fk_fini();
+	setup();
+	long_chain();
+	memcpy(&h, fk.caps + last_cap, sizeof(h));
+	h.next = sizeof(struct vfio_iommu_type1_info) + fk.caps_len - 4;
+	memcpy(fk.caps + last_cap, &h, sizeof(h));
+	refused_as_malformed("a header across the end");
+}
+
 /* ---- iommufd ---- */
 
 static void as_iommufd(void)
@@ -1492,8 +1629,9 @@ static int see_mapping(void *opaque, uint64_t iova, uint64_t length)
 }
 
 /* A conversion to private that needs a cut, alone and in a batch, fails
- * with want and its log line, and changes nothing. */
-static void refused_cut_changes_nothing(struct cutting *c, int want)
+ * with want and the log line that names why (log; NULL: any), and changes
+ * nothing. */
+static void refused_cut_changes_nothing(struct cutting *c, int want, const char *log)
 {
 	const struct cvm_range ranges[] = { { CUT_GPA + 5 * PG, 2 * PG }, { CUT_GPA + PG, PG } };
 	struct cvm_dma_stats st = { .sz = sizeof(st) };
@@ -1508,8 +1646,8 @@ static void refused_cut_changes_nothing(struct cutting *c, int want)
 		ret = batch ? cvm_convert_batch(c->r, ranges, ARRAY_SIZE(ranges), CVM_PRIVATE, 0) :
 		      cvm_convert(c->r, CUT_GPA + 2 * PG, PG, CVM_PRIVATE, 0);
 		cr_assert_eq(ret, want, "batch %d: %d", batch, ret);
-		cr_assert(strstr(log_buf, "no longer the fd's VFIO-compat IOAS") &&
-			  strstr(log_buf, strerror(-want)), "batch %d: log: %s", batch, log_buf);
+		cr_assert(!log || (strstr(log_buf, log) && strstr(log_buf, strerror(-want))),
+			  "batch %d: log: %s", batch, log_buf);
 		cr_assert_eq(cvm_region_query(c->r, CUT_GPA, 8 * PG), CVM_SHARED, "batch %d",
 			     batch);
 		after.n = 0;
@@ -1533,7 +1671,7 @@ Test(iommufd, a_conversion_that_would_cut_in_another_compat_ioas_is_ebusy_and_ch
 
 	open_cutting(&c);
 	fk.compat_ioas = 42;
-	refused_cut_changes_nothing(&c, -EBUSY);
+	refused_cut_changes_nothing(&c, -EBUSY, "no longer the fd's VFIO-compat IOAS");
 	close_cutting(&c);
 }
 
@@ -1546,7 +1684,20 @@ Test(iommufd, a_conversion_that_would_cut_without_a_compat_ioas_is_enodev_and_ch
 
 	open_cutting(&c);
 	fk.compat_ioas = 0;
-	refused_cut_changes_nothing(&c, -ENODEV);
+	refused_cut_changes_nothing(&c, -ENODEV, "no longer the fd's VFIO-compat IOAS");
+	close_cutting(&c);
+}
+
+/* cvm_convert(3), cvm_convert_batch(3): the kernel refuses the cut itself
+ * (its split of the area runs out of memory): the conversion fails with the
+ * kernel's errno and changes nothing. */
+Test(iommufd, a_conversion_whose_cut_the_kernel_refuses_fails_with_its_errno_and_changes_nothing)
+{
+	struct cutting c;
+
+	open_cutting(&c);
+	fk.split_err = -ENOMEM;
+	refused_cut_changes_nothing(&c, -ENOMEM, NULL);
 	close_cutting(&c);
 }
 
@@ -1672,6 +1823,117 @@ Test(iommufd, open_fails_cleanly_at_every_allocation)
 	cvm_backend_destroy(be);
 }
 
+/*
+ * cvm_dma_open(3): memory running out anywhere in the set-up of the cut is
+ * -ENOMEM with the caller's IOAS as it was (HUGE_PAGES on, not the fd's
+ * compat IOAS, nothing mapped), whether the probe found a cut or not, and
+ * no share of the set-up stays behind for a later context to join: the
+ * open that finally succeeds gives everything back when it closes.  The
+ * capabilities an open reports are those of the IOAS as it was left.
+ */
+Test(iommufd, an_open_that_would_cut_fails_cleanly_at_every_allocation)
+{
+	struct cvm_alloc_hooks hooks = { .realloc = fail_nth };
+	struct cvm_be *be;
+	int ret;
+
+	as_iommufd();
+	for (int cut = 1; cut >= 0; cut--) {
+		fk.map_err = cut ? 0 : -EINVAL;   /* the probe's map: no cut */
+		cvm_set_alloc_hooks(&hooks);
+		for (fail_at = 1;; fail_at++) {
+			allocs = 0;
+			be = NULL;
+			ret = cvm_backend_iommufd_open(fk.fd, 7, true, &be);
+			if (!ret)
+				break;
+			cr_assert_eq(ret, -ENOMEM, "cut %d, allocation %d: %d", cut, fail_at, ret);
+			cr_assert_null(be);
+			cr_assert(fk.huge_pages, "cut %d, allocation %d: HUGE_PAGES left off", cut,
+				  fail_at);
+			cr_assert_eq(fk.compat_ioas, 0, "cut %d, allocation %d: compat IOAS left",
+				     cut, fail_at);
+			cr_assert_eq(fk.nmaps, 0);
+		}
+		cvm_set_alloc_hooks(NULL);
+		cr_assert_geq(fail_at, 4, "cut %d: the set-up's allocations were never failed",
+			      cut);
+		cr_assert_eq(be->can_cut, cut);
+		cr_assert_eq(be->pgsizes, cut ? PG : ~(PG - 1), "cut %d: pgsizes %#llx", cut,
+			     (unsigned long long)be->pgsizes);
+		cvm_backend_destroy(be);
+		cr_assert(fk.huge_pages, "cut %d: HUGE_PAGES left off at close", cut);
+		cr_assert_eq(fk.compat_ioas, 0, "cut %d: compat IOAS left at close", cut);
+	}
+	cr_assert_eq(fk.destroyed, 0, "an adopted IOAS was destroyed");
+}
+
+/*
+ * cvm_dma_open(3): contexts that cut in one IOAS, given as the same fd,
+ * share the changes the first one made (HUGE_PAGES off, the compat IOAS):
+ * whichever closes first leaves them, so the other still cuts, and the
+ * last to close gives them back.
+ */
+Test(iommufd, contexts_that_cut_in_one_ioas_share_its_setup_until_the_last_one_closes)
+{
+	as_iommufd();
+	for (int first = 0; first < 2; first++) {
+		struct cvm_be *be[2], *other;
+		uint64_t got;
+
+		for (int i = 0; i < 2; i++) {
+			cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, true, &be[i]), 0);
+			cr_assert(be[i]->can_cut, "context %d", i);
+		}
+		cr_assert_not(fk.huge_pages);
+		cr_assert_eq(fk.compat_ioas, 7);
+		cvm_backend_destroy(be[first]);
+		cr_assert_not(fk.huge_pages, "context %d closed first: HUGE_PAGES back on", first);
+		cr_assert_eq(fk.compat_ioas, 7, "context %d closed first: compat IOAS cleared",
+			     first);
+		other = be[!first];
+		cr_assert_eq(other->ops->map(other, 0x100000, 8 * PG, NULL), 0);
+		cr_assert_eq(other->ops->cut(other, 0x100000 + PG, PG, &got), 0);
+		cr_assert_eq(got, PG);
+		cr_assert_eq(other->ops->unmap(other, 0x100000, 8 * PG, &got), 0);
+		cr_assert_eq(got, 7 * PG);
+		cvm_backend_destroy(other);
+		cr_assert(fk.huge_pages, "context %d closed last: HUGE_PAGES left off", !first);
+		cr_assert_eq(fk.compat_ioas, 0, "context %d closed last: compat IOAS left", !first);
+	}
+	cr_assert_eq(fk.destroyed, 0);
+}
+
+/*
+ * cvm_dma_close(3): an IOAS the library allocated that a device is still
+ * attached to cannot be destroyed (IOMMU_DESTROY is -EBUSY while anything
+ * holds it, iommufd_object_remove()): it stays, without the context's
+ * mappings and no longer the fd's compat IOAS, the caller's fd stays open,
+ * and a warning names the IOAS.
+ */
+Test(iommufd, an_ioas_that_cannot_be_destroyed_at_close_is_left_empty_with_a_warning)
+{
+	struct cvm_dma_info info = { .sz = sizeof(info) };
+	struct cutting c;
+	char want[64];
+
+	open_cutting(&c);
+	cr_assert_eq(cvm_dma_info(c.d, &info), 0);
+	fk.destroy_err = -EBUSY;
+	log_buf[0] = '\0';
+	cvm_set_log(keep_log, NULL, LOG_WARNING);
+	cvm_dma_close(c.d);
+	cvm_set_log(NULL, NULL, 0);
+	snprintf(want, sizeof(want), "IOAS %u not destroyed: %s", info.ioas_id, strerror(EBUSY));
+	cr_assert(strstr(log_buf, want), "log: %s", log_buf);
+	cr_assert_eq(fk.destroyed, 0);
+	cr_assert_eq(fk.nmaps, 0, "the context's mappings stayed");
+	cr_assert_eq(fk.compat_ioas, 0, "the IOAS left behind is still the compat one");
+	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0, "the caller's fd was closed");
+	cvm_region_destroy(c.r);
+	free(c.mem);
+}
+
 /* ---- cvm_dma_open(3) of the kernel backends ---- */
 
 /*
@@ -1733,4 +1995,69 @@ Test(dma_open, model_rules_with_a_kernel_backend_is_refused_before_any_ioctl)
 	cr_assert_eq(cvm_dma_open(&dc, &d), 0);
 	cvm_dma_close(d);
 	cvm_set_log(NULL, NULL, 0);
+}
+
+/* The process's open fds, counted in /proc/self/fd (the count includes the
+ * one that reads it: compare counts, not numbers of fds the test opened). */
+static int open_fds(void)
+{
+	DIR *dir = opendir("/proc/self/fd");
+	int n = 0;
+
+	cr_assert_not_null(dir);
+	while (readdir(dir))
+		n++;
+	closedir(dir);
+	return n;
+}
+
+/*
+ * cvm_dma_open(3) with fd -1: the /dev/iommu fd the library opens is its
+ * own.  cvm_dma_close(3) closes it, and destroys the IOAS it allocated; an
+ * open that fails after opening it (here the IOAS reports an IOVA
+ * alignment that is no power of two: -EPROTO) closes it too.  No fd is
+ * left behind either way, with either backend that opens it.
+ */
+Test(dma_open, the_dev_iommu_fd_the_library_opens_is_closed_at_close_and_on_a_failed_open)
+{
+	const uint32_t backends[] = { CVM_BACKEND_IOMMUFD, CVM_BACKEND_AUTO };
+	struct cvm_dma_config dc = { .sz = sizeof(dc), .fd = -1 };
+	struct cvm_dma_info info = { .sz = sizeof(info) };
+	int n0 = open_fds(), own, ret;
+	struct cvm_dma *d;
+
+	as_iommufd();
+	fk.serve_dev_iommu = true;
+	for (size_t b = 0; b < ARRAY_SIZE(backends); b++) {
+		dc.backend = backends[b];
+		fk.huge_align = 0;
+		/* A new IOAS has huge pages on (the fake keeps one flag, which
+		 * the last one destroyed left off). */
+		fk.huge_pages = true;
+		ret = cvm_dma_open(&dc, &d);
+		cr_assert_eq(ret, 0, "backend %u: open: %d", backends[b], ret);
+		own = fk.dev_iommu_fd;
+		cr_assert_eq(cvm_dma_info(d, &info), 0);
+		cr_assert_eq(info.fd, own);
+		cr_assert(info.can_cut, "backend %u: the probe failed on the library's fd",
+			  backends[b]);
+		cr_assert_eq(open_fds(), n0 + 1);
+		cvm_dma_close(d);
+		cr_assert_eq(fk.destroyed, info.ioas_id, "backend %u: the IOAS was left",
+			     backends[b]);
+		cr_assert_eq(open_fds(), n0, "backend %u: the fd was left open", backends[b]);
+		cr_assert(fcntl(own, F_GETFD) == -1 && errno == EBADF);
+
+		fk.huge_align = 3 * PG;
+		fk.huge_pages = true;
+		d = OUT_UNSET;
+		ret = cvm_dma_open(&dc, &d);
+		cr_assert_eq(ret, -EPROTO, "backend %u: open: %d", backends[b], ret);
+		cr_assert_eq(d, OUT_UNSET, "*out written");
+		cr_assert_eq(open_fds(), n0, "backend %u: a failed open left its fd open",
+			     backends[b]);
+		cr_assert_eq(fk.destroyed, fk.next_id - 1, "backend %u: the IOAS was left",
+			     backends[b]);
+	}
+	cr_assert_eq(fk.iommu_opens, 4);
 }
