@@ -416,6 +416,50 @@ Test(caps, pin_diagnose_names_missing_cap_the_limit_and_the_remedy)
 	in_child(diagnose_without_cap);
 }
 
+static const char *locked_past_the_limit(void)
+{
+	struct cvm_pin_info info = { .sz = sizeof(info) };
+	struct logged l = { 0 };
+	int ret;
+
+	CHILD_CHECK(drop_cap_ipc_lock() == 0, "cannot drop CAP_IPC_LOCK");
+	CHILD_CHECK(set_memlock(64 * 1024) == 0, "setrlimit: %s", strerror(errno));
+	cvm_set_log(log_cb, &l, LOG_DEBUG);
+	/* 128 KiB locked before the limit came down to 64 KiB. */
+	fake_status = "Name:\ttest-caps\nVmLck:\t     128 kB\n";
+	ret = cvm_pin_check(0, &info);
+	CHILD_CHECK(ret == -ENOMEM, "0 bytes past a limit already passed: %d", ret);
+	CHILD_CHECK(info.locked_bytes == 128 * 1024 && info.memlock_limit == 64 * 1024,
+		    "locked %llu, limit %llu", (unsigned long long)info.locked_bytes,
+		    (unsigned long long)info.memlock_limit);
+	ret = cvm_pin_check(4096, NULL);
+	CHILD_CHECK(ret == -ENOMEM, "4096 bytes past a limit already passed: %d", ret);
+	cvm_pin_diagnose(4096, -ENOMEM);
+	CHILD_CHECK(strstr(l.msg, "128 KiB locked already") && strstr(l.msg, "exceeds it"), "%s",
+		    l.msg);
+	/* Well within the limit, a refusal is blamed on pins counted elsewhere. */
+	fake_status = "Name:\ttest-caps\nVmLck:\t       0 kB\n";
+	ret = cvm_pin_check(4096, NULL);
+	CHILD_CHECK(ret == 0, "4096 bytes within the limit: %d", ret);
+	cvm_pin_diagnose(4096, -ENOMEM);
+	CHILD_CHECK(strstr(l.msg, "fits, but pins charged elsewhere count"), "%s", l.msg);
+	fake_status = NULL;
+	cvm_set_log(NULL, NULL, 0);
+	return NULL;
+}
+
+/*
+ * RLIMIT_MEMLOCK may be lowered below what the process has locked already:
+ * then no byte more fits, 0 included (what is left must not wrap around to
+ * "plenty"), and the diagnosis says the request exceeds the limit.  A
+ * refused pin that fits the limit is put down to pins the kernel charged
+ * elsewhere (iommufd's per-user accounting), not to the limit.
+ */
+Test(caps, pin_check_past_a_limit_lowered_below_what_is_locked_is_enomem_for_any_size)
+{
+	in_child(locked_past_the_limit);
+}
+
 Test(caps, pin_diagnose_with_cap_ipc_lock_blames_memory_not_the_limit)
 {
 	struct logged l = { 0 };
@@ -438,4 +482,36 @@ Test(caps, pin_diagnose_costs_nothing_without_a_logger_at_err)
 	cvm_pin_diagnose(4096, -ENOMEM);
 	cvm_set_log(NULL, NULL, 0);
 	cr_assert_eq(l.n, 0);
+}
+
+/*
+ * A refused pin is reported even when the limits cannot be read (libcap-ng
+ * fails, or /proc/self/status cannot be opened): one LOG_ERR line with the
+ * request, the kernel's error and why the limits are missing, and no
+ * limits or remedy made up from what was never read.
+ */
+Test(caps, pin_diagnose_says_so_when_it_cannot_read_the_pinning_limits)
+{
+	const struct { int *arm; int err; } cases[] = {
+		{ &fail_capng_get, EIO }, { &fail_status_open, ENOMEM },
+	};
+	char want[128];
+
+	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
+		struct logged l = { 0 };
+
+		cvm_set_log(log_cb, &l, LOG_DEBUG);
+		*cases[i].arm = 1;
+		cvm_pin_diagnose(1024 * 1024, -ENOMEM);
+		*cases[i].arm = 0;
+		cvm_set_log(NULL, NULL, 0);
+		cr_assert(l.n == 1 && l.n_err == 1, "case %zu: %d lines, %d at LOG_ERR", i, l.n,
+			  l.n_err);
+		snprintf(want, sizeof(want), "could not read the pinning limits (%s)",
+			 strerror(cases[i].err));
+		cr_assert(strstr(l.msg, "pinning 1024 KiB for DMA failed (Cannot allocate memory)"),
+			  "case %zu: %s", i, l.msg);
+		cr_assert(strstr(l.msg, want), "case %zu: %s", i, l.msg);
+		cr_assert_null(strstr(l.msg, "RLIMIT_MEMLOCK"), "case %zu: %s", i, l.msg);
+	}
 }
