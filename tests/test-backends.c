@@ -1769,20 +1769,28 @@ Test(iommufd, an_iova_alignment_that_is_no_power_of_two_is_eproto_and_logged)
 	cvm_set_log(NULL, NULL, 0);
 }
 
-/* cvm_dma_open(3): overlapping IOVA ranges are -EPROTO, from an IOAS too. */
+/* cvm_dma_open(3): overlapping IOVA ranges are -EPROTO, from an IOAS too,
+ * and logged. */
 Test(iommufd, refuses_overlapping_iova_ranges)
 {
 	struct cvm_be *be = NULL;
 
 	as_iommufd();
+	log_buf[0] = 0;
+	cvm_set_log(keep_log, NULL, LOG_ERR);
 	fk.ranges[0] = (struct iommu_iova_range){ 0, 0x1fffff };
 	fk.ranges[1] = (struct iommu_iova_range){ 0x100000, 0x2fffff };
 	fk.nranges = 2;
 	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, false, &be), -EPROTO);
 	cr_assert_null(be);
+	cr_assert(strstr(log_buf, "IOAS 7 reports overlapping or inverted IOVA ranges"), "log: %s",
+		  log_buf);
+	log_buf[0] = 0;
 	fk.ranges[1] = (struct iommu_iova_range){ 0x1fffff, 0x2fffff };   /* one byte */
 	cr_assert_eq(cvm_backend_iommufd_open(fk.fd, 7, false, &be), -EPROTO);
 	cr_assert_null(be);
+	cvm_set_log(NULL, NULL, 0);
+	cr_assert(strstr(log_buf, "overlapping or inverted"), "log: %s", log_buf);
 }
 
 Test(iommufd, raw_answers_and_unmap_all)
