@@ -458,11 +458,17 @@ static void iommufd_destroy(struct cvm_be *be)
 		/* -EBUSY: a device is still attached.  The IOAS then lives
 		 * on until the device is unbound (its bind holds the fd's
 		 * context, even once ours is closed), empty but for what
-		 * sweep() could not unmap; on an fd not ours it stays the
-		 * fd owner's. */
-		if (ioctl(be->fd, IOMMU_DESTROY, &d) && !be->own_fd)
-			cvm_warn("iommufd: IOAS %u not destroyed: %s", be->ioas_id,
-				 strerror(errno));
+		 * sweep() could not unmap, with the huge pages a new IOAS
+		 * has; on an fd not ours it stays the fd owner's. */
+		if (ioctl(be->fd, IOMMU_DESTROY, &d)) {
+			int err = errno;
+
+			if (ib->restore_huge)
+				set_option(be, IOMMU_OPTION_HUGE_PAGES, 1);
+			if (!be->own_fd)
+				cvm_warn("iommufd: IOAS %u not destroyed: %s", be->ioas_id,
+					 strerror(err));
+		}
 	}
 	if (be->own_fd && be->fd >= 0)
 		close(be->fd);

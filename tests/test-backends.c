@@ -1916,7 +1916,8 @@ Test(iommufd, contexts_that_cut_in_one_ioas_share_its_setup_until_the_last_one_c
  * cvm_dma_close(3): an IOAS the library allocated that a device is still
  * attached to cannot be destroyed (IOMMU_DESTROY is -EBUSY while anything
  * holds it, iommufd_object_remove()): it stays, without the context's
- * mappings and no longer the fd's compat IOAS, the caller's fd stays open,
+ * mappings and no longer the fd's compat IOAS, with the huge pages the cut
+ * turned off back on (as a new IOAS has them), the caller's fd stays open,
  * and a warning names the IOAS.
  */
 Test(iommufd, an_ioas_that_cannot_be_destroyed_at_close_is_left_empty_with_a_warning)
@@ -1927,6 +1928,7 @@ Test(iommufd, an_ioas_that_cannot_be_destroyed_at_close_is_left_empty_with_a_war
 
 	open_cutting(&c);
 	cr_assert_eq(cvm_dma_info(c.d, &info), 0);
+	cr_assert_not(fk.huge_pages, "the cut needs the huge pages off");
 	fk.destroy_err = -EBUSY;
 	log_buf[0] = '\0';
 	cvm_set_log(keep_log, NULL, LOG_WARNING);
@@ -1937,6 +1939,7 @@ Test(iommufd, an_ioas_that_cannot_be_destroyed_at_close_is_left_empty_with_a_war
 	cr_assert_eq(fk.destroyed, 0);
 	cr_assert_eq(fk.nmaps, 0, "the context's mappings stayed");
 	cr_assert_eq(fk.compat_ioas, 0, "the IOAS left behind is still the compat one");
+	cr_assert(fk.huge_pages, "the IOAS left behind keeps its huge pages off");
 	cr_assert_geq(fcntl(fk.fd, F_GETFD), 0, "the caller's fd was closed");
 	cvm_region_destroy(c.r);
 	free(c.mem);
