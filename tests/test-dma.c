@@ -4758,7 +4758,6 @@ Test(dma, a_stray_split_another_context_fails_is_not_noted_to_map_again)
 	fx_fini(&f);
 }
 
-
 /*
  * With several contexts, a conversion's call follows the plan its check
  * made just before: it neither repairs again nor counts again.  Here d1
