@@ -14,7 +14,7 @@ tests_test_caps_LDADD = $(TEST_LDADD)
 TESTS += tests/test-caps
 # The backends against a fake kernel (the test defines ioctl()).
 check_PROGRAMS += tests/test-backends
-tests_test_backends_SOURCES = tests/test-backends.c
+tests_test_backends_SOURCES = tests/test-backends.c tests/fail-alloc.h
 tests_test_backends_CFLAGS = $(TEST_CFLAGS)
 tests_test_backends_LDADD = $(TEST_LDADD)
 TESTS += tests/test-backends

@@ -5,7 +5,7 @@ lib_libcvmdma_internal_la_SOURCES += lib/region.c lib/region.h
 if ENABLE_TESTS
 if HAVE_CRITERION
 check_PROGRAMS += tests/test-region
-tests_test_region_SOURCES = tests/test-region.c tests/oracle.h
+tests_test_region_SOURCES = tests/test-region.c tests/oracle.h tests/fail-alloc.h
 tests_test_region_CFLAGS = $(TEST_CFLAGS)
 tests_test_region_LDADD = $(TEST_LDADD)
 TESTS += tests/test-region

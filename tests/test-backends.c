@@ -25,6 +25,7 @@
 #include <linux/iommufd.h>
 #include <linux/vfio.h>
 
+#include "fail-alloc.h"
 #include "internal.h"
 #include "backend.h"
 
@@ -1155,27 +1156,17 @@ Test(type1, a_region_outside_ten_iova_ranges_logs_eight_and_how_many_more)
 	free(mem);
 }
 
-static int fail_at, allocs;
-
-static void *fail_nth(void *opaque, void *ptr, size_t size)
-{
-	if (++allocs == fail_at)
-		return NULL;
-	return realloc(ptr, size);
-}
-
 Test(type1, open_fails_cleanly_at_every_allocation)
 {
-	struct cvm_alloc_hooks hooks = { .realloc = fail_nth };
 	struct cvm_be *be;
-	int ret;
+	int fail_at, ret;
 
 	q35_chain();
-	cvm_set_alloc_hooks(&hooks);
 	for (fail_at = 1;; fail_at++) {
-		allocs = 0;
 		be = NULL;
+		fail_alloc_arm(fail_at);
 		ret = cvm_backend_type1_open(fk.fd, true, &be);
+		fail_alloc_disarm();
 		if (!ret)
 			break;
 		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
@@ -1190,23 +1181,21 @@ Test(type1, open_fails_cleanly_at_every_allocation)
  * like any other allocation of the open, with nothing left allocated. */
 Test(type1, without_an_iova_range_capability_open_fails_cleanly_at_every_allocation)
 {
-	struct cvm_alloc_hooks hooks = { .realloc = fail_nth };
 	struct cvm_be *be;
-	int ret;
+	int fail_at, ret;
 
 	add_dma_avail(65535);
-	cvm_set_alloc_hooks(&hooks);
 	for (fail_at = 1;; fail_at++) {
-		allocs = 0;
 		be = NULL;
+		fail_alloc_arm(fail_at);
 		ret = cvm_backend_type1_open(fk.fd, true, &be);
+		fail_alloc_disarm();
 		if (!ret)
 			break;
 		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
 		cr_assert_null(be);
 		cr_assert_eq(fk.nmaps, 0);
 	}
-	cvm_set_alloc_hooks(NULL);
 	cr_assert_gt(fail_at, 3, "the range's own allocation was never failed");
 	cr_assert_eq(be->nranges, 1);
 	cr_assert_eq(be->ranges[0].start, 0);
@@ -1812,16 +1801,15 @@ Test(iommufd, raw_answers_and_unmap_all)
 
 Test(iommufd, open_fails_cleanly_at_every_allocation)
 {
-	struct cvm_alloc_hooks hooks = { .realloc = fail_nth };
 	struct cvm_be *be;
-	int ret;
+	int fail_at, ret;
 
 	as_iommufd();
-	cvm_set_alloc_hooks(&hooks);
 	for (fail_at = 1;; fail_at++) {
-		allocs = 0;
 		be = NULL;
+		fail_alloc_arm(fail_at);
 		ret = cvm_backend_iommufd_open(fk.fd, 0, false, &be);
+		fail_alloc_disarm();
 		if (!ret)
 			break;
 		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
@@ -1841,18 +1829,17 @@ Test(iommufd, open_fails_cleanly_at_every_allocation)
  */
 Test(iommufd, an_open_that_would_cut_fails_cleanly_at_every_allocation)
 {
-	struct cvm_alloc_hooks hooks = { .realloc = fail_nth };
 	struct cvm_be *be;
-	int ret;
+	int fail_at, ret;
 
 	as_iommufd();
 	for (int cut = 1; cut >= 0; cut--) {
 		fk.map_err = cut ? 0 : -EINVAL;   /* the probe's map: no cut */
-		cvm_set_alloc_hooks(&hooks);
 		for (fail_at = 1;; fail_at++) {
-			allocs = 0;
 			be = NULL;
+			fail_alloc_arm(fail_at);
 			ret = cvm_backend_iommufd_open(fk.fd, 7, true, &be);
+			fail_alloc_disarm();
 			if (!ret)
 				break;
 			cr_assert_eq(ret, -ENOMEM, "cut %d, allocation %d: %d", cut, fail_at, ret);
@@ -1863,7 +1850,6 @@ Test(iommufd, an_open_that_would_cut_fails_cleanly_at_every_allocation)
 				     cut, fail_at);
 			cr_assert_eq(fk.nmaps, 0);
 		}
-		cvm_set_alloc_hooks(NULL);
 		cr_assert_geq(fail_at, 4, "cut %d: the set-up's allocations were never failed",
 			      cut);
 		cr_assert_eq(be->can_cut, cut);
