@@ -1167,8 +1167,11 @@ Test(type1, open_fails_cleanly_at_every_allocation)
 		fail_alloc_arm(fail_at);
 		ret = cvm_backend_type1_open(fk.fd, true, &be);
 		fail_alloc_disarm();
-		if (!ret)
+		if (!ret) {
+			cr_assert_gt(fail_alloc_left, 0, "allocation %d failed, yet the open succeeded",
+				     fail_at);
 			break;
+		}
 		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
 		cr_assert_null(be);
 	}
@@ -1190,8 +1193,11 @@ Test(type1, without_an_iova_range_capability_open_fails_cleanly_at_every_allocat
 		fail_alloc_arm(fail_at);
 		ret = cvm_backend_type1_open(fk.fd, true, &be);
 		fail_alloc_disarm();
-		if (!ret)
+		if (!ret) {
+			cr_assert_gt(fail_alloc_left, 0, "allocation %d failed, yet the open succeeded",
+				     fail_at);
 			break;
+		}
 		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
 		cr_assert_null(be);
 		cr_assert_eq(fk.nmaps, 0);
@@ -1810,8 +1816,11 @@ Test(iommufd, open_fails_cleanly_at_every_allocation)
 		fail_alloc_arm(fail_at);
 		ret = cvm_backend_iommufd_open(fk.fd, 0, false, &be);
 		fail_alloc_disarm();
-		if (!ret)
+		if (!ret) {
+			cr_assert_gt(fail_alloc_left, 0, "allocation %d failed, yet the open succeeded",
+				     fail_at);
 			break;
+		}
 		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
 		cr_assert_null(be);
 		cr_assert_eq(fk.destroyed, fk.next_id - 1, "allocation %d: IOAS leaked", fail_at);
@@ -1840,8 +1849,12 @@ Test(iommufd, an_open_that_would_cut_fails_cleanly_at_every_allocation)
 			fail_alloc_arm(fail_at);
 			ret = cvm_backend_iommufd_open(fk.fd, 7, true, &be);
 			fail_alloc_disarm();
-			if (!ret)
+			if (!ret) {
+				cr_assert_gt(fail_alloc_left, 0,
+					     "cut %d, allocation %d failed, yet the open succeeded",
+					     cut, fail_at);
 				break;
+			}
 			cr_assert_eq(ret, -ENOMEM, "cut %d, allocation %d: %d", cut, fail_at, ret);
 			cr_assert_null(be);
 			cr_assert(fk.huge_pages, "cut %d, allocation %d: HUGE_PAGES left off", cut,
