@@ -46,6 +46,13 @@ tests_vm_guest_hitless_CFLAGS = $(GUEST_CFLAGS)
 tests_vm_guest_hitless_LDADD = $(GUEST_LDADD)
 VM_TESTS_A += tests/vm/guest-hitless
 VM_TESTS_B += tests/vm/guest-hitless
+# The device's transfers in flight while the library cuts around them.
+check_PROGRAMS += tests/vm/guest-inflight
+tests_vm_guest_inflight_SOURCES = tests/vm/guest-inflight.c $(GUEST_SOURCES)
+tests_vm_guest_inflight_CFLAGS = $(GUEST_CFLAGS)
+tests_vm_guest_inflight_LDADD = $(GUEST_LDADD)
+VM_TESTS_A += tests/vm/guest-inflight
+VM_TESTS_B += tests/vm/guest-inflight
 check_PROGRAMS += tests/vm/guest-conc
 tests_vm_guest_conc_SOURCES = tests/vm/guest-conc.c $(GUEST_SOURCES)
 tests_vm_guest_conc_CFLAGS = $(GUEST_CFLAGS)

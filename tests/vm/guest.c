@@ -460,7 +460,7 @@ static int edu_wait_idle(const struct edu *e)
 	return 0;
 }
 
-int edu_dma(struct edu *e, uint64_t iova, bool to_ram, size_t len)
+int edu_dma_start(struct edu *e, uint64_t iova, bool to_ram, size_t len)
 {
 	int ret;
 
@@ -478,9 +478,29 @@ int edu_dma(struct edu *e, uint64_t iova, bool to_ram, size_t len)
 	/* The device must see the caller's RAM writes before it starts. */
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	edu_write(e, EDU_REG_CMD, EDU_CMD_RUN | (to_ram ? EDU_CMD_TO_RAM : 0));
-	ret = edu_wait_idle(e);
+	return 0;
+}
+
+bool edu_dma_busy(const struct edu *e)
+{
+	bool busy = edu_read(e, EDU_REG_CMD) & EDU_CMD_RUN;
+
+	/* The caller's reads of what the device wrote come after this. */
+	__atomic_thread_fence(__ATOMIC_SEQ_CST);
+	return busy;
+}
+
+int edu_dma_wait(const struct edu *e)
+{
+	int ret = edu_wait_idle(e);
+
 	__atomic_thread_fence(__ATOMIC_SEQ_CST);
 	return ret;
+}
+
+int edu_dma(struct edu *e, uint64_t iova, bool to_ram, size_t len)
+{
+	return edu_dma_start(e, iova, to_ram, len) ?: edu_dma_wait(e);
 }
 
 int edu_roundtrip(struct edu *e, uint64_t src_iova, uint64_t dst_iova, size_t len)

@@ -101,6 +101,17 @@ int edu_open(int device_fd, struct edu *e);
  */
 int edu_dma(struct edu *e, uint64_t iova, bool to_ram, size_t len);
 
+/*
+ * The same, without waiting: the transfer starts and the device performs it
+ * when its timer fires, 100 ms of virtual time later, all at once (under the
+ * big QEMU lock, on QEMU's main thread: while the guest's vCPUs go on).
+ * Poll edu_dma_busy() until it is false, or edu_dma_wait() (-ETIMEDOUT if
+ * the device does not finish), before reading what it wrote.
+ */
+int edu_dma_start(struct edu *e, uint64_t iova, bool to_ram, size_t len);
+bool edu_dma_busy(const struct edu *e);
+int edu_dma_wait(const struct edu *e);
+
 /* RAM at src_iova -> edu buffer -> RAM at dst_iova (the buffer itself cannot be read). */
 int edu_roundtrip(struct edu *e, uint64_t src_iova, uint64_t dst_iova, size_t len);
 
