@@ -2,10 +2,17 @@
 # The library's line and branch coverage, from gcov, per source file and
 # in all, over whatever ran since the last make coverage-reset (counts add
 # up across runs).  The annotated sources go to coverage/, lines no test
-# ran marked #####.  The guest tests run in QEMU, where their counts stay:
-# the real backends' coverage is make check's on the host (their fakes).
-# CI prints it (.ci/run).
-EXTRA_DIST += scripts/coverage-summary
+# ran marked #####.  The guest tests' counts, which tests/vm/guest-check.sh
+# brings out of QEMU into coverage-guest/, are added (scripts/coverage-data):
+# the real backends on the real kernels.  CI prints it (.ci/run), from the
+# host tests only: the guest tests run once per CI run, in the main build.
+EXTRA_DIST += scripts/coverage-summary scripts/coverage-data tests/check-coverage-data.sh
+
+if ENABLE_TESTS
+# scripts/coverage-data's sum of the host's and the guest's counts, on a
+# made-up build directory (in every build: it compiles its own object).
+TESTS += tests/check-coverage-data.sh
+endif
 
 if COVERAGE
 coverage:
@@ -14,15 +21,18 @@ coverage:
 		echo "make coverage: no coverage data yet: run make check first" >&2; exit 1; \
 	fi; \
 	rm -rf coverage; mkdir coverage; \
-	$(GCOV) -b -o lib/.libs lib/.libs/libcvmdma_internal_la-*.gcda >coverage/gcov.out 2>coverage/gcov.err; \
+	from=$$(GCOV_TOOL='$(GCOV_TOOL)' $(SHELL) $(srcdir)/scripts/coverage-data coverage/data); \
+	$(GCOV) -b -o coverage/data coverage/data/libcvmdma_internal_la-*.gcda >coverage/gcov.out 2>coverage/gcov.err; \
 	mv -f ./*.gcov coverage/; \
-	$(AWK) -f $(srcdir)/scripts/coverage-summary coverage/gcov.out | tee coverage/summary.txt
+	{ echo "coverage of lib/ by the $$from"; \
+	  $(AWK) -f $(srcdir)/scripts/coverage-summary coverage/gcov.out; } | tee coverage/summary.txt
 
 coverage-reset:
 	find . -name '*.gcda' -exec rm -f {} +
+	rm -rf coverage-guest
 
 clean-local:
-	rm -rf coverage
+	rm -rf coverage coverage-guest
 	find . \( -name '*.gcda' -o -name '*.gcno' \) -exec rm -f {} +
 else
 coverage coverage-reset:

@@ -7,7 +7,7 @@
 . "$top_srcdir/tests/tap.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 awkf=$top_srcdir/tests/vm/guest-tap.awk
-plan 10
+plan 11
 
 # console NAMES: the made-up console on stdin, through guest-tap.awk into
 # $tmp/out; its exit status into $tmp/st.
@@ -70,6 +70,14 @@ check "a guest that dies mid-program fails that program and the next, naming QEM
 	sh -c 'verdict() { [ "$(cat "$1")" = 1 ] && [ "$(grep -c "^not ok" "$2")" = 2 ] &&
 		grep -q "qemu-run exit 124" "$2"; }; verdict "$1" "$2" || { cat "$2"; exit 1; }' \
 	sh "$tmp/st" "$tmp/out"
+
+{ echo "$boot"; prog a 0 '' '1..1' 'ok 1 - one'; echo '@@CVM-GCOV-BEGIN'
+  echo 'H4sIAAAAAAAAA+3OMQ6AIBAF0T3KngA='; echo 'not ok 1 - base64 that looks like TAP'
+  echo '@@CVM-GCOV-END'; echo '@@CVM-DONE 9.0'; } | console a
+check "a coverage build's counts after the last program are no results and no console lines" \
+	sh -c 'verdict() { [ "$(cat "$1")" = 0 ] && ! grep -q "console:\|H4sI\|not ok" "$2" &&
+		grep -q "^# coverage counts from the guest: 2 lines" "$2"; }
+		verdict "$1" "$2" || { cat "$2"; exit 1; }' sh "$tmp/st" "$tmp/out"
 
 printf '%s\n' '@@CVM-BOOT fail edu not found' | console a
 check "a guest without edu bound fails the harness test and every program" verdict 1 2

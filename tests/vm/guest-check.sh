@@ -127,7 +127,7 @@ boot() {
 	: >"$work/serial"
 	launch=
 	! command -v setsid >/dev/null 2>&1 || launch=setsid
-	$launch "$here/qemu-run" --timeout "$limit" --append "CVM_TIMEOUT=$per_prog" \
+	$launch "$here/qemu-run" --timeout "$limit" --append "CVM_TIMEOUT=$per_prog$gcov_arg" \
 		"$bz" "$work/initrd.gz" >"$work/serial" 2>"$work/qemu.err" &
 	qpid=$!
 	last=-1 quiet=0
@@ -159,6 +159,26 @@ boot() {
 	status=$?
 }
 
+# A coverage build (configure --enable-coverage): the programs' counts come
+# out of the guest (tests/vm/init) into coverage-guest/$kernel.tar of the
+# build directory, for make coverage.
+gcov_arg=
+[ -z "${COVERAGE:-}" ] || gcov_arg=" GCOV_PREFIX=/gcov"
+keep_gcov() {
+	[ -n "$gcov_arg" ] || return 0
+	dir=${top_builddir:-.}/coverage-guest
+	mkdir -p "$dir" || return 0
+	if sed -n '/^@@CVM-GCOV-BEGIN/,/^@@CVM-GCOV-END/p' "$work/serial" | tr -d '\r' |
+		sed '1d;$d' | base64 -d | gzip -dc >"$dir/$kernel.tar.new" 2>"$work/gcov.err" &&
+		tar -tf "$dir/$kernel.tar.new" >/dev/null 2>&1; then
+		mv -f "$dir/$kernel.tar.new" "$dir/$kernel.tar"
+		echo "# coverage counts of kernel $kernel's run kept in $dir/$kernel.tar"
+	else
+		rm -f "$dir/$kernel.tar.new"
+		echo "# no coverage counts came out of the guest: $(tail -n 1 "$work/gcov.err")"
+	fi
+}
+
 boot
 # A TCG guest on a heavily loaded host has been seen to stall until the
 # timeout (once in many runs, never reproduced on a quiet host; once mid-run
@@ -173,6 +193,7 @@ if grep -q '(qemu-run exit 124)' "$work/tap" && [ -z "${CVMDMA_VM_NO_RETRY:-}" ]
 	boot
 fi
 cat "$work/tap"
+keep_gcov
 sed 's/^/# qemu: /' "$work/qemu.err"
 echo "# guest stage took $(($(date +%s) - t1)) s (boot + tests + poweroff)"
 exit "$status"

@@ -112,6 +112,9 @@ inprog && /@@CVM-END [^ ]*$/ { sub(/@@CVM-END [^ ]*$/, ""); tapline($0); inprog 
 /^@@CVM-RESULT / { inprog = 0; finish($2, $3); next }
 /^@@CVM-DMESG-BEGIN / { indmesg = 1; dname = $2; next }
 /^@@CVM-DMESG-END / { indmesg = 0; next }
+/^@@CVM-GCOV-BEGIN/ { ingcov = 1; gcov = 0; next }
+/^@@CVM-GCOV-END/ { ingcov = 0; print "# coverage counts from the guest: " gcov " lines of base64"; next }
+ingcov { gcov++; next }
 /^@@CVM-DONE/ { print "# guest uptime at poweroff: " $2 " s"; next }
 /^@@CVM-QEMU-EXIT / { qemu = $2; next }
 # A kernel warning, bug or oops while a program ran fails it, though it passed.
