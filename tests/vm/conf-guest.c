@@ -618,7 +618,7 @@ static char which_kernel(int argc, char **argv)
 	if (argc > 1)
 		return argv[1][0];
 	/* Kernel A's type1 driver is built in: its parameters are in sysfs. */
-	return access("/sys/module/vfio_iommu_type1", F_OK) ? 'B' : 'A';
+	return guest_kernel_a() ? 'A' : 'B';
 }
 
 static void run_targets(const struct conf_target *t, size_t n)

@@ -947,7 +947,7 @@ int main(void)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev)) == -ENODEV)
 		return tap_skip_all("no edu device bound to vfio-pci (not in the test guest?)");
-	kernel_a = access("/sys/module/vfio_iommu_type1", F_OK) == 0;
+	kernel_a = guest_kernel_a();
 	tap_diag("kernel %s", kernel_a ? "A (legacy type1 container)" : "B (iommufd compat container)");
 	cvm_set_log(log_fn, NULL, LOG_DEBUG);
 

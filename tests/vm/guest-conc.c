@@ -351,7 +351,7 @@ int main(int argc, char **argv)
 	uint32_t fa = argc > 1 ? strtoul(argv[1], NULL, 0) : 0;
 	uint32_t fb = argc > 2 ? strtoul(argv[2], NULL, 0) : 0;
 	unsigned seed = argc > 3 ? strtoul(argv[3], NULL, 0) : 1;
-	const char *tname = access("/sys/module/vfio_iommu_type1", F_OK) == 0 ? "type1" : "compat";
+	const char *tname = guest_kernel_a() ? "type1" : "compat";
 	pthread_t th[NCONV + 3];
 	nchurn = argc > 4 ? atoi(argv[4]) : 2;
 	int err;

@@ -294,7 +294,7 @@ int main(int argc, char **argv)
 	memset(ram_hva, 0, RUN_PG * PG);
 	if (argc == 2) {
 		run_target(argv[1]);
-	} else if (access("/sys/module/vfio_iommu_type1", F_OK) == 0) {
+	} else if (guest_kernel_a()) {
 		run_target("type1");
 		run_target("iommufd");
 	} else {

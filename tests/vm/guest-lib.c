@@ -1219,7 +1219,7 @@ int main(int argc, char **argv)
 	w.probe_buf = (uint64_t)(uintptr_t)(w.bounce_hva + 2 * PG);
 	if (argc == 2) {
 		run_target(&w, argv[1]);
-	} else if (access("/sys/module/vfio_iommu_type1", F_OK) == 0) {
+	} else if (guest_kernel_a()) {
 		run_target(&w, "type1");       /* kernel A */
 		run_target(&w, "iommufd");
 	} else {

@@ -836,7 +836,7 @@ int main(int argc, char **argv)
 	tap_diag("fd count at start %d", count_fds());
 	if (argc == 2) {
 		run_target(argv[1]);
-	} else if (access("/sys/module/vfio_iommu_type1", F_OK) == 0) {
+	} else if (guest_kernel_a()) {
 		run_target("type1");           /* kernel A */
 		run_target("iommufd");
 		run_target("iommufd-nocut");

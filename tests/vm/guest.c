@@ -235,6 +235,11 @@ int guest_open_type1(unsigned long iommu_type, int *container_fd, int *device_fd
 	return 0;
 }
 
+bool guest_kernel_a(void)
+{
+	return access("/sys/module/vfio_iommu_type1", F_OK) == 0;
+}
+
 int guest_iommufd_bind(int iommufd, int *device_fd)
 {
 	struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind), .iommufd = iommufd };

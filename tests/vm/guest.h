@@ -33,6 +33,10 @@ int guest_find_edu(char *bdf, size_t bdflen, int *group, char *cdev, size_t cdev
  */
 int guest_open_type1(unsigned long iommu_type, int *container_fd, int *device_fd);
 
+/* Kernel A (the legacy VFIO container, vfio_iommu_type1, is there), or
+ * kernel B (iommufd provides /dev/vfio/vfio instead). */
+bool guest_kernel_a(void);
+
 /* Open the edu vfio cdev and bind it to iommufd (VFIO_DEVICE_BIND_IOMMUFD). */
 int guest_iommufd_bind(int iommufd, int *device_fd);
 
