@@ -1,10 +1,11 @@
 # ---- coverage: ./configure --enable-coverage CFLAGS='-O0 -g'; make check; make coverage ----
 # The library's line and branch coverage, from gcov, per source file and
-# in all, over whatever ran since the last make coverage-reset (counts add
-# up across runs).  The annotated sources go to coverage/, lines no test
-# ran marked #####.  The guest tests' counts, which tests/vm/guest-check.sh
-# brings out of QEMU into coverage-guest/, are added (scripts/coverage-data):
-# the real backends on the real kernels.  CI prints it (.ci/run), from the
+# in all, over whatever ran on the host since the last make coverage-reset
+# (counts add up across runs).  The annotated sources go to coverage/,
+# lines no test ran marked #####.  The guest tests' counts, which
+# tests/vm/guest-check.sh brings out of QEMU into coverage-guest/ (each
+# kernel's last run), are added (scripts/coverage-data): the real backends
+# on the real kernels.  CI prints it (.ci/run), from the
 # host tests only: the guest tests run once per CI run, in the main build.
 EXTRA_DIST += scripts/coverage-summary scripts/coverage-data tests/check-coverage-data.sh
 

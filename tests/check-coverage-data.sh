@@ -10,6 +10,11 @@ script=$(cd "$top_srcdir" && pwd)/scripts/coverage-data
 cc=${CC:-cc}
 command -v gcov-tool >/dev/null 2>&1 && command -v gcov >/dev/null 2>&1 || {
 	echo "1..0 # SKIP gcov and gcov-tool not found (Debian: gcc)"; exit 0; }
+# gcov's files are GCC's, in its version's format: CC must be that GCC.
+gcc_major=$($cc -dumpversion 2>/dev/null | cut -d. -f1)
+gcov_major=$(gcov --version 2>/dev/null | head -n 1 | awk '{ print $NF }' | cut -d. -f1)
+$cc -v 2>&1 | grep -q '^gcc version' && [ -n "$gcc_major" ] && [ "$gcc_major" = "$gcov_major" ] || {
+	echo "1..0 # SKIP $cc is not the GCC of gcov $gcov_major"; exit 0; }
 plan 5
 
 b=$tmp/build

@@ -174,7 +174,8 @@ keep_gcov() {
 		mv -f "$dir/$kernel.tar.new" "$dir/$kernel.tar"
 		echo "# coverage counts of kernel $kernel's run kept in $dir/$kernel.tar"
 	else
-		rm -f "$dir/$kernel.tar.new"
+		# Not an older run's counts either, added to newer host ones.
+		rm -f "$dir/$kernel.tar.new" "$dir/$kernel.tar"
 		echo "# no coverage counts came out of the guest: $(tail -n 1 "$work/gcov.err")"
 	fi
 }

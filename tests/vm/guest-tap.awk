@@ -114,9 +114,10 @@ inprog && /@@CVM-END [^ ]*$/ { sub(/@@CVM-END [^ ]*$/, ""); tapline($0); inprog 
 /^@@CVM-DMESG-END / { indmesg = 0; next }
 /^@@CVM-GCOV-BEGIN/ { ingcov = 1; gcov = 0; next }
 /^@@CVM-GCOV-END/ { ingcov = 0; print "# coverage counts from the guest: " gcov " lines of base64"; next }
-ingcov { gcov++; next }
 /^@@CVM-DONE/ { print "# guest uptime at poweroff: " $2 " s"; next }
 /^@@CVM-QEMU-EXIT / { qemu = $2; next }
+# After QEMU's status: a guest that died mid-dump still says why.
+ingcov { gcov++; next }
 # A kernel warning, bug or oops while a program ran fails it, though it passed.
 indmesg && dname != "boot" && !(dname in kbad) &&
     /^(WARNING: |BUG: |Oops|general protection fault|Kernel panic|kernel BUG at)/ {
