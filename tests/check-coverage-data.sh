@@ -15,7 +15,7 @@ gcc_major=$($cc -dumpversion 2>/dev/null | cut -d. -f1)
 gcov_major=$(gcov --version 2>/dev/null | head -n 1 | awk '{ print $NF }' | cut -d. -f1)
 $cc -v 2>&1 | grep -q '^gcc version' && [ -n "$gcc_major" ] && [ "$gcc_major" = "$gcov_major" ] || {
 	echo "1..0 # SKIP $cc is not the GCC of gcov $gcov_major"; exit 0; }
-plan 5
+plan 6
 
 b=$tmp/build
 mkdir -p "$b/lib/.libs"
@@ -64,5 +64,16 @@ st=0
 said=$(cd "$b" && GCOV_TOOL=gcov-tool sh "$script" coverage/stale 2>&1) || st=$?
 check "a guest's counts from another build fail with the remedy" \
 	sh -c '[ "$1" = 1 ] && echo "$2" | grep -q "make coverage-reset" ||
+		{ echo "status $1; said: $2"; exit 1; }' sh "$st" "$said"
+
+# The library rebuilt since the host's run: its own counts do not fit.
+rm -f "$b/coverage-guest/A.tar"
+cp "$tmp/other/lib/x.c" "$b/lib/x.c"
+(cd "$b" && $cc --coverage -O0 -c lib/x.c -o lib/.libs/libcvmdma_internal_la-x.o) \
+	>"$tmp/cc.log" 2>&1
+st=0
+said=$(cd "$b" && GCOV_TOOL=gcov-tool sh "$script" coverage/rebuilt 2>&1) || st=$?
+check "the host's counts from before a rebuild fail with the remedy" \
+	sh -c '[ "$1" = 1 ] && echo "$2" | grep -q "earlier build.*make coverage-reset" ||
 		{ echo "status $1; said: $2"; exit 1; }' sh "$st" "$said"
 tap_done
