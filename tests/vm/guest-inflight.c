@@ -319,15 +319,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	memset(ram_hva, 0, RUN_PG * PG);
-	if (argc == 2) {
-		run_target(argv[1]);
-	} else if (guest_kernel_a()) {
-		run_target("type1");
-		run_target("iommufd");
-	} else {
-		run_target("compat");
-		run_target("iommufd");
-	}
+	guest_each_target(argc, argv, run_target);
 	printf("1..%d\n", tap_count);
 	return tap_failed;
 }

@@ -240,6 +240,16 @@ bool guest_kernel_a(void)
 	return access("/sys/module/vfio_iommu_type1", F_OK) == 0;
 }
 
+void guest_each_target(int argc, char **argv, void (*run)(const char *name))
+{
+	if (argc == 2) {
+		run(argv[1]);
+		return;
+	}
+	run(guest_kernel_a() ? "type1" : "compat");
+	run("iommufd");
+}
+
 int guest_iommufd_bind(int iommufd, int *device_fd)
 {
 	struct vfio_device_bind_iommufd bind = { .argsz = sizeof(bind), .iommufd = iommufd };

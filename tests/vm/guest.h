@@ -37,6 +37,10 @@ int guest_open_type1(unsigned long iommu_type, int *container_fd, int *device_fd
  * kernel B (iommufd provides /dev/vfio/vfio instead). */
 bool guest_kernel_a(void);
 
+/* run(name) for the target argv[1] names (argc 2), or else for this
+ * kernel's container ("type1" on A, "compat" on B) and then "iommufd". */
+void guest_each_target(int argc, char **argv, void (*run)(const char *name));
+
 /* Open the edu vfio cdev and bind it to iommufd (VFIO_DEVICE_BIND_IOMMUFD). */
 int guest_iommufd_bind(int iommufd, int *device_fd);
 
