@@ -7,13 +7,13 @@
 . "$top_srcdir/tests/tap.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 awkf=$top_srcdir/tests/vm/guest-tap.awk
-plan 11
+plan 15
 
 # console NAMES: the made-up console on stdin, through guest-tap.awk into
 # $tmp/out; its exit status into $tmp/st.
 console() {
 	st=0
-	awk -v kernel=A -v names="$1" -f "$awkf" >"$tmp/out" 2>&1 || st=$?
+	awk -v kernel=A -v names="$1" -v trace="${trace:-}" -f "$awkf" >"$tmp/out" 2>&1 || st=$?
 	echo "$st" >"$tmp/st"
 }
 boot='@@CVM-BOOT ok 0000:00:03.0 7 /dev/vfio/devices/vfio0 1.50'
@@ -81,4 +81,47 @@ check "a coverage build's counts after the last program are no results and no co
 
 printf '%s\n' '@@CVM-BOOT fail edu not found' | console a
 check "a guest without edu bound fails the harness test and every program" verdict 1 2
+# The vIOMMU's invalidations (qemu-run --trace) against guest-iotlb's claims:
+# window 1 holds one invalidation of the hole, window 2 one of the whole
+# 2 MiB around it, window 3 none; domain 5's are another device's.
+inv() { echo "42@1.5:vtd_inv_desc_iotlb_pages iotlb invalidate domain 0x$1 addr 0x$2 mask 0x$3"; }
+{ inv 2 80000000 0; inv 5 40000000 9; inv 2 40001000 0; inv 2 80001000 0
+  inv 2 80002000 0; inv 2 40000000 9; inv 2 80003000 0; inv 2 80004000 0
+  echo '42@1.6:vtd_inv_desc_iotlb_domain iotlb invalidate whole domain 0x5'
+  inv 2 80005000 0; inv 2 80006000 0
+  echo '42@1.7:vtd_inv_desc_iotlb_domain iotlb invalidate whole domain 0x2'
+  inv 2 80007000 0; } >"$tmp/trace"
+claims() { # KIND1 KIND2 KIND3 [KIND4]
+	echo "$boot"
+	prog a 0 '' '1..4' \
+		"ok 1 - hole # IOTLB 0x80000000 0x80001000 0x40001000 0x40002000 $1" \
+		"ok 2 - hole again # IOTLB 0x80002000 0x80003000 0x40001000 0x40002000 $2" \
+		"ok 3 - share # IOTLB 0x80004000 0x80005000 0x40001000 0x40002000 $3" \
+		"ok 4 - flush # IOTLB 0x80006000 0x80007000 0x40001000 0x40002000 ${4:-only}"
+}
+claims only beyond none none | trace=$tmp/trace console a
+check "vIOMMU claims the trace bears out pass, each with what the trace showed" \
+	sh -c 'verdict() { [ "$(cat "$1")" = 1 ] && [ "$(grep -c "^not ok" "$2")" = 1 ] &&
+		grep -q "^ok 2 - a: hole (vIOMMU: 1 invalidation in domain 2, 1 inside \[0x40001000, 0x40002000), 0 beyond)$" "$2" &&
+		grep -q "^ok 3 - a: hole again (vIOMMU: 1 invalidation in domain 2, 0 inside" "$2" &&
+		grep -q "^ok 4 - a: share (vIOMMU: 0 invalidations" "$2" &&
+		grep -q "^not ok 5 - a: flush (vIOMMU: 1 invalidation in domain 2, 0 inside" "$2"; }
+		verdict "$1" "$2" || { cat "$2"; exit 1; }' sh "$tmp/st" "$tmp/out"
+claims beyond only only | trace=$tmp/trace console a
+check "a hole claimed hitless fails where the 2 MiB around it was invalidated, a remap claimed fails where only the hole was, a hole claimed where nothing was invalidated fails, and so does one after a whole-domain flush" \
+	sh -c 'verdict() { [ "$(cat "$1")" = 1 ] && grep -q "^not ok 2 - a: hole (" "$2" &&
+		grep -q "^not ok 3 - a: hole again (" "$2" && grep -q "^not ok 4 - a: share (" "$2" &&
+		grep -q "^not ok 5 - a: flush (" "$2"; }
+		verdict "$1" "$2" || { cat "$2"; exit 1; }' sh "$tmp/st" "$tmp/out"
+{ claims only beyond none; } | sed 's/0x80002000 0x80003000/0x80002000 0x8000f000/' |
+	trace=$tmp/trace console a
+check "a claim whose end marker is not in the trace fails, and the claims after it are checked" \
+	sh -c 'verdict() { [ "$(cat "$1")" = 1 ] && grep -q "^ok 2 - a: hole (" "$2" &&
+		grep -q "^not ok 3 - a: hole again (the marker invalidation of 0x8000f000 is not in the trace after 0x80002000)$" "$2" &&
+		grep -q "^ok 4 - a: share (" "$2"; }
+		verdict "$1" "$2" || { cat "$2"; exit 1; }' sh "$tmp/st" "$tmp/out"
+claims only beyond none none | console a
+check "without a trace the claims are SKIPs" \
+	sh -c 'verdict() { [ "$(cat "$1")" = 0 ] && [ "$(grep -c "^ok [2-5] - a: .* # SKIP no vIOMMU trace" "$2")" = 4 ]; }
+		verdict "$1" "$2" || { cat "$2"; exit 1; }' sh "$tmp/st" "$tmp/out"
 tap_done

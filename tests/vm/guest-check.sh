@@ -5,7 +5,12 @@
 # our own ("PROGRAM: description"), so every guest test is its own
 # PASS/FAIL/SKIP in make check.
 #
-#   tests/vm/guest-check.sh --kernel A|B [--timeout S] [PROGRAM...]
+#   tests/vm/guest-check.sh --kernel A|B [--timeout S] [--trace] [PROGRAM...]
+#
+# --trace records the virtual IOMMU's IOTLB invalidations (qemu-run --trace)
+# and checks the programs' claims about them (guest-tap.awk): a boot of its
+# own for the programs that make such claims (tests/vm/guest-iotlb.c), as a
+# whole run's record would be hundreds of megabytes.
 #
 # Test 1 checks the harness itself: the kernel boots and edu is bound to
 # vfio-pci.  A program that crashes, hangs (killed after $CVMDMA_VM_TEST_TIMEOUT
@@ -17,11 +22,12 @@
 set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
-kernel=A limit=
+kernel=A limit= tracing=
 while [ $# -gt 0 ]; do
 	case $1 in
 	--kernel) kernel=${2:-}; shift 2 ;;
 	--timeout) limit=${2:-}; shift 2 ;;
+	--trace) tracing=1; shift ;;
 	*) break ;;
 	esac
 done
@@ -127,8 +133,14 @@ boot() {
 	: >"$work/serial"
 	launch=
 	! command -v setsid >/dev/null 2>&1 || launch=setsid
+	trace_arg=
+	if [ -n "$tracing" ]; then
+		: >"$work/iotlb.trace"
+		trace_arg=$work/iotlb.trace
+	fi
 	$launch "$here/qemu-run" --timeout "$limit" --append "CVM_TIMEOUT=$per_prog$gcov_arg" \
-		"$bz" "$work/initrd.gz" >"$work/serial" 2>"$work/qemu.err" &
+		${trace_arg:+--trace "$trace_arg"} "$bz" "$work/initrd.gz" >"$work/serial" \
+		2>"$work/qemu.err" &
 	qpid=$!
 	last=-1 quiet=0
 	while kill -0 "$qpid" 2>/dev/null && [ "$quiet" -lt "$stall" ]; do
@@ -155,27 +167,28 @@ boot() {
 	{
 		cat "$work/serial"
 		[ "$rc" -eq 0 ] || echo "@@CVM-QEMU-EXIT $rc"
-	} | awk -v kernel="$kernel" -v names="$names" -f "$here/guest-tap.awk" >"$work/tap"
+	} | awk -v kernel="$kernel" -v names="$names" -v trace="$trace_arg" \
+		-f "$here/guest-tap.awk" >"$work/tap"
 	status=$?
 }
 
 # A coverage build (configure --enable-coverage): the programs' counts come
-# out of the guest (tests/vm/init) into coverage-guest/$kernel.tar of the
-# build directory, for make coverage.
+# out of the guest (tests/vm/init) into coverage-guest/$kernel.tar (a --trace
+# boot's into $kernel-trace.tar) of the build directory, for make coverage.
 gcov_arg=
 [ -z "${COVERAGE:-}" ] || gcov_arg=" GCOV_PREFIX=/gcov"
 keep_gcov() {
 	[ -n "$gcov_arg" ] || return 0
-	dir=${top_builddir:-.}/coverage-guest
+	dir=${top_builddir:-.}/coverage-guest run=$kernel${tracing:+-trace}
 	mkdir -p "$dir" || return 0
 	if sed -n '/^@@CVM-GCOV-BEGIN/,/^@@CVM-GCOV-END/p' "$work/serial" | tr -d '\r' |
-		sed '1d;$d' | base64 -d | gzip -dc >"$dir/$kernel.tar.new" 2>"$work/gcov.err" &&
-		tar -tf "$dir/$kernel.tar.new" >/dev/null 2>&1; then
-		mv -f "$dir/$kernel.tar.new" "$dir/$kernel.tar"
-		echo "# coverage counts of kernel $kernel's run kept in $dir/$kernel.tar"
+		sed '1d;$d' | base64 -d | gzip -dc >"$dir/$run.tar.new" 2>"$work/gcov.err" &&
+		tar -tf "$dir/$run.tar.new" >/dev/null 2>&1; then
+		mv -f "$dir/$run.tar.new" "$dir/$run.tar"
+		echo "# coverage counts of kernel $kernel's run kept in $dir/$run.tar"
 	else
 		# Not an older run's counts either, added to newer host ones.
-		rm -f "$dir/$kernel.tar.new" "$dir/$kernel.tar"
+		rm -f "$dir/$run.tar.new" "$dir/$run.tar"
 		echo "# no coverage counts came out of the guest: $(tail -n 1 "$work/gcov.err")"
 	fi
 }
@@ -196,5 +209,6 @@ fi
 cat "$work/tap"
 keep_gcov
 sed 's/^/# qemu: /' "$work/qemu.err"
+[ -z "$tracing" ] || echo "# vIOMMU trace: $(wc -l <"$work/iotlb.trace") IOTLB invalidations recorded"
 echo "# guest stage took $(($(date +%s) - t1)) s (boot + tests + poweroff)"
 exit "$status"

@@ -24,8 +24,108 @@ function start(name) {
 	misnum = ""
 }
 
+# A hex number ("0x..."); exact below 2^53, which IOVAs here are.
+function hexval(s,   i, c, v) {
+	v = 0
+	s = tolower(s)
+	sub(/^0x/, "", s)
+	for (i = 1; i <= length(s); i++) {
+		c = index("0123456789abcdef", substr(s, i, 1))
+		if (!c)
+			return -1
+		v = v * 16 + c - 1
+	}
+	return v
+}
+
+# QEMU's trace of the vIOMMU's IOTLB invalidations (qemu-run --trace), in
+# the order QEMU handled them: per line its kind (P: pages of a domain,
+# D: a whole domain, G: everything, or a kind not known here), its domain,
+# and for P the bytes [taddr, taddr + tlen).
+function load_trace(   line, f) {
+	loaded = 1
+	ntr = 0
+	if (trace == "")
+		return
+	while ((getline line < trace) > 0) {
+		if (line !~ /vtd_inv_desc_iotlb/)
+			continue
+		ntr++
+		if (match(line, /domain 0x[0-9a-fA-F]+ addr 0x[0-9a-fA-F]+ mask 0x[0-9a-fA-F]+/)) {
+			split(substr(line, RSTART, RLENGTH), f, " ")
+			tkind[ntr] = "P"
+			tdom[ntr] = hexval(f[2])
+			taddr[ntr] = hexval(f[4])
+			tlen[ntr] = 4096 * 2 ^ hexval(f[6])
+		} else if (match(line, /whole domain 0x[0-9a-fA-F]+/)) {
+			split(substr(line, RSTART, RLENGTH), f, " ")
+			tkind[ntr] = "D"
+			tdom[ntr] = hexval(f[3])
+		} else {
+			tkind[ntr] = "G"
+		}
+	}
+	close(trace)
+}
+
+# The marker invalidation of the page at iova, at or after entry from (in
+# domain dom, if dom >= 0): its entry, or 0.
+function find_marker(iova, from, dom,   i) {
+	for (i = from; i <= ntr; i++)
+		if (tkind[i] == "P" && taddr[i] == iova && tlen[i] == 4096 && (dom < 0 || tdom[i] == dom))
+			return i
+	return 0
+}
+
+# A guest program's claim "IOTLB BEGIN END LO HI only|none|beyond" about
+# the invalidations of the domain between the two marker invalidations
+# (tests/vm/guest-iotlb.c): 1 if the trace bears it out, else 0; iotlb_why
+# says what the trace showed, or why nothing was checked (iotlb_skip).
+function iotlb_check(spec,   f, b, e, lo, hi, kind, i, j, k, dom, n, in_, out, ok) {
+	if (!loaded)
+		load_trace()
+	iotlb_skip = 0
+	if (!ntr) {
+		iotlb_skip = 1
+		iotlb_why = "no vIOMMU trace (tests/vm/guest-check.sh records one)"
+		return 1
+	}
+	split(spec, f, " ")
+	b = hexval(f[2]); e = hexval(f[3]); lo = hexval(f[4]); hi = hexval(f[5]); kind = f[6]
+	if (kind != "only" && kind != "none" && kind != "beyond") {
+		iotlb_why = "unknown claim '" kind "'"
+		return 0
+	}
+	i = find_marker(b, tcur + 1, -1)
+	if (!i) {
+		iotlb_why = "the marker invalidation of " f[2] " is not in the trace"
+		return 0
+	}
+	dom = tdom[i]
+	j = find_marker(e, i + 1, dom)
+	if (!j) {
+		iotlb_why = "the marker invalidation of " f[3] " is not in the trace after " f[2]
+		return 0
+	}
+	tcur = j
+	n = in_ = out = 0
+	for (k = i + 1; k < j; k++) {
+		if (tkind[k] != "G" && tdom[k] != dom)
+			continue
+		n++
+		if (tkind[k] == "P" && taddr[k] >= lo && taddr[k] + tlen[k] <= hi)
+			in_++
+		else
+			out++
+	}
+	ok = kind == "only" ? in_ > 0 && out == 0 : kind == "none" ? n == 0 : out > 0
+	iotlb_why = "vIOMMU: " n " invalidation" (n == 1 ? "" : "s") " in domain " dom ", " in_ \
+		" inside [" f[4] ", " f[5] "), " out " beyond"
+	return ok
+}
+
 # One line of the current program's output.
-function tapline(l,   rest, num) {
+function tapline(l,   rest, num, spec) {
 	if (l ~ /^(not )?ok([ \t]|$)/) {
 		rest = l
 		sub(/^(not )?ok[ \t]*/, "", rest)
@@ -38,6 +138,16 @@ function tapline(l,   rest, num) {
 		# Numbers are optional, but a number that is there must be the next one.
 		if (num != "" && num + 0 != ran && misnum == "")
 			misnum = "result " ran " is numbered " num
+		# A claim about the vIOMMU's invalidations: checked against the trace.
+		if (match(rest, /#[ \t]*IOTLB .*$/)) {
+			spec = substr(rest, RSTART, RLENGTH)
+			sub(/^#[ \t]*/, "", spec)
+			rest = substr(rest, 1, RSTART - 1)
+			sub(/[ \t]+$/, "", rest)
+			if (!iotlb_check(spec) && l !~ /^not/)
+				l = "not " l
+			rest = rest (iotlb_skip ? " # SKIP " : " (") iotlb_why (iotlb_skip ? "" : ")")
+		}
 		if (l ~ /^not/ && rest !~ /#[ \t]*[Tt][Oo][Dd][Oo]/)
 			failed++
 		# The directive (# SKIP / # TODO) stays at the end, so it keeps its meaning.
