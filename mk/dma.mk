@@ -53,6 +53,14 @@ tests_vm_guest_inflight_CFLAGS = $(GUEST_CFLAGS)
 tests_vm_guest_inflight_LDADD = $(GUEST_LDADD)
 VM_TESTS_A += tests/vm/guest-inflight
 VM_TESTS_B += tests/vm/guest-inflight
+# The same as the virtual IOMMU's IOTLB invalidations show it (guest-tap.awk
+# checks its claims against QEMU's trace).
+check_PROGRAMS += tests/vm/guest-iotlb
+tests_vm_guest_iotlb_SOURCES = tests/vm/guest-iotlb.c $(GUEST_SOURCES)
+tests_vm_guest_iotlb_CFLAGS = $(GUEST_CFLAGS)
+tests_vm_guest_iotlb_LDADD = $(GUEST_LDADD)
+VM_TRACE_TESTS_A += tests/vm/guest-iotlb
+VM_TRACE_TESTS_B += tests/vm/guest-iotlb
 check_PROGRAMS += tests/vm/guest-conc
 tests_vm_guest_conc_SOURCES = tests/vm/guest-conc.c $(GUEST_SOURCES)
 tests_vm_guest_conc_CFLAGS = $(GUEST_CFLAGS)
