@@ -7,7 +7,7 @@
 . "$top_srcdir/tests/tap.sh"
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 awkf=$top_srcdir/tests/vm/guest-tap.awk
-plan 15
+plan 22
 
 # console NAMES: the made-up console on stdin, through guest-tap.awk into
 # $tmp/out; its exit status into $tmp/st.
@@ -90,7 +90,24 @@ inv() { echo "42@1.5:vtd_inv_desc_iotlb_pages iotlb invalidate domain 0x$1 addr 
   echo '42@1.6:vtd_inv_desc_iotlb_domain iotlb invalidate whole domain 0x5'
   inv 2 80005000 0; inv 2 80006000 0
   echo '42@1.7:vtd_inv_desc_iotlb_domain iotlb invalidate whole domain 0x2'
-  inv 2 80007000 0; } >"$tmp/trace"
+  inv 2 80007000 0
+  # 8: one page of four; 10: four pages in two invalidations, the first
+  # given unaligned (the vIOMMU ignores the address bits below its size);
+  # 12: a global flush; 14: a marker in domain 7; 16: an unknown event.
+  inv 2 80008000 0; inv 2 40100000 0; inv 2 80009000 0
+  inv 2 8000a000 0; inv 2 40101000 1; inv 2 40102000 1; inv 2 8000b000 0
+  inv 2 8000c000 0; echo '42@1.8:vtd_inv_desc_iotlb_global iotlb invalidate global'
+  inv 2 8000d000 0
+  inv 7 8000e000 0; inv 2 8000f000 0
+  inv 2 80010000 0; echo '42@1.9:vtd_inv_desc_iotlb_frob iotlb frobnicate domain 0x2'
+  inv 2 80011000 0; } >"$tmp/trace"
+# claim1 BEGIN KIND: one program whose one result claims KIND for pages
+# 0x40100000-0x40103fff between the markers BEGIN and BEGIN + 0x1000.
+claim1() {
+	echo "$boot"
+	prog a 0 '' '1..1' \
+		"ok 1 - four pages # IOTLB 0x$1 0x$(printf %x $((0x$1 + 4096))) 0x40100000 0x40104000 $2"
+}
 claims() { # KIND1 KIND2 KIND3 [KIND4]
 	echo "$boot"
 	prog a 0 '' '1..4' \
@@ -113,15 +130,43 @@ check "a hole claimed hitless fails where the 2 MiB around it was invalidated, a
 		grep -q "^not ok 3 - a: hole again (" "$2" && grep -q "^not ok 4 - a: share (" "$2" &&
 		grep -q "^not ok 5 - a: flush (" "$2"; }
 		verdict "$1" "$2" || { cat "$2"; exit 1; }' sh "$tmp/st" "$tmp/out"
-{ claims only beyond none; } | sed 's/0x80002000 0x80003000/0x80002000 0x8000f000/' |
+{ claims only beyond none; } | sed 's/0x80002000 0x80003000/0x80002000 0x8001f000/' |
 	trace=$tmp/trace console a
 check "a claim whose end marker is not in the trace fails, and the claims after it are checked" \
 	sh -c 'verdict() { [ "$(cat "$1")" = 1 ] && grep -q "^ok 2 - a: hole (" "$2" &&
-		grep -q "^not ok 3 - a: hole again (the marker invalidation of 0x8000f000 is not in the trace after 0x80002000)$" "$2" &&
+		grep -q "^not ok 3 - a: hole again (the marker invalidation of 0x8001f000 is not in the trace after 0x80002000)$" "$2" &&
 		grep -q "^ok 4 - a: share (" "$2"; }
 		verdict "$1" "$2" || { cat "$2"; exit 1; }' sh "$tmp/st" "$tmp/out"
 claims only beyond none none | console a
 check "without a trace the claims are SKIPs" \
 	sh -c 'verdict() { [ "$(cat "$1")" = 0 ] && [ "$(grep -c "^ok [2-5] - a: .* # SKIP no vIOMMU trace" "$2")" = 4 ]; }
+		verdict "$1" "$2" || { cat "$2"; exit 1; }' sh "$tmp/st" "$tmp/out"
+: >"$tmp/empty"
+claims only beyond none none | trace=$tmp/empty console a
+check "a trace that holds no invalidation fails every claim" \
+	sh -c 'verdict() { [ "$(cat "$1")" = 1 ] && [ "$(grep -c "^not ok [2-5] - a: .*holds no vtd_inv_desc_iotlb_\* event)$" "$2")" = 4 ]; }
+		verdict "$1" "$2" || { cat "$2"; exit 1; }' sh "$tmp/st" "$tmp/out"
+claim1 80008000 only | trace=$tmp/trace console a
+check "'only' fails where some of its pages were not invalidated" \
+	sh -c 'grep -q "^not ok 2 - a: four pages (.* 1 inside .*, 3 of its pages not invalidated)$" "$1" ||
+		{ cat "$1"; exit 1; }' sh "$tmp/out"
+claim1 8000a000 only | trace=$tmp/trace console a
+check "'only' passes where invalidations aligned to their size cover every page" verdict 0 0
+claim1 8000c000 none | trace=$tmp/trace console a
+check "a global flush between the markers fails 'none'" \
+	sh -c 'grep -q "^not ok 2 - a: four pages (vIOMMU: 1 invalidation in domain 2, 0 inside .*, 1 beyond)$" "$1" ||
+		{ cat "$1"; exit 1; }' sh "$tmp/out"
+claim1 8000e000 none | trace=$tmp/trace console a
+check "an end marker in another domain than the begin marker's is not found" \
+	sh -c 'grep -q "^not ok 2 - a: four pages (the marker invalidation of 0x8000f000 is not in the trace after 0x8000e000)$" "$1" ||
+		{ cat "$1"; exit 1; }' sh "$tmp/out"
+claim1 80010000 none | trace=$tmp/trace console a
+check "an invalidation event not known here fails 'none' (and is never taken for one beyond)" \
+	sh -c 'grep -q "^not ok 2 - a: four pages (.*, 1 of a kind not known here)$" "$1" ||
+		{ cat "$1"; exit 1; }' sh "$tmp/out"
+{ echo "$boot"; prog a 1 '' 'Bail out! no device'; } | console a
+check "a program that bails out before any result is one failure, with its reason" \
+	sh -c 'verdict() { [ "$(cat "$1")" = 1 ] && [ "$(grep -c "^not ok" "$2")" = 1 ] &&
+		grep -q "^not ok 2 - a: Bail out! no device$" "$2"; }
 		verdict "$1" "$2" || { cat "$2"; exit 1; }' sh "$tmp/st" "$tmp/out"
 tap_done
