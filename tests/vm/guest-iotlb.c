@@ -25,7 +25,10 @@
  *
  * Per target, a 2 MiB run shared in one conversion, then three single
  * pages of it made private one at a time, then one of them shared again,
- * then four aligned pages around it made private at once:
+ * then four aligned pages around it made private at once, then a batch
+ * share of those four and of two pages the kernel cannot pin (PROT_NONE):
+ *   - in every context the failed batch invalidates only what it mapped
+ *     before the kernel refused (the rollback), nothing that was shared;
  *   - auto where the backend cuts, and per-page everywhere: each hole
  *     invalidates its pages only, and the share invalidates nothing;
  *   - auto where it cannot cut (a 2 MiB granule), and no-cut where it can:
@@ -68,13 +71,14 @@ static int marker(struct cvm_be *be, uint64_t iova)
 }
 
 /*
- * Convert [gpa, gpa + len) of ram to `to` between two markers, and print
- * the result line that claims `kind` for [gpa, gpa + len) (RAM_GPA is the
- * IOVA of the region's first page).
+ * Convert the n ranges rs of ram to `to` (one batch) between two markers;
+ * the conversion must return want.  Then print the result line that
+ * claims `kind` for the IOVAs [lo, hi) (RAM_GPA is the IOVA of the
+ * region's first page).
  */
 static void step(struct guest_target *tg, const char *policy, struct cvm_dma *d,
-		 struct cvm_region *ram, uint64_t gpa, uint64_t len, enum cvm_state to,
-		 const char *kind, const char *what)
+		 struct cvm_region *ram, const struct cvm_range *rs, size_t n, enum cvm_state to,
+		 int want, uint64_t lo, uint64_t hi, const char *kind, const char *what)
 {
 	struct cvm_be *be = cvm_dma_backend(d);
 	uint64_t b = MARK_IOVA + 2 * nmark * PG, e = b + PG;
@@ -83,18 +87,29 @@ static void step(struct guest_target *tg, const char *policy, struct cvm_dma *d,
 	nmark++;
 	err_b = marker(be, b);
 	if (!err_b)
-		err = cvm_convert(ram, gpa, len, to, 0);
+		err = cvm_convert_batch(ram, rs, n, to, 0);
 	if (!err_b)
 		err_e = marker(be, e);
-	if (err_b || err || err_e) {
+	if (err_b || err != want || err_e) {
 		tap_ok(false, "%s/%s: %s (marker %d, conversion %d, marker %d)", tg->name, policy,
 		       what, err_b, err, err_e);
 		return;
 	}
 	printf("ok %d - %s/%s: %s # IOTLB 0x%llx 0x%llx 0x%llx 0x%llx %s\n", ++tap_count,
 	       tg->name, policy, what, (unsigned long long)b, (unsigned long long)e,
-	       (unsigned long long)gpa, (unsigned long long)(gpa + len), kind);
+	       (unsigned long long)lo, (unsigned long long)hi, kind);
 	fflush(stdout);
+}
+
+/* The same for one range [gpa, gpa + len), which must convert, and the
+ * claim about it. */
+static void step1(struct guest_target *tg, const char *policy, struct cvm_dma *d,
+		  struct cvm_region *ram, uint64_t gpa, uint64_t len, enum cvm_state to,
+		  const char *kind, const char *what)
+{
+	struct cvm_range r = { gpa, len };
+
+	step(tg, policy, d, ram, &r, 1, to, 0, gpa, gpa + len, kind, what);
 }
 
 /* The target's auto context could cut (set by its run). */
@@ -135,18 +150,35 @@ static void run_policy(struct guest_target *tg, const char *policy, uint32_t fla
 			 (unsigned long long)holes[i],
 			 hitless ? "invalidates that page only" :
 				   "invalidates pages that stay shared too (the control)");
-		step(tg, policy, d, ram, RAM_GPA + holes[i] * PG, PG, CVM_PRIVATE, hole_kind, what);
+		step1(tg, policy, d, ram, RAM_GPA + holes[i] * PG, PG, CVM_PRIVATE, hole_kind, what);
 	}
 	snprintf(what, sizeof(what), "page %llu is shared again: the vIOMMU invalidates nothing",
 		 (unsigned long long)holes[1]);
-	step(tg, policy, d, ram, RAM_GPA + holes[1] * PG, PG, CVM_SHARED, "none", what);
+	step1(tg, policy, d, ram, RAM_GPA + holes[1] * PG, PG, CVM_SHARED, "none", what);
 	/* Four pages across that one and the pieces around it: aligned, so
 	 * that the kernel's invalidations (a power of two each, aligned to its
 	 * size) need not reach past them. */
 	snprintf(what, sizeof(what), "pages 256-259 go private in one conversion: the vIOMMU %s",
 		 hitless ? "invalidates those pages only" :
 			   "invalidates pages that stay shared too (the control)");
-	step(tg, policy, d, ram, RAM_GPA + 256 * PG, 4 * PG, CVM_PRIVATE, hole_kind, what);
+	step1(tg, policy, d, ram, RAM_GPA + 256 * PG, 4 * PG, CVM_PRIVATE, hole_kind, what);
+	/* A batch share the kernel refuses half way: pages 256-259 map, then
+	 * the pin of 480-481 fails (-EFAULT: their memory is PROT_NONE now);
+	 * the rollback unmaps what the call mapped and nothing else. */
+	err = cvm_convert(ram, RAM_GPA + 480 * PG, 2 * PG, CVM_PRIVATE, 0);
+	if (!err && mprotect(ram_hva + 480 * PG, 2 * PG, PROT_NONE))
+		err = -errno;
+	if (tap_ok(!err, "%s/%s: pages 480-481 private, their memory PROT_NONE (%d)", tg->name,
+		   policy, err)) {
+		struct cvm_range rs[] = { { RAM_GPA + 256 * PG, 4 * PG },
+					  { RAM_GPA + 480 * PG, 2 * PG } };
+
+		step(tg, policy, d, ram, rs, 2, CVM_SHARED, -EFAULT, rs[0].gpa,
+		     rs[0].gpa + rs[0].length, "only",
+		     "a batch share the kernel refuses in its second run (EFAULT): the rollback "
+		     "invalidates the first run's pages only");
+		mprotect(ram_hva + 480 * PG, 2 * PG, PROT_READ | PROT_WRITE);
+	}
 	cvm_dma_stats(d, &st);
 	tap_ok(hitless ? !st.disrupted_bytes && !st.disruptive_splits :
 			 st.disrupted_bytes > 0,
