@@ -641,12 +641,8 @@ int main(int argc, char **argv)
 	else
 		cvm_set_log(log_to_tap, NULL, LOG_INFO);
 	ret = guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev));
-	if (ret == -ENODEV)
-		return tap_skip_all("no edu device (not in the test guest?)");
-	if (ret) {
-		printf("Bail out! the edu device is not usable through VFIO: %s\n", strerror(-ret));
-		return 1;
-	}
+	if (!tap_edu_usable(ret, &ret))
+		return ret;
 	tap_diag("kernel %c, edu %s, group %d, cdev %s", kernel, bdf, group, cdev);
 	if (kernel == 'A') {
 		fact_probe_before_device("type1-v2 (no device)", VFIO_TYPE1v2_IOMMU, false, false);

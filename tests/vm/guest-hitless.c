@@ -440,13 +440,9 @@ static void run_target(const char *name)
 		{ "granule-64K", 0, 64 * 1024 }, { "unbounded", 0, UINT64_MAX },
 	};
 	struct guest_target t;
-	int err = guest_target_open(&t, name);
 
-	if (err) {
-		tap_ok(false, "%s: open the edu device (%s)", name, strerror(-err));
-		guest_target_close(&t);
+	if (!tap_target_open(&t, name))
 		return;
-	}
 	for (size_t i = 0; i < sizeof(pol) / sizeof(pol[0]); i++)
 		run_policy(&t, pol[i].name, pol[i].flags, pol[i].g, 777 + (unsigned)i);
 	run_holes(&t);
@@ -460,14 +456,8 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	ret = guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev));
-	if (ret == -ENODEV)
-		return tap_skip_all("no edu device (not in the test guest?)");
-	if (ret) {
-		/* In the test guest the device is there: not bound to vfio-pci,
-		 * or no group, is a broken guest, not a reason to skip. */
-		printf("Bail out! the edu device is not usable through VFIO: %s\n", strerror(-ret));
-		return 1;
-	}
+	if (!tap_edu_usable(ret, &ret))
+		return ret;
 	ram_hva = mmap(NULL, RAM_PG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 		       -1, 0);
 	bounce_hva = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,

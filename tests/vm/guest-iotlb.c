@@ -194,13 +194,9 @@ out:
 static void run_target(const char *name)
 {
 	struct guest_target tg;
-	int err = guest_target_open(&tg, name);
 
-	if (err) {
-		tap_ok(false, "%s: open the edu device (%s)", name, strerror(-err));
-		guest_target_close(&tg);
+	if (!tap_target_open(&tg, name))
 		return;
-	}
 	target_cuts = false;
 	run_policy(&tg, "auto", 0);
 	run_policy(&tg, "per-page", CVM_DMA_PER_PAGE);
@@ -215,12 +211,8 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	ret = guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev));
-	if (ret == -ENODEV)
-		return tap_skip_all("no edu device (not in the test guest?)");
-	if (ret) {
-		printf("Bail out! the edu device is not usable through VFIO: %s\n", strerror(-ret));
-		return 1;
-	}
+	if (!tap_edu_usable(ret, &ret))
+		return ret;
 	ram_hva = mmap(NULL, RUN_PG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 		       -1, 0);
 	mark_hva = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -8,9 +8,13 @@
 #ifndef CVM_TESTS_VM_GUEST_TAP_H
 #define CVM_TESTS_VM_GUEST_TAP_H
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
+
+#include "guest.h"
 
 static int tap_count;
 static bool tap_failed;
@@ -84,6 +88,43 @@ static int tap_done(void)
 	printf("1..%d\n", tap_count);
 	fflush(stdout);
 	return tap_failed ? 1 : 0;
+}
+
+/*
+ * After guest_find_edu() returned ret: true if the edu device is usable
+ * and the program goes on; else false with the TAP said and *status the
+ * exit status.  Without the device (-ENODEV: not in the test guest) every
+ * test is a SKIP; a device there but not usable through VFIO (not bound to
+ * vfio-pci, no IOMMU group, no cdev) is a broken guest: Bail out!
+ */
+__attribute__((unused))
+static bool tap_edu_usable(int ret, int *status)
+{
+	if (ret == -ENODEV) {
+		*status = tap_skip_all("no edu device (not in the test guest?)");
+		return false;
+	}
+	if (ret) {
+		printf("Bail out! the edu device is not usable through VFIO: %s\n", strerror(-ret));
+		fflush(stdout);
+		*status = 1;
+		return false;
+	}
+	return true;
+}
+
+/* guest_target_open(t, name), or a failed test that says why (t closed). */
+__attribute__((unused))
+static bool tap_target_open(struct guest_target *t, const char *name)
+{
+	int err = guest_target_open(t, name);
+
+	if (err) {
+		tap_ok(false, "%s: open the edu device (%s)", name, strerror(-err));
+		guest_target_close(t);
+		return false;
+	}
+	return true;
 }
 
 #endif
