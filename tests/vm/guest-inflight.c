@@ -303,11 +303,11 @@ static void run_target(const char *name)
 int main(int argc, char **argv)
 {
 	char bdf[32], cdev[256];
-	int group;
+	int group, st;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev)) == -ENODEV)
-		return tap_skip_all("no edu device bound to vfio-pci (not in the test guest?)");
+	if (!tap_edu_usable(guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev)), &st))
+		return st;
 	ram_hva = mmap(NULL, RUN_PG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 		       -1, 0);
 	if (ram_hva == MAP_FAILED) {

@@ -1199,10 +1199,11 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	{
 		char bdf[32], cdev[256];
-		int group;
+		int group, st;
 
-		if (guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev)) == -ENODEV)
-			return tap_skip_all("no edu device bound to vfio-pci (not in the test guest?)");
+		if (!tap_edu_usable(guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev)),
+				    &st))
+			return st;
 	}
 	w.seed = 4242;
 	w.ram_hva = mmap(NULL, RAM_PG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
