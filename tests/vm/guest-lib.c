@@ -397,15 +397,21 @@ out:
 
 /* ---- two contexts that cut in one IOAS ---- */
 
-static int ioas_option_huge(struct world *w, uint64_t *val)
+/* IOMMU_OPTION_HUGE_PAGES of IOAS ioas on iommufd fd. */
+static int ioas_huge(int fd, uint32_t ioas, uint64_t *val)
 {
 	struct iommu_option o = { .size = sizeof(o), .option_id = IOMMU_OPTION_HUGE_PAGES,
-				  .op = IOMMU_OPTION_OP_GET, .object_id = w->t->ioas };
+				  .op = IOMMU_OPTION_OP_GET, .object_id = ioas };
 
-	if (ioctl(w->t->iommufd, IOMMU_OPTION, &o))
+	if (ioctl(fd, IOMMU_OPTION, &o))
 		return -errno;
 	*val = o.val64;
 	return 0;
+}
+
+static int ioas_option_huge(struct world *w, uint64_t *val)
+{
+	return ioas_huge(w->t->iommufd, w->t->ioas, val);
 }
 
 static int compat_ioas(struct world *w, uint32_t *id)
@@ -497,6 +503,113 @@ static void run_shared_ioas(struct world *w)
 out:
 	side_close(&first);
 	world_close(w);
+}
+
+/* The library's last message that names the fd's VFIO-compat IOAS. */
+static char compat_msg[512];
+
+static void keep_compat_msg(void *opaque, int priority, const char *msg)
+{
+	(void)opaque;
+	(void)priority;
+	if (strstr(msg, "VFIO-compat IOAS"))
+		snprintf(compat_msg, sizeof(compat_msg), "%s", msg);
+}
+
+/*
+ * Two IOASes of one fd that both want the cut.  The cut goes through the
+ * fd's VFIO-compat IOAS, and an fd has one: the first context (on the
+ * target's IOAS, the device attached) claims it; a second one, on another
+ * IOAS of the same fd, opens without the cut and says why, leaves that
+ * IOAS its huge pages, and maps and unmaps there as a context that cannot
+ * cut (a 2 MiB granule).  The first still cuts hitlessly, and keeps the
+ * compat IOAS when the second closes.
+ */
+static void run_two_ioas(struct world *w)
+{
+	struct cvm_region_config rc = { .sz = sizeof(rc), .gpa = 0xc0000000ull,
+					.length = SIDE_LEN, .flags = CVM_REGION_INIT_SHARED };
+	struct cvm_dma_config c = { .sz = sizeof(c), .backend = CVM_BACKEND_IOMMUFD,
+				    .fd = w->t->iommufd };
+	struct cvm_dma_info ia = { .sz = sizeof(ia) }, ib = { .sz = sizeof(ib) };
+	struct cvm_dma_stats sa = { .sz = sizeof(sa) }, sb = { .sz = sizeof(sb) };
+	struct cvm_region *r2 = NULL;
+	struct cvm_dma *d2 = NULL;
+	void *hva = MAP_FAILED;
+	uint32_t ioas2 = 0, id = 0;
+	uint64_t huge = 2;
+	int err, gerr, herr;
+	bool reach;
+
+	err = world_open(w, "auto", 0, 0) ?: cvm_convert(w->ram, RAM_GPA, 512 * PG, CVM_SHARED, 0) ?:
+	      guest_ioas_alloc(w->t->iommufd, &ioas2);
+	hva = mmap(NULL, SIDE_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (!err && hva == MAP_FAILED)
+		err = -ENOMEM;
+	if (!tap_ok(!err, "%s: two IOASes of one fd that want the cut: setup (%d)", w->t->name,
+		    err))
+		goto out;
+	cvm_dma_info(w->dma, &ia);
+	if (!ia.can_cut) {
+		tap_skip("the IOAS does not cut", "%s: two IOASes of one fd that want the cut",
+			 w->t->name);
+		goto out;
+	}
+	rc.hva = hva;
+	c.ioas_id = ioas2;
+	compat_msg[0] = 0;
+	cvm_set_log(keep_compat_msg, NULL, LOG_DEBUG);
+	err = cvm_region_create(&rc, &r2) ?: cvm_dma_open(&c, &d2) ?: cvm_dma_add_region(d2, r2);
+	cvm_set_log(NULL, NULL, 0);
+	if (!err)
+		cvm_dma_info(d2, &ib);
+	herr = ioas_huge(w->t->iommufd, ioas2, &huge);
+	gerr = compat_ioas(w, &id);
+	tap_diag("%s: %s", w->t->name, compat_msg);
+	tap_ok(!err && !ib.can_cut && ib.split_granule == 2 * 1024 * 1024 && !herr && huge == 1 &&
+	       !gerr && id == w->t->ioas && strstr(compat_msg, "not ours"),
+	       "%s: a second IOAS of the fd opens without the cut (can_cut %u, granule %llu), "
+	       "says the compat IOAS is another's, keeps its huge pages (%llu), and the compat "
+	       "IOAS stays the first's (%d, %d, %u)", w->t->name, ib.can_cut,
+	       (unsigned long long)ib.split_granule, (unsigned long long)huge, err, gerr, id);
+	if (err)
+		goto out;
+	/* The second splits its one mapping the way a context that cannot
+	 * cut does; the first cuts. */
+	err = cvm_convert(r2, rc.gpa + 5 * PG, PG, CVM_PRIVATE, 0);
+	gerr = cvm_convert(w->ram, RAM_GPA + 100 * PG, PG, CVM_PRIVATE, 0);
+	reach = dma_reaches(w, 99) && dma_reaches(w, 101) && dma_blocked(w, 100, false);
+	cvm_dma_stats(d2, &sb);
+	cvm_dma_stats(w->dma, &sa);
+	tap_ok(!err && !gerr && sb.mappings == 2 && !sb.cut_calls && sb.disruptive_splits == 1 &&
+	       sa.cut_calls == 1 && !sa.disruptive_splits && reach,
+	       "%s: both convert: the second remaps around its hole (%llu mappings, %llu remaps), "
+	       "the first cuts hitlessly (%llu cuts, %llu remaps, DMA around the hole %s) (%d, %d)",
+	       w->t->name, (unsigned long long)sb.mappings,
+	       (unsigned long long)sb.disruptive_splits, (unsigned long long)sa.cut_calls,
+	       (unsigned long long)sa.disruptive_splits, reach ? "lands" : "fails", err, gerr);
+	cvm_dma_close(d2);
+	d2 = NULL;
+	gerr = compat_ioas(w, &id);
+	err = cvm_convert(w->ram, RAM_GPA + 200 * PG, PG, CVM_PRIVATE, 0);
+	cvm_dma_stats(w->dma, &sa);
+	tap_ok(!gerr && id == w->t->ioas && !err && sa.cut_calls == 2,
+	       "%s: when the second closes, the compat IOAS is still the first's, which still "
+	       "cuts (%d, %u, %d, %llu cuts)", w->t->name, gerr, id, err,
+	       (unsigned long long)sa.cut_calls);
+out:
+	cvm_dma_close(d2);
+	cvm_region_destroy(r2);
+	world_close(w);
+	if (ioas2) {
+		struct iommu_destroy dd = { .size = sizeof(dd), .id = ioas2 };
+
+		if (ioctl(w->t->iommufd, IOMMU_DESTROY, &dd))
+			tap_diag("%s: IOMMU_DESTROY of IOAS %u: %s", w->t->name, ioas2,
+				 strerror(errno));
+	}
+	if (hva != MAP_FAILED)
+		munmap(hva, SIDE_LEN);
 }
 
 static void hung(int sig)
@@ -1175,6 +1288,7 @@ static void run_target(struct world *w, const char *name)
 	run_hitless(w);
 	if (!strcmp(name, "iommufd")) {
 		run_shared_ioas(w);
+		run_two_ioas(w);
 		run_small_pages_refused(w);
 	}
 	run_double_failure(w);
