@@ -16,8 +16,8 @@
  *
  *   ok N - DESCRIPTION # IOTLB BEGIN END LO HI only|none|beyond
  *
- *   only    at least one invalidation, and every one inside [LO, HI): the
- *           pages going private, and nothing that stays shared;
+ *   only    every page of [LO, HI) invalidated, and nothing outside it:
+ *           the pages going private, and nothing that stays shared;
  *   none    no invalidation at all (a share maps; it never unmaps);
  *   beyond  some invalidation outside [LO, HI): the control, a context
  *           that cannot cut and remaps what stays shared (so the check
