@@ -302,11 +302,10 @@ static void run_target(const char *name)
 
 int main(int argc, char **argv)
 {
-	char bdf[32], cdev[256];
-	int group, st;
+	int st;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (!tap_edu_usable(guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev)), &st))
+	if (!tap_need_edu(&st))
 		return st;
 	ram_hva = mmap(NULL, RUN_PG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 		       -1, 0);

@@ -206,13 +206,11 @@ static void run_target(const char *name)
 
 int main(int argc, char **argv)
 {
-	char bdf[32], cdev[256];
-	int group, ret;
+	int st;
 
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	ret = guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev));
-	if (!tap_edu_usable(ret, &ret))
-		return ret;
+	if (!tap_need_edu(&st))
+		return st;
 	ram_hva = mmap(NULL, RUN_PG * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
 		       -1, 0);
 	mark_hva = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

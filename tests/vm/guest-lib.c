@@ -1312,11 +1312,9 @@ int main(int argc, char **argv)
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	{
-		char bdf[32], cdev[256];
-		int group, st;
+		int st;
 
-		if (!tap_edu_usable(guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev)),
-				    &st))
+		if (!tap_need_edu(&st))
 			return st;
 	}
 	w.seed = 4242;

@@ -807,8 +807,7 @@ static void run_target(const char *name)
 
 int main(int argc, char **argv)
 {
-	char bdf[32], cdev[256];
-	int group, st;
+	int st;
 
 	if (argc > 2) {
 		fprintf(stderr, "usage: %s [type1|iommufd|iommufd-nocut|type1-limit|compat|"
@@ -825,7 +824,7 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	if (!tap_edu_usable(guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev)), &st))
+	if (!tap_need_edu(&st))
 		return st;
 	ram_hva = mmap(NULL, (NPG + 1) * PG, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

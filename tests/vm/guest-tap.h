@@ -113,6 +113,18 @@ static bool tap_edu_usable(int ret, int *status)
 	return true;
 }
 
+/* The same, finding the device itself (for a program that needs not its
+ * address, group or cdev). */
+__attribute__((unused))
+static bool tap_need_edu(int *status)
+{
+	char bdf[32], cdev[256];
+	int group;
+
+	return tap_edu_usable(guest_find_edu(bdf, sizeof(bdf), &group, cdev, sizeof(cdev)),
+			      status);
+}
+
 /* guest_target_open(t, name), or a failed test that says why (t closed). */
 __attribute__((unused))
 static bool tap_target_open(struct guest_target *t, const char *name)
