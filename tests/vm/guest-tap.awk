@@ -38,6 +38,17 @@ function hexval(s,   i, c, v) {
 	return v
 }
 
+# The same, written: "0x" and lower-case digits (mawk's %x stops at 2^32).
+function hexstr(v,   s, d) {
+	s = ""
+	do {
+		d = v % 16
+		s = substr("0123456789abcdef", d + 1, 1) s
+		v = (v - d) / 16
+	} while (v >= 1)
+	return "0x" s
+}
+
 # QEMU's trace of the vIOMMU's IOTLB invalidations (qemu-run --trace), in
 # the order QEMU handled them: per line its kind by event name (P: pages
 # of a domain, D: a whole domain, G: everything, X: an event or a format
@@ -89,9 +100,10 @@ function find_marker(iova, from, dom,   i) {
 # the invalidations of the domain between the two marker invalidations
 # (tests/vm/guest-iotlb.c): 1 if the trace bears it out, else 0; iotlb_why
 # says what the trace showed, or why nothing was checked (iotlb_skip).
-# only: every page of [LO, HI) invalidated, and nothing outside it.
+# only: every page of [LO, HI) invalidated, and nothing outside it (an
+# invalidation that reaches past it counts as beyond, though it covers it).
 function iotlb_check(spec,   f, b, e, lo, hi, kind, i, j, k, dom, n, in_, out, unk, ok,
-		     p, c, nin, ia, il) {
+		     p, c, nin, ia, il, seen, whole) {
 	if (!loaded)
 		load_trace()
 	iotlb_skip = 0
@@ -122,7 +134,8 @@ function iotlb_check(spec,   f, b, e, lo, hi, kind, i, j, k, dom, n, in_, out, u
 		return 0
 	}
 	tcur = j
-	n = in_ = out = unk = nin = 0
+	n = in_ = out = unk = nin = whole = 0
+	seen = ""
 	for (k = i + 1; k < j; k++) {
 		if (tkind[k] == "X") {
 			unk++
@@ -131,17 +144,25 @@ function iotlb_check(spec,   f, b, e, lo, hi, kind, i, j, k, dom, n, in_, out, u
 		if (tkind[k] != "G" && tdom[k] != dom)
 			continue
 		n++
-		if (tkind[k] == "P" && taddr[k] >= lo && taddr[k] + tlen[k] <= hi) {
-			in_++
+		# What the domain saw, for the message of a claim that fails.
+		if (n <= 8)
+			seen = seen (n > 1 ? " " : "") (tkind[k] == "P" ? \
+				hexstr(taddr[k]) "+" tlen[k] / 1024 "K" : \
+				tkind[k] == "D" ? "domain" : "global")
+		if (tkind[k] == "P") {
 			ia[++nin] = taddr[k]
 			il[nin] = tlen[k]
 		} else {
-			out++
+			whole = 1
 		}
+		if (tkind[k] == "P" && taddr[k] >= lo && taddr[k] + tlen[k] <= hi)
+			in_++
+		else
+			out++
 	}
-	# Pages of [lo, hi) that no invalidation inside covered.
+	# Pages of [lo, hi) that no invalidation covered.
 	c = 0
-	for (p = lo; p < hi; p += 4096) {
+	for (p = lo; p < hi && !whole; p += 4096) {
 		for (k = 1; k <= nin && !(ia[k] <= p && p < ia[k] + il[k]); k++)
 			;
 		c += k > nin
@@ -151,7 +172,8 @@ function iotlb_check(spec,   f, b, e, lo, hi, kind, i, j, k, dom, n, in_, out, u
 	iotlb_why = "vIOMMU: " n " invalidation" (n == 1 ? "" : "s") " in domain " dom ", " in_ \
 		" inside [" f[4] ", " f[5] "), " out " beyond" \
 		(kind == "only" && c ? ", " c " of its pages not invalidated" : "") \
-		(unk ? ", " unk " of a kind not known here" : "")
+		(unk ? ", " unk " of a kind not known here" : "") \
+		(ok || !n ? "" : ": " seen (n > 8 ? " ..." : ""))
 	return ok
 }
 
