@@ -1156,16 +1156,22 @@ Test(type1, a_region_outside_ten_iova_ranges_logs_eight_and_how_many_more)
 	free(mem);
 }
 
-Test(type1, open_fails_cleanly_at_every_allocation)
+/*
+ * open() with allocation k = 1, 2, ... failing, until an open no longer
+ * reaches the armed one: each failed open must return -ENOMEM and no
+ * backend, and then pass clean(k) (NULL: nothing more to check).  Returns
+ * the open that worked; *k (if not NULL) gets the k it was armed with.
+ */
+static struct cvm_be *open_at_each_allocation(int (*open)(struct cvm_be **be),
+					      void (*clean)(int fail_at), int *k)
 {
 	struct cvm_be *be;
 	int fail_at, ret;
 
-	q35_chain();
 	for (fail_at = 1;; fail_at++) {
 		be = NULL;
 		fail_alloc_arm(fail_at);
-		ret = cvm_backend_type1_open(fk.fd, true, &be);
+		ret = open(&be);
 		fail_alloc_disarm();
 		if (!ret) {
 			cr_assert_gt(fail_alloc_left, 0, "allocation %d failed, yet the open succeeded",
@@ -1174,7 +1180,31 @@ Test(type1, open_fails_cleanly_at_every_allocation)
 		}
 		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
 		cr_assert_null(be);
+		if (clean)
+			clean(fail_at);
 	}
+	if (k)
+		*k = fail_at;
+	return be;
+}
+
+static int type1_open_v2(struct cvm_be **be)
+{
+	return cvm_backend_type1_open(fk.fd, true, be);
+}
+
+static void nothing_mapped(int fail_at)
+{
+	cr_assert_eq(fk.nmaps, 0, "allocation %d: %d mappings left", fail_at, fk.nmaps);
+}
+
+Test(type1, open_fails_cleanly_at_every_allocation)
+{
+	struct cvm_be *be;
+	int fail_at;
+
+	q35_chain();
+	be = open_at_each_allocation(type1_open_v2, NULL, &fail_at);
 	cr_assert_gt(fail_at, 2);
 	cvm_backend_destroy(be);
 }
@@ -1185,23 +1215,10 @@ Test(type1, open_fails_cleanly_at_every_allocation)
 Test(type1, without_an_iova_range_capability_open_fails_cleanly_at_every_allocation)
 {
 	struct cvm_be *be;
-	int fail_at, ret;
+	int fail_at;
 
 	add_dma_avail(65535);
-	for (fail_at = 1;; fail_at++) {
-		be = NULL;
-		fail_alloc_arm(fail_at);
-		ret = cvm_backend_type1_open(fk.fd, true, &be);
-		fail_alloc_disarm();
-		if (!ret) {
-			cr_assert_gt(fail_alloc_left, 0, "allocation %d failed, yet the open succeeded",
-				     fail_at);
-			break;
-		}
-		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
-		cr_assert_null(be);
-		cr_assert_eq(fk.nmaps, 0);
-	}
+	be = open_at_each_allocation(type1_open_v2, nothing_mapped, &fail_at);
 	cr_assert_gt(fail_at, 3, "the range's own allocation was never failed");
 	cr_assert_eq(be->nranges, 1);
 	cr_assert_eq(be->ranges[0].start, 0);
@@ -1805,27 +1822,20 @@ Test(iommufd, raw_answers_and_unmap_all)
 	cvm_backend_destroy(be);
 }
 
+static int iommufd_open_own(struct cvm_be **be)
+{
+	return cvm_backend_iommufd_open(fk.fd, 0, false, be);
+}
+
+static void no_ioas_leaked(int fail_at)
+{
+	cr_assert_eq(fk.destroyed, fk.next_id - 1, "allocation %d: IOAS leaked", fail_at);
+}
+
 Test(iommufd, open_fails_cleanly_at_every_allocation)
 {
-	struct cvm_be *be;
-	int fail_at, ret;
-
 	as_iommufd();
-	for (fail_at = 1;; fail_at++) {
-		be = NULL;
-		fail_alloc_arm(fail_at);
-		ret = cvm_backend_iommufd_open(fk.fd, 0, false, &be);
-		fail_alloc_disarm();
-		if (!ret) {
-			cr_assert_gt(fail_alloc_left, 0, "allocation %d failed, yet the open succeeded",
-				     fail_at);
-			break;
-		}
-		cr_assert_eq(ret, -ENOMEM, "allocation %d: %d", fail_at, ret);
-		cr_assert_null(be);
-		cr_assert_eq(fk.destroyed, fk.next_id - 1, "allocation %d: IOAS leaked", fail_at);
-	}
-	cvm_backend_destroy(be);
+	cvm_backend_destroy(open_at_each_allocation(iommufd_open_own, no_ioas_leaked, NULL));
 }
 
 /*
@@ -1836,33 +1846,30 @@ Test(iommufd, open_fails_cleanly_at_every_allocation)
  * open that finally succeeds gives everything back when it closes.  The
  * capabilities an open reports are those of the IOAS as it was left.
  */
+static int iommufd_open_cut_7(struct cvm_be **be)
+{
+	return cvm_backend_iommufd_open(fk.fd, 7, true, be);
+}
+
+/* The caller's IOAS as it was: HUGE_PAGES on, not the compat one, empty. */
+static void ioas_as_it_was(int fail_at)
+{
+	cr_assert(fk.huge_pages, "cut %d, allocation %d: HUGE_PAGES left off", !fk.map_err,
+		  fail_at);
+	cr_assert_eq(fk.compat_ioas, 0, "cut %d, allocation %d: compat IOAS left", !fk.map_err,
+		     fail_at);
+	nothing_mapped(fail_at);
+}
+
 Test(iommufd, an_open_that_would_cut_fails_cleanly_at_every_allocation)
 {
 	struct cvm_be *be;
-	int fail_at, ret;
+	int fail_at;
 
 	as_iommufd();
 	for (int cut = 1; cut >= 0; cut--) {
 		fk.map_err = cut ? 0 : -EINVAL;   /* the probe's map: no cut */
-		for (fail_at = 1;; fail_at++) {
-			be = NULL;
-			fail_alloc_arm(fail_at);
-			ret = cvm_backend_iommufd_open(fk.fd, 7, true, &be);
-			fail_alloc_disarm();
-			if (!ret) {
-				cr_assert_gt(fail_alloc_left, 0,
-					     "cut %d, allocation %d failed, yet the open succeeded",
-					     cut, fail_at);
-				break;
-			}
-			cr_assert_eq(ret, -ENOMEM, "cut %d, allocation %d: %d", cut, fail_at, ret);
-			cr_assert_null(be);
-			cr_assert(fk.huge_pages, "cut %d, allocation %d: HUGE_PAGES left off", cut,
-				  fail_at);
-			cr_assert_eq(fk.compat_ioas, 0, "cut %d, allocation %d: compat IOAS left",
-				     cut, fail_at);
-			cr_assert_eq(fk.nmaps, 0);
-		}
+		be = open_at_each_allocation(iommufd_open_cut_7, ioas_as_it_was, &fail_at);
 		cr_assert_geq(fail_at, 4, "cut %d: the set-up's allocations were never failed",
 			      cut);
 		cr_assert_eq(be->can_cut, cut);
